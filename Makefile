@@ -1,0 +1,60 @@
+# erpsync: one Makefile that means the same locally and in CI.
+#   make demo       set everything up, start the sandbox and Airflow with its UI (Ctrl-C stops all)
+#   make demo-once  the same without the UI: run the main chain once, print a summary
+#   make test       lock check, lint, format check and the whole test suite
+#   make bench      the benchmarks (results under benchmarks/results/)
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+export UV_PYTHON_DOWNLOADS := never
+export UV_LINK_MODE := copy
+
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := .tools/bin/uv
+endif
+VENV := .venv
+RUN := $(VENV)/bin
+
+.PHONY: install demo demo-once test lint format lock-check bench sandbox clean help
+
+help:
+	@sed -n '2,6p' Makefile
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+# The project venv, exactly as locked (fails if uv.lock does not match pyproject.toml).
+install: $(UV)
+	$(UV) sync --locked --python $(PYTHON)
+
+lock-check: $(UV)
+	$(UV) lock --check
+
+lint: install
+	$(RUN)/ruff check .
+	$(RUN)/ruff format --check .
+
+format: install
+	$(RUN)/ruff format .
+	$(RUN)/ruff check --fix .
+
+test: lock-check lint
+	$(RUN)/pytest
+
+demo: install
+	$(RUN)/erpsync demo
+
+demo-once: install
+	$(RUN)/erpsync demo --once
+
+sandbox: install
+	$(RUN)/erpsync sandbox serve
+
+bench: install
+	$(RUN)/erpsync bench
+
+clean:
+	-$(RUN)/erpsync db stop
+	rm -rf .erpsync .airflow

@@ -1,0 +1,97 @@
+"""
+### Pre-flight check
+
+Runs before the rest of the pack (and whenever you trigger it) to confirm that erpsync can do
+its job safely:
+
+1. **Warehouse**: the warehouse database is at the schema version this version of erpsync
+   needs, and the audit trail verifies (no audit row was changed or removed).
+2. **Configuration**: the CRM, PSA and ERP connections and the firm's time zone are defined.
+3. **Systems**: the CRM, PSA and ERP each answer over the network.
+
+If a check fails, the task log says exactly what to fix. A successful check is recorded in the
+audit trail with who triggered it.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import dag, task
+
+from erpsync.airflow.dag_defaults import default_args, tags
+from erpsync.airflow.errors import fail_without_retry
+
+
+@dag(
+    dag_id="erpsync_preflight",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    default_args=default_args(),
+    tags=tags("ops"),
+    doc_md=__doc__,
+    max_active_runs=1,
+)
+def erpsync_preflight():
+    @task
+    def check_warehouse() -> dict:
+        from erpsync import preflight
+        from erpsync.warehouse import connection
+
+        with fail_without_retry(preflight.PreflightError), connection.connect() as conn:
+            status = preflight.check_warehouse(conn)
+        print(
+            f"warehouse schema version {status.schema_version} (needs "
+            f"{status.required_version}); audit trail intact, {status.audit_rows} rows"
+        )
+        return {"schema_version": status.schema_version, "audit_rows": status.audit_rows}
+
+    @task
+    def check_configuration() -> dict:
+        from airflow.sdk import BaseHook, Variable
+
+        from erpsync import preflight
+
+        with fail_without_retry(preflight.PreflightError):
+            values = preflight.check_configuration(BaseHook.get_connection, Variable.get)
+        print(
+            f"connections and variables present; firm time zone {values['erpsync_firm_timezone']}"
+        )
+        return {"firm_timezone": values["erpsync_firm_timezone"]}
+
+    @task
+    def check_systems() -> dict:
+        from airflow.sdk import BaseHook
+
+        from erpsync import preflight
+
+        answers = {}
+        for name, conn_id in preflight.SYSTEM_CONNECTIONS.items():
+            url = preflight.base_url(BaseHook.get_connection(conn_id))
+            answers[name] = preflight.check_reachable(name, url)
+            print(f"{name.upper()} answered HTTP {answers[name]} at {url}")
+        return answers
+
+    @task
+    def record_result(warehouse: dict, configuration: dict, systems: dict) -> None:
+        from airflow.sdk import get_current_context
+
+        from erpsync import audit
+        from erpsync.warehouse import connection
+
+        context = get_current_context()
+        with connection.connect() as conn:
+            audit_id = audit.record(
+                conn,
+                actor=audit.actor_from_context(context),
+                action="preflight.passed",
+                entity_type="pack",
+                detail={"warehouse": warehouse, "configuration": configuration, "systems": systems},
+                source=audit.Source.from_context(context),
+            )
+        print(f"pre-flight passed; audit row {audit_id}")
+
+    record_result(check_warehouse(), check_configuration(), check_systems())
+
+
+erpsync_preflight()

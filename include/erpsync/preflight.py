@@ -1,0 +1,108 @@
+"""Pre-flight checks run before the pack's chain: is the warehouse at the schema version this
+pack needs and is its audit trail intact, are the connections and variables the pack uses
+defined, and does each external system answer.
+
+Each check returns a small summary (safe for XCom: no secrets) or raises ``PreflightError``
+saying what to fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+SYSTEM_CONNECTIONS = {"crm": "erpsync_crm", "psa": "erpsync_psa", "erp": "erpsync_erp"}
+REQUIRED_VARIABLES = ("erpsync_firm_timezone",)
+
+
+class PreflightError(RuntimeError):
+    """A pre-flight check failed; the message says what to fix. Retrying will not help."""
+
+
+class SystemUnreachable(RuntimeError):
+    """A system did not answer; this may be transient, so the task retries."""
+
+
+@dataclass(frozen=True)
+class WarehouseStatus:
+    schema_version: int
+    required_version: int
+    audit_rows: int
+
+
+def check_warehouse(conn) -> WarehouseStatus:
+    """The warehouse must be at the pack's schema version and its audit chain must verify."""
+    from erpsync.warehouse import migrate
+
+    required = migrate.latest_version()
+    version = max(migrate.applied(conn), default=0)
+    if version < required:
+        raise PreflightError(
+            f"the warehouse schema is at version {version} but this pack needs {required}: "
+            "run `erpsync db migrate` (or the compose init service)"
+        )
+    broken = conn.execute("SELECT audit_id, problem FROM audit.verify_chain() LIMIT 5").fetchall()
+    if broken:
+        detail = "; ".join(f"row {a}: {p}" for a, p in broken)
+        raise PreflightError(f"the audit trail failed verification: {detail}")
+    rows = conn.execute("SELECT count(*) FROM audit.audit_log").fetchone()[0]
+    return WarehouseStatus(version, required, int(rows))
+
+
+def check_configuration(get_connection, get_variable) -> dict[str, str]:
+    """Every system connection and required variable resolves; the firm time zone is valid.
+
+    ``get_connection(conn_id)`` and ``get_variable(key)`` are Airflow's lookups (passed in so
+    this stays testable); they raise when the entry is missing.
+    """
+    missing = []
+    for conn_id in SYSTEM_CONNECTIONS.values():
+        try:
+            get_connection(conn_id)
+        except Exception:  # Airflow raises its own not-found type per version
+            missing.append(f"connection {conn_id}")
+    values = {}
+    for key in REQUIRED_VARIABLES:
+        try:
+            values[key] = get_variable(key)
+        except Exception:
+            missing.append(f"variable {key}")
+    if missing:
+        raise PreflightError(
+            "missing from Airflow: "
+            + ", ".join(missing)
+            + ". Apply the settings with `erpsync settings apply` or define them in your "
+            "secrets backend."
+        )
+    try:
+        ZoneInfo(values["erpsync_firm_timezone"])
+    except (ZoneInfoNotFoundError, ValueError):
+        raise PreflightError(
+            f"variable erpsync_firm_timezone={values['erpsync_firm_timezone']!r} is not an IANA "
+            "time zone such as Europe/London"
+        ) from None
+    return values
+
+
+def base_url(conn) -> str:
+    """``scheme://host[:port]`` of an HTTP connection (host may already carry the scheme)."""
+    host = (conn.host or "").rstrip("/")
+    if "://" in host:
+        return host if not conn.port else f"{host}:{conn.port}"
+    scheme = conn.schema or "https"
+    return f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
+
+
+def check_reachable(name: str, url: str, timeout: float = 10.0) -> int:
+    """GET the system's base URL without credentials; any HTTP answer counts as reachable."""
+    import httpx
+
+    try:
+        response = httpx.get(url, timeout=httpx.Timeout(timeout, connect=5.0))
+    except httpx.HTTPError as exc:
+        raise SystemUnreachable(
+            f"{name.upper()} at {url} did not answer ({type(exc).__name__}). Check the "
+            f"connection {SYSTEM_CONNECTIONS[name]} or start the sandbox with "
+            "`erpsync sandbox serve`."
+        ) from None
+    return response.status_code

@@ -1,0 +1,113 @@
+"""The environment Airflow runs in for this project: its home, DAG and plugin folders, database,
+executor, auth and the per-install secrets.
+
+Airflow reads its configuration from ``AIRFLOW__SECTION__KEY`` variables, so every Airflow
+process erpsync starts (standalone, ``dags test``, the CLI, tests) gets the same mapping from
+:func:`airflow_environment`. ``erpsync env`` prints it for use in a shell.
+
+Per-install secrets (Fernet key, JWT secret, the UI admin password) are generated once into the
+git-ignored ``.erpsync/secrets.json`` (mode 0600); none is in code or in the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+from erpsync import paths
+from erpsync.runtime.database import DatabaseUrls, connection_parts
+
+WAREHOUSE_CONN_ID = "erpsync_warehouse"
+UI_USER = "admin"
+API_PORT = int(os.environ.get("ERPSYNC_AIRFLOW_PORT", "8080"))
+
+
+def _secrets_file() -> Path:
+    return paths.state_dir() / "secrets.json"
+
+
+def install_secrets() -> dict[str, str]:
+    """Load the per-install secrets, generating any that are missing."""
+    from cryptography.fernet import Fernet
+
+    path = _secrets_file()
+    data: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    wanted = {
+        "fernet_key": lambda: Fernet.generate_key().decode(),
+        "jwt_secret": lambda: secrets.token_urlsafe(32),
+        "admin_password": lambda: secrets.token_urlsafe(12),
+    }
+    changed = False
+    for key, make in wanted.items():
+        if not data.get(key):
+            data[key] = make()
+            changed = True
+    if changed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    return data
+
+
+def warehouse_connection_json(urls: DatabaseUrls) -> str:
+    """The warehouse Airflow connection as JSON (the form ``AIRFLOW_CONN_*`` accepts)."""
+    parts = connection_parts(urls.warehouse)
+    conn = {"conn_type": "postgres", **{k: v for k, v in parts.items() if v is not None}}
+    return json.dumps(conn)
+
+
+def airflow_environment(urls: DatabaseUrls, *, home: Path | None = None) -> dict[str, str]:
+    """``AIRFLOW__*`` settings for this project's Airflow processes."""
+    home = home or paths.airflow_home()
+    sec = install_secrets()
+    env = {
+        "AIRFLOW_HOME": str(home),
+        "ERPSYNC_PROJECT_DIR": str(paths.project_dir()),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(paths.dags_dir()),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(paths.plugins_dir()),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": os.environ.get("AIRFLOW__CORE__EXECUTOR", "LocalExecutor"),
+        "AIRFLOW__CORE__FERNET_KEY": sec["fernet_key"],
+        "AIRFLOW__CORE__DEFAULT_TIMEZONE": "utc",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": urls.sqlalchemy_airflow(),
+        "AIRFLOW__API_AUTH__JWT_SECRET": sec["jwt_secret"],
+        "AIRFLOW__API__PORT": str(API_PORT),
+        "AIRFLOW__API__BASE_URL": f"http://localhost:{API_PORT}",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{API_PORT}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{UI_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
+            home / "simple_auth_passwords.json"
+        ),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get(
+            "AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"
+        ),
+        f"AIRFLOW_CONN_{WAREHOUSE_CONN_ID.upper()}": warehouse_connection_json(urls),
+        "ERPSYNC_WAREHOUSE_CONN_ID": WAREHOUSE_CONN_ID,
+        "NO_PROXY": "*",
+    }
+    return env
+
+
+def write_ui_password(home: Path) -> str:
+    """Write the simple auth manager's password file so the UI login is known and stable."""
+    password = install_secrets()["admin_password"]
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "simple_auth_passwords.json"
+    path.write_text(json.dumps({UI_USER: password}))
+    path.chmod(0o600)
+    return password
+
+
+def apply_to_process(urls: DatabaseUrls) -> dict[str, str]:
+    """Set the Airflow environment in this process (before ``airflow`` is imported)."""
+    env = airflow_environment(urls)
+    os.environ.update(env)
+    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    return env
