@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
 from pathlib import Path
 
 from erpsync import paths
@@ -88,9 +89,14 @@ def airflow_environment(urls: DatabaseUrls, *, home: Path | None = None) -> dict
         "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get(
             "AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"
         ),
-        f"AIRFLOW_CONN_{WAREHOUSE_CONN_ID.upper()}": warehouse_connection_json(urls),
+        # an operator's own AIRFLOW_CONN_ERPSYNC_WAREHOUSE wins over the derived one
+        f"AIRFLOW_CONN_{WAREHOUSE_CONN_ID.upper()}": os.environ.get(
+            f"AIRFLOW_CONN_{WAREHOUSE_CONN_ID.upper()}", warehouse_connection_json(urls)
+        ),
         "ERPSYNC_WAREHOUSE_CONN_ID": WAREHOUSE_CONN_ID,
         "NO_PROXY": "*",
+        # `airflow standalone` starts its components as `airflow ...` from PATH
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     }
     return env
 

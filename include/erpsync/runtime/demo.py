@@ -55,7 +55,8 @@ def _start_sandbox(size: str, echo) -> subprocess.Popen | None:
     log_file = paths.state_dir() / "sandbox.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     proc = processes.spawn(
-        [sys.executable, "-m", "erpsync.cli", "sandbox", "serve", "--size", size],
+        [sys.executable, "-m", "erpsync.cli", "sandbox", "serve", "--size", size,
+         "--state-dir", str(paths.state_dir() / "sandbox")],
         {},
         log_file=log_file,
     )
@@ -71,9 +72,11 @@ def _start_sandbox(size: str, echo) -> subprocess.Popen | None:
 
 
 def _present_dags(env: dict[str, str]) -> set[str]:
-    result = processes.run_airflow(["dags", "list", "--output", "json"], env, capture=True)
-    start = result.stdout.find("[")
-    return {d["dag_id"] for d in json.loads(result.stdout[start:])} if start >= 0 else set()
+    result = processes.run_airflow(["dags", "list", "--local", "--output", "json"], env, capture=True)
+    for line in result.stdout.splitlines():  # log lines may precede the JSON list
+        if line.startswith("[{") or line.strip() == "[]":
+            return {d["dag_id"] for d in json.loads(line)}
+    raise RuntimeError(f"could not read the DAG list from Airflow:\n{result.stdout[-2000:]}")
 
 
 def _last_run_state(urls: database.DatabaseUrls, dag_id: str) -> str:

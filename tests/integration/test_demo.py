@@ -1,0 +1,117 @@
+"""The two demo commands, run as a user runs them: `erpsync demo --once` runs the main chain and
+exits 0; `erpsync demo` serves the Airflow UI with every component healthy on the embedded-style
+PostgreSQL setup, and Ctrl-C leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import psutil
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _demo_env(airflow_runtime, **extra) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(airflow_runtime.env)
+    env.update(extra)
+    return env
+
+
+def _processes_mentioning(marker: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            environ = proc.info["environ"] or {}
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if proc.pid != os.getpid() and (
+            marker in cmdline or environ.get("AIRFLOW_HOME", "") == marker
+        ):
+            found.append(proc)
+    return found
+
+
+def test_demo_once_runs_the_main_chain_and_exits_zero(airflow_runtime):
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "erpsync.cli", "demo", "--once"],
+        env=_demo_env(airflow_runtime),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "erpsync main chain" in result.stdout
+    assert "erpsync_preflight" in result.stdout and "success" in result.stdout
+    assert "all DAG runs succeeded" in result.stdout
+
+
+@pytest.mark.slow
+def test_demo_serves_a_healthy_ui_and_ctrl_c_stops_everything(airflow_runtime):
+    port = _free_port()
+    env = _demo_env(airflow_runtime, ERPSYNC_AIRFLOW_PORT=str(port))
+    home = env["AIRFLOW_HOME"]
+    proc = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "erpsync.cli", "demo"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("login:"):
+                break
+        output = "".join(lines)
+        assert f"Airflow UI: http://localhost:{port}" in output, output
+        assert "login:      admin / " in output
+
+        health = {}
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            health = httpx.get(f"http://localhost:{port}/api/v2/monitor/health", timeout=10).json()
+            statuses = {k: (v or {}).get("status") for k, v in health.items()}
+            if set(statuses.values()) == {"healthy"}:
+                break
+            time.sleep(3)
+        assert {k: (v or {}).get("status") for k, v in health.items()} == {
+            "metadatabase": "healthy",
+            "scheduler": "healthy",
+            "triggerer": "healthy",
+            "dag_processor": "healthy",
+        }
+        # the UI itself answers, and the API refuses an anonymous caller
+        assert httpx.get(f"http://localhost:{port}/", timeout=10).status_code == 200
+        assert httpx.get(f"http://localhost:{port}/api/v2/dags", timeout=10).status_code in (
+            401,
+            403,
+        )
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    left = _processes_mentioning(home)
+    assert left == [], f"processes left behind: {[p.cmdline() for p in left]}"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://localhost:{port}/api/v2/monitor/health", timeout=5)
