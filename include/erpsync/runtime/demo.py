@@ -55,8 +55,17 @@ def _start_sandbox(size: str, echo) -> subprocess.Popen | None:
     log_file = paths.state_dir() / "sandbox.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     proc = processes.spawn(
-        [sys.executable, "-m", "erpsync.cli", "sandbox", "serve", "--size", size,
-         "--state-dir", str(paths.state_dir() / "sandbox")],
+        [
+            sys.executable,
+            "-m",
+            "erpsync.cli",
+            "sandbox",
+            "serve",
+            "--size",
+            size,
+            "--state-dir",
+            str(paths.state_dir() / "sandbox"),
+        ],
         {},
         log_file=log_file,
     )
@@ -72,7 +81,9 @@ def _start_sandbox(size: str, echo) -> subprocess.Popen | None:
 
 
 def _present_dags(env: dict[str, str]) -> set[str]:
-    result = processes.run_airflow(["dags", "list", "--local", "--output", "json"], env, capture=True)
+    result = processes.run_airflow(
+        ["dags", "list", "--local", "--output", "json"], env, capture=True
+    )
     for line in result.stdout.splitlines():  # log lines may precede the JSON list
         if line.startswith("[{") or line.strip() == "[]":
             return {d["dag_id"] for d in json.loads(line)}
