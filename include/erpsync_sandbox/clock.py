@@ -1,0 +1,524 @@
+"""Business clock of the sandbox firm, and "advance": simulated business time passing.
+
+The firm lives at a business date (it starts at :data:`CLOCK_START`, 2026-11-02T09:00Z, just
+after the generated history ends). While the sandbox runs, business time flows at wall-clock
+speed from its last persisted value; :func:`advance` jumps it forward one business day per step
+and, for each step, makes the changes a real firm would make (see :func:`advance`). Every change
+lands in the shared change log (``GET /__admin/changes``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from erpsync_sandbox.store import parse_iso, to_iso
+
+if TYPE_CHECKING:
+    from erpsync_sandbox.common import SandboxContext
+
+__all__ = ["CLOCK_START", "BusinessClock", "advance"]
+
+#: Business "now" of a freshly generated firm.
+CLOCK_START = "2026-11-02T09:00:00.000000Z"
+
+
+class BusinessClock:
+    """The firm's "now": persisted in ``<state_dir>/clock.json``, flowing at wall speed.
+
+    ``now()`` = the persisted business time + the monotonic time elapsed since it was loaded or
+    set. ``set()`` re-anchors (and persists); ``freeze()`` stops the flow (tests that need exact
+    timestamps).
+    """
+
+    def __init__(self, path: Path | None = None, start: str = CLOCK_START) -> None:
+        self.path = None if path is None else Path(path)
+        self._lock = threading.Lock()
+        self.frozen = False
+        business = start
+        if self.path is not None and self.path.exists():
+            data = json.loads(self.path.read_text())
+            business = data.get("now", start)
+            self.frozen = bool(data.get("frozen", False))
+        self._anchor = parse_iso(business)
+        self._mono = time.monotonic()
+
+    def now_dt(self) -> dt.datetime:
+        """Business now as an aware UTC datetime."""
+        with self._lock:
+            if self.frozen:
+                return self._anchor
+            return self._anchor + dt.timedelta(seconds=time.monotonic() - self._mono)
+
+    def now(self) -> str:
+        """Business now in the stores' modstamp format (``...T09:00:00.000000Z``)."""
+        return to_iso(self.now_dt())
+
+    def set(self, moment: str | dt.datetime) -> str:
+        """Jump the clock to ``moment`` (never backwards) and persist it."""
+        target = parse_iso(moment) if isinstance(moment, str) else moment.astimezone(dt.UTC)
+        current = self.now_dt()
+        with self._lock:
+            self._anchor = max(target, current)
+            self._mono = time.monotonic()
+        self.save()
+        return to_iso(self._anchor)
+
+    def freeze(self, frozen: bool = True) -> None:
+        """Stop (or restart) the flow of business time."""
+        current = self.now_dt()
+        with self._lock:
+            self._anchor = current
+            self._mono = time.monotonic()
+            self.frozen = frozen
+        self.save()
+
+    def save(self) -> None:
+        """Persist the current business time."""
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"now": self.now(), "frozen": self.frozen}))
+        tmp.replace(self.path)
+
+    def reset(self, start: str = CLOCK_START) -> None:
+        """Back to ``start`` (used by reset)."""
+        with self._lock:
+            self._anchor = parse_iso(start)
+            self._mono = time.monotonic()
+        self.save()
+
+
+# --------------------------------------------------------------------------- advance
+
+_ADVANCE_NOTES = (
+    "Stakeholder interviews",
+    "Design review",
+    "Status report",
+    "Testing support",
+    "Workshop follow-up",
+    "Data migration checks",
+)
+
+
+def _next_business_day(day: dt.date) -> dt.date:
+    day += dt.timedelta(days=1)
+    while day.weekday() >= 5:
+        day += dt.timedelta(days=1)
+    return day
+
+
+def _harvest(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _sf(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}+0000"
+
+
+class _Day:
+    """Hands out strictly increasing business timestamps within one simulated day."""
+
+    def __init__(self, day: dt.date, rng: random.Random) -> None:
+        self.day = day
+        self.rng = rng
+        self.t = dt.datetime(day.year, day.month, day.day, 8, 0, tzinfo=dt.UTC)
+
+    def tick(self) -> dt.datetime:
+        self.t += dt.timedelta(
+            seconds=self.rng.randint(5, 90), milliseconds=self.rng.randint(0, 999)
+        )
+        return self.t
+
+
+def advance(ctx: SandboxContext, steps: int, seed: int) -> list[dict[str, Any]]:
+    """Simulate ``steps`` business days of the firm, starting the day after the clock's date.
+
+    Each step (one business day, all changes timestamped inside it, clock left at 18:00):
+
+    * PSA: new time entries and expenses for the day; submitted entries approved; a few
+      unsubmitted entries edited and one hard-deleted; an expense approved; an open milestone
+      whose due date has passed accepted (``status: accepted``, ``accepted_at``).
+    * CRM: a new account with a closed-won opportunity not yet set up; a contract amendment
+      (``Contract_Version__c`` + 1 with a new ``Amount`` and, if capped, a higher cap); an open
+      opportunity soft-deleted (``IsDeleted``; shows in ``queryAll`` and the deleted feed).
+    * ERP: once per firm, a country's standard tax rate changes (old rate gets ``validTo``,
+      new effective-dated rate added).
+
+    Deterministic for a given state, ``steps`` and ``seed``. Returns the change-log entries made.
+    """
+    from erpsync_sandbox.store import change_source
+
+    steps = max(0, int(steps))
+    with ctx.lock:
+        first_seq = ctx.changes.last_seq()
+        token = change_source.set("advance")
+        try:
+            day = ctx.clock.now_dt().date()
+            for _ in range(steps):
+                day = _next_business_day(day)
+                rng = random.Random(f"{seed}:advance:{day.isoformat()}")  # noqa: S311
+                clock = _Day(day, rng)
+                _advance_psa(ctx, clock, rng)
+                _advance_crm(ctx, clock, rng)
+                _advance_erp(ctx, clock, rng)
+                ctx.clock.set(dt.datetime(day.year, day.month, day.day, 18, 0, tzinfo=dt.UTC))
+        finally:
+            change_source.reset(token)
+        return ctx.changes.since(first_seq)
+
+
+def _advance_psa(ctx: SandboxContext, clock: _Day, rng: random.Random) -> None:
+    psa = ctx.stores["psa"]
+    day = clock.day
+    projects = {int(r.id): r.data() for r in psa.scan_rows("projects", where={"is_active": True})}
+    users = {int(r.id): r.data() for r in psa.scan_rows("users", where={"is_active": True})}
+    rates: dict[int, list[dict[str, Any]]] = {}
+    for r in psa.scan_rows("billable_rates"):
+        rates.setdefault(int(r.parent_id or 0), []).append(r.data())
+    costs: dict[int, list[dict[str, Any]]] = {}
+    for r in psa.scan_rows("cost_rates"):
+        costs.setdefault(int(r.parent_id or 0), []).append(r.data())
+    tasks: dict[int, list[dict[str, Any]]] = {}
+    for r in psa.scan_rows("task_assignments"):
+        tasks.setdefault(int(r.parent_id or 0), []).append(r.data())
+    assignments: dict[int, list[dict[str, Any]]] = {}
+    for r in psa.scan_rows("user_assignments"):
+        ua = r.data()
+        proj = projects.get(int(r.parent_id or 0))
+        if proj is None or not ua.get("is_active"):
+            continue
+        if proj.get("ends_on") and proj["ends_on"] < day.isoformat():
+            continue
+        assignments.setdefault(ua["user"]["id"], []).append(ua)
+
+    def rate_at(table: dict[int, list[dict[str, Any]]], uid: int) -> Any:
+        for rate in table.get(uid, []):
+            if rate["start_date"] <= day.isoformat() and (
+                rate["end_date"] is None or day.isoformat() <= rate["end_date"]
+            ):
+                return rate["amount"]
+        return None
+
+    # new time entries: a sample of people (only those with a rate, so no new problems)
+    people = sorted(uid for uid in users if uid in assignments and rate_at(rates, uid) is not None)
+    sample = rng.sample(people, k=min(len(people), rng.randint(8, 16)))
+    for uid in sample:
+        used: set[tuple[int, int]] = set()
+        for _ in range(rng.randint(1, 2)):
+            ua = rng.choice(assignments[uid])
+            proj = projects[ua["project"]["id"]]
+            ta = rng.choice(tasks.get(proj["id"], []) or [None])
+            if ta is None or (proj["id"], ta["task"]["id"]) in used:
+                continue
+            used.add((proj["id"], ta["task"]["id"]))
+            billable = bool(proj["is_billable"] and ta["billable"])
+            rate = ua.get("hourly_rate") or rate_at(rates, uid) if billable else None
+            hours = rng.choice([0.5, 1.0, 1.5, 2.0, 3.0, 4.0])
+            moment = clock.tick()
+            tid = psa.next_int_id("time_entries")
+            psa.put(
+                "time_entries",
+                tid,
+                {
+                    "id": tid,
+                    "spent_date": day.isoformat(),
+                    "hours": hours,
+                    "hours_without_timer": hours,
+                    "rounded_hours": hours,
+                    "notes": rng.choice(_ADVANCE_NOTES),
+                    "is_locked": False,
+                    "locked_reason": None,
+                    "approval_status": "unsubmitted",
+                    "is_closed": False,
+                    "is_billed": False,
+                    "is_running": False,
+                    "timer_started_at": None,
+                    "started_time": None,
+                    "ended_time": None,
+                    "billable": billable,
+                    "budgeted": True,
+                    "billable_rate": rate,
+                    "cost_rate": rate_at(costs, uid),
+                    "created_at": _harvest(moment),
+                    "user": {"id": uid, "name": ua["user"]["name"]},
+                    "client": {
+                        "id": proj["client"]["id"],
+                        "name": proj["client"]["name"],
+                        "currency": proj.get("currency"),
+                    },
+                    "project": {"id": proj["id"], "name": proj["name"], "code": proj["code"]},
+                    "task": {"id": ta["task"]["id"], "name": ta["task"]["name"]},
+                    "user_assignment": {"id": ua["id"]},
+                    "task_assignment": {"id": ta["id"]},
+                    "invoice": None,
+                    "external_reference": None,
+                },
+                modstamp=to_iso(moment),
+            )
+    # yesterday's unsubmitted -> submitted; older submitted -> approved
+    for row in psa.scan_rows(
+        "time_entries", where={"approval_status": "submitted"}, order="seq", limit=40
+    ):
+        body = row.data()
+        body.update(
+            {
+                "approval_status": "approved",
+                "is_closed": True,
+                "is_locked": True,
+                "locked_reason": "Approved timesheet",
+            }
+        )
+        psa.put("time_entries", row.id, body, modstamp=to_iso(clock.tick()))
+    unsubmitted = psa.scan_rows(
+        "time_entries",
+        conditions=[("approval_status", "=", "unsubmitted"), ("spent_date", "<", day.isoformat())],
+        order="seq",
+        limit=60,
+    )
+    if unsubmitted:
+        victim = unsubmitted[rng.randrange(len(unsubmitted))]
+        psa.delete("time_entries", victim.id, modstamp=to_iso(clock.tick()))
+        for row in unsubmitted[:3]:
+            if row.id == victim.id:
+                continue
+            body = row.data()
+            body["hours"] = body["rounded_hours"] = body["hours_without_timer"] = (
+                float(body["hours"]) + 0.5
+            )
+            body["notes"] = (body.get("notes") or "") + " (updated)"
+            psa.put("time_entries", row.id, body, modstamp=to_iso(clock.tick()))
+        for row in unsubmitted[3:20]:
+            if row.id == victim.id:
+                continue
+            body = row.data()
+            body["approval_status"] = "submitted"
+            psa.put("time_entries", row.id, body, modstamp=to_iso(clock.tick()))
+    # expenses: one new, one approved
+    if sample:
+        uid = sample[0]
+        ua = assignments[uid][0]
+        proj = projects[ua["project"]["id"]]
+        cats = psa.scan("expense_categories", where={"name": "Meals"})
+        cat = cats[0] if cats else {"id": 0, "name": "Meals"}
+        moment = clock.tick()
+        eid = psa.next_int_id("expenses")
+        total = round(rng.randint(12, 55) + rng.randint(0, 99) / 100, 2)
+        if proj.get("currency") == "JPY":
+            total = float(int(total * 162))
+        psa.put(
+            "expenses",
+            eid,
+            {
+                "id": eid,
+                "spent_date": day.isoformat(),
+                "notes": "Meals - client site",
+                "total_cost": total,
+                "units": 1,
+                "is_closed": False,
+                "is_locked": False,
+                "is_billed": False,
+                "locked_reason": None,
+                "approval_status": "unsubmitted",
+                "billable": bool(proj["is_billable"]),
+                "receipt": {
+                    "url": f"https://sandbox.invalid/receipts/{eid}.pdf",
+                    "file_name": f"receipt-{eid}.pdf",
+                    "file_size": 24000,
+                    "content_type": "application/pdf",
+                },
+                "user": {"id": uid, "name": ua["user"]["name"]},
+                "user_assignment": {"id": ua["id"]},
+                "project": {"id": proj["id"], "name": proj["name"], "code": proj["code"]},
+                "expense_category": {"id": cat["id"], "name": cat["name"]},
+                "client": {
+                    "id": proj["client"]["id"],
+                    "name": proj["client"]["name"],
+                    "currency": proj.get("currency"),
+                },
+                "currency": proj.get("currency"),
+                "invoice": None,
+                "created_at": _harvest(moment),
+            },
+            modstamp=to_iso(moment),
+        )
+    for row in psa.scan_rows("expenses", where={"approval_status": "submitted"}, limit=5):
+        body = row.data()
+        body.update({"approval_status": "approved", "is_closed": True, "is_locked": True})
+        psa.put("expenses", row.id, body, modstamp=to_iso(clock.tick()))
+    # a milestone accepted
+    due = psa.scan_rows(
+        "milestones",
+        conditions=[("status", "=", "open"), ("due_date", "<=", day.isoformat())],
+        order="seq",
+        limit=1,
+    )
+    if due:
+        body = due[0].data()
+        moment = clock.tick()
+        body.update({"status": "accepted", "accepted_at": _harvest(moment)})
+        psa.put("milestones", due[0].id, body, modstamp=to_iso(moment), parent_id=due[0].parent_id)
+
+
+def _advance_crm(ctx: SandboxContext, clock: _Day, rng: random.Random) -> None:
+    from erpsync_sandbox.generator.ids import sf_id, valid_vat
+
+    crm = ctx.stores["crm"]
+    day = clock.day
+    n = int(crm.meta_get("advance_seq", 900000)) + 1
+    crm.meta_set("advance_seq", n + 1)
+    owners = crm.ids("User") or [""]
+    country, currency, city = rng.choice(
+        [
+            ("NL", "EUR", "Utrecht"),
+            ("DE", "EUR", "Hamburg"),
+            ("US", "USD", "Boston"),
+            ("GB", "GBP", "Manchester"),
+        ]
+    )
+    acc_id = sf_id("001", n)
+    moment = clock.tick()
+    vat = valid_vat(country, rng) if country != "US" else None
+    crm.put(
+        "Account",
+        acc_id,
+        {
+            "Id": acc_id,
+            "Name": f"Advance Client {n} {'B.V.' if country == 'NL' else 'Ltd'}",
+            "AccountNumber": f"ACC-{n}",
+            "Type": "Customer - Direct",
+            "Industry": rng.choice(["Energy", "Retail", "Technology"]),
+            "BillingStreet": f"{rng.randint(1, 99)} Harbour Street",
+            "BillingCity": city,
+            "BillingPostalCode": f"{rng.randint(1000, 9999)}",
+            "BillingCountry": country,
+            "CurrencyIsoCode": currency,
+            "Payment_Terms__c": "Net 30",
+            "VAT_Id__c": vat,
+            "Tax_Exempt__c": False,
+            "Tax_Exemption_Reason__c": None,
+            "Reverse_Charge__c": country == "DE",
+            "PO_Required__c": False,
+            "ERP_Customer_No__c": None,
+            "OwnerId": owners[n % len(owners)],
+            "IsDeleted": False,
+            "CreatedDate": _sf(moment),
+            "LastModifiedDate": _sf(moment),
+        },
+        modstamp=to_iso(moment),
+    )
+    opp_id = sf_id("006", n)
+    moment = clock.tick()
+    start = day + dt.timedelta(days=14)
+    amount = rng.randint(40, 200) * 1000
+    crm.put(
+        "Opportunity",
+        opp_id,
+        {
+            "Id": opp_id,
+            "Name": f"Advance Client {n} engagement",
+            "AccountId": acc_id,
+            "StageName": "Closed Won",
+            "Amount": amount,
+            "CloseDate": day.isoformat(),
+            "Probability": 100,
+            "IsClosed": True,
+            "IsWon": True,
+            "Type": "New Business",
+            "OwnerId": owners[n % len(owners)],
+            "CurrencyIsoCode": currency,
+            "Billing_Model__c": "Time and Materials",
+            "Contract_Start__c": start.isoformat(),
+            "Contract_End__c": (start + dt.timedelta(days=180)).isoformat(),
+            "PO_Number__c": None,
+            "Cap_Type__c": None,
+            "Cap_Value__c": None,
+            "Rate_Overrides__c": None,
+            "Milestones__c": None,
+            "Retainer_Amount__c": None,
+            "Retainer_Period__c": None,
+            "Contract_Version__c": 1,
+            "PSA_Project_Id__c": None,
+            "Expense_Markup_Pct__c": 0,
+            "IsDeleted": False,
+            "CreatedDate": _sf(moment),
+            "LastModifiedDate": _sf(moment),
+        },
+        modstamp=to_iso(moment),
+    )
+    # contract amendment on a set-up contract
+    setup = crm.scan_rows(
+        "Opportunity",
+        conditions=[("IsWon", "=", True), ("PSA_Project_Id__c", "!=", None)],
+        order="id",
+    )
+    if setup:
+        row = setup[rng.randrange(len(setup))]
+        body = row.data()
+        moment = clock.tick()
+        body["Contract_Version__c"] = int(body.get("Contract_Version__c") or 1) + 1
+        if body.get("Amount") is not None:
+            body["Amount"] = round(float(body["Amount"]) * 1.1, 2)
+        if body.get("Cap_Value__c") is not None:
+            body["Cap_Value__c"] = round(float(body["Cap_Value__c"]) * 1.2, 2)
+        body["LastModifiedDate"] = _sf(moment)
+        crm.put("Opportunity", row.id, body, modstamp=to_iso(moment))
+    # an open opportunity is deleted (soft: Salesforce recycle bin)
+    open_opps = crm.scan_rows("Opportunity", where={"IsClosed": False}, order="id")
+    if open_opps:
+        victim = open_opps[rng.randrange(len(open_opps))]
+        crm.delete(
+            "Opportunity",
+            victim.id,
+            soft=True,
+            set_fields={"IsDeleted": True},
+            modstamp=to_iso(clock.tick()),
+        )
+
+
+def _advance_erp(ctx: SandboxContext, clock: _Day, rng: random.Random) -> None:
+    from erpsync_sandbox.generator.ids import guid
+
+    erp = ctx.stores["erp"]
+    if erp.meta_get("advance_tax_change_done"):
+        return
+    current = erp.scan_rows(
+        "taxRates",
+        conditions=[
+            ("countryCode", "=", "DE"),
+            ("taxGroupCode", "=", "STANDARD"),
+            ("validTo", "=", None),
+        ],
+    )
+    if not current:
+        return
+    day = clock.day
+    # effective the first day of the next quarter
+    q_month = ((day.month - 1) // 3 + 1) * 3 + 1
+    year = day.year + (1 if q_month > 12 else 0)
+    effective = dt.date(year, (q_month - 1) % 12 + 1, 1)
+    old = current[0].data()
+    moment = clock.tick()
+    old["validTo"] = (effective - dt.timedelta(days=1)).isoformat()
+    erp.put("taxRates", current[0].id, old, modstamp=to_iso(moment))
+    rid = guid(rng)
+    erp.put(
+        "taxRates",
+        rid,
+        {
+            "id": rid,
+            "taxGroupCode": "STANDARD",
+            "countryCode": "DE",
+            "ratePercent": 20,
+            "validFrom": effective.isoformat(),
+            "validTo": None,
+        },
+        modstamp=to_iso(clock.tick()),
+    )
+    erp.meta_set("advance_tax_change_done", True)

@@ -1,0 +1,829 @@
+"""Create, update and delete logic of the sandbox PSA (Harvest API v2 write endpoints).
+
+Builds records the way Harvest returns them (nested ``{id, name}`` references, ``created_at``
+/ ``updated_at`` in ``2026-11-25T10:00:00Z`` form) from Harvest's documented request
+parameters, validates what Harvest validates (422 ``{"message": "..."}``), and enforces the
+delete rules Harvest documents, e.g.
+https://help.getharvest.com/api-v2/clients-api/clients/clients/#delete-a-client and
+https://help.getharvest.com/api-v2/projects-api/projects/projects/#delete-a-project.
+
+Marking time and expenses billed (what erpsync does after an ERP invoice posts): real Harvest
+sets ``is_billed`` only when an invoice imports the entry. The sandbox accepts both
+
+* ``PATCH /v2/time_entries/{id}`` (or ``/v2/expenses/{id}``) with
+  ``{"is_billed": true, "invoice": {"id": .., "number": ".."}, "external_reference": {...}}``
+  and
+* ``PATCH /v2/time_entries/{id}/mark_as_billed`` (Harvest's action-endpoint style, like
+  ``/restart`` and ``/stop``) with an optional ``{"invoice": {...}}`` body.
+
+Billing an entry also locks it (``is_locked: true``, ``locked_reason: "Item Invoiced"``) unless
+the request says otherwise; ``is_billed: false`` unlocks it again. Other edits to a locked entry
+are refused with 422, as Harvest refuses edits to invoiced time.
+
+Money arrives as JSON numbers and is kept as :class:`~decimal.Decimal` (request bodies are
+parsed with ``parse_float=Decimal``), so ``150.00`` is stored and served as written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from erpsync_sandbox.store import Store, format_stamp
+
+
+class Unprocessable(ValueError):
+    """Harvest's 422 with ``{"message": ...}``."""
+
+
+class NotFound(LookupError):
+    """Harvest's 404."""
+
+
+BILLING_FIELDS = frozenset(
+    {"is_billed", "is_locked", "locked_reason", "invoice", "external_reference"}
+)
+
+
+def _h(stamp: str) -> str:
+    return format_stamp(stamp, "harvest")
+
+
+def _money(value: Any, name: str) -> Decimal | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise Unprocessable(f"{name} must be a number")
+    try:
+        return Decimal(str(value))
+    except InvalidOperation as exc:
+        raise Unprocessable(f"{name} must be a number") from exc
+
+
+def _date(value: Any, name: str, *, required: bool = False) -> str | None:
+    if value is None or value == "":
+        if required:
+            raise Unprocessable(f"{name.replace('_', ' ').capitalize()} can't be blank")
+        return None
+    try:
+        return dt.date.fromisoformat(str(value)).isoformat()
+    except ValueError as exc:
+        raise Unprocessable(f"{name} must be a date (YYYY-MM-DD)") from exc
+
+
+def _int(value: Any, name: str) -> int:
+    if isinstance(value, bool):
+        raise Unprocessable(f"{name} must be an integer")
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise Unprocessable(f"{name} must be an integer") from exc
+
+
+def _bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"true", "false"}:
+        return value.lower() == "true"
+    raise Unprocessable(f"{name} must be true or false")
+
+
+def _require(payload: dict[str, Any], *names: str) -> None:
+    for name in names:
+        if payload.get(name) in (None, ""):
+            label = name.removesuffix("_id").replace("_", " ").capitalize()
+            raise Unprocessable(f"{label} can't be blank")
+
+
+class PsaWriter:
+    """Write operations over the PSA store; every write bumps ``updated_at``."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # ------------------------------------------------------------------ helpers
+
+    def _put(
+        self, resource: str, rid: int, body: dict[str, Any], *, parent_id: Any = None
+    ) -> dict[str, Any]:
+        return self.store.put(resource, rid, body, parent_id=parent_id, stamp_field="updated_at")
+
+    def _stamp_now(self) -> str:
+        return self.store.now()
+
+    def _new(self, resource: str) -> tuple[int, str]:
+        """A fresh integer id and the harvest-format creation time."""
+        return self.store.next_int_id(resource), _h(self._stamp_now())
+
+    def _ref(self, resource: str, rid: Any, label: str, fields: tuple[str, ...]) -> dict[str, Any]:
+        if rid is None:
+            raise Unprocessable(f"{label} can't be blank")
+        body = self.store.get(resource, _int(rid, f"{label.lower()}_id"))
+        if body is None:
+            raise Unprocessable(f"{label} is not valid")
+        return {f: body.get(f) for f in fields}
+
+    def _client_ref(self, rid: Any) -> dict[str, Any]:
+        return self._ref("clients", rid, "Client", ("id", "name", "currency"))
+
+    def _project_ref(self, rid: Any) -> dict[str, Any]:
+        return self._ref("projects", rid, "Project", ("id", "name", "code"))
+
+    def _user_ref(self, rid: Any) -> dict[str, Any]:
+        ref = self._ref("users", rid, "User", ("id", "first_name", "last_name", "name"))
+        name = ref.pop("name", None) or " ".join(
+            p for p in (ref.pop("first_name", None), ref.pop("last_name", None)) if p
+        )
+        ref.pop("first_name", None)
+        ref.pop("last_name", None)
+        return {"id": ref["id"], "name": name}
+
+    def _task_ref(self, rid: Any) -> dict[str, Any]:
+        return self._ref("tasks", rid, "Task", ("id", "name"))
+
+    def _existing(self, resource: str, rid: int, parent_id: str | None = None) -> dict[str, Any]:
+        row = self.store.get_row(resource, rid)
+        if row is None or (parent_id is not None and row.parent_id != str(parent_id)):
+            raise NotFound(resource)
+        return row.data()
+
+    def _update(
+        self, resource: str, rid: int, body: dict[str, Any], changes: dict[str, Any]
+    ) -> dict[str, Any]:
+        body.update(changes)
+        row = self.store.get_row(resource, rid)
+        return self._put(resource, rid, body, parent_id=None if row is None else row.parent_id)
+
+    def _has(self, resource: str, where: dict[str, Any]) -> bool:
+        return bool(self.store.scan_rows(resource, where=where, limit=1))
+
+    # ------------------------------------------------------------------ clients, contacts
+
+    def create_client(self, p: dict[str, Any]) -> dict[str, Any]:
+        _require(p, "name")
+        rid, now = self._new("clients")
+        body = {
+            "id": rid,
+            "name": p["name"],
+            "is_active": _bool(p.get("is_active", True), "is_active"),
+            "address": p.get("address"),
+            "statement_key": f"{rid:032x}",
+            "created_at": now,
+            "updated_at": now,
+            "currency": p.get("currency") or "USD",
+        }
+        return self._put("clients", rid, body)
+
+    def update_client(self, rid: int, p: dict[str, Any]) -> dict[str, Any]:
+        body = self._existing("clients", rid)
+        changes = {k: p[k] for k in ("name", "address", "currency") if k in p}
+        if "is_active" in p:
+            changes["is_active"] = _bool(p["is_active"], "is_active")
+        if "name" in changes and not changes["name"]:
+            raise Unprocessable("Name can't be blank")
+        return self._update("clients", rid, body, changes)
+
+    def delete_client(self, rid: int) -> None:
+        self._existing("clients", rid)
+        if self._has("projects", {"client.id": rid}) or self._has("invoices", {"client.id": rid}):
+            raise Unprocessable("Client cannot be deleted: it has projects, invoices or estimates.")
+        self.store.delete("clients", rid)
+
+    _CONTACT_FIELDS = (
+        "title",
+        "first_name",
+        "last_name",
+        "email",
+        "phone_office",
+        "phone_mobile",
+        "fax",
+    )
+
+    def create_contact(self, p: dict[str, Any]) -> dict[str, Any]:
+        _require(p, "client_id", "first_name")
+        client = self._client_ref(p["client_id"])
+        rid, now = self._new("contacts")
+        body: dict[str, Any] = {"id": rid}
+        body.update({f: p.get(f) for f in self._CONTACT_FIELDS})
+        body.update(
+            {
+                "created_at": now,
+                "updated_at": now,
+                "client": {"id": client["id"], "name": client["name"]},
+            }
+        )
+        return self._put("contacts", rid, body)
+
+    def update_contact(self, rid: int, p: dict[str, Any]) -> dict[str, Any]:
+        body = self._existing("contacts", rid)
+        changes = {f: p[f] for f in self._CONTACT_FIELDS if f in p}
+        if "client_id" in p:
+            client = self._client_ref(p["client_id"])
+            changes["client"] = {"id": client["id"], "name": client["name"]}
+        return self._update("contacts", rid, body, changes)
+
+    # ------------------------------------------------------------------ projects, tasks
+
+    _PROJECT_MONEY = (
+        "hourly_rate",
+        "budget",
+        "cost_budget",
+        "fee",
+        "over_budget_notification_percentage",
+    )
+    _PROJECT_FLAGS = (
+        "is_active",
+        "is_billable",
+        "is_fixed_fee",
+        "budget_is_monthly",
+        "notify_when_over_budget",
+        "show_budget_to_all",
+        "cost_budget_include_expenses",
+    )
+
+    def create_project(self, p: dict[str, Any]) -> dict[str, Any]:
+        _require(p, "client_id", "name", "is_billable", "bill_by", "budget_by")
+        client = self._client_ref(p["client_id"])
+        rid, now = self._new("projects")
+        body: dict[str, Any] = {
+            "id": rid,
+            "name": p["name"],
+            "code": p.get("code"),
+            "is_active": True,
+            "is_billable": True,
+            "is_fixed_fee": False,
+            "bill_by": p["bill_by"],
+            "hourly_rate": None,
+            "budget": None,
+            "budget_by": p["budget_by"],
+            "budget_is_monthly": False,
+            "notify_when_over_budget": False,
+            "over_budget_notification_percentage": Decimal("80.0"),
+            "show_budget_to_all": False,
+            "created_at": now,
+            "updated_at": now,
+            "starts_on": None,
+            "ends_on": None,
+            "over_budget_notification_date": None,
+            "notes": p.get("notes"),
+            "cost_budget": None,
+            "cost_budget_include_expenses": False,
+            "fee": None,
+            "currency": p.get("currency") or client.get("currency"),
+            "client": client,
+        }
+        body.update(self._project_changes(p))
+        return self._put("projects", rid, body)
+
+    def _project_changes(self, p: dict[str, Any]) -> dict[str, Any]:
+        changes: dict[str, Any] = {}
+        for f in ("name", "code", "bill_by", "budget_by", "notes", "currency"):
+            if f in p:
+                changes[f] = p[f]
+        for f in self._PROJECT_FLAGS:
+            if f in p:
+                changes[f] = _bool(p[f], f)
+        for f in self._PROJECT_MONEY:
+            if f in p:
+                changes[f] = _money(p[f], f)
+        for f in ("starts_on", "ends_on"):
+            if f in p:
+                changes[f] = _date(p[f], f)
+        if changes.get("bill_by") not in (None, "Project", "Tasks", "People", "none"):
+            raise Unprocessable("Bill by is not included in the list")
+        return changes
+
+    def update_project(self, rid: int, p: dict[str, Any]) -> dict[str, Any]:
+        body = self._existing("projects", rid)
+        changes = self._project_changes(p)
+        if "client_id" in p:
+            changes["client"] = self._client_ref(p["client_id"])
+        if "name" in changes and not changes["name"]:
+            raise Unprocessable("Name can't be blank")
+        return self._update("projects", rid, body, changes)
+
+    def delete_project(self, rid: int) -> None:
+        """Harvest deletes the project with its time and expenses unless any is invoiced."""
+        self._existing("projects", rid)
+        for resource in ("time_entries", "expenses"):
+            if self._has(resource, {"project.id": rid, "is_billed": True}):
+                raise Unprocessable(
+                    "Project cannot be deleted: it has invoiced time entries or expenses."
+                )
+        for resource in ("time_entries", "expenses", "milestones"):
+            for row in self.store.scan_rows(resource, where={"project.id": rid}):
+                self.store.delete(resource, row.id)
+        for resource in ("task_assignments", "user_assignments"):
+            for row in self.store.scan_rows(resource, where={"parent_id": str(rid)}):
+                self.store.delete(resource, row.id)
+        self.store.delete("projects", rid)
+
+    def create_task(self, p: dict[str, Any]) -> dict[str, Any]:
+        _require(p, "name")
+        rid, now = self._new("tasks")
+        body = {
+            "id": rid,
+            "name": p["name"],
+            "billable_by_default": _bool(p.get("billable_by_default", True), "billable_by_default"),
+            "default_hourly_rate": _money(p.get("default_hourly_rate"), "default_hourly_rate"),
+            "is_default": _bool(p.get("is_default", False), "is_default"),
+            "is_active": _bool(p.get("is_active", True), "is_active"),
+            "created_at": now,
+            "updated_at": now,
+        }
+        return self._put("tasks", rid, body)
+
+    def update_task(self, rid: int, p: dict[str, Any]) -> dict[str, Any]:
+        body = self._existing("tasks", rid)
+        changes: dict[str, Any] = {}
+        if "name" in p:
+            if not p["name"]:
+                raise Unprocessable("Name can't be blank")
+            changes["name"] = p["name"]
+        for f in ("billable_by_default", "is_default", "is_active"):
+            if f in p:
+                changes[f] = _bool(p[f], f)
+        if "default_hourly_rate" in p:
+            changes["default_hourly_rate"] = _money(p["default_hourly_rate"], "default_hourly_rate")
+        return self._update("tasks", rid, body, changes)
+
+    def delete_task(self, rid: int) -> None:
+        self._existing("tasks", rid)
+        if self._has("time_entries", {"task.id": rid}):
+            raise Unprocessable("Task cannot be deleted: it has time entries.")
+        self.store.delete("tasks", rid)
+
+    # ------------------------------------------------------------------ assignments
+
+    def create_task_assignment(self, project_id: int, p: dict[str, Any]) -> dict[str, Any]:
+        project = self._existing("projects", project_id)
+        _require(p, "task_id")
+        task = self._task_ref(p["task_id"])
+        if self._has("task_assignments", {"parent_id": str(project_id), "task.id": task["id"]}):
+            raise Unprocessable("Task has already been assigned to this project")
+        rid, now = self._new("task_assignments")
+        body = {
+            "id": rid,
+            "billable": _bool(p.get("billable", True), "billable"),
+            "is_active": _bool(p.get("is_active", True), "is_active"),
+            "created_at": now,
+            "updated_at": now,
+            "hourly_rate": _money(p.get("hourly_rate"), "hourly_rate"),
+            "budget": _money(p.get("budget"), "budget"),
+            "project": {"id": project["id"], "name": project["name"], "code": project.get("code")},
+            "task": task,
+        }
+        return self._put("task_assignments", rid, body, parent_id=project_id)
+
+    def update_task_assignment(
+        self, project_id: int, rid: int, p: dict[str, Any]
+    ) -> dict[str, Any]:
+        body = self._existing("task_assignments", rid, str(project_id))
+        changes: dict[str, Any] = {}
+        for f in ("billable", "is_active"):
+            if f in p:
+                changes[f] = _bool(p[f], f)
+        for f in ("hourly_rate", "budget"):
+            if f in p:
+                changes[f] = _money(p[f], f)
+        return self._update("task_assignments", rid, body, changes)
+
+    def create_user_assignment(self, project_id: int, p: dict[str, Any]) -> dict[str, Any]:
+        project = self._existing("projects", project_id)
+        _require(p, "user_id")
+        user = self._user_ref(p["user_id"])
+        if self._has("user_assignments", {"parent_id": str(project_id), "user.id": user["id"]}):
+            raise Unprocessable("User has already been assigned to this project")
+        rid, now = self._new("user_assignments")
+        body = {
+            "id": rid,
+            "is_project_manager": _bool(p.get("is_project_manager", False), "is_project_manager"),
+            "is_active": _bool(p.get("is_active", True), "is_active"),
+            "use_default_rates": _bool(
+                p.get("use_default_rates", "hourly_rate" not in p), "use_default_rates"
+            ),
+            "budget": _money(p.get("budget"), "budget"),
+            "created_at": now,
+            "updated_at": now,
+            "hourly_rate": _money(p.get("hourly_rate"), "hourly_rate"),
+            "project": {"id": project["id"], "name": project["name"], "code": project.get("code")},
+            "user": user,
+        }
+        return self._put("user_assignments", rid, body, parent_id=project_id)
+
+    def update_user_assignment(
+        self, project_id: int, rid: int, p: dict[str, Any]
+    ) -> dict[str, Any]:
+        body = self._existing("user_assignments", rid, str(project_id))
+        changes: dict[str, Any] = {}
+        for f in ("is_project_manager", "is_active", "use_default_rates"):
+            if f in p:
+                changes[f] = _bool(p[f], f)
+        for f in ("hourly_rate", "budget"):
+            if f in p:
+                changes[f] = _money(p[f], f)
+        if "hourly_rate" in p and "use_default_rates" not in p:
+            changes["use_default_rates"] = p["hourly_rate"] is None
+        return self._update("user_assignments", rid, body, changes)
+
+    def delete_child(self, resource: str, project_id: int, rid: int) -> None:
+        self._existing(resource, rid, str(project_id))
+        self.store.delete(resource, rid)
+
+    # ------------------------------------------------------------------ rates
+
+    def create_rate(self, resource: str, user_id: int, p: dict[str, Any]) -> dict[str, Any]:
+        """POST /v2/users/{id}/billable_rates: the new rate starts on ``start_date`` and the
+        previous open-ended rate ends the day before, as Harvest does."""
+        self._existing("users", user_id)
+        _require(p, "amount")
+        amount = _money(p["amount"], "amount")
+        start = _date(p.get("start_date"), "start_date")
+        rows = self.store.scan_rows(resource, where={"parent_id": str(user_id)})
+        for row in rows:
+            prior = row.data()
+            if prior.get("end_date") is None and start is not None:
+                prior_start = prior.get("start_date")
+                if prior_start is not None and prior_start >= start:
+                    raise Unprocessable("Start date must be after the current rate's start date")
+                end = (dt.date.fromisoformat(start) - dt.timedelta(days=1)).isoformat()
+                self._put(resource, int(row.id), {**prior, "end_date": end}, parent_id=user_id)
+        rid, now = self._new(resource)
+        body = {
+            "id": rid,
+            "amount": amount,
+            "start_date": start,
+            "end_date": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        return self._put(resource, rid, body, parent_id=user_id)
+
+    # ------------------------------------------------------------------ milestones
+
+    _MILESTONE_STATUSES = ("open", "accepted", "invoiced")
+
+    def create_milestone(self, p: dict[str, Any]) -> dict[str, Any]:
+        _require(p, "project_id", "name", "amount", "due_date")
+        project = self._existing("projects", _int(p["project_id"], "project_id"))
+        status = p.get("status", "open")
+        if status not in self._MILESTONE_STATUSES:
+            raise Unprocessable("Status is not included in the list")
+        rid, now = self._new("milestones")
+        body = {
+            "id": rid,
+            "project": {"id": project["id"], "name": project["name"], "code": project.get("code")},
+            "name": p["name"],
+            "amount": _money(p["amount"], "amount"),
+            "currency": p.get("currency") or project.get("currency"),
+            "due_date": _date(p["due_date"], "due_date", required=True),
+            "status": status,
+            "accepted_at": now if status == "accepted" else None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        return self._put("milestones", rid, body)
+
+    def update_milestone(self, rid: int, p: dict[str, Any]) -> dict[str, Any]:
+        body = self._existing("milestones", rid)
+        changes: dict[str, Any] = {}
+        for f in ("name", "currency"):
+            if f in p:
+                changes[f] = p[f]
+        if "amount" in p:
+            changes["amount"] = _money(p["amount"], "amount")
+        if "due_date" in p:
+            changes["due_date"] = _date(p["due_date"], "due_date", required=True)
+        if "status" in p:
+            if p["status"] not in self._MILESTONE_STATUSES:
+                raise Unprocessable("Status is not included in the list")
+            changes["status"] = p["status"]
+            if p["status"] == "accepted" and body.get("status") != "accepted":
+                changes["accepted_at"] = _h(self._stamp_now())
+        return self._update("milestones", rid, body, changes)
+
+    # ------------------------------------------------------------------ time entries
+
+    def _effective_rate(self, resource: str, user_id: int, spent_date: str) -> Decimal | None:
+        best: dict[str, Any] | None = None
+        for row in self.store.scan_rows(resource, where={"parent_id": str(user_id)}):
+            rate = row.data()
+            start, end = rate.get("start_date"), rate.get("end_date")
+            if (start is None or start <= spent_date) and (end is None or spent_date <= end):
+                if best is None or (start or "") > (best.get("start_date") or ""):
+                    best = rate
+        return None if best is None else _money(best.get("amount"), "amount")
+
+    def _assignment(self, resource: str, project_id: Any, key: str, rid: int) -> dict | None:
+        rows = self.store.scan_rows(
+            resource, where={"parent_id": str(project_id), f"{key}.id": rid}, limit=1
+        )
+        return rows[0].data() if rows else None
+
+    @staticmethod
+    def _assignment_ref(body: dict[str, Any] | None, *fields: str) -> dict[str, Any] | None:
+        """The assignment as embedded in time entries and expenses (without project/user)."""
+        if body is None:
+            return None
+        return {f: body.get(f) for f in ("id", *fields, "created_at", "updated_at")}
+
+    def _billable_rate(
+        self,
+        project: dict[str, Any],
+        task_assignment: dict[str, Any] | None,
+        user_assignment: dict[str, Any] | None,
+        user_id: int,
+        spent: str,
+    ) -> Any:
+        bill_by = project.get("bill_by")
+        if bill_by == "Project":
+            return project.get("hourly_rate")
+        if bill_by == "Tasks":
+            return None if task_assignment is None else task_assignment.get("hourly_rate")
+        if bill_by == "People":
+            if user_assignment is not None and user_assignment.get("hourly_rate") is not None:
+                return user_assignment["hourly_rate"]
+            return self._effective_rate("billable_rates", user_id, spent)
+        return None
+
+    def create_time_entry(self, p: dict[str, Any], default_user_id: int | None) -> dict[str, Any]:
+        _require(p, "project_id", "task_id", "spent_date")
+        project = self._existing_ref("projects", p["project_id"], "Project")
+        task = self._task_ref(p["task_id"])
+        user = self._user_ref(p.get("user_id", default_user_id))
+        spent = _date(p["spent_date"], "spent_date", required=True) or ""
+        hours = _money(p.get("hours", 0), "hours") or Decimal(0)
+        billable = project.get("is_billable", True) is not False
+        task_assignment = self._assignment("task_assignments", project["id"], "task", task["id"])
+        user_assignment = self._assignment("user_assignments", project["id"], "user", user["id"])
+        rid, now = self._new("time_entries")
+        body: dict[str, Any] = {
+            "id": rid,
+            "spent_date": spent,
+            "hours": hours,
+            "rounded_hours": hours,
+            "notes": p.get("notes"),
+            "is_locked": False,
+            "locked_reason": None,
+            "is_closed": False,
+            "is_billed": False,
+            "timer_started_at": None,
+            "started_time": p.get("started_time"),
+            "ended_time": p.get("ended_time"),
+            "is_running": False,
+            "billable": billable,
+            "budgeted": False,
+            "billable_rate": self._billable_rate(
+                project, task_assignment, user_assignment, user["id"], spent
+            )
+            if billable
+            else None,
+            "cost_rate": self._effective_rate("cost_rates", user["id"], spent),
+            "created_at": now,
+            "updated_at": now,
+            "user": user,
+            "client": project.get("client"),
+            "project": {"id": project["id"], "name": project["name"], "code": project.get("code")},
+            "task": task,
+            "user_assignment": self._assignment_ref(
+                user_assignment, "is_project_manager", "is_active", "budget", "hourly_rate"
+            ),
+            "task_assignment": self._assignment_ref(
+                task_assignment, "billable", "is_active", "hourly_rate", "budget"
+            ),
+            "external_reference": p.get("external_reference"),
+            "invoice": None,
+            "approval_status": p.get("approval_status", "unsubmitted"),
+        }
+        return self._put("time_entries", rid, body)
+
+    def _existing_ref(self, resource: str, rid: Any, label: str) -> dict[str, Any]:
+        body = self.store.get(resource, _int(rid, f"{label.lower()}_id"))
+        if body is None:
+            raise Unprocessable(f"{label} is not valid")
+        return body
+
+    def _billing_changes(self, body: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
+        changes: dict[str, Any] = {}
+        if "is_billed" in p:
+            billed = _bool(p["is_billed"], "is_billed")
+            changes["is_billed"] = billed
+            if "is_locked" not in p:
+                changes["is_locked"] = billed
+                changes["locked_reason"] = "Item Invoiced" if billed else None
+            if not billed and "invoice" not in p:
+                changes["invoice"] = None
+        if "is_locked" in p:
+            changes["is_locked"] = _bool(p["is_locked"], "is_locked")
+            if "locked_reason" in p:
+                changes["locked_reason"] = p["locked_reason"]
+            elif not changes["is_locked"]:
+                changes["locked_reason"] = None
+        if "invoice" in p:
+            inv = p["invoice"]
+            if inv is not None and not (isinstance(inv, dict) and "id" in inv):
+                raise Unprocessable("invoice must be null or an object with id and number")
+            changes["invoice"] = (
+                None if inv is None else {"id": inv["id"], "number": inv.get("number")}
+            )
+        if "external_reference" in p:
+            changes["external_reference"] = p["external_reference"]
+        return changes
+
+    def update_time_entry(self, rid: int, p: dict[str, Any]) -> dict[str, Any]:
+        body = self._existing("time_entries", rid)
+        other = {k for k in p if k not in BILLING_FIELDS}
+        if other and body.get("is_locked"):
+            raise Unprocessable("This time entry is locked and can't be edited")
+        changes = self._billing_changes(body, p)
+        if "project_id" in p:
+            project = self._existing_ref("projects", p["project_id"], "Project")
+            changes["project"] = {
+                "id": project["id"],
+                "name": project["name"],
+                "code": project.get("code"),
+            }
+            changes["client"] = project.get("client")
+        if "task_id" in p:
+            changes["task"] = self._task_ref(p["task_id"])
+        if "user_id" in p:
+            changes["user"] = self._user_ref(p["user_id"])
+        if "spent_date" in p:
+            changes["spent_date"] = _date(p["spent_date"], "spent_date", required=True)
+        if "hours" in p:
+            changes["hours"] = changes["rounded_hours"] = _money(p["hours"], "hours")
+        for f in ("notes", "started_time", "ended_time"):
+            if f in p:
+                changes[f] = p[f]
+        if "approval_status" in p:
+            if p["approval_status"] not in ("unsubmitted", "submitted", "approved"):
+                raise Unprocessable("Approval status is not included in the list")
+            changes["approval_status"] = p["approval_status"]
+        return self._update("time_entries", rid, body, changes)
+
+    def mark_billed(self, resource: str, rid: int, p: dict[str, Any]) -> dict[str, Any]:
+        body = self._existing(resource, rid)
+        payload = {"is_billed": True, **{k: v for k, v in p.items() if k in BILLING_FIELDS}}
+        return self._update(resource, rid, body, self._billing_changes(body, payload))
+
+    # ------------------------------------------------------------------ expenses
+
+    def create_expense(self, p: dict[str, Any], default_user_id: int | None) -> dict[str, Any]:
+        _require(p, "project_id", "expense_category_id", "spent_date")
+        project = self._existing_ref("projects", p["project_id"], "Project")
+        category = self._ref(
+            "expense_categories", p["expense_category_id"], "Expense category", ("id", "name")
+        )
+        user = self._user_ref(p.get("user_id", default_user_id))
+        if p.get("total_cost") is None and p.get("units") is None:
+            raise Unprocessable("Total cost can't be blank")
+        rid, now = self._new("expenses")
+        body = {
+            "id": rid,
+            "spent_date": _date(p["spent_date"], "spent_date", required=True),
+            "user": user,
+            "client": project.get("client"),
+            "project": {"id": project["id"], "name": project["name"], "code": project.get("code")},
+            "expense_category": category,
+            "user_assignment": self._assignment_ref(
+                self._assignment("user_assignments", project["id"], "user", user["id"]),
+                "is_project_manager",
+                "is_active",
+                "budget",
+                "hourly_rate",
+            ),
+            "total_cost": _money(p.get("total_cost"), "total_cost"),
+            "units": _money(p.get("units"), "units"),
+            "notes": p.get("notes"),
+            "billable": _bool(p.get("billable", True), "billable"),
+            "is_billed": False,
+            "is_locked": False,
+            "locked_reason": None,
+            "approval_status": p.get("approval_status", "unsubmitted"),
+            "receipt": p.get("receipt"),
+            "invoice": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        return self._put("expenses", rid, body)
+
+    def update_expense(self, rid: int, p: dict[str, Any]) -> dict[str, Any]:
+        body = self._existing("expenses", rid)
+        other = {k for k in p if k not in BILLING_FIELDS}
+        if other and body.get("is_locked"):
+            raise Unprocessable("This expense is locked and can't be edited")
+        changes = self._billing_changes(body, p)
+        for f in ("total_cost", "units"):
+            if f in p:
+                changes[f] = _money(p[f], f)
+        for f in ("notes", "receipt"):
+            if f in p:
+                changes[f] = p[f]
+        if "billable" in p:
+            changes["billable"] = _bool(p["billable"], "billable")
+        if "spent_date" in p:
+            changes["spent_date"] = _date(p["spent_date"], "spent_date", required=True)
+        if "approval_status" in p:
+            changes["approval_status"] = p["approval_status"]
+        return self._update("expenses", rid, body, changes)
+
+    # ------------------------------------------------------------------ invoices
+
+    def _next_invoice_number(self, fallback: int) -> str:
+        """Harvest numbers invoices on from the latest one (``202600017`` -> ``202600018``)."""
+        for row in self.store.scan_rows("invoices", order="seq", descending=True, limit=1):
+            number = str(row.data().get("number") or "")
+            if number.isdigit():
+                return str(int(number) + 1).zfill(len(number))
+        return str(fallback)
+
+    def create_invoice(self, p: dict[str, Any], creator: dict[str, Any] | None) -> dict[str, Any]:
+        """POST /v2/invoices: always a new invoice (Harvest has no idempotency key)."""
+        _require(p, "client_id")
+        client = self._client_ref(p["client_id"])
+        items_in = p.get("line_items") or []
+        if not isinstance(items_in, list):
+            raise Unprocessable("line_items must be an array")
+        tax = _money(p.get("tax"), "tax")
+        tax2 = _money(p.get("tax2"), "tax2")
+        discount = _money(p.get("discount"), "discount")
+        rid, now = self._new("invoices")
+        items: list[dict[str, Any]] = []
+        subtotal = taxable = taxable2 = Decimal(0)
+        for n, item in enumerate(items_in, start=1):
+            if not isinstance(item, dict):
+                raise Unprocessable("line_items must be objects")
+            _require(item, "kind")
+            qty = _money(item.get("quantity", 1), "quantity") or Decimal(0)
+            price = _money(item.get("unit_price"), "unit_price") or Decimal(0)
+            amount = qty * price
+            project = None
+            if item.get("project_id") is not None:
+                proj = self._existing_ref("projects", item["project_id"], "Project")
+                project = {"id": proj["id"], "name": proj["name"], "code": proj.get("code")}
+            taxed, taxed2 = bool(item.get("taxed", False)), bool(item.get("taxed2", False))
+            subtotal += amount
+            taxable += amount if taxed else 0
+            taxable2 += amount if taxed2 else 0
+            items.append(
+                {
+                    "id": rid * 1000 + n,
+                    "kind": item["kind"],
+                    "description": item.get("description"),
+                    "quantity": qty,
+                    "unit_price": price,
+                    "amount": amount,
+                    "taxed": taxed,
+                    "taxed2": taxed2,
+                    "project": project,
+                }
+            )
+        discount_amount = subtotal * (discount or 0) / 100
+        tax_amount = taxable * (tax or 0) / 100
+        tax2_amount = taxable2 * (tax2 or 0) / 100
+        amount = subtotal - discount_amount + tax_amount + tax2_amount
+        issue = _date(p.get("issue_date"), "issue_date") or now[:10]
+        due = _date(p.get("due_date"), "due_date")
+        term = p.get("payment_term")
+        if due is None:
+            days = {"upon receipt": 0, "net 15": 15, "net 30": 30, "net 45": 45, "net 60": 60}
+            due_days = days.get(str(term or "upon receipt").lower(), 0)
+            due = (dt.date.fromisoformat(issue) + dt.timedelta(days=due_days)).isoformat()
+        cents = Decimal("0.01")
+        body = {
+            "id": rid,
+            "client_key": f"{rid:040x}",
+            "number": str(p.get("number") or self._next_invoice_number(rid)),
+            "purchase_order": p.get("purchase_order"),
+            "amount": amount.quantize(cents),
+            "due_amount": amount.quantize(cents),
+            "tax": tax,
+            "tax_amount": tax_amount.quantize(cents),
+            "tax2": tax2,
+            "tax2_amount": tax2_amount.quantize(cents),
+            "discount": discount,
+            "discount_amount": discount_amount.quantize(cents),
+            "subject": p.get("subject"),
+            "notes": p.get("notes"),
+            "currency": p.get("currency") or client.get("currency"),
+            "state": "draft",
+            "period_start": _date(p.get("period_start"), "period_start"),
+            "period_end": _date(p.get("period_end"), "period_end"),
+            "issue_date": issue,
+            "due_date": due,
+            "payment_term": term or "custom",
+            "sent_at": None,
+            "paid_at": None,
+            "paid_date": None,
+            "closed_at": None,
+            "recurring_invoice_id": None,
+            "created_at": now,
+            "updated_at": now,
+            "client": {"id": client["id"], "name": client["name"]},
+            "estimate": None,
+            "retainer": None,
+            "creator": creator,
+            "line_items": items,
+        }
+        return self._put("invoices", rid, body)

@@ -1,0 +1,119 @@
+"""Tests of the business clock and "advance": the change log must match the stores."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from erpsync_sandbox.clock import CLOCK_START, BusinessClock
+from erpsync_sandbox.common import SandboxContext
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Any:
+    context = SandboxContext.open(tmp_path / "state", size="small", seed=3)
+    context.generate()
+    yield context
+    context.close()
+
+
+def test_clock_flows_persists_and_never_goes_back(tmp_path: Path) -> None:
+    clock = BusinessClock(tmp_path / "clock.json")
+    first = clock.now()
+    assert first >= CLOCK_START and clock.now() > first
+    clock.set("2026-12-01T10:00:00Z")
+    assert clock.now() >= "2026-12-01T10:00:00.000000Z"
+    clock.set("2026-01-01T00:00:00Z")  # ignored: never backwards
+    assert clock.now() >= "2026-12-01T10:00:00.000000Z"
+    clock.freeze()
+    frozen = clock.now()
+    assert clock.now() == frozen
+    again = BusinessClock(tmp_path / "clock.json")
+    assert again.now() == frozen and again.frozen
+
+
+def test_advance_change_log_matches_the_stores(ctx: SandboxContext) -> None:
+    start_seq = ctx.changes.last_seq()
+    changes = ctx.advance(3, 99)
+    assert changes and all(c["source"] == "advance" for c in changes)
+    assert [c["seq"] for c in changes] == list(range(start_seq + 1, start_seq + 1 + len(changes)))
+    assert ctx.clock.now() >= "2026-11-05T18:00:00.000000Z"
+    kinds = collections.Counter((c["system"], c["resource"], c["op"]) for c in changes)
+    for key in [
+        ("psa", "time_entries", "create"),
+        ("psa", "time_entries", "update"),
+        ("psa", "time_entries", "delete"),
+        ("psa", "expenses", "create"),
+        ("psa", "milestones", "update"),
+        ("crm", "Account", "create"),
+        ("crm", "Opportunity", "create"),
+        ("crm", "Opportunity", "update"),
+        ("crm", "Opportunity", "delete"),
+        ("erp", "taxRates", "create"),
+        ("erp", "taxRates", "update"),
+    ]:
+        assert kinds[key] >= 1, key
+    last: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for c in changes:
+        last[(c["system"], c["resource"], c["id"])] = c
+    for (system, resource, rid), c in last.items():
+        store = ctx.stores[system]
+        row = store.get_row(resource, rid, include_deleted=True)
+        if c["op"] == "delete" and system == "crm":  # Salesforce soft delete
+            assert row is not None and row.deleted and row.data()["IsDeleted"] is True
+            feed = store.deleted_since(resource, c["at"], c["at"])
+            assert rid in {d["id"] for d in feed}
+        elif c["op"] == "delete":  # Harvest: hard delete, gone
+            assert row is None
+        else:
+            assert row is not None and not row.deleted
+            assert row.modstamp == c["at"]
+
+
+def test_advance_business_effects(ctx: SandboxContext) -> None:
+    changes = ctx.advance(2, 5)
+    psa, crm, erp = ctx.stores["psa"], ctx.stores["crm"], ctx.stores["erp"]
+    accepted = [psa.get("milestones", c["id"]) for c in changes if c["resource"] == "milestones"]
+    assert accepted and all(m["status"] == "accepted" and m["accepted_at"] for m in accepted)
+    amended = [
+        crm.get("Opportunity", c["id"])
+        for c in changes
+        if c["resource"] == "Opportunity" and c["op"] == "update"
+    ]
+    assert amended and all(o["Contract_Version__c"] >= 2 for o in amended)
+    new_opps = [
+        crm.get("Opportunity", c["id"])
+        for c in changes
+        if c["resource"] == "Opportunity" and c["op"] == "create"
+    ]
+    assert all(o["IsWon"] and o["PSA_Project_Id__c"] is None for o in new_opps)
+    de = [r for r in erp.scan("taxRates") if r["countryCode"] == "DE"]
+    assert len(de) == 2 and sorted(r["ratePercent"] for r in de) == [19, 20]
+    approved = [
+        psa.get("time_entries", c["id"])
+        for c in changes
+        if c["resource"] == "time_entries" and c["op"] == "update"
+    ]
+    assert any(te and te["approval_status"] == "approved" for te in approved)
+    created = [
+        psa.get_row("time_entries", c["id"])
+        for c in changes
+        if c["resource"] == "time_entries" and c["op"] == "create"
+    ]
+    assert all(r is not None and r.data()["updated_at"] == r.modstamp[:19] + "Z" for r in created)
+
+
+def test_advance_is_deterministic(tmp_path: Path) -> None:
+    logs = []
+    for name in ("a", "b"):
+        context = SandboxContext.open(tmp_path / name, size="small", seed=3)
+        context.generate()
+        context.clock.freeze()  # same starting "now" for both firms
+        logs.append(
+            [(c["at"], c["system"], c["resource"], c["op"], c["id"]) for c in context.advance(2, 8)]
+        )
+        context.close()
+    assert logs[0] == logs[1]

@@ -1,0 +1,600 @@
+"""Contract tests of the Business Central sandbox (erpsync_sandbox.erp) over real HTTP.
+
+A real uvicorn server on 127.0.0.1 (ephemeral port) serves a hand-seeded ``erp`` store; the tests
+speak to it with httpx the way a BC connector would: Entra token, OData paging, $filter, ETags,
+draft-then-post invoices, faults and limits. Vendor shapes: docs/reference/vendor-apis.md s. 3.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from erpsync_sandbox.common import SandboxContext
+from erpsync_sandbox.erp.app import create_app
+
+COMPANY = "5d115c9c-44e3-ea11-bb43-000d3a2feca1"
+SCOPE = "https://api.businesscentral.dynamics.com/.default"
+API = f"/v2.0/sandbox/production/api/v2.0/companies({COMPANY})"
+N_CUSTOMERS = 60
+
+
+def seed(ctx: SandboxContext) -> None:
+    store = ctx.stores["erp"]
+    store.meta_set("company_id", COMPANY)
+    store.meta_set("lcy_code", "EUR")
+    currencies = ["EUR", "USD", "JPY", "KWD", "GBP"]
+    for i in range(N_CUSTOMERS):
+        cid = str(uuid.UUID(int=i + 1))
+        store.put(
+            "customers",
+            cid,
+            {
+                "id": cid,
+                "number": f"C{i + 1:05d}",
+                "displayName": f"Client {i + 1}",
+                "type": "Company",
+                "addressLine1": "Main St 1",
+                "city": "Berlin",
+                "postalCode": "10115",
+                "country": "DE" if i % 3 else "FR",
+                "currencyCode": currencies[i % len(currencies)],
+                "paymentTermsCode": "NET30",
+                "taxLiable": i % 7 != 6,
+                "taxRegistrationNumber": f"DE{100000000 + i}",
+                "taxAreaDisplayName": "",
+                "blocked": "All" if i == 59 else " ",
+            },
+        )
+    store.put(
+        "taxGroups",
+        str(uuid.UUID(int=1000)),
+        {
+            "id": str(uuid.UUID(int=1000)),
+            "code": "STD",
+            "displayName": "Standard",
+            "taxType": "VAT",
+        },
+    )
+    for n, (country, rate) in enumerate((("DE", 19), ("FR", 20), ("", 10))):
+        rid = str(uuid.UUID(int=2000 + n))
+        store.put(
+            "taxRates",
+            rid,
+            {
+                "id": rid,
+                "taxGroupCode": "STD",
+                "countryCode": country,
+                "ratePercent": rate,
+                "validFrom": "2020-01-01",
+                "validTo": "9999-12-31",
+            },
+        )
+    posted = str(uuid.UUID(int=3000))
+    store.put(
+        "salesInvoices",
+        posted,
+        {
+            "id": posted,
+            "number": "PSI-000122",
+            "externalDocumentNumber": "OLD-1",
+            "customerId": str(uuid.UUID(int=1)),
+            "customerNumber": "C00001",
+            "status": "Open",
+            "currencyCode": "EUR",
+            "totalAmountExcludingTax": 100,
+            "totalTaxAmount": 19,
+            "totalAmountIncludingTax": 119,
+            "invoiceDate": "2026-10-01",
+        },
+    )
+
+
+class Server:
+    """A uvicorn server for one app in a background thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=0,
+                log_level="warning",
+                lifespan="off",
+                timeout_graceful_shutdown=1,
+            )
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.server.force_exit = True
+        self.thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def erp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, SandboxContext]]:
+    ctx = SandboxContext.open(Path(tmp_path_factory.mktemp("erp")))
+    seed(ctx)
+    app = create_app(ctx)
+    with Server(app) as base:
+        yield base, ctx
+    ctx.close()
+
+
+@pytest.fixture(scope="module")
+def base(erp: tuple[str, SandboxContext]) -> str:
+    return erp[0]
+
+
+def get_token(base: str, secret: str = "sandbox-erp-secret") -> httpx.Response:  # noqa: S107
+    return httpx.post(
+        f"{base}/sandbox/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": "erpsync-sandbox",
+            "client_secret": secret,
+            "scope": SCOPE,
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def client(base: str) -> Iterator[httpx.Client]:
+    token = get_token(base).json()["access_token"]
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10) as c:
+        yield c
+
+
+@pytest.fixture(autouse=True)
+def quiet(base: str) -> Iterator[None]:
+    """Every test starts without faults and with generous limits."""
+    httpx.put(f"{base}/__admin/faults", json={})
+    httpx.put(f"{base}/__admin/limits", json={"rate_per_min": 100000, "max_concurrent": 50})
+    yield
+    httpx.put(f"{base}/__admin/faults", json={})
+
+
+def read_all(
+    client: httpx.Client, url: str, page: int, params: dict | None = None, between: Any = None
+) -> list[dict]:
+    out: list[dict] = []
+    resp = client.get(url, params=params, headers={"Prefer": f"odata.maxpagesize={page}"})
+    while True:
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert len(body["value"]) <= page
+        out.extend(body["value"])
+        link = body.get("@odata.nextLink")
+        if not link:
+            return out
+        assert "$skiptoken=" in link
+        if between is not None:
+            between(len(out))
+        resp = client.get(link, headers={"Prefer": f"odata.maxpagesize={page}"})
+
+
+def new_invoice(
+    client: httpx.Client,
+    customer: str = "C00002",
+    ext: str | None = None,
+    lines: list[dict] | None = None,
+) -> httpx.Response:
+    return client.post(
+        f"{API}/salesInvoices",
+        json={
+            "customerNumber": customer,
+            "externalDocumentNumber": ext or f"PSA-{uuid.uuid4().hex[:10]}",
+            "invoiceDate": "2026-11-02",
+            "salesInvoiceLines": lines
+            if lines is not None
+            else [
+                {
+                    "lineType": "Item",
+                    "description": "Consulting",
+                    "quantity": 2,
+                    "unitPrice": 150.0,
+                    "taxCode": "STD",
+                }
+            ],
+        },
+    )
+
+
+# --------------------------------------------------------------------------- auth
+
+
+def test_token_and_auth_failures_in_vendor_format(base: str) -> None:
+    ok = get_token(base)
+    assert ok.status_code == 200
+    assert ok.json()["token_type"] == "Bearer" and ok.json()["expires_in"] > 0
+
+    bad = get_token(base, secret="wrong")
+    assert bad.status_code == 401
+    assert bad.json()["error"] == "invalid_client"
+    assert bad.json()["error_description"].startswith("AADSTS7000215")
+
+    scope = httpx.post(
+        f"{base}/sandbox/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": "erpsync-sandbox",
+            "client_secret": "sandbox-erp-secret",
+            "scope": "https://graph.microsoft.com/x",
+        },
+    )
+    assert scope.status_code == 400 and scope.json()["error"] == "invalid_scope"
+
+    for headers in (
+        {},
+        {"Authorization": "Bearer not-a-token"},
+        {"Authorization": "Bearer " + ok.json()["access_token"][:-4] + "AAAA"},
+    ):
+        resp = httpx.get(f"{base}{API}/customers", headers=headers)
+        assert resp.status_code == 401
+        err = resp.json()["error"]
+        assert err["code"] == "Authentication_InvalidCredentials"
+        assert err["message"].startswith("The server has rejected the client credentials.")
+        assert "CorrelationId:" in err["message"]
+
+
+def test_unknown_company_entity_and_record(client: httpx.Client) -> None:
+    other = "/v2.0/sandbox/production/api/v2.0/companies(00000000-0000-0000-0000-000000000009)"
+    resp = client.get(f"{other}/customers")
+    assert resp.status_code == 404
+    assert resp.json()["error"]["code"] == "BadRequest_ResourceNotFound"
+    resp = client.get(f"{API}/widgets")
+    assert resp.status_code == 404
+    assert "'widgets'" in resp.json()["error"]["message"]
+    resp = client.get(f"{API}/customers({uuid.uuid4()})")
+    assert resp.status_code == 404
+    assert resp.json()["error"]["code"] == "Internal_RecordNotFound"
+    companies = client.get("/v2.0/sandbox/production/api/v2.0/companies").json()
+    assert [c["id"] for c in companies["value"]] == [COMPANY]
+    # BC also accepts the tenant-less form /v2.0/{environment}/api/v2.0 (tenant from token).
+    assert (
+        client.get(f"/v2.0/production/api/v2.0/companies({COMPANY})/customers").status_code == 200
+    )
+
+
+# --------------------------------------------------------------------------- paging
+
+
+def test_paging_returns_every_record_exactly_once(client: httpx.Client) -> None:
+    first = client.get(f"{API}/customers", headers={"Prefer": "odata.maxpagesize=7"})
+    assert first.headers["Preference-Applied"] == "odata.maxpagesize=7"
+    assert first.json()["@odata.context"].endswith(f"$metadata#companies({COMPANY})/customers")
+    rows = read_all(client, f"{API}/customers", 7)
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)) >= N_CUSTOMERS
+    assert all(
+        r["@odata.etag"].startswith('W/"JzE') or r["@odata.etag"].startswith('W/"JzI') for r in rows
+    )
+    # default page: everything in one page, no nextLink
+    one = client.get(f"{API}/customers").json()
+    assert "@odata.nextLink" not in one and len(one["value"]) == len(ids)
+
+
+def test_paging_exactly_once_while_records_change(
+    client: httpx.Client, base: str, erp: tuple[str, SandboxContext]
+) -> None:
+    store = erp[1].stores["erp"]
+    before = {r["id"] for r in client.get(f"{API}/customers").json()["value"]}
+    # the fault touches random records after every page; we also patch and insert between pages
+    httpx.put(
+        f"{base}/__admin/faults",
+        json={"seed": 7, "mutate_during_paging_rate": 1.0, "mutate_count": 5},
+    )
+
+    def between(n_read: int) -> None:
+        all_ids = sorted(before)
+        for rid in (all_ids[0], all_ids[-1], all_ids[n_read % len(all_ids)]):
+            store.update(
+                "customers",
+                rid,
+                {"displayName": f"changed at {n_read}"},
+                stamp_field="lastModifiedDateTime",
+            )
+
+    rows = read_all(client, f"{API}/customers", 9, between=between)
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)), "a record was returned twice"
+    assert before <= set(ids), "a record was skipped"
+    assert httpx.get(f"{base}/__admin/faults").json()["stats"]["injected"].get("mutate", 0) > 0
+
+
+def test_top_skip_select_orderby(client: httpx.Client) -> None:
+    top = client.get(f"{API}/customers", params={"$top": "5"}).json()
+    assert len(top["value"]) == 5 and "@odata.nextLink" not in top
+    paged = read_all(client, f"{API}/customers", 4, params={"$top": "10"})
+    assert len(paged) == 10 and len({r["id"] for r in paged}) == 10
+    skipped = client.get(f"{API}/customers", params={"$skip": "55"}).json()["value"]
+    assert len(skipped) == len(client.get(f"{API}/customers").json()["value"]) - 55
+    sel = client.get(f"{API}/customers", params={"$select": "number,displayName", "$top": "2"})
+    assert set(sel.json()["value"][0]) == {"@odata.etag", "number", "displayName"}
+    ordered = read_all(client, f"{API}/customers", 8, params={"$orderby": "number desc"})
+    numbers = [r["number"] for r in ordered]
+    assert numbers == sorted(numbers, reverse=True) and len(numbers) == len(set(numbers))
+    bad = client.get(f"{API}/customers", params={"$select": "nope"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "BadRequest"
+
+
+# --------------------------------------------------------------------------- $filter
+
+
+def test_filter_semantics(client: httpx.Client, erp: tuple[str, SandboxContext]) -> None:
+    store = erp[1].stores["erp"]
+    everything = client.get(f"{API}/customers").json()["value"]
+    watermark = max(r["lastModifiedDateTime"] for r in everything)
+    changed = everything[3]["id"]
+    time.sleep(0.002)
+    store.update("customers", changed, {"city": "Paris"}, stamp_field="lastModifiedDateTime")
+    gt = client.get(f"{API}/customers", params={"$filter": f"lastModifiedDateTime gt {watermark}"})
+    assert gt.status_code == 200, gt.text
+    assert [r["id"] for r in gt.json()["value"]] == [changed]
+    ge = client.get(f"{API}/customers", params={"$filter": f"lastModifiedDateTime ge {watermark}"})
+    assert len(ge.json()["value"]) == 2  # the record stamped exactly at the watermark too
+    lt = client.get(f"{API}/customers", params={"$filter": f"lastModifiedDateTime lt {watermark}"})
+    assert len(lt.json()["value"]) == len(everything) - 2
+
+    by_number = client.get(f"{API}/customers", params={"$filter": "number eq 'C00010'"})
+    assert [r["number"] for r in by_number.json()["value"]] == ["C00010"]
+    combo = client.get(
+        f"{API}/customers",
+        params={"$filter": "(number eq 'C00010' or number eq 'C00011') and country ne 'XX'"},
+    )
+    assert sorted(r["number"] for r in combo.json()["value"]) == ["C00010", "C00011"]
+    guid = client.get(f"{API}/customers", params={"$filter": f"id eq {uuid.UUID(int=5)}"})
+    assert [r["number"] for r in guid.json()["value"]] == ["C00005"]
+    boolean = client.get(f"{API}/customers", params={"$filter": "taxLiable eq false"})
+    assert {r["taxLiable"] for r in boolean.json()["value"]} == {False}
+    quote = client.get(f"{API}/customers", params={"$filter": "displayName eq 'O''Brien'"})
+    assert quote.status_code == 200 and quote.json()["value"] == []
+
+    ext = f"EXT-{uuid.uuid4().hex[:8]}"
+    assert new_invoice(client, ext=ext).status_code == 201
+    found = client.get(
+        f"{API}/salesInvoices", params={"$filter": f"externalDocumentNumber eq '{ext}'"}
+    ).json()
+    assert len(found["value"]) == 1 and found["value"][0]["externalDocumentNumber"] == ext
+
+    for bad in ("number eq", "number eq 5", "nope eq 'x'", "number eq 'x' and", "(number eq 'x'"):
+        resp = client.get(f"{API}/customers", params={"$filter": bad})
+        assert resp.status_code == 400, bad
+        assert resp.json()["error"]["code"] == "BadRequest"
+
+
+# --------------------------------------------------------------------------- writes and ETags
+
+
+def test_etag_if_match_and_conflict(client: httpx.Client) -> None:
+    created = client.post(f"{API}/customers", json={"displayName": "Etag GmbH", "country": "DE"})
+    assert created.status_code == 201, created.text
+    cust = created.json()
+    assert cust["number"].startswith("C") and cust["blocked"] == " "
+    assert created.headers["ETag"] == cust["@odata.etag"]
+    url = f"{API}/customers({cust['id']})"
+
+    missing = client.patch(url, json={"city": "Hamburg"})
+    assert missing.status_code == 428
+
+    ok = client.patch(url, json={"city": "Hamburg"}, headers={"If-Match": cust["@odata.etag"]})
+    assert ok.status_code == 200 and ok.json()["city"] == "Hamburg"
+    assert ok.json()["@odata.etag"] != cust["@odata.etag"]
+    assert ok.json()["lastModifiedDateTime"] > cust["lastModifiedDateTime"]
+
+    stale = client.patch(url, json={"city": "Bremen"}, headers={"If-Match": cust["@odata.etag"]})
+    assert stale.status_code == 409
+    assert stale.json()["error"]["code"] == "Request_EntityChanged"
+    assert stale.json()["error"]["message"].startswith("Could not save the changes because")
+
+    stale_delete = client.delete(url, headers={"If-Match": cust["@odata.etag"]})
+    assert stale_delete.status_code == 409
+    gone = client.delete(url, headers={"If-Match": ok.json()["@odata.etag"]})
+    assert gone.status_code == 204
+    assert client.get(url).status_code == 404
+
+    unknown = client.post(f"{API}/customers", json={"displayName": "x", "colour": "red"})
+    assert unknown.status_code == 400 and "colour" in unknown.json()["error"]["message"]
+
+
+def test_invoice_draft_then_post(client: httpx.Client) -> None:
+    # C00002 is EUR in DE (19 %): 2 x 150.00 = 300.00, tax 57.00
+    created = new_invoice(
+        client,
+        lines=[
+            {"description": "Consulting", "quantity": 2, "unitPrice": 150.0, "taxCode": "STD"},
+            {"description": "Travel", "quantity": 1.5, "unitPrice": 33.33, "taxCode": "STD"},
+        ],
+    )
+    assert created.status_code == 201, created.text
+    inv = created.json()
+    assert inv["status"] == "Draft" and inv["number"].startswith("S-INV-")
+    # line 2: 1.5 x 33.33 = 49.995 -> 50.00 (HALF_UP); tax 9.50
+    assert Decimal(str(inv["totalAmountExcludingTax"])) == Decimal("350.00")
+    assert Decimal(str(inv["totalTaxAmount"])) == Decimal("66.50")
+    assert Decimal(str(inv["totalAmountIncludingTax"])) == Decimal("416.50")
+    assert [ln["sequence"] for ln in inv["salesInvoiceLines"]] == [10000, 20000]
+    url = f"{API}/salesInvoices({inv['id']})"
+
+    added = client.post(
+        f"{url}/salesInvoiceLines",
+        json={"description": "Extra", "quantity": 1, "unitPrice": 10, "taxCode": "STD"},
+    )
+    assert added.status_code == 201 and added.json()["sequence"] == 30000
+    draft = client.get(url, params={"$expand": "salesInvoiceLines"}).json()
+    assert len(draft["salesInvoiceLines"]) == 3
+    assert Decimal(str(draft["totalAmountIncludingTax"])) == Decimal("428.40")
+
+    posted = client.post(f"{url}/Microsoft.NAV.post")
+    assert posted.status_code == 204 and posted.content == b""
+    after = client.get(url).json()
+    assert after["status"] == "Open"
+    assert after["number"] == "PSI-000123"  # continues the generated posted series
+    assert after["lastModifiedDateTime"] > draft["lastModifiedDateTime"]
+    assert Decimal(str(after["remainingAmount"])) == Decimal("428.40")
+
+    patch = client.patch(
+        url, json={"externalDocumentNumber": "X"}, headers={"If-Match": after["@odata.etag"]}
+    )
+    assert patch.status_code == 400
+    assert patch.json()["error"]["code"] == "Application_DialogException"
+    again = client.post(f"{url}/Microsoft.NAV.post")
+    assert again.status_code == 400
+
+    memo = client.post(f"{url}/Microsoft.NAV.cancel")
+    assert memo.status_code == 204
+    assert client.get(url).json()["status"] == "Canceled"
+    memos = client.get(
+        f"{API}/salesCreditMemos", params={"$filter": f"invoiceId eq {inv['id']}"}
+    ).json()["value"]
+    assert len(memos) == 1 and memos[0]["status"] == "Open"
+
+
+@pytest.mark.parametrize(
+    ("customer", "qty", "price", "excl", "tax"),
+    [
+        ("C00003", 3, 333.5, "1001", "190"),  # JPY, DE 19 %: 1000.5 -> 1001; tax 190.19 -> 190
+        ("C00004", 1, 12.3456, "12.346", "2.469"),  # KWD (3 decimals), FR 20 %
+        ("C00007", 2, 10.005, "20.01", "4.00"),  # USD, FR 20 %: tax 4.002 -> 4.00
+    ],
+)
+def test_invoice_rounding_per_currency(
+    client: httpx.Client, customer: str, qty: float, price: float, excl: str, tax: str
+) -> None:
+    resp = new_invoice(
+        client,
+        customer,
+        lines=[{"description": "x", "quantity": qty, "unitPrice": price, "taxCode": "STD"}],
+    )
+    assert resp.status_code == 201, resp.text
+    inv = resp.json()
+    assert Decimal(str(inv["totalAmountExcludingTax"])) == Decimal(excl)
+    assert Decimal(str(inv["totalTaxAmount"])) == Decimal(tax)
+
+
+def test_invoice_validation(client: httpx.Client) -> None:
+    resp = client.post(f"{API}/salesInvoices", json={"externalDocumentNumber": "NOCUST"})
+    assert resp.status_code == 400
+    assert resp.json()["error"] == {
+        "code": "Application_DialogException",
+        "message": resp.json()["error"]["message"],
+    }
+    assert resp.json()["error"]["message"].startswith(
+        "A customerNumber or a customerID must be provided."
+    )
+    blocked = new_invoice(client, "C00060")
+    assert blocked.status_code == 400 and "blocked" in blocked.json()["error"]["message"]
+    bad_tax = new_invoice(client, lines=[{"quantity": 1, "unitPrice": 1, "taxCode": "NOPE"}])
+    assert bad_tax.status_code == 400
+    assert bad_tax.json()["error"]["code"] == "Internal_InvalidTableRelation"
+    empty = new_invoice(client, lines=[]).json()
+    nothing = client.post(f"{API}/salesInvoices({empty['id']})/Microsoft.NAV.post")
+    assert nothing.status_code == 400 and "nothing to post" in nothing.json()["error"]["message"]
+
+
+def test_no_idempotency_double_post_creates_two(client: httpx.Client) -> None:
+    ext = f"DUP-{uuid.uuid4().hex[:8]}"
+    first, second = new_invoice(client, ext=ext), new_invoice(client, ext=ext)
+    assert first.status_code == second.status_code == 201
+    assert first.json()["id"] != second.json()["id"]
+    found = client.get(
+        f"{API}/salesInvoices", params={"$filter": f"externalDocumentNumber eq '{ext}'"}
+    ).json()["value"]
+    assert len(found) == 2
+
+
+def test_drop_after_commit_leaves_invoice_created(client: httpx.Client, base: str) -> None:
+    httpx.put(
+        f"{base}/__admin/faults",
+        json={"drop_after_commit_rate": 1.0, "drop_path_contains": "salesInvoices"},
+    )
+    ext = f"DROP-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(httpx.TransportError):
+        new_invoice(client, ext=ext)
+    httpx.put(f"{base}/__admin/faults", json={})
+    found = client.get(
+        f"{API}/salesInvoices", params={"$filter": f"externalDocumentNumber eq '{ext}'"}
+    ).json()["value"]
+    assert len(found) == 1 and found[0]["status"] == "Draft"
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def test_429_from_rate_limit(client: httpx.Client, base: str) -> None:
+    httpx.put(
+        f"{base}/__admin/limits", json={"rate_per_min": 5, "max_concurrent": 5, "retry_after": 7}
+    )
+    statuses = [client.get(f"{API}/taxGroups") for _ in range(7)]
+    assert [r.status_code for r in statuses[:5]] == [200] * 5
+    limited = statuses[5]
+    assert limited.status_code == 429
+    assert limited.json()["error"]["code"] == "Application_TooManyRequests"
+    assert limited.headers["Retry-After"] == "7"
+    # admin and token endpoints are not throttled
+    assert httpx.get(f"{base}/__admin/health").status_code == 200
+
+
+def test_429_from_concurrency_limit(client: httpx.Client, base: str) -> None:
+    httpx.put(
+        f"{base}/__admin/limits", json={"rate_per_min": 1000, "max_concurrent": 2, "queue": 1}
+    )
+    httpx.put(f"{base}/__admin/faults", json={"latency_ms": 400})
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: client.get(f"{API}/taxGroups"), range(6)))
+    codes = sorted(r.status_code for r in results)
+    assert codes.count(200) == 3  # 2 executing + 1 queued
+    assert codes.count(429) == 3
+    rejected = next(r for r in results if r.status_code == 429)
+    assert rejected.json()["error"]["code"] == "Application_TooManyRequests"
+    assert "Retry-After" not in rejected.headers
+
+
+def test_fault_5xx_in_bc_format(client: httpx.Client, base: str) -> None:
+    httpx.put(f"{base}/__admin/faults", json={"error_rate_5xx": 1.0, "error_statuses": [503]})
+    resp = client.get(f"{API}/taxGroups")
+    assert resp.status_code == 503
+    assert resp.json()["error"]["code"] == "Internal_ServiceUnavailable"
+
+
+# --------------------------------------------------------------------------- documentation
+
+
+def test_openapi_and_metadata(client: httpx.Client, base: str) -> None:
+    spec = httpx.get(f"{base}/openapi.json").json()
+    paths = spec["paths"]
+    assert "/{tenant}/oauth2/v2.0/token" in paths
+    inv = paths["/v2.0/{tenant}/{environment}/api/v2.0/companies({company_id})/salesInvoices"]
+    assert inv["post"]["tags"] == ["salesInvoices"] and inv["post"]["summary"]
+    assert (
+        "/v2.0/{tenant}/{environment}/api/erpsync/finance/v1.0/companies({company_id})/taxRates"
+        in paths
+    )
+    assert httpx.get(f"{base}/docs").status_code == 200
+    meta = client.get("/v2.0/sandbox/production/api/v2.0/$metadata")
+    assert meta.status_code == 200 and b'EntityType Name="salesInvoice"' in meta.content
+    rates = client.get(
+        f"/v2.0/sandbox/production/api/erpsync/finance/v1.0/companies({COMPANY})/taxRates",
+        params={"$filter": "countryCode eq 'DE'"},
+    ).json()["value"]
+    assert [r["ratePercent"] for r in rates] == [19]
