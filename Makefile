@@ -52,8 +52,9 @@ demo-once: install
 sandbox: install
 	$(RUN)/erpsync sandbox serve
 
+# Benchmarks report ratios and rates measured in the same run; results in benchmarks/results/.
 bench: install
-	$(RUN)/erpsync bench
+	$(RUN)/python benchmarks/sandbox_serving.py large --reuse
 
 clean:
 	-$(RUN)/erpsync db stop
