@@ -314,6 +314,15 @@ class FaultMiddleware:
                     await send(message)
                     return
                 # The write is committed. Send the head, then abort: the body never arrives.
+                if start["status"] in (204, 304) or not message.get("body"):
+                    # a bodiless answer would be complete with its head alone: announce a body
+                    # so the client sees the connection drop mid-response, as on a real network
+                    headers = [
+                        (k, v)
+                        for k, v in start.get("headers", [])
+                        if k.lower() != b"content-length"
+                    ]
+                    start.update(status=200, headers=[*headers, (b"content-length", b"2")])
                 await send(start)
                 with self.faults._lock:
                     self.faults._count("drop")

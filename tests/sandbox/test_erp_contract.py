@@ -598,3 +598,22 @@ def test_openapi_and_metadata(client: httpx.Client, base: str) -> None:
         params={"$filter": "countryCode eq 'DE'"},
     ).json()["value"]
     assert [r["ratePercent"] for r in rates] == [19]
+
+
+def test_drop_after_commit_on_the_post_action_leaves_the_invoice_posted(
+    client: httpx.Client, base: str
+) -> None:
+    ext = f"DROPPOST-{uuid.uuid4().hex[:8]}"
+    invoice = new_invoice(client, ext=ext).json()
+    httpx.put(
+        f"{base}/__admin/faults",
+        json={"drop_after_commit_rate": 1.0, "drop_path_contains": "Microsoft.NAV.post"},
+    )
+    # the post commits, but its bodiless 204 never arrives complete: the client sees a drop
+    with pytest.raises(httpx.TransportError):
+        client.post(f"{API}/salesInvoices({invoice['id']})/Microsoft.NAV.post")
+    httpx.put(f"{base}/__admin/faults", json={})
+    found = client.get(
+        f"{API}/salesInvoices", params={"$filter": f"externalDocumentNumber eq '{ext}'"}
+    ).json()["value"]
+    assert len(found) == 1 and found[0]["status"] == "Open"
