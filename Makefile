@@ -27,7 +27,7 @@ $(UV):
 
 # The project venv, exactly as locked (fails if uv.lock does not match pyproject.toml).
 install: $(UV)
-	$(UV) sync --locked --python $(PYTHON)
+	$(UV) sync --locked --all-extras --python $(PYTHON)
 
 lock-check: $(UV)
 	$(UV) lock --check
