@@ -98,6 +98,23 @@ def test_demo_serves_a_healthy_ui_and_ctrl_c_stops_everything(airflow_runtime):
             "triggerer": "healthy",
             "dag_processor": "healthy",
         }
+        # the printed login works: a token from the auth manager reads the pack's DAGs
+        password = output.split("login:      admin / ", 1)[1].split()[0]
+        token = httpx.post(
+            f"http://localhost:{port}/auth/token",
+            json={"username": "admin", "password": password},
+            timeout=10,
+        )
+        assert token.status_code == 201, token.text
+        bearer = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        dag_ids: set[str] = set()
+        deadline = time.monotonic() + 180
+        while "erpsync_preflight" not in dag_ids and time.monotonic() < deadline:
+            dags = httpx.get(f"http://localhost:{port}/api/v2/dags", headers=bearer, timeout=10)
+            assert dags.status_code == 200
+            dag_ids = {d["dag_id"] for d in dags.json()["dags"]}
+            time.sleep(2)
+        assert "erpsync_preflight" in dag_ids
         # the UI itself answers, and the API refuses an anonymous caller
         assert httpx.get(f"http://localhost:{port}/", timeout=10).status_code == 200
         assert httpx.get(f"http://localhost:{port}/api/v2/dags", timeout=10).status_code in (
