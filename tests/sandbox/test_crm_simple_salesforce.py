@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
-import ipaddress
 import threading
 import time
 from collections.abc import Iterator
@@ -23,10 +22,6 @@ from typing import Any
 import pytest
 import requests
 import uvicorn
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import (
     SalesforceExpiredSession,
@@ -39,40 +34,10 @@ from erpsync_sandbox.common import SandboxContext
 from erpsync_sandbox.crm.app import create_app
 from erpsync_sandbox.crm.schema import salesforce_id
 from erpsync_sandbox.store import format_stamp, to_iso
+from tests.sandbox.tls import self_signed
 
 N_ACCOUNTS = 2300  # more than one 2000-record batch, so query_all has to follow the cursor
 BASE = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
-
-
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 def _seed(ctx: SandboxContext) -> None:
@@ -138,7 +103,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
     monkeypatch.delenv("ERPSYNC_SANDBOX_FAULTS", raising=False)
     monkeypatch.delenv("ERPSYNC_SANDBOX_FAULTS_CRM", raising=False)
     monkeypatch.delenv("ERPSYNC_SANDBOX_CRM_DAILY_LIMIT", raising=False)
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     ctx = SandboxContext.open(tmp_path / "state")
     _seed(ctx)
     config = uvicorn.Config(

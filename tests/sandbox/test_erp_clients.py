@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import threading
 import time
 import uuid
@@ -25,10 +24,6 @@ from typing import Any
 import msal
 import pytest
 import uvicorn
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from pybusinesscentral import ApiClient, Configuration
 from pybusinesscentral.api.company_api import CompanyApi
 from pybusinesscentral.api.customer_api import CustomerApi
@@ -38,6 +33,7 @@ from pybusinesscentral.models import PostSalesInvoiceRequest, SalesInvoiceLine
 
 from erpsync_sandbox.common import SandboxContext
 from erpsync_sandbox.erp.app import create_app
+from tests.sandbox.tls import self_signed
 
 COMPANY = "5d115c9c-44e3-ea11-bb43-000d3a2feca1"
 SCOPE = "https://api.businesscentral.dynamics.com/.default"
@@ -86,37 +82,6 @@ def seed(ctx: SandboxContext) -> None:
         posted,
         {"id": posted, "number": "PSI-000122", "status": "Open", "customerNumber": "C00001"},
     )
-
-
-def self_signed(tmp: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 @pytest.fixture(scope="module")
