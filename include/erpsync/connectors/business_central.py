@@ -1,0 +1,239 @@
+"""Dynamics 365 Business Central API v2.0 client (the ERP): Entra ID auth, OData paging, ETags.
+
+Connection (``erpsync_erp``, conn_type http): host/schema/port =
+``https://api.businesscentral.dynamics.com``; login = the Entra app's client id, password = its
+client secret (or extra ``client_secret``). Extras: ``tenant``, ``environment``, ``token_url``
+(real: ``https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token``) or ``token_path`` (a
+path on the same host, as the sandbox serves it), ``scope`` (default
+``https://api.businesscentral.dynamics.com/.default``), ``company_id`` (else discovered from
+``/companies``; ``company_name`` picks one when there are several).
+
+* Auth: OAuth 2.0 client credentials against Entra ID; the token is cached until shortly before
+  ``expires_in`` and fetched again once on 401.
+  https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/administration/automation-apis-using-s2s-authentication
+* URLs: ``/v2.0/{tenant}/{environment}/api/v2.0/companies({id})/{entity}``; custom API pages
+  (the pack's ``taxRates``) under ``api/{publisher}/{group}/{version}`` (``api=`` argument).
+  https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/endpoints-apis-for-dynamics
+* Paging: ``Prefer: odata.maxpagesize=N`` and the ``@odata.nextLink`` (``$skiptoken``) of each
+  answer until absent.
+  https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/webservices/use-server-driven-paging
+* Incremental reads: ``$filter=lastModifiedDateTime ge <watermark>`` (inclusive) plus the
+  boundary dedupe of :mod:`erpsync.connectors.cursors` (``bc_incremental_filter``).
+  Deletes leave no tombstone: compare id sets.
+* Writes: ``create`` (POST) has no idempotency key in Business Central and is **never retried**
+  once sent; a lost answer raises :class:`~erpsync.connectors.errors.WriteOutcomeUnknown` and the
+  caller checks with :meth:`BusinessCentralClient.find_one` (by ``number`` /
+  ``externalDocumentNumber``) before creating again. ``patch`` sends ``If-Match: <etag>`` and is
+  retried (a stale ETag answers 409 ``Request_EntityChanged``, not retried).
+* Limits: 429 (rate or concurrency, with or without ``Retry-After``) and 5xx are retried.
+  https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/dynamics-rate-limits
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from erpsync.connectors.errors import AmbiguousMatch, ConnectorError
+from erpsync.connectors.http import VendorClient
+
+__all__ = ["BC_SCOPE", "TAX_RATES_API", "BusinessCentralClient", "odata_quote"]
+
+BC_SCOPE = "https://api.businesscentral.dynamics.com/.default"
+STANDARD_API = "v2.0"
+#: The pack's custom API page for tax rates (``/api/erpsync/finance/v1.0/...``).
+TAX_RATES_API = "erpsync/finance/v1.0"
+#: Refresh a cached token this many seconds before it expires.
+TOKEN_MARGIN = 120.0
+
+
+def odata_quote(value: str) -> str:
+    """An OData string literal: ``O'Brien`` -> ``'O''Brien'``."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _key(entity_id: str) -> str:
+    return entity_id if entity_id.startswith("(") else f"({entity_id})"
+
+
+class BusinessCentralClient(VendorClient):
+    """Business Central v2.0 client on the Airflow connection ``conn_id`` (``erpsync_erp``)."""
+
+    system = "erp"
+    label = "ERP (Business Central)"
+    default_conn_id = "erpsync_erp"
+
+    def _configure(self) -> None:
+        self.tenant = str(self.extras.get("tenant") or "")
+        self.environment = str(self.extras.get("environment") or "production")
+        self.scope = str(self.extras.get("scope") or BC_SCOPE)
+        if not self.tenant:
+            raise ConnectorError(
+                f"{self.label}: connection {self.conn_id} needs the extra 'tenant'",
+                system=self.system,
+            )
+        self._token: str | None = None
+        self._token_expires = 0.0
+        self._company_id: str | None = self.extras.get("company_id") or None
+
+    # ------------------------------------------------------------------ auth
+
+    def _token_url(self) -> str:
+        url = self.extras.get("token_url")
+        if url:
+            return str(url).replace("{tenant}", self.tenant)
+        path = self.extras.get("token_path") or f"/{self.tenant}/oauth2/v2.0/token"
+        return self.base_url + "/" + str(path).lstrip("/")
+
+    def _login(self) -> None:
+        payload = self._fetch_token(
+            self._token_url(),
+            {
+                "grant_type": "client_credentials",
+                "client_id": self.login or "",
+                "client_secret": self._secret() or "",
+                "scope": self.scope,
+            },
+        )
+        self._token = str(payload["access_token"])
+        try:
+            lifetime = float(payload.get("expires_in", 3599))
+        except (TypeError, ValueError):
+            lifetime = 3599.0
+        self._token_expires = time.monotonic() + max(0.0, lifetime - TOKEN_MARGIN)
+
+    def _auth_headers(self) -> dict[str, str]:
+        if self._token is None or time.monotonic() >= self._token_expires:
+            self._login()
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def _invalidate_auth(self) -> bool:
+        self._token = None
+        return True
+
+    # ------------------------------------------------------------------ URLs
+
+    def api_root(self, api: str = STANDARD_API) -> str:
+        """``/v2.0/{tenant}/{environment}/api/{api}`` (``api`` = ``v2.0`` or a custom route)."""
+        self._ensure_session()
+        return f"/v2.0/{self.tenant}/{self.environment}/api/{api.strip('/')}"
+
+    @property
+    def company_id(self) -> str:
+        """The company id: the ``company_id`` extra, else discovered from ``/companies``."""
+        self._ensure_session()
+        if self._company_id is None:
+            companies = [
+                c for page in self._pages(f"{self.api_root()}/companies", {}, None) for c in page
+            ]
+            wanted = self.extras.get("company_name")
+            if wanted:
+                companies = [
+                    c for c in companies if wanted in (c.get("name"), c.get("displayName"))
+                ]
+            if len(companies) != 1:
+                names = ", ".join(str(c.get("name")) for c in companies) or "none"
+                raise ConnectorError(
+                    f"{self.label}: cannot pick the company ({len(companies)} found: {names});"
+                    f" set the extra 'company_id' (or 'company_name') on {self.conn_id}",
+                    system=self.system,
+                )
+            self._company_id = str(companies[0]["id"])
+        return self._company_id
+
+    def entity_path(self, entity: str, *, api: str = STANDARD_API) -> str:
+        return f"{self.api_root(api)}/companies({self.company_id})/{entity.strip('/')}"
+
+    # ------------------------------------------------------------------ reads
+
+    def _pages(
+        self, url: str, params: dict[str, str], page_size: int | None
+    ) -> Iterator[list[dict[str, Any]]]:
+        headers = {"Prefer": f"odata.maxpagesize={int(page_size)}"} if page_size else {}
+        payload = self.request_json("GET", url, params=params or None, headers=headers)
+        while True:
+            values = payload.get("value") or []
+            if values:
+                yield values
+            next_link = payload.get("@odata.nextLink")
+            if not next_link:
+                return
+            payload = self.request_json("GET", next_link, headers=headers)
+
+    def iter_pages(
+        self,
+        entity: str,
+        *,
+        filter: str | None = None,  # noqa: A002 - OData's own name
+        select: Sequence[str] | str | None = None,
+        expand: Sequence[str] | str | None = None,
+        orderby: str | None = None,
+        page_size: int | None = None,
+        api: str = STANDARD_API,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Yield the records of ``entity`` (``customers``, ``taxGroups``, ``taxRates`` with
+        ``api=TAX_RATES_API`` ...) page by page, following ``@odata.nextLink``."""
+        params: dict[str, str] = {}
+        if filter:
+            params["$filter"] = filter
+        if select:
+            params["$select"] = select if isinstance(select, str) else ",".join(select)
+        if expand:
+            params["$expand"] = expand if isinstance(expand, str) else ",".join(expand)
+        if orderby:
+            params["$orderby"] = orderby
+        yield from self._pages(self.entity_path(entity, api=api), params, page_size)
+
+    def get(self, entity: str, entity_id: str, *, api: str = STANDARD_API) -> dict[str, Any] | None:
+        """One entity by id, or None on 404."""
+        response = self.request(
+            "GET", self.entity_path(entity, api=api) + _key(entity_id), accept=(404,)
+        )
+        if response.status_code == 404:
+            return None
+        return response.json()
+
+    def find_one(
+        self, entity: str, odata_filter: str, *, api: str = STANDARD_API
+    ) -> dict[str, Any] | None:
+        """The single entity matching ``odata_filter`` (e.g. ``"number eq 'C-00042'"``; build
+        literals with :func:`odata_quote`), None if none; several raise :class:`AmbiguousMatch`."""
+        payload = self.request_json(
+            "GET",
+            self.entity_path(entity, api=api),
+            params={"$filter": odata_filter, "$top": "2"},
+        )
+        values = payload.get("value") or []
+        if len(values) > 1:
+            raise AmbiguousMatch(
+                f"{self.label}: {entity} matching {odata_filter} is not unique", system=self.system
+            )
+        return values[0] if values else None
+
+    # ------------------------------------------------------------------ writes
+
+    def create(
+        self, entity: str, body: dict[str, Any], *, api: str = STANDARD_API
+    ) -> dict[str, Any]:
+        """POST a new entity. Never retried once sent (no idempotency key in BC): on
+        :class:`~erpsync.connectors.errors.WriteOutcomeUnknown` or a 5xx, call
+        :meth:`find_one` by the stable reference before creating again."""
+        return self.request_json("POST", self.entity_path(entity, api=api), json_body=body)
+
+    def patch(
+        self,
+        entity: str,
+        entity_id: str,
+        body: dict[str, Any],
+        etag: str,
+        *,
+        api: str = STANDARD_API,
+    ) -> dict[str, Any]:
+        """PATCH with ``If-Match: etag`` (idempotent, retried); stale ETag -> 409 VendorError."""
+        return self.request_json(
+            "PATCH",
+            self.entity_path(entity, api=api) + _key(entity_id),
+            json_body=body,
+            headers={"If-Match": etag},
+        )

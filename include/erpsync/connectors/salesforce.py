@@ -1,0 +1,268 @@
+"""Salesforce REST API client (the CRM): OAuth2, SOQL paging, deleted feed, external-id upsert.
+
+Connection (``erpsync_crm``, conn_type http): host/schema/port = the login host (in production
+``https://login.salesforce.com`` or the My Domain host); login = the connected app's consumer
+key, password = its consumer secret (or extra ``client_secret``). Extras: ``token_path``
+(default ``/services/oauth2/token``) or ``token_url``, ``grant_type`` (``client_credentials``),
+``api_version`` (default ``v60.0``).
+
+* Auth: OAuth 2.0 client-credentials flow; API calls go to the token response's
+  ``instance_url``; the token is cached and fetched again once on 401 ``INVALID_SESSION_ID``.
+  https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_client_credentials_flow.htm
+* Query paging: ``GET /services/data/vXX.X/query?q=`` (``queryAll`` to include soft-deleted
+  rows) with ``Sforce-Query-Options: batchSize=N`` (200..2000), then follow the opaque
+  ``nextRecordsUrl`` until ``done``.
+  https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_query.htm
+  https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/headers_queryoptions.htm
+* Incremental reads: ``SELECT ... WHERE SystemModstamp >= <watermark> ORDER BY SystemModstamp,
+  Id`` (inclusive) with the boundary dedupe of :mod:`erpsync.connectors.cursors`
+  (:func:`~erpsync.connectors.cursors.salesforce_incremental_soql`).
+* Deletes: ``GET /sobjects/{type}/deleted/?start=&end=`` -> :class:`DeletedFeed`; when
+  ``earliest_available`` is later than the last sync the log was purged and a full resync
+  (id-set compare) is needed.
+  https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_getdeleted.htm
+* Idempotent writes: ``PATCH /sobjects/{type}/{extIdField}/{value}`` (201 created, 200
+  updated, 300 several matches -> :class:`~erpsync.connectors.errors.AmbiguousMatch`); retried
+  like a GET because resending it converges on the same record.
+  https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_upsert.htm
+* Quota: the org's rolling 24-hour request limit answers 403 ``REQUEST_LIMIT_EXCEEDED``: raised
+  as :class:`~erpsync.connectors.errors.QuotaExhausted` at once, never retried. Usage from
+  ``Sforce-Limit-Info: api-usage=N/M`` is kept in :attr:`SalesforceClient.api_usage`.
+  https://developer.salesforce.com/docs/atlas.en-us.salesforce_app_limits_cheatsheet.meta/salesforce_app_limits_cheatsheet/salesforce_app_limits_platform_api.htm
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from erpsync.connectors.errors import AmbiguousMatch, ConnectorError, QuotaExhausted, VendorError
+from erpsync.connectors.http import VendorClient
+
+__all__ = ["DeletedFeed", "DeletedRecord", "SalesforceClient", "UpsertResult"]
+
+MIN_BATCH = 200
+MAX_BATCH = 2000
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    """Outcome of an external-id upsert: the record id and whether it was created."""
+
+    id: str | None
+    created: bool
+
+
+@dataclass(frozen=True)
+class DeletedRecord:
+    id: str
+    deleted_date: dt.datetime
+
+
+@dataclass(frozen=True)
+class DeletedFeed:
+    """``/deleted`` answer: the deletions in the window and how far back the log reaches."""
+
+    records: list[DeletedRecord]
+    earliest_available: dt.datetime | None
+    latest_covered: dt.datetime | None
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.id for r in self.records]
+
+    def covers(self, since: dt.datetime) -> bool:
+        """True if the log still reaches back to ``since`` (else a full resync is needed)."""
+        return self.earliest_available is None or self.earliest_available <= since
+
+
+def _sf_datetime(value: dt.datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("Salesforce date-times must be timezone-aware")
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_sf_datetime(text: str | None) -> dt.datetime | None:
+    """``2026-11-02T09:00:00.000+0000`` (or ISO 8601 with ``Z``) -> aware UTC datetime."""
+    if not text:
+        return None
+    s = text.strip().replace("Z", "+00:00")
+    if len(s) >= 5 and s[-5] in "+-" and s[-3] != ":":
+        s = s[:-2] + ":" + s[-2:]
+    return dt.datetime.fromisoformat(s).astimezone(dt.UTC)
+
+
+class SalesforceClient(VendorClient):
+    """Salesforce REST client on the Airflow connection ``conn_id`` (default ``erpsync_crm``)."""
+
+    system = "crm"
+    label = "CRM (Salesforce)"
+    default_conn_id = "erpsync_crm"
+
+    def _configure(self) -> None:
+        self.api_version = str(self.extras.get("api_version") or "v60.0")
+        if not self.api_version.startswith("v"):
+            self.api_version = "v" + self.api_version
+        self._token: str | None = None
+        self._instance_url: str | None = None
+        self.api_usage: tuple[int, int] | None = None
+
+    # ------------------------------------------------------------------ auth
+
+    def _token_url(self) -> str:
+        url = self.extras.get("token_url")
+        if url:
+            return str(url)
+        path = str(self.extras.get("token_path") or "/services/oauth2/token")
+        return self.base_url + "/" + path.lstrip("/")
+
+    def _login(self) -> None:
+        grant = str(self.extras.get("grant_type") or "client_credentials")
+        if grant != "client_credentials":
+            raise ConnectorError(
+                f"{self.label}: grant_type {grant!r} is not supported; use client_credentials",
+                system=self.system,
+            )
+        payload = self._fetch_token(
+            self._token_url(),
+            {
+                "grant_type": "client_credentials",
+                "client_id": self.login or "",
+                "client_secret": self._secret() or "",
+            },
+        )
+        self._token = str(payload["access_token"])
+        instance = payload.get("instance_url")
+        self._instance_url = str(instance).rstrip("/") if instance else None
+
+    def _auth_headers(self) -> dict[str, str]:
+        if self._token is None:
+            self._login()
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def _invalidate_auth(self) -> bool:
+        self._token = None
+        return True
+
+    def _should_reauthenticate(self, response: requests.Response) -> bool:
+        code, _ = self._error_details(response)
+        return response.status_code == 401 and code in (None, "INVALID_SESSION_ID")
+
+    def api_base(self) -> str:
+        return self._instance_url or self.base_url
+
+    def _error_for(self, response: requests.Response, method: str, path: str) -> VendorError:
+        error = super()._error_for(response, method, path)
+        if response.status_code == 403 and error.code == "REQUEST_LIMIT_EXCEEDED":
+            usage = (
+                f" (api-usage {self.api_usage[0]}/{self.api_usage[1]})" if self.api_usage else ""
+            )
+            return QuotaExhausted(
+                403,
+                error.code,
+                f"{error.vendor_message}{usage}: the org's 24-hour API request quota is spent;"
+                " not retried. Wait for the quota to recover or raise the org limit.",
+                system=self.system,
+                method=method,
+                path=path,
+            )
+        return error
+
+    def _observe(self, response: requests.Response) -> None:
+        info = response.headers.get("Sforce-Limit-Info", "")
+        if "api-usage=" in info:
+            try:
+                used, _, limit = info.split("api-usage=", 1)[1].split(",")[0].partition("/")
+                self.api_usage = (int(used), int(limit))
+            except ValueError:
+                pass
+
+    def _data(self, suffix: str) -> str:
+        return f"/services/data/{self.api_version}/{suffix.lstrip('/')}"
+
+    # ------------------------------------------------------------------ reads
+
+    def query(
+        self, soql: str, *, include_deleted: bool = False, batch_size: int = MAX_BATCH
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Run ``soql`` and yield its records page by page (``queryAll`` when
+        ``include_deleted``); records keep Salesforce's shape, ``attributes`` included."""
+        self._ensure_session()
+        batch = max(MIN_BATCH, min(MAX_BATCH, int(batch_size)))
+        headers = {"Sforce-Query-Options": f"batchSize={batch}"}
+        resource = "queryAll" if include_deleted else "query"
+        payload = self.request_json(
+            "GET", self._data(resource), params={"q": soql}, headers=headers
+        )
+        while True:
+            records = payload.get("records") or []
+            if records:
+                yield records
+            next_url = payload.get("nextRecordsUrl")
+            if payload.get("done", True) or not next_url:
+                return
+            payload = self.request_json("GET", next_url, headers=headers)
+
+    def get(self, sobject: str, record_id: str) -> dict[str, Any] | None:
+        """One record by id, or None if it does not exist."""
+        self._ensure_session()
+        response = self.request(
+            "GET", self._data(f"sobjects/{sobject}/{quote(record_id, safe='')}"), accept=(404,)
+        )
+        if response.status_code == 404:
+            return None
+        return response.json()
+
+    def deleted(self, sobject: str, start: dt.datetime, end: dt.datetime) -> DeletedFeed:
+        """Records of ``sobject`` deleted in ``[start, end)`` (minute precision, Salesforce)."""
+        self._ensure_session()
+        payload = self.request_json(
+            "GET",
+            self._data(f"sobjects/{sobject}/deleted/"),
+            params={"start": _sf_datetime(start), "end": _sf_datetime(end)},
+        )
+        records = [
+            DeletedRecord(str(r["id"]), parse_sf_datetime(r.get("deletedDate")) or start)
+            for r in payload.get("deletedRecords") or []
+        ]
+        return DeletedFeed(
+            records,
+            parse_sf_datetime(payload.get("earliestDateAvailable")),
+            parse_sf_datetime(payload.get("latestDateCovered")),
+        )
+
+    # ------------------------------------------------------------------ writes
+
+    def upsert_by_external_id(
+        self, sobject: str, field: str, value: str, body: dict[str, Any]
+    ) -> UpsertResult:
+        """Create or update the ``sobject`` whose external-id ``field`` equals ``value``.
+
+        Idempotent (resending converges on one record), so it is retried like a read.
+        Several matching records raise :class:`AmbiguousMatch`.
+        """
+        self._ensure_session()
+        response = self.request(
+            "PATCH",
+            self._data(f"sobjects/{sobject}/{field}/{quote(str(value), safe='')}"),
+            json_body=body,
+            idempotent=True,
+            accept=(300,),
+        )
+        if response.status_code == 300:
+            raise AmbiguousMatch(
+                f"{self.label}: {sobject}.{field} = {value!r} matches several records",
+                system=self.system,
+            )
+        if response.status_code == 204 or not response.content:
+            return UpsertResult(None, False)
+        payload = response.json()
+        created = payload.get("created")
+        if created is None:
+            created = response.status_code == 201
+        return UpsertResult(payload.get("id"), bool(created))
