@@ -1,0 +1,103 @@
+"""One factory for the sync DAGs: a list of entity specs plus write-back targets -> a DAG.
+
+Each spec becomes a task ``sync_<entity>`` (in the pool of its system, publishing the Asset of
+the core table it changes); each write-back target becomes a task ``write_back_<system>`` that
+runs after every sync and sends that system's outbox. All the work happens in
+:func:`erpsync.sync.engine.run_entity_sync` and :func:`erpsync.writeback.relay.run_outbox`,
+imported inside the tasks so parsing a DAG file stays cheap.
+
+Time zone: DAG files cannot read the ``erpsync_firm_timezone`` Variable at parse time, so the
+schedule uses :data:`FIRM_TIMEZONE`, which defaults to the value in ``airflow_settings.yaml``
+(``America/New_York``) and can be overridden per deployment with the environment variable
+``ERPSYNC_FIRM_TIMEZONE`` (read at parse time, no database access). Changing the firm's zone
+means changing both the Variable and that environment variable (a unit test checks the default
+matches airflow_settings.yaml).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import pendulum
+from airflow.sdk import DAG, Asset, CronTriggerTimetable, task
+
+from erpsync.airflow.dag_defaults import default_args
+from erpsync.sync.spec import EntitySpec
+
+DEFAULT_FIRM_TIMEZONE = "America/New_York"  # = airflow_settings.yaml erpsync_firm_timezone
+FIRM_TIMEZONE = os.environ.get("ERPSYNC_FIRM_TIMEZONE", DEFAULT_FIRM_TIMEZONE)
+
+#: Airflow pool per system (airflow_settings.yaml): caps concurrent calls to each vendor API.
+POOLS = {"crm": "crm_api", "psa": "psa_api", "erp": "erp_api"}
+
+ID_MAP_ASSET = Asset(name="erpsync_core_id_map", uri="erpsync://warehouse/core/id_map")
+
+
+def asset_for(core_table: str) -> Asset:
+    """The Airflow Asset of a warehouse table (``core.clients`` -> erpsync://warehouse/core/clients)."""
+    schema, _, table = core_table.partition(".")
+    return Asset(name=f"erpsync_{schema}_{table}", uri=f"erpsync://warehouse/{schema}/{table}")
+
+
+def _sync_task(spec: EntitySpec):
+    @task(
+        task_id=f"sync_{spec.name}",
+        pool=POOLS[spec.system],
+        outlets=[asset_for(spec.core_table)],
+        doc_md=spec.description or None,
+    )
+    def sync(**context) -> dict:
+        from erpsync.sync import engine, specs
+        from erpsync.sync.spec import RunInfo
+
+        stats = engine.run_entity_sync(specs.get(spec.name), run=RunInfo.from_context(context))
+        return stats.as_dict()
+
+    return sync
+
+
+def _write_back_task(target: str):
+    @task(task_id=f"write_back_{target}", pool=POOLS[target], outlets=[ID_MAP_ASSET])
+    def write_back(**context) -> dict:
+        from dataclasses import asdict, is_dataclass
+
+        from erpsync.sync.spec import RunInfo
+        from erpsync.writeback import relay
+
+        result = relay.run_outbox(target, run=RunInfo.from_context(context))
+        print(f"write-back to {target.upper()}: {result}")  # noqa: T201
+        return asdict(result) if is_dataclass(result) else {"result": str(result)}
+
+    return write_back
+
+
+def build_sync_dag(
+    *,
+    dag_id: str,
+    specs: Sequence[EntitySpec],
+    write_back: Sequence[str] = (),
+    cron: str,
+    doc_md: str,
+    tags: list[str],
+    timezone: str | None = None,
+) -> DAG:
+    """A nightly sync DAG: ``sync_<entity>`` per spec, then ``write_back_<system>`` per target."""
+    unknown = sorted(set(write_back) - set(POOLS))
+    if unknown:
+        raise ValueError(f"{dag_id}: unknown write-back targets {unknown}")
+    zone = timezone or FIRM_TIMEZONE
+    with DAG(
+        dag_id=dag_id,
+        schedule=CronTriggerTimetable(cron, timezone=zone),
+        start_date=pendulum.datetime(2026, 1, 1, tz=zone),
+        catchup=False,
+        default_args=default_args(),
+        tags=tags,
+        doc_md=doc_md,
+        max_active_runs=1,
+    ) as dag:
+        syncs = [_sync_task(spec)() for spec in specs]
+        for target in write_back:
+            _write_back_task(target)().set_upstream(syncs)
+    return dag

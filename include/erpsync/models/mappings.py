@@ -1,0 +1,191 @@
+"""Vendor shape -> canonical rows. Each mapper takes one vendor record (a dict as the API returns
+it) and returns the canonical rows (plain dicts) it yields for one core table; the engine
+validates them with the prebuilt adapter. A record that cannot be mapped raises
+:class:`~erpsync.models.reasons.RecordError` with a catalogue reason code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from erpsync.models import reasons
+from erpsync.models.reasons import RecordError
+
+_NET_DAYS = re.compile(r"^\s*net\s*(\d{1,3})\s*$", re.IGNORECASE)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _id(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def payment_terms_days(terms: str | None) -> int | None:
+    """``"Net 30"`` -> 30; anything else -> None (kept as text)."""
+    match = _NET_DAYS.match(terms or "")
+    return int(match.group(1)) if match else None
+
+
+# ------------------------------------------------------------------ Salesforce Account
+
+
+def salesforce_account_to_client(rec: dict) -> list[dict]:
+    terms = _text(rec.get("Payment_Terms__c"))
+    return [
+        {
+            "crm_id": _id(rec.get("Id")),
+            "legal_name": rec.get("Name"),
+            "account_number": _text(rec.get("AccountNumber")),
+            "billing_street": _text(rec.get("BillingStreet")),
+            "billing_city": _text(rec.get("BillingCity")),
+            "billing_postal_code": _text(rec.get("BillingPostalCode")),
+            "billing_country": rec.get("BillingCountry"),
+            "currency": rec.get("CurrencyIsoCode"),
+            "payment_terms": terms,
+            "payment_terms_days": payment_terms_days(terms),
+            "po_required": bool(rec.get("PO_Required__c") or False),
+            "erp_customer_no": _text(rec.get("ERP_Customer_No__c")),
+        }
+    ]
+
+
+def _validate_vat(country: Any, vat_id: str | None) -> tuple[str | None, bool | None, str | None]:
+    """(normalized, valid, reason) from erpsync.taxid (python-stdnum)."""
+    if not vat_id:
+        return None, None, None
+    from erpsync import taxid
+
+    result = taxid.validate(str(country or ""), vat_id)
+    return result.normalized, result.valid, result.reason
+
+
+def salesforce_account_to_tax_profile(rec: dict) -> list[dict]:
+    country = rec.get("BillingCountry")
+    vat_id = _text(rec.get("VAT_Id__c"))
+    normalized, valid, reason = _validate_vat(country, vat_id)
+    return [
+        {
+            "crm_account_id": _id(rec.get("Id")),
+            "country": country,
+            "vat_id": vat_id,
+            "vat_id_normalized": normalized,
+            "vat_id_valid": valid,
+            "vat_id_reason": reason,
+            "tax_exempt": bool(rec.get("Tax_Exempt__c") or False),
+            "exemption_reason": _text(rec.get("Tax_Exemption_Reason__c")),
+            "reverse_charge": bool(rec.get("Reverse_Charge__c") or False),
+        }
+    ]
+
+
+# ------------------------------------------------------------------ Business Central tax
+
+
+def bc_tax_group_to_tax_code(rec: dict) -> list[dict]:
+    return [
+        {
+            "code": rec.get("code"),
+            "erp_id": _id(rec.get("id")),
+            "display_name": rec.get("displayName"),
+            "tax_type": rec.get("taxType"),
+        }
+    ]
+
+
+def bc_tax_rate_to_tax_rate(rec: dict) -> list[dict]:
+    return [
+        {
+            "erp_id": _id(rec.get("id")),
+            "tax_code": rec.get("taxGroupCode"),
+            "country": (rec.get("countryCode") or "").strip().upper(),
+            "rate_percent": rec.get("ratePercent"),
+            "valid_from": rec.get("validFrom"),
+            "valid_to": rec.get("validTo") or None,
+        }
+    ]
+
+
+# ------------------------------------------------------------------ Harvest
+
+
+def harvest_user_to_person(rec: dict) -> list[dict]:
+    roles = rec.get("roles") or []
+    return [
+        {
+            "psa_id": _id(rec.get("id")),
+            "first_name": rec.get("first_name"),
+            "last_name": rec.get("last_name"),
+            "email": rec.get("email"),
+            "employee_number": _text(rec.get("employee_number")),
+            "role": _text(roles[0]) if roles else None,
+            "is_contractor": bool(rec.get("is_contractor") or False),
+            "is_active": bool(rec.get("is_active", True)),
+            "weekly_capacity_seconds": rec.get("weekly_capacity"),
+        }
+    ]
+
+
+def _harvest_rate(kind: str, rec: dict) -> list[dict]:
+    return [
+        {
+            "kind": kind,
+            "psa_rate_id": _id(rec.get("id")),
+            "person_psa_id": _id(rec.get("user_id")),
+            "amount": rec.get("amount"),
+            "currency": rec.get("currency"),
+            "valid_from": rec.get("start_date"),
+            "valid_to": rec.get("end_date") or None,
+        }
+    ]
+
+
+def harvest_billable_rate_to_rate_card(rec: dict) -> list[dict]:
+    """A ``/v2/users/{id}/billable_rates`` record; the source adds ``user_id``."""
+    return _harvest_rate("billable", rec)
+
+
+def harvest_cost_rate_to_rate_card(rec: dict) -> list[dict]:
+    """A ``/v2/users/{id}/cost_rates`` record; the source adds ``user_id``."""
+    return _harvest_rate("cost", rec)
+
+
+# ------------------------------------------------------------------ Salesforce Opportunity
+
+
+def salesforce_opportunity_to_rate_overrides(rec: dict) -> list[dict]:
+    """``Rate_Overrides__c`` (a JSON list of ``{user_email, role, rate}``) of a closed-won
+    opportunity -> one row per person. Other opportunities yield no rows."""
+    if not (rec.get("IsWon") and rec.get("IsClosed")):
+        return []
+    raw = rec.get("Rate_Overrides__c")
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return []
+    try:
+        items = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError as exc:
+        raise RecordError(
+            reasons.MALFORMED_JSON_FIELD, f"Rate_Overrides__c does not parse: {exc}"
+        ) from None
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise RecordError(
+            reasons.MALFORMED_JSON_FIELD, "Rate_Overrides__c is not a list of objects"
+        )
+    return [
+        {
+            "opportunity_id": _id(rec.get("Id")),
+            "user_email": item.get("user_email"),
+            "role": _text(item.get("role")),
+            "rate": item.get("rate"),
+            "currency": item.get("currency") or rec.get("CurrencyIsoCode"),
+            "contract_version": rec.get("Contract_Version__c") or 1,
+            "psa_project_id": _text(rec.get("PSA_Project_Id__c")),
+        }
+        for item in items
+    ]

@@ -1,0 +1,591 @@
+"""The load path: one entity run, in one warehouse transaction.
+
+    stream pages -> map + validate (the prebuilt TypeAdapter) -> quarantine invalid records
+    -> COPY valid payloads into raw.vendor_records and canonical rows into a staging table
+    -> merge into core (upsert on the natural key, only where the row hash differs)
+    -> apply deletes (Salesforce IsDeleted + deleted feed; id-set comparison on full reads)
+    -> enqueue write-back (outbox, same transaction) -> advance the watermark
+    -> ops.run_stats row -> COMMIT
+
+Everything happens in one transaction, so a run killed anywhere leaves nothing visible and the
+watermark where it was; the rerun starts from the same place. Counts (inserted, updated,
+unchanged, deleted, quarantined) come from the database (RETURNING and counts over the staging
+table), not from Python loops. Memory is bounded by one page.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from typing import Any
+
+from psycopg import sql
+from pydantic import ValidationError
+
+from erpsync.models.canonical import adapter_for
+from erpsync.models.reasons import RecordError, from_validation_error
+from erpsync.sync import sources
+from erpsync.sync.spec import DeleteMode, EntitySpec, RunInfo, SyncStats
+from erpsync.writeback import outbox
+
+log = logging.getLogger(__name__)
+
+BOOKKEEPING = ("source_record_id", "row_hash", "source_modstamp")
+KEY_SEPARATOR = "|"
+
+
+class SyncError(RuntimeError):
+    """A sync that must not commit (the message says why and what to do)."""
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _table(qualified: str) -> sql.Identifier:
+    schema, _, name = qualified.partition(".")
+    return sql.Identifier(schema, name)
+
+
+def _normalize(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def row_hash(row: dict) -> str:
+    """SHA-256 of the canonical content (Decimals normalized: 160 == 160.00)."""
+    body = json.dumps({k: _normalize(v) for k, v in row.items()}, sort_keys=True, default=str)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _payload(record: dict) -> str:
+    return json.dumps(record, default=_json_default, ensure_ascii=False)
+
+
+def _model_columns(spec: EntitySpec) -> list[str]:
+    return list(spec.model.model_fields)
+
+
+def _scope_sql(spec: EntitySpec, alias: str | None = None) -> tuple[sql.Composable, list]:
+    """Extra ``AND col = value`` conditions for specs sharing a core table (rate kinds)."""
+    scope = spec.extra.get("scope") or {}
+    parts, params = [], []
+    for column, value in scope.items():
+        ident = sql.Identifier(alias, column) if alias else sql.Identifier(column)
+        parts.append(sql.SQL(" AND {} = %s").format(ident))
+        params.append(value)
+    return sql.SQL("").join(parts), params
+
+
+def _key_text(columns: Iterable[str], alias: str | None = None) -> sql.Composable:
+    """SQL for the natural key as one text (``a|b``)."""
+    idents = [sql.Identifier(alias, c) if alias else sql.Identifier(c) for c in columns]
+    if len(idents) == 1:
+        return sql.SQL("{}::text").format(idents[0])
+    return sql.SQL("concat_ws({}, {})").format(
+        sql.Literal(KEY_SEPARATOR),
+        sql.SQL(", ").join(sql.SQL("{}::text").format(i) for i in idents),
+    )
+
+
+# ------------------------------------------------------------------ the run
+
+
+def run_entity_sync(
+    spec: EntitySpec,
+    *,
+    conn_id_warehouse: str | None = None,
+    run: RunInfo,
+    pages: Iterable[list[dict]] | None = None,
+    full: bool | None = None,
+    deleted_ids: Callable[[dt.datetime, dt.datetime], sources.DeletedIds] | None = None,
+    conninfo: str | None = None,
+) -> SyncStats:
+    """Sync one entity into the warehouse in one transaction and return what it did.
+
+    ``pages`` replaces the connector read (tests, backfills from files); ``full`` forces a full
+    (True) or incremental (False) read; ``deleted_ids`` replaces the Salesforce deleted feed;
+    ``conninfo`` (a libpq URL) replaces the Airflow warehouse connection (tests, CLI).
+    """
+    import psycopg
+
+    if conninfo is not None:
+        conn = psycopg.connect(conninfo, application_name="erpsync.sync")
+    else:
+        from erpsync.warehouse import connection
+
+        conn = connection.connect(conn_id_warehouse)
+    try:
+        with conn.transaction():  # commits on success, rolls back on any exception
+            stats = _run(conn, spec, run, pages=pages, full=full, deleted_ids=deleted_ids)
+    except BaseException as exc:
+        _record_failure(conn, spec, run, exc)
+        raise
+    finally:
+        conn.close()
+    print(f"erpsync sync {spec.system}/{spec.name} run {run.run_id}\n{stats.table()}")  # noqa: T201
+    return stats
+
+
+def _record_failure(conn, spec: EntitySpec, run: RunInfo, exc: BaseException) -> None:
+    """Best effort: a 'failed' ops.run_stats row, in its own transaction after the rollback."""
+    try:
+        if conn.closed:
+            return
+        with conn.transaction():
+            conn.execute(
+                """INSERT INTO ops.run_stats (dag_id, run_id, task_id, try_number, entity, status,
+                       finished_at, detail)
+                   VALUES (%s, %s, %s, %s, %s, 'failed', now(), %s::jsonb)""",
+                (
+                    run.dag_id,
+                    run.run_id,
+                    run.task_id,
+                    run.try_number,
+                    spec.name,
+                    json.dumps(
+                        {
+                            "error": type(exc).__name__,
+                            # engine errors say what to do; others may echo vendor data
+                            "message": str(exc)[:500] if isinstance(exc, SyncError) else None,
+                            "system": spec.system,
+                        }
+                    ),
+                ),
+            )
+    except Exception:  # noqa: BLE001 - never mask the original failure
+        log.warning("could not record the failed run of %s", spec.name, exc_info=True)
+
+
+def _run(conn, spec, run, *, pages, full, deleted_ids) -> SyncStats:
+    stats = SyncStats(entity=spec.name, system=spec.system, run_id=run.run_id)
+    # one run per entity at a time; a second waits rather than interleaving
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"erpsync.sync:{spec.system}:{spec.name}",)
+    )
+    watermark = conn.execute(
+        """SELECT cursor_ts, cursor_state FROM ops.sync_watermarks
+           WHERE source_system = %s AND entity = %s FOR UPDATE""",
+        (spec.system, spec.name),
+    ).fetchone()
+    previous_ts = watermark[0] if watermark else None
+    state = dict(watermark[1]) if watermark else {}
+
+    incremental = spec.incremental and previous_ts is not None
+    if full is not None:
+        incremental = (not full) and previous_ts is not None
+    since = None
+    if incremental:
+        since = previous_ts - dt.timedelta(seconds=spec.cursor.overlap_seconds)
+
+    # Salesforce deleted feed first. It is read from where the last run's feed ended (the
+    # vendor's own clock, minute precision); if it no longer reaches back that far (purged, or
+    # older than its retention), deletions may have been lost: do a full read instead, whose
+    # id-set comparison finds them. A full read still asks the feed where "now" is, so the next
+    # incremental run starts from there.
+    feed: sources.DeletedIds | None = None
+    read_started: dt.datetime | None = None  # the vendor's clock when the read began
+    if spec.deletes == DeleteMode.SALESFORCE_DELETED_FEED:
+        reader = deleted_ids or (lambda s, e: sources.salesforce_deleted(spec, s, e))
+        end = dt.datetime.now(dt.UTC)
+        feed_start = _as_utc(state.get("deleted_feed_end"))
+        if incremental and feed_start is not None:
+            feed = reader(feed_start, end)
+            if feed.earliest_available is not None and feed.earliest_available > feed_start:
+                log.warning(
+                    "%s: the deleted feed starts at %s, after the last run's %s: full read",
+                    spec.name,
+                    feed.earliest_available,
+                    feed_start,
+                )
+                incremental, since = False, None
+        else:
+            incremental, since = False, None
+            feed = reader(end - dt.timedelta(days=1), end)
+        read_started = feed.latest_covered
+        state["deleted_feed_end"] = (feed.latest_covered or end).isoformat()
+        if not incremental:
+            feed = None  # the full read's id-set comparison covers deletions
+    read = sources.Read(since=since)
+    stats.mode = read.mode
+    if pages is None:
+        pages = sources.read_pages(spec, read)
+
+    _create_staging(conn, spec)
+    _load(conn, spec, run, pages, stats)
+    if feed is not None and feed.ids:
+        with conn.cursor().copy("COPY _sync_gone (source_record_id) FROM STDIN") as copy:
+            for rid in feed.ids:
+                copy.write_row((rid,))
+
+    stats.read = conn.execute("SELECT count(*) FROM _sync_seen").fetchone()[0]
+    stats.loaded = conn.execute(
+        "SELECT count(*) FROM raw.vendor_records WHERE run_id = %s AND source_system = %s "
+        "AND entity = %s",
+        (run.run_id, spec.system, spec.name),
+    ).fetchone()[0]
+    if read.mode == "full" and spec.deletes != DeleteMode.NONE:
+        _guard_empty_full_read(conn, spec, stats)
+
+    if spec.id_map is not None:
+        _ensure_id_map(conn, spec)
+    inserted, updated = _merge(conn, spec, run)
+    deleted = _apply_deletes(conn, spec, run, full_read=read.mode == "full")
+    stats.inserted, stats.updated, stats.deleted = len(inserted), len(updated), len(deleted)
+    staged = conn.execute(
+        sql.SQL("SELECT count(DISTINCT ({})) FROM _sync_stage").format(_key_text(spec.natural_key))
+    ).fetchone()[0]
+    stats.unchanged = staged - stats.inserted - stats.updated
+    stats.changed_keys = sorted(set(inserted) | set(updated) | set(deleted))
+
+    stats.quarantined = _quarantine_count(conn, spec, run)
+    _resolve_quarantine(conn, spec, run)
+
+    stats.written_back = _enqueue_write_back(conn, spec, stats.changed_keys, run)
+
+    new_ts = conn.execute("SELECT max(source_modstamp) FROM _sync_seen").fetchone()[0]
+    # A record changed while we paged may have been passed over while a later one was seen:
+    # never move the watermark past the moment the read began (re-reading is harmless).
+    if new_ts is not None and read_started is not None:
+        new_ts = min(new_ts, read_started)
+    if previous_ts is not None and (new_ts is None or new_ts < previous_ts):
+        new_ts = previous_ts
+    stats.watermark = new_ts.isoformat() if new_ts else None
+    conn.execute(
+        """INSERT INTO ops.sync_watermarks (source_system, entity, cursor_ts, cursor_state,
+               updated_at, updated_by_run)
+           VALUES (%s, %s, %s, %s::jsonb, now(), %s)
+           ON CONFLICT (source_system, entity) DO UPDATE
+           SET cursor_ts = EXCLUDED.cursor_ts, cursor_state = EXCLUDED.cursor_state,
+               updated_at = now(), updated_by_run = EXCLUDED.updated_by_run""",
+        (spec.system, spec.name, new_ts, json.dumps(state), run.run_id),
+    )
+    conn.execute(
+        """INSERT INTO ops.run_stats (dag_id, run_id, task_id, try_number, entity, status,
+               finished_at, records_read, records_loaded, records_unchanged, records_quarantined,
+               records_deleted, records_written_back, detail)
+           VALUES (%s, %s, %s, %s, %s, 'success', now(), %s, %s, %s, %s, %s, %s, %s::jsonb)""",
+        (
+            run.dag_id,
+            run.run_id,
+            run.task_id,
+            run.try_number,
+            spec.name,
+            stats.read,
+            stats.inserted + stats.updated,
+            stats.unchanged,
+            stats.quarantined,
+            stats.deleted,
+            stats.written_back,
+            json.dumps(
+                {
+                    "system": spec.system,
+                    "mode": stats.mode,
+                    "inserted": stats.inserted,
+                    "updated": stats.updated,
+                    "landed_raw": stats.loaded,
+                    "watermark": stats.watermark,
+                    "actor": run.actor,
+                }
+            ),
+        ),
+    )
+    return stats
+
+
+def _as_utc(value: Any) -> dt.datetime | None:
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(str(value))
+
+
+# ------------------------------------------------------------------ staging and load
+
+
+def _create_staging(conn, spec: EntitySpec) -> None:
+    columns = _model_columns(spec)
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE _sync_stage ON COMMIT DROP AS SELECT {cols} FROM {core} WITH NO DATA"
+        ).format(
+            cols=sql.SQL(", ").join(sql.Identifier(c) for c in (*columns, *BOOKKEEPING)),
+            core=_table(spec.core_table),
+        )
+    )
+    conn.execute("ALTER TABLE _sync_stage ADD COLUMN seq bigint GENERATED ALWAYS AS IDENTITY")
+    conn.execute(
+        """CREATE TEMP TABLE _sync_seen (source_record_id text NOT NULL,
+               source_modstamp timestamptz, valid boolean NOT NULL) ON COMMIT DROP"""
+    )
+    conn.execute("CREATE TEMP TABLE _sync_gone (source_record_id text NOT NULL) ON COMMIT DROP")
+
+
+def _load(conn, spec: EntitySpec, run: RunInfo, pages: Iterable[list[dict]], stats) -> None:
+    adapter = adapter_for(spec.model)  # built once at import, reused for every record
+    mapper = spec.mapper
+    columns = _model_columns(spec)
+    modstamp_field = spec.cursor.field if spec.cursor else None
+    stage_copy = sql.SQL("COPY _sync_stage ({}) FROM STDIN").format(
+        sql.SQL(", ").join(sql.Identifier(c) for c in (*columns, *BOOKKEEPING))
+    )
+    cur = conn.cursor()
+    for page in pages:
+        seen, gone, raw_rows, stage_rows, bad = [], [], [], [], []
+        for record in page:
+            key = record.get(spec.record_key)
+            key = None if key is None else str(key)
+            modstamp = record.get(modstamp_field) if modstamp_field else None
+            if spec.deleted_flag and record.get(spec.deleted_flag):
+                if key is not None:
+                    gone.append(key)
+                    seen.append((key, modstamp, True))
+                continue
+            try:
+                if key is None:
+                    raise RecordError("missing_required_field", f"record has no {spec.record_key}")
+                rows = [
+                    adapter.validate_python(row).model_dump()
+                    for row in (mapper(record) if mapper else [record])
+                ]
+            except (ValidationError, RecordError) as exc:
+                error = from_validation_error(exc) if isinstance(exc, ValidationError) else exc
+                bad.append((key, error, record))
+                if key is not None:
+                    seen.append((key, modstamp, False))
+                continue
+            seen.append((key, modstamp, True))
+            raw_rows.append((spec.system, spec.name, run.run_id, key, modstamp, _payload(record)))
+            for row in rows:
+                stage_rows.append((*(row[c] for c in columns), key, row_hash(row), modstamp))
+        if raw_rows:
+            with cur.copy(
+                "COPY raw.vendor_records (source_system, entity, run_id, record_key, "
+                "source_modstamp, payload) FROM STDIN"
+            ) as copy:
+                for row in raw_rows:
+                    copy.write_row(row)
+        if stage_rows:
+            with cur.copy(stage_copy) as copy:
+                for row in stage_rows:
+                    copy.write_row(row)
+        if seen:
+            with cur.copy(
+                "COPY _sync_seen (source_record_id, source_modstamp, valid) FROM STDIN"
+            ) as copy:
+                for row in seen:
+                    copy.write_row(row)
+        if gone:
+            with cur.copy("COPY _sync_gone (source_record_id) FROM STDIN") as copy:
+                for rid in gone:
+                    copy.write_row((rid,))
+        if bad:
+            _quarantine(conn, spec, run, bad)
+
+
+def _quarantine(conn, spec: EntitySpec, run: RunInfo, bad: list) -> None:
+    """One open quarantine row per record and reason: a rerun refreshes it instead of adding."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            """INSERT INTO ops.quarantine (run_id, source_system, entity, record_key, reason_code,
+                   reason_detail, payload)
+               VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb)
+               ON CONFLICT (source_system, entity, record_key, reason_code)
+                   WHERE resolved_at IS NULL
+               DO UPDATE SET run_id = EXCLUDED.run_id, reason_detail = EXCLUDED.reason_detail,
+                   payload = EXCLUDED.payload, quarantined_at = now()""",
+            [
+                (
+                    run.run_id,
+                    spec.system,
+                    spec.name,
+                    key,
+                    error.reason_code,
+                    error.detail[:2000],
+                    _payload(record),
+                )
+                for key, error, record in bad
+            ],
+        )
+
+
+def _quarantine_count(conn, spec: EntitySpec, run: RunInfo) -> int:
+    return conn.execute(
+        """SELECT count(*) FROM ops.quarantine WHERE run_id = %s AND source_system = %s
+           AND entity = %s AND resolved_at IS NULL""",
+        (run.run_id, spec.system, spec.name),
+    ).fetchone()[0]
+
+
+def _resolve_quarantine(conn, spec: EntitySpec, run: RunInfo) -> None:
+    """Close open quarantine rows of records read (or deleted) in this run that this run did
+    not quarantine again: they are valid now, deleted, or failing for another reason (which
+    has its own open row)."""
+    conn.execute(
+        """UPDATE ops.quarantine q SET resolved_at = now(), resolved_by_run = %s
+           WHERE q.source_system = %s AND q.entity = %s AND q.resolved_at IS NULL
+             AND q.run_id <> %s
+             AND (q.record_key IN (SELECT source_record_id FROM _sync_seen)
+                  OR q.record_key IN (SELECT source_record_id FROM _sync_gone))""",
+        (run.run_id, spec.system, spec.name, run.run_id),
+    )
+
+
+def _guard_empty_full_read(conn, spec: EntitySpec, stats: SyncStats) -> None:
+    """A full read that returned nothing while core holds live rows would delete everything:
+    almost always a vendor or permission problem, so refuse rather than wipe the table."""
+    if stats.read:
+        return
+    scope, params = _scope_sql(spec)
+    live = conn.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE deleted_at IS NULL{}").format(
+            _table(spec.core_table), scope
+        ),
+        params,
+    ).fetchone()[0]
+    if live:
+        raise SyncError(
+            f"{spec.system}/{spec.name}: the full read returned no records but "
+            f"{spec.core_table} holds {live} live rows; refusing to delete them all. Check the "
+            "connection's permissions and the vendor's status, then rerun."
+        )
+
+
+# ------------------------------------------------------------------ merge and deletes
+
+
+def _ensure_id_map(conn, spec: EntitySpec) -> None:
+    entity_type, map_column, core_column = spec.id_map
+    conn.execute(
+        sql.SQL(
+            """INSERT INTO core.id_map (entity_type, {mc})
+               SELECT DISTINCT %s, {cc} FROM _sync_stage
+               ON CONFLICT (entity_type, {mc}) WHERE {mc} IS NOT NULL DO NOTHING"""
+        ).format(mc=sql.Identifier(map_column), cc=sql.Identifier(core_column)),
+        (entity_type,),
+    )
+
+
+def _merge(conn, spec: EntitySpec, run: RunInfo) -> tuple[list[str], list[str]]:
+    """Upsert the staged rows; returns (inserted keys, updated keys) from RETURNING."""
+    columns = _model_columns(spec)
+    insert_cols = [*columns, *BOOKKEEPING]
+    select_cols = [sql.SQL("s.{}").format(sql.Identifier(c)) for c in insert_cols]
+    join = sql.SQL("")
+    if spec.id_map is not None:
+        entity_type, map_column, core_column = spec.id_map
+        insert_cols.append("canonical_id")
+        select_cols.append(sql.SQL("m.canonical_id"))
+        join = sql.SQL(" JOIN core.id_map m ON m.entity_type = {et} AND m.{mc} = s.{cc}").format(
+            et=sql.Literal(entity_type),
+            mc=sql.Identifier(map_column),
+            cc=sql.Identifier(core_column),
+        )
+    nk = sql.SQL(", ").join(sql.Identifier(c) for c in spec.natural_key)
+    nk_s = sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in spec.natural_key)
+    updatable = [c for c in insert_cols if c not in spec.natural_key]
+    query = sql.SQL(
+        """INSERT INTO {core} AS t ({cols}, first_run_id, last_run_id)
+           SELECT DISTINCT ON ({nk_s}) {select}, %(run)s, %(run)s
+           FROM _sync_stage s{join}
+           ORDER BY {nk_s}, s.source_modstamp DESC NULLS LAST, s.seq DESC
+           ON CONFLICT ({nk}) DO UPDATE SET {sets}, last_run_id = EXCLUDED.last_run_id,
+               deleted_at = NULL, updated_at = now()
+           WHERE t.row_hash IS DISTINCT FROM EXCLUDED.row_hash OR t.deleted_at IS NOT NULL
+           RETURNING (xmax = 0) AS inserted, {key}"""
+    ).format(
+        core=_table(spec.core_table),
+        cols=sql.SQL(", ").join(sql.Identifier(c) for c in insert_cols),
+        nk_s=nk_s,
+        select=sql.SQL(", ").join(select_cols),
+        join=join,
+        nk=nk,
+        sets=sql.SQL(", ").join(
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in updatable
+        ),
+        key=_key_text(spec.natural_key, "t"),
+    )
+    if spec.history == "effective_dated":
+        _keep_history(conn, spec, run)
+    rows = conn.execute(query, {"run": run.run_id}).fetchall()
+    inserted = [key for is_new, key in rows if is_new]
+    updated = [key for is_new, key in rows if not is_new]
+    return inserted, updated
+
+
+def _keep_history(conn, spec: EntitySpec, run: RunInfo) -> None:
+    """Copy the versions the merge is about to replace into core.record_history."""
+    match = sql.SQL(" AND ").join(
+        sql.SQL("s.{c} = t.{c}").format(c=sql.Identifier(c)) for c in spec.natural_key
+    )
+    conn.execute(
+        sql.SQL(
+            """INSERT INTO core.record_history (core_table, natural_key, row_data,
+                   superseded_by_run)
+               SELECT %s, {key}, to_jsonb(t), %s FROM {core} t
+               WHERE EXISTS (SELECT 1 FROM _sync_stage s
+                             WHERE {match} AND s.row_hash IS DISTINCT FROM t.row_hash)"""
+        ).format(key=_key_text(spec.natural_key, "t"), core=_table(spec.core_table), match=match),
+        (spec.core_table, run.run_id),
+    )
+
+
+def _apply_deletes(conn, spec: EntitySpec, run: RunInfo, *, full_read: bool) -> list[str]:
+    """Soft-delete (``deleted_at``) core rows whose source is gone; history rows stay.
+
+    - records flagged deleted (``IsDeleted``) or in the Salesforce deleted feed;
+    - on a full read with deletes enabled: rows whose source record was not read at all;
+    - always: rows of a record read (and valid) in this run that it no longer yields (an
+      override removed from a contract's ``Rate_Overrides__c``).
+    """
+    if spec.deletes == DeleteMode.NONE and not spec.extra.get("scoped_deletes", True):
+        return []
+    scope, scope_params = _scope_sql(spec, "t")
+    conditions = [
+        sql.SQL("t.source_record_id IN (SELECT source_record_id FROM _sync_gone)"),
+        sql.SQL(
+            """(t.source_record_id IN (SELECT source_record_id FROM _sync_seen WHERE valid)
+                AND NOT EXISTS (SELECT 1 FROM _sync_stage s WHERE {match}))"""
+        ).format(
+            match=sql.SQL(" AND ").join(
+                sql.SQL("s.{c} = t.{c}").format(c=sql.Identifier(c)) for c in spec.natural_key
+            )
+        ),
+    ]
+    if full_read and spec.deletes != DeleteMode.NONE:
+        conditions.append(
+            sql.SQL("t.source_record_id NOT IN (SELECT source_record_id FROM _sync_seen)")
+        )
+    query = sql.SQL(
+        """UPDATE {core} AS t SET deleted_at = now(), last_run_id = %s, updated_at = now()
+           WHERE t.deleted_at IS NULL{scope} AND ({cond})
+           RETURNING {key}"""
+    ).format(
+        core=_table(spec.core_table),
+        scope=scope,
+        cond=sql.SQL(" OR ").join(conditions),
+        key=_key_text(spec.natural_key, "t"),
+    )
+    return [r[0] for r in conn.execute(query, [run.run_id, *scope_params]).fetchall()]
+
+
+# ------------------------------------------------------------------ write-back
+
+
+def _enqueue_write_back(conn, spec: EntitySpec, changed_keys: list[str], run: RunInfo) -> int:
+    """Hand the changed natural keys (inserted, updated and deleted) to the write-back outbox
+    inside this transaction; returns the number of sendable outbox rows enqueued."""
+    return int(outbox.enqueue_changes(conn, spec, changed_keys, run) or 0)

@@ -1,0 +1,202 @@
+"""The registry of entity specs: one :class:`~erpsync.sync.spec.EntitySpec` per entity.
+
+Adding an entity = one spec here (source, model, mapper, keys, cursor, delete semantics, target
+table, write-back rule), a core table in a migration, and its tests (README, "Adding an entity").
+"""
+
+from __future__ import annotations
+
+from erpsync.models import mappings
+from erpsync.models.canonical import (
+    Client,
+    ContractRateOverride,
+    Person,
+    RateCard,
+    TaxCode,
+    TaxProfile,
+    TaxRate,
+)
+from erpsync.sync.sources import (
+    BusinessCentralList,
+    HarvestList,
+    HarvestNested,
+    SalesforceQuery,
+)
+from erpsync.sync.spec import CursorSpec, DeleteMode, EntitySpec
+
+RAW_TABLE = "raw.vendor_records"
+
+_ACCOUNT = SalesforceQuery(
+    "Account",
+    (
+        "Name",
+        "AccountNumber",
+        "BillingStreet",
+        "BillingCity",
+        "BillingPostalCode",
+        "BillingCountry",
+        "CurrencyIsoCode",
+        "Payment_Terms__c",
+        "VAT_Id__c",
+        "Tax_Exempt__c",
+        "Tax_Exemption_Reason__c",
+        "Reverse_Charge__c",
+        "PO_Required__c",
+        "ERP_Customer_No__c",
+    ),
+)
+_SF_CURSOR = CursorSpec(field="SystemModstamp", id_field="Id", overlap_seconds=1)
+_HARVEST_CURSOR = CursorSpec(field="updated_at", id_field="id", overlap_seconds=1)
+_BC_CURSOR = CursorSpec(field="lastModifiedDateTime", id_field="id", overlap_seconds=1)
+
+CLIENTS = EntitySpec(
+    name="clients",
+    system="crm",
+    source=_ACCOUNT,
+    model=Client,
+    mapper=mappings.salesforce_account_to_client,
+    natural_key=("crm_id",),
+    cursor=_SF_CURSOR,
+    deletes=DeleteMode.SALESFORCE_DELETED_FEED,
+    deleted_flag="IsDeleted",
+    raw_table=RAW_TABLE,
+    core_table="core.clients",
+    id_map=("client", "crm_id", "crm_id"),
+    write_back=("erp.customer", "psa.client"),
+    description="CRM Accounts: legal name, billing address, currency, payment terms, PO rule.",
+)
+
+TAX_PROFILES = EntitySpec(
+    name="tax_profiles",
+    system="crm",
+    source=_ACCOUNT,
+    model=TaxProfile,
+    mapper=mappings.salesforce_account_to_tax_profile,
+    natural_key=("crm_account_id",),
+    cursor=_SF_CURSOR,
+    deletes=DeleteMode.SALESFORCE_DELETED_FEED,
+    deleted_flag="IsDeleted",
+    raw_table=RAW_TABLE,
+    core_table="core.tax_profiles",
+    write_back=("erp.customer",),
+    description="CRM Account tax fields: VAT id (validated), exemption, reverse charge.",
+)
+
+TAX_CODES = EntitySpec(
+    name="tax_codes",
+    system="erp",
+    source=BusinessCentralList("taxGroups"),
+    model=TaxCode,
+    mapper=mappings.bc_tax_group_to_tax_code,
+    natural_key=("code",),
+    cursor=_BC_CURSOR,
+    deletes=DeleteMode.ID_SET_COMPARE,
+    record_key="id",
+    raw_table=RAW_TABLE,
+    core_table="core.tax_codes",
+    description="ERP tax groups (VAT codes).",
+)
+
+TAX_RATES = EntitySpec(
+    name="tax_rates",
+    system="erp",
+    source=BusinessCentralList("taxRates", api="erpsync/finance/v1.0"),
+    model=TaxRate,
+    mapper=mappings.bc_tax_rate_to_tax_rate,
+    natural_key=("erp_id",),
+    cursor=_BC_CURSOR,
+    deletes=DeleteMode.ID_SET_COMPARE,
+    record_key="id",
+    raw_table=RAW_TABLE,
+    core_table="core.tax_rates",
+    history="effective_dated",
+    description="ERP tax rates per code and country, effective-dated (periods kept).",
+)
+
+PEOPLE = EntitySpec(
+    name="people",
+    system="psa",
+    source=HarvestList("users"),
+    model=Person,
+    mapper=mappings.harvest_user_to_person,
+    natural_key=("psa_id",),
+    cursor=_HARVEST_CURSOR,
+    deletes=DeleteMode.ID_SET_COMPARE,
+    record_key="id",
+    raw_table=RAW_TABLE,
+    core_table="core.people",
+    id_map=("person", "psa_id", "psa_id"),
+    write_back=("erp.employee",),
+    description="PSA users: name, e-mail, employee number, role.",
+)
+
+BILLABLE_RATES = EntitySpec(
+    name="billable_rates",
+    system="psa",
+    source=HarvestNested("users", "billable_rates", "user_id"),
+    model=RateCard,
+    mapper=mappings.harvest_billable_rate_to_rate_card,
+    natural_key=("kind", "psa_rate_id"),
+    cursor=_HARVEST_CURSOR,
+    deletes=DeleteMode.ID_SET_COMPARE,
+    record_key="id",
+    raw_table=RAW_TABLE,
+    core_table="core.rate_cards",
+    history="effective_dated",
+    extra={"scope": {"kind": "billable"}},
+    description="PSA billable rates per person, effective-dated.",
+)
+
+COST_RATES = EntitySpec(
+    name="cost_rates",
+    system="psa",
+    source=HarvestNested("users", "cost_rates", "user_id"),
+    model=RateCard,
+    mapper=mappings.harvest_cost_rate_to_rate_card,
+    natural_key=("kind", "psa_rate_id"),
+    cursor=_HARVEST_CURSOR,
+    deletes=DeleteMode.ID_SET_COMPARE,
+    record_key="id",
+    raw_table=RAW_TABLE,
+    core_table="core.rate_cards",
+    history="effective_dated",
+    extra={"scope": {"kind": "cost"}},
+    description="PSA cost rates per person, effective-dated.",
+)
+
+CONTRACT_RATE_OVERRIDES = EntitySpec(
+    name="contract_rate_overrides",
+    system="crm",
+    source=SalesforceQuery(
+        "Opportunity",
+        (
+            "IsWon",
+            "IsClosed",
+            "CurrencyIsoCode",
+            "Rate_Overrides__c",
+            "Contract_Version__c",
+            "PSA_Project_Id__c",
+        ),
+    ),
+    model=ContractRateOverride,
+    mapper=mappings.salesforce_opportunity_to_rate_overrides,
+    natural_key=("opportunity_id", "user_email"),
+    cursor=_SF_CURSOR,
+    deletes=DeleteMode.SALESFORCE_DELETED_FEED,
+    deleted_flag="IsDeleted",
+    raw_table=RAW_TABLE,
+    core_table="core.contract_rate_overrides",
+    write_back=("psa.assignment_rate",),
+    description="Contracted rate overrides of closed-won CRM opportunities.",
+)
+
+MASTER_DATA = (CLIENTS, TAX_PROFILES, TAX_CODES, TAX_RATES, PEOPLE)
+RATES = (BILLABLE_RATES, COST_RATES, CONTRACT_RATE_OVERRIDES)
+ALL: dict[str, EntitySpec] = {s.name: s for s in (*MASTER_DATA, *RATES)}
+
+
+def get(name: str) -> EntitySpec:
+    try:
+        return ALL[name]
+    except KeyError:
+        raise KeyError(f"no entity spec named {name!r}; known: {sorted(ALL)}") from None

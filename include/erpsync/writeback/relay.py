@@ -1,0 +1,311 @@
+"""The outbox relay: sends the pending ``ops.outbox`` rows of one target system, once each.
+
+Each row is claimed in its own transaction with ``SELECT ... FOR UPDATE SKIP LOCKED`` and the
+lock is held while the row is delivered, so two relays running at once (an Airflow retry racing
+a zombie, two DAG runs) never send one row twice: the second skips it. The outcome (target id,
+what was done) is written to the row, to ``core.id_map`` and to the audit trail in that same
+transaction. If the process dies mid-delivery the transaction rolls back and the row stays
+``pending``; the next attempt starts with the lookup by stable external reference
+(``targets.py``), so a write that committed at the vendor before the connection dropped is found
+and never created a second time.
+
+A failed delivery leaves the row ``pending`` with ``attempts + 1`` and the error, scrubbed of
+secrets, in ``last_error``; after ``MAX_ATTEMPTS`` (or at once when the data itself is the
+problem) the row is ``failed`` and an exception is opened for a person.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from erpsync import audit, exceptions_queue
+from erpsync.writeback import targets
+
+__all__ = ["MAX_ATTEMPTS", "RelayStats", "TargetClients", "run_outbox", "scrub"]
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+CONN_IDS = {"crm": "erpsync_crm", "psa": "erpsync_psa", "erp": "erpsync_erp"}
+
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[^\s\"',;&]+")
+_SECRETISH = re.compile(
+    r"(?i)((?<![\w-])(?:password|passwd|secret|client_secret|token|access_token|api[_-]?key)"
+    r"[\"']?\s*[:=]\s*[\"']?)[^\s\"',;&]+"
+)
+
+
+def scrub(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
+    """Text safe to store or log: secrets Airflow knows replaced (``mask_secret``), known
+    secret values given by the caller replaced, credential-looking fragments cut, bounded."""
+    out = str(text)
+    for secret in extra_secrets:
+        if secret and len(secret) >= 4:
+            out = out.replace(secret, "***")
+    try:
+        from airflow.sdk.log import redact
+
+        out = str(redact(out))
+    except Exception:  # noqa: BLE001 - the masker is a best effort on top of our own scrub
+        log.debug("airflow secrets masker unavailable; own scrub only")
+    out = _BEARER.sub(lambda m: m.group(1) + " ***", out)
+    out = _SECRETISH.sub(lambda m: m.group(1) + "***", out)
+    return out[:2000]
+
+
+@dataclass
+class RelayStats:
+    target_system: str
+    attempted: int = 0
+    sent: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    failed: int = 0  # rows that failed this time (left pending, or failed for good)
+    writes: int = 0  # create/patch requests that succeeded
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class TargetClients:
+    """The vendor clients the relay writes through, built lazily from Airflow connections, plus a
+    per-relay index of PSA clients by name (Harvest has no lookup by name)."""
+
+    def __init__(self, conn_ids: dict[str, str] | None = None) -> None:
+        self.conn_ids = {**CONN_IDS, **(conn_ids or {})}
+        self._erp = None
+        self._psa = None
+        self._psa_by_name: dict[str, dict] | None = None
+        self._secrets: tuple[str, ...] | None = None
+        self._assignments: dict[str, dict[str, dict]] = {}
+
+    @property
+    def erp(self):
+        if self._erp is None:
+            from erpsync.connectors.business_central import BusinessCentralClient
+
+            self._erp = BusinessCentralClient(conn_id=self.conn_ids["erp"])
+        return self._erp
+
+    @property
+    def psa(self):
+        if self._psa is None:
+            from erpsync.connectors.harvest import HarvestClient
+
+            self._psa = HarvestClient(conn_id=self.conn_ids["psa"])
+        return self._psa
+
+    def psa_client_by_name(self, name: str) -> dict | None:
+        if self._psa_by_name is None:
+            index: dict[str, dict] = {}
+            for page in self.psa.iter_pages("clients"):
+                for item in page:
+                    index.setdefault(_name_key(item.get("name")), item)
+            self._psa_by_name = index
+        return self._psa_by_name.get(_name_key(name))
+
+    def remember_psa_client(self, body: dict) -> None:
+        if self._psa_by_name is not None and body:
+            self._psa_by_name[_name_key(body.get("name"))] = body
+
+    def forget_psa_clients(self) -> None:
+        self._psa_by_name = None
+
+    def psa_user_assignments(self, project_id: str) -> dict[str, dict]:
+        """The user assignments of a PSA project by user id (read once per relay run)."""
+        key = str(project_id)
+        if key not in self._assignments:
+            found: dict[str, dict] = {}
+            for page in self.psa.iter_pages(f"projects/{key}/user_assignments"):
+                for item in page:
+                    found[str((item.get("user") or {}).get("id"))] = item
+            self._assignments[key] = found
+        return self._assignments[key]
+
+    def secrets(self) -> tuple[str, ...]:
+        """Credential values of the connections in use, for scrubbing error text."""
+        if self._secrets is None:
+            self._secrets = self._collect_secrets()
+        return self._secrets
+
+    def _collect_secrets(self) -> tuple[str, ...]:
+        found: list[str] = []
+        try:
+            from airflow.sdk import BaseHook
+
+            for cid in self.conn_ids.values():
+                try:
+                    conn = BaseHook.get_connection(cid)
+                except Exception:  # noqa: BLE001 - an unknown connection has no secrets
+                    log.debug("connection %s not found while collecting secrets", cid)
+                    continue
+                if conn.password:
+                    found.append(conn.password)
+                for key, value in (conn.extra_dejson or {}).items():
+                    if isinstance(value, str) and _secret_key(key):
+                        found.append(value)
+        except ImportError:
+            log.debug("airflow not importable; no connection secrets to scrub")
+        return tuple(found)
+
+
+def _name_key(name: Any) -> str:
+    return " ".join(str(name or "").split()).casefold()
+
+
+def _secret_key(key: str) -> bool:
+    if key.lower().endswith(("_path", "_url", "_uri", "_endpoint", "_type")):
+        return False  # where a secret lives, not the secret
+    return bool(re.search(r"(?i)secret|token|password|passwd|key|auth|credential", key))
+
+
+_CLAIM = """
+SELECT outbox_id, operation, entity_type, entity_key, canonical_id, external_ref, payload,
+       payload_hash, attempts
+  FROM ops.outbox
+ WHERE target_system = %s AND status = 'pending' AND outbox_id > %s
+ ORDER BY outbox_id
+ LIMIT 1
+ FOR UPDATE SKIP LOCKED
+"""
+
+
+def _permanent(exc: Exception) -> bool:
+    """Errors a retry cannot fix: bad data or a refused request (not auth, quota, 409/429)."""
+    from erpsync.connectors import errors
+
+    if isinstance(exc, targets.DeliveryError):
+        return True
+    if isinstance(exc, errors.AuthError | errors.QuotaExhausted):
+        return False
+    if isinstance(exc, errors.VendorError):
+        return exc.status in (400, 404, 405, 410, 413, 422)
+    return False
+
+
+def _update_id_map(conn, op: targets.Operation, row: dict, target_id: str) -> str | None:
+    """Record the target id on the entity's canonical id (None = fine, else why not)."""
+    if op.id_map_column is None or row["canonical_id"] is None:
+        return None
+    column = op.id_map_column
+    from psycopg import errors as pg_errors
+    from psycopg import sql
+
+    try:
+        with conn.transaction():
+            conn.execute(
+                sql.SQL(
+                    "UPDATE core.id_map SET {col} = %s, updated_at = now() "
+                    "WHERE canonical_id = %s AND {col} IS DISTINCT FROM %s"
+                ).format(col=sql.Identifier(column)),
+                (target_id, row["canonical_id"], target_id),
+            )
+    except pg_errors.UniqueViolation:
+        return f"{column} {target_id} already belongs to another {op.entity_type} in core.id_map"
+    return None
+
+
+def _deliver_one(conn, row: dict, clients: TargetClients, run: Any, stats: RelayStats) -> None:
+    op = targets.OPERATIONS[row["operation"]]
+    secrets = clients.secrets()
+    try:
+        with conn.transaction():  # a savepoint: a database error inside rolls back cleanly
+            delivery = op.deliver(conn, row, clients)
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded on the row
+        attempts = row["attempts"] + 1
+        message = scrub(f"{type(exc).__name__}: {exc}", secrets)
+        permanent = _permanent(exc)
+        status = "failed" if permanent or attempts >= MAX_ATTEMPTS else "pending"
+        conn.execute(
+            """UPDATE ops.outbox SET status = %s, attempts = %s, last_error = %s,
+                      updated_at = now(), last_run_id = %s
+                WHERE outbox_id = %s""",
+            (status, attempts, message, run.run_id, row["outbox_id"]),
+        )
+        if status == "failed":
+            exceptions_queue.raise_exception(
+                conn,
+                exceptions_queue.WRITE_BACK_FAILED,
+                op.entity_type,
+                f"{op.name}:{row['entity_key']}",
+                targets.FINANCE_OPS,
+                {"operation": op.name, "outbox_id": row["outbox_id"], "error": message},
+                run,
+            )
+        stats.failed += 1
+        stats.errors.append(f"outbox {row['outbox_id']} ({op.name}): {message}")
+        log.warning("outbox row %s (%s) failed: %s", row["outbox_id"], op.name, message)
+        return
+    id_map_problem = _update_id_map(conn, op, row, delivery.target_id)
+    result = {"action": delivery.action, **delivery.detail}
+    if id_map_problem:
+        result["id_map"] = id_map_problem
+    conn.execute(
+        """UPDATE ops.outbox SET status = 'sent', attempts = attempts + 1, target_id = %s,
+                  result = %s::jsonb, last_error = NULL, sent_at = now(), updated_at = now(),
+                  last_run_id = %s
+            WHERE outbox_id = %s""",
+        (delivery.target_id, json.dumps(result, default=str), run.run_id, row["outbox_id"]),
+    )
+    if delivery.writes:
+        audit.record(
+            conn,
+            actor=run.actor,
+            action=f"writeback.{op.name}.{delivery.action}",
+            entity_type=op.entity_type,
+            entity_id=row["entity_key"],
+            before=None,
+            after=row["payload"],
+            source=run.audit_source(),
+            detail={
+                "outbox_id": row["outbox_id"],
+                "target_system": op.target_system,
+                "target_id": delivery.target_id,
+                **delivery.detail,
+            },
+        )
+    stats.sent += 1
+    stats.writes += delivery.writes
+    setattr(stats, delivery.action, getattr(stats, delivery.action) + 1)
+
+
+def run_outbox(
+    target_system: str,
+    *,
+    run: Any,
+    limit: int | None = None,
+    conn_id_warehouse: str | None = None,
+    clients: TargetClients | None = None,
+    conn_ids: dict[str, str] | None = None,
+) -> RelayStats:
+    """Send the pending outbox rows of ``target_system`` (one pass, oldest first)."""
+    if target_system not in CONN_IDS:
+        raise ValueError(f"unknown target system {target_system!r}")
+    from erpsync.warehouse import connection
+
+    clients = clients or TargetClients(conn_ids)
+    stats = RelayStats(target_system)
+    last_id = 0
+    with connection.connect(conn_id_warehouse, autocommit=True) as conn:
+        while limit is None or stats.attempted < limit:
+            with conn.transaction():
+                cur = conn.execute(_CLAIM, (target_system, last_id))
+                found = cur.fetchone()
+                if found is None:
+                    break
+                row = dict(zip([c.name for c in cur.description], found, strict=True))
+                last_id = row["outbox_id"]
+                stats.attempted += 1
+                _deliver_one(conn, row, clients, run, stats)
+    log.info(
+        "outbox relay %s: %s",
+        target_system,
+        {k: v for k, v in stats.as_dict().items() if k != "errors"},
+    )
+    return stats

@@ -1,0 +1,99 @@
+"""The master data sync DAG as a real Airflow DAG run (``airflow dags test``) against the
+sandbox systems and a real warehouse: every sync and write-back task succeeds, the warehouse
+holds the CRM's clients, and each task's run is recorded in ops.run_stats under the DAG run."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from tests.integration.test_preflight_dag import _task_states
+from tests.integration.test_sync_engine import connection_env
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    from erpsync_sandbox.serve import start_sandbox
+
+    handle = start_sandbox(tmp_path_factory.mktemp("sandbox"), size="small", seed=0)
+    yield handle
+    handle.stop()
+
+
+def test_master_data_sync_dag_runs_against_the_sandbox(airflow_runtime, sandbox):
+    env = connection_env(sandbox, airflow_runtime.warehouse_url)
+    env.pop("AIRFLOW_CONN_ERPSYNC_WAREHOUSE")  # the runtime points it at its warehouse
+    airflow_runtime.run("settings", "apply")
+    result = airflow_runtime.run(
+        "airflow", "dags", "test", "erpsync_master_data_sync", extra_env=env
+    )
+    log_text = result.stdout + result.stderr  # `dags test` runs the tasks in-process
+    assert "erpsync sync crm/clients run" in log_text  # the stats table in the task log
+    assert "| quarantined  |" in log_text
+
+    states = _task_states(airflow_runtime.airflow_url, "erpsync_master_data_sync")
+    run_id = states.pop("__run_id__")[0]
+    assert {t: s for t, (s, _n) in states.items()} == {
+        "sync_clients": "success",
+        "sync_tax_profiles": "success",
+        "sync_tax_codes": "success",
+        "sync_tax_rates": "success",
+        "sync_people": "success",
+        "write_back_erp": "success",
+        "write_back_psa": "success",
+    }
+    accounts = len(sandbox.ctx.stores["crm"].ids("Account"))
+    with psycopg.connect(airflow_runtime.warehouse_url) as conn:
+        clients = conn.execute("SELECT count(*) FROM core.clients").fetchone()[0]
+        stats = conn.execute(
+            "SELECT entity, task_id, status FROM ops.run_stats WHERE dag_id = %s AND run_id = %s",
+            ("erpsync_master_data_sync", run_id),
+        ).fetchall()
+    assert clients == accounts
+    assert sorted(stats) == sorted(
+        (name, f"sync_{name}", "success")
+        for name in ("clients", "tax_profiles", "tax_codes", "tax_rates", "people")
+    )
+
+
+def test_the_sync_dags_declare_tasks_pools_assets_and_the_firm_schedule():
+    import importlib.util
+    from pathlib import Path
+
+    from erpsync.airflow import sync_dags
+
+    dags = {}
+    for name in ("erpsync_master_data_sync", "erpsync_rates_sync"):
+        path = Path(__file__).resolve().parents[2] / "dags" / f"{name}.py"
+        module_spec = importlib.util.spec_from_file_location(f"_dag_{name}", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        dags[name] = module.dag
+
+    rates = dags["erpsync_rates_sync"]
+    tasks = {t.task_id: t for t in rates.tasks}
+    assert set(tasks) == {
+        "sync_billable_rates",
+        "sync_cost_rates",
+        "sync_contract_rate_overrides",
+        "write_back_psa",
+    }
+    assert tasks["sync_billable_rates"].pool == "psa_api"
+    assert tasks["sync_contract_rate_overrides"].pool == "crm_api"
+    assert tasks["write_back_psa"].upstream_task_ids == {
+        "sync_billable_rates",
+        "sync_cost_rates",
+        "sync_contract_rate_overrides",
+    }
+    assert [a.uri for a in tasks["sync_cost_rates"].outlets] == [
+        "erpsync://warehouse/core/rate_cards"
+    ]
+    master = {t.task_id: t for t in dags["erpsync_master_data_sync"].tasks}
+    assert master["sync_tax_rates"].pool == "erp_api"
+    assert [a.uri for a in master["sync_clients"].outlets] == ["erpsync://warehouse/core/clients"]
+    assert master["write_back_erp"].upstream_task_ids == {
+        f"sync_{n}" for n in ("clients", "tax_profiles", "tax_codes", "tax_rates", "people")
+    }
+    for dag in dags.values():
+        zone = dag.timetable.timezone
+        assert getattr(zone, "name", zone) == sync_dags.FIRM_TIMEZONE
