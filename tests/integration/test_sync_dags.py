@@ -4,6 +4,9 @@ holds the CRM's clients, and each task's run is recorded in ops.run_stats under 
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
+
 import psycopg
 import pytest
 
@@ -97,3 +100,44 @@ def test_the_sync_dags_declare_tasks_pools_assets_and_the_firm_schedule():
     for dag in dags.values():
         zone = dag.timetable.timezone
         assert getattr(zone, "name", zone) == sync_dags.FIRM_TIMEZONE
+
+
+def test_rates_sync_dag_runs_against_the_sandbox(airflow_runtime, sandbox):
+    env = connection_env(sandbox, airflow_runtime.warehouse_url)
+    env.pop("AIRFLOW_CONN_ERPSYNC_WAREHOUSE")
+    airflow_runtime.run("settings", "apply")
+    airflow_runtime.run("airflow", "dags", "test", "erpsync_rates_sync", extra_env=env)
+
+    states = _task_states(airflow_runtime.airflow_url, "erpsync_rates_sync")
+    run_id = states.pop("__run_id__")[0]
+    assert {t: s for t, (s, _n) in states.items()} == {
+        "sync_billable_rates": "success",
+        "sync_cost_rates": "success",
+        "sync_contract_rate_overrides": "success",
+        "write_back_psa": "success",
+    }
+    psa = sandbox.ctx.stores["psa"]
+    rate_rows = len(psa.ids("billable_rates")) + len(psa.ids("cost_rates"))
+    with psycopg.connect(airflow_runtime.warehouse_url) as conn:
+        live_rate_cards = conn.execute(
+            "SELECT count(*) FROM core.rate_cards WHERE deleted_at IS NULL"
+        ).fetchone()[0]
+        entities = conn.execute(
+            "SELECT entity FROM ops.run_stats WHERE dag_id = %s AND run_id = %s "
+            "AND status = 'success'",
+            ("erpsync_rates_sync", run_id),
+        ).fetchall()
+    assert live_rate_cards == rate_rows
+    assert sorted(e for (e,) in entities) == [
+        "billable_rates",
+        "contract_rate_overrides",
+        "cost_rates",
+    ]
+    # the planted assignments whose rate differs from the contract now carry the contract rate
+    manifest = sandbox.ctx.manifest()
+    drifted = [p for p in manifest["problems"] if p["kind"] == "rate_differs_from_contract"]
+    assert drifted
+    for problem in drifted:
+        contract_rate = re.search(r"contract rate ([0-9.]+)", problem["detail"]).group(1)
+        assignment = psa.get("user_assignments", str(problem["id"]))
+        assert Decimal(str(assignment["hourly_rate"])) == Decimal(contract_rate), problem
