@@ -51,7 +51,17 @@ def _sync_task(spec: EntitySpec):
         from erpsync.sync import engine, specs
         from erpsync.sync.spec import RunInfo
 
-        stats = engine.run_entity_sync(specs.get(spec.name), run=RunInfo.from_context(context))
+        entity = specs.get(spec.name)
+        runner = entity.extra.get("runner")  # "module:function" wrapping the engine
+        if runner:
+            import importlib
+
+            module, _, name = runner.partition(":")
+            stats = getattr(importlib.import_module(module), name)(
+                entity, run=RunInfo.from_context(context)
+            )
+        else:
+            stats = engine.run_entity_sync(entity, run=RunInfo.from_context(context))
         return stats.as_dict()
 
     return sync
@@ -82,7 +92,8 @@ def build_sync_dag(
     tags: list[str],
     timezone: str | None = None,
 ) -> DAG:
-    """A nightly sync DAG: ``sync_<entity>`` per spec, then ``write_back_<system>`` per target."""
+    """A sync DAG on ``cron`` (nightly, hourly ...): ``sync_<entity>`` per spec (through the
+    spec's ``extra["runner"]`` when it names one), then ``write_back_<system>`` per target."""
     unknown = sorted(set(write_back) - set(POOLS))
     if unknown:
         raise ValueError(f"{dag_id}: unknown write-back targets {unknown}")

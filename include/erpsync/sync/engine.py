@@ -19,6 +19,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
@@ -102,6 +103,23 @@ def _key_text(columns: Iterable[str], alias: str | None = None) -> sql.Composabl
     )
 
 
+class _Clock:
+    """Seconds per stage for ``run_entity_sync(timings=...)``; a no-op without a dict."""
+
+    __slots__ = ("timings", "mark")
+
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings = timings
+        self.mark = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        if self.timings is None:
+            return
+        now = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + now - self.mark
+        self.mark = now
+
+
 # ------------------------------------------------------------------ the run
 
 
@@ -114,12 +132,17 @@ def run_entity_sync(
     full: bool | None = None,
     deleted_ids: Callable[[dt.datetime, dt.datetime], sources.DeletedIds] | None = None,
     conninfo: str | None = None,
+    timings: dict[str, float] | None = None,
 ) -> SyncStats:
     """Sync one entity into the warehouse in one transaction and return what it did.
 
     ``pages`` replaces the connector read (tests, backfills from files); ``full`` forces a full
     (True) or incremental (False) read; ``deleted_ids`` replaces the Salesforce deleted feed;
     ``conninfo`` (a libpq URL) replaces the Airflow warehouse connection (tests, CLI).
+    ``timings`` (a dict, e.g. from ``erpsync bench``) receives the seconds spent per stage:
+    ``setup`` (lock, watermark, staging tables), ``extract`` (waiting for pages), ``validate`` (map, validate, hash, serialise), ``stage``
+    (COPY), ``merge`` (upsert and deletes), ``finish`` (counts, quarantine, write-back,
+    watermark, run stats) and ``commit``; two clock reads per page, nothing per record.
     """
     import psycopg
 
@@ -130,8 +153,14 @@ def run_entity_sync(
 
         conn = connection.connect(conn_id_warehouse)
     try:
-        with conn.transaction():  # commits on success, rolls back on any exception
-            stats = _run(conn, spec, run, pages=pages, full=full, deleted_ids=deleted_ids)
+        tx = conn.transaction()
+        with tx:  # commits on success, rolls back on any exception
+            stats = _run(
+                conn, spec, run, pages=pages, full=full, deleted_ids=deleted_ids, timings=timings
+            )
+            committing = time.perf_counter()
+        if timings is not None:
+            timings["commit"] = timings.get("commit", 0.0) + time.perf_counter() - committing
     except BaseException as exc:
         _record_failure(conn, spec, run, exc)
         raise
@@ -171,7 +200,8 @@ def _record_failure(conn, spec: EntitySpec, run: RunInfo, exc: BaseException) ->
         log.warning("could not record the failed run of %s", spec.name, exc_info=True)
 
 
-def _run(conn, spec, run, *, pages, full, deleted_ids) -> SyncStats:
+def _run(conn, spec, run, *, pages, full, deleted_ids, timings=None) -> SyncStats:
+    clock = _Clock(timings)
     stats = SyncStats(entity=spec.name, system=spec.system, run_id=run.run_id)
     # one run per entity at a time; a second waits rather than interleaving
     conn.execute(
@@ -226,7 +256,7 @@ def _run(conn, spec, run, *, pages, full, deleted_ids) -> SyncStats:
         pages = sources.read_pages(spec, read)
 
     _create_staging(conn, spec)
-    _load(conn, spec, run, pages, stats)
+    _load(conn, spec, run, pages, stats, clock)
     if feed is not None and feed.ids:
         with conn.cursor().copy("COPY _sync_gone (source_record_id) FROM STDIN") as copy:
             for rid in feed.ids:
@@ -241,10 +271,12 @@ def _run(conn, spec, run, *, pages, full, deleted_ids) -> SyncStats:
     if read.mode == "full" and spec.deletes != DeleteMode.NONE:
         _guard_empty_full_read(conn, spec, stats)
 
+    clock.lap("finish")
     if spec.id_map is not None:
         _ensure_id_map(conn, spec)
     inserted, updated = _merge(conn, spec, run)
     deleted = _apply_deletes(conn, spec, run, full_read=read.mode == "full")
+    clock.lap("merge")
     stats.inserted, stats.updated, stats.deleted = len(inserted), len(updated), len(deleted)
     staged = conn.execute(
         sql.SQL("SELECT count(DISTINCT ({})) FROM _sync_stage").format(_key_text(spec.natural_key))
@@ -304,6 +336,7 @@ def _run(conn, spec, run, *, pages, full, deleted_ids) -> SyncStats:
             ),
         ),
     )
+    clock.lap("finish")
     return stats
 
 
@@ -334,7 +367,9 @@ def _create_staging(conn, spec: EntitySpec) -> None:
     conn.execute("CREATE TEMP TABLE _sync_gone (source_record_id text NOT NULL) ON COMMIT DROP")
 
 
-def _load(conn, spec: EntitySpec, run: RunInfo, pages: Iterable[list[dict]], stats) -> None:
+def _load(
+    conn, spec: EntitySpec, run: RunInfo, pages: Iterable[list[dict]], stats, clock: _Clock
+) -> None:
     adapter = adapter_for(spec.model)  # built once at import, reused for every record
     mapper = spec.mapper
     columns = _model_columns(spec)
@@ -343,7 +378,9 @@ def _load(conn, spec: EntitySpec, run: RunInfo, pages: Iterable[list[dict]], sta
         sql.SQL(", ").join(sql.Identifier(c) for c in (*columns, *BOOKKEEPING))
     )
     cur = conn.cursor()
+    clock.lap("setup")  # lock, watermark, staging tables
     for page in pages:
+        clock.lap("extract")
         seen, gone, raw_rows, stage_rows, bad = [], [], [], [], []
         for record in page:
             key = record.get(spec.record_key)
@@ -371,6 +408,7 @@ def _load(conn, spec: EntitySpec, run: RunInfo, pages: Iterable[list[dict]], sta
             raw_rows.append((spec.system, spec.name, run.run_id, key, modstamp, _payload(record)))
             for row in rows:
                 stage_rows.append((*(row[c] for c in columns), key, row_hash(row), modstamp))
+        clock.lap("validate")
         if raw_rows:
             with cur.copy(
                 "COPY raw.vendor_records (source_system, entity, run_id, record_key, "
@@ -394,6 +432,8 @@ def _load(conn, spec: EntitySpec, run: RunInfo, pages: Iterable[list[dict]], sta
                     copy.write_row((rid,))
         if bad:
             _quarantine(conn, spec, run, bad)
+        clock.lap("stage")
+    clock.lap("extract")  # the last (empty) request
 
 
 def _quarantine(conn, spec: EntitySpec, run: RunInfo, bad: list) -> None:

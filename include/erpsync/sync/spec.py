@@ -24,6 +24,9 @@ class DeleteMode(StrEnum):
 
     SALESFORCE_DELETED_FEED = "salesforce_deleted_feed"  # getDeleted feed + IsDeleted via queryAll
     ID_SET_COMPARE = "id_set_compare"  # full read: ids in core but not in this read are deleted
+    # incremental reads + windowed count comparison (erpsync.sync.time_expense); full reads
+    # compare id sets like ID_SET_COMPARE
+    WINDOWED_COUNT = "windowed_count"
     NONE = "none"
 
 
