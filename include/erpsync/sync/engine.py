@@ -22,10 +22,11 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from decimal import Decimal
-from typing import Any
+from typing import Any, get_args
 
+import orjson
 from psycopg import sql
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from erpsync.models.canonical import adapter_for
 from erpsync.models.reasons import RecordError, from_validation_error
@@ -51,18 +52,30 @@ def _table(qualified: str) -> sql.Identifier:
     return sql.Identifier(schema, name)
 
 
-def _normalize(value: Any) -> Any:
+def _hash_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return format(value.normalize(), "f")
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return value
+    return str(value)
+
+
+_HASH_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
 def row_hash(row: dict) -> str:
-    """SHA-256 of the canonical content (Decimals normalized: 160 == 160.00)."""
-    body = json.dumps({k: _normalize(v) for k, v in row.items()}, sort_keys=True, default=str)
-    return hashlib.sha256(body.encode()).hexdigest()
+    """SHA-256 of the canonical content: compact JSON with sorted keys, dates and datetimes in
+    ISO 8601, Decimals normalized (160 == 160.00). orjson encodes in one C call (only Decimals
+    come back to Python), which keeps hashing cheap on the million-row path."""
+    try:
+        body = orjson.dumps(row, default=_hash_default, option=_HASH_OPTIONS)
+    except TypeError:  # e.g. an int beyond 64 bits: the slow, exact path
+        body = json.dumps(
+            {str(k): _hash_default(v) if isinstance(v, Decimal) else v for k, v in row.items()},
+            sort_keys=True,
+            separators=(",", ":"),
+            default=lambda v: v.isoformat() if isinstance(v, dt.date) else str(v),
+            ensure_ascii=False,
+        ).encode()
+    return hashlib.sha256(body).hexdigest()
 
 
 def _json_default(value: Any) -> Any:
@@ -74,7 +87,22 @@ def _json_default(value: Any) -> Any:
 
 
 def _payload(record: dict) -> str:
-    return json.dumps(record, default=_json_default, ensure_ascii=False)
+    try:
+        return orjson.dumps(record, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # e.g. an int beyond 64 bits
+        return json.dumps(record, default=_json_default, ensure_ascii=False)
+
+
+def _is_flat(model: type) -> bool:
+    """True if no field of ``model`` holds a nested pydantic model: then a validated instance's
+    ``__dict__`` is already what ``model_dump()`` would build."""
+    stack = [f.annotation for f in model.model_fields.values()]
+    while stack:
+        kind = stack.pop()
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            return False
+        stack.extend(get_args(kind))
+    return True
 
 
 def _model_columns(spec: EntitySpec) -> list[str]:
@@ -371,6 +399,7 @@ def _load(
     conn, spec: EntitySpec, run: RunInfo, pages: Iterable[list[dict]], stats, clock: _Clock
 ) -> None:
     adapter = adapter_for(spec.model)  # built once at import, reused for every record
+    flat = _is_flat(spec.model)
     mapper = spec.mapper
     columns = _model_columns(spec)
     modstamp_field = spec.cursor.field if spec.cursor else None
@@ -395,7 +424,9 @@ def _load(
                 if key is None:
                     raise RecordError("missing_required_field", f"record has no {spec.record_key}")
                 rows = [
-                    adapter.validate_python(row).model_dump()
+                    adapter.validate_python(row).__dict__
+                    if flat
+                    else adapter.validate_python(row).model_dump()
                     for row in (mapper(record) if mapper else [record])
                 ]
             except (ValidationError, RecordError) as exc:

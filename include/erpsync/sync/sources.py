@@ -127,7 +127,59 @@ def _harvest_pages(source: HarvestList, read: Read) -> Iterator[list[dict]]:
     from erpsync.connectors.harvest import HarvestClient
 
     params = {} if read.since is None else {"updated_since": iso_seconds(read.since)}
-    yield from HarvestClient(conn_id=PSA_CONN_ID).iter_pages(source.resource, params or None)
+    client = HarvestClient(conn_id=PSA_CONN_ID)
+    yield from prefetch(client.iter_pages(source.resource, params or None))
+
+
+_DONE = object()
+
+
+def prefetch(pages: Iterator[list[dict]], depth: int = 2) -> Iterator[list[dict]]:
+    """Read ``pages`` in a helper thread, at most ``depth`` pages ahead, so the next request
+    is on the wire (and the vendor busy) while this thread validates and stages the current
+    page. Memory stays bounded (``depth`` + 1 pages); the client is used by that thread only;
+    an error in the read is raised here, in order; stopping early stops the reader."""
+    import queue
+    import threading
+
+    box: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def reader() -> None:
+        try:
+            for page in pages:
+                if not put(page):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread
+            put(exc)
+        finally:
+            close = getattr(pages, "close", None)
+            if close is not None and stop.is_set():
+                close()
+
+    thread = threading.Thread(target=reader, name="erpsync-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = box.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def _harvest_nested_pages(source: HarvestNested, read: Read) -> Iterator[list[dict]]:
