@@ -1,0 +1,79 @@
+"""
+### Project setup (client onboarding), every 15 minutes
+
+Turns each **closed-won opportunity** in the CRM into a project that is ready to bill, without
+anyone retyping the contract:
+
+1. **Checks the contract** for what billing needs: billing model, currency, contract dates,
+   amount, the client's tax profile (a valid VAT / tax id), a PO number when the client requires
+   one, contracted rates (Rate Overrides), milestones for fixed fee, the cap for not-to-exceed.
+2. **If something is missing**, it opens **one** item in the exceptions queue for that contract
+   (reason, which field, the opportunity owner, what to fix) and builds nothing. Fix it in the
+   CRM: the next run completes the set-up and closes the item.
+3. **If the contract is complete**, it creates: the PSA project (code `ES-P...`, budget or cap,
+   currency, dates) with its tasks, milestones and people at the contracted hourly rates; the
+   ERP project (same number); the billing schedule (monthly T&M periods, fixed-fee milestones or
+   retainer periods); and writes the PSA project id back on the opportunity.
+4. **Change orders** (Contract Version raised in the CRM) become a new contract version: budget,
+   cap, milestones, rates and schedule are updated; earlier versions are kept as history.
+
+Every step is recorded, so a run that stops half-way (a system down, a dropped connection) is
+finished by the next run without creating anything twice. Every action is in the audit trail.
+
+**Trigger with config**: `full` = true re-reads every closed-won opportunity (not only those
+changed since the last run).
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import CronTriggerTimetable, Param, dag, task
+
+from erpsync.airflow.dag_defaults import default_args, tags
+from erpsync.airflow.sync_dags import FIRM_TIMEZONE, asset_for
+
+
+@dag(
+    dag_id="erpsync_project_setup",
+    schedule=CronTriggerTimetable("*/15 * * * *", timezone=FIRM_TIMEZONE),
+    start_date=pendulum.datetime(2026, 1, 1, tz=FIRM_TIMEZONE),
+    catchup=False,
+    default_args=default_args(),
+    tags=tags("onboarding", "crm", "psa", "erp"),
+    doc_md=__doc__,
+    max_active_runs=1,
+    params={
+        "full": Param(
+            False,
+            type="boolean",
+            title="Re-read all closed-won opportunities",
+            description="Off: only opportunities changed since the last run (plus unfinished).",
+        )
+    },
+)
+def erpsync_project_setup():
+    @task(
+        pool="psa_api",
+        outlets=[asset_for("core.contracts"), asset_for("billing.schedules")],
+    )
+    def set_up_projects(**context) -> dict:
+        from erpsync.onboarding import setup
+        from erpsync.sync.spec import RunInfo
+
+        stats = setup.run_project_setup(
+            run=RunInfo.from_context(context), full=bool(context["params"].get("full"))
+        )
+        print(
+            f"project setup: {stats.read} read, {stats.completed} set up, {stats.adopted} "
+            f"recorded as set up before erpsync, {stats.invalid} with an exception, "
+            f"{stats.new_versions} change orders, {stats.exceptions_resolved} exceptions closed"
+        )
+        if stats.failed:
+            # recorded per step; the retry (or the next run) resumes where each one stopped
+            raise RuntimeError(f"setup steps failed, will resume: {stats.failed}")
+        return stats.as_dict()
+
+    set_up_projects()
+
+
+erpsync_project_setup()

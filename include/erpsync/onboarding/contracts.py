@@ -1,0 +1,431 @@
+"""A closed-won Salesforce Opportunity read as a contract, and the checks billing needs.
+
+The CRM is the system of record for the contract (docs DESIGN.md, "who owns what"). The fields
+(custom fields of the firm's Opportunity, see the sandbox CRM schema):
+
+``Billing_Model__c`` (Time and Materials | Fixed Fee | Retainer), ``CurrencyIsoCode``,
+``Amount``, ``Contract_Start__c``/``Contract_End__c``, ``PO_Number__c`` (required when the
+account has ``PO_Required__c``), ``Cap_Type__c``/``Cap_Value__c`` (Hours | Amount: a
+not-to-exceed cap), ``Rate_Overrides__c`` (JSON ``[{"user_email", "role", "rate"}]``),
+``Milestones__c`` (JSON ``[{"name", "amount", "due_date"}]``, fixed fee), ``Retainer_Amount__c``
+/ ``Retainer_Period__c``, ``Contract_Version__c`` (a change order adds 1) and
+``PSA_Project_Id__c`` (written back once the PSA project exists).
+
+:func:`check` returns every problem; the setup raises ONE exception per contract (the first
+problem's reason code, all problems in its detail) and builds nothing for it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+__all__ = [
+    "CONTRACT_CLIENT_NOT_READY",
+    "CONTRACT_INVALID_FIELD",
+    "CONTRACT_MISSING_FIELD",
+    "ONBOARDING_REASONS",
+    "OPPORTUNITY_FIELDS",
+    "ClientFacts",
+    "Contract",
+    "Problem",
+    "check",
+    "parse",
+]
+
+#: A field billing needs is empty in the CRM (``detail.field`` says which).
+CONTRACT_MISSING_FIELD = "contract_missing_field"
+#: A field is filled but unusable (bad JSON, unknown e-mail, milestones not adding up...).
+CONTRACT_INVALID_FIELD = "contract_invalid_field"
+#: The client is not ready to bill: no tax profile yet, an invalid tax id, or not in the PSA.
+CONTRACT_CLIENT_NOT_READY = "contract_client_not_ready"
+ONBOARDING_REASONS = (CONTRACT_MISSING_FIELD, CONTRACT_INVALID_FIELD, CONTRACT_CLIENT_NOT_READY)
+
+OPPORTUNITY_FIELDS = (
+    "Id",
+    "Name",
+    "AccountId",
+    "OwnerId",
+    "StageName",
+    "IsWon",
+    "Amount",
+    "CurrencyIsoCode",
+    "Billing_Model__c",
+    "Contract_Start__c",
+    "Contract_End__c",
+    "PO_Number__c",
+    "Cap_Type__c",
+    "Cap_Value__c",
+    "Rate_Overrides__c",
+    "Milestones__c",
+    "Retainer_Amount__c",
+    "Retainer_Period__c",
+    "Contract_Version__c",
+    "PSA_Project_Id__c",
+    "SystemModstamp",
+)
+
+BILLING_MODELS = {
+    "Time and Materials": "time_and_materials",
+    "Fixed Fee": "fixed_fee",
+    "Retainer": "retainer",
+}
+CAP_TYPES = {"Hours": "hours", "Amount": "amount"}
+RETAINER_PERIODS = {"Monthly": "monthly", "Quarterly": "quarterly"}
+#: Minor units per currency (the firm's currencies; DESIGN.md "Money and control rules").
+CURRENCY_DECIMALS = {"EUR": 2, "USD": 2, "GBP": 2, "CHF": 2, "DKK": 2, "JPY": 0, "KWD": 3}
+
+
+@dataclass(frozen=True)
+class Problem:
+    reason_code: str
+    field: str
+    message: str
+    fix: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "reason_code": self.reason_code,
+            "field": self.field,
+            "message": self.message,
+            "fix": self.fix,
+        }
+
+
+@dataclass(frozen=True)
+class ClientFacts:
+    """What the warehouse knows about the contract's client (master data sync)."""
+
+    synced: bool  # core.clients has the account
+    po_required: bool
+    tax_profile: bool  # core.tax_profiles has the account
+    vat_id_valid: bool | None
+    vat_id_reason: str | None
+    psa_client_id: str | None
+    name: str | None
+
+
+@dataclass
+class Contract:
+    opportunity_id: str
+    version: int
+    account_id: str | None
+    name: str | None
+    owner_id: str | None
+    billing_model: str | None
+    currency: str | None
+    amount: Decimal | None
+    starts_on: dt.date | None
+    ends_on: dt.date | None
+    po_number: str | None
+    cap_type: str | None
+    cap_value: Decimal | None
+    retainer_amount: Decimal | None
+    retainer_period: str | None
+    rate_overrides: list[dict[str, Any]] = field(default_factory=list)
+    milestones: list[dict[str, Any]] = field(default_factory=list)
+    psa_project_id_in_crm: str | None = None
+    modstamp: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The contract terms (what a change order can change), JSON-ready."""
+        return {
+            "billing_model": self.billing_model,
+            "currency": self.currency,
+            "amount": None if self.amount is None else str(self.amount),
+            "starts_on": None if self.starts_on is None else self.starts_on.isoformat(),
+            "ends_on": None if self.ends_on is None else self.ends_on.isoformat(),
+            "po_number": self.po_number,
+            "cap_type": self.cap_type,
+            "cap_value": None if self.cap_value is None else str(self.cap_value),
+            "retainer_amount": None if self.retainer_amount is None else str(self.retainer_amount),
+            "retainer_period": self.retainer_period,
+            "rate_overrides": self.rate_overrides,
+            "milestones": self.milestones,
+        }
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if _blank(value) or isinstance(value, bool):
+        return None
+    try:
+        out = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return out if out.is_finite() else None
+
+
+def _date(value: Any) -> dt.date | None:
+    if _blank(value):
+        return None
+    try:
+        return dt.date.fromisoformat(str(value)[:10])
+    except ValueError:
+        return None
+
+
+def _missing(name: str, message: str, fix: str) -> Problem:
+    return Problem(CONTRACT_MISSING_FIELD, name, message, fix)
+
+
+def _invalid(name: str, message: str, fix: str) -> Problem:
+    return Problem(CONTRACT_INVALID_FIELD, name, message, fix)
+
+
+def _json_list(raw: Any, name: str, problems: list[Problem]) -> list[dict[str, Any]] | None:
+    if _blank(raw):
+        return None
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        problems.append(_invalid(name, f"{name} is not valid JSON", f"correct {name} in the CRM"))
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        problems.append(
+            _invalid(name, f"{name} must be a JSON list of objects", f"correct {name} in the CRM")
+        )
+        return None
+    return value
+
+
+def parse(record: dict[str, Any]) -> Contract:
+    """The contract terms of one Opportunity record, with the problems found in the record
+    itself (client checks come from :func:`check`)."""
+    problems: list[Problem] = []
+    model_raw = record.get("Billing_Model__c")
+    model = BILLING_MODELS.get(model_raw) if not _blank(model_raw) else None
+    if _blank(model_raw):
+        problems.append(
+            _missing(
+                "Billing_Model__c",
+                "the billing model is empty",
+                "set Billing Model (Time and Materials, Fixed Fee or Retainer) on the opportunity",
+            )
+        )
+    elif model is None:
+        problems.append(
+            _invalid(
+                "Billing_Model__c",
+                f"unknown billing model {model_raw!r}",
+                "set Billing Model to Time and Materials, Fixed Fee or Retainer",
+            )
+        )
+    currency = record.get("CurrencyIsoCode")
+    if _blank(currency):
+        currency = None
+        problems.append(
+            _missing(
+                "CurrencyIsoCode", "the contract currency is empty", "set the opportunity currency"
+            )
+        )
+    elif currency not in CURRENCY_DECIMALS:
+        problems.append(
+            _invalid(
+                "CurrencyIsoCode",
+                f"currency {currency!r} is not billed by the firm",
+                "use one of " + ", ".join(sorted(CURRENCY_DECIMALS)),
+            )
+        )
+    amount = _decimal(record.get("Amount"))
+    if amount is None:
+        problems.append(_missing("Amount", "the contract amount is empty", "set Amount"))
+    elif amount < 0:
+        problems.append(_invalid("Amount", "the contract amount is negative", "correct Amount"))
+    starts = _date(record.get("Contract_Start__c"))
+    if starts is None:
+        problems.append(
+            _missing("Contract_Start__c", "the contract start date is empty", "set Contract Start")
+        )
+    ends = _date(record.get("Contract_End__c"))
+    if starts and ends and ends < starts:
+        problems.append(
+            _invalid(
+                "Contract_End__c",
+                "the contract ends before it starts",
+                "correct Contract Start / Contract End",
+            )
+        )
+    cap_type = None
+    cap_value = _decimal(record.get("Cap_Value__c"))
+    if not _blank(record.get("Cap_Type__c")):
+        cap_type = CAP_TYPES.get(record["Cap_Type__c"])
+        if cap_type is None:
+            problems.append(
+                _invalid(
+                    "Cap_Type__c",
+                    f"unknown cap type {record['Cap_Type__c']!r}",
+                    "set Cap Type to Hours or Amount",
+                )
+            )
+        elif cap_value is None or cap_value <= 0:
+            problems.append(
+                _missing(
+                    "Cap_Value__c",
+                    "a not-to-exceed contract has no cap value",
+                    "set Cap Value (hours or amount) on the opportunity",
+                )
+            )
+    overrides_raw = _json_list(record.get("Rate_Overrides__c"), "Rate_Overrides__c", problems)
+    overrides: list[dict[str, Any]] = []
+    for item in overrides_raw or []:
+        rate = _decimal(item.get("rate"))
+        email = str(item.get("user_email") or "").strip().lower()
+        if not email or rate is None or rate < 0:
+            problems.append(
+                _invalid(
+                    "Rate_Overrides__c",
+                    f"rate override {item!r} needs a user_email and a non-negative rate",
+                    "correct Rate Overrides in the CRM",
+                )
+            )
+            continue
+        overrides.append({"user_email": email, "role": item.get("role"), "rate": str(rate)})
+    milestones_raw = _json_list(record.get("Milestones__c"), "Milestones__c", problems)
+    milestones: list[dict[str, Any]] = []
+    for item in milestones_raw or []:
+        m_amount, due = _decimal(item.get("amount")), _date(item.get("due_date"))
+        name = str(item.get("name") or "").strip()
+        if not name or m_amount is None or m_amount < 0 or due is None:
+            problems.append(
+                _invalid(
+                    "Milestones__c",
+                    f"milestone {item!r} needs a name, a non-negative amount and a due date",
+                    "correct Milestones in the CRM",
+                )
+            )
+            continue
+        milestones.append({"name": name, "amount": str(m_amount), "due_date": due.isoformat()})
+    if model == "fixed_fee":
+        if milestones_raw is None:
+            problems.append(
+                _missing(
+                    "Milestones__c",
+                    "a fixed-fee contract has no milestones",
+                    "enter the milestones (name, amount, due date) on the opportunity",
+                )
+            )
+        elif amount is not None and milestones:
+            total = sum((Decimal(m["amount"]) for m in milestones), Decimal(0))
+            if total != amount:
+                problems.append(
+                    _invalid(
+                        "Milestones__c",
+                        f"milestones total {total} but the contract amount is {amount}",
+                        "make the milestone amounts add up to Amount",
+                    )
+                )
+    retainer_amount = _decimal(record.get("Retainer_Amount__c"))
+    period_raw = record.get("Retainer_Period__c")
+    period = RETAINER_PERIODS.get(period_raw) if not _blank(period_raw) else None
+    if model == "retainer":
+        if retainer_amount is None:
+            problems.append(
+                _missing(
+                    "Retainer_Amount__c",
+                    "a retainer contract has no retainer amount",
+                    "set Retainer Amount",
+                )
+            )
+        if period is None:
+            problems.append(
+                _missing(
+                    "Retainer_Period__c",
+                    "a retainer contract has no (known) retainer period",
+                    "set Retainer Period to Monthly or Quarterly",
+                )
+            )
+    version_raw = _decimal(record.get("Contract_Version__c"))
+    version = int(version_raw) if version_raw is not None and version_raw >= 1 else 1
+    return Contract(
+        opportunity_id=str(record["Id"]),
+        version=version,
+        account_id=record.get("AccountId"),
+        name=record.get("Name"),
+        owner_id=record.get("OwnerId"),
+        billing_model=model,
+        currency=currency,
+        amount=amount,
+        starts_on=starts,
+        ends_on=ends,
+        po_number=None if _blank(record.get("PO_Number__c")) else str(record["PO_Number__c"]),
+        cap_type=cap_type,
+        cap_value=cap_value if cap_type else None,
+        retainer_amount=retainer_amount if model == "retainer" else None,
+        retainer_period=period if model == "retainer" else None,
+        rate_overrides=overrides,
+        milestones=milestones,
+        psa_project_id_in_crm=None
+        if _blank(record.get("PSA_Project_Id__c"))
+        else str(record["PSA_Project_Id__c"]),
+        modstamp=record.get("SystemModstamp"),
+        payload={k: v for k, v in record.items() if k != "attributes"},
+        problems=problems,
+    )
+
+
+def check(
+    contract: Contract, client: ClientFacts | None, people_by_email: dict[str, str]
+) -> list[Problem]:
+    """The contract's problems: its own (from :func:`parse`) plus the client's and the people's.
+
+    ``people_by_email``: PSA user id by lower-case e-mail (core.people)."""
+    problems = list(contract.problems)
+    if client is None or not client.synced or not client.tax_profile:
+        problems.append(
+            Problem(
+                CONTRACT_CLIENT_NOT_READY,
+                "AccountId",
+                "the client and its tax profile are not in the warehouse yet",
+                "run the master data sync (erpsync_master_data_sync) so the client is synced",
+            )
+        )
+        return problems
+    if client.vat_id_valid is False:
+        problems.append(
+            Problem(
+                CONTRACT_CLIENT_NOT_READY,
+                "Account.VAT_Id__c",
+                f"the client's tax id is invalid ({client.vat_id_reason or 'failed validation'})",
+                "correct the VAT / tax id on the CRM account",
+            )
+        )
+    if client.po_required and contract.po_number is None:
+        problems.append(
+            _missing(
+                "PO_Number__c",
+                "the client requires a PO number and the contract has none",
+                "enter the client's PO number on the opportunity",
+            )
+        )
+    if client.psa_client_id is None:
+        problems.append(
+            Problem(
+                CONTRACT_CLIENT_NOT_READY,
+                "Account",
+                "the client does not exist in the PSA yet",
+                "let the master data sync write the client to the PSA (erpsync_master_data_sync)",
+            )
+        )
+    for item in contract.rate_overrides:
+        if item["user_email"] not in people_by_email:
+            problems.append(
+                _invalid(
+                    "Rate_Overrides__c",
+                    f"no PSA user has the e-mail {item['user_email']}",
+                    "correct the e-mail in Rate Overrides or add the person to the PSA",
+                )
+            )
+    return problems
