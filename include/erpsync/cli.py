@@ -17,11 +17,12 @@ from erpsync import paths
 
 
 class _LazyGroup(click.Group):
-    """A group whose ``sandbox`` (and later ``bench``) subcommands are loaded on first use."""
+    """A group whose ``sandbox``, ``bench`` and ``deploy`` subcommands load on first use."""
 
     lazy = {
         "sandbox": ("erpsync_sandbox.cli", "sandbox"),
         "bench": ("erpsync.bench.cli", "bench"),
+        "deploy": ("erpsync.deploy.cli", "deploy"),
     }
 
     def list_commands(self, ctx):

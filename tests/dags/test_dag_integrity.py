@@ -27,7 +27,9 @@ def report(request) -> dict:
     return integrity.probe(request.param)
 
 
-def test_imports_without_errors(report):
+def test_imports_without_errors(report, record_property):
+    # reported at the end of the run (tests/dags/conftest.py), also from xdist workers
+    record_property("dag_parse_seconds", [Path(report["file"]).name, report["parse_seconds"]])
     assert integrity.import_problems(report) == []
 
 

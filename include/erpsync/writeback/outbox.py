@@ -105,6 +105,14 @@ def enqueue_changes(conn, spec: Any, changed_keys, run: Any) -> int:
     operations = targets.operations_for(spec)
     if not keys or not operations:
         return 0
+    # Payloads join several core tables (a client's row needs its tax profile). Two syncs
+    # running in parallel (CeleryExecutor) each see only the other's committed rows, so without
+    # this both could build nothing and the write would be lost. The transaction-level lock
+    # makes the second enqueue wait for the first commit and then see its rows.
+    for name in sorted({op.name for op in operations}):
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"erpsync.outbox.enqueue:{name}",)
+        )
     enqueued = 0
     tax_checked: set[str] = set()
     tax_failing: dict[str, targets.Built] = {}
