@@ -16,7 +16,7 @@ endif
 VENV := .venv
 RUN := $(VENV)/bin
 
-.PHONY: install demo demo-once test lint format lock-check bench sandbox clean help
+.PHONY: install demo demo-once test lint format lock-check bench sandbox up celery-run clean help
 
 help:
 	@sed -n '2,6p' Makefile
@@ -51,6 +51,13 @@ demo-once: install
 
 sandbox: install
 	$(RUN)/erpsync sandbox serve
+
+# The distributed deployment (needs a Docker engine) and its proof on this machine (no engine).
+up:
+	docker compose --profile sandbox up -d --build
+
+celery-run: install
+	$(RUN)/erpsync deploy celery-run
 
 # Benchmarks report ratios and rates measured in the same run; results in benchmarks/results/.
 bench: install
