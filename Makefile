@@ -40,8 +40,10 @@ format: install
 	$(RUN)/ruff format .
 	$(RUN)/ruff check --fix .
 
+# The database is started (and sized) once before pytest spreads the suite over both cores.
 test: lock-check lint
-	$(RUN)/pytest
+	$(RUN)/erpsync db start
+	$(RUN)/pytest -n 2 --dist loadfile
 
 demo: install
 	$(RUN)/erpsync demo

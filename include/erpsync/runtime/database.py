@@ -111,7 +111,29 @@ def _embedded_server_url(start: bool) -> str | None:
         return None
     pgdata.mkdir(parents=True, exist_ok=True)
     server = _pgserver_module().get_server(pgdata, cleanup_mode=None)
+    _ensure_capacity(server.get_uri())
     return server.get_uri()
+
+
+# Airflow's components each keep a connection pool; a standalone Airflow plus a Celery stack and
+# the tests' own connections outgrow PostgreSQL's default of 100.
+EMBEDDED_MAX_CONNECTIONS = 300
+
+
+def _ensure_capacity(admin_url: str) -> None:
+    """Raise the embedded server's max_connections once (persisted; needs one restart)."""
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        current = int(conn.execute("SHOW max_connections").fetchone()[0])
+        if current >= EMBEDDED_MAX_CONNECTIONS:
+            return
+        conn.execute(f"ALTER SYSTEM SET max_connections = {EMBEDDED_MAX_CONNECTIONS}")
+    from pgserver import _commands
+
+    user = "pgserver" if os.geteuid() == 0 else None
+    _commands.pg_ctl(["-w", "restart", "-m", "fast"], pgdata=Path(paths.pgdata_dir()), user=user)
+    log.info("embedded PostgreSQL restarted with max_connections=%d", EMBEDDED_MAX_CONNECTIONS)
 
 
 def embedded_running() -> bool:
@@ -187,6 +209,7 @@ def stop_embedded() -> bool:
     """Stop the embedded server if it runs. Returns True if it was running."""
     if not embedded_running():
         return False
+    _pgserver_module()
     from pgserver import _commands
 
     user = "pgserver" if os.geteuid() == 0 else None
