@@ -168,9 +168,10 @@ def run_entity_sync(
     (True) or incremental (False) read; ``deleted_ids`` replaces the Salesforce deleted feed;
     ``conninfo`` (a libpq URL) replaces the Airflow warehouse connection (tests, CLI).
     ``timings`` (a dict, e.g. from ``erpsync bench``) receives the seconds spent per stage:
-    ``setup`` (lock, watermark, staging tables), ``extract`` (waiting for pages), ``validate`` (map, validate, hash, serialise), ``stage``
-    (COPY), ``merge`` (upsert and deletes), ``finish`` (counts, quarantine, write-back,
-    watermark, run stats) and ``commit``; two clock reads per page, nothing per record.
+    ``setup`` (lock, watermark, staging tables), ``extract`` (waiting for pages), ``validate``
+    (map, validate, hash, serialise), ``stage`` (COPY), ``merge`` (upsert and deletes),
+    ``finish`` (counts, quarantine, write-back, watermark, run stats) and ``commit``; two clock
+    reads per page, nothing per record.
     """
     import psycopg
 
