@@ -64,6 +64,7 @@ celery-run: install
 # Benchmarks report ratios and rates measured in the same run; results in benchmarks/results/.
 bench: install
 	$(RUN)/python benchmarks/sandbox_serving.py large --reuse
+	$(RUN)/erpsync bench
 
 clean:
 	-$(RUN)/erpsync db stop

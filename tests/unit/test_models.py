@@ -263,6 +263,8 @@ def test_every_catalogue_code_is_reachable_and_unknown_codes_are_refused():
 
 
 def test_validators_are_built_once_and_models_are_immutable():
+    from erpsync.models.time_expense import Expense, TimeEntry  # registers its adapters
+
     assert canonical.adapter_for(Client) is canonical.adapter_for(Client)
     assert set(ADAPTERS) == {
         Client,
@@ -272,6 +274,8 @@ def test_validators_are_built_once_and_models_are_immutable():
         Person,
         RateCard,
         ContractRateOverride,
+        TimeEntry,
+        Expense,
     }
     client = validate(Client, _client())
     with pytest.raises(ValidationError):

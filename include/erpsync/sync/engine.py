@@ -170,8 +170,8 @@ def run_entity_sync(
     ``timings`` (a dict, e.g. from ``erpsync bench``) receives the seconds spent per stage:
     ``setup`` (lock, watermark, staging tables), ``extract`` (waiting for pages), ``validate``
     (map, validate, hash, serialise), ``stage`` (COPY), ``merge`` (upsert and deletes),
-    ``finish`` (counts, quarantine, write-back, watermark, run stats) and ``commit``; two clock
-    reads per page, nothing per record.
+    ``finish`` (counts, quarantine, write-back, watermark, run stats) and ``commit``; a few
+    clock reads per page, nothing per record.
     """
     import psycopg
 
@@ -236,6 +236,8 @@ def _run(conn, spec, run, *, pages, full, deleted_ids, timings=None) -> SyncStat
     conn.execute(
         "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"erpsync.sync:{spec.system}:{spec.name}",)
     )
+    # sorts and hash joins over a million staged rows stay in memory (this transaction only)
+    conn.execute("SET LOCAL work_mem = '64MB'")
     watermark = conn.execute(
         """SELECT cursor_ts, cursor_state FROM ops.sync_watermarks
            WHERE source_system = %s AND entity = %s FOR UPDATE""",
@@ -625,33 +627,47 @@ def _apply_deletes(conn, spec: EntitySpec, run: RunInfo, *, full_read: bool) -> 
     """
     if spec.deletes == DeleteMode.NONE and not spec.extra.get("scoped_deletes", True):
         return []
+    # Each rule is its own SELECT (semi-/anti-joins the planner runs as hash joins), combined
+    # with UNION: OR-ed subqueries would run once per core row (quadratic at a million rows).
     scope, scope_params = _scope_sql(spec, "t")
-    conditions = [
+    keys = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in spec.natural_key)
+    base = sql.SQL("SELECT {keys} FROM {core} t WHERE t.deleted_at IS NULL{scope} AND ").format(
+        keys=keys, core=_table(spec.core_table), scope=scope
+    )
+    match = sql.SQL(" AND ").join(
+        sql.SQL("s.{c} = t.{c}").format(c=sql.Identifier(c)) for c in spec.natural_key
+    )
+    rules = [
         sql.SQL("t.source_record_id IN (SELECT source_record_id FROM _sync_gone)"),
         sql.SQL(
-            """(t.source_record_id IN (SELECT source_record_id FROM _sync_seen WHERE valid)
-                AND NOT EXISTS (SELECT 1 FROM _sync_stage s WHERE {match}))"""
-        ).format(
-            match=sql.SQL(" AND ").join(
-                sql.SQL("s.{c} = t.{c}").format(c=sql.Identifier(c)) for c in spec.natural_key
-            )
-        ),
+            """t.source_record_id IN (SELECT source_record_id FROM _sync_seen WHERE valid)
+               AND NOT EXISTS (SELECT 1 FROM _sync_stage s WHERE {match})"""
+        ).format(match=match),
     ]
     if full_read and spec.deletes != DeleteMode.NONE:
-        conditions.append(
-            sql.SQL("t.source_record_id NOT IN (SELECT source_record_id FROM _sync_seen)")
+        rules.append(
+            sql.SQL(
+                "NOT EXISTS (SELECT 1 FROM _sync_seen x"
+                " WHERE x.source_record_id = t.source_record_id)"
+            )
         )
+    doomed = sql.SQL(" UNION ").join(base + rule for rule in rules)
     query = sql.SQL(
-        """UPDATE {core} AS t SET deleted_at = now(), last_run_id = %s, updated_at = now()
-           WHERE t.deleted_at IS NULL{scope} AND ({cond})
+        """WITH doomed AS ({doomed})
+           UPDATE {core} AS t SET deleted_at = now(), last_run_id = %s, updated_at = now()
+           FROM doomed d
+           WHERE {join} AND t.deleted_at IS NULL
            RETURNING {key}"""
     ).format(
+        doomed=doomed,
         core=_table(spec.core_table),
-        scope=scope,
-        cond=sql.SQL(" OR ").join(conditions),
+        join=sql.SQL(" AND ").join(
+            sql.SQL("t.{c} = d.{c}").format(c=sql.Identifier(c)) for c in spec.natural_key
+        ),
         key=_key_text(spec.natural_key, "t"),
     )
-    return [r[0] for r in conn.execute(query, [run.run_id, *scope_params]).fetchall()]
+    params = [*scope_params * len(rules), run.run_id]
+    return [r[0] for r in conn.execute(query, params).fetchall()]
 
 
 # ------------------------------------------------------------------ write-back
