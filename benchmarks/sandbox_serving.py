@@ -61,30 +61,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def prepare_state(state_dir: Path, size: str, seed: int, reuse: bool) -> dict[str, Any]:
-    """Generate the firm into ``state_dir`` unless ``reuse`` and it is already there."""
-    from erpsync_sandbox.common import SandboxContext
-
-    ctx = SandboxContext.open(state_dir, size=size, seed=seed)
-    try:
-        info = ctx.info
-        same = info.get("generated") and info.get("size") == size and info.get("seed") == seed
-        seconds = 0.0
-        if not (reuse and same):
-            started = time.perf_counter()
-            ctx.generate(size=size, seed=seed)
-            seconds = time.perf_counter() - started
-        store = ctx.stores["psa"]
-        store.checkpoint()
-        return {
-            "generated": not (reuse and same),
-            "generate_seconds": round(seconds, 2),
-            "time_entries": store.count("time_entries"),
-        }
-    finally:
-        ctx.close()
-
-
 def serve(state_dir: Path, port: int) -> None:
     """Child process: run the PSA service on ``port`` until killed."""
     import uvicorn
@@ -273,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     size = args.size or args.size_arg or "large"
     state_dir = args.state_dir or ROOT / ".erpsync" / "bench" / f"psa-{size}-{args.seed}"
     print(f"preparing {size} firm (seed {args.seed}) in {state_dir} ...", flush=True)
-    prep = prepare_state(state_dir, size, args.seed, args.reuse)
+    from erpsync_sandbox.serve import prepare_firm
+
+    prep = prepare_firm(state_dir, size, args.seed, args.reuse)
     print(f"  {prep}", flush=True)
 
     port = _free_port()

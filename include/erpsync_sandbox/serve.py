@@ -27,7 +27,7 @@ import uvicorn
 from erpsync_sandbox.common import SERVICES, SandboxConfig, SandboxContext
 from erpsync_sandbox.faults import FaultConfig
 
-__all__ = ["SandboxHandle", "default_state_dir", "serve_forever", "start_sandbox"]
+__all__ = ["SandboxHandle", "default_state_dir", "prepare_firm", "serve_forever", "start_sandbox"]
 
 log = logging.getLogger("erpsync_sandbox.serve")
 
@@ -164,6 +164,30 @@ def start_sandbox(
         handle.stop()
         raise
     return handle
+
+
+def prepare_firm(state_dir: Path | str, size: str, seed: int, reuse: bool) -> dict[str, Any]:
+    """Generate the firm into ``state_dir`` unless ``reuse`` and that firm is already there
+    (benchmarks keep the large firm between runs). Returns what was done and the PSA's
+    time-entry count."""
+    ctx = SandboxContext.open(state_dir, size=size, seed=seed)
+    try:
+        info = ctx.info
+        same = info.get("generated") and info.get("size") == size and info.get("seed") == seed
+        seconds = 0.0
+        if not (reuse and same):
+            started = time.perf_counter()
+            ctx.generate(size=size, seed=seed)
+            seconds = time.perf_counter() - started
+        store = ctx.stores["psa"]
+        store.checkpoint()
+        return {
+            "generated": not (reuse and same),
+            "generate_seconds": round(seconds, 2),
+            "time_entries": store.count("time_entries"),
+        }
+    finally:
+        ctx.close()
 
 
 def serve_forever(handle: SandboxHandle) -> None:

@@ -54,30 +54,6 @@ def _env() -> dict[str, str]:
     return env
 
 
-def prepare_state(state_dir: Path, size: str, seed: int, reuse: bool) -> dict[str, Any]:
-    """Generate the firm into ``state_dir`` unless ``reuse`` and it is already there."""
-    from erpsync_sandbox.common import SandboxContext
-
-    ctx = SandboxContext.open(state_dir, size=size, seed=seed)
-    try:
-        info = ctx.info
-        same = info.get("generated") and info.get("size") == size and info.get("seed") == seed
-        seconds = 0.0
-        if not (reuse and same):
-            started = time.perf_counter()
-            ctx.generate(size=size, seed=seed)
-            seconds = time.perf_counter() - started
-        store = ctx.stores["psa"]
-        store.checkpoint()
-        return {
-            "generated": not (reuse and same),
-            "generate_seconds": round(seconds, 2),
-            "time_entries": store.count("time_entries"),
-        }
-    finally:
-        ctx.close()
-
-
 class PsaService:
     """The PSA service in its own process on an ephemeral loopback port."""
 
@@ -256,7 +232,9 @@ def run_bench(
 
     state_dir = state_dir or ROOT / ".erpsync" / "bench" / f"psa-{size}-{seed}"
     _log(f"preparing the {size} firm (seed {seed}) in {state_dir} ...")
-    prep = prepare_state(state_dir, size, seed, reuse)
+    from erpsync_sandbox.serve import prepare_firm
+
+    prep = prepare_firm(state_dir, size, seed, reuse)
     total = prep["time_entries"]
     _log(f"  {prep}")
 
