@@ -215,6 +215,7 @@ def test_a_failing_write_stays_pending_with_a_scrubbed_error_and_succeeds_later(
                 "WHERE target_system = 'erp' AND attempts > 0"
             ).fetchall()
         assert stats.failed == 3 and stats.sent == 0
+        assert stats.left_pending == 3  # the write-back task fails on these so Airflow retries
         assert len(failed) == 3
         assert all(s == "pending" and a == 1 and "HTTP 5" in e for s, a, e in failed), failed
         assert not any("sandbox-erp-secret" in e for _s, _a, e in failed)
@@ -225,6 +226,41 @@ def test_a_failing_write_stays_pending_with_a_scrubbed_error_and_succeeds_later(
                 "SELECT count(*) FROM ops.outbox WHERE target_system = 'erp' AND status = 'pending'"
             ).fetchone()[0]
         assert left == 0
+
+
+def test_the_write_back_task_fails_for_airflow_to_retry_while_writes_are_left_pending(
+    sandbox, warehouse_db
+):
+    """The DAG's write_back_erp task raises while rows stay pending (so Airflow's retries with
+    backoff send them), and succeeds once the ERP answers again."""
+    from types import SimpleNamespace
+
+    from erpsync.airflow.sync_dags import _write_back_task
+
+    task_fn = _write_back_task("erp").function
+    context = {
+        "ti": SimpleNamespace(
+            dag_id="erpsync_master_data_sync",
+            run_id="manual__wb",
+            task_id="write_back_erp",
+            try_number=1,
+        ),
+        "dag_run": SimpleNamespace(triggering_user_name="ops@example.com", run_type="manual"),
+    }
+    run = RunInfo.local("task")
+    with h.connections(sandbox, warehouse_db, h.fast_retry_credentials()):
+        h.sync_all(warehouse_db, run, only=h.client_specs())
+        faults = sandbox.ctx.faults_for("erp")
+        faults.patch({"error_rate_5xx": 1.0})
+        try:
+            with pytest.raises(
+                RuntimeError, match=r"write\(s\) to the ERP failed and stay pending"
+            ):
+                task_fn(**context)
+        finally:
+            faults.patch({"error_rate_5xx": 0.0})
+        result = task_fn(**context)
+    assert result["left_pending"] == 0 and result["failed"] == 0 and result["sent"] > 0
 
 
 def test_a_write_that_cannot_succeed_fails_at_once_with_an_exception_for_a_person(
@@ -258,6 +294,7 @@ def test_a_write_that_cannot_succeed_fails_at_once_with_an_exception_for_a_perso
                 "SELECT reason_code, entity_key, status FROM ops.exceptions"
             ).fetchall()
         assert stats.failed == 1 and stats.sent == stats.attempted - 1
+        assert stats.left_pending == 0  # a person's job now, not a reason to retry the task
         assert row[0] == "failed" and row[1] == 1
         assert f"PSA user {user_id}" in row[2] and "not assigned" in row[2]
         assert exception == [("write_back_failed", f"psa.assignment_rate:{key}", "open")]

@@ -77,6 +77,14 @@ def _write_back_task(target: str):
 
         result = relay.run_outbox(target, run=RunInfo.from_context(context))
         print(f"write-back to {target.upper()}: {result}")  # noqa: T201
+        if getattr(result, "left_pending", 0):
+            # Transient failures: fail the task so Airflow retries it with backoff; the rows
+            # stay pending and the retry sends them (check-then-create, so never twice).
+            # Permanent failures are in the exceptions queue for a person, not retried here.
+            raise RuntimeError(
+                f"{result.left_pending} write(s) to the {target.upper()} failed and stay "
+                f"pending for the retry: {'; '.join(result.errors[:5])}"
+            )
         return asdict(result) if is_dataclass(result) else {"result": str(result)}
 
     return write_back

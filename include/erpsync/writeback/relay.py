@@ -66,6 +66,7 @@ class RelayStats:
     updated: int = 0
     unchanged: int = 0
     failed: int = 0  # rows that failed this time (left pending, or failed for good)
+    left_pending: int = 0  # of those, rows to retry (transient failure, attempts left)
     writes: int = 0  # create/patch requests that succeeded
     errors: list[str] = field(default_factory=list)
 
@@ -239,6 +240,8 @@ def _deliver_one(conn, row: dict, clients: TargetClients, run: Any, stats: Relay
                 run,
             )
         stats.failed += 1
+        if status == "pending":
+            stats.left_pending += 1
         stats.errors.append(f"outbox {row['outbox_id']} ({op.name}): {message}")
         log.warning("outbox row %s (%s) failed: %s", row["outbox_id"], op.name, message)
         return
