@@ -342,3 +342,53 @@ def test_a_stale_etag_is_re_read_and_the_patch_retried_once(sandbox, warehouse_d
             (racing.raced[0],),
         ).fetchone()[0]
     assert {k: customer[k] for k in payload} == payload  # ours applied on the second try
+
+
+def test_a_client_deleted_in_the_crm_is_blocked_in_the_erp_and_archived_in_the_psa(
+    sandbox, warehouse_db
+):
+    """Deleted in the CRM: the ERP customer is blocked ("All") and the PSA client archived, never
+    deleted or re-created; restored in the CRM: both open again. Each once."""
+    stores = sandbox.ctx.stores
+    blocked = set(h.manifest_ids(sandbox, "invalid_vat_id"))
+    run = RunInfo.local("delete")
+    with h.connections(sandbox, warehouse_db, h.fast_retry_credentials()):
+        h.sync_all(warehouse_db, run, only=h.client_specs())
+        h.relay_until_done(run)
+        with psycopg.connect(warehouse_db) as conn:
+            crm_id, number, psa_id = conn.execute(
+                """SELECT c.crm_id, o.external_ref, m.psa_id
+                     FROM core.clients c JOIN core.id_map m USING (canonical_id)
+                     JOIN ops.outbox o ON o.entity_key = c.crm_id AND o.operation = 'erp.customer'
+                    WHERE m.erp_id IS NOT NULL AND m.psa_id IS NOT NULL AND NOT c.crm_id = ANY(%s)
+                    ORDER BY c.canonical_id LIMIT 1""",
+                (sorted(blocked),),
+            ).fetchone()
+        customers = len(stores["erp"].scan("customers"))
+        psa_clients = len(stores["psa"].scan("clients"))
+        assert stores["crm"].delete("Account", crm_id, soft=True, set_fields={"IsDeleted": True})
+        h.sync_all(warehouse_db, run, only=h.client_specs())
+        done = h.relay_until_done(run)
+        [customer] = stores["erp"].scan("customers", where={"number": number})
+        psa_client = stores["psa"].get("clients", int(psa_id))
+        assert customer["blocked"] == "All" and psa_client["is_active"] is False
+        assert len(stores["erp"].scan("customers")) == customers  # nothing created or deleted
+        assert len(stores["psa"].scan("clients")) == psa_clients
+        assert done["erp"]["writes"] == 1 and done["psa"]["writes"] == 1
+        # a second run writes nothing
+        h.sync_all(warehouse_db, run, only=h.client_specs())
+        assert h.relay_until_done(run)["erp"]["writes"] == 0
+        # restored in the CRM (Salesforce undelete): open again, once
+        row = stores["crm"].get_row("Account", crm_id, include_deleted=True)
+        stores["crm"].put(
+            "Account", crm_id, {**row.data(), "IsDeleted": False}, parent_id=row.parent_id
+        )
+        h.sync_all(warehouse_db, run, only=h.client_specs())
+        done = h.relay_until_done(run)
+        [customer] = stores["erp"].scan("customers", where={"number": number})
+        assert (
+            customer["blocked"].strip() == ""
+            and stores["psa"].get("clients", int(psa_id))["is_active"]
+        )
+        assert done["erp"]["writes"] == 1 and done["psa"]["writes"] == 1
+        assert len(stores["erp"].scan("customers")) == customers

@@ -65,6 +65,7 @@ class RelayStats:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    absent: int = 0  # a block/archive of a record the target never had
     failed: int = 0  # rows that failed this time (left pending, or failed for good)
     left_pending: int = 0  # of those, rows to retry (transient failure, attempts left)
     writes: int = 0  # create/patch requests that succeeded
@@ -190,9 +191,9 @@ def _permanent(exc: Exception) -> bool:
     return False
 
 
-def _update_id_map(conn, op: targets.Operation, row: dict, target_id: str) -> str | None:
+def _update_id_map(conn, op: targets.Operation, row: dict, target_id: str | None) -> str | None:
     """Record the target id on the entity's canonical id (None = fine, else why not)."""
-    if op.id_map_column is None or row["canonical_id"] is None:
+    if op.id_map_column is None or row["canonical_id"] is None or target_id is None:
         return None
     column = op.id_map_column
     from psycopg import errors as pg_errors

@@ -68,10 +68,11 @@ class Built:
 
 @dataclass
 class Delivery:
-    """What one delivery did: ``action`` is created | updated | unchanged."""
+    """What one delivery did: ``action`` is created | updated | unchanged | absent (a block
+    or archive of a record the target never had: nothing to do)."""
 
     action: str
-    target_id: str
+    target_id: str | None
     writes: int
     detail: dict[str, Any] = field(default_factory=dict)
 
@@ -103,11 +104,28 @@ SELECT c.crm_id, c.canonical_id, c.legal_name, c.billing_street, c.billing_city,
  ORDER BY c.canonical_id
 """
 
+# Clients deleted in the CRM: the ERP customer is blocked and the PSA client archived (never
+# deleted: invoices and time still point at them), and only where erpsync knows one exists.
+_DELETED_CLIENT_SQL = """
+SELECT c.crm_id, c.canonical_id, c.legal_name, c.erp_customer_no, m.erp_id, m.psa_id
+  FROM core.clients c
+  JOIN core.id_map m ON m.canonical_id = c.canonical_id
+ WHERE c.crm_id = ANY(%s) AND c.deleted_at IS NOT NULL
+ ORDER BY c.canonical_id
+"""
 
-def _client_rows(conn, keys: list[str]) -> list[dict[str, Any]]:
-    cur = conn.execute(_CLIENT_SQL, (keys,))
+#: Business Central's ``blocked`` values: blank = open, "All" = no sales or invoices at all.
+ERP_OPEN, ERP_BLOCKED = " ", "All"
+
+
+def _rows(conn, query: str, keys: list[str]) -> list[dict[str, Any]]:
+    cur = conn.execute(query, (keys,))
     names = [c.name for c in cur.description]
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def _client_rows(conn, keys: list[str]) -> list[dict[str, Any]]:
+    return _rows(conn, _CLIENT_SQL, keys)
 
 
 def _crm_owner(conn, crm_id: str) -> str | None:
@@ -159,10 +177,17 @@ def build_erp_customers(conn, keys: list[str]) -> list[Built]:
         }
         if row["payment_terms_days"] is not None:
             payload["paymentTermsCode"] = f"{int(row['payment_terms_days'])} DAYS"
+        payload["blocked"] = ERP_OPEN  # a client restored in the CRM is unblocked again
         reason, detail, owner = _tax_block(conn, row)
         out.append(
             Built(row["crm_id"], row["canonical_id"], number, payload, reason, detail, owner)
         )
+    for row in _rows(conn, _DELETED_CLIENT_SQL, keys):
+        if row["erp_id"] is None:
+            continue  # never reached the ERP: nothing to block
+        number = row["erp_customer_no"] or client_number(row["canonical_id"])
+        payload = {"number": number, "blocked": ERP_BLOCKED}
+        out.append(Built(row["crm_id"], row["canonical_id"], number, payload))
     return out
 
 
@@ -175,6 +200,7 @@ def build_psa_clients(conn, keys: list[str]) -> list[Built]:
             "name": row["legal_name"],
             "currency": (row["currency"] or "").strip(),
             "address": ", ".join(p for p in (city, country) if p),
+            "is_active": True,
         }
         reason, detail, owner = _tax_block(conn, row)
         out.append(
@@ -188,6 +214,11 @@ def build_psa_clients(conn, keys: list[str]) -> list[Built]:
                 owner,
             )
         )
+    for row in _rows(conn, _DELETED_CLIENT_SQL, keys):
+        if row["psa_id"] is None:
+            continue  # never reached the PSA: nothing to archive
+        payload = {"name": row["legal_name"], "is_active": False}
+        out.append(Built(row["crm_id"], row["canonical_id"], row["legal_name"], payload))
     return out
 
 
@@ -283,11 +314,14 @@ def _is_stale_etag(exc: Exception) -> bool:
 
 def _deliver_bc_by_number(entity: str, row: Built | dict, clients: Any) -> Delivery:
     """Check-then-create on Business Central by ``number``; patch the differing fields with
-    If-Match, re-reading once on a stale etag."""
+    If-Match, re-reading once on a stale etag. A block (client deleted in the CRM) never
+    creates: a customer the ERP does not have is left absent."""
     bc = clients.erp
     payload = row["payload"] if isinstance(row, dict) else row.payload
     flt = f"number eq {_odata_literal(payload['number'])}"
     current = bc.find_one(entity, flt)
+    if current is None and payload.get("blocked") == ERP_BLOCKED:
+        return Delivery("absent", None, 0, {"number": payload["number"]})
     if current is None:
         try:
             created = bc.create(entity, payload)
@@ -346,6 +380,8 @@ def deliver_psa_client(conn, row, clients) -> Delivery:
     harvest = clients.psa
     payload = row["payload"]
     current = _find_psa_client(conn, row, clients)
+    if current is None and payload.get("is_active") is False:
+        return Delivery("absent", None, 0, {"name": payload["name"]})  # archive, never create
     if current is None:
         clients.forget_psa_clients()  # a failed create must be looked up afresh next time
         created = harvest.create("clients", payload)
