@@ -65,6 +65,7 @@ OPPORTUNITY_FIELDS = (
     "Retainer_Period__c",
     "Contract_Version__c",
     "PSA_Project_Id__c",
+    "Expense_Markup_Pct__c",  # read by the reconciliation (expenses billed at cost + markup)
     "SystemModstamp",
 )
 

@@ -1,0 +1,395 @@
+"""Reconciliation: every billable (or not) item, classified once, with the reason it waits.
+
+What finance gets, per item (``recon.items``): **ready** to bill, **billed**, **non_billable**,
+or **on_hold** with one reason from the catalogue ``recon.reasons`` (and every problem found in
+``problems``). Items are time entries, expenses (live ones: ``deleted_at IS NULL``), fixed-fee
+milestones (``core.contract_milestones``) and retainer fees (``billing.schedule_lines``).
+
+Billing models (the contract is the current non-superseded version for the item's PSA project):
+
+* **Time & materials**: hours x the contracted rate for the person on the entry's date
+  (contract rate overrides, else the PSA's rate on the entry, else the person's rate card that
+  day); each entry is priced on its own date, so a mid-month rate change is honoured. The
+  amount is kept unrounded; it is rounded (erpsync.money) where it is reported or invoiced.
+* **Not-to-exceed caps** (hours or amount): cumulative per contract in date order; entries
+  beyond the cap are held ``over_cap``; an entry that straddles the cap is held whole (its
+  detail says how much still fits) - a person splits it in the PSA.
+* **Fixed fee**: a milestone is ready when the client accepted it; before its due date it is
+  on hold ``not_yet_due``, after it ``milestone_not_accepted``. Time on a fixed-fee or retainer
+  contract is non-billable (covered by the fee).
+* **Retainer**: a fee line due on or before the as-of date is ready, later ones ``not_yet_due``.
+* **Expenses**: billable and approved only; at cost plus the markup (``recon.settings``, or the
+  contract's ``Expense_Markup_Pct__c``); a receipt is required above the threshold
+  (75 EUR converted to the expense currency, ``recon.settings`` / ``recon.currencies``); policy
+  limits per category (``recon.expense_policy``, e.g. Hotel 250 EUR per night).
+* **Locked period**: items dated on or before ``recon.settings.lock_date`` (NULL: no lock) are
+  held ``locked_period``.
+
+Precedence when an item has several problems: billed first, then data problems (unknown or
+closed project, outside contract dates, duplicate, missing rate, missing receipt, over policy,
+over cap, currency, rate differs), then locked period, then not approved. So a planted problem
+on a submitted entry is found now, not after approval.
+
+Exceptions (``ops.exceptions`` via :mod:`erpsync.exceptions_queue`): one per problem at the
+level a person fixes it - per time entry or expense (missing rate, closed project, duplicate,
+missing receipt, over policy, unknown project, outside contract dates), per PSA project (over
+cap, currency differs) and per PSA user assignment (rate differs) - with the amount at stake
+and the owner from the catalogue. A rerun refreshes them (no duplicates); a problem no longer
+found (fixed at the source and resynced) closes its exception.
+
+Reruns: an item row is written only when something about it changed (IS DISTINCT FROM); a run
+whose inputs did not change at all since the last one (same as-of date; fingerprint of every
+input table's row count and newest row version, see ``sql.FINGERPRINT``) recomputes nothing and
+says so (``skipped``) - the hourly, asset-triggered reconcile is then about a second.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from erpsync import audit, exceptions_queue, money
+from erpsync.reconcile import sql
+
+__all__ = [
+    "ENTRY_REASONS",
+    "GROUP_REASONS",
+    "STATES",
+    "ReconcileResult",
+    "run_reconcile",
+]
+
+STATES = ("ready", "billed", "non_billable", "on_hold")
+#: Problems raised per time entry / expense (entity types ``time_entry`` / ``expense``).
+ENTRY_REASONS = (
+    "unknown_project",
+    "closed_project",
+    "outside_contract_dates",
+    "duplicate_entry",
+    "missing_rate",
+    "missing_receipt",
+    "expense_over_policy",
+)
+#: Problems raised per PSA project (``project``) or user assignment (``user_assignment``).
+GROUP_REASONS = (
+    ("over_cap", "project"),
+    ("currency_differs_from_contract", "project"),
+    ("rate_differs_from_contract", "user_assignment"),
+)
+_LOCK_KEY = "erpsync.reconcile"
+
+
+def _money_str(amount: Decimal | None, currency: str | None) -> str | None:
+    if amount is None:
+        return None
+    try:
+        return str(money.round_money(Decimal(amount), str(currency)))
+    except (money.UnknownCurrency, TypeError):
+        return str(amount)
+
+
+def _at_stake(amount: Decimal | None, currency: str | None) -> Decimal | None:
+    if amount is None or currency is None:
+        return None
+    try:
+        return money.round_money(Decimal(amount), currency)
+    except money.UnknownCurrency:
+        return Decimal(amount)
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    """What one reconciliation found and changed (JSON-safe via :meth:`as_dict`).
+
+    ``by_state``/``approved_by_state``: ``{state: {"items", "hours", "amounts": {cur: "1.00"}}}``;
+    ``on_hold_by_reason``: the same per reason code; amounts rounded to the currency's minor
+    units (erpsync.money) after summing the unrounded item amounts.
+    """
+
+    run_id: str
+    as_of: str
+    items: int
+    by_state: dict[str, dict[str, Any]]
+    approved_by_state: dict[str, dict[str, Any]]
+    on_hold_by_reason: dict[str, dict[str, Any]]
+    inserted: int
+    updated: int
+    deleted: int
+    exceptions_open: int
+    exceptions_raised: int
+    exceptions_resolved: int
+    problems: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    #: True when no input changed since the last run (same as-of): nothing was recomputed
+    skipped: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self), default=str))
+
+
+def _bucket() -> dict[str, Any]:
+    return {"items": 0, "hours": Decimal(0), "amounts": {}}
+
+
+def _add(bucket: dict[str, Any], n: int, hours, amount, currency) -> None:
+    bucket["items"] += n
+    bucket["hours"] += Decimal(hours or 0)
+    if amount is not None and currency:
+        bucket["amounts"][currency] = bucket["amounts"].get(currency, Decimal(0)) + amount
+
+
+def _finish(bucket: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "items": bucket["items"],
+        "hours": str(bucket["hours"]),
+        "amounts": {c: _money_str(a, c) for c, a in sorted(bucket["amounts"].items())},
+    }
+
+
+def _summary(conn) -> tuple[int, dict, dict, dict]:
+    by_state = {s: _bucket() for s in STATES}
+    approved = {s: _bucket() for s in STATES}
+    reasons: dict[str, dict[str, Any]] = {}
+    total = 0
+    for state, reason, is_approved, currency, n, hours, amount in conn.execute(
+        sql.SUMMARY
+    ).fetchall():
+        total += n
+        cur = None if currency is None else str(currency).strip()
+        _add(by_state[state], n, hours, amount, cur)
+        if is_approved:
+            _add(approved[state], n, hours, amount, cur)
+        if reason is not None:
+            _add(reasons.setdefault(reason, _bucket()), n, hours, amount, cur)
+    return (
+        total,
+        {s: _finish(b) for s, b in by_state.items()},
+        {s: _finish(b) for s, b in approved.items()},
+        {r: _finish(b) for r, b in sorted(reasons.items())},
+    )
+
+
+def _exceptions(conn, run) -> tuple[int, int, int, dict[str, int]]:
+    """Raise / refresh one exception per problem; resolve those whose problem is gone."""
+    failing: dict[tuple[str, str], list[str]] = {}
+    raised = seen = 0
+    for reason in ENTRY_REASONS:
+        for entity_type in ("time_entry", "expense"):
+            failing[(reason, entity_type)] = []
+    for reason, entity_type in GROUP_REASONS:
+        failing[(reason, entity_type)] = []
+    rows = conn.execute(sql.ENTRY_PROBLEMS, {"codes": list(ENTRY_REASONS)}).fetchall()
+    for (
+        reason,
+        entity_type,
+        key,
+        amount,
+        currency,
+        item_key,
+        project,
+        user,
+        day,
+        hours,
+        detail,
+        owner,
+    ) in rows:
+        cur = None if currency is None else str(currency).strip()
+        out = exceptions_queue.raise_exception(
+            conn,
+            reason,
+            entity_type,
+            key,
+            owner,
+            {
+                "item_key": item_key,
+                "project_psa_id": project,
+                "user_psa_id": user,
+                "date": day,
+                "hours": hours,
+                **(detail or {}),
+            },
+            run,
+            amount_at_stake=_at_stake(amount, cur),
+            currency=cur,
+        )
+        failing[(reason, entity_type)].append(key)
+        raised += int(out.created)
+        seen += 1
+    for (
+        reason,
+        entity_type,
+        key,
+        amount,
+        currency,
+        n,
+        hours,
+        first,
+        last,
+        opportunity,
+        project,
+        user,
+        owner,
+        sample,
+    ) in conn.execute(sql.GROUP_PROBLEMS).fetchall():
+        cur = None if currency is None else str(currency).strip()
+        out = exceptions_queue.raise_exception(
+            conn,
+            reason,
+            entity_type,
+            key,
+            owner,
+            {
+                "items": n,
+                "hours": hours,
+                "first_date": first,
+                "last_date": last,
+                "opportunity_id": opportunity,
+                "project_psa_id": project,
+                "user_psa_id": user if entity_type == "user_assignment" else None,
+                "example": sample,
+            },
+            run,
+            amount_at_stake=_at_stake(amount, cur),
+            currency=cur,
+        )
+        failing[(reason, entity_type)].append(key)
+        raised += int(out.created)
+        seen += 1
+    resolved = 0
+    for (reason, entity_type), keys in failing.items():
+        resolved += len(exceptions_queue.resolve_missing(conn, reason, entity_type, keys, run))
+    counts = {f"{r}/{e}": len(k) for (r, e), k in failing.items() if k}
+    return seen, raised, resolved, counts
+
+
+def _unchanged(conn, run, run_id, as_of, last, fingerprint, started, source) -> ReconcileResult:
+    """Nothing changed since the last run: record this run, recompute nothing."""
+    total, by_state, approved, reasons = _summary(conn)
+    result = ReconcileResult(
+        run_id=run_id,
+        as_of=as_of.isoformat(),
+        items=total,
+        by_state=by_state,
+        approved_by_state=approved,
+        on_hold_by_reason=reasons,
+        inserted=0,
+        updated=0,
+        deleted=0,
+        exceptions_open=int(last.get("exceptions_open", 0)),
+        exceptions_raised=0,
+        exceptions_resolved=0,
+        problems=dict(last.get("problems") or {}),
+        seconds=round(time.perf_counter() - started, 3),
+        skipped=True,
+    )
+    summary = {**result.as_dict(), "inputs_fingerprint": fingerprint}
+    conn.execute(
+        "UPDATE recon.runs SET finished_at = clock_timestamp(), result = %s::jsonb "
+        "WHERE run_id = %s",
+        (json.dumps(summary), run_id),
+    )
+    audit.record(
+        conn,
+        actor=str(getattr(run, "actor", None) or "unknown"),
+        action="reconcile.run",
+        entity_type="reconciliation",
+        entity_id=run_id,
+        after={"as_of": summary["as_of"], "items": total, "skipped": True},
+        source=source,
+        detail={"reason": "no input changed since the last reconciliation"},
+    )
+    return result
+
+
+def run_reconcile(conn, run, *, as_of: dt.date | None = None) -> ReconcileResult:
+    """Reconcile everything in one transaction on ``conn`` (see the module doc).
+
+    ``run``: a :class:`erpsync.sync.spec.RunInfo` (or anything with ``run_id``/``actor``);
+    ``as_of``: the date due dates, WIP age and leakage are measured against (default: today).
+    Two reconciliations never interleave (transaction-scoped advisory lock).
+    """
+    started = time.perf_counter()
+    as_of = as_of or dt.date.today()
+    run_id = str(getattr(run, "run_id", run))
+    actor = str(getattr(run, "actor", None) or "unknown")
+    source = run.audit_source() if hasattr(run, "audit_source") else audit.Source(run_id=run_id)
+    params = {"as_of": as_of, "run_id": run_id}
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_LOCK_KEY,))
+        conn.execute("SET LOCAL work_mem = '512MB'")
+        conn.execute(
+            """INSERT INTO recon.runs (run_id, as_of) VALUES (%s, %s)
+               ON CONFLICT (run_id) DO UPDATE SET as_of = EXCLUDED.as_of,
+                   started_at = now(), finished_at = NULL""",
+            (run_id, as_of),
+        )
+        fingerprint = conn.execute(sql.FINGERPRINT, params).fetchone()[0]
+        last = conn.execute(sql.LAST_FINGERPRINT).fetchone()
+        if last is not None and last[0] == fingerprint:
+            return _unchanged(conn, run, run_id, as_of, last[1], fingerprint, started, source)
+        conn.execute(sql.CREATE_LOOKUPS)
+        if conn.execute("SELECT NOT EXISTS (SELECT 1 FROM recon.items)").fetchone()[0]:
+            # the first reconciliation: nothing to compare with
+            inserted = conn.execute(sql.FILL_EMPTY, params).rowcount
+            updated = deleted = 0
+        else:
+            conn.execute(sql.CREATE_STAGE)
+            conn.execute(sql.FILL_STAGE, params)
+            # merge by hash joins: never a nested loop over recon.items
+            conn.execute("SET LOCAL enable_nestloop = off")
+            updated = conn.execute(sql.UPDATE_CHANGED, params).rowcount
+            inserted = conn.execute(sql.INSERT_NEW, params).rowcount
+            deleted = conn.execute(sql.DELETE_GONE).rowcount
+            conn.execute("SET LOCAL enable_nestloop = on")
+        seen, raised, resolved, problems = _exceptions(conn, run)
+        total, by_state, approved, reasons = _summary(conn)
+        conn.execute(sql.DROP_TEMP)
+        result = ReconcileResult(
+            run_id=run_id,
+            as_of=as_of.isoformat(),
+            items=total,
+            by_state=by_state,
+            approved_by_state=approved,
+            on_hold_by_reason=reasons,
+            inserted=inserted,
+            updated=updated,
+            deleted=deleted,
+            exceptions_open=seen,
+            exceptions_raised=raised,
+            exceptions_resolved=resolved,
+            problems=problems,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        summary = result.as_dict()
+        summary["inputs_fingerprint"] = conn.execute(sql.FINGERPRINT, params).fetchone()[0]
+        conn.execute(
+            "UPDATE recon.runs SET finished_at = clock_timestamp(), result = %s::jsonb "
+            "WHERE run_id = %s",
+            (json.dumps(summary), run_id),
+        )
+        audit.record(
+            conn,
+            actor=actor,
+            action="reconcile.run",
+            entity_type="reconciliation",
+            entity_id=run_id,
+            after={
+                "as_of": summary["as_of"],
+                "items": total,
+                "inserted": inserted,
+                "updated": updated,
+                "deleted": deleted,
+                "by_state": {s: v["items"] for s, v in by_state.items()},
+            },
+            source=source,
+            detail={
+                "exceptions_raised": raised,
+                "exceptions_resolved": resolved,
+                "exceptions_open": seen,
+            },
+        )
+    return result

@@ -1,0 +1,626 @@
+"""The reconciliation as set-based SQL (PostgreSQL): one statement classifies every item and
+keeps, in a temporary stage table, only what differs from ``recon.items`` (a hash full join
+with IS DISTINCT FROM on every computed column); three small statements apply it (update what
+changed, insert what is new, delete what vanished), so a rerun with no source change writes no
+row. The first run (empty ``recon.items``) inserts straight from the classification.
+
+Rules (module doc of :mod:`erpsync.reconcile` has the finance-facing version):
+
+* **Contract of an item**: the highest non-superseded version (status complete, adopted or
+  pending) whose ``psa_project_id`` is the item's PSA project, else (a contract not linked to
+  a PSA project yet) whose ``project_code`` is the item's project code.
+* **T&M rate** on the entry's date: the contracted rate for the person (``rate_overrides`` of
+  that contract version), else the PSA's rate on the entry (the assignment rate or the person's
+  rate card that day, as Harvest stamps it), else the person's billable rate card effective on
+  the entry's date in ``core.rate_cards`` (in the contract currency). Each entry is priced on
+  its own date, so a rate change mid-period splits the period's amount at the change.
+* **Caps** (hours or amount, per contract, cumulative in date order, then creation, then id):
+  every billable T&M entry without an entry-level problem consumes the cap, billed ones
+  included. An entry whose running total passes the cap is held ``over_cap`` in full; a
+  straddling entry (part under, part over) is held whole, and its detail says how much of it
+  still fits (``cap_remaining``), so a person can split it in the PSA.
+* **Precedence** (first wins; ``recon.reasons.precedence``): billed; then data problems
+  (unknown_project, closed_project, outside_contract_dates, then non_billable, then
+  duplicate_entry, missing_rate, missing_receipt, expense_over_policy, over_cap,
+  currency_differs_from_contract, rate_differs_from_contract); then locked_period; then
+  not_approved; else ready. Data problems come before not_approved, so a problem on a submitted
+  entry is found before approval. Every data problem of an item is kept in ``problems``.
+"""
+
+from __future__ import annotations
+
+# ruff: noqa: S608 - every statement here is assembled from constants; values are bound
+
+_CONTRACT_COLS = (
+    "opportunity_id",
+    "version",
+    "account_id",
+    "billing_model",
+    "currency",
+    "starts_on",
+    "ends_on",
+    "cap_type",
+    "cap_value",
+    "markup_pct",
+)
+
+
+def _pick(col: str) -> str:
+    return f"CASE WHEN c1.opportunity_id IS NOT NULL THEN c1.{col} ELSE c2.{col} END AS c_{col}"
+
+
+_PICK = ",\n       ".join(_pick(c) for c in _CONTRACT_COLS)
+
+_CONTRACTS = """
+cfg AS MATERIALIZED (
+    SELECT s.lock_date, s.expense_markup_pct,
+           s.receipt_threshold / tc.per_eur AS receipt_threshold_eur
+      FROM recon.settings s
+      LEFT JOIN recon.currencies tc ON tc.code = s.receipt_threshold_currency
+     WHERE s.id
+)"""
+
+
+#: Small lookups the fill joins, as analysed temp tables (dropped at commit) so the planner
+#: hashes them, not the million time entries.
+CREATE_LOOKUPS = (
+    "DROP TABLE IF EXISTS pg_temp.ctr_id, pg_temp.ctr_code, pg_temp.ovr, pg_temp.card;"  # noqa: S608 - constant SQL, values are bound
+    "CREATE TEMP TABLE ctr_id ON COMMIT DROP AS" + """
+    SELECT DISTINCT ON (psa_project_id) psa_project_id, project_code, opportunity_id, version,
+           account_id, billing_model, currency, starts_on, ends_on, cap_type, cap_value,
+           CASE WHEN (payload ->> 'Expense_Markup_Pct__c') ~ '^[0-9]+(\\.[0-9]+)?$'
+                THEN (payload ->> 'Expense_Markup_Pct__c')::numeric END AS markup_pct
+      FROM core.contracts
+     WHERE status IN ('complete', 'adopted', 'pending') AND psa_project_id IS NOT NULL
+     ORDER BY psa_project_id, version DESC
+;"""
+    "CREATE TEMP TABLE ctr_code ON COMMIT DROP AS" + """
+    SELECT DISTINCT ON (project_code) psa_project_id, project_code, opportunity_id, version,
+           account_id, billing_model, currency, starts_on, ends_on, cap_type, cap_value,
+           CASE WHEN (payload ->> 'Expense_Markup_Pct__c') ~ '^[0-9]+(\\.[0-9]+)?$'
+                THEN (payload ->> 'Expense_Markup_Pct__c')::numeric END AS markup_pct
+      FROM core.contracts
+     WHERE status IN ('complete', 'adopted', 'pending') AND psa_project_id IS NULL
+     ORDER BY project_code, version DESC
+;"""
+    "CREATE TEMP TABLE ovr ON COMMIT DROP AS" + """
+    SELECT DISTINCT ON (c.opportunity_id, c.version, p.psa_id)
+           c.opportunity_id, c.version, p.psa_id AS user_psa_id,
+           (o.value ->> 'rate')::numeric AS rate
+      FROM core.contracts c
+     CROSS JOIN LATERAL jsonb_array_elements(
+           CASE WHEN jsonb_typeof(c.rate_overrides) = 'array' THEN c.rate_overrides
+                ELSE '[]'::jsonb END) o
+      JOIN core.people p ON lower(p.email) = lower(o.value ->> 'user_email')
+     WHERE c.status IN ('complete', 'adopted', 'pending')
+       AND (o.value ->> 'rate') ~ '^[0-9]+(\\.[0-9]+)?$'
+     ORDER BY c.opportunity_id, c.version, p.psa_id, p.deleted_at NULLS FIRST
+;"""
+    "CREATE TEMP TABLE card ON COMMIT DROP AS" + """
+    -- the person's billable rate card effective on the day (the latest that covers it)
+    SELECT DISTINCT ON (t.psa_id) t.psa_id, r.amount, r.currency
+      FROM core.time_entries t
+      JOIN core.rate_cards r
+        ON r.person_psa_id = t.user_psa_id AND r.kind = 'billable' AND r.deleted_at IS NULL
+       AND r.valid_from <= t.spent_date AND (r.valid_to IS NULL OR r.valid_to >= t.spent_date)
+     WHERE t.deleted_at IS NULL AND t.billable AND t.billable_rate IS NULL
+     ORDER BY t.psa_id, r.valid_from DESC
+;"""
+    "ANALYZE pg_temp.ctr_id; ANALYZE pg_temp.ctr_code; ANALYZE pg_temp.ovr; ANALYZE pg_temp.card"
+)
+
+# --------------------------------------------------------------------------- time entries
+
+_TIME = """
+t0 AS (
+    SELECT t.psa_id, t.spent_date, t.hours, t.billable, t.approval_status,
+           (t.is_billed OR b.item_key IS NOT NULL) AS billed,
+           t.billable_rate, t.currency AS te_currency, t.user_psa_id, t.client_psa_id,
+           t.project_psa_id, t.task_psa_id, t.user_assignment_psa_id, t.created_at,
+           coalesce(c1.opportunity_id, c2.opportunity_id) AS c_opp,
+           coalesce(c1.version, c2.version) AS c_ver
+      FROM core.time_entries t
+      LEFT JOIN billing.billed_items b ON b.item_key = 'time:' || t.psa_id
+      LEFT JOIN ctr_id c1 ON c1.psa_project_id = t.project_psa_id
+      LEFT JOIN ctr_code c2 ON c1.opportunity_id IS NULL AND c2.project_code = t.project_code
+     WHERE t.deleted_at IS NULL
+),
+dup_from AS MATERIALIZED (
+    SELECT min(t.spent_date) AS d
+      FROM core.time_entries t
+     WHERE t.deleted_at IS NULL AND t.billable AND NOT t.is_billed
+       AND NOT EXISTS (SELECT 1 FROM ctr_id c
+                        WHERE c.psa_project_id = t.project_psa_id
+                          AND c.billing_model IN ('fixed_fee', 'retainer'))
+),
+dup_keys AS (
+    SELECT user_psa_id, spent_date, project_psa_id, coalesce(task_psa_id, '') AS task, hours,
+           coalesce(notes, '') AS notes
+      FROM core.time_entries
+     WHERE deleted_at IS NULL
+       -- a duplicate shares its original's date and is flagged only when it is unbilled,
+       -- billable T&M work: only dates from the first such entry on can hold one
+       AND spent_date >= (SELECT d FROM dup_from)
+     GROUP BY 1, 2, 3, 4, 5, 6
+    HAVING count(*) > 1
+),
+dups AS (
+    SELECT t.psa_id, first_value(t.psa_id) OVER w AS dup_original, row_number() OVER w AS dup_rank
+      FROM core.time_entries t
+      JOIN dup_keys k
+        ON k.user_psa_id = t.user_psa_id AND k.spent_date = t.spent_date
+       AND k.project_psa_id = t.project_psa_id AND k.task = coalesce(t.task_psa_id, '')
+       AND k.hours = t.hours AND k.notes = coalesce(t.notes, '')
+     WHERE t.deleted_at IS NULL
+    WINDOW w AS (PARTITION BY t.user_psa_id, t.spent_date, t.project_psa_id,
+                              coalesce(t.task_psa_id, ''), t.hours, coalesce(t.notes, '')
+                 ORDER BY t.created_at NULLS LAST, length(t.psa_id), t.psa_id)
+),
+t1 AS (
+    SELECT t0.*, t0.c_opp AS c_opportunity_id, t0.c_ver AS c_version,
+           c.account_id AS c_account_id, c.billing_model AS c_billing_model,
+           c.currency AS c_currency, c.starts_on AS c_starts_on, c.ends_on AS c_ends_on,
+           c.cap_type AS c_cap_type, c.cap_value AS c_cap_value,
+           d.dup_original, coalesce(d.dup_rank, 1) AS dup_rank
+      FROM t0
+      LEFT JOIN core.contracts c ON c.opportunity_id = t0.c_opp AND c.version = t0.c_ver
+      LEFT JOIN dups d ON d.psa_id = t0.psa_id
+),
+t2 AS (
+    SELECT t1.*, o.rate AS contract_rate, p.role, rc.amount AS card_rate,
+           rc.currency AS card_currency,
+           (t1.billable AND t1.c_opportunity_id IS NOT NULL
+            AND coalesce(t1.c_billing_model, 'time_and_materials') = 'time_and_materials')
+               AS tm
+      FROM t1
+      LEFT JOIN ovr o ON o.opportunity_id = t1.c_opportunity_id
+                     AND o.version = t1.c_version AND o.user_psa_id = t1.user_psa_id
+      LEFT JOIN core.people p ON p.psa_id = t1.user_psa_id
+      -- the rate card only where the PSA stamped no rate (few entries): looked up for those
+      LEFT JOIN card rc ON rc.psa_id = t1.psa_id AND o.rate IS NULL
+),
+t3 AS (
+    SELECT t2.*,
+           CASE WHEN contract_rate IS NOT NULL THEN contract_rate
+                WHEN billable_rate IS NOT NULL THEN billable_rate
+                WHEN card_rate IS NOT NULL AND card_currency = c_currency THEN card_rate
+           END AS eff_rate,
+           CASE WHEN contract_rate IS NOT NULL THEN 'contract'
+                WHEN billable_rate IS NOT NULL THEN 'psa'
+                WHEN card_rate IS NOT NULL AND card_currency = c_currency THEN 'rate_card'
+           END AS rate_source,
+           CASE WHEN contract_rate IS NULL AND billable_rate IS NOT NULL
+                THEN coalesce(te_currency, c_currency)
+                ELSE coalesce(c_currency, te_currency)
+           END AS cur,
+           (billable AND c_opportunity_id IS NULL) AS p_unknown,
+           (billable AND spent_date > c_ends_on) IS TRUE AS p_closed,
+           (billable AND spent_date < c_starts_on) IS TRUE AS p_outside,
+           (tm AND dup_rank > 1) AS p_dup
+      FROM t2
+),
+t4 AS MATERIALIZED (
+    SELECT t3.*,
+           (tm AND eff_rate IS NULL) AS p_missing_rate,
+           (tm AND te_currency <> c_currency) IS TRUE AS p_currency,
+           (tm AND contract_rate IS NOT NULL AND billable_rate IS NOT NULL
+            AND billable_rate <> contract_rate) AS p_rate_differs,
+           (tm AND c_cap_type IS NOT NULL AND c_cap_value IS NOT NULL
+            AND NOT (p_unknown OR p_closed OR p_outside OR p_dup)
+            AND eff_rate IS NOT NULL) IS TRUE AS cap_scope
+      FROM t3
+),
+t5 AS (
+    -- the running cap total, sorted over the capped contracts' entries only
+    SELECT t4.*,
+           sum(CASE WHEN c_cap_type = 'hours' THEN hours ELSE hours * eff_rate END)
+               OVER (PARTITION BY c_opportunity_id
+                     ORDER BY spent_date, created_at NULLS LAST, length(psa_id), psa_id
+                     ROWS UNBOUNDED PRECEDING) AS cap_used
+      FROM t4 WHERE cap_scope
+    UNION ALL
+    SELECT t4.*, NULL::numeric FROM t4 WHERE NOT cap_scope
+),
+t6 AS (
+    SELECT t5.*,
+           (cap_scope AND cap_used > c_cap_value) IS TRUE AS p_over_cap,
+           CASE WHEN p_unknown OR p_closed OR p_outside OR p_dup OR p_missing_rate
+                     OR p_currency OR p_rate_differs OR (cap_used > c_cap_value) IS TRUE
+           THEN array_remove(ARRAY[
+                   CASE WHEN p_unknown THEN 'unknown_project' END,
+                   CASE WHEN p_closed THEN 'closed_project' END,
+                   CASE WHEN p_outside THEN 'outside_contract_dates' END,
+                   CASE WHEN p_dup THEN 'duplicate_entry' END,
+                   CASE WHEN p_missing_rate THEN 'missing_rate' END,
+                   CASE WHEN (cap_scope AND cap_used > c_cap_value) IS TRUE THEN 'over_cap' END,
+                   CASE WHEN p_currency THEN 'currency_differs_from_contract' END,
+                   CASE WHEN p_rate_differs THEN 'rate_differs_from_contract' END
+               ], NULL)
+           ELSE '{}'::text[] END AS probs
+      FROM t5
+),
+time_items AS (
+    SELECT 'time:' || psa_id AS item_key, 'time'::text AS item_type, psa_id AS source_id,
+           c_account_id AS account_id, client_psa_id, c_opportunity_id AS opportunity_id,
+           c_version AS contract_version, project_psa_id, user_psa_id, user_assignment_psa_id,
+           task_psa_id, NULL::text AS task_name, role, spent_date AS item_date,
+           date_trunc('month', spent_date)::date AS period_start, hours,
+           NULL::numeric AS quantity,
+           CASE WHEN tm OR p_unknown OR p_closed OR p_outside THEN eff_rate END AS rate,
+           cur::char(3) AS currency,
+           CASE WHEN tm OR p_unknown OR p_closed OR p_outside THEN hours * eff_rate END
+               AS amount,
+           approval_status = 'approved' AS approved,
+           CASE WHEN billed THEN 'billed'
+                WHEN p_unknown OR p_closed OR p_outside THEN 'on_hold'
+                WHEN NOT tm THEN 'non_billable'
+                WHEN cardinality(probs) > 0 THEN 'on_hold'
+                WHEN spent_date <= (SELECT lock_date FROM cfg) THEN 'on_hold'
+                WHEN approval_status <> 'approved' THEN 'on_hold'
+                ELSE 'ready'
+           END AS state,
+           CASE WHEN billed THEN NULL
+                WHEN p_unknown OR p_closed OR p_outside THEN probs[1]
+                WHEN NOT tm THEN NULL
+                WHEN cardinality(probs) > 0 THEN probs[1]
+                WHEN spent_date <= (SELECT lock_date FROM cfg) THEN 'locked_period'
+                WHEN approval_status <> 'approved' THEN 'not_approved'
+           END AS reason_code,
+           CASE WHEN billed OR (NOT tm AND NOT (p_unknown OR p_closed OR p_outside))
+                THEN '{}'::text[] ELSE probs END AS problems,
+           CASE
+             WHEN billed THEN NULL
+             WHEN NOT tm AND NOT (p_unknown OR p_closed OR p_outside) THEN
+               jsonb_build_object('why', CASE WHEN NOT billable THEN 'not billable in the PSA'
+                                             ELSE 'covered by the ' || c_billing_model || ' fee'
+                                         END)
+             WHEN cardinality(probs) = 0 AND approval_status = 'approved'
+                  AND NOT (spent_date <= (SELECT lock_date FROM cfg)) IS TRUE THEN NULL
+             ELSE jsonb_strip_nulls(jsonb_build_object(
+               'rate_source', rate_source,
+               'contract_rate', contract_rate,
+               'psa_rate', billable_rate,
+               'contract_currency', c_currency,
+               'psa_currency', te_currency,
+               'contract_starts_on', CASE WHEN p_outside THEN c_starts_on END,
+               'contract_ends_on', CASE WHEN p_closed THEN c_ends_on END,
+               'duplicate_of', CASE WHEN p_dup THEN dup_original END,
+               'cap_type', CASE WHEN cap_scope THEN c_cap_type END,
+               'cap_value', CASE WHEN cap_scope THEN c_cap_value END,
+               'cap_used_before', CASE WHEN (cap_scope AND cap_used > c_cap_value) IS TRUE
+                   THEN cap_used - CASE WHEN c_cap_type = 'hours' THEN hours
+                                        ELSE hours * eff_rate END END,
+               'cap_remaining', CASE WHEN (cap_scope AND cap_used > c_cap_value) IS TRUE
+                   THEN greatest(c_cap_value - (cap_used - CASE WHEN c_cap_type = 'hours'
+                        THEN hours ELSE hours * eff_rate END), 0) END,
+               'approval_status', approval_status))
+           END AS reason_detail
+      FROM t6
+)"""
+
+# --------------------------------------------------------------------------- expenses
+
+_EXPENSE = f"""
+e1 AS (
+    SELECT e.psa_id, e.spent_date, e.total_cost, e.units, e.currency AS e_currency,
+           e.billable, e.approval_status, e.has_receipt, e.user_psa_id, e.client_psa_id,
+           e.project_psa_id, e.user_assignment_psa_id, e.expense_category_name,
+           (e.is_billed OR b.item_key IS NOT NULL) AS billed,
+           {_PICK},
+           ec.minor_units, ec.per_eur
+      FROM core.expenses e
+      LEFT JOIN billing.billed_items b ON b.item_key = 'expense:' || e.psa_id
+      LEFT JOIN ctr_id c1 ON c1.psa_project_id = e.project_psa_id
+      LEFT JOIN ctr_code c2 ON c1.opportunity_id IS NULL AND c2.project_code = e.project_code
+      LEFT JOIN recon.currencies ec ON ec.code = e.currency
+     WHERE e.deleted_at IS NULL
+),
+e2 AS (
+    SELECT e1.*,
+           round((SELECT receipt_threshold_eur FROM cfg) * e1.per_eur, e1.minor_units)
+               AS receipt_threshold,
+           round(pol.limit_amount / lc.per_eur
+                 * CASE WHEN pol.per_unit THEN coalesce(nullif(e1.units, 0), 1) ELSE 1 END
+                 * e1.per_eur, e1.minor_units) AS policy_limit,
+           coalesce(c_markup_pct, (SELECT expense_markup_pct FROM cfg)) AS markup_pct,
+           (billable AND c_opportunity_id IS NULL) AS p_unknown,
+           (billable AND spent_date > c_ends_on) IS TRUE AS p_closed,
+           (billable AND spent_date < c_starts_on) IS TRUE AS p_outside
+      FROM e1
+      LEFT JOIN recon.expense_policy pol ON pol.category = e1.expense_category_name
+      LEFT JOIN recon.currencies lc ON lc.code = pol.limit_currency
+),
+e3 AS (
+    SELECT e2.*,
+           (billable AND NOT has_receipt AND total_cost > receipt_threshold) IS TRUE
+               AS p_receipt,
+           (billable AND total_cost > policy_limit) IS TRUE AS p_policy,
+           (billable AND e_currency <> c_currency) IS TRUE AS p_currency
+      FROM e2
+),
+e4 AS (
+    SELECT e3.*,
+           array_remove(ARRAY[
+               CASE WHEN p_unknown THEN 'unknown_project' END,
+               CASE WHEN p_closed THEN 'closed_project' END,
+               CASE WHEN p_outside THEN 'outside_contract_dates' END,
+               CASE WHEN p_receipt THEN 'missing_receipt' END,
+               CASE WHEN p_policy THEN 'expense_over_policy' END,
+               CASE WHEN p_currency THEN 'currency_differs_from_contract' END
+           ], NULL) AS probs
+      FROM e3
+),
+expense_items AS (
+    SELECT 'expense:' || psa_id, 'expense'::text, psa_id, c_account_id, client_psa_id,
+           c_opportunity_id, c_version, project_psa_id, user_psa_id, user_assignment_psa_id,
+           NULL::text, expense_category_name, NULL::text, spent_date,
+           date_trunc('month', spent_date)::date, NULL::numeric, units,
+           CASE WHEN billable THEN trim_scale((100 + markup_pct) / 100) END,
+           e_currency::char(3),
+           CASE WHEN billable THEN trim_scale(total_cost * (100 + markup_pct) / 100) END,
+           approval_status = 'approved',
+           CASE WHEN billed THEN 'billed'
+                WHEN NOT billable THEN 'non_billable'
+                WHEN cardinality(probs) > 0 THEN 'on_hold'
+                WHEN spent_date <= (SELECT lock_date FROM cfg) THEN 'on_hold'
+                WHEN approval_status <> 'approved' THEN 'on_hold'
+                ELSE 'ready'
+           END,
+           CASE WHEN billed OR NOT billable THEN NULL
+                WHEN cardinality(probs) > 0 THEN probs[1]
+                WHEN spent_date <= (SELECT lock_date FROM cfg) THEN 'locked_period'
+                WHEN approval_status <> 'approved' THEN 'not_approved'
+           END,
+           CASE WHEN billed OR NOT billable THEN '{{}}'::text[] ELSE probs END,
+           CASE
+             WHEN billed THEN NULL
+             WHEN NOT billable THEN jsonb_build_object('why', 'not billable in the PSA')
+             WHEN cardinality(probs) = 0 AND approval_status = 'approved'
+                  AND NOT (spent_date <= (SELECT lock_date FROM cfg)) IS TRUE THEN NULL
+             ELSE jsonb_strip_nulls(jsonb_build_object(
+               'total_cost', total_cost,
+               'markup_pct', markup_pct,
+               'receipt_threshold', CASE WHEN p_receipt THEN receipt_threshold END,
+               'policy_limit', CASE WHEN p_policy THEN policy_limit END,
+               'units', CASE WHEN p_policy THEN units END,
+               'contract_currency', c_currency,
+               'expense_currency', e_currency,
+               'contract_starts_on', CASE WHEN p_outside THEN c_starts_on END,
+               'contract_ends_on', CASE WHEN p_closed THEN c_ends_on END,
+               'approval_status', approval_status))
+           END
+      FROM e4
+)"""  # noqa: S608 - constant SQL, values are bound
+
+# --------------------------------------------------------------------------- fees
+
+_FEES = """
+milestone_items AS (
+    SELECT 'milestone:' || m.opportunity_id || ':' || m.version || ':' || m.seq,
+           'milestone'::text,
+           coalesce(m.psa_milestone_id, m.opportunity_id || ':' || m.version || ':' || m.seq),
+           c.account_id, NULL::text, m.opportunity_id, m.version, c.psa_project_id, NULL::text,
+           NULL::text, NULL::text, m.name, NULL::text, m.due_date,
+           date_trunc('month', m.due_date)::date, NULL::numeric, 1::numeric, m.amount,
+           m.currency, m.amount, m.status = 'accepted',
+           CASE WHEN b.item_key IS NOT NULL THEN 'billed'
+                WHEN m.due_date <= (SELECT lock_date FROM cfg) THEN 'on_hold'
+                WHEN m.status = 'accepted' THEN 'ready'
+                ELSE 'on_hold' END,
+           CASE WHEN b.item_key IS NOT NULL THEN NULL
+                WHEN m.due_date <= (SELECT lock_date FROM cfg) THEN 'locked_period'
+                WHEN m.status = 'accepted' THEN NULL
+                WHEN m.due_date > %(as_of)s THEN 'not_yet_due'
+                ELSE 'milestone_not_accepted' END,
+           '{}'::text[],
+           CASE WHEN b.item_key IS NULL AND m.status <> 'accepted'
+                THEN jsonb_build_object('due_date', m.due_date, 'status', m.status,
+                                        'days_overdue', greatest(%(as_of)s - m.due_date, 0))
+           END
+      FROM core.contract_milestones m
+      JOIN core.contracts c ON c.opportunity_id = m.opportunity_id AND c.version = m.version
+      LEFT JOIN billing.billed_items b
+        ON b.item_key = 'milestone:' || m.opportunity_id || ':' || m.version || ':' || m.seq
+     WHERE c.status IN ('complete', 'adopted', 'pending')
+),
+retainer_items AS (
+    SELECT 'retainer:' || l.schedule_id || ':' || l.seq, 'retainer'::text,
+           l.schedule_id || ':' || l.seq, c.account_id, NULL::text, s.opportunity_id,
+           s.version, c.psa_project_id, NULL::text, NULL::text, NULL::text, l.description,
+           NULL::text, l.due_date,
+           date_trunc('month', coalesce(l.period_start, l.due_date))::date, NULL::numeric,
+           1::numeric, l.amount, l.currency, l.amount, l.due_date <= %(as_of)s,
+           CASE WHEN b.item_key IS NOT NULL THEN 'billed'
+                WHEN l.due_date <= (SELECT lock_date FROM cfg) THEN 'on_hold'
+                WHEN l.due_date <= %(as_of)s THEN 'ready'
+                ELSE 'on_hold' END,
+           CASE WHEN b.item_key IS NOT NULL THEN NULL
+                WHEN l.due_date <= (SELECT lock_date FROM cfg) THEN 'locked_period'
+                WHEN l.due_date <= %(as_of)s THEN NULL
+                ELSE 'not_yet_due' END,
+           '{}'::text[],
+           CASE WHEN b.item_key IS NULL AND l.due_date > %(as_of)s
+                THEN jsonb_build_object('due_date', l.due_date) END
+      FROM billing.schedule_lines l
+      JOIN billing.schedules s ON s.schedule_id = l.schedule_id AND s.status = 'active'
+      JOIN core.contracts c ON c.opportunity_id = s.opportunity_id AND c.version = s.version
+      LEFT JOIN billing.billed_items b ON b.item_key = 'retainer:' || l.schedule_id || ':' || l.seq
+     WHERE l.kind = 'retainer'
+)"""
+
+#: The columns of recon.items the reconciliation computes (compared on rerun).
+DATA_COLUMNS = (
+    "item_type",
+    "source_id",
+    "account_id",
+    "client_psa_id",
+    "opportunity_id",
+    "contract_version",
+    "project_psa_id",
+    "user_psa_id",
+    "user_assignment_psa_id",
+    "task_psa_id",
+    "task_name",
+    "role",
+    "item_date",
+    "period_start",
+    "hours",
+    "quantity",
+    "rate",
+    "currency",
+    "amount",
+    "approved",
+    "state",
+    "reason_code",
+    "problems",
+    "reason_detail",
+)
+
+STAGE_TABLE = "recon_stage"
+
+#: The stage: a temp table shaped like recon.items' computed columns, dropped at commit.
+_cols = ", ".join(DATA_COLUMNS)
+_s_cols = ", ".join(f"s.{c}" for c in DATA_COLUMNS)
+_i_cols = ", ".join(f"i.{c}" for c in DATA_COLUMNS)
+_set = ", ".join(f"{c} = s.{c}" for c in DATA_COLUMNS)
+
+#: The stage: only what differs from recon.items (new, changed, or gone), dropped at commit.
+CREATE_STAGE = (
+    "DROP TABLE IF EXISTS pg_temp.recon_stage; "  # noqa: S608 - constant SQL, values are bound
+    "CREATE TEMP TABLE recon_stage ON COMMIT DROP AS "
+    "SELECT item_key, " + _cols + ", false AS gone, false AS known FROM recon.items WITH NO DATA"
+)
+
+#: Classify every item and keep in the stage only the differences with recon.items (one hash
+#: full join): new items, changed items (IS DISTINCT FROM on every computed column) and items
+#: whose source is gone. Parameter: as_of.
+FILL_STAGE = (
+    "INSERT INTO recon_stage\nWITH"  # noqa: S608 - constant SQL, values are bound
+    + _CONTRACTS
+    + ","
+    + _TIME
+    + ","
+    + _EXPENSE
+    + ","
+    + _FEES
+    + ",\nsrc AS (SELECT * FROM time_items\n"
+    "UNION ALL SELECT * FROM expense_items\n"
+    "UNION ALL SELECT * FROM milestone_items\n"
+    "UNION ALL SELECT * FROM retainer_items)\n"
+    "SELECT coalesce(s.item_key, i.item_key), "
+    + _s_cols
+    + ", s.item_key IS NULL, i.item_key IS NOT NULL\n"
+    "  FROM src s FULL JOIN recon.items i ON i.item_key = s.item_key\n"
+    " WHERE s.item_key IS NULL OR i.item_key IS NULL\n"
+    "    OR (" + _i_cols + ") IS DISTINCT FROM (" + _s_cols + ")"
+)
+
+#: The first reconciliation (recon.items empty): every item straight into recon.items.
+FILL_EMPTY = (
+    "INSERT INTO recon.items (item_key, "
+    + _cols
+    + ", first_run_id, last_run_id)\nWITH"
+    + _CONTRACTS
+    + ","
+    + _TIME
+    + ","
+    + _EXPENSE
+    + ","
+    + _FEES
+    + ",\nsrc AS (SELECT * FROM time_items\n"
+    "UNION ALL SELECT * FROM expense_items\n"
+    "UNION ALL SELECT * FROM milestone_items\n"
+    "UNION ALL SELECT * FROM retainer_items)\n"
+    "SELECT s.item_key, " + _s_cols + ", %(run_id)s, %(run_id)s FROM src s"
+)
+
+UPDATE_CHANGED = (
+    f"UPDATE recon.items i SET {_set}, last_run_id = %(run_id)s, updated_at = now() "  # noqa: S608
+    f"FROM recon_stage s WHERE i.item_key = s.item_key AND s.known AND NOT s.gone"
+)
+
+INSERT_NEW = (
+    f"INSERT INTO recon.items (item_key, {_cols}, first_run_id, last_run_id) "  # noqa: S608
+    f"SELECT s.item_key, {_s_cols}, %(run_id)s, %(run_id)s FROM recon_stage s "
+    f"WHERE NOT s.known"
+)
+
+DELETE_GONE = (
+    "DELETE FROM recon.items i USING recon_stage s WHERE s.item_key = i.item_key AND s.gone"
+)
+
+DROP_TEMP = (
+    "DROP TABLE IF EXISTS pg_temp.recon_stage, pg_temp.ctr_id, pg_temp.ctr_code, pg_temp.ovr,"
+    " pg_temp.card"
+)
+
+#: Entry-level problems (the item's first reason), one exception per time entry / expense.
+ENTRY_PROBLEMS = """
+SELECT s.reason_code, CASE s.item_type WHEN 'time' THEN 'time_entry' ELSE 'expense' END,
+       s.source_id, s.amount, s.currency, s.item_key, s.project_psa_id, s.user_psa_id,
+       s.item_date, s.hours, s.reason_detail, r.owner
+  FROM recon.items s
+  JOIN recon.reasons r ON r.code = s.reason_code
+ WHERE s.state = 'on_hold' AND s.item_type IN ('time', 'expense')
+   AND s.reason_code = ANY(%(codes)s)
+ ORDER BY 1, 3
+"""
+
+#: Project- and assignment-level problems, from every unbilled item that has them.
+GROUP_PROBLEMS = """
+SELECT p.code, p.entity_type, p.entity_key, sum(s.amount), min(s.currency), count(*),
+       sum(s.hours), min(s.item_date), max(s.item_date), min(s.opportunity_id),
+       min(s.project_psa_id), min(s.user_psa_id), min(r.owner),
+       (array_agg(s.reason_detail ORDER BY s.item_date DESC, s.item_key))[1]
+  FROM recon.items s
+ CROSS JOIN LATERAL (VALUES
+       ('over_cap', 'project', s.project_psa_id),
+       ('currency_differs_from_contract', 'project', s.project_psa_id),
+       ('rate_differs_from_contract', 'user_assignment',
+        coalesce(s.user_assignment_psa_id, s.project_psa_id || '/' || s.user_psa_id))
+       ) AS p(code, entity_type, entity_key)
+  JOIN recon.reasons r ON r.code = p.code
+ WHERE s.state = 'on_hold' AND p.code = ANY(s.problems)
+ GROUP BY 1, 2, 3
+ ORDER BY 1, 3
+"""
+
+SUMMARY = """
+SELECT state, reason_code, approved, currency, count(*), sum(hours), sum(amount)
+  FROM recon.items
+ GROUP BY 1, 2, 3, 4
+"""
+
+#: Every input of the reconciliation (and its own output): a rerun whose fingerprint equals the
+#: one recorded at the end of the last run (same as-of date) has nothing to change. Any committed
+#: insert or update gives a row a newer xmin, any delete lowers the count.
+INPUT_TABLES = (
+    "core.time_entries",
+    "core.expenses",
+    "core.contracts",
+    "core.contract_milestones",
+    "core.rate_cards",
+    "core.people",
+    "billing.schedules",
+    "billing.schedule_lines",
+    "billing.billed_items",
+    "recon.settings",
+    "recon.expense_policy",
+    "recon.currencies",
+    "recon.reasons",
+    "recon.items",
+    "ops.exceptions",
+)
+_COUNTS = ", ".join(
+    f"(SELECT count(*) || ':' || coalesce(max(xmin::text::bigint), 0) FROM {t})"  # noqa: S608
+    for t in INPUT_TABLES
+)
+FINGERPRINT = "SELECT md5(concat_ws('|', %(as_of)s::text, " + _COUNTS + "))"  # noqa: S608
+
+LAST_FINGERPRINT = """
+SELECT result ->> 'inputs_fingerprint', result
+  FROM recon.runs
+ WHERE finished_at IS NOT NULL
+ ORDER BY finished_at DESC, run_id DESC
+ LIMIT 1
+"""
