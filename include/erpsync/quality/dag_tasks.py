@@ -1,0 +1,80 @@
+"""Task callables of the reconcile and data-quality DAGs (the DAG files only wire them).
+
+Each takes the Airflow context, opens the warehouse through the ``erpsync_warehouse``
+connection (erpsync.warehouse.connection), prints what it read, changed and found, and returns
+a small JSON-safe dict for XCom. Heavy imports (GX, the reconciliation) happen inside.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+
+def _run(context: Any):
+    from erpsync.sync.spec import RunInfo
+
+    return RunInfo.from_context(context)
+
+
+def _as_of(context: Any) -> dt.date | None:
+    value = (context.get("params") or {}).get("as_of")
+    return dt.date.fromisoformat(str(value)) if value else None
+
+
+def refresh_milestones(context: Any) -> dict:
+    """Milestone status / acceptance from the PSA into core.contract_milestones."""
+    from erpsync.connectors.harvest import HarvestClient
+    from erpsync.reconcile.milestones import refresh_milestones as refresh
+    from erpsync.warehouse import connection
+
+    with connection.connect() as conn, HarvestClient(conn_id="erpsync_psa") as psa:
+        outcome = refresh(conn, _run(context), psa)
+    print(f"milestones refreshed from the PSA: {outcome}")  # noqa: T201
+    return dict(outcome) if isinstance(outcome, dict) else {"result": str(outcome)}
+
+
+def reconcile(context: Any) -> dict:
+    """Classify every item (recon.items) in one transaction; log the counts per state."""
+    from erpsync.reconcile import run_reconcile
+    from erpsync.warehouse import connection
+
+    with connection.connect() as conn:
+        result = run_reconcile(conn, _run(context), as_of=_as_of(context))
+    summary = result.as_dict()
+    states = summary.get("by_state") or {}
+    print(  # noqa: T201
+        "reconciliation: "
+        + ", ".join(f"{state} {v.get('items', v)}" for state, v in states.items())
+        + f"; exceptions raised {summary.get('exceptions_raised')}, "
+        f"resolved {summary.get('exceptions_resolved')}"
+    )
+    return summary
+
+
+def data_quality(context: Any, suites: list[str] | None = None) -> dict:
+    """Run the GX suites (default all), apply the invoicing blocks, build Data Docs."""
+    from erpsync import quality
+    from erpsync.warehouse import connection
+
+    result = quality.run_suites(connection.conninfo(), _run(context), suites=suites, docs=True)
+    print(result.summary())  # noqa: T201
+    return result.as_dict()
+
+
+def finance_report(context: Any) -> str:
+    """The per-client finance table, at the very end of the log (after any DQ block notice)."""
+    from erpsync import quality
+    from erpsync.reconcile.report import finance_table
+    from erpsync.warehouse import connection
+
+    with connection.connect() as conn:
+        active = quality.active_blocks(conn)
+        table = finance_table(conn, as_of=_as_of(context))
+    if active:
+        print(  # noqa: T201
+            "Held by data quality (not invoiced until the check passes again):\n"
+            + "\n".join(f"  - {b.describe()}" for b in active)
+        )
+    print(table)  # noqa: T201
+    return f"{len(active)} data-quality blocks active"
