@@ -1,0 +1,285 @@
+"""Anomaly flags on invoice drafts: they explain themselves with their numbers, and they
+inform the approver; they never block a batch.
+
+* ``amount_vs_history``: the client's net in this batch (per currency) is far from its
+  monthly history (months of the last 12 whose items were billed: ``recon.items`` in state
+  ``billed`` or in ``billing.billed_items``). Flagged when there are at least
+  :data:`HISTORY_MIN_MONTHS` months and the amount is above :data:`HISTORY_HIGH` x or below
+  :data:`HISTORY_LOW` x the median month (scaled to the period's length).
+* ``hours_spike``: a person's hours in the period against their own last 90 days, scaled to
+  the period: above :data:`SPIKE_RATIO` x and at least :data:`SPIKE_MIN_EXTRA_HOURS` more.
+* ``rate_off_contract``: time billed at a rate different from the person's contracted rate
+  (``core.contract_rate_overrides``).
+* ``possible_duplicate``: two or more items with the same person, date, task and hours
+  (time) or the same person, date and amount (expenses) on one invoice.
+
+Runs set-based against the builder's temporary table ``_inv_billable`` (items + invoice).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import defaultdict
+from decimal import Decimal
+
+from erpsync.money import round_money
+
+HISTORY_MIN_MONTHS = 2
+HISTORY_HIGH = Decimal("2")
+HISTORY_LOW = Decimal("0.5")
+SPIKE_RATIO = Decimal("1.5")
+SPIKE_MIN_EXTRA_HOURS = Decimal("16")
+SPIKE_WINDOW_DAYS = 90
+#: At most this many flags of one kind per invoice; the rest are counted in one summary flag.
+MAX_FLAGS_PER_KIND = 20
+AVG_MONTH_DAYS = Decimal("30.4375")
+
+_HISTORY_SQL = """
+WITH cur AS (
+    SELECT account_id, currency::text AS currency, sum(net) AS net,
+           array_agg(invoice_id ORDER BY invoice_id) AS ids
+    FROM billing.invoices WHERE batch_id = %(batch)s GROUP BY 1, 2
+), hist_items AS (
+    SELECT r.account_id, r.currency::text AS currency,
+           date_trunc('month', r.item_date)::date AS month, sum(r.amount) AS amount
+    FROM recon.items r
+    JOIN cur c ON c.account_id = r.account_id AND c.currency = r.currency::text
+    WHERE r.item_date >= (%(ps)s::date - interval '12 months') AND r.item_date < %(ps)s
+      AND (r.state = 'billed'
+           OR EXISTS (SELECT 1 FROM billing.billed_items b WHERE b.item_key = r.item_key))
+    GROUP BY 1, 2, 3
+), hist AS (
+    SELECT account_id, currency, count(*) AS months,
+           percentile_disc(0.5) WITHIN GROUP (ORDER BY amount) AS median,
+           min(amount) AS low, max(amount) AS high
+    FROM hist_items GROUP BY 1, 2
+)
+SELECT c.ids, c.account_id, c.currency, c.net, h.months, h.median, h.low, h.high
+FROM cur c JOIN hist h USING (account_id, currency)
+WHERE h.months >= %(min_months)s
+"""
+
+_SPIKE_SQL = """
+WITH cur AS (
+    SELECT invoice_id, user_psa_id, sum(hours) AS hours
+    FROM _inv_billable
+    WHERE item_type = 'time' AND user_psa_id IS NOT NULL
+    GROUP BY 1, 2
+), users AS (
+    SELECT DISTINCT user_psa_id FROM cur
+), stats AS (
+    SELECT r.user_psa_id,
+           sum(r.hours) FILTER (WHERE r.item_date BETWEEN %(ps)s AND %(pe)s) AS period_hours,
+           sum(r.hours) FILTER (WHERE r.item_date < %(ps)s) AS hist_hours,
+           min(r.item_date) FILTER (WHERE r.item_date < %(ps)s) AS hist_first
+    FROM recon.items r JOIN users u USING (user_psa_id)
+    WHERE r.item_type = 'time' AND r.item_date >= %(hist_from)s AND r.item_date <= %(pe)s
+    GROUP BY 1
+)
+SELECT cur.invoice_id, cur.user_psa_id, cur.hours, s.period_hours, s.hist_hours, s.hist_first
+FROM cur JOIN stats s USING (user_psa_id)
+WHERE s.hist_hours > 0
+"""
+
+_RATE_SQL = """
+SELECT i.invoice_id, i.user_psa_id, p.email, i.rate, o.rate AS contract_rate, i.currency,
+       sum(i.hours) AS hours, count(*) AS items
+FROM _inv_billable i
+JOIN core.people p ON p.psa_id = i.user_psa_id
+JOIN core.contract_rate_overrides o
+  ON o.opportunity_id = i.opportunity_id AND lower(o.user_email) = lower(p.email)
+ AND o.deleted_at IS NULL AND o.currency = i.currency
+WHERE i.item_type = 'time' AND i.rate <> o.rate
+GROUP BY 1, 2, 3, 4, 5, 6
+"""
+
+_DUPLICATE_SQL = """
+WITH b AS (
+    SELECT invoice_id, item_key, item_type, coalesce(user_psa_id, '') AS person, item_date,
+           coalesce(task_name, '') AS task, coalesce(hours, -1) AS hours,
+           coalesce(amount, -1) AS amount, currency
+    FROM _inv_billable
+    WHERE item_type IN ('time', 'expense')
+), d AS (
+    SELECT invoice_id, item_type, person, item_date, task, hours, amount, currency,
+           count(*) AS items
+    FROM b
+    GROUP BY invoice_id, item_type, person, item_date, task, hours, amount, currency
+    HAVING count(*) > 1
+), ranked AS (
+    SELECT d.*, row_number() OVER (PARTITION BY invoice_id
+                                   ORDER BY item_date, person, task, hours, amount) AS n,
+           count(*) OVER (PARTITION BY invoice_id) AS groups
+    FROM d
+)
+SELECT r.invoice_id, r.item_type, nullif(r.person, ''), r.item_date, r.task,
+       nullif(r.hours, -1), nullif(r.amount, -1), r.currency,
+       array_agg(b.item_key ORDER BY b.item_key) AS keys, r.groups
+FROM ranked r
+JOIN b USING (invoice_id, item_type, person, item_date, task, hours, amount, currency)
+WHERE r.n <= %(max_flags)s
+GROUP BY r.invoice_id, r.item_type, r.person, r.item_date, r.task, r.hours, r.amount,
+         r.currency, r.groups
+"""
+
+
+def _money(amount: Decimal, currency: str) -> str:
+    try:
+        return str(round_money(Decimal(amount), currency))
+    except Exception:  # noqa: BLE001 - an unknown currency is shown unrounded
+        return str(amount)
+
+
+def _cap(found: list[dict]) -> None:
+    """Keep at most MAX_FLAGS_PER_KIND flags of each kind; say how many more there were."""
+    by_code: dict[str, list[dict]] = defaultdict(list)
+    for f in found:
+        by_code[f["code"]].append(f)
+    kept: list[dict] = []
+    for code, group in by_code.items():
+        total = max([len(group)] + [f["numbers"].get("groups_on_invoice", 0) for f in group])
+        kept += group[:MAX_FLAGS_PER_KIND]
+        if total > MAX_FLAGS_PER_KIND:
+            kept.append(
+                {
+                    "code": code,
+                    "message": f"{total - MAX_FLAGS_PER_KIND} more {code} flags on this invoice "
+                    f"({total} in all; the first {MAX_FLAGS_PER_KIND} are listed)",
+                    "numbers": {"total": total, "listed": MAX_FLAGS_PER_KIND},
+                }
+            )
+    found[:] = kept
+
+
+def flag_batch(
+    conn, batch_id: int, *, period_start: dt.date, period_end: dt.date, kind: str
+) -> int:
+    """Compute the flags of every invoice in the batch and store them in
+    ``billing.invoices.anomalies``. Returns the number of flags."""
+    flags: dict[int, list[dict]] = defaultdict(list)
+    days = Decimal((period_end - period_start).days + 1)
+    params = {
+        "batch": batch_id,
+        "ps": period_start,
+        "pe": period_end,
+        "min_months": HISTORY_MIN_MONTHS,
+        "hist_from": period_start - dt.timedelta(days=SPIKE_WINDOW_DAYS),
+        "max_flags": MAX_FLAGS_PER_KIND,
+    }
+    if kind == "period":
+        scale = days / AVG_MONTH_DAYS
+        for ids, account, cur, net, months, median, low, high in conn.execute(
+            _HISTORY_SQL, params
+        ).fetchall():
+            expected = Decimal(median) * scale
+            if expected <= 0:
+                continue
+            ratio = (Decimal(net) / expected).quantize(Decimal("0.01"))
+            if HISTORY_LOW <= ratio <= HISTORY_HIGH:
+                continue
+            flag = {
+                "code": "amount_vs_history",
+                "message": (
+                    f"client {account} is billed {_money(net, cur)} {cur} this period, "
+                    f"{ratio}x its median month of {_money(median, cur)} {cur} "
+                    f"over {months} months (range {_money(low, cur)}-{_money(high, cur)})"
+                ),
+                "numbers": {
+                    "this_period": _money(net, cur),
+                    "median_month": _money(median, cur),
+                    "expected_for_period": _money(expected, cur),
+                    "history_months": months,
+                    "history_min": _money(low, cur),
+                    "history_max": _money(high, cur),
+                    "ratio": str(ratio),
+                    "currency": cur,
+                },
+            }
+            for invoice_id in ids:
+                flags[invoice_id].append(flag)
+        for invoice_id, user, hours, period_hours, hist_hours, hist_first in conn.execute(
+            _SPIKE_SQL, params
+        ).fetchall():
+            hist_days = Decimal(max((period_start - hist_first).days, 28))
+            expected = (Decimal(hist_hours) / hist_days * days).quantize(Decimal("0.01"))
+            period_hours = Decimal(period_hours or 0)
+            if expected <= 0:
+                continue
+            ratio = (period_hours / expected).quantize(Decimal("0.01"))
+            if ratio < SPIKE_RATIO or period_hours - expected < SPIKE_MIN_EXTRA_HOURS:
+                continue
+            flags[invoice_id].append(
+                {
+                    "code": "hours_spike",
+                    "message": (
+                        f"person {user} logged {period_hours} h this period against "
+                        f"{expected} h expected from their last {hist_days} days "
+                        f"({hist_hours} h), {ratio}x; {hours} h of it on this invoice"
+                    ),
+                    "numbers": {
+                        "person": user,
+                        "period_hours": str(period_hours),
+                        "expected_hours": str(expected),
+                        "history_hours": str(hist_hours),
+                        "history_days": int(hist_days),
+                        "hours_on_invoice": str(hours),
+                        "ratio": str(ratio),
+                    },
+                }
+            )
+    for invoice_id, user, email, rate, contract_rate, cur, hours, items in conn.execute(
+        _RATE_SQL
+    ).fetchall():
+        flags[invoice_id].append(
+            {
+                "code": "rate_off_contract",
+                "message": (
+                    f"{items} entries ({hours} h) of {email} billed at {rate} {cur}/h; "
+                    f"the contract says {contract_rate} {cur}/h"
+                ),
+                "numbers": {
+                    "person": user,
+                    "email": email,
+                    "billed_rate": str(rate),
+                    "contract_rate": str(contract_rate),
+                    "hours": str(hours),
+                    "items": items,
+                    "difference": _money((Decimal(rate) - Decimal(contract_rate)) * hours, cur),
+                    "currency": cur,
+                },
+            }
+        )
+    for invoice_id, itype, user, day, task, hours, amount, cur, keys, groups in conn.execute(
+        _DUPLICATE_SQL, params
+    ).fetchall():
+        what = (
+            f"{hours} h of {task or 'time'}" if itype == "time" else f"{_money(amount, cur)} {cur}"
+        )
+        flags[invoice_id].append(
+            {
+                "code": "possible_duplicate",
+                "message": f"{len(keys)} {itype} items of {user} on {day} with the same {what}",
+                "numbers": {
+                    "item_type": itype,
+                    "person": user,
+                    "date": day.isoformat(),
+                    "hours": None if hours is None else str(hours),
+                    "amount": None if amount is None else _money(amount, cur),
+                    "count": len(keys),
+                    "item_keys": list(keys),
+                    "groups_on_invoice": groups,
+                },
+            }
+        )
+    for found in flags.values():
+        _cap(found)
+    if flags:
+        ids = sorted(flags)
+        conn.execute(
+            """UPDATE billing.invoices i SET anomalies = f.flags
+               FROM unnest(%s::bigint[], %s::jsonb[]) AS f(invoice_id, flags)
+               WHERE i.invoice_id = f.invoice_id""",
+            (ids, [json.dumps(flags[i]) for i in ids]),
+        )
+    return sum(len(v) for v in flags.values())

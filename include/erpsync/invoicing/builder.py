@@ -1,0 +1,830 @@
+"""The invoice batch builder: ready-to-bill reconciliation items -> invoice drafts.
+
+For a billing period (or a set of accepted milestones) the builder takes the items the
+reconciliation marked ``ready`` (``recon.items``), leaves out those reserved by another active
+batch (``billing.batch_items``) or already billed (``billing.billed_items``), holds those in a
+data-quality-blocked scope (``ops.dq_blocks``: reason ``dq_blocked``) or that cannot be taxed,
+and groups the rest per client, contract and currency into invoices:
+
+* time: one line per role (or task) and rate: hours summed, priced, rounded once
+  (``round(sum(hours) x rate)``, erpsync.money);
+* expenses, milestones, retainer fees: one line per item, ``round(amount)``;
+* tax per invoice and tax code: ``round(net x rate / 100)``; total = net + tax.
+
+Everything is set-based SQL on temporary tables in the caller's transaction; one advisory
+lock serialises builders so two runs never reserve the same item. Document numbers are
+deterministic from the invoice's scope (kind, client, contract, currency, period) and how many
+invoices that scope already had, so a rebuild of the same batch reuses them. Building the same
+scope again while its batch awaits approval (or is approved and not yet pushed) rebuilds that
+batch in place: unchanged content changes nothing; changed content gets a new hash and voids
+any approval.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from erpsync import audit
+from erpsync.invoicing import anomalies, tax
+from erpsync.invoicing.errors import BatchStateError
+from erpsync.invoicing.hashing import compute_hash
+from erpsync.models.reference import CURRENCY_MINOR_UNITS
+from erpsync.money import round_money
+
+__all__ = ["BILLING_MODELS", "ITEM_TYPES", "BatchResult", "build_batch", "load_result"]
+
+ITEM_TYPES = ("time", "expense", "milestone", "retainer")
+BILLING_MODELS = ("time_and_materials", "fixed_fee", "retainer")
+#: pg_advisory_xact_lock key serialising batch builders (and credit notes).
+BUILD_LOCK_KEY = 7_011_001
+DOCUMENT_PREFIX = {"period": "INV", "milestone": "INV", "credit_note": "CRN"}
+#: Hold reasons the builder itself adds (the reconciliation's own are in recon.reasons).
+HOLD_DQ_BLOCKED = "dq_blocked"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What a build (or credit note) produced. ``as_dict()`` is JSON-safe (for XCom)."""
+
+    batch_id: int | None
+    kind: str
+    status: str  # awaiting_approval | dry_run | empty | (the stored status when unchanged)
+    content_hash: str | None
+    period_start: dt.date | None
+    period_end: dt.date | None
+    invoices: tuple[dict, ...] = ()
+    totals: dict = field(default_factory=dict)  # currency -> {invoices, net, tax, total}
+    held: dict = field(default_factory=dict)  # reason -> {items, amounts: {currency: amount}}
+    anomalies: tuple[dict, ...] = ()
+    items: int = 0
+    prepared_by: str | None = None
+    rebuilt: bool = False
+    unchanged: bool = False
+
+    @property
+    def dry_run(self) -> bool:
+        return self.status == "dry_run"
+
+    def as_dict(self) -> dict:
+        return _jsonable(asdict(self))
+
+
+def _as_date(value: dt.date | str) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value))
+
+
+def _split_billing_types(values: Iterable[str] | None) -> tuple[list[str] | None, list[str] | None]:
+    if not values:
+        return None, None
+    values = sorted({str(v).strip() for v in values if str(v).strip()})
+    unknown = [v for v in values if v not in ITEM_TYPES and v not in BILLING_MODELS]
+    if unknown:
+        raise ValueError(
+            f"unknown billing types {unknown}: use item types {list(ITEM_TYPES)} "
+            f"and/or contract billing models {list(BILLING_MODELS)}"
+        )
+    item_types = [v for v in values if v in ITEM_TYPES] or None
+    models = [v for v in values if v in BILLING_MODELS] or None
+    return item_types, models
+
+
+def _run_parts(run: Any) -> tuple[str, str, audit.Source]:
+    run_id = str(getattr(run, "run_id", None) or run)
+    actor = str(getattr(run, "actor", None) or "unknown")
+    source = run.audit_source() if hasattr(run, "audit_source") else audit.Source(run_id=run_id)
+    return run_id, actor, source
+
+
+def scope_hash(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(_jsonable(payload), sort_keys=True).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------- SQL
+
+_SCOPE = """
+      AND (%(mkeys)s::text[] IS NULL OR i.item_key = ANY(%(mkeys)s::text[]))
+      AND (%(mkeys)s::text[] IS NOT NULL OR i.item_date BETWEEN %(ps)s AND %(pe)s)
+      AND (%(clients)s::text[] IS NULL OR i.account_id = ANY(%(clients)s::text[]))
+      AND (%(itypes)s::text[] IS NULL OR i.item_type = ANY(%(itypes)s::text[]))
+      AND (%(models)s::text[] IS NULL OR EXISTS (
+              SELECT 1 FROM core.contracts c
+              WHERE c.opportunity_id = i.opportunity_id AND c.version = i.contract_version
+                AND c.billing_model = ANY(%(models)s::text[])))
+"""
+
+_CANDIDATES_HEAD = """
+CREATE TEMP TABLE _inv_items ON COMMIT DROP AS
+SELECT i.item_key, i.item_type, i.source_id, i.account_id,
+       coalesce(i.opportunity_id, '') AS opp_key,
+       i.opportunity_id, i.contract_version, i.user_psa_id, i.task_name, i.role, i.item_date,
+       i.hours, i.quantity, i.rate, i.currency::text AS currency,
+       coalesce(i.amount, i.hours * i.rate) AS amount,
+       CASE WHEN %(dq_all)s OR i.account_id = ANY(%(dq_clients)s::text[])
+                 OR i.opportunity_id = ANY(%(dq_contracts)s::text[]) THEN 'dq_blocked'
+            WHEN i.item_type NOT IN ('time', 'expense', 'milestone', 'retainer')
+                 THEN 'unknown_item_type'
+            WHEN i.currency IS NULL OR (%(mu)s::jsonb ->> i.currency::text) IS NULL
+                 THEN 'unknown_currency'
+            WHEN i.account_id IS NULL THEN 'unknown_client'
+            WHEN i.item_type = 'time' AND (i.hours IS NULL OR i.rate IS NULL) THEN 'missing_rate'
+            WHEN i.item_type <> 'time' AND i.amount IS NULL THEN 'missing_amount'
+       END AS hold_reason
+FROM recon.items i
+WHERE i.state = 'ready'
+"""
+_CANDIDATES_TAIL = """
+  AND NOT EXISTS (SELECT 1 FROM billing.batch_items b
+                  WHERE b.item_key = i.item_key AND b.active AND b.batch_id <> %(self_batch)s)
+  AND NOT EXISTS (SELECT 1 FROM billing.billed_items bi WHERE bi.item_key = i.item_key)
+"""
+# the scope filter is shared, so the statements are assembled from constant parts
+_CANDIDATES_SQL = "".join((_CANDIDATES_HEAD, _SCOPE, _CANDIDATES_TAIL))
+
+_RESERVED_ELSEWHERE_SQL = "".join(
+    (
+        "SELECT count(*) FROM recon.items i WHERE i.state = 'ready'",
+        _SCOPE,
+        """  AND EXISTS (SELECT 1 FROM billing.batch_items b
+              WHERE b.item_key = i.item_key AND b.active AND b.batch_id <> %(self_batch)s)""",
+    )
+)
+
+_ON_HOLD_SQL = "".join(
+    (
+        """
+SELECT coalesce(i.reason_code, 'unspecified'), i.currency::text, count(*),
+       sum(coalesce(i.amount, i.hours * i.rate))
+FROM recon.items i
+WHERE i.state = 'on_hold'
+""",
+        _SCOPE,
+        " GROUP BY 1, 2",
+    )
+)
+
+_GROUPS_SQL = """
+CREATE TEMP TABLE _inv_groups ON COMMIT DROP AS
+SELECT account_id, opp_key, currency, max(opportunity_id) AS opportunity_id,
+       max(contract_version) AS version, count(*) AS n_items,
+       concat_ws('|', %(kind)s::text, account_id, opp_key, currency, %(ps)s::text, %(pe)s::text,
+                 CASE WHEN %(kind)s::text = 'milestone'
+                      THEN string_agg(item_key, ',' ORDER BY item_key) END) AS invoice_scope,
+       NULL::bigint AS invoice_id, NULL::text AS document_number
+FROM _inv_items WHERE hold_reason IS NULL
+GROUP BY account_id, opp_key, currency
+"""
+
+_NUMBERS_SQL = """
+UPDATE _inv_groups g
+SET document_number = %(prefix)s || '-' || to_char(%(inv_date)s::date, 'YYYYMM') || '-'
+    || upper(substr(encode(sha256(convert_to(g.invoice_scope, 'UTF8')), 'hex'), 1, 10)) || '-'
+    || (1 + (SELECT count(*) FROM billing.invoices x
+             WHERE x.invoice_scope = g.invoice_scope AND x.document_number IS NOT NULL))::text
+WHERE g.document_number IS NULL
+"""
+
+_LINES_SQL = """
+CREATE TEMP TABLE _inv_lines ON COMMIT DROP AS
+WITH src AS (
+    SELECT b.*, (%(mu)s::jsonb ->> b.currency)::int AS mu FROM _inv_billable b
+), time_lines AS (
+    SELECT invoice_id, 1 AS kind_order, 'time'::text AS kind,
+           coalesce(nullif(btrim(CASE WHEN %(by_task)s THEN task_name ELSE role END), ''),
+                    'Professional services') AS label,
+           sum(hours) AS hours, sum(hours) AS quantity, rate AS unit_price,
+           round(sum(hours) * rate, max(mu)) AS net_amount,
+           array_agg(item_key ORDER BY item_key) AS item_keys
+    FROM src WHERE item_type = 'time'
+    GROUP BY invoice_id, 4, rate
+), other_lines AS (
+    SELECT invoice_id,
+           CASE item_type WHEN 'expense' THEN 2 WHEN 'milestone' THEN 3 ELSE 4 END AS kind_order,
+           item_type AS kind,
+           CASE item_type
+                WHEN 'expense' THEN 'Expense ' || item_date::text || ': '
+                                    || coalesce(nullif(btrim(task_name), ''), 'expense')
+                WHEN 'milestone' THEN 'Milestone: '
+                     || coalesce(nullif(btrim(task_name), ''), source_id, item_key)
+                ELSE 'Retainer fee ' || to_char(item_date, 'YYYY-MM')
+                     || coalesce(': ' || nullif(btrim(task_name), ''), '')
+           END AS label,
+           NULL::numeric AS hours, 1::numeric AS quantity, round(amount, mu) AS unit_price,
+           round(amount, mu) AS net_amount, ARRAY[item_key] AS item_keys
+    FROM src WHERE item_type <> 'time'
+), all_lines AS (
+    SELECT invoice_id, kind_order, kind,
+           label || ' (' || %(ps)s::text || ' to ' || %(pe)s::text || ')' AS description,
+           hours, quantity, unit_price, net_amount, item_keys
+    FROM time_lines
+    UNION ALL
+    SELECT invoice_id, kind_order, kind, label, hours, quantity, unit_price, net_amount, item_keys
+    FROM other_lines
+)
+SELECT invoice_id,
+       row_number() OVER (PARTITION BY invoice_id
+                          ORDER BY kind_order, description, unit_price, item_keys[1]
+                          )::int AS line_no,
+       kind, description, hours, quantity, unit_price, net_amount, item_keys
+FROM all_lines
+"""
+
+_INVOICES_SQL = """
+INSERT INTO billing.invoices
+    (invoice_id, batch_id, kind, document_number, invoice_scope, account_id, client_name,
+     erp_customer_id, erp_customer_number, opportunity_id, version, currency, po_number,
+     invoice_date, period_start, period_end, net, tax, total, status)
+SELECT g.invoice_id, %(batch)s, 'invoice', g.document_number, g.invoice_scope, g.account_id,
+       t.legal_name, t.erp_customer_id, t.erp_customer_no, g.opportunity_id, g.version,
+       g.currency, po.po_number, %(inv_date)s, %(ps)s, %(pe)s, n.net, x.tax, n.net + x.tax, 'draft'
+FROM _inv_groups g
+JOIN _inv_tax t USING (account_id)
+JOIN (SELECT invoice_id, sum(net_amount) AS net FROM _inv_lines GROUP BY 1) n USING (invoice_id)
+CROSS JOIN LATERAL (
+    SELECT round(n.net * t.tax_rate / 100, (%(mu)s::jsonb ->> g.currency)::int) AS tax
+) x
+LEFT JOIN LATERAL (
+    SELECT c.po_number FROM core.contracts c
+    WHERE c.opportunity_id = g.opportunity_id AND c.po_number IS NOT NULL
+    ORDER BY (c.version = g.version) DESC, c.version DESC LIMIT 1
+) po ON true
+"""
+
+_LINES_INSERT_SQL = """
+INSERT INTO billing.invoice_lines
+    (invoice_id, line_no, kind, description, hours, quantity, unit_price, net_amount, tax_code,
+     tax_rate, item_keys)
+SELECT l.invoice_id, l.line_no, l.kind, l.description, l.hours, l.quantity, l.unit_price,
+       l.net_amount, t.tax_code, t.tax_rate, l.item_keys
+FROM _inv_lines l JOIN _inv_groups g USING (invoice_id) JOIN _inv_tax t USING (account_id)
+"""
+
+_TAXES_INSERT_SQL = """
+INSERT INTO billing.invoice_taxes (invoice_id, tax_code, rate, base, amount, legal_note)
+SELECT i.invoice_id, t.tax_code, t.tax_rate, i.net, i.tax, t.legal_note
+FROM billing.invoices i JOIN _inv_tax t USING (account_id)
+WHERE i.batch_id = %(batch)s
+"""
+
+_BILLABLE_SQL = """
+CREATE TEMP TABLE _inv_billable ON COMMIT DROP AS
+SELECT g.invoice_id, i.*
+FROM _inv_items i JOIN _inv_groups g USING (account_id, opp_key, currency)
+WHERE i.hold_reason IS NULL
+"""
+
+_RESERVE_SQL = """
+INSERT INTO billing.batch_items (item_key, batch_id, invoice_id)
+SELECT item_key, %(batch)s, invoice_id FROM _inv_billable ORDER BY item_key
+"""
+
+
+def _round_report(amount: Decimal | None, currency: str | None) -> str | None:
+    if amount is None:
+        return None
+    try:
+        return str(round_money(Decimal(amount), str(currency)))
+    except Exception:  # noqa: BLE001 - unknown currency: show it unrounded
+        return str(amount)
+
+
+def _dq_scope(conn) -> tuple[bool, list[str], list[str], list[dict]]:
+    """(all blocked, blocked clients, blocked contracts, the active blocks) from ops.dq_blocks."""
+    exists = conn.execute("SELECT to_regclass('ops.dq_blocks')").fetchone()[0]
+    if exists is None:
+        return False, [], [], []
+    rows = conn.execute(
+        """SELECT scope_type, scope_key, suite, expectation FROM ops.dq_blocks
+           WHERE status = 'active' ORDER BY scope_type, scope_key, suite, expectation"""
+    ).fetchall()
+    blocks = [
+        {"scope_type": r[0], "scope_key": r[1], "suite": r[2], "expectation": r[3]} for r in rows
+    ]
+    return (
+        any(b["scope_type"] == "all" for b in blocks),
+        sorted({b["scope_key"] for b in blocks if b["scope_type"] == "client"}),
+        sorted({b["scope_key"] for b in blocks if b["scope_type"] == "contract"}),
+        blocks,
+    )
+
+
+def _held(conn, params: dict) -> list[dict]:
+    rows = []
+    for reason, cur, n, amount in conn.execute(_ON_HOLD_SQL, params).fetchall():
+        rows.append(
+            {
+                "reason": reason,
+                "source": "reconciliation",
+                "currency": cur,
+                "items": n,
+                "amount": amount,
+            }
+        )
+    for reason, cur, n, amount in conn.execute(
+        """SELECT hold_reason, currency, count(*), sum(amount) FROM _inv_items
+           WHERE hold_reason IS NOT NULL GROUP BY 1, 2"""
+    ).fetchall():
+        rows.append(
+            {"reason": reason, "source": "invoicing", "currency": cur, "items": n, "amount": amount}
+        )
+    rows.sort(key=lambda r: (r["reason"], r["source"], r["currency"] or ""))
+    for r in rows:
+        r["amount"] = _round_report(r["amount"], r["currency"])
+    return rows
+
+
+def held_by_reason(rows: list[dict]) -> dict:
+    out: dict[str, dict] = {}
+    for r in rows:
+        entry = out.setdefault(r["reason"], {"items": 0, "amounts": {}, "source": r["source"]})
+        entry["items"] += r["items"]
+        if r["amount"] is not None:
+            cur = r["currency"] or "?"
+            prev = Decimal(entry["amounts"].get(cur, "0"))
+            entry["amounts"][cur] = str(prev + Decimal(r["amount"]))
+    return out
+
+
+def _totals(conn, batch_id: int) -> dict:
+    rows = conn.execute(
+        """SELECT currency::text, count(*), sum(net), sum(tax), sum(total)
+           FROM billing.invoices WHERE batch_id = %s GROUP BY 1 ORDER BY 1""",
+        (batch_id,),
+    ).fetchall()
+    return {
+        cur: {
+            "invoices": n,
+            "net": _round_report(net, cur),
+            "tax": _round_report(tx, cur),
+            "total": _round_report(total, cur),
+        }
+        for cur, n, net, tx, total in rows
+    }
+
+
+def load_result(
+    conn, batch_id: int, *, rebuilt: bool = False, unchanged: bool = False
+) -> BatchResult:
+    """The :class:`BatchResult` of a stored batch (as approval and push see it)."""
+    row = conn.execute(
+        """SELECT kind, status, content_hash, period_start, period_end, summary, prepared_by
+           FROM billing.invoice_batches WHERE batch_id = %s""",
+        (batch_id,),
+    ).fetchone()
+    if row is None:
+        raise BatchStateError(f"invoice batch {batch_id} does not exist")
+    kind, status, chash, ps, pe, summary, prepared_by = row
+    invoices = []
+    flags = []
+    for r in conn.execute(
+        """SELECT i.invoice_id, i.document_number, i.kind, i.account_id, i.client_name,
+                  i.opportunity_id, i.version, i.currency::text, i.po_number, i.net, i.tax,
+                  i.total, i.status, i.credit_of_invoice_id, i.anomalies,
+                  (SELECT count(*) FROM billing.invoice_lines l WHERE l.invoice_id = i.invoice_id),
+                  (SELECT string_agg(tax_code, ',' ORDER BY tax_code) FROM billing.invoice_taxes t
+                    WHERE t.invoice_id = i.invoice_id)
+           FROM billing.invoices i WHERE i.batch_id = %s
+           ORDER BY i.account_id, i.opportunity_id NULLS FIRST, i.currency, i.invoice_id""",
+        (batch_id,),
+    ).fetchall():
+        inv = {
+            "invoice_id": r[0],
+            "document_number": r[1],
+            "kind": r[2],
+            "account_id": r[3],
+            "client_name": r[4],
+            "opportunity_id": r[5],
+            "version": r[6],
+            "currency": r[7],
+            "po_number": r[8],
+            "net": _round_report(r[9], r[7]),
+            "tax": _round_report(r[10], r[7]),
+            "total": _round_report(r[11], r[7]),
+            "status": r[12],
+            "credit_of_invoice_id": r[13],
+            "anomalies": r[14],
+            "lines": r[15],
+            "tax_codes": r[16],
+        }
+        invoices.append(inv)
+        for a in r[14] or []:
+            flags.append({"invoice_id": r[0], "document_number": r[1], **a})
+    return BatchResult(
+        batch_id=batch_id,
+        kind=kind,
+        status=status,
+        content_hash=chash,
+        period_start=ps,
+        period_end=pe,
+        invoices=tuple(invoices),
+        totals=_totals(conn, batch_id),
+        held=held_by_reason(summary.get("held", [])),
+        anomalies=tuple(flags),
+        items=int(summary.get("items_billed", 0)),
+        prepared_by=prepared_by,
+        rebuilt=rebuilt,
+        unchanged=unchanged,
+    )
+
+
+class _Unchanged(Exception):
+    """Raised inside the rebuild savepoint to undo a rebuild whose content did not change."""
+
+
+def build_batch(
+    conn,
+    run,
+    *,
+    period_start: dt.date | str,
+    period_end: dt.date | str,
+    clients: Iterable[str] | None = None,
+    billing_types: Iterable[str] | None = None,
+    milestone_keys: Iterable[str] | None = None,
+    dry_run: bool = False,
+    prepared_by: str,
+    time_grouping: str = "role",
+    invoice_date: dt.date | str | None = None,
+    home_country: str | None = None,
+) -> BatchResult:
+    """Build (or rebuild) the invoice batch for a period or a set of milestone items.
+
+    ``clients``: CRM account ids (None = all). ``billing_types``: item types (``time``,
+    ``expense``, ``milestone``, ``retainer``) and/or contract billing models
+    (``time_and_materials``, ``fixed_fee``, ``retainer``); None = all. ``milestone_keys``:
+    bill exactly these ``milestone:...`` items (kind ``milestone``; the period is then only
+    recorded). ``dry_run``: build and report, reserve nothing, status ``dry_run`` (never
+    pushable, no document numbers). ``time_grouping``: ``role`` or ``task``. The invoice date
+    (tax rate date) defaults to ``period_end``. Runs in the caller's transaction (the caller
+    commits). Returns the :class:`BatchResult`; ``status='empty'`` and ``batch_id=None`` when
+    there is nothing to bill (the held items are still reported).
+    """
+    ps, pe = _as_date(period_start), _as_date(period_end)
+    if pe < ps:
+        raise ValueError(f"period_end {pe} is before period_start {ps}")
+    if not prepared_by or not str(prepared_by).strip():
+        raise ValueError("prepared_by is required: the approver must be someone else")
+    if time_grouping not in ("role", "task"):
+        raise ValueError("time_grouping must be 'role' or 'task'")
+    prepared_by = str(prepared_by).strip()
+    inv_date = _as_date(invoice_date) if invoice_date else pe
+    home = tax.home_country(home_country)
+    kind = "milestone" if milestone_keys else "period"
+    mkeys = sorted({str(k) for k in milestone_keys}) if milestone_keys else None
+    clients_l = sorted({str(c) for c in clients}) if clients else None
+    item_types, models = _split_billing_types(billing_types)
+    scope = {
+        "kind": kind,
+        "period_start": ps,
+        "period_end": pe,
+        "clients": clients_l,
+        "billing_types": sorted((item_types or []) + (models or [])) or None,
+        "milestone_keys": mkeys,
+        "time_grouping": time_grouping,
+        "invoice_date": inv_date,
+    }
+    scope_key = scope_hash(scope)
+    run_id, actor, source = _run_parts(run)
+
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (BUILD_LOCK_KEY,))
+        existing = None
+        if not dry_run:
+            existing = conn.execute(
+                """SELECT batch_id, status, content_hash, decided_by FROM billing.invoice_batches
+                   WHERE scope_key = %s AND status IN ('awaiting_approval', 'approved')
+                   ORDER BY batch_id DESC LIMIT 1 FOR UPDATE""",
+                (scope_key,),
+            ).fetchone()
+        if existing is None:
+            return _build(
+                conn,
+                scope,
+                scope_key,
+                home,
+                inv_date,
+                item_types,
+                models,
+                dry_run,
+                prepared_by,
+                time_grouping,
+                run_id,
+                actor,
+                source,
+                None,
+            )
+        batch_id, old_status, old_hash, old_decider = existing
+        try:
+            with conn.transaction():
+                result = _build(
+                    conn,
+                    scope,
+                    scope_key,
+                    home,
+                    inv_date,
+                    item_types,
+                    models,
+                    dry_run,
+                    prepared_by,
+                    time_grouping,
+                    run_id,
+                    actor,
+                    source,
+                    (batch_id, old_status, old_hash, old_decider),
+                )
+                if result.content_hash == old_hash:
+                    raise _Unchanged
+                return result
+        except _Unchanged:
+            return load_result(conn, batch_id, rebuilt=True, unchanged=True)
+
+
+def _temp(conn, name: str) -> None:
+    conn.execute(f"DROP TABLE IF EXISTS {name}")  # noqa: S608 - fixed internal names
+
+
+def _build(
+    conn,
+    scope,
+    scope_key,
+    home,
+    inv_date,
+    item_types,
+    models,
+    dry_run,
+    prepared_by,
+    time_grouping,
+    run_id,
+    actor,
+    source,
+    existing,
+) -> BatchResult:
+    ps, pe, kind = scope["period_start"], scope["period_end"], scope["kind"]
+    dq_all, dq_clients, dq_contracts, blocks = _dq_scope(conn)
+    params = {
+        "ps": ps,
+        "pe": pe,
+        "kind": kind,
+        "mkeys": scope["milestone_keys"],
+        "clients": scope["clients"],
+        "itypes": item_types,
+        "models": models,
+        "dq_all": dq_all,
+        "dq_clients": dq_clients,
+        "dq_contracts": dq_contracts,
+        "mu": json.dumps(CURRENCY_MINOR_UNITS),
+        "self_batch": existing[0] if existing else 0,
+        "home": home,
+        "inv_date": inv_date,
+        "by_task": time_grouping == "task",
+        "prefix": DOCUMENT_PREFIX[kind],
+        "note_exempt": tax.LEGAL_NOTES[tax.EXEMPT],
+        "note_reverse": tax.LEGAL_NOTES[tax.REVERSE],
+        "note_export": tax.LEGAL_NOTES[tax.EXPORT],
+    }
+    previous_numbers: list[tuple[str, str]] = []
+    if existing:
+        batch_id = existing[0]
+        params["batch"] = batch_id
+        previous_numbers = conn.execute(
+            """SELECT invoice_scope, document_number FROM billing.invoices
+               WHERE batch_id = %s AND document_number IS NOT NULL""",
+            (batch_id,),
+        ).fetchall()
+        conn.execute("DELETE FROM billing.batch_items WHERE batch_id = %s", (batch_id,))
+        conn.execute(
+            """DELETE FROM billing.invoice_taxes WHERE invoice_id IN
+                   (SELECT invoice_id FROM billing.invoices WHERE batch_id = %s)""",
+            (batch_id,),
+        )
+        conn.execute(
+            """DELETE FROM billing.invoice_lines WHERE invoice_id IN
+                   (SELECT invoice_id FROM billing.invoices WHERE batch_id = %s)""",
+            (batch_id,),
+        )
+        conn.execute("DELETE FROM billing.invoices WHERE batch_id = %s", (batch_id,))
+
+    for name in (
+        "_inv_items",
+        "_inv_accounts",
+        "_inv_tax",
+        "_inv_groups",
+        "_inv_billable",
+        "_inv_lines",
+    ):
+        _temp(conn, name)
+    conn.execute(_CANDIDATES_SQL, params)
+    reserved_elsewhere = conn.execute(_RESERVED_ELSEWHERE_SQL, params).fetchone()[0]
+    conn.execute(
+        """CREATE TEMP TABLE _inv_accounts ON COMMIT DROP AS
+           SELECT DISTINCT account_id FROM _inv_items WHERE hold_reason IS NULL"""
+    )
+    conn.execute(tax.TAX_RESOLUTION_SQL, params)
+    conn.execute(
+        """UPDATE _inv_items i SET hold_reason = t.hold_reason
+           FROM _inv_tax t
+           WHERE t.account_id = i.account_id AND t.hold_reason IS NOT NULL
+             AND i.hold_reason IS NULL"""
+    )
+    read = conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE hold_reason IS NULL) FROM _inv_items"
+    ).fetchone()
+    held_rows = _held(conn, params)
+    conn.execute(_GROUPS_SQL, params)
+    n_invoices = conn.execute("SELECT count(*) FROM _inv_groups").fetchone()[0]
+
+    if n_invoices == 0:
+        summary = {
+            "held": held_rows,
+            "dq_blocks": blocks,
+            "items_read": read[0],
+            "items_billed": 0,
+            "reserved_elsewhere": reserved_elsewhere,
+        }
+        if existing:
+            # everything the batch held has gone (on hold, billed elsewhere): nothing to approve
+            conn.execute(
+                """UPDATE billing.invoice_batches
+                   SET status = 'rejected', decided_by = 'erpsync', decided_at = now(),
+                       decided_run_id = %s, decided_hash = NULL, summary = %s::jsonb,
+                       content_hash = %s, updated_at = now(),
+                       decision_comment = 'rebuilt with nothing left to bill'
+                   WHERE batch_id = %s""",
+                (run_id, json.dumps(_jsonable(summary)), "", existing[0]),
+            )
+            audit.record(
+                conn,
+                actor=actor,
+                action="invoice_batch.emptied_on_rebuild",
+                entity_type="invoice_batch",
+                entity_id=str(existing[0]),
+                before={"status": existing[1], "content_hash": existing[2]},
+                after={"status": "rejected"},
+                source=source,
+                detail=summary,
+            )
+            return load_result(conn, existing[0], rebuilt=True)
+        audit.record(
+            conn,
+            actor=actor,
+            action="invoice_batch.nothing_to_bill",
+            entity_type="invoice_batch_scope",
+            entity_id=scope_key,
+            after=_jsonable(scope),
+            source=source,
+            detail=_jsonable(summary),
+        )
+        return BatchResult(
+            batch_id=None,
+            kind=kind,
+            status="empty",
+            content_hash=None,
+            period_start=ps,
+            period_end=pe,
+            held=held_by_reason(held_rows),
+            prepared_by=prepared_by,
+        )
+
+    conn.execute(
+        "UPDATE _inv_groups "
+        "SET invoice_id = nextval(pg_get_serial_sequence('billing.invoices', 'invoice_id'))"
+    )
+    if not dry_run:
+        if previous_numbers:
+            conn.execute(
+                """UPDATE _inv_groups g SET document_number = p.document_number
+                   FROM unnest(%s::text[], %s::text[]) AS p(invoice_scope, document_number)
+                   WHERE p.invoice_scope = g.invoice_scope""",
+                ([s for s, _ in previous_numbers], [d for _, d in previous_numbers]),
+            )
+        conn.execute(_NUMBERS_SQL, params)
+
+    if existing:
+        batch_id = existing[0]
+    else:
+        batch_id = conn.execute(
+            """INSERT INTO billing.invoice_batches
+                   (kind, period_start, period_end, scope_key, params, status, content_hash,
+                    prepared_by, prepared_run_id)
+               VALUES (%s, %s, %s, %s, %s::jsonb, 'draft', '', %s, %s) RETURNING batch_id""",
+            (
+                kind,
+                ps,
+                pe,
+                scope_key,
+                json.dumps(_jsonable({**scope, "home_country": home})),
+                prepared_by,
+                run_id,
+            ),
+        ).fetchone()[0]
+    params["batch"] = batch_id
+    conn.execute(_BILLABLE_SQL)
+    conn.execute(_LINES_SQL, params)
+    conn.execute(_INVOICES_SQL, params)
+    conn.execute(_LINES_INSERT_SQL, params)
+    conn.execute(_TAXES_INSERT_SQL, params)
+    items_billed = read[1]
+    if not dry_run:
+        conn.execute(_RESERVE_SQL, params)
+    n_flags = anomalies.flag_batch(conn, batch_id, period_start=ps, period_end=pe, kind=kind)
+    new_hash = compute_hash(conn, batch_id)
+    summary = {
+        "held": held_rows,
+        "dq_blocks": blocks,
+        "items_read": read[0],
+        "items_billed": items_billed,
+        "reserved_elsewhere": reserved_elsewhere,
+        "anomalies": n_flags,
+        "home_country": home,
+        "invoice_date": inv_date,
+    }
+    status = "dry_run" if dry_run else "awaiting_approval"
+    if existing and new_hash == existing[2]:
+        return BatchResult(
+            batch_id=batch_id,
+            kind=kind,
+            status=existing[1],
+            content_hash=new_hash,
+            period_start=ps,
+            period_end=pe,
+        )
+    conn.execute(
+        """UPDATE billing.invoice_batches
+           SET status = %s, content_hash = %s, summary = %s::jsonb, prepared_by = %s,
+               prepared_run_id = %s, prepared_at = now(), decided_by = NULL, decided_hash = NULL,
+               decided_at = NULL, decided_run_id = NULL, decision_comment = NULL, updated_at = now()
+           WHERE batch_id = %s""",
+        (status, new_hash, json.dumps(_jsonable(summary)), prepared_by, run_id, batch_id),
+    )
+    result = load_result(conn, batch_id, rebuilt=bool(existing))
+    after = {
+        "status": status,
+        "content_hash": new_hash,
+        "invoices": len(result.invoices),
+        "items": items_billed,
+        "totals": result.totals,
+        "held": result.held,
+        "anomalies": n_flags,
+        "prepared_by": prepared_by,
+    }
+    if existing:
+        audit.record(
+            conn,
+            actor=actor,
+            action="invoice_batch.rebuilt",
+            entity_type="invoice_batch",
+            entity_id=str(batch_id),
+            before={"status": existing[1], "content_hash": existing[2]},
+            after=after,
+            source=source,
+            detail=_jsonable(scope),
+        )
+        if existing[1] == "approved":
+            audit.record(
+                conn,
+                actor=actor,
+                action="invoice_batch.approval_voided",
+                entity_type="invoice_batch",
+                entity_id=str(batch_id),
+                before={"decided_by": existing[3], "decided_hash": existing[2]},
+                after={"content_hash": new_hash},
+                source=source,
+                detail={"why": "the batch content changed after approval"},
+            )
+    else:
+        audit.record(
+            conn,
+            actor=actor,
+            action="invoice_batch.dry_run" if dry_run else "invoice_batch.prepared",
+            entity_type="invoice_batch",
+            entity_id=str(batch_id),
+            after=after,
+            source=source,
+            detail=_jsonable(scope),
+        )
+    return result
+
+
+def money_str(amount: Decimal, currency: str) -> str:
+    """``amount`` rounded and written with the currency's minor units (for reports/exports)."""
+    return str(round_money(Decimal(amount), currency))
