@@ -1,0 +1,1079 @@
+"""Push an approved invoice batch to the ERP exactly once: create, post, record, bill back.
+
+:func:`push_batch` takes a batch that a person approved (``billing.invoice_batches.status`` =
+``approved``, or ``pushing`` when resuming) whose content still hashes to the approved hash,
+and walks each invoice through a small state machine kept in ``billing.invoice_push``
+(migration 0012)::
+
+    pending --(ERP draft found or created)--> created --(posted, number read back; billed_items
+    written)--> posted --(PSA entries marked billed)--> billed_back
+
+**Every step is committed before the next external call**, so whatever stops a push (a 5xx, a
+timeout, a connection dropped after the ERP committed, a SIGKILLed worker, an Airflow retry or
+clear, a second push of the same batch running at once) the next push resumes from the recorded
+step and each invoice ends in the ERP exactly once:
+
+* **Create = check-then-create.** The ERP is searched by the invoice's stable document number
+  (``externalDocumentNumber``) before any create. Before the POST is sent, the push records
+  that a create may be in flight (``create_unknown_since``); if the answer is lost (timeout,
+  dropped connection, gateway error) the ERP is searched again, and while it does not show the
+  document no new create is sent until the settle window has passed (a request the ERP is still
+  processing would otherwise land twice). A 500/502/503 answer means the ERP refused the
+  request: it is searched once more and then created again, at most ``CREATE_ATTEMPTS`` times.
+* **Lines**: the invoice goes as one deep insert (header + lines, atomic in the ERP). Before
+  posting, the draft's lines are compared with the approved lines by sequence (missing ones
+  are added, different or extra ones stop the invoice for a person) and the draft's net total
+  must equal the approved net, so a changed draft is never posted.
+* **Post** (``Microsoft.NAV.post``) is idempotent by detection: a document that is no longer a
+  draft is posted, its number is read back; a lost or failed post is followed by a re-read,
+  never by a blind second post of an already posted document.
+* **Record**: the ERP id, number and totals go to ``billing.invoice_push`` and
+  ``billing.invoices``; every item key of the invoice goes to ``billing.billed_items`` (``ON
+  CONFLICT DO NOTHING``) in the same transaction as the posted state.
+* **Bill back**: each time entry / expense is marked billed in the PSA
+  (:mod:`erpsync.invoicing.push_psa`), each outcome recorded in ``billing.push_psa_marks``, so
+  a retry skips what is done.
+* **Concurrency**: an invoice is worked on only under a session advisory lock
+  (``pg_try_advisory_lock``); a second push skips invoices another holds (``busy``) and the
+  lock dies with a killed process's connection.
+* **Audit**: ``invoice_batch.push_started``, ``invoice.pushed`` (draft created or found in the
+  ERP), ``invoice.posted``, ``invoice.billed_back``, ``invoice_batch.released`` and
+  ``invoice_batch.push_refused``, each with the run, in the transaction of the state change.
+
+Credit notes (batch kind ``credit_note``, invoices with ``credit_of_invoice_id``) take the same
+path with the ERP's ``salesCreditMemos``: the sandbox (like Business Central's API v2.0 for a
+corrective memo) creates a credit memo only with ``Microsoft.NAV.makeCorrectiveCreditMemo`` on
+the posted original, copying all of its lines; ``salesCreditMemos`` and their lines are read-only
+there. So a credit note for the full original is pushed (looked up by ``invoiceId``, created,
+posted), while a partial credit note is refused with that explanation. A credit note writes no
+``billed_items`` and marks nothing in the PSA.
+
+Vendor docs: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_salesinvoice
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from psycopg import sql
+
+from erpsync import audit, exceptions_queue, money
+from erpsync.connectors import errors
+from erpsync.invoicing import push_erp, push_psa
+from erpsync.invoicing.push_erp import ERP_INVOICES, ERP_MEMOS, ErpDoc
+
+__all__ = [
+    "CREATE_ATTEMPTS",
+    "InvoicePushError",
+    "PushIncomplete",
+    "PushRefused",
+    "PushResult",
+    "push_batch",
+]
+
+log = logging.getLogger(__name__)
+
+#: Creates of one invoice per push when the ERP answered 500/502/503 (nothing committed).
+CREATE_ATTEMPTS = 3
+#: Post requests of one invoice per push while the document stays a draft.
+POST_ATTEMPTS = 3
+FINANCE_OPS = "finance ops"
+#: Answers to a POST that prove the ERP did not commit it (the request was refused whole).
+_REFUSED_5XX = frozenset({500, 502, 503})
+_LOCK_NAMESPACE = "erpsync.invoice_push"
+
+PARTIAL_CREDIT = (
+    "the ERP offers no way to create a partial credit memo: salesCreditMemos and"
+    " salesCreditMemoLines are read-only in its API, a credit memo can only be made with"
+    " Microsoft.NAV.makeCorrectiveCreditMemo, which copies every line of the posted invoice."
+    " Credit the whole invoice (and invoice the corrected lines again), or enter the partial"
+    " credit memo in the ERP by hand"
+)
+
+
+class PushRefused(RuntimeError):
+    """The batch may not be pushed (not approved, or changed since it was approved)."""
+
+
+class PushIncomplete(RuntimeError):
+    """Some invoices are not done yet (failed, busy in another run, or awaiting a settle);
+    the push is safe to run again. ``result`` holds what this run did."""
+
+    def __init__(self, result: PushResult) -> None:
+        self.result = result
+        super().__init__(
+            f"batch {result.batch_id}: {result.failed} invoice(s) failed, {result.busy} busy in"
+            f" another push, {result.uncertain} awaiting the ERP after a lost answer; run the"
+            " push again (it resumes where it stopped)"
+        )
+
+
+class _PushProblem(RuntimeError):
+    """Base of the per-invoice problems the push records and moves on from."""
+
+
+class InvoicePushError(_PushProblem):
+    """A problem with one invoice that a retry will not fix (a person must look)."""
+
+
+class _Retryable(_PushProblem):
+    """A transient problem: the invoice stays at its step; the next push continues."""
+
+
+class _Uncertain(_Retryable):
+    """A create whose answer was lost and which the ERP does not show yet."""
+
+
+@dataclass
+class PushResult:
+    """What one push run did (counts are invoices unless named items / writes)."""
+
+    batch_id: int
+    run_id: str = ""
+    kind: str = ""
+    batch_status: str = ""
+    invoices: int = 0
+    created: int = 0  # ERP documents this run created (answer received)
+    already_in_erp: int = 0  # found in the ERP by the lookup (before or after a lost answer)
+    posted: int = 0  # posted by this run
+    already_posted: int = 0  # found posted in the ERP
+    billed_back: int = 0  # completed (PSA marked) by this run
+    already_done: int = 0  # billed back before this run
+    busy: int = 0  # worked on by another push at the same time: skipped
+    uncertain: int = 0  # lost create answer, not visible in the ERP yet: retried later
+    failed: int = 0
+    items_recorded: int = 0  # billed_items rows inserted
+    psa_marked: int = 0
+    psa_already_billed: int = 0
+    psa_conflicts: int = 0
+    psa_missing: int = 0
+    erp_writes: int = 0  # creates, line adds and posts that the ERP answered
+    psa_writes: int = 0
+    totals: dict[str, dict[str, str]] = field(default_factory=dict)
+    tax_differences: list[dict[str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """True when the batch is released: every invoice posted and billed back."""
+        return self.batch_status == "released"
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["complete"] = self.complete
+        return json.loads(json.dumps(out, default=str))
+
+    def raise_if_incomplete(self) -> None:
+        """Raise :class:`PushIncomplete` unless the batch is released (for Airflow retries)."""
+        if not self.complete:
+            raise PushIncomplete(self)
+
+
+@dataclass
+class _Ctx:
+    conn: Any
+    run: Any
+    erp: Any
+    psa: Any
+    result: PushResult
+    settle_seconds: float | None
+    on_step: Callable[[str, int], None] | None
+    kind: str
+
+    def step(self, name: str, invoice_id: int) -> None:
+        if self.on_step is not None:
+            self.on_step(name, invoice_id)
+
+    def settle(self) -> float:
+        if self.settle_seconds is not None:
+            return float(self.settle_seconds)
+        policy = getattr(self.erp, "policy", None)
+        return 2 * float(getattr(policy, "read_timeout", 120.0)) + 10.0
+
+
+# ---------------------------------------------------------------------------- entry point
+
+
+def push_batch(
+    conn_factory_or_conninfo: Any,
+    run: Any,
+    batch_id: int,
+    *,
+    erp: Any,
+    psa: Any,
+    settle_seconds: float | None = None,
+    on_step: Callable[[str, int], None] | None = None,
+) -> PushResult:
+    """Push the approved batch ``batch_id`` to the ERP and bill its items back in the PSA.
+
+    ``conn_factory_or_conninfo``: a libpq conninfo / URL, a dict of libpq keywords, or a
+    callable returning a new psycopg connection (it is used in autocommit mode and closed).
+    ``run``: a :class:`~erpsync.sync.spec.RunInfo` (``run_id``, ``actor``, ``audit_source()``).
+    ``erp`` / ``psa``: a :class:`~erpsync.connectors.business_central.BusinessCentralClient` and
+    a :class:`~erpsync.connectors.harvest.HarvestClient`.
+    ``settle_seconds``: how long after a create whose answer was lost the ERP must still not
+    show the document before it is created again (default: twice the ERP read timeout + 10 s).
+    ``on_step(step, invoice_id)``: called at each step boundary (``create_sent``,
+    ``erp_created``, ``created``, ``erp_posted``, ``posted``, ``psa_marked``, ``psa_recorded``,
+    ``billed_back``), for progress reporting and fault-injection tests.
+
+    Raises :class:`PushRefused` for a batch that is not approved or whose content changed since
+    its approval. Per-invoice problems do not raise: they are recorded (``last_error``, an
+    exception for a person when a retry cannot help) and counted; call
+    :meth:`PushResult.raise_if_incomplete` to fail the task so Airflow retries it.
+    """
+    conn = _connect(conn_factory_or_conninfo)
+    try:
+        return _push(conn, run, int(batch_id), erp, psa, settle_seconds, on_step)
+    finally:
+        conn.close()
+
+
+def _connect(target: Any):
+    import psycopg
+
+    if callable(target):
+        conn = target()
+        if not conn.autocommit:
+            conn.rollback()
+            conn.autocommit = True
+        return conn
+    if isinstance(target, dict):
+        return psycopg.connect(**target, autocommit=True)
+    return psycopg.connect(str(target), autocommit=True)
+
+
+def _rows(cur) -> list[dict[str, Any]]:
+    names = [c.name for c in cur.description]
+    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def _one(cur) -> dict[str, Any] | None:
+    rows = _rows(cur)
+    return rows[0] if rows else None
+
+
+def _audit(ctx: _Ctx, action: str, entity_type: str, entity_id: Any, after=None, detail=None):
+    audit.record(
+        ctx.conn,
+        actor=str(getattr(ctx.run, "actor", "unknown")),
+        action=action,
+        entity_type=entity_type,
+        entity_id=str(entity_id),
+        before=None,
+        after=after,
+        source=ctx.run.audit_source() if hasattr(ctx.run, "audit_source") else None,
+        detail=detail or {},
+    )
+
+
+def _current_hash(conn, batch_id: int) -> str:
+    try:
+        from erpsync.invoicing import current_hash
+    except ImportError:  # the package exports it; the module holds it
+        from erpsync.invoicing.hashing import current_hash
+
+    return current_hash(conn, batch_id)
+
+
+def _push(conn, run, batch_id, erp, psa, settle_seconds, on_step) -> PushResult:
+    result = PushResult(batch_id=batch_id, run_id=str(getattr(run, "run_id", "")))
+    batch = _one(
+        conn.execute(
+            """SELECT batch_id, kind, status, decided_hash, decided_by
+                 FROM billing.invoice_batches WHERE batch_id = %s""",
+            (batch_id,),
+        )
+    )
+    if batch is None:
+        raise PushRefused(f"invoice batch {batch_id} does not exist")
+    ctx = _Ctx(conn, run, erp, psa, result, settle_seconds, on_step, str(batch["kind"]))
+    result.kind = ctx.kind
+    result.batch_status = str(batch["status"])
+    invoices = _invoices(conn, batch_id)
+    result.invoices = len(invoices)
+    if batch["status"] == "released":
+        result.already_done = len(invoices)
+        _fill_totals(ctx)
+        log.info("batch %s is already released: nothing to push", batch_id)
+        return result
+    _check_pushable(ctx, batch)
+    with conn.transaction():
+        started = conn.execute(
+            """UPDATE billing.invoice_batches SET status = 'pushing', updated_at = now()
+                WHERE batch_id = %s AND status = 'approved'""",
+            (batch_id,),
+        ).rowcount
+        if started:
+            _audit(
+                ctx,
+                "invoice_batch.push_started",
+                "invoice_batch",
+                batch_id,
+                after={"status": "pushing"},
+                detail={"invoices": len(invoices), "kind": ctx.kind},
+            )
+    for invoice in invoices:
+        _push_locked(ctx, invoice)
+    _finish(ctx)
+    _fill_totals(ctx)
+    log.info(
+        "push of batch %s: %s",
+        batch_id,
+        {k: v for k, v in result.as_dict().items() if k not in ("errors", "tax_differences")},
+    )
+    for message in result.errors:
+        log.warning("push of batch %s: %s", batch_id, message)
+    return result
+
+
+def _check_pushable(ctx: _Ctx, batch: dict[str, Any]) -> None:
+    batch_id = batch["batch_id"]
+    reason = None
+    if batch["status"] not in ("approved", "pushing"):
+        reason = (
+            f"invoice batch {batch_id} is {batch['status']!r}, not approved: only an approved"
+            " batch is pushed to the ERP"
+        )
+    else:
+        current = _current_hash(ctx.conn, batch_id)
+        if not batch["decided_hash"] or current != batch["decided_hash"]:
+            reason = (
+                f"invoice batch {batch_id} changed after it was approved (content hash now"
+                f" {current}, approved {batch['decided_hash']}): the approval is void and"
+                " nothing is pushed; prepare and approve the batch again"
+            )
+    if reason is None:
+        return
+    with ctx.conn.transaction():
+        _audit(
+            ctx,
+            "invoice_batch.push_refused",
+            "invoice_batch",
+            batch_id,
+            detail={"status": batch["status"], "reason": reason},
+        )
+    raise PushRefused(reason)
+
+
+def _invoices(conn, batch_id: int) -> list[dict[str, Any]]:
+    return _rows(
+        conn.execute(
+            """SELECT * FROM billing.invoices
+                WHERE batch_id = %s AND status <> 'rejected'
+                ORDER BY invoice_id""",
+            (batch_id,),
+        )
+    )
+
+
+def _lock_key(invoice_id: int) -> str:
+    return f"{_LOCK_NAMESPACE}:{invoice_id}"
+
+
+def _push_locked(ctx: _Ctx, invoice: dict[str, Any]) -> None:
+    from erpsync.writeback.relay import scrub
+
+    invoice_id = int(invoice["invoice_id"])
+    got = ctx.conn.execute(
+        "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (_lock_key(invoice_id),)
+    ).fetchone()[0]
+    if not got:
+        ctx.result.busy += 1
+        log.info("invoice %s is being pushed by another run: skipped", invoice["document_number"])
+        return
+    try:
+        _push_invoice(ctx, invoice)
+    except (errors.ConnectorError, _PushProblem) as exc:
+        message = scrub(f"{type(exc).__name__}: {exc}")
+        permanent = isinstance(exc, InvoicePushError | errors.AmbiguousMatch) or (
+            isinstance(exc, errors.VendorError)
+            and not isinstance(exc, errors.AuthError)
+            and exc.status in (400, 404, 405, 409, 410, 413, 422)
+        )
+        if isinstance(exc, _Uncertain):
+            ctx.result.uncertain += 1
+        else:
+            ctx.result.failed += 1
+        ctx.result.errors.append(f"{invoice['document_number']}: {message}")
+        with ctx.conn.transaction():
+            ctx.conn.execute(
+                """UPDATE billing.invoice_push
+                      SET failures = failures + 1, last_error = %s, last_run_id = %s,
+                          updated_at = now()
+                    WHERE invoice_id = %s""",
+                (message, ctx.result.run_id, invoice_id),
+            )
+            if permanent:
+                exceptions_queue.raise_exception(
+                    ctx.conn,
+                    exceptions_queue.WRITE_BACK_FAILED,
+                    "invoice",
+                    str(invoice["document_number"]),
+                    FINANCE_OPS,
+                    {
+                        "operation": "erp.invoice_push",
+                        "batch_id": invoice["batch_id"],
+                        "invoice_id": invoice_id,
+                        "error": message,
+                    },
+                    ctx.run,
+                    amount_at_stake=Decimal(invoice["total"]),
+                    currency=str(invoice["currency"]).strip(),
+                )
+    finally:
+        ctx.conn.execute(
+            "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (_lock_key(invoice_id),)
+        )
+
+
+def _is_credit(ctx: _Ctx, invoice: dict[str, Any]) -> bool:
+    return (
+        ctx.kind == "credit_note"
+        or invoice.get("kind") == "credit_note"
+        or invoice.get("credit_of_invoice_id") is not None
+    )
+
+
+def _push_invoice(ctx: _Ctx, invoice: dict[str, Any]) -> None:
+    state = _ensure_state(ctx, invoice)
+    if state["step"] == "billed_back":
+        ctx.result.already_done += 1
+        return
+    if state["step"] == "pending":
+        state = _create_step(ctx, invoice, state)
+    if state["step"] == "created":
+        state = _post_step(ctx, invoice, state)
+    if state["step"] == "posted":
+        _bill_back_step(ctx, invoice, state)
+
+
+# ---------------------------------------------------------------------------- state rows
+
+
+def _ensure_state(ctx: _Ctx, invoice: dict[str, Any]) -> dict[str, Any]:
+    entity = ERP_MEMOS if _is_credit(ctx, invoice) else ERP_INVOICES
+    ctx.conn.execute(
+        """INSERT INTO billing.invoice_push
+               (invoice_id, batch_id, document_number, erp_entity, first_run_id, last_run_id)
+           VALUES (%s, %s, %s, %s, %s, %s)
+           ON CONFLICT (invoice_id) DO NOTHING""",
+        (
+            invoice["invoice_id"],
+            invoice["batch_id"],
+            invoice["document_number"],
+            entity,
+            ctx.result.run_id,
+            ctx.result.run_id,
+        ),
+    )
+    return _state(ctx, invoice["invoice_id"])
+
+
+def _state(ctx: _Ctx, invoice_id: int) -> dict[str, Any]:
+    row = _one(
+        ctx.conn.execute(
+            """SELECT *, extract(epoch FROM now() - create_unknown_since)::float8 AS unknown_age
+                 FROM billing.invoice_push WHERE invoice_id = %s""",
+            (invoice_id,),
+        )
+    )
+    assert row is not None
+    return row
+
+
+_COUNTERS = frozenset({"create_requests", "post_requests"})
+
+
+def _update(ctx: _Ctx, invoice_id: int, **fields: Any) -> None:
+    """Update the push row (inside the caller's transaction, or autocommitted alone)."""
+    sets = []
+    values: list[Any] = []
+    for name, value in fields.items():
+        if name in _COUNTERS:
+            sets.append(sql.SQL("{c} = {c} + 1").format(c=sql.Identifier(name)))
+        elif value == "now()":
+            sets.append(sql.SQL("{c} = now()").format(c=sql.Identifier(name)))
+        else:
+            sets.append(sql.SQL("{c} = %s").format(c=sql.Identifier(name)))
+            values.append(value)
+    sets.append(sql.SQL("last_run_id = %s"))
+    values.append(ctx.result.run_id)
+    sets.append(sql.SQL("updated_at = now()"))
+    ctx.conn.execute(
+        sql.SQL("UPDATE billing.invoice_push SET {} WHERE invoice_id = %s").format(
+            sql.SQL(", ").join(sets)
+        ),
+        (*values, invoice_id),
+    )
+
+
+def _lines(ctx: _Ctx, invoice_id: int) -> list[dict[str, Any]]:
+    return _rows(
+        ctx.conn.execute(
+            "SELECT * FROM billing.invoice_lines WHERE invoice_id = %s ORDER BY line_no",
+            (invoice_id,),
+        )
+    )
+
+
+def _item_keys(ctx: _Ctx, invoice_id: int) -> list[str]:
+    rows = ctx.conn.execute(
+        """SELECT DISTINCT k FROM billing.invoice_lines l, unnest(l.item_keys) AS k
+            WHERE l.invoice_id = %s ORDER BY k""",
+        (invoice_id,),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _currency(invoice: dict[str, Any]) -> str:
+    return str(invoice["currency"]).strip()
+
+
+def _money(invoice: dict[str, Any], column: str) -> Decimal:
+    try:
+        return money.round_money(Decimal(invoice[column]), _currency(invoice))
+    except money.UnknownCurrency as exc:
+        raise InvoicePushError(str(exc)) from None
+
+
+# ---------------------------------------------------------------------------- step 1: create
+
+
+def _create_step(ctx: _Ctx, invoice: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    invoice_id = int(invoice["invoice_id"])
+    if _is_credit(ctx, invoice):
+        original_erp_id = _original_erp_id(ctx, invoice)
+
+        def lookup() -> ErpDoc | None:
+            return push_erp.find_credit_memo(ctx.erp, original_erp_id)
+
+        def send() -> ErpDoc | None:
+            push_erp.make_corrective_credit_memo(ctx.erp, original_erp_id)
+            return None  # 204 without a body: read it back with the lookup
+
+        entity = ERP_MEMOS
+    else:
+        specs = _line_specs(ctx, invoice)
+        body = push_erp.invoice_body(invoice, specs)
+
+        def lookup() -> ErpDoc | None:
+            return push_erp.find_invoice(ctx.erp, invoice["document_number"])
+
+        def send() -> ErpDoc | None:
+            return ErpDoc.of(ERP_INVOICES, ctx.erp.create(ERP_INVOICES, body))
+
+        entity = ERP_INVOICES
+
+    doc = lookup()
+    found = doc is not None
+    if doc is None:
+        doc, found = _create_once(ctx, invoice, state, lookup, send)
+    with ctx.conn.transaction():
+        _update(
+            ctx,
+            invoice_id,
+            step="created",
+            erp_entity=entity,
+            erp_invoice_id=doc.id,
+            erp_draft_number=doc.number if doc.is_draft else None,
+            create_unknown_since=None,
+            last_error=None,
+            created_at="now()",
+        )
+        ctx.conn.execute(
+            """UPDATE billing.invoices SET status = 'created', erp_invoice_id = %s
+                WHERE invoice_id = %s AND status NOT IN ('created', 'posted', 'billed_back')""",
+            (doc.id, invoice_id),
+        )
+        _audit(
+            ctx,
+            "invoice.pushed",
+            "invoice",
+            invoice["document_number"],
+            after={"erp_entity": entity, "erp_id": doc.id, "erp_status": doc.status},
+            detail={
+                "invoice_id": invoice_id,
+                "batch_id": invoice["batch_id"],
+                "found_in_erp": found,
+                "erp_draft_number": doc.number if doc.is_draft else None,
+                "net": str(invoice["net"]),
+                "currency": _currency(invoice),
+            },
+        )
+    if found:
+        ctx.result.already_in_erp += 1
+    else:
+        ctx.result.created += 1
+    log.info(
+        "%s %s in the ERP as %s (%s)",
+        invoice["document_number"],
+        "found" if found else "created",
+        doc.number,
+        doc.status,
+    )
+    ctx.step("created", invoice_id)
+    return _state(ctx, invoice_id)
+
+
+def _create_once(ctx: _Ctx, invoice, state, lookup, send) -> tuple[ErpDoc, bool]:
+    """Send the create (at most ``CREATE_ATTEMPTS`` times, and only while the ERP provably
+    has not got it); returns (document, found_by_lookup)."""
+    invoice_id = int(invoice["invoice_id"])
+    age = state.get("unknown_age")
+    if state.get("create_unknown_since") is not None and age is not None:
+        if age < ctx.settle():
+            raise _Uncertain(
+                f"a create sent {age:.0f}s ago got no answer and the ERP does not show the"
+                f" document yet; it is searched again, and created only after"
+                f" {ctx.settle():.0f}s without it"
+            )
+    for attempt in range(1, CREATE_ATTEMPTS + 1):
+        _update(ctx, invoice_id, create_requests=1, create_unknown_since="now()")
+        ctx.step("create_sent", invoice_id)
+        try:
+            doc = send()
+        except errors.VendorError as exc:
+            if exc.status < 500 and exc.status != 408:
+                _update(ctx, invoice_id, create_unknown_since=None)
+                raise InvoicePushError(f"the ERP refused the document: {exc}") from None
+            definite = exc.status in _REFUSED_5XX
+            cause: Exception = exc
+        except errors.RetryBudgetExceeded as exc:
+            definite = True  # a POST is retried only when the ERP provably did nothing
+            cause = exc
+        except errors.WriteOutcomeUnknown as exc:
+            definite = False
+            cause = exc
+        else:
+            ctx.result.erp_writes += 1
+            ctx.step("erp_created", invoice_id)
+            if doc is None:  # an action answered 204: read the document back
+                doc = lookup()
+                if doc is None:
+                    raise _Retryable("the ERP accepted the create but does not show it yet")
+            return doc, False
+        found = lookup()
+        if found is not None:
+            ctx.step("erp_created", invoice_id)
+            return found, True
+        if not definite:
+            raise _Uncertain(
+                f"the create's answer was lost ({cause}) and the ERP does not show the document"
+                " yet; it is searched again before any new create"
+            )
+        _update(ctx, invoice_id, create_unknown_since=None)
+        log.warning(
+            "%s: create attempt %d refused (%s)", invoice["document_number"], attempt, cause
+        )
+    raise _Retryable(f"the ERP refused the create {CREATE_ATTEMPTS} times; last: {cause}")
+
+
+def _line_specs(ctx: _Ctx, invoice: dict[str, Any]) -> list[push_erp.LineSpec]:
+    try:
+        return push_erp.line_specs(_lines(ctx, int(invoice["invoice_id"])), _currency(invoice))
+    except (money.UnknownCurrency, ValueError) as exc:
+        raise InvoicePushError(f"invoice lines cannot be sent: {exc}") from None
+
+
+def _original_erp_id(ctx: _Ctx, invoice: dict[str, Any]) -> str:
+    """The ERP id of the posted invoice a credit note corrects (refused when partial)."""
+    original_id = invoice.get("credit_of_invoice_id")
+    if original_id is None:
+        raise InvoicePushError("a credit note must name the invoice it corrects")
+    original = _one(
+        ctx.conn.execute(
+            """SELECT i.document_number, i.net, i.currency, i.erp_invoice_id,
+                      p.erp_invoice_id AS pushed_id, p.step
+                 FROM billing.invoices i
+                 LEFT JOIN billing.invoice_push p ON p.invoice_id = i.invoice_id
+                WHERE i.invoice_id = %s""",
+            (original_id,),
+        )
+    )
+    if original is None:
+        raise InvoicePushError(f"the corrected invoice {original_id} does not exist")
+    erp_id = original["pushed_id"] or original["erp_invoice_id"]
+    if not erp_id or (original["step"] not in ("posted", "billed_back", None)):
+        raise InvoicePushError(
+            f"the corrected invoice {original['document_number']} is not posted in the ERP yet"
+        )
+    if abs(_money(invoice, "net")) != abs(_money(original, "net")):
+        raise InvoicePushError(
+            f"credit note {invoice['document_number']} credits {abs(_money(invoice, 'net'))}"
+            f" of the {abs(_money(original, 'net'))} net of {original['document_number']}: "
+            + PARTIAL_CREDIT
+        )
+    return str(erp_id)
+
+
+# ---------------------------------------------------------------------------- step 2: post
+
+
+def _post_step(ctx: _Ctx, invoice: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    invoice_id = int(invoice["invoice_id"])
+    entity = state["erp_entity"]
+    doc = push_erp.get_doc(ctx.erp, entity, state["erp_invoice_id"])
+    if doc is None:
+        raise InvoicePushError(
+            f"the ERP {entity} document {state['erp_invoice_id']} recorded for"
+            f" {invoice['document_number']} no longer exists (deleted in the ERP?)"
+        )
+    posted_now = False
+    if doc.is_draft:
+        doc = _check_draft(ctx, invoice, doc)
+        refusal: Exception | None = None
+        for _attempt in range(POST_ATTEMPTS):
+            _update(ctx, invoice_id, post_requests=1)
+            try:
+                push_erp.post(ctx.erp, entity, doc.id)
+            except errors.VendorError as exc:
+                if exc.status >= 500 or exc.status in (400, 408, 409):
+                    refusal = exc  # 400: maybe "already posted"; decided by the re-read
+                else:
+                    raise
+            except (errors.WriteOutcomeUnknown, errors.RetryBudgetExceeded) as exc:
+                refusal = exc
+            else:
+                ctx.result.erp_writes += 1
+                refusal = None
+            ctx.step("erp_posted", invoice_id)
+            reread = push_erp.get_doc(ctx.erp, entity, doc.id)
+            if reread is None:
+                raise InvoicePushError(f"the ERP document {doc.id} vanished while posting")
+            doc = reread
+            if not doc.is_draft:
+                posted_now = True
+                break
+            if isinstance(refusal, errors.VendorError) and refusal.status < 500:
+                raise InvoicePushError(f"the ERP refused to post: {refusal}")
+        else:
+            raise _Retryable(f"the document is still a draft after {POST_ATTEMPTS} posts")
+    elif abs(doc.net) != abs(_money(invoice, "net")):
+        raise InvoicePushError(
+            f"the ERP already posted {doc.number} for {invoice['document_number']} with"
+            f" {abs(doc.net)} net, the approved invoice has {abs(_money(invoice, 'net'))}"
+            f" {_currency(invoice)}: not recorded as this invoice"
+        )
+    _record_posted(ctx, invoice, state, doc, posted_now)
+    ctx.step("posted", invoice_id)
+    return _state(ctx, invoice_id)
+
+
+def _check_draft(ctx: _Ctx, invoice: dict[str, Any], doc: ErpDoc) -> ErpDoc:
+    """The draft must hold exactly the approved lines (missing ones are added) and net."""
+    expected_net = _money(invoice, "net")
+    if doc.entity == ERP_INVOICES:
+        specs = _line_specs(ctx, invoice)
+        erp_lines = {
+            int(line.get("sequence") or 0): line
+            for line in push_erp.list_lines(ctx.erp, doc.entity, doc.id)
+        }
+        wanted = {s.sequence for s in specs}
+        wrong = [
+            s.sequence
+            for s in specs
+            if s.sequence in erp_lines and not s.matches(erp_lines[s.sequence])
+        ]
+        extra = sorted(set(erp_lines) - wanted)
+        if wrong or extra:
+            raise InvoicePushError(
+                f"the ERP draft {doc.number} of {invoice['document_number']} differs from the"
+                f" approved invoice (lines changed: {wrong}, lines not approved: {extra});"
+                " not posted"
+            )
+        missing = [s for s in specs if s.sequence not in erp_lines]
+        for spec in missing:
+            try:
+                push_erp.add_line(ctx.erp, doc.id, spec)
+                ctx.result.erp_writes += 1
+            except (errors.WriteOutcomeUnknown, errors.RetryBudgetExceeded) as exc:
+                raise _Retryable(f"adding line {spec.sequence} got no answer: {exc}") from None
+        if missing:
+            fresh = push_erp.get_doc(ctx.erp, doc.entity, doc.id)
+            if fresh is None:
+                raise InvoicePushError(f"the ERP draft {doc.id} vanished")
+            doc = fresh
+        erp_net = doc.net
+    else:
+        erp_net = abs(doc.net)
+        expected_net = abs(expected_net)
+    if erp_net != expected_net:
+        raise InvoicePushError(
+            f"the ERP draft {doc.number} of {invoice['document_number']} totals {erp_net} net,"
+            f" the approved invoice {expected_net} {_currency(invoice)}; not posted"
+        )
+    return doc
+
+
+def _record_posted(
+    ctx: _Ctx, invoice: dict[str, Any], state: dict[str, Any], doc: ErpDoc, posted_now: bool
+) -> None:
+    invoice_id = int(invoice["invoice_id"])
+    credit = _is_credit(ctx, invoice)
+    expected_tax = abs(_money(invoice, "tax"))
+    tax_difference = None
+    if abs(doc.tax) != expected_tax:
+        tax_difference = {
+            "document_number": str(invoice["document_number"]),
+            "erp_number": doc.number,
+            "currency": _currency(invoice),
+            "approved_tax": str(expected_tax),
+            "erp_tax": str(abs(doc.tax)),
+        }
+    with ctx.conn.transaction():
+        _update(
+            ctx,
+            invoice_id,
+            step="posted",
+            erp_number=doc.number,
+            erp_net=doc.net,
+            erp_tax=doc.tax,
+            erp_total=doc.total,
+            last_error=None,
+            posted_at="now()",
+        )
+        ctx.conn.execute(
+            """UPDATE billing.invoices SET status = 'posted', erp_invoice_id = %s, erp_number = %s
+                WHERE invoice_id = %s AND status NOT IN ('posted', 'billed_back')""",
+            (doc.id, doc.number, invoice_id),
+        )
+        recorded = 0
+        if not credit:
+            recorded = ctx.conn.execute(
+                """INSERT INTO billing.billed_items
+                       (item_key, invoice_id, erp_invoice_id, erp_number, billed_at, run_id)
+                   SELECT DISTINCT k, %s::bigint, %s, %s, now(), %s
+                     FROM billing.invoice_lines l, unnest(l.item_keys) AS k
+                    WHERE l.invoice_id = %s
+                   ON CONFLICT (item_key) DO NOTHING""",
+                (invoice_id, doc.id, doc.number, ctx.result.run_id, invoice_id),
+            ).rowcount
+        _audit(
+            ctx,
+            "invoice.posted",
+            "invoice",
+            invoice["document_number"],
+            after={
+                "erp_id": doc.id,
+                "erp_number": doc.number,
+                "erp_status": doc.status,
+                "net": str(doc.net),
+                "tax": str(doc.tax),
+                "total": str(doc.total),
+            },
+            detail={
+                "invoice_id": invoice_id,
+                "batch_id": invoice["batch_id"],
+                "erp_entity": doc.entity,
+                "posted_by_this_run": posted_now,
+                "billed_items_recorded": recorded,
+                "currency": _currency(invoice),
+                "tax_difference": tax_difference,
+            },
+        )
+    ctx.result.items_recorded += recorded
+    if tax_difference:
+        ctx.result.tax_differences.append(tax_difference)
+    if posted_now:
+        ctx.result.posted += 1
+    else:
+        ctx.result.already_posted += 1
+    log.info(
+        "%s posted in the ERP as %s (%s net %s, tax %s); %d billed item(s) recorded",
+        invoice["document_number"],
+        doc.number,
+        _currency(invoice),
+        doc.net,
+        doc.tax,
+        recorded,
+    )
+
+
+# ---------------------------------------------------------------------------- step 3: bill back
+
+
+def _bill_back_step(ctx: _Ctx, invoice: dict[str, Any], state: dict[str, Any]) -> None:
+    invoice_id = int(invoice["invoice_id"])
+    keys = [] if _is_credit(ctx, invoice) else _item_keys(ctx, invoice_id)
+    done = {
+        r[0]
+        for r in ctx.conn.execute(
+            "SELECT item_key FROM billing.push_psa_marks WHERE item_key = ANY(%s)", (keys,)
+        ).fetchall()
+    }
+    for key in keys:
+        if key in done:
+            continue
+        item = push_psa.psa_item(ctx.conn, key)
+        outcome = push_psa.mark_item(
+            ctx.psa,
+            item,
+            erp_invoice_id=state["erp_invoice_id"],
+            erp_number=state["erp_number"],
+            document_number=str(invoice["document_number"]),
+        )
+        ctx.result.psa_writes += outcome.writes
+        ctx.step("psa_marked", invoice_id)
+        with ctx.conn.transaction():
+            ctx.conn.execute(
+                """INSERT INTO billing.push_psa_marks
+                       (item_key, invoice_id, psa_resource, psa_id, outcome, detail, run_id)
+                   VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s)
+                   ON CONFLICT (item_key) DO NOTHING""",
+                (
+                    key,
+                    invoice_id,
+                    item.resource,
+                    item.psa_id,
+                    outcome.outcome,
+                    json.dumps(outcome.detail, default=str),
+                    ctx.result.run_id,
+                ),
+            )
+            if outcome.outcome == "conflict":
+                exceptions_queue.raise_exception(
+                    ctx.conn,
+                    "psa_billed_elsewhere",
+                    "psa_item",
+                    key,
+                    FINANCE_OPS,
+                    {
+                        **outcome.detail,
+                        "document_number": invoice["document_number"],
+                        "note": "billed by erpsync in the ERP and by another invoice in the PSA",
+                    },
+                    ctx.run,
+                )
+        ctx.step("psa_recorded", invoice_id)
+        if outcome.outcome == "marked":
+            ctx.result.psa_marked += 1
+        elif outcome.outcome == "already_billed":
+            ctx.result.psa_already_billed += 1
+        elif outcome.outcome == "conflict":
+            ctx.result.psa_conflicts += 1
+        elif outcome.outcome == "missing":
+            ctx.result.psa_missing += 1
+    with ctx.conn.transaction():
+        counts = dict(
+            ctx.conn.execute(
+                """SELECT outcome, count(*) FROM billing.push_psa_marks
+                    WHERE invoice_id = %s GROUP BY outcome""",
+                (invoice_id,),
+            ).fetchall()
+        )
+        _update(ctx, invoice_id, step="billed_back", last_error=None, billed_back_at="now()")
+        ctx.conn.execute(
+            """UPDATE billing.invoices SET status = 'billed_back'
+                WHERE invoice_id = %s AND status <> 'billed_back'""",
+            (invoice_id,),
+        )
+        _resolve_failures(ctx, invoice)
+        _audit(
+            ctx,
+            "invoice.billed_back",
+            "invoice",
+            invoice["document_number"],
+            after={"status": "billed_back", "erp_number": state["erp_number"]},
+            detail={
+                "invoice_id": invoice_id,
+                "batch_id": invoice["batch_id"],
+                "items": len(keys),
+                "psa": {k: int(v) for k, v in counts.items()},
+            },
+        )
+    ctx.result.billed_back += 1
+    ctx.step("billed_back", invoice_id)
+    log.info(
+        "%s billed back in the PSA: %s",
+        invoice["document_number"],
+        {k: int(v) for k, v in counts.items()} or "nothing to mark",
+    )
+
+
+def _resolve_failures(ctx: _Ctx, invoice: dict[str, Any]) -> None:
+    """Close the push-failure exception of an invoice that is now done (the cause is gone)."""
+    rows = ctx.conn.execute(
+        """SELECT exception_id FROM ops.exceptions
+            WHERE reason_code = %s AND entity_type = 'invoice' AND entity_key = %s
+              AND status = 'open'""",
+        (exceptions_queue.WRITE_BACK_FAILED, str(invoice["document_number"])),
+    ).fetchall()
+    for (exception_id,) in rows:
+        exceptions_queue.resolve(
+            ctx.conn,
+            int(exception_id),
+            by="erpsync push",
+            comment=f"invoice pushed, posted and billed back by run {ctx.result.run_id}",
+            run=ctx.run,
+        )
+
+
+# ---------------------------------------------------------------------------- batch end
+
+
+def _finish(ctx: _Ctx) -> None:
+    batch_id = ctx.result.batch_id
+    with ctx.conn.transaction():
+        status = ctx.conn.execute(
+            "SELECT status FROM billing.invoice_batches WHERE batch_id = %s FOR UPDATE",
+            (batch_id,),
+        ).fetchone()[0]
+        remaining = ctx.conn.execute(
+            """SELECT count(*) FROM billing.invoices i
+                 LEFT JOIN billing.invoice_push p ON p.invoice_id = i.invoice_id
+                WHERE i.batch_id = %s AND i.status <> 'rejected'
+                  AND p.step IS DISTINCT FROM 'billed_back'""",
+            (batch_id,),
+        ).fetchone()[0]
+        if status == "pushing" and remaining == 0:
+            ctx.conn.execute(
+                """UPDATE billing.invoice_batches
+                      SET status = 'released', released_at = now(), updated_at = now()
+                    WHERE batch_id = %s""",
+                (batch_id,),
+            )
+            _audit(
+                ctx,
+                "invoice_batch.released",
+                "invoice_batch",
+                batch_id,
+                after={"status": "released"},
+                detail={"invoices": ctx.result.invoices, "kind": ctx.kind},
+            )
+            status = "released"
+    ctx.result.batch_status = str(status)
+
+
+def _fill_totals(ctx: _Ctx) -> None:
+    rows = ctx.conn.execute(
+        """SELECT i.currency, count(*), sum(i.net), sum(i.tax), sum(i.total),
+                  sum(p.erp_net), sum(p.erp_tax), sum(p.erp_total)
+             FROM billing.invoices i
+             JOIN billing.invoice_push p ON p.invoice_id = i.invoice_id
+            WHERE i.batch_id = %s AND p.step IN ('posted', 'billed_back')
+            GROUP BY i.currency ORDER BY i.currency""",
+        (ctx.result.batch_id,),
+    ).fetchall()
+    totals = {}
+    for currency, count, net, tax, total, erp_net, erp_tax, erp_total in rows:
+        cur = str(currency).strip()
+
+        def fmt(value: Any, cur: str = cur) -> str:
+            return str(money.round_money(Decimal(value or 0), cur))
+
+        totals[cur] = {
+            "invoices": str(count),
+            "net": fmt(net),
+            "tax": fmt(tax),
+            "total": fmt(total),
+            "erp_net": fmt(erp_net),
+            "erp_tax": fmt(erp_tax),
+            "erp_total": fmt(erp_total),
+        }
+    ctx.result.totals = totals
