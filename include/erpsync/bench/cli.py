@@ -21,7 +21,17 @@ import click
 @click.option("--dlt-disposition", default="merge", type=click.Choice(["merge", "append"]))
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="result JSON path")
 @click.option("--keep-db", is_flag=True, help="keep the bench database for inspection")
-def bench(size, seed, regenerate, loaders, change, dlt_disposition, out, keep_db) -> None:
+@click.option(
+    "--pandas-max-seconds",
+    default=300.0,
+    show_default=True,
+    type=float,
+    help="stop pandas after this many seconds and report its rate over the rows it loaded"
+    " (0: no cap)",
+)
+def bench(
+    size, seed, regenerate, loaders, change, dlt_disposition, out, keep_db, pandas_max_seconds
+) -> None:
     """Sync every time entry of the sandbox firm (large: 1,000,000+) with the pack's engine,
     with dlt's rest_api source and with pandas to_sql, on the same sandbox and PostgreSQL;
     then an incremental run after a 1% change. Writes benchmarks/results/sync_throughput.json."""
@@ -40,6 +50,7 @@ def bench(size, seed, regenerate, loaders, change, dlt_disposition, out, keep_db
         out=out,
         keep_db=keep_db,
         dlt_disposition=dlt_disposition,
+        pandas_max_seconds=pandas_max_seconds or None,
     )
     bad = [n for n, r in report["loaders"].items() if not r["exactly_once"]]
     bad += [f"{n} (failed)" for n in report["errors"]]

@@ -38,7 +38,10 @@ class BenchTimeEntry(Canonical):
     psa_updated_at: dt.datetime
 
 
-ADAPTERS.setdefault(BenchTimeEntry, TypeAdapter(BenchTimeEntry))
+def _register() -> None:
+    """Register the stand-in's validator only when the stand-in is used (registering it at
+    import would add a model to the shared registry whenever the bench module is imported)."""
+    ADAPTERS.setdefault(BenchTimeEntry, TypeAdapter(BenchTimeEntry))
 
 
 def _ref(rec: dict, name: str) -> str | None:
@@ -124,6 +127,7 @@ def time_entries_spec() -> tuple[EntitySpec, str]:
     try:
         from erpsync.sync.specs_time import TIME_ENTRIES  # type: ignore[import-not-found]
     except ImportError:
+        _register()
         return LOCAL_TIME_ENTRIES, "local"
     return TIME_ENTRIES, "erpsync.sync.specs_time.TIME_ENTRIES"
 

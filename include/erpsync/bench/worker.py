@@ -2,7 +2,7 @@
 
     python -m erpsync.bench.worker serve STATE_DIR PORT
     python -m erpsync.bench.worker erpsync --db URL --psa URL [--incremental]
-    python -m erpsync.bench.worker pandas --db URL --psa URL
+    python -m erpsync.bench.worker pandas --db URL --psa URL [--max-seconds S]
 
 Each measured path prints one JSON line (``BENCH_RESULT {...}``) with its seconds, stage
 timings, counts and ``peak_rss_mb`` (``ru_maxrss`` of this process).
@@ -124,8 +124,13 @@ PANDAS_COLUMNS = [
 ]
 
 
-def run_pandas(db: str, psa: str, chunksize: int = 1000) -> dict[str, Any]:
-    """The plain baseline: httpx pages -> json_normalize DataFrame -> to_sql(method="multi")."""
+def run_pandas(
+    db: str, psa: str, chunksize: int = 1000, max_seconds: float | None = None
+) -> dict[str, Any]:
+    """The plain baseline: httpx pages -> json_normalize DataFrame -> to_sql(method="multi").
+
+    ``max_seconds`` caps the run: after the page that crosses it the loader stops and reports
+    what it loaded (``complete: false``); its records/s is then measured over those rows."""
     import httpx
     import pandas as pd
     import sqlalchemy
@@ -137,6 +142,7 @@ def run_pandas(db: str, psa: str, chunksize: int = 1000) -> dict[str, Any]:
         conn.exec_driver_sql("CREATE SCHEMA IF NOT EXISTS pandas_bench")
         conn.exec_driver_sql("DROP TABLE IF EXISTS pandas_bench.time_entries")
     records = 0
+    capped = False
     cpu = cpu_seconds()
     started = time.perf_counter()
     url: str | None = f"{psa}/v2/time_entries?per_page=2000"
@@ -157,6 +163,9 @@ def run_pandas(db: str, psa: str, chunksize: int = 1000) -> dict[str, Any]:
             )
             records += len(frame)
             url = page["links"]["next"]
+            if url and max_seconds is not None and time.perf_counter() - started > max_seconds:
+                capped = True
+                break
     seconds = time.perf_counter() - started
     with engine.connect() as conn:
         rows, distinct = conn.exec_driver_sql(
@@ -166,6 +175,8 @@ def run_pandas(db: str, psa: str, chunksize: int = 1000) -> dict[str, Any]:
     return {
         "path": "pandas",
         "settings": {"method": "multi", "chunksize": chunksize, "per_page": 2000},
+        "complete": not capped,
+        "max_seconds": max_seconds,
         "seconds": round(seconds, 3),
         "records": records,
         "rows_loaded": rows,
@@ -182,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db")
     parser.add_argument("--psa")
     parser.add_argument("--incremental", action="store_true")
+    parser.add_argument("--max-seconds", type=float, default=None)
     args = parser.parse_args(argv)
     if args.path == "serve":
         serve(args.args[0], int(args.args[1]))
@@ -189,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.path == "erpsync":
         emit(run_erpsync(args.db, args.psa, args.incremental))
     else:
-        emit(run_pandas(args.db, args.psa))
+        emit(run_pandas(args.db, args.psa, max_seconds=args.max_seconds))
     return 0
 
 

@@ -26,12 +26,25 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from erpsync.connectors.errors import ConnectorError
 from erpsync.connectors.http import VendorClient
 
 __all__ = ["HarvestClient"]
 
 MAX_PER_PAGE = 2000
 DEFAULT_USER_AGENT = "erpsync (https://github.com/erpsync/erpsync)"
+
+
+def _decoders():
+    import msgspec
+
+    return (
+        msgspec.json.Decoder(dict[str, msgspec.Raw]),
+        msgspec.json.Decoder(list[msgspec.Raw] | None),
+    )
+
+
+_ENVELOPE, _RECORDS = _decoders()
 
 
 def _v2(path: str) -> str:
@@ -87,6 +100,54 @@ class HarvestClient(VendorClient):
             if not next_url:
                 return
             payload = self.request_json("GET", next_url)
+
+    def iter_raw_pages(
+        self,
+        resource_path: str,
+        params: dict[str, Any] | None = None,
+        per_page: int = MAX_PER_PAGE,
+    ) -> Iterator[list[Any]]:
+        """:meth:`iter_pages` for bulk reads: the same requests, paging and errors, but each
+        record comes back as its undecoded JSON text (``msgspec.Raw``, a slice of the page's
+        bytes) for a typed decoder and the raw landing, so no Python dict is built per record.
+        A page the strict decoder refuses (e.g. ``NaN`` literals) is decoded exactly as
+        :meth:`iter_pages` decodes it and comes back as a list of dicts."""
+        key = envelope_key(resource_path)
+        query = {**(params or {}), "per_page": max(1, min(MAX_PER_PAGE, int(per_page)))}
+        url, params_now = _v2(resource_path), query
+        while True:
+            response = self.request("GET", url, params=params_now)
+            records, next_url = self._raw_page(response, key)
+            if records:
+                yield records
+            if not next_url:
+                return
+            url, params_now = next_url, None
+
+    def _raw_page(self, response, key: str) -> tuple[list[Any], Any]:
+        import msgspec
+
+        try:
+            envelope = _ENVELOPE.decode(response.content)
+            records = _RECORDS.decode(envelope[key]) if key in envelope else None
+            links = msgspec.json.decode(envelope["links"]) if "links" in envelope else None
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            payload = self._json_of(response)
+            return payload.get(key) or [], (payload.get("links") or {}).get("next")
+        return records or [], (links or {}).get("next")
+
+    def _json_of(self, response) -> Any:
+        """``request_json``'s decoding of an answer already received."""
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise ConnectorError(
+                f"{self.label} GET {self._display_path(response.url)}: the answer"
+                f" (HTTP {response.status_code}) is not JSON",
+                system=self.system,
+            ) from None
 
     def get(self, path: str) -> dict[str, Any] | None:
         """One resource (``projects/12``), or None on 404."""

@@ -9,8 +9,9 @@ Connectors are imported lazily (inside functions) so specs stay importable at DA
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 CRM_CONN_ID = "erpsync_crm"
 PSA_CONN_ID = "erpsync_psa"
@@ -82,7 +83,7 @@ def read_pages(spec, read: Read) -> Iterator[list[dict]]:
     if isinstance(source, SalesforceQuery):
         yield from _salesforce_pages(source, read)
     elif isinstance(source, HarvestList):
-        yield from _harvest_pages(source, read)
+        yield from _harvest_pages(source, read, raw=RAW_CODEC in spec.extra)
     elif isinstance(source, HarvestNested):
         yield from _harvest_nested_pages(source, read)
     elif isinstance(source, BusinessCentralList):
@@ -123,12 +124,73 @@ def salesforce_deleted(spec, start: dt.datetime, end: dt.datetime) -> DeletedIds
     )
 
 
-def _harvest_pages(source: HarvestList, read: Read) -> Iterator[list[dict]]:
+def _harvest_pages(source: HarvestList, read: Read, raw: bool = False) -> Iterator[list[dict]]:
     from erpsync.connectors.harvest import HarvestClient
 
     params = {} if read.since is None else {"updated_since": iso_seconds(read.since)}
     client = HarvestClient(conn_id=PSA_CONN_ID)
-    yield from prefetch(client.iter_pages(source.resource, params or None))
+    if not raw:
+        yield from prefetch(client.iter_pages(source.resource, params or None))
+        return
+    import msgspec
+
+    for records in prefetch(client.iter_raw_pages(source.resource, params or None)):
+        # the connector's fallback for a page its strict decoder refused is a list of dicts
+        as_raw = isinstance(records, list) and isinstance(records[0], msgspec.Raw)
+        yield RawPage(records) if as_raw else records
+
+
+#: ``EntitySpec.extra`` key of a spec's raw-record codec (e.g.
+#: :func:`erpsync.models.time_expense.encode_time_entry`): its pages are read as
+#: :class:`RawPage` and the engine encodes each record's JSON bytes directly.
+RAW_CODEC = "raw_codec"
+
+
+class RawPage(Sequence):
+    """A page of vendor records kept as their JSON bytes (``msgspec.Raw``): the engine hands
+    ``raw`` to the spec's codec; anyone else sees a list of dicts (decoded on first use with
+    the stdlib ``json``, exactly as the connector's ``iter_pages`` decodes them). A record
+    that is not raw JSON (the connector's fallback for a page its strict decoder refused)
+    stays as it is."""
+
+    __slots__ = ("raw", "_dicts")
+
+    def __init__(self, raw: list) -> None:
+        self.raw = raw
+        self._dicts: list | None = None
+
+    def record(self, index: int) -> Any:
+        """Record ``index`` as the dict path would see it."""
+        if self._dicts is not None:
+            return self._dicts[index]
+        return _decode(self.raw[index])
+
+    def dicts(self) -> list:
+        if self._dicts is None:
+            self._dicts = [_decode(r) for r in self.raw]
+        return self._dicts
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __getitem__(self, index):
+        return self.dicts()[index]
+
+    def __iter__(self):
+        return iter(self.dicts())
+
+    def __repr__(self) -> str:
+        return f"RawPage({len(self.raw)} records)"
+
+
+def _decode(raw: Any) -> Any:
+    import json
+
+    if isinstance(raw, bytes | bytearray | str):
+        return json.loads(raw)
+    if isinstance(raw, dict | list) or raw is None:
+        return raw
+    return json.loads(bytes(raw))
 
 
 _DONE = object()

@@ -15,7 +15,7 @@ finds these through :data:`BY_NAME`.
 from __future__ import annotations
 
 from erpsync.models import time_expense as te
-from erpsync.sync.sources import HarvestList
+from erpsync.sync.sources import RAW_CODEC, HarvestList
 from erpsync.sync.spec import CursorSpec, DeleteMode, EntitySpec
 
 #: Field of a tombstone record (``{"id": 123, TOMBSTONE_FLAG: True}``): the record is gone.
@@ -40,7 +40,9 @@ TIME_ENTRIES = EntitySpec(
     record_key="id",
     raw_table="raw.vendor_records",
     core_table="core.time_entries",
-    extra={"runner": RUNNER, "window_column": "spent_date"},
+    # pages read as JSON bytes, encoded per record by the codec; what it declines (and every
+    # record of the pages the runner adds, e.g. tombstones) goes through mapper and model
+    extra={"runner": RUNNER, "window_column": "spent_date", RAW_CODEC: te.encode_time_entry},
     description=(
         "PSA time entries: hours, approval state, locked and billed flags, billable and cost "
         "rates, project/task/person/client, invoice and external reference."
