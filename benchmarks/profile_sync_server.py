@@ -1,7 +1,7 @@
 """Where PostgreSQL's time goes in the time-entry sync: the engine's own run (``engine._run``)
 on N records of the bench firm, fed as raw pages (no HTTP), with the CPU seconds of the
 sync's server backend (``/proc/<backend pid>/stat``, so the server must run on this machine)
-and the wall time per step: the raw COPY (jsonb), the stage COPY, the seen COPY, the merge and
+and the wall time per step: the raw COPY (json), the stage COPY, the seen COPY, the merge and
 the delete rules. Uses a scratch database, dropped at the end.
 
     .venv/bin/python benchmarks/profile_sync_server.py [N] [STATE_DIR]
@@ -69,7 +69,7 @@ def main() -> int:
 
     conn = psycopg.connect(db)
     pid = conn.info.backend_pid
-    names = {engine._RAW_COPY: "COPY raw (jsonb)", engine._SEEN_COPY: "COPY seen"}
+    names = {engine._RAW_COPY: "COPY raw (json)", engine._SEEN_COPY: "COPY seen"}
     engine._merge = measured("merge", engine._merge, pid)
     engine._apply_deletes = measured("delete rules", engine._apply_deletes, pid)
     engine._Copy.write = measured(
