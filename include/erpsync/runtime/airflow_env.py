@@ -22,6 +22,8 @@ from erpsync.runtime.database import DatabaseUrls, connection_parts
 
 WAREHOUSE_CONN_ID = "erpsync_warehouse"
 UI_USER = "admin"
+# A second person for maker-checker: whoever prepares an invoice batch cannot approve it.
+APPROVER_USER = "approver"
 API_PORT = int(os.environ.get("ERPSYNC_AIRFLOW_PORT", "8080"))
 
 
@@ -39,6 +41,7 @@ def install_secrets() -> dict[str, str]:
         "fernet_key": lambda: Fernet.generate_key().decode(),
         "jwt_secret": lambda: secrets.token_urlsafe(32),
         "admin_password": lambda: secrets.token_urlsafe(12),
+        "approver_password": lambda: secrets.token_urlsafe(12),
     }
     changed = False
     for key, make in wanted.items():
@@ -80,7 +83,7 @@ def airflow_environment(urls: DatabaseUrls, *, home: Path | None = None) -> dict
         "AIRFLOW__API__PORT": str(API_PORT),
         "AIRFLOW__API__BASE_URL": f"http://localhost:{API_PORT}",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{API_PORT}/execution/",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{UI_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{UI_USER}:admin,{APPROVER_USER}:user",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
             home / "simple_auth_passwords.json"
         ),
@@ -103,10 +106,11 @@ def airflow_environment(urls: DatabaseUrls, *, home: Path | None = None) -> dict
 
 def write_ui_password(home: Path) -> str:
     """Write the simple auth manager's password file so the UI login is known and stable."""
-    password = install_secrets()["admin_password"]
+    sec = install_secrets()
+    password = sec["admin_password"]
     home.mkdir(parents=True, exist_ok=True)
     path = home / "simple_auth_passwords.json"
-    path.write_text(json.dumps({UI_USER: password}))
+    path.write_text(json.dumps({UI_USER: password, APPROVER_USER: sec["approver_password"]}))
     path.chmod(0o600)
     return password
 

@@ -7,6 +7,15 @@ embedded database if the demo started it.
 
 ``run(once=True)`` prepares the same way, then runs the pack's main chain once as real DAG runs
 (``airflow dags test``), prints a summary and returns non-zero if any run failed.
+
+The invoice batch waits for a person's approval (Airflow's human-in-the-loop step). In
+``demo --once`` an Airflow api-server runs next to the chain and the approval is given through
+Airflow's REST API, logged in as the ``approver`` user (``POST /auth/token``, then ``PATCH
+.../taskInstances/approve_batch/-1/hitlDetails``), exactly as the UI's Required Actions page
+does; the batch's preparer is the run's triggering user (``dag_test`` for ``airflow dags
+test``), so maker-checker holds. In ``demo`` (the UI) the approval waits in Required Actions for
+you: trigger *erpsync_invoice_batches* as ``admin`` and approve as ``approver`` (both logins are
+printed).
 """
 
 from __future__ import annotations
@@ -34,11 +43,17 @@ MAIN_CHAIN = [
 ]
 
 
+#: DAGs of the chain that stop for a person's approval (answered through the REST API).
+APPROVAL_DAGS = {"erpsync_invoice_batches"}
+APPROVAL_WAIT_SECONDS = 1200
+
+
 @dataclass
 class ChainResult:
     dag_id: str
     state: str
     seconds: float
+    note: str = ""
 
 
 class _Stop(Exception):
@@ -100,31 +115,186 @@ def _last_run_state(urls: database.DatabaseUrls, dag_id: str) -> str:
     return row[0] if row else "not run"
 
 
+def _free_port(preferred: int) -> int:
+    """``preferred`` if nothing listens there, else an ephemeral port."""
+    import socket
+
+    for port in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise RuntimeError("no free port for the Airflow api-server")
+
+
+def _sandbox_billing_period() -> str | None:
+    """``YYYY-MM`` of the month before the sandbox's business clock, if a sandbox answers."""
+    import datetime as dt
+
+    import httpx
+
+    try:
+        now = httpx.get("http://127.0.0.1:18002/__admin/clock", timeout=5).json()["now"]
+    except (httpx.HTTPError, KeyError, ValueError):
+        return None
+    first = dt.date.fromisoformat(str(now)[:10]).replace(day=1)
+    return (first - dt.timedelta(days=1)).strftime("%Y-%m")
+
+
+def _start_api_server(env: dict[str, str], echo) -> tuple[subprocess.Popen, str]:
+    """An Airflow api-server on the chain's metadata database, for answering the approval."""
+    home = paths.airflow_home()
+    airflow_env.write_ui_password(home)
+    log_file = home / "api-server.log"
+    port = _free_port(airflow_env.API_PORT)
+    proc = processes.spawn(
+        processes.airflow_command(["api-server", "--port", str(port)]), env, log_file=log_file
+    )
+    echo(f"api-server: starting on :{port} for the approval (log {log_file})")
+    return proc, f"http://localhost:{port}"
+
+
+def _run_with_approval(
+    dag_id: str, env: dict[str, str], api: tuple[subprocess.Popen, str], echo
+) -> str:
+    """``airflow dags test`` the DAG; approve its batch through the REST API as ``approver``."""
+    from erpsync.airflow.billing_api import AirflowApi, content_hash_shown
+
+    api_proc, api_url = api
+    log_file = paths.airflow_home() / f"{dag_id}.demo.log"
+    args = ["dags", "test", dag_id]
+    period = _sandbox_billing_period()
+    if period:  # the month before the sandbox's business clock (its unbilled month)
+        args += ["-c", json.dumps({"billing_period": period})]
+    proc = processes.spawn(processes.airflow_command(args), env, log_file=log_file)
+    note = ""
+    deadline = time.monotonic() + APPROVAL_WAIT_SECONDS
+    try:
+        if not processes.wait_for_http(
+            f"{api_url}/api/v2/monitor/health", timeout=300, proc=api_proc
+        ):
+            raise RuntimeError("the Airflow api-server did not start; see api-server.log")
+        password = airflow_env.install_secrets()["approver_password"]
+        with AirflowApi(api_url, airflow_env.APPROVER_USER, password) as client:
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    pending = client.wait_for_approval(
+                        dag_id, timeout=5, alive=lambda: proc.poll() is None
+                    )
+                except (TimeoutError, RuntimeError):
+                    continue
+                shown = content_hash_shown(pending.body) or "?"
+                echo(f"  approval asked: {pending.subject}")
+                client.answer(
+                    pending, "Approve", comment=f"approved in erpsync demo --once (hash {shown})"
+                )
+                note = f"approved by {airflow_env.APPROVER_USER} via the REST API"
+                echo(f"  {note} (content hash {shown[:12]})")
+                break
+        proc.wait(timeout=max(deadline - time.monotonic(), 1))
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        note = f"stopped: {exc}"
+        echo(f"  {note}; see {log_file}")
+    finally:
+        if proc.poll() is None:
+            processes.stop_group(proc)
+    return note
+
+
 def run_chain(urls: database.DatabaseUrls, env: dict[str, str], echo) -> list[ChainResult]:
     """Run each present DAG of the main chain once, in order, stopping at the first failure."""
     present = _present_dags(env)
     results: list[ChainResult] = []
-    for dag_id in MAIN_CHAIN:
-        if dag_id not in present:
-            continue
-        echo(f"running {dag_id} ...")
-        started = time.monotonic()
-        processes.run_airflow(["dags", "test", dag_id], env, check=False, capture=True)
-        state = _last_run_state(urls, dag_id)
-        results.append(ChainResult(dag_id, state, time.monotonic() - started))
-        if state != "success":
-            break
+    api = _start_api_server(env, echo) if APPROVAL_DAGS & present else None
+    try:
+        for dag_id in MAIN_CHAIN:
+            if dag_id not in present:
+                continue
+            echo(f"running {dag_id} ...")
+            started = time.monotonic()
+            note = ""
+            if dag_id in APPROVAL_DAGS and api is not None:
+                note = _run_with_approval(dag_id, env, api, echo)
+            else:
+                processes.run_airflow(["dags", "test", dag_id], env, check=False, capture=True)
+            state = _last_run_state(urls, dag_id)
+            results.append(ChainResult(dag_id, state, time.monotonic() - started, note))
+            if state != "success":
+                break
+    finally:
+        if api is not None:
+            processes.stop_group(api[0])
     return results
 
 
-def _print_summary(results: list[ChainResult], echo) -> None:
+def billing_summary(warehouse_url: str) -> list[str]:
+    """Invoices per client and currency with totals, and the items held by reason."""
+    import psycopg
+
+    from erpsync.money import round_money
+
+    lines: list[str] = []
+    try:
+        with psycopg.connect(warehouse_url) as conn:
+            invoices = conn.execute(
+                """SELECT coalesce(i.client_name, i.account_id), i.currency::text,
+                          count(*), sum(i.net), sum(i.tax), sum(i.total),
+                          count(*) FILTER (WHERE i.erp_number IS NOT NULL)
+                     FROM billing.invoices i
+                     JOIN billing.invoice_batches b USING (batch_id)
+                    WHERE b.status NOT IN ('dry_run', 'rejected')
+                    GROUP BY 1, 2 ORDER BY 2, 1"""
+            ).fetchall()
+            held = conn.execute(
+                """SELECT reason_code, currency::text, count(*), sum(amount)
+                     FROM recon.items WHERE state = 'on_hold'
+                    GROUP BY 1, 2 ORDER BY 1, 2"""
+            ).fetchall()
+    except psycopg.Error as exc:
+        return [f"(no billing summary: {str(exc).splitlines()[0]})"]
+    lines.append("")
+    lines.append("invoices per client and currency")
+    lines.append(
+        f"{'client':34} {'cur':3} {'inv':>4} {'posted':>6} {'net':>14} {'tax':>12} {'total':>14}"
+    )
+    grand: dict[str, list] = {}
+    for client, cur, n, net, tax, total, posted in invoices:
+        lines.append(
+            f"{str(client)[:34]:34} {cur:3} {n:4d} {posted:6d} {round_money(net, cur):>14,} "
+            f"{round_money(tax, cur):>12,} {round_money(total, cur):>14,}"
+        )
+        g = grand.setdefault(cur, [0, 0])
+        g[0] += n
+        g[1] += total
+    for cur, (n, total) in sorted(grand.items()):
+        lines.append(
+            f"{'TOTAL':34} {cur:3} {n:4d} {'':6} {'':>14} {'':>12} {round_money(total, cur):>14,}"
+        )
+    if not invoices:
+        lines.append("(no invoices)")
+    lines.append("")
+    lines.append("items held, by reason")
+    for reason, cur, n, amount in held:
+        shown = f"{round_money(amount, cur):,}" if amount is not None and cur else "-"
+        lines.append(f"{str(reason):34} {cur or '-':3} {n:6d} {shown:>14}")
+    if not held:
+        lines.append("(nothing held)")
+    return lines
+
+
+def _print_summary(results: list[ChainResult], echo, warehouse_url: str | None = None) -> None:
     echo("")
     echo("erpsync main chain")
     echo(f"{'DAG':32} {'state':10} {'seconds':>8}")
     for r in results:
-        echo(f"{r.dag_id:32} {r.state:10} {r.seconds:8.1f}")
+        echo(f"{r.dag_id:32} {r.state:10} {r.seconds:8.1f}" + (f"  {r.note}" if r.note else ""))
     if not results:
         echo("(no DAG of the main chain is present)")
+    if warehouse_url and any(r.dag_id in APPROVAL_DAGS for r in results):
+        for line in billing_summary(warehouse_url):
+            echo(line)
 
 
 def run(*, once: bool, sandbox_size: str = "small", echo=print) -> int:
@@ -144,7 +314,7 @@ def run(*, once: bool, sandbox_size: str = "small", echo=print) -> int:
             children.append(sandbox)
         if once:
             results = run_chain(prepared.urls, prepared.env, echo)
-            _print_summary(results, echo)
+            _print_summary(results, echo, prepared.urls.warehouse)
             failed = [r for r in results if r.state != "success"]
             if failed or not results:
                 echo(
@@ -185,6 +355,8 @@ def _serve_ui(env: dict[str, str], children: list[subprocess.Popen], echo) -> in
     echo("")
     echo(f"Airflow UI: {url}")
     echo(f"login:      {airflow_env.UI_USER} / {password}")
+    approver = airflow_env.install_secrets()["approver_password"]
+    echo(f"approver:   {airflow_env.APPROVER_USER} / {approver}  (approves invoice batches)")
     echo(f"logs:       {log_file}")
     echo("Press Ctrl-C to stop everything the demo started.")
     while proc.poll() is None:

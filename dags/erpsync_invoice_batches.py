@@ -1,0 +1,110 @@
+"""
+### Invoice batches: monthly, and on demand with a form
+
+Turns the reconciled, ready-to-bill work of a billing period into invoices in the ERP, after a
+person has approved them.
+
+1. **Data-quality gate.** A critical data-quality failure that concerns every client stops the
+   run and says why. A failure for one client or contract only holds that client's or
+   contract's items (reason *dq_blocked*); everything else is billed.
+2. **Build the batch.** Ready items are grouped per client, contract and currency into invoice
+   drafts: time by role or task (hours x rate), expenses, milestones, retainer fees; the
+   client's PO number; tax from the client's tax profile (standard, exempt, reverse charge with
+   its legal note). Anomalies (amount far from the client's history, hours spikes, rates off the
+   contract, possible duplicates) are flagged with their numbers; they inform, they do not
+   block. Whoever triggered the run is the batch's **preparer** (`scheduler` for the monthly run).
+3. **Approve.** The batch waits in **Required Actions** (or the task's *Required Actions* tab):
+   the summary shows totals per client and currency, items held and why, and the anomalies.
+   Choose **Approve** or **Reject**. The preparer cannot approve their own batch; the approval is
+   for exactly the content shown (its hash), so a batch that changed is not pushed. **No answer
+   within the response timeout (72 hours by default) rejects the batch.** A rejected batch
+   releases its items for the next run.
+4. **Push, post, bill back.** Each invoice is created in the ERP once (looked up by its document
+   number first), posted (the ERP assigns the invoice number), and its time entries and expenses
+   are marked billed in the PSA. Retries and reruns never invoice anything twice.
+5. **Export** the released batch as CSV and JSON files, and **report** what was read, changed,
+   held and pushed, with totals.
+
+**Trigger with config** (the form): *Billing period* (YYYY-MM; empty = the month before today in
+the firm's time zone), *Clients* (CRM account ids; empty = all), *Billing types* (time, expense,
+milestone, retainer; empty = all), *Dry run* (build and report only: no approval, nothing sent).
+To correct a posted invoice, fill *Credit note for* (its document or ERP number) and *Credit note
+reason*: the credit note goes through the same approval and push.
+
+Scheduled monthly at 06:00 on the 2nd, in the firm's time zone.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import CronTriggerTimetable, Param, dag, task
+
+from erpsync.airflow import billing_flow
+from erpsync.airflow.dag_defaults import default_args, tags
+from erpsync.airflow.sync_dags import FIRM_TIMEZONE
+
+
+@dag(
+    dag_id="erpsync_invoice_batches",
+    schedule=CronTriggerTimetable("0 6 2 * *", timezone=FIRM_TIMEZONE),
+    start_date=pendulum.datetime(2026, 1, 1, tz=FIRM_TIMEZONE),
+    catchup=False,
+    default_args=default_args(),
+    tags=tags("billing", "erp", "psa"),
+    doc_md=__doc__,
+    max_active_runs=1,
+    params={
+        "billing_period": Param(
+            None,
+            type=["null", "string"],
+            pattern=r"^$|^\d{4}-(0[1-9]|1[0-2])$",
+            title="Billing period",
+            description="Month to bill, YYYY-MM. Empty: the month before today (firm time zone).",
+        ),
+        "clients": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            title="Clients",
+            description="CRM account ids to bill, one per line. Empty: every client.",
+        ),
+        "billing_types": Param(
+            [],
+            type="array",
+            items={"type": "string", "enum": list(billing_flow.BILLING_TYPES)},
+            title="Billing types",
+            description="time, expense, milestone, retainer. Empty: all of them.",
+        ),
+        "dry_run": Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            description="Build the batch and report it; ask no approval and send nothing.",
+        ),
+        "credit_note_for": Param(
+            None,
+            type=["null", "string"],
+            title="Credit note for",
+            description="Document or ERP number of a posted invoice to correct (optional).",
+            section="Corrections",
+        ),
+        "credit_note_reason": Param(
+            None,
+            type=["null", "string"],
+            title="Credit note reason",
+            description="Why the invoice is credited (required with a credit note).",
+            section="Corrections",
+        ),
+    },
+)
+def erpsync_invoice_batches():
+    @task
+    def plan_billing_run(**context) -> dict:
+        return billing_flow.plan_period_run(context, FIRM_TIMEZONE)
+
+    request = plan_billing_run()
+    first, _last = billing_flow.billing_tasks(request)
+    request >> first
+
+
+dag = erpsync_invoice_batches()

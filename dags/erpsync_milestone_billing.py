@@ -1,0 +1,62 @@
+"""
+### Milestone billing: invoice a fixed-fee milestone the day the client accepts it
+
+Every hour a **sensor** looks at the PSA's milestones. While nothing new is accepted it gives
+its worker slot back between looks (reschedule mode), so waiting costs nothing. When a client
+has accepted a milestone that is not billed yet:
+
+1. the milestone's acceptance is recorded in the warehouse and the reconciliation classifies it
+   (ready to bill, or on hold with a reason, e.g. a data-quality block for that contract);
+2. the milestone invoice goes through **exactly the same steps as the monthly invoice batches**
+   (same code): data-quality gate, build with tax and PO number, **approval in Required
+   Actions** by someone other than the preparer (no answer within the response timeout = Reject,
+   the milestone is then billed by the next run), push to the ERP, post, billed back to the PSA,
+   export files and a report.
+
+If no milestone is accepted within the hour the run ends as *skipped*: nothing to do.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import CronTriggerTimetable, dag, task
+
+from erpsync.airflow import billing_flow
+from erpsync.airflow.dag_defaults import default_args, tags
+from erpsync.airflow.sync_dags import FIRM_TIMEZONE
+
+
+@dag(
+    dag_id="erpsync_milestone_billing",
+    schedule=CronTriggerTimetable("0 * * * *", timezone=FIRM_TIMEZONE),
+    start_date=pendulum.datetime(2026, 1, 1, tz=FIRM_TIMEZONE),
+    catchup=False,
+    default_args=default_args(),
+    tags=tags("billing", "milestones", "psa", "erp"),
+    doc_md=__doc__,
+    max_active_runs=1,
+)
+def erpsync_milestone_billing():
+    @task.sensor(
+        task_id="wait_for_accepted_milestones",
+        mode="reschedule",
+        poke_interval=timedelta(minutes=5),
+        timeout=timedelta(minutes=55),
+        soft_fail=True,
+        pool="psa_api",
+    )
+    def wait_for_accepted_milestones(**context):
+        return billing_flow.poke_milestones(context)
+
+    @task
+    def plan_milestone_billing(keys: list[str], **context) -> dict:
+        return billing_flow.plan_milestone_run(context, keys, FIRM_TIMEZONE)
+
+    request = plan_milestone_billing(wait_for_accepted_milestones())
+    first, _last = billing_flow.billing_tasks(request)
+    request >> first
+
+
+dag = erpsync_milestone_billing()

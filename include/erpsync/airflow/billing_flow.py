@@ -1,0 +1,674 @@
+"""The billing path shared by the invoice-batch DAG and the milestone-billing DAG.
+
+:func:`billing_tasks` wires, inside the calling DAG, one chain used by both DAGs (a factory, not
+a copy)::
+
+    dq_gate -> build_batch -> needs_approval -> approve_batch (human in the loop)
+            -> record_decision -> push_to_erp -> export_files -> report
+
+* ``dq_gate``: a critical data-quality failure for *all* clients stops the run; a block for one
+  client or contract only holds that scope's items (the builder holds them, reason
+  ``dq_blocked``).
+* ``build_batch``: :func:`erpsync.invoicing.build_batch` (or a credit note); ``prepared_by`` is
+  the user who triggered the run, ``scheduler`` for scheduled runs. The approval text and the
+  batch's content hash go to XCom for the approval step.
+* ``needs_approval``: a dry run (or an empty batch) stops here: nothing is asked, nothing pushed.
+* ``approve_batch``: Airflow's :class:`~airflow.providers.standard.operators.hitl.HITLOperator`
+  with the options Approve / Reject, the batch summary as Markdown, and a response timeout whose
+  default is **Reject** (``ERPSYNC_APPROVAL_TIMEOUT``, default 72 h).
+* ``record_decision``: maker-checker (the responder must not be the preparer: the task fails and
+  says why, the batch stays awaiting approval) and the hash binding (the decision is recorded
+  for the hash the approver was shown; if the batch changed since, the approval is void). A
+  rejection (or the timeout) releases the batch's items for the next run.
+* ``push_to_erp``: :func:`erpsync.invoicing.push.push_batch` (check-then-create, post, billed
+  back to the PSA); failures that may pass are retried by Airflow, safely.
+* ``export_files``: the released batch as CSV and JSON files.
+* ``report``: what the run read, changed, held and pushed, with counts and totals.
+
+This module is imported when a DAG file is parsed: it imports Airflow's authoring API only; the
+warehouse, the connectors and the invoicing library are imported inside the tasks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+from airflow.sdk import TriggerRule, task
+
+DEFAULT_APPROVAL_TIMEOUT = timedelta(hours=72)
+APPROVE, REJECT = "Approve", "Reject"
+TIMEOUT_RESPONDER = "airflow:response_timeout"
+SCHEDULER_PREPARER = "scheduler"
+
+#: Item types a billing run can be limited to (the trigger form's drop-down).
+BILLING_TYPES = ("time", "expense", "milestone", "retainer")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+
+def approval_timeout() -> timedelta:
+    """How long an approval waits before the default (Reject) applies.
+
+    ``ERPSYNC_APPROVAL_TIMEOUT`` (``90s``, ``30m``, ``72h``, ``5d``; a bare number is seconds),
+    read at parse time like the firm time zone (no database access)."""
+    raw = os.environ.get("ERPSYNC_APPROVAL_TIMEOUT")
+    if not raw:
+        return DEFAULT_APPROVAL_TIMEOUT
+    match = _DURATION.match(raw)
+    if not match:
+        raise ValueError(f"ERPSYNC_APPROVAL_TIMEOUT={raw!r}: use e.g. 90s, 30m, 72h or 5d")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    field = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[unit]
+    return timedelta(**{field: value})
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def prepared_by(context: Any) -> str:
+    """The preparer of a batch: the user who triggered the run, ``scheduler`` otherwise."""
+    dag_run = context.get("dag_run")
+    user = getattr(dag_run, "triggering_user_name", None) if dag_run is not None else None
+    return str(user) if user else SCHEDULER_PREPARER
+
+
+def previous_month(day: date) -> tuple[date, date]:
+    """First and last day of the month before ``day``."""
+    first_this = day.replace(day=1)
+    last_prev = first_this - timedelta(days=1)
+    return last_prev.replace(day=1), last_prev
+
+
+def month_bounds(period: str) -> tuple[date, date]:
+    """``"2026-10"`` -> (2026-10-01, 2026-10-31)."""
+    match = re.fullmatch(r"(\d{4})-(\d{2})", period.strip())
+    if not match:
+        raise ValueError(f"billing period {period!r}: use YYYY-MM, e.g. 2026-10")
+    year, month = int(match.group(1)), int(match.group(2))
+    if not 1 <= month <= 12:
+        raise ValueError(f"billing period {period!r}: month must be 01..12")
+    start = date(year, month, 1)
+    nxt = date(year + (month == 12), month % 12 + 1, 1)
+    return start, nxt - timedelta(days=1)
+
+
+def run_day(context: Any, timezone: str) -> date:
+    """The run's date in the firm's time zone (logical date, else when it was queued to run)."""
+    import pendulum
+
+    dag_run = context.get("dag_run")
+    when = context.get("logical_date") or getattr(dag_run, "run_after", None)
+    when = when or pendulum.now("UTC")
+    return pendulum.instance(when).in_timezone(timezone).date()
+
+
+def _money(value: Any) -> str:
+    return f"{Decimal(str(value)):,}" if value is not None else "-"
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def _as_dict(result: Any) -> dict:
+    if result is None:
+        return {}
+    if isinstance(result, dict):
+        return result
+    if hasattr(result, "as_dict"):
+        return result.as_dict()
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(result) if is_dataclass(result) else {"result": str(result)}
+
+
+def _json_safe(value: Any) -> Any:
+    """XCom-safe copy: Decimals as strings (never floats), dates as ISO strings."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _fail(message: str):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    return AirflowFailException(message)
+
+
+def _skip(message: str):
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    return AirflowSkipException(message)
+
+
+def _run(context: Any):
+    from erpsync.sync.spec import RunInfo
+
+    return RunInfo.from_context(context)
+
+
+def _connect():
+    from erpsync.warehouse import connection
+
+    return connection.connect()
+
+
+def totals_line(totals: dict | None) -> str:
+    """``{"EUR": "1200.00", "USD": ...}`` -> ``EUR 1,200.00; USD ...``."""
+    if not totals:
+        return "nothing"
+    parts = []
+    for currency in sorted(totals):
+        value = totals[currency]
+        if isinstance(value, dict):  # {"net":..,"tax":..,"total":..}
+            value = value.get("total", value.get("net"))
+        parts.append(f"{currency} {_money(value)}")
+    return "; ".join(parts)
+
+
+def held_line(held: dict | None) -> str:
+    if not held:
+        return "none"
+    parts = []
+    for reason in sorted(held):
+        value = held[reason]
+        count = value.get("items", value.get("count")) if isinstance(value, dict) else value
+        amounts = value.get("amounts") if isinstance(value, dict) else None
+        money = f" ({totals_line(amounts)})" if amounts else ""
+        parts.append(f"{reason} {count}{money}")
+    return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------- task bodies
+
+
+def check_dq_gate(context: Any) -> dict:
+    """Stop the run if a critical data-quality block covers every client; report the others."""
+    from erpsync import quality
+
+    with _connect() as conn:
+        blocks = list(quality.active_blocks(conn))
+    scoped: dict[str, list[str]] = {}
+    for block in blocks:
+        scope = str(_get(block, "scope_type"))
+        scoped.setdefault(scope, []).append(
+            f"{_get(block, 'scope_key')} ({_get(block, 'suite')}: {_get(block, 'expectation')})"
+        )
+    print(  # noqa: T201
+        f"data-quality gate: read {len(blocks)} active critical block(s): "
+        + (
+            "; ".join(f"{scope} -> {', '.join(keys)}" for scope, keys in sorted(scoped.items()))
+            or "none"
+        )
+    )
+    if "all" in scoped:
+        raise _fail(
+            "invoicing is blocked for every client by a critical data-quality failure: "
+            + "; ".join(scoped["all"])
+            + ". Fix the data at the source (see the data-quality DAG's Data Docs), let the "
+            "reconcile run clear the block, then run billing again."
+        )
+    if scoped:
+        print(  # noqa: T201
+            "items of the blocked clients/contracts are held (reason dq_blocked); "
+            "everything else is billed"
+        )
+    return {"blocks": len(blocks), "by_scope": {k: len(v) for k, v in scoped.items()}}
+
+
+def _resolve_invoice(conn, ref: str) -> int:
+    row = conn.execute(
+        """SELECT invoice_id FROM billing.invoices
+            WHERE document_number = %s OR erp_number = %s OR invoice_id::text = %s
+            ORDER BY invoice_id LIMIT 1""",
+        (ref, ref, ref),
+    ).fetchone()
+    if row is None:
+        raise _fail(f"no invoice {ref!r} (document number, ERP number or invoice id) to credit")
+    return int(row[0])
+
+
+def build(context: Any, request: dict) -> dict:
+    """Build the batch the request describes; return its summary and approval text."""
+    from erpsync import invoicing
+
+    run = _run(context)
+    preparer = prepared_by(context)
+    kind = request.get("kind", "period")
+    with _connect() as conn:
+        if kind == "credit_note":
+            invoice_id = _resolve_invoice(conn, str(request["credit_note_for"]))
+            result = invoicing.create_credit_note(
+                conn,
+                run,
+                invoice_id,
+                reason=request.get("credit_note_reason") or "correction",
+                prepared_by=preparer,
+            )
+        else:
+            result = invoicing.build_batch(
+                conn,
+                run,
+                period_start=date.fromisoformat(request["period_start"]),
+                period_end=date.fromisoformat(request["period_end"]),
+                clients=request.get("clients") or None,
+                billing_types=request.get("billing_types") or None,
+                milestone_keys=request.get("milestone_keys") or None,
+                dry_run=bool(request.get("dry_run")),
+                prepared_by=preparer,
+            )
+        conn.commit()
+        data = _as_dict(result)
+        batch_id = _get(result, "batch_id", data.get("batch_id"))
+        markdown = invoicing.approval_markdown(conn, batch_id) if batch_id is not None else ""
+    invoices = data.get("invoices") or []
+    n_invoices = invoices if isinstance(invoices, int) else len(invoices)
+    summary = {
+        "kind": kind,
+        "batch_id": batch_id,
+        "content_hash": data.get("content_hash"),
+        "prepared_by": preparer,
+        "status": data.get("status"),
+        "dry_run": bool(request.get("dry_run")) or data.get("status") == "dry_run",
+        "period_start": request.get("period_start"),
+        "period_end": request.get("period_end"),
+        "invoices": n_invoices,
+        "items": data.get("items", data.get("item_count")),
+        "totals": _json_safe(data.get("totals") or {}),
+        "held": _json_safe(data.get("held") or data.get("held_by_reason") or {}),
+        "anomalies": len(data.get("anomalies") or []),
+        "markdown": markdown,
+    }
+    print(  # noqa: T201
+        f"build_batch: {kind} batch {batch_id} prepared by {preparer} "
+        f"({'dry run, ' if summary['dry_run'] else ''}period {summary['period_start']} .. "
+        f"{summary['period_end']}): read the ready items, created {n_invoices} invoice draft(s) "
+        f"from {summary['items'] if summary['items'] is not None else '?'} item(s); totals "
+        f"{totals_line(summary['totals'])}; held {held_line(summary['held'])}; "
+        f"{summary['anomalies']} anomaly flag(s); content hash {summary['content_hash']}"
+    )
+    return summary
+
+
+def needs_approval(built: dict) -> bool:
+    """False (stop before the approval) for a dry run or a batch with nothing to invoice."""
+    if built.get("dry_run"):
+        print("dry run: built and reported only; nothing is asked, pushed or posted")  # noqa: T201
+        return False
+    if not built.get("invoices"):
+        print("nothing to invoice in this run: no approval is asked")  # noqa: T201
+        return False
+    return True
+
+
+def approval_body_footer() -> str:
+    """The part of the approval text Airflow renders from the build step's XCom."""
+    return (
+        "\n\n---\n"
+        "**Batch** `{{ ti.xcom_pull(task_ids='build_batch')['batch_id'] }}`, prepared by "
+        "**{{ ti.xcom_pull(task_ids='build_batch')['prepared_by'] }}**. "
+        "Content hash `{{ ti.xcom_pull(task_ids='build_batch')['content_hash'] }}`: "
+        "approving approves exactly this content; if the batch changes, the approval is void "
+        "and nothing is pushed.\n\n"
+        "The preparer of a batch cannot approve it. With no answer before the deadline the "
+        "batch is **rejected** and its items are released for the next run."
+    )
+
+
+def record(context: Any, built: dict, response: dict | None) -> dict:
+    """Check the human's answer (maker-checker, content hash) and record the decision."""
+    from erpsync import audit, invoicing
+
+    run = _run(context)
+    batch_id = built["batch_id"]
+    response = response or {}
+    chosen = (response.get("chosen_options") or [REJECT])[0]
+    responder = response.get("responded_by_user") or None
+    by = str(responder.get("name") or responder.get("id")) if responder else TIMEOUT_RESPONDER
+    params_input = response.get("params_input") or {}
+    comment = params_input.get("comment") or None
+    if responder is None:
+        comment = comment or "no answer before the response timeout: rejected by default"
+    decision = "approve" if chosen == APPROVE else "reject"
+    shown_hash = built["content_hash"]
+    try:
+        with _connect() as conn:
+            invoicing.decide(
+                conn,
+                run,
+                batch_id,
+                decision=decision,
+                by=by,
+                content_hash=shown_hash,
+                comment=comment,
+            )
+            conn.commit()
+    except invoicing.MakerCheckerError as exc:
+        with _connect() as conn:
+            audit.record(
+                conn,
+                actor=by,
+                action="invoice_batch.approval_refused",
+                entity_type="invoice_batch",
+                entity_id=str(batch_id),
+                detail={"reason": "maker_checker", "prepared_by": built.get("prepared_by")},
+                source=run.audit_source(),
+            )
+            conn.commit()
+        raise _fail(
+            f"{by} prepared batch {batch_id} and cannot also approve it (maker-checker): {exc}. "
+            "The batch stays awaiting approval with its items reserved; clear the task "
+            "'approve_batch' (with downstream) so that another person approves or rejects it."
+        ) from exc
+    except invoicing.BatchStateError as exc:
+        # a retry after the decision was committed: the recorded decision stands
+        with _connect() as conn:
+            row = conn.execute(
+                "SELECT status, decided_by FROM billing.invoice_batches WHERE batch_id = %s",
+                (batch_id,),
+            ).fetchone()
+        if not row or row[1] != by or (row[0] == "rejected") != (decision == "reject"):
+            raise _fail(f"batch {batch_id} cannot be {decision}d now: {exc}") from exc
+        print(f"record_decision: batch {batch_id} was already {row[0]} by {by}")  # noqa: T201
+    except invoicing.BatchChangedError as exc:
+        raise _fail(
+            f"batch {batch_id} changed after it was shown to {by} (hash {shown_hash}): the "
+            f"approval is void and nothing is pushed: {exc}. Run billing again to prepare a "
+            "fresh batch for approval."
+        ) from exc
+    verb = "approved" if decision == "approve" else "rejected"
+    how = " (response timeout, default Reject)" if responder is None else ""
+    print(  # noqa: T201
+        f"record_decision: batch {batch_id} {verb} by {by}{how} for content hash {shown_hash}; "
+        f"prepared by {built.get('prepared_by')}; {built.get('invoices')} invoice(s), totals "
+        f"{totals_line(built.get('totals'))}"
+        + ("; its items are released for the next run" if decision == "reject" else "")
+    )
+    return {"batch_id": batch_id, "decision": decision, "by": by, "content_hash": shown_hash}
+
+
+def push(context: Any, decision: dict) -> dict:
+    """Push an approved batch to the ERP, post it and mark the entries billed in the PSA."""
+    if decision.get("decision") != "approve":
+        raise _skip(f"batch {decision.get('batch_id')} was rejected: nothing to push")
+    from erpsync.connectors.business_central import BusinessCentralClient
+    from erpsync.connectors.harvest import HarvestClient
+    from erpsync.invoicing import push as invoice_push
+    from erpsync.sync.sources import ERP_CONN_ID, PSA_CONN_ID
+
+    run = _run(context)
+    batch_id = decision["batch_id"]
+    erp, psa = BusinessCentralClient(conn_id=ERP_CONN_ID), HarvestClient(conn_id=PSA_CONN_ID)
+    try:
+        with erp, psa:
+            result = invoice_push.push_batch(_connect, run, batch_id, erp=erp, psa=psa)
+    except invoice_push.PushRefused as exc:
+        raise _fail(f"batch {batch_id} is not pushed: {exc}") from exc
+    data = _json_safe(_as_dict(result))
+    counts = ", ".join(
+        f"{k} {v}" for k, v in data.items() if isinstance(v, int) and k != "batch_id" and v
+    )
+    print(  # noqa: T201
+        f"push_to_erp: batch {batch_id} ({data.get('batch_status')}): "
+        f"{counts or 'nothing to do'}; totals {totals_line(data.get('totals'))}"
+        + (f"; errors: {'; '.join(data['errors'][:5])}" if data.get("errors") else "")
+    )
+    # not released yet (a system down, a lost answer): fail so Airflow retries; the retry
+    # resumes each invoice where it stopped, so nothing is created or billed twice
+    result.raise_if_incomplete()
+    return data
+
+
+def export(context: Any, decision: dict) -> dict:
+    """Write the released batch as CSV and JSON files."""
+    from erpsync import invoicing
+
+    batch_id = decision["batch_id"]
+    out_dir = os.environ.get("ERPSYNC_EXPORT_DIR")
+    target = os.path.join(out_dir, str(batch_id)) if out_dir else None  # None: .erpsync/exports
+    with _connect() as conn:
+        files = invoicing.export_batch(conn, batch_id, target)
+    names = [str(f) for f in files]
+    print(f"export_files: batch {batch_id}: wrote {len(names)} file(s): {', '.join(names)}")  # noqa: T201
+    return {"batch_id": batch_id, "files": names}
+
+
+def report(context: Any) -> dict:
+    """The run's closing statement for finance and auditors: read, changed, held, pushed."""
+    ti = context["ti"]
+    built = ti.xcom_pull(task_ids="build_batch") or {}
+    decision = ti.xcom_pull(task_ids="record_decision") or {}
+    pushed = ti.xcom_pull(task_ids="push_to_erp") or {}
+    exported = ti.xcom_pull(task_ids="export_files") or {}
+    batch_id = built.get("batch_id")
+    if not built:
+        outcome = "no batch was built"
+    elif built.get("dry_run"):
+        outcome = "dry run: reported only, nothing pushed"
+    elif not built.get("invoices"):
+        outcome = "nothing to invoice"
+    elif not decision:
+        outcome = "no decision recorded"
+    elif decision.get("decision") == "reject":
+        outcome = f"rejected by {decision.get('by')}: items released"
+    elif pushed:
+        outcome = f"approved by {decision.get('by')}, pushed and posted"
+    else:
+        outcome = f"approved by {decision.get('by')}, push not completed"
+    lines = [
+        f"billing report for {built.get('kind', '?')} batch {batch_id} "
+        f"(period {built.get('period_start')} .. {built.get('period_end')}): {outcome}",
+        f"  read:    the ready-to-bill items in scope: {built.get('items', '?')} item(s) "
+        "went into this batch",
+        f"  changed: {built.get('invoices', 0)} invoice(s) prepared; totals "
+        f"{totals_line(built.get('totals'))}",
+        f"  held:    {held_line(built.get('held'))}",
+        f"  anomaly flags shown to the approver: {built.get('anomalies', 0)}",
+        "  pushed:  "
+        + (", ".join(f"{k} {v}" for k, v in pushed.items() if isinstance(v, int)) or "nothing"),
+        f"  files:   {', '.join(exported.get('files', [])) or 'none'}",
+    ]
+    print("\n".join(lines))  # noqa: T201
+    return {
+        "batch_id": batch_id,
+        "outcome": outcome,
+        "invoices": built.get("invoices", 0),
+        "totals": built.get("totals", {}),
+        "held": built.get("held", {}),
+        "pushed": {k: v for k, v in pushed.items() if isinstance(v, int)},
+        "files": exported.get("files", []),
+    }
+
+
+# --------------------------------------------------------------------------- the shared chain
+
+
+def billing_tasks(request, *, approval_timeout_: timedelta | None = None):
+    """Wire the shared billing chain after ``request`` (an XComArg of the request dict).
+
+    Returns ``(first, last)`` tasks. Both billing DAGs call this, so a batch from a monthly run,
+    an on-demand run, a credit note or an accepted milestone is built, approved, pushed and
+    exported by the same code."""
+    from airflow.providers.standard.operators.hitl import HITLOperator
+    from airflow.sdk import Param
+
+    @task(task_id="dq_gate")
+    def dq_gate(**context) -> dict:
+        return check_dq_gate(context)
+
+    @task(task_id="build_batch")
+    def build_batch(request: dict, **context) -> dict:
+        return build(context, request)
+
+    @task.short_circuit(task_id="needs_approval", ignore_downstream_trigger_rules=False)
+    def needs_approval_(built: dict) -> bool:
+        return needs_approval(built)
+
+    approve_batch = HITLOperator(
+        task_id="approve_batch",
+        subject=(
+            "Approve invoice batch {{ ti.xcom_pull(task_ids='build_batch')['batch_id'] }}: "
+            "{{ ti.xcom_pull(task_ids='build_batch')['invoices'] }} invoice(s)"
+        ),
+        body="{{ ti.xcom_pull(task_ids='build_batch')['markdown'] }}" + approval_body_footer(),
+        options=[APPROVE, REJECT],
+        defaults=[REJECT],
+        params={
+            "comment": Param(
+                "",
+                type=["null", "string"],
+                title="Comment",
+                description="Why you approve or reject (kept in the audit trail).",
+            )
+        },
+        response_timeout=approval_timeout_ or approval_timeout(),
+        doc_md="Approve or reject the batch shown. No answer in time means Reject.",
+    )
+
+    @task(task_id="record_decision", retries=2)
+    def record_decision(built: dict, **context) -> dict:
+        response = context["ti"].xcom_pull(task_ids="approve_batch")
+        return record(context, built, response)
+
+    @task(task_id="push_to_erp", pool="erp_api")
+    def push_to_erp(decision: dict, **context) -> dict:
+        return push(context, decision)
+
+    @task(task_id="export_files")
+    def export_files(decision: dict, **context) -> dict:
+        return export(context, decision)
+
+    @task(task_id="report", trigger_rule=TriggerRule.NONE_FAILED)
+    def report_(**context) -> dict:
+        return report(context)
+
+    gate = dq_gate()
+    built = build_batch(request)
+    gate >> built
+    go = needs_approval_(built)
+    decided = record_decision(built)
+    go >> approve_batch >> decided
+    pushed = push_to_erp(decided)
+    exported = export_files(decided)
+    pushed >> exported
+    final = report_()
+    exported >> final  # runs after a dry run and a rejection too (skipped upstream, none failed)
+    return gate, final
+
+
+# --------------------------------------------------------------------------- what to bill
+
+
+def plan_period_run(context: Any, timezone: str) -> dict:
+    """The request of an invoice-batch run from its trigger form (scheduled runs: defaults).
+
+    No billing period in the form means the month before the run's date in the firm's time
+    zone (the monthly run on the 2nd bills the month that just ended)."""
+    params = context.get("params") or {}
+    period = (params.get("billing_period") or "").strip()
+    if period:
+        start, end = month_bounds(period)
+    else:
+        start, end = previous_month(run_day(context, timezone))
+    credit_for = (params.get("credit_note_for") or "").strip()
+    request = {
+        "kind": "credit_note" if credit_for else "period",
+        "period_start": start.isoformat(),
+        "period_end": end.isoformat(),
+        "clients": [c.strip() for c in params.get("clients") or [] if c and c.strip()],
+        "billing_types": [t for t in params.get("billing_types") or [] if t],
+        "dry_run": bool(params.get("dry_run")),
+    }
+    if credit_for:
+        request["credit_note_for"] = credit_for
+        request["credit_note_reason"] = (params.get("credit_note_reason") or "").strip()
+        if not request["credit_note_reason"]:
+            raise _fail("a credit note needs a reason (the 'Credit note reason' field)")
+    unknown = sorted(set(request["billing_types"]) - set(BILLING_TYPES))
+    if unknown:
+        raise _fail(f"unknown billing types {unknown}; choose from {list(BILLING_TYPES)}")
+    print(  # noqa: T201
+        f"billing run requested by {prepared_by(context)}: {request['kind']} "
+        f"{request['period_start']} .. {request['period_end']}, clients "
+        f"{request['clients'] or 'all'}, types {request['billing_types'] or 'all'}"
+        + (", DRY RUN" if request["dry_run"] else "")
+        + (f", credit note for {credit_for}" if credit_for else "")
+    )
+    return request
+
+
+# --------------------------------------------------------------------------- milestones
+
+ACCEPTED_UNBILLED_SQL = """
+SELECT 'milestone:' || m.opportunity_id || ':' || m.version || ':' || m.seq AS item_key
+  FROM core.contract_milestones m
+ WHERE m.status = 'accepted'
+   AND m.version = (SELECT max(c.version) FROM core.contracts c
+                     WHERE c.opportunity_id = m.opportunity_id)
+   AND NOT EXISTS (SELECT 1 FROM billing.billed_items b
+                    WHERE b.item_key = 'milestone:' || m.opportunity_id || ':' || m.version
+                                       || ':' || m.seq)
+   AND NOT EXISTS (SELECT 1 FROM billing.batch_items bi
+                    WHERE bi.active
+                      AND bi.item_key = 'milestone:' || m.opportunity_id || ':' || m.version
+                                        || ':' || m.seq)
+ ORDER BY 1
+"""
+
+
+def poke_milestones(context: Any):
+    """One look at the PSA: refresh milestone acceptance, then the accepted, unbilled ones.
+
+    Returns a ``PokeReturnValue``: done (with the item keys) when there is something to bill."""
+    from airflow.sdk import PokeReturnValue
+
+    from erpsync.connectors.harvest import HarvestClient
+    from erpsync.reconcile.milestones import refresh_milestones
+    from erpsync.sync.sources import PSA_CONN_ID
+
+    run = _run(context)
+    with _connect() as conn, HarvestClient(conn_id=PSA_CONN_ID) as psa:
+        refreshed = refresh_milestones(conn, run, psa)
+        conn.commit()
+        keys = [r[0] for r in conn.execute(ACCEPTED_UNBILLED_SQL).fetchall()]
+    print(  # noqa: T201
+        f"milestones: refreshed from the PSA ({_json_safe(refreshed)}); "
+        f"{len(keys)} accepted and not billed yet: {', '.join(keys) or 'none'}"
+    )
+    return PokeReturnValue(is_done=bool(keys), xcom_value=keys)
+
+
+def plan_milestone_run(context: Any, keys: list[str], timezone: str) -> dict:
+    """Reconcile (so the accepted milestones are classified) and describe the milestone batch."""
+    from erpsync.reconcile import run_reconcile
+
+    day = run_day(context, timezone)
+    with _connect() as conn:
+        result = run_reconcile(conn, _run(context), as_of=day)
+        conn.commit()
+    summary = _json_safe(_as_dict(result))
+    print(f"reconcile before milestone billing: {summary}")  # noqa: T201
+    start = day.replace(day=1)
+    request = {
+        "kind": "milestone",
+        "period_start": start.isoformat(),
+        "period_end": month_bounds(start.strftime("%Y-%m"))[1].isoformat(),
+        "milestone_keys": list(keys),
+        "billing_types": ["milestone"],
+        "clients": [],
+        "dry_run": False,
+    }
+    print(f"milestone billing requested for {len(keys)} milestone(s): {', '.join(keys)}")  # noqa: T201
+    return request

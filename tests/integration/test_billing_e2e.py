@@ -1,0 +1,871 @@
+"""Billing end to end: real ``airflow dags test`` runs of the invoice-batch and milestone-billing
+DAGs against the small sandbox firm and a real PostgreSQL warehouse, with the approvals given
+through Airflow's own REST API by a logged-in user, as the Required Actions page gives them.
+
+How the approval is given here: ``airflow dags test`` runs the DAG in its own process and parks
+the approval task in Airflow's ``awaiting_input`` state; an ``airflow api-server`` on the same
+metadata database answers ``PATCH .../taskInstances/approve_batch/-1/hitlDetails`` for the
+logged-in user (``POST /auth/token``) and resumes the task; ``dags test`` picks it up. An
+``airflow scheduler`` runs next to them only for its ``awaiting_input`` timeout sweep (the
+response timeout whose default is Reject); the DAGs stay paused, so it schedules nothing else.
+The batch's preparer is the run's triggering user: ``dag_test`` for ``airflow dags test``.
+The maker-checker case logs in as a user with that same name, i.e. the preparer answering.
+The ``airflow dags test`` commands are parsed and run by the Airflow CLI itself, one after the
+other in one long-lived interpreter (``DRIVER``), which saves each run ~20 s of start-up.
+
+The firm's data gets into the warehouse with the real syncs, onboarding and reconciliation
+(in-process, as tests/integration/test_reconcile_sandbox.py does); the expected invoice totals
+are computed here from the sandbox's own records (CRM contracts and accounts, PSA time entries,
+users and expenses) with the documented rules, never by calling the builder.
+
+Scenarios, in order (one module, one firm): a month with nothing to bill; dry run; a critical
+data-quality block for all clients stops the run; rejected batch releases its items; the
+preparer cannot approve; no answer in time rejects by default; a batch changed after it was
+shown is not pushed (hash-bound approval); approved batch posted in the ERP
+and billed in the PSA with totals to the minor unit; a credit note through the same path; an
+accepted milestone billed by the sensor DAG; the task logs and the audit trail of the runs show
+every business action with its run id.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from erpsync.airflow.billing_api import AirflowApi, content_hash_shown
+from erpsync.money import round_money
+
+PERIOD = "2026-10"
+PERIOD_END = dt.date(2026, 10, 31)
+AS_OF = dt.date(2026, 11, 2)  # the sandbox business clock
+FIRM_COUNTRY = "NL"
+NL_STANDARD_RATE = Decimal("21")
+PASSWORDS = {"admin": "admin-pw", "approver": "approver-pw", "dag_test": "preparer-pw"}
+DAG = "erpsync_invoice_batches"
+MILESTONE_DAG = "erpsync_milestone_billing"
+
+
+# --------------------------------------------------------------------------- the firm
+
+
+def _q(url: str, sql: str, params=()) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _prepare_warehouse(sandbox, url: str) -> None:
+    """Master data, onboarding, time & expense, reconciliation: the real code, in-process."""
+    from erpsync.connectors.harvest import HarvestClient
+    from erpsync.onboarding import setup
+    from erpsync.reconcile import run_reconcile
+    from erpsync.sync.spec import RunInfo
+    from erpsync.sync.specs_time import TIME_EXPENSE
+    from erpsync.sync.time_expense import DeleteCheck, sync_entity
+    from tests.integration import writeback_harness as h
+
+    h.sync_all(url, RunInfo.local("master"))
+    setup.run_project_setup(run=RunInfo.local("setup"), conninfo=url)
+    run = RunInfo.local("time")
+    for spec in TIME_EXPENSE:
+        sync_entity(
+            spec,
+            run=run,
+            conninfo=url,
+            client=HarvestClient(conn_id="erpsync_psa"),
+            report=DeleteCheck(spec.name),
+            leaf_size=2000,
+            page_size=2000,
+        )
+    with psycopg.connect(url) as conn:
+        run_reconcile(conn, RunInfo.local("reconcile"), as_of=AS_OF)
+
+
+def _dirty(sandbox) -> tuple[set[str], set[str]]:
+    """PSA project ids and CRM account ids touched by a planted problem (the manifest)."""
+    stores = sandbox.ctx.stores
+    projects: set[str] = set()
+    accounts: set[str] = set()
+    for p in sandbox.ctx.manifest()["problems"]:
+        res, pid = p["resource"], str(p["id"])
+        if res == "Account":
+            accounts.add(pid)
+        elif res == "Opportunity":
+            accounts.add(str((stores["crm"].get("Opportunity", pid) or {}).get("AccountId")))
+        elif res == "projects":
+            projects.add(pid)
+        elif res in ("time_entries", "expenses", "user_assignments"):
+            body = stores["psa"].get(res, pid) or {}
+            projects.add(str(body.get("project", {}).get("id")))
+    return projects, accounts
+
+
+def expected_invoices(sandbox) -> dict[str, dict]:
+    """Per clean T&M contract: the invoice net, tax and total for the period, computed from the
+    sandbox's records with the documented rules (docs: README billing section, erpsync.money):
+    a time line per role and rate = round(sum of hours x rate); an expense line =
+    round(cost x (1 + markup)); tax per invoice = round(net x rate), the Dutch standard rate for
+    a Dutch client that is not exempt, none otherwise (export, reverse charge, exempt)."""
+    stores = sandbox.ctx.stores
+    crm, psa = stores["crm"], stores["psa"]
+    dirty_projects, dirty_accounts = _dirty(sandbox)
+    roles = {str(u["id"]): (u.get("roles") or [None])[0] for u in psa.scan("users")}
+    emails = {str(u["id"]): u.get("email") for u in psa.scan("users")}
+    by_project: dict[str, list] = defaultdict(list)
+    for e in psa.scan("time_entries"):
+        by_project[str(e["project"]["id"])].append(("time", e))
+    for e in psa.scan("expenses"):
+        by_project[str(e["project"]["id"])].append(("expense", e))
+    out: dict[str, dict] = {}
+    for opp in crm.scan("Opportunity"):
+        project = str(opp.get("PSA_Project_Id__c") or "")
+        if not (
+            opp.get("IsWon") and project and opp.get("Billing_Model__c") == "Time and Materials"
+        ):
+            continue
+        account = crm.get("Account", opp["AccountId"])
+        if project in dirty_projects or opp["AccountId"] in dirty_accounts:
+            continue
+        currency = opp["CurrencyIsoCode"]
+        start = dt.date.fromisoformat(opp["Contract_Start__c"])
+        end = min(dt.date.fromisoformat(opp["Contract_End__c"]), PERIOD_END)
+        overrides = {
+            o["user_email"]: Decimal(str(o["rate"]))
+            for o in json.loads(opp.get("Rate_Overrides__c") or "[]")
+        }
+        markup = Decimal(str(opp.get("Expense_Markup_Pct__c") or 0))
+        hours: dict[tuple, Decimal] = defaultdict(Decimal)
+        expense_lines: list[Decimal] = []
+        keys: set[str] = set()
+        for kind, e in by_project.get(project, []):
+            spent = dt.date.fromisoformat(e["spent_date"])
+            if not (
+                e.get("billable")
+                and e.get("approval_status") == "approved"
+                and not e.get("is_billed")
+                and start <= spent <= end
+            ):
+                continue
+            if kind == "time":
+                user = str(e["user"]["id"])
+                rate = overrides.get(emails[user], Decimal(str(e["billable_rate"])))
+                hours[(roles[user] or "Professional services", rate)] += Decimal(str(e["hours"]))
+                keys.add(f"time:{e['id']}")
+            else:
+                cost = Decimal(str(e["total_cost"]))
+                expense_lines.append(round_money(cost * (1 + markup / 100), currency))
+                keys.add(f"expense:{e['id']}")
+        if not keys:
+            continue
+        net = sum(
+            (round_money(h * rate, currency) for (_role, rate), h in hours.items()), Decimal(0)
+        ) + sum(expense_lines, Decimal(0))
+        taxed = account["BillingCountry"] == FIRM_COUNTRY and not account.get("Tax_Exempt__c")
+        tax = round_money(net * NL_STANDARD_RATE / 100, currency) if taxed else Decimal(0)
+        out[opp["Id"]] = {
+            "account_id": opp["AccountId"],
+            "currency": currency,
+            "net": round_money(net, currency),
+            "tax": round_money(tax, currency),
+            "total": round_money(net + tax, currency),
+            "keys": keys,
+        }
+    return out
+
+
+# --------------------------------------------------------------------------- Airflow
+
+
+#: Runs ``airflow dags test`` commands one after another in ONE interpreter: the Airflow CLI's
+#: own parser and command function, exactly what the ``airflow`` executable calls, fed one JSON
+#: request per line on stdin. One process saves the ~20 s that each new ``airflow dags test``
+#: spends importing Airflow and building the in-process execution API (the suite's time budget).
+DRIVER = r"""
+import json, os, sys
+from airflow.cli import cli_parser
+from airflow.sdk.execution_time.supervisor import in_process_api_server
+parser = cli_parser.get_parser()
+in_process_api_server().app  # built once per process (cached); warm it while the test prepares
+print("@@READY", flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    saved = {k: os.environ.get(k) for k in req.get("env", {})}
+    os.environ.update(req.get("env", {}))
+    print("@@START " + req["label"], flush=True)
+    rc = 0
+    try:
+        args = parser.parse_args(req["argv"])
+        args.func(args)
+    except SystemExit as exc:
+        rc = exc.code if isinstance(exc.code, int) else 1
+    except Exception as exc:  # the test reads the run states from the metadata database
+        print(f"@@ERROR {type(exc).__name__}: {exc}", flush=True)
+        rc = 1
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    print(f"@@END {req['label']} rc={rc}", flush=True)
+"""
+
+
+class Billing:
+    """The firm, the warehouse and the Airflow processes shared by the scenarios."""
+
+    def __init__(self, runtime, sandbox, env: dict[str, str], port: int, logs: Path) -> None:
+        self.runtime = runtime
+        self.sandbox = sandbox
+        self.url = runtime.warehouse_url
+        self.env = env
+        self.port = port
+        self.logs = logs
+        self.outputs: dict[str, str] = {}  # run label -> its ``dags test`` output (task logs)
+        self.run_ids: dict[str, str] = {}
+        self.driver: subprocess.Popen | None = None
+        self.driver_log = logs / "dags-test.log"
+        self._n = 0
+
+    @property
+    def api_url(self) -> str:
+        return f"http://localhost:{self.port}"
+
+    def api(self, user: str) -> AirflowApi:
+        return AirflowApi(self.api_url, user, PASSWORDS[user])
+
+    def start_driver(self) -> None:
+        self._log = open(self.driver_log, "wb")  # noqa: SIM115 - closed in stop_driver()
+        self.driver = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-c", DRIVER],
+            env=self.env,
+            stdin=subprocess.PIPE,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def stop_driver(self) -> None:
+        if self.driver is not None:
+            self.driver.stdin.close()
+            _stop(self.driver)
+            self._log.close()
+
+    def _text(self) -> str:
+        return self.driver_log.read_text(errors="replace")
+
+    def start(self, label: str, dag_id: str, conf: dict | None = None, **extra_env) -> dict:
+        """Ask the driver for ``airflow dags test DAG <logical date> [-c conf]``."""
+        self._n += 1
+        logical = dt.datetime(2026, 11, 2, 10, 0, tzinfo=dt.UTC) + dt.timedelta(minutes=self._n)
+        argv = ["dags", "test", dag_id, logical.isoformat()]
+        if conf is not None:
+            argv += ["-c", json.dumps(conf)]
+        request = {"label": label, "argv": argv, "env": extra_env}
+        self.driver.stdin.write((json.dumps(request) + "\n").encode())
+        self.driver.stdin.flush()
+        return {"label": label, "dag_id": dag_id, "logical": logical}
+
+    def running(self, handle: dict) -> bool:
+        return self.driver.poll() is None and f"@@END {handle['label']} " not in self._text()
+
+    def finish(self, handle: dict, timeout: float = 240) -> dict[str, str]:
+        """Wait for the run; return its task states (and record its output and run id)."""
+        deadline = time.monotonic() + timeout
+        while self.running(handle):
+            assert time.monotonic() < deadline, f"{handle['label']}: not finished in {timeout} s"
+            time.sleep(0.5)
+        text = self._text()
+        begin = text.index(f"@@START {handle['label']}\n")
+        self.outputs[handle["label"]] = text[begin : text.index(f"@@END {handle['label']} ")]
+        return self.task_states(handle)
+
+    def task_states(self, handle: dict) -> dict[str, str]:
+        run_id = _q(
+            self.runtime.airflow_url,
+            "SELECT run_id FROM dag_run WHERE dag_id = %s AND logical_date = %s",
+            (handle["dag_id"], handle["logical"]),
+        )[0][0]
+        self.run_ids[handle["label"]] = run_id
+        return dict(
+            _q(
+                self.runtime.airflow_url,
+                "SELECT task_id, state FROM task_instance WHERE dag_id = %s AND run_id = %s",
+                (handle["dag_id"], run_id),
+            )
+        )
+
+    def answer(self, handle: dict, user: str, option: str, comment: str | None = None):
+        with self.api(user) as api:
+            pending = api.wait_for_approval(
+                handle["dag_id"], timeout=180, alive=lambda: self.running(handle)
+            )
+            api.answer(pending, option, comment=comment)
+        return pending
+
+    def latest_batch(self) -> tuple:
+        return _q(
+            self.url,
+            """SELECT batch_id, kind, status, prepared_by, decided_by, content_hash, decided_hash
+                 FROM billing.invoice_batches ORDER BY batch_id DESC LIMIT 1""",
+        )[0]
+
+    def erp_invoices(self) -> list[dict]:
+        return list(self.sandbox.ctx.stores["erp"].scan("salesInvoices"))
+
+
+def _airflow_env(runtime, sandbox, port: int) -> dict[str, str]:
+    """The project's Airflow environment (``erpsync env``) for the runtime's databases, plus the
+    sandbox connections, the test users and a fast awaiting-input timeout sweep."""
+    from erpsync.runtime import airflow_env, database
+    from tests.integration.writeback_harness import connection_env
+
+    mp = pytest.MonkeyPatch()
+    try:
+        for key, value in runtime.env.items():
+            mp.setenv(key, value)
+        urls = database.DatabaseUrls(runtime.warehouse_url, runtime.airflow_url, embedded=False)
+        computed = airflow_env.airflow_environment(urls, home=Path(runtime.env["AIRFLOW_HOME"]))
+    finally:
+        mp.undo()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(runtime.env)
+    env.update(computed)
+    conns = connection_env(sandbox, runtime.warehouse_url)
+    env.update(conns)
+    env.update(
+        {
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": f"http://localhost:{port}",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ("admin:admin,approver:user,dag_test:user"),
+            "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "1",
+            "ERPSYNC_EXPORT_DIR": str(Path(runtime.tmp_dir) / "exports"),
+        }
+    )
+    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).write_text(json.dumps(PASSWORDS))
+    return env
+
+
+def _spawn(env: dict[str, str], args: list[str], log: Path) -> subprocess.Popen:
+    out = open(log, "wb")  # noqa: SIM115 - owned by the child
+    try:
+        return subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "airflow", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        out.close()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def billing(airflow_runtime, tmp_path_factory):
+    from erpsync_sandbox.serve import start_sandbox
+    from tests.integration.writeback_harness import connection_env
+
+    tmp = tmp_path_factory.mktemp("billing")
+    sandbox = start_sandbox(tmp / "sandbox", size="small", seed=0)
+    procs: list[subprocess.Popen] = []
+    mp = pytest.MonkeyPatch()
+    state = None
+    try:
+        httpx.put(
+            sandbox.urls["psa"] + "/__admin/psa/rate_limit", json={"spec": "off"}, timeout=10
+        ).raise_for_status()
+        port = _free_port()
+        env = _airflow_env(airflow_runtime, sandbox, port)
+        state = Billing(airflow_runtime, sandbox, env, port, tmp)
+        # Airflow's processes warm up while the firm is synced into the warehouse
+        procs.append(_spawn(env, ["api-server", "--port", str(port)], tmp / "api-server.log"))
+        state.start_driver()
+        # a month with nothing to bill, run while the firm is synced: it also warms the driver
+        state.empty_month = state.start("empty_month", DAG, {"billing_period": "2025-01"})
+        for key, value in connection_env(sandbox, airflow_runtime.warehouse_url).items():
+            mp.setenv(key, value)
+        _prepare_warehouse(sandbox, airflow_runtime.warehouse_url)
+        state.expected = expected_invoices(sandbox)
+        # the scheduler (for the approval timeout sweep) warms up during the first scenarios
+        procs.append(_spawn(env, ["scheduler"], tmp / "scheduler.log"))
+        state.scheduler = procs[-1]
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{state.api_url}/api/v2/monitor/health", timeout=5).is_success:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert procs[0].poll() is None, (tmp / "api-server.log").read_text()[-3000:]
+            time.sleep(1)
+        yield state
+    finally:
+        mp.undo()
+        if state is not None and state.driver is not None:
+            state.driver.stdin.close()
+            procs.append(state.driver)
+        for proc in procs:  # all at once, one shared grace period, then the rest killed
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        grace = time.monotonic() + 3
+        while time.monotonic() < grace and any(p.poll() is None for p in procs):
+            time.sleep(0.2)
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        if state is not None and state.driver is not None:
+            state._log.close()
+        sandbox.stop()
+
+
+def _ready_clients(billing, n: int, exclude: set[str] = frozenset()) -> list[str]:
+    """Accounts with ready items in the period (clean ones first: their totals are checked)."""
+    ready = {
+        r[0]
+        for r in _q(
+            billing.url,
+            """SELECT DISTINCT account_id FROM recon.items
+                WHERE state = 'ready' AND item_date <= %s AND item_type IN ('time', 'expense')""",
+            (PERIOD_END,),
+        )
+    }
+    clean = sorted({e["account_id"] for e in billing.expected.values()} & ready - exclude)
+    return clean[:n]
+
+
+# --------------------------------------------------------------------------- the scenarios
+
+
+def test_a_month_with_nothing_to_bill_asks_nobody(billing):
+    states = billing.finish(billing.empty_month)
+    assert states["build_batch"] == "success" and states["needs_approval"] == "success"
+    for task_id in ("approve_batch", "record_decision", "push_to_erp", "export_files"):
+        assert states[task_id] == "skipped", (task_id, states)
+    assert states["report"] == "success"
+    assert "nothing to invoice in this run: no approval is asked" in billing.outputs["empty_month"]
+    assert _q(
+        billing.url,
+        "SELECT count(*) FROM audit.audit_log WHERE source_run_id = %s "
+        "AND action LIKE 'invoice_batch.%%'",
+        (billing.run_ids["empty_month"],),
+    ) == [(1,)]  # invoice_batch.nothing_to_bill
+
+
+def test_dry_run_builds_and_reports_without_asking_or_pushing(billing):
+    erp_before = len(billing.erp_invoices())
+    run = billing.start("dry_run", DAG, {"billing_period": PERIOD, "dry_run": True})
+    states = billing.finish(run)
+    assert states["build_batch"] == "success"
+    assert states["needs_approval"] == "success"
+    for task_id in ("approve_batch", "record_decision", "push_to_erp", "export_files"):
+        assert states[task_id] == "skipped", (task_id, states)
+    assert states["report"] == "success"
+    batch_id, kind, status, prepared_by, decided_by, _h, _d = billing.latest_batch()
+    assert (kind, status, prepared_by, decided_by) == ("period", "dry_run", "dag_test", None)
+    assert _q(billing.url, "SELECT count(*) FROM billing.batch_items WHERE active") == [(0,)]
+    assert len(billing.erp_invoices()) == erp_before
+    out = billing.outputs["dry_run"]
+    assert "dry run: built and reported only" in out
+    assert f"billing report for period batch {batch_id}" in out
+    assert "dry run: reported only, nothing pushed" in out
+
+
+def test_a_critical_data_quality_failure_for_all_clients_stops_the_run(billing):
+    batches = _q(billing.url, "SELECT count(*) FROM billing.invoice_batches")
+    with psycopg.connect(billing.url) as conn:
+        conn.execute(
+            """INSERT INTO ops.dq_blocks (scope_type, scope_key, suite, expectation, detail,
+                   status, first_run_id, last_run_id)
+               VALUES ('all', '*', 'core_time_entries', 'expect_rates_present', '{}', 'active',
+                       'test', 'test')"""
+        )
+    try:
+        run = billing.start("dq_blocked", DAG, {"billing_period": PERIOD})
+        states = billing.finish(run)
+    finally:
+        with psycopg.connect(billing.url) as conn:
+            conn.execute(
+                "UPDATE ops.dq_blocks SET status = 'cleared', cleared_at = now() "
+                "WHERE first_run_id = 'test'"
+            )
+    assert states["dq_gate"] == "failed"
+    assert states["build_batch"] == "upstream_failed"
+    assert _q(billing.url, "SELECT count(*) FROM billing.invoice_batches") == batches
+    out = billing.outputs["dq_blocked"]
+    assert "invoicing is blocked for every client" in out
+    assert "expect_rates_present" in out
+
+
+def test_rejected_batch_releases_its_items(billing):
+    client = _ready_clients(billing, 1)[0]
+    billing.reject_client = client
+    run = billing.start("reject", DAG, {"billing_period": PERIOD, "clients": [client]})
+    pending = billing.answer(run, "approver", "Reject", comment="hours look wrong")
+    states = billing.finish(run)
+    assert states["approve_batch"] == "success"
+    assert states["record_decision"] == "success"
+    assert states["push_to_erp"] == "skipped" and states["export_files"] == "skipped"
+    assert states["report"] == "success"
+    batch_id, _k, status, prepared_by, decided_by, chash, _d = billing.latest_batch()
+    assert (status, prepared_by, decided_by) == ("rejected", "dag_test", "approver")
+    assert content_hash_shown(pending.body) == chash  # the approver saw the batch's hash
+    assert "|" in pending.body and pending.options == ["Approve", "Reject"]  # Markdown table
+    released = _q(
+        billing.url,
+        "SELECT count(*) FILTER (WHERE active), count(*) FROM billing.batch_items "
+        "WHERE batch_id = %s",
+        (batch_id,),
+    )[0]
+    assert released[0] == 0 and released[1] > 0
+    assert "its items are released for the next run" in billing.outputs["reject"]
+
+
+def test_the_preparer_cannot_approve_their_own_batch(billing):
+    crm = billing.sandbox.ctx.stores["crm"]
+    client = sorted(
+        {
+            r[0]
+            for r in _q(
+                billing.url,
+                "SELECT DISTINCT account_id FROM recon.items WHERE state = 'ready' "
+                "AND item_date <= %s",
+                (PERIOD_END,),
+            )
+            if crm.get("Account", r[0])["BillingCountry"] != FIRM_COUNTRY
+        }
+        - {e["account_id"] for e in billing.expected.values()}
+    )[0]  # not a contract whose total is checked, not the domestic (taxed) client
+    billing.maker_client = client
+    run = billing.start("maker_checker", DAG, {"billing_period": PERIOD, "clients": [client]})
+    billing.answer(run, "dag_test", "Approve")  # the user who triggered the run
+    states = billing.finish(run)
+    assert states["approve_batch"] == "success"
+    assert states["record_decision"] == "failed"
+    assert states["push_to_erp"] == "upstream_failed"
+    batch_id, _k, status, prepared_by, decided_by, _h, _d = billing.latest_batch()
+    assert (status, prepared_by, decided_by) == ("awaiting_approval", "dag_test", None)
+    out = billing.outputs["maker_checker"]
+    assert "dag_test prepared batch" in out and "cannot also approve it (maker-checker)" in out
+    assert _q(
+        billing.url,
+        "SELECT actor FROM audit.audit_log WHERE action = 'invoice_batch.approval_refused' "
+        "AND entity_id = %s AND source_run_id = %s",
+        (str(batch_id), billing.run_ids["maker_checker"]),
+    ) == [("dag_test",)]
+    billing.maker_batch = batch_id
+
+
+def test_no_answer_in_time_rejects_by_default(billing):
+    client = _ready_clients(billing, 2)[1]
+    billing.timeout_client = client
+    run = billing.start(
+        "timeout",
+        DAG,
+        {"billing_period": PERIOD, "clients": [client]},
+        ERPSYNC_APPROVAL_TIMEOUT="3s",
+    )
+    states = billing.finish(run, timeout=180)
+    assert states["approve_batch"] == "success"
+    assert states["record_decision"] == "success"
+    assert states["push_to_erp"] == "skipped"
+    batch_id, _k, status, _p, decided_by, _h, _d = billing.latest_batch()
+    assert (status, decided_by) == ("rejected", "airflow:response_timeout")
+    assert _q(
+        billing.url,
+        "SELECT count(*) FROM billing.batch_items WHERE batch_id = %s AND active",
+        (batch_id,),
+    ) == [(0,)]
+    assert "response timeout, default Reject" in billing.outputs["timeout"]
+    _stop(billing.scheduler)  # only its awaiting-input timeout sweep was needed
+
+
+def test_a_batch_changed_after_it_was_shown_is_not_pushed(billing):
+    from erpsync.invoicing import decide
+    from erpsync.sync.spec import RunInfo
+
+    client = _ready_clients(billing, 3)[2]
+    billing.changed_client = client
+    erp_before = len(billing.erp_invoices())
+    run = billing.start("changed", DAG, {"billing_period": PERIOD, "clients": [client]})
+    with billing.api("approver") as api:
+        pending = api.wait_for_approval(DAG, timeout=180, alive=lambda: billing.running(run))
+        batch_id, *_rest, shown_hash, _d = billing.latest_batch()
+        assert content_hash_shown(pending.body) == shown_hash
+        with psycopg.connect(billing.url) as conn:  # someone edits the draft meanwhile
+            conn.execute(
+                """UPDATE billing.invoice_lines SET description = description || ' (edited)'
+                    WHERE invoice_id IN (SELECT invoice_id FROM billing.invoices
+                                          WHERE batch_id = %s)""",
+                (batch_id,),
+            )
+        api.answer(pending, "Approve")
+    states = billing.finish(run)
+    assert states["record_decision"] == "failed"
+    assert states["push_to_erp"] == "upstream_failed"
+    assert len(billing.erp_invoices()) == erp_before
+    assert "changed after it was shown to approver" in billing.outputs["changed"]
+    assert _q(
+        billing.url,
+        "SELECT status, decided_by FROM billing.invoice_batches WHERE batch_id = %s",
+        (batch_id,),
+    ) == [("awaiting_approval", None)]
+    # a person rejects it (a rejection needs no hash match): its items go back to the pool
+    with psycopg.connect(billing.url) as conn:
+        decide(
+            conn,
+            RunInfo.local("cleanup"),
+            batch_id,
+            decision="reject",
+            by="approver",
+            content_hash=shown_hash,
+            comment="changed after review",
+        )
+
+
+def test_approved_batch_is_posted_in_the_erp_and_billed_in_the_psa(billing):
+    erp_before = {i["id"] for i in billing.erp_invoices()}
+    run = billing.start("approve", DAG, {"billing_period": PERIOD})
+    pending = billing.answer(run, "approver", "Approve", comment="checked")
+    states = billing.finish(run)
+    assert set(states.values()) == {"success"}, states
+    batch_id, _k, status, prepared_by, decided_by, chash, decided_hash = billing.latest_batch()
+    assert (status, prepared_by, decided_by) == ("released", "dag_test", "approver")
+    assert content_hash_shown(pending.body) == chash == decided_hash
+    billing.e2e_batch = batch_id
+
+    invoices = _q(
+        billing.url,
+        """SELECT invoice_id, document_number, account_id, opportunity_id, currency::text, net,
+                  tax, total, status, erp_invoice_id, erp_number
+             FROM billing.invoices WHERE batch_id = %s""",
+        (batch_id,),
+    )
+    assert invoices and {r[8] for r in invoices} == {"billed_back"}
+    erp = {i["externalDocumentNumber"]: i for i in billing.erp_invoices()}
+    new_docs = [i for i in billing.erp_invoices() if i["id"] not in erp_before]
+    assert len(new_docs) == len(invoices)  # each invoice in the ERP exactly once
+    for _iid, doc, _acc, _opp, cur, net, tax, total, _s, erp_id, erp_number in invoices:
+        e = erp[doc]
+        assert (e["id"], e["number"]) == (erp_id, erp_number)
+        assert e["currencyCode"] == cur and e["status"] != "Draft"
+        assert Decimal(str(e["totalAmountExcludingTax"])) == round_money(net, cur)
+        assert Decimal(str(e["totalTaxAmount"])) == round_money(tax, cur)
+        assert Decimal(str(e["totalAmountIncludingTax"])) == round_money(total, cur)
+
+    # hand-computed from the sandbox's records, to the minor unit, per contract
+    by_opp = {r[3]: r for r in invoices}
+    checked = 0
+    for opp_id, want in billing.expected.items():
+        if want["account_id"] == billing.maker_client:
+            continue  # reserved by the batch its preparer could not approve
+        assert opp_id in by_opp, f"contract {opp_id} ({want}) was not invoiced"
+        e = erp[by_opp[opp_id][1]]
+        got = (
+            Decimal(str(e["totalAmountExcludingTax"])),
+            Decimal(str(e["totalTaxAmount"])),
+            Decimal(str(e["totalAmountIncludingTax"])),
+        )
+        assert got == (want["net"], want["tax"], want["total"]), (opp_id, want, e)
+        checked += 1
+    assert checked >= 5
+    # tax of every invoice from the client's CRM tax profile: Dutch standard rate for a Dutch
+    # client that is not exempt, none for export, reverse charge (EU B2B) and exempt clients
+    crm = billing.sandbox.ctx.stores["crm"]
+    taxed = 0
+    for _iid, doc, account_id, _opp, cur, net, *_rest in invoices:
+        account = crm.get("Account", account_id)
+        domestic = account["BillingCountry"] == FIRM_COUNTRY and not account["Tax_Exempt__c"]
+        want_tax = round_money(net * NL_STANDARD_RATE / 100, cur) if domestic else Decimal(0)
+        assert Decimal(str(erp[doc]["totalTaxAmount"])) == want_tax, (doc, account_id)
+        taxed += want_tax > 0
+    assert taxed >= 1
+    # the rejected and timed-out clients' items were released and are billed now
+    assert {billing.reject_client, billing.timeout_client, billing.changed_client} <= {
+        r[2] for r in invoices
+    }
+
+    # every billed item is billed in the PSA, exactly the items of the posted invoices
+    billed = {
+        r[0]
+        for r in _q(
+            billing.url,
+            "SELECT item_key FROM billing.billed_items WHERE run_id = %s",
+            (billing.run_ids["approve"],),
+        )
+    }
+    psa = billing.sandbox.ctx.stores["psa"]
+    for key in billed:
+        kind, _, pid = key.partition(":")
+        if kind in ("time", "expense"):
+            body = psa.get("time_entries" if kind == "time" else "expenses", pid)
+            assert body["is_billed"] is True, key
+    for want in billing.expected.values():
+        if want["account_id"] != billing.maker_client:
+            assert want["keys"] <= billed
+    exported = _q(
+        billing.url, "SELECT count(*) FROM billing.invoices WHERE batch_id = %s", (batch_id,)
+    )[0][0]
+    files = list((Path(billing.env["ERPSYNC_EXPORT_DIR"]) / str(batch_id)).iterdir())
+    assert {f.suffix for f in files} >= {".csv", ".json"} and exported > 0
+
+
+def test_credit_note_goes_through_the_same_approval_and_push(billing):
+    doc, erp_number, total, cur = _q(
+        billing.url,
+        """SELECT document_number, erp_number, total, currency::text FROM billing.invoices
+            WHERE batch_id = %s AND status = 'billed_back' ORDER BY invoice_id LIMIT 1""",
+        (billing.e2e_batch,),
+    )[0]
+    run = billing.start(
+        "credit_note",
+        DAG,
+        {"credit_note_for": erp_number, "credit_note_reason": "Rate agreed lower after review"},
+    )
+    billing.answer(run, "approver", "Approve")
+    states = billing.finish(run)
+    assert set(states.values()) == {"success"}, states
+    batch_id, kind, status, _p, decided_by, _h, _d = billing.latest_batch()
+    assert (kind, status, decided_by) == ("credit_note", "released", "approver")
+    credit = _q(
+        billing.url,
+        """SELECT c.total, c.erp_number, o.document_number FROM billing.invoices c
+             JOIN billing.invoices o ON o.invoice_id = c.credit_of_invoice_id
+            WHERE c.batch_id = %s""",
+        (batch_id,),
+    )
+    assert len(credit) == 1 and credit[0][2] == doc and credit[0][1]
+    assert abs(Decimal(credit[0][0])) == Decimal(total)
+    billing.credit_batch = batch_id
+
+
+def test_accepted_milestone_is_billed_through_the_same_path(billing):
+    psa = billing.sandbox.ctx.stores["psa"]
+    ours = {
+        (str(r[0]), " ".join(r[1].split()).casefold()): r[2:]
+        for r in _q(
+            billing.url,
+            """SELECT c.psa_project_id, m.name, m.opportunity_id, m.version, m.seq, m.amount,
+                      m.currency::text
+                 FROM core.contract_milestones m
+                 JOIN core.contracts c USING (opportunity_id, version)
+                WHERE c.psa_project_id IS NOT NULL""",
+        )
+    }
+
+    def ours_of(m: dict):
+        return ours.get((str(m["project"]["id"]), " ".join(m["name"].split()).casefold()))
+
+    milestone = next(m for m in psa.scan("milestones") if m["status"] == "open" and ours_of(m))
+    opp_id, version, seq, amount, cur = ours_of(milestone)
+    # the client accepts the milestone in the PSA
+    psa.put(
+        "milestones",
+        milestone["id"],
+        {**milestone, "status": "accepted", "accepted_at": "2026-11-02T10:00:00Z"},
+    )
+    run = billing.start("milestone", MILESTONE_DAG)
+    billing.answer(run, "approver", "Approve")
+    states = billing.finish(run)
+    assert set(states.values()) == {"success"}, states
+    batch_id, kind, status, _p, decided_by, _h, _d = billing.latest_batch()
+    assert (kind, status, decided_by) == ("milestone", "released", "approver")
+    key = f"milestone:{opp_id}:{version}:{seq}"
+    assert _q(
+        billing.url, "SELECT count(*) FROM billing.billed_items WHERE item_key = %s", (key,)
+    ) == [(1,)]
+    ((net, erp_number),) = _q(
+        billing.url,
+        "SELECT net, erp_number FROM billing.invoices WHERE batch_id = %s",
+        (batch_id,),
+    )
+    assert round_money(Decimal(net), cur) == round_money(Decimal(amount), cur) and erp_number
+    assert key in billing.outputs["milestone"]
+
+
+def test_logs_and_audit_trail_show_every_business_action(billing):
+    def actions(label: str) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = defaultdict(set)
+        for action, actor in _q(
+            billing.url,
+            "SELECT action, actor FROM audit.audit_log WHERE source_run_id = %s",
+            (billing.run_ids[label],),
+        ):
+            found[action].add(actor)
+        return found
+
+    approve = actions("approve")
+    assert approve["invoice_batch.prepared"]
+    assert approve["invoice_batch.approved"] == {"approver"}
+    for action in (
+        "invoice.pushed",
+        "invoice.posted",
+        "invoice.billed_back",
+        "invoice_batch.released",
+    ):
+        assert approve[action], action
+    assert actions("reject")["invoice_batch.rejected"] == {"approver"}
+    assert actions("timeout")["invoice_batch.rejected"] == {"airflow:response_timeout"}
+    assert actions("maker_checker")["invoice_batch.approval_refused"] == {"dag_test"}
+    credit = actions("credit_note")
+    assert credit["credit_note.prepared"] and credit["invoice.posted"]
+    assert actions("milestone")["invoice_batch.approved"] == {"approver"}
+
+    log = billing.outputs["approve"]
+    run_id = billing.run_ids["approve"]
+    assert run_id in log
+    for needle in (
+        "build_batch: period batch",
+        "prepared by dag_test",
+        "record_decision: batch",
+        "approved by approver",
+        "push_to_erp: batch",
+        "posted",
+        "billed_back",
+        "export_files: batch",
+        "billing report for period batch",
+        "  read:",
+        "  changed:",
+        "  held:",
+        "  pushed:",
+    ):
+        assert needle in log, needle
+    assert "rejected by approver" in billing.outputs["reject"]
+
+    # the summary `erpsync demo --once` prints after the chain
+    from erpsync.runtime.demo import billing_summary
+
+    summary = "\n".join(billing_summary(billing.url))
+    assert "invoices per client and currency" in summary and "items held, by reason" in summary
+    assert "TOTAL" in summary and "not_approved" in summary
+    assert "credit_note batch" in billing.outputs["credit_note"]
