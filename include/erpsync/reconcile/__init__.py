@@ -39,13 +39,15 @@ found (fixed at the source and resynced) closes its exception.
 
 Reruns: an item row is written only when something about it changed (IS DISTINCT FROM); a run
 whose inputs did not change at all since the last one (same as-of date; fingerprint of every
-input table's row count and newest row version, see ``sql.FINGERPRINT``) recomputes nothing and
+input table's row count and newest row version, see ``sql.FINGERPRINT``;
+the inputs' part is read before the run computes anything) recomputes nothing and
 says so (``skipped``) - the hourly, asset-triggered reconcile is then about a second.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -305,6 +307,50 @@ def _unchanged(conn, run, run_id, as_of, last, fingerprint, started, source) -> 
     return result
 
 
+def _fingerprint(as_of: dt.date, parts: list[str]) -> str:
+    """``sql.FINGERPRINT`` from its parts (same value: md5 of the as-of date and the parts)."""
+    return hashlib.md5("|".join([as_of.isoformat(), *parts]).encode()).hexdigest()  # noqa: S324 - a change detector, not security
+
+
+def _first_load(conn, params: dict[str, Any]) -> int:
+    """Fill the empty recon.items in one bulk insert, its indexes built afterwards.
+
+    Inserting 1,000,000+ rows into three B-trees (random keys) and checking a foreign key per
+    row costs more than the insert itself; building each index once from the loaded table is
+    a sort. The drop, the load and the rebuild are in the caller's transaction, so nobody ever
+    sees recon.items without its indexes. The drop needs an exclusive lock on the (empty)
+    table: if another session holds a lock for more than a few seconds (or an object depends
+    on a constraint), the load goes with the indexes in place.
+    """
+    from psycopg import errors
+
+    plan = conn.execute(sql.FIRST_LOAD_INDEXES).fetchall()
+    lock_timeout = conn.execute("SELECT current_setting('lock_timeout')").fetchone()[0]
+    try:
+        with conn.transaction():
+            conn.execute("SET LOCAL lock_timeout = '2s'")
+            for kind, name, _definition in plan:
+                if kind == "constraint":
+                    conn.execute(f"ALTER TABLE recon.items DROP CONSTRAINT {name}")
+                else:
+                    conn.execute(f"DROP INDEX {name}")
+    except (errors.LockNotAvailable, errors.DependentObjectsStillExist):
+        # locked by another session, or something depends on a constraint (e.g. a view
+        # grouping by the primary key): load with the indexes in place
+        return conn.execute(sql.FILL_EMPTY, params).rowcount
+    finally:
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", (lock_timeout,))
+    conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
+    inserted = conn.execute(sql.FILL_EMPTY, params).rowcount
+    # primary key and unique constraints first, foreign keys (validated in one pass) last
+    for kind, name, definition in sorted(plan, key=lambda p: "FOREIGN KEY" in p[2]):
+        if kind == "constraint":
+            conn.execute(f"ALTER TABLE recon.items ADD CONSTRAINT {name} {definition}")
+        else:
+            conn.execute(definition)
+    return inserted
+
+
 def run_reconcile(conn, run, *, as_of: dt.date | None = None) -> ReconcileResult:
     """Reconcile everything in one transaction on ``conn`` (see the module doc).
 
@@ -318,23 +364,36 @@ def run_reconcile(conn, run, *, as_of: dt.date | None = None) -> ReconcileResult
     actor = str(getattr(run, "actor", None) or "unknown")
     source = run.audit_source() if hasattr(run, "audit_source") else audit.Source(run_id=run_id)
     params = {"as_of": as_of, "run_id": run_id}
+    # our own transaction (not a savepoint in the caller's): see synchronous_commit below
+    from psycopg import pq
+
+    own_transaction = conn.info.transaction_status == pq.TransactionStatus.IDLE
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_LOCK_KEY,))
         conn.execute("SET LOCAL work_mem = '512MB'")
+        if own_transaction:
+            # The result is recomputable from the warehouse: if the server crashes within a
+            # moment of the commit, losing this transaction costs only the next run redoing it
+            # (its audit row, runs row and exceptions go with it, all in this transaction, and
+            # nothing outside the database acts on them in that moment). So this commit does
+            # not wait for the WAL flush. SET LOCAL: this transaction only, and only when it is
+            # ours - inside a caller's transaction the caller's own writes decide durability.
+            conn.execute("SET LOCAL synchronous_commit = off")
         conn.execute(
             """INSERT INTO recon.runs (run_id, as_of) VALUES (%s, %s)
                ON CONFLICT (run_id) DO UPDATE SET as_of = EXCLUDED.as_of,
                    started_at = now(), finished_at = NULL""",
             (run_id, as_of),
         )
-        fingerprint = conn.execute(sql.FINGERPRINT, params).fetchone()[0]
+        parts = list(conn.execute(sql.FINGERPRINT_PARTS).fetchone()[0])
+        fingerprint = _fingerprint(as_of, parts)
         last = conn.execute(sql.LAST_FINGERPRINT).fetchone()
         if last is not None and last[0] == fingerprint:
             return _unchanged(conn, run, run_id, as_of, last[1], fingerprint, started, source)
         conn.execute(sql.CREATE_LOOKUPS)
         if conn.execute("SELECT NOT EXISTS (SELECT 1 FROM recon.items)").fetchone()[0]:
             # the first reconciliation: nothing to compare with
-            inserted = conn.execute(sql.FILL_EMPTY, params).rowcount
+            inserted = _first_load(conn, params)
             updated = deleted = 0
         else:
             conn.execute(sql.CREATE_STAGE)
@@ -365,7 +424,11 @@ def run_reconcile(conn, run, *, as_of: dt.date | None = None) -> ReconcileResult
             seconds=round(time.perf_counter() - started, 3),
         )
         summary = result.as_dict()
-        summary["inputs_fingerprint"] = conn.execute(sql.FINGERPRINT, params).fetchone()[0]
+        for table, part in zip(
+            sql.OUTPUT_TABLES, conn.execute(sql.OUTPUT_PARTS).fetchone()[0], strict=True
+        ):
+            parts[sql.INPUT_TABLES.index(table)] = part
+        summary["inputs_fingerprint"] = _fingerprint(as_of, parts)
         conn.execute(
             "UPDATE recon.runs SET finished_at = clock_timestamp(), result = %s::jsonb "
             "WHERE run_id = %s",
