@@ -43,7 +43,7 @@ format: install
 # The database is started (and sized) once before pytest spreads the suite over both cores.
 test: lock-check lint
 	$(RUN)/erpsync db start
-	$(RUN)/pytest -n 2 --dist loadfile
+	$(RUN)/pytest -n 2 --dist loadfile --durations=15
 
 demo: install
 	$(RUN)/erpsync demo
