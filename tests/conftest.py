@@ -101,3 +101,24 @@ def airflow_runtime(pg_server_url, tmp_path_factory):
     yield runtime
     database.drop_database(warehouse)
     database.drop_database(airflow_db)
+
+
+#: Files that take minutes (real Airflow chains, the Celery stack), collected first so the two
+#: xdist workers (``--dist loadfile`` hands out files in collection order) start them at once
+#: and the hundreds of short tests fill in around them instead of waiting behind them.
+LONG_FILES_FIRST = (
+    "tests/integration/test_demo.py",
+    "tests/deploy/test_celery_run.py",
+    "tests/integration/test_billing_e2e.py",
+    "tests/integration/test_onboarding.py",
+    "tests/integration/test_billing_flow.py",
+    "tests/integration/test_demo_ui.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def rank(item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return LONG_FILES_FIRST.index(path) if path in LONG_FILES_FIRST else len(LONG_FILES_FIRST)
+
+    items.sort(key=rank)  # stable: the rest keep their order

@@ -10,12 +10,16 @@ import sys
 from tests.integration.demo_helpers import _demo_env
 
 
-def test_demo_once_runs_the_main_chain_and_exits_zero(airflow_runtime):
+def test_demo_once_runs_the_main_chain_and_exits_zero(airflow_runtime, warehouse_db):
+    # Its own warehouse: the session's is shared with DAG tests that ran other sandboxes, whose
+    # PSA/ERP ids in core.id_map the demo's fresh sandbox does not have.
     # Harvest's 100-requests-per-15-s limit is proven by the sandbox and connector tests; here
     # it would only make the chain wait out Retry-After, so the demo's sandbox runs without it.
     result = subprocess.run(  # noqa: S603
         [sys.executable, "-m", "erpsync.cli", "demo", "--once"],
-        env=_demo_env(airflow_runtime, ERPSYNC_SANDBOX_PSA_RATE_LIMIT="off"),
+        env=_demo_env(
+            airflow_runtime, ERPSYNC_SANDBOX_PSA_RATE_LIMIT="off", ERPSYNC_DATABASE_URL=warehouse_db
+        ),
         capture_output=True,
         text=True,
         timeout=900,
