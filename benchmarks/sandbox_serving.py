@@ -221,6 +221,12 @@ def read_all(
     }
 
 
+def _n(value: Any) -> str:
+    """A rate with thousands separators, or "n/a" when it could not be measured (a run on the
+    small firm can take less CPU than the clock resolves: no rate, not a crash)."""
+    return f"{value:,}" if value is not None else "n/a"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("size_arg", nargs="?", help="firm size (small | medium | large)")
@@ -282,9 +288,9 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"  {run['mode']:>10}/{run['decoder']:<7}: {run['records']:,} time entries in"
                 f" {run['pages']} pages,"
-                f" {run['seconds']} s = {run['records_per_second']:,} records/s"
+                f" {run['seconds']} s = {_n(run['records_per_second'])} records/s"
                 f" ({run['megabytes_per_second']} MB/s); server CPU {run['server_cpu_seconds']} s"
-                f" = {run['records_per_server_cpu_second']:,} records per server CPU s;"
+                f" = {_n(run['records_per_server_cpu_second'])} records per server CPU s;"
                 f" client CPU {run['client_cpu_seconds']} s; exactly once:"
                 f" {run['every_record_exactly_once']}",
                 flush=True,
