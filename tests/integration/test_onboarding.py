@@ -473,18 +473,19 @@ def test_a_failure_between_any_two_steps_or_after_a_commit_leaves_no_duplicates(
         assert h.api_writes(sandbox, seq) == []
 
 
-def test_project_setup_dag_runs_against_the_sandbox(airflow_runtime, sandbox):
+def test_project_setup_dag_runs_against_the_sandbox(airflow_runtime, sandbox, warehouse_db):
     """One real ``airflow dags test erpsync_project_setup`` run (the task in-process, the
     connections from ``AIRFLOW_CONN_*``) sets up every valid contract and raises the rest."""
     from tests.integration.test_preflight_dag import _task_states
 
-    warehouse = airflow_runtime.warehouse_url
+    # its own warehouse: the session's holds ids from other tests' sandboxes (core.id_map)
+    warehouse = warehouse_db
     broken = h.manifest_ids(sandbox, "contract_missing_field")
     valid = sorted(set(pending_contracts(sandbox)) - broken)
     with h.connections(sandbox, warehouse):
         prepare_master_data(warehouse, "master-dag")
     env = h.connection_env(sandbox, warehouse)
-    env.pop("AIRFLOW_CONN_ERPSYNC_WAREHOUSE")  # the runtime points it at its warehouse
+    env["ERPSYNC_DATABASE_URL"] = warehouse
     airflow_runtime.run("settings", "apply")
     result = airflow_runtime.run("airflow", "dags", "test", "erpsync_project_setup", extra_env=env)
     assert "project setup:" in result.stdout + result.stderr
