@@ -516,7 +516,8 @@ def build_batch(
                    ORDER BY batch_id DESC LIMIT 1 FOR UPDATE""",
                 (scope_key,),
             ).fetchone()
-        if existing is None:
+
+        def build(previous):  # the same scope either way; only the batch it replaces differs
             return _build(
                 conn,
                 scope,
@@ -531,27 +532,15 @@ def build_batch(
                 run_id,
                 actor,
                 source,
-                None,
+                previous,
             )
+
+        if existing is None:
+            return build(None)
         batch_id, old_status, old_hash, old_decider = existing
         try:
             with conn.transaction():
-                result = _build(
-                    conn,
-                    scope,
-                    scope_key,
-                    home,
-                    inv_date,
-                    item_types,
-                    models,
-                    dry_run,
-                    prepared_by,
-                    time_grouping,
-                    run_id,
-                    actor,
-                    source,
-                    (batch_id, old_status, old_hash, old_decider),
-                )
+                result = build((batch_id, old_status, old_hash, old_decider))
                 if result.content_hash == old_hash:
                     raise _Unchanged
                 return result
