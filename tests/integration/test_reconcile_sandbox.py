@@ -278,3 +278,75 @@ def test_milestone_accepted_in_the_psa_becomes_ready(firm):
         " AND entity_id = %s",
         (f"{opp}:{version}:{seq}",),
     ) == [(1,)]
+
+
+def _items(url: str) -> list[tuple]:
+    from erpsync.reconcile import sql
+
+    cols = ", ".join(sql.DATA_COLUMNS)
+    return q(url, f"SELECT item_key, {cols} FROM recon.items ORDER BY item_key")  # noqa: S608
+
+
+def _from_scratch(url: str, label: str, workers: int):
+    """The first reconciliation again: recon.items emptied, every item classified anew."""
+    with psycopg.connect(url) as conn:
+        conn.execute("TRUNCATE recon.items")
+    with psycopg.connect(url) as conn:
+        return run_reconcile(conn, RunInfo.local(label), as_of=AS_OF, workers=workers)
+
+
+def test_parallel_workers_give_the_serial_result(firm):
+    """Two workers (one shard each, own connections, the run's snapshot) classify exactly as one
+    connection does: the first reconciliation (each shard's partition built and swapped in), a
+    recompute with nothing changed, and an item that moves to the other shard (its entry moved
+    to a project whose contract is in the other shard) - row for row, every computed column."""
+    _sandbox, url = firm
+    serial = _from_scratch(url, "recon-serial", workers=1)
+    expected_rows = _items(url)
+    assert {s for (s,) in q(url, "SELECT DISTINCT shard FROM recon.items")} == {0, 1}
+    parallel = _from_scratch(url, "recon-parallel", workers=2)
+    assert parallel.inserted == serial.inserted == len(expected_rows)
+    assert _items(url) == expected_rows
+    assert parallel.by_state == serial.by_state
+    # each shard's rows are in its own partition, and item_key is unique across them
+    assert q(url, "SELECT count(*), count(DISTINCT item_key) FROM recon.items") == [
+        (len(expected_rows), len(expected_rows))
+    ]
+    assert q(url, "SELECT count(*) FROM recon.items_0 WHERE shard <> 0") == [(0,)]
+    assert q(url, "SELECT count(*) FROM recon.items_1 WHERE shard <> 1") == [(0,)]
+
+    with psycopg.connect(url) as conn:  # an unrelated input moves: a full recompute
+        conn.execute("UPDATE recon.settings SET updated_at = now()")
+    with psycopg.connect(url) as conn:
+        again = run_reconcile(conn, RunInfo.local("recon-parallel-2"), as_of=AS_OF, workers=2)
+    assert (again.skipped, again.inserted, again.updated, again.deleted) == (False, 0, 0, 0)
+    assert _items(url) == expected_rows
+
+    # a T&M entry moves to a project whose contract is in the other shard
+    entry, project, code, shard = q(
+        url,
+        """SELECT i.source_id, p.project_psa_id, p.project_code, p.shard
+             FROM recon.items i
+             JOIN (SELECT DISTINCT ON (shard) shard, project_psa_id, c.project_code
+                     FROM recon.items j
+                     JOIN core.contracts c ON c.opportunity_id = j.opportunity_id
+                                          AND c.version = j.contract_version
+                    WHERE j.item_type = 'time' AND c.billing_model = 'time_and_materials'
+                    ORDER BY shard, project_psa_id) p ON p.shard <> i.shard
+            WHERE i.item_type = 'time' AND i.state = 'ready'
+            ORDER BY i.item_key LIMIT 1""",
+    )[0]
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "UPDATE core.time_entries SET project_psa_id = %s, project_code = %s WHERE psa_id = %s",
+            (project, code, entry),
+        )
+    with psycopg.connect(url) as conn:
+        moved = run_reconcile(conn, RunInfo.local("recon-parallel-3"), as_of=AS_OF, workers=2)
+    assert moved.updated >= 1 and moved.inserted == 0 and moved.deleted == 0
+    assert q(
+        url, "SELECT shard, project_psa_id FROM recon.items WHERE item_key = %s", (f"time:{entry}",)
+    ) == [(shard, project)]
+    after_move = _items(url)
+    _from_scratch(url, "recon-serial-after-move", workers=1)
+    assert _items(url) == after_move

@@ -42,6 +42,16 @@ whose inputs did not change at all since the last one (same as-of date; fingerpr
 input table's row count and newest row version, see ``sql.FINGERPRINT``;
 the inputs' part is read before the run computes anything) recomputes nothing and
 says so (``skipped``) - the hourly, asset-triggered reconcile is then about a second.
+
+Parallel: recon.items is partitioned in two shards by contract (``sql.SHARDS``, migration
+0015); from ``PARALLEL_MIN_ENTRIES`` time entries and expenses on, a run with its own
+transaction classifies both shards at once, one worker connection per shard (and core), each
+reading the snapshot the run exported with its input fingerprint, so every worker sees exactly
+the data the run describes. The first reconciliation builds each shard's partition whole in its
+worker (rows, then indexes and keys) and swaps the new partitions in in the run's transaction;
+later runs' workers write only their shard's differences, which the run applies. Nothing a
+worker writes is visible as a result before the run commits; the result does not depend on the
+number of workers (``tests/integration/test_reconcile_sandbox.py``).
 """
 
 from __future__ import annotations
@@ -49,7 +59,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -83,6 +95,9 @@ GROUP_REASONS = (
     ("rate_differs_from_contract", "user_assignment"),
 )
 _LOCK_KEY = "erpsync.reconcile"
+#: From this many time entries and expenses on, a run classifies its shards in parallel
+#: workers (one per shard, at most one per core).
+PARALLEL_MIN_ENTRIES = 200_000
 
 
 def _money_str(amount: Decimal | None, currency: str | None) -> str | None:
@@ -312,50 +327,140 @@ def _fingerprint(as_of: dt.date, parts: list[str]) -> str:
     return hashlib.md5("|".join([as_of.isoformat(), *parts]).encode()).hexdigest()  # noqa: S324 - a change detector, not security
 
 
-def _first_load(conn, params: dict[str, Any]) -> int:
-    """Fill the empty recon.items in one bulk insert, its indexes built afterwards.
+def _parallel_workers(requested: int | None, own_transaction: bool, entries: int) -> int:
+    """How many workers classify the items: 1 (this connection) or one per shard."""
+    if not own_transaction:
+        # workers could not see the caller's uncommitted writes
+        return 1
+    if requested is not None:
+        return max(1, min(int(requested), sql.SHARDS))
+    if entries < PARALLEL_MIN_ENTRIES:
+        return 1
+    return max(1, min(os.cpu_count() or 1, sql.SHARDS))
 
-    Inserting 1,000,000+ rows into three B-trees (random keys) and checking a foreign key per
-    row costs more than the insert itself; building each index once from the loaded table is
-    a sort. The drop, the load and the rebuild are in the caller's transaction, so nobody ever
-    sees recon.items without its indexes. The drop needs an exclusive lock on the (empty)
-    table: if another session holds a lock for more than a few seconds (or an object depends
-    on a constraint), the load goes with the indexes in place.
-    """
-    from psycopg import errors
 
-    plan = conn.execute(sql.FIRST_LOAD_INDEXES).fetchall()
-    lock_timeout = conn.execute("SELECT current_setting('lock_timeout')").fetchone()[0]
-    try:
-        with conn.transaction():
-            conn.execute("SET LOCAL lock_timeout = '2s'")
-            for kind, name, _definition in plan:
-                if kind == "constraint":
-                    conn.execute(f"ALTER TABLE recon.items DROP CONSTRAINT {name}")
-                else:
-                    conn.execute(f"DROP INDEX {name}")
-    except (errors.LockNotAvailable, errors.DependentObjectsStillExist):
-        # locked by another session, or something depends on a constraint (e.g. a view
-        # grouping by the primary key): load with the indexes in place
-        return conn.execute(sql.FILL_EMPTY, params).rowcount
-    finally:
-        conn.execute("SELECT set_config('lock_timeout', %s, true)", (lock_timeout,))
-    conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
-    inserted = conn.execute(sql.FILL_EMPTY, params).rowcount
-    # primary key and unique constraints first, foreign keys (validated in one pass) last
-    for kind, name, definition in sorted(plan, key=lambda p: "FOREIGN KEY" in p[2]):
-        if kind == "constraint":
-            conn.execute(f"ALTER TABLE recon.items ADD CONSTRAINT {name} {definition}")
+def _connect_kwargs(conn) -> dict[str, Any]:
+    """How to open another connection to the same database as the same user."""
+    kwargs: dict[str, Any] = dict(conn.info.get_parameters())
+    if conn.info.password:
+        kwargs["password"] = conn.info.password
+    return kwargs
+
+
+def _build_shard(conn, table: str, shard: int, params: dict[str, Any]) -> int:
+    """One shard's new partition, in ``conn``'s transaction: created, filled, then indexed."""
+    conn.execute(sql.SHARD_TABLE.replace("{table}", table).replace("%(shard)s", str(int(shard))))
+    filled = conn.execute(
+        sql.SHARD_FILL.replace("{table}", table), {**params, "shards": [shard]}
+    ).rowcount
+    for (statement,) in conn.execute(sql.SHARD_INDEXES.replace("{table}", table)).fetchall():
+        conn.execute(statement)
+    return filled
+
+
+def _shard_worker(
+    connect: dict[str, Any], snapshot: str, shard: int, table: str, first: bool, params: dict
+) -> int:
+    """One parallel worker: its own connection, reading the run's snapshot, commits its shard's
+    table (the new partition the first time, else the shard's differences)."""
+    import psycopg
+    from psycopg import IsolationLevel
+    from psycopg import sql as pgsql
+
+    with psycopg.connect(**connect) as worker:
+        worker.isolation_level = IsolationLevel.REPEATABLE_READ
+        # the first statement of its transaction: see exactly what the run's transaction saw
+        worker.execute(pgsql.SQL("SET TRANSACTION SNAPSHOT {}").format(pgsql.Literal(snapshot)))
+        worker.execute("SET LOCAL work_mem = '512MB'")
+        worker.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        # the other workers have the other cores: no parallel index build on top
+        worker.execute("SET LOCAL max_parallel_maintenance_workers = 0")
+        # the run reads the table in its own transaction: nothing waits for this commit
+        worker.execute("SET LOCAL synchronous_commit = off")
+        worker.execute(sql.CREATE_LOOKUPS)
+        if first:
+            rows = _build_shard(worker, table, shard, params)
         else:
-            conn.execute(definition)
-    return inserted
+            rows = worker.execute(
+                sql.SHARD_DIFF.replace("{table}", table), {**params, "shards": [shard]}
+            ).rowcount
+        worker.commit()
+    return rows
 
 
-def run_reconcile(conn, run, *, as_of: dt.date | None = None) -> ReconcileResult:
+def _shards_in_parallel(
+    conn, snapshot: str, workers: int, first: bool, params: dict[str, Any]
+) -> tuple[list[str], list[int]]:
+    """Every shard at once, one worker (connection, core) each, all reading the run's snapshot.
+
+    Returns the workers' tables (``recon_work.r<tag>_<shard>``, committed: only this run reads
+    them; the first reconciliation's become recon.items' partitions, a later run's differences
+    are dropped once read; a failed run's are dropped by the next run) and their row counts.
+    A worker's error fails the run (its transaction rolls back).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    tables = _shard_tables()
+    connect = _connect_kwargs(conn)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile") as pool:
+        futures = [
+            pool.submit(_shard_worker, connect, snapshot, shard, table, first, params)
+            for shard, table in enumerate(tables)
+        ]
+        rows = [future.result() for future in futures]
+    return tables, rows
+
+
+def _shard_tables() -> list[str]:
+    """Names for this run's shard tables (the run's own: schema constant, hex tag, shard)."""
+    tag = uuid.uuid4().hex[:12]
+    return [f"{sql.WORK_SCHEMA}.r{tag}_{shard}" for shard in range(sql.SHARDS)]
+
+
+def _swap_in(conn, tables: list[str]) -> None:
+    """The new shard tables become recon.items' partitions, in the run's transaction."""
+    for shard, table in enumerate(tables):
+        conn.execute(
+            sql.SHARD_SWAP.replace("{table}", table)
+            .replace("{name}", table.split(".", 1)[1])
+            .replace("{shard}", str(shard))
+        )
+
+
+def _union(tables: list[str]) -> str:
+    # the names are the run's own (see _shard_tables)
+    return " UNION ALL ".join(f"SELECT * FROM {table}" for table in tables)  # noqa: S608
+
+
+def _drop_work_tables(conn) -> None:
+    """Drop the parallel workers' tables: this run's once read, a failed earlier run's at the
+    start (runs never overlap: advisory lock)."""
+    from psycopg import sql as pgsql
+
+    for (name,) in conn.execute(sql.WORK_TABLES).fetchall():
+        conn.execute(
+            pgsql.SQL("DROP TABLE IF EXISTS {}").format(pgsql.Identifier(sql.WORK_SCHEMA, name))
+        )
+
+
+def _entries(parts: list[str]) -> int:
+    """Time entries and expenses (rows, live or not) from the fingerprint's parts."""
+    return sum(
+        int(parts[sql.INPUT_TABLES.index(t)].split(":", 1)[0])
+        for t in ("core.time_entries", "core.expenses")
+    )
+
+
+def run_reconcile(
+    conn, run, *, as_of: dt.date | None = None, workers: int | None = None
+) -> ReconcileResult:
     """Reconcile everything in one transaction on ``conn`` (see the module doc).
 
     ``run``: a :class:`erpsync.sync.spec.RunInfo` (or anything with ``run_id``/``actor``);
-    ``as_of``: the date due dates, WIP age and leakage are measured against (default: today).
+    ``as_of``: the date due dates, WIP age and leakage are measured against (default: today);
+    ``workers``: how many connections classify the items at once (default: one per shard of
+    ``sql.SHARDS``, at most one per core, from ``PARALLEL_MIN_ENTRIES`` time entries and
+    expenses on; always 1 inside a caller's transaction). The result does not depend on it.
     Two reconciliations never interleave (transaction-scoped advisory lock).
     """
     started = time.perf_counter()
@@ -363,7 +468,7 @@ def run_reconcile(conn, run, *, as_of: dt.date | None = None) -> ReconcileResult
     run_id = str(getattr(run, "run_id", run))
     actor = str(getattr(run, "actor", None) or "unknown")
     source = run.audit_source() if hasattr(run, "audit_source") else audit.Source(run_id=run_id)
-    params = {"as_of": as_of, "run_id": run_id}
+    params = {"as_of": as_of, "run_id": run_id, "shards": list(range(sql.SHARDS))}
     # our own transaction (not a savepoint in the caller's): see synchronous_commit below
     from psycopg import pq
 
@@ -385,25 +490,44 @@ def run_reconcile(conn, run, *, as_of: dt.date | None = None) -> ReconcileResult
                    started_at = now(), finished_at = NULL""",
             (run_id, as_of),
         )
-        parts = list(conn.execute(sql.FINGERPRINT_PARTS).fetchone()[0])
+        # the inputs' fingerprint and, for parallel workers, the snapshot it was read in
+        parts, snapshot = conn.execute(
+            sql.FINGERPRINT_PARTS_AND_SNAPSHOT, {"export": own_transaction}
+        ).fetchone()
+        parts = list(parts)
         fingerprint = _fingerprint(as_of, parts)
         last = conn.execute(sql.LAST_FINGERPRINT).fetchone()
         if last is not None and last[0] == fingerprint:
             return _unchanged(conn, run, run_id, as_of, last[1], fingerprint, started, source)
-        conn.execute(sql.CREATE_LOOKUPS)
-        if conn.execute("SELECT NOT EXISTS (SELECT 1 FROM recon.items)").fetchone()[0]:
-            # the first reconciliation: nothing to compare with
-            inserted = _first_load(conn, params)
-            updated = deleted = 0
+        first = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM recon.items)").fetchone()[0]
+        n_workers = _parallel_workers(workers, own_transaction, _entries(parts))
+        _drop_work_tables(conn)
+        if first:
+            # the first reconciliation: each shard's partition built whole, then swapped in
+            if n_workers > 1:
+                tables, rows = _shards_in_parallel(conn, snapshot, n_workers, True, params)
+            else:
+                conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
+                conn.execute(sql.CREATE_LOOKUPS)
+                tables = _shard_tables()
+                rows = [_build_shard(conn, t, k, params) for k, t in enumerate(tables)]
+            _swap_in(conn, tables)
+            inserted, updated, deleted = sum(rows), 0, 0
         else:
             conn.execute(sql.CREATE_STAGE)
-            conn.execute(sql.FILL_STAGE, params)
+            if n_workers > 1:
+                tables, _ = _shards_in_parallel(conn, snapshot, n_workers, False, params)
+                conn.execute(sql.FILL_STAGE_FROM.replace("{tables}", _union(tables)))
+            else:
+                conn.execute(sql.CREATE_LOOKUPS)
+                conn.execute(sql.FILL_STAGE, params)
             # merge by hash joins: never a nested loop over recon.items
             conn.execute("SET LOCAL enable_nestloop = off")
             updated = conn.execute(sql.UPDATE_CHANGED, params).rowcount
             inserted = conn.execute(sql.INSERT_NEW, params).rowcount
             deleted = conn.execute(sql.DELETE_GONE).rowcount
             conn.execute("SET LOCAL enable_nestloop = on")
+        _drop_work_tables(conn)
         seen, raised, resolved, problems = _exceptions(conn, run)
         total, by_state, approved, reasons = _summary(conn)
         conn.execute(sql.DROP_TEMP)

@@ -1,20 +1,28 @@
-"""The reconciliation as set-based SQL (PostgreSQL): one statement classifies every item and
-keeps, in a temporary stage table, only what differs from ``recon.items`` (a hash full join
-with IS DISTINCT FROM on every computed column); three small statements apply it (update what
-changed, insert what is new, delete what vanished), so a rerun with no source change writes no
-row. The first run (empty ``recon.items``) inserts straight from the classification, with the
-table's indexes and key constraints dropped before and built after the bulk insert (same
-transaction; see ``FIRST_LOAD_INDEXES`` and ``erpsync.reconcile._first_load``).
+"""The reconciliation as set-based SQL (PostgreSQL): one statement (``CLASSIFY``) classifies
+every item of the shards it is given; recon.items is partitioned in ``SHARDS`` shards by
+contract (migration 0015), so a large firm's shards are classified at once by parallel workers,
+each on its own connection and core, all reading the run's exported snapshot
+(:mod:`erpsync.reconcile`).
 
-Performance notes (large firm: 1,050,016 time entries, 1,163,836 items; EXPLAIN ANALYZE
-BUFFERS, no temp spill anywhere with the run's ``work_mem`` of 512MB): the classification is
-CPU-bound expression evaluation and hash joins on one core (INSERT ... SELECT never runs in
-parallel in PostgreSQL 16), so the statements avoid per-row work the result does not need -
-the contract's columns come from the lookup they were found in (no second contracts join), the
-billed ledger is joined on the source id (no key string built per row), the rate card is looked
-up only for the few entries without a contract or PSA rate, ``period_start`` truncates a
-timestamp without time zone (no time-zone conversion per row), the common non-billable details
-are jsonb constants, and duplicate detection reads only the dates that can hold a duplicate.
+* **First reconciliation** (recon.items empty): each shard's partition is built whole - a new
+  table filled by ``SHARD_FILL``, then its indexes and keys built once from the loaded rows
+  (``SHARD_INDEXES``: a sort each, not 1,000,000+ random B-tree insertions and foreign-key
+  checks) - and swapped in for the empty partition in the run's transaction (``SHARD_SWAP``).
+* **Later runs**: only what differs from recon.items (a hash full join with IS DISTINCT FROM on
+  every computed column, ``FILL_STAGE`` / ``SHARD_DIFF``) goes into the run's stage; three small
+  statements apply it (update what changed, insert what is new, delete what vanished), so a
+  rerun with no source change writes no row.
+
+Performance notes (large firm: 1,050,016 time entries, 1,163,836 items; no temp spill with the
+run's ``work_mem`` of 512MB): the classification is CPU-bound expression evaluation and hash
+joins (INSERT ... SELECT never runs in parallel inside PostgreSQL 16 - hence the shards), so
+the statements avoid per-row work the result does not need - each worker drops the other
+shard's entries right after the one join that knows their contract, the contract's columns come
+from the lookup they were found in (no second contracts join), the billed ledger is looked up
+only for entries the PSA does not mark billed, the rate card only for the few entries without a
+contract or PSA rate, ``period_start`` truncates a timestamp without time zone (no time-zone
+conversion per row), the common non-billable details are jsonb constants, and duplicate
+detection reads only the dates that can hold a duplicate.
 
 Rules (module doc of :mod:`erpsync.reconcile` has the finance-facing version):
 
@@ -81,6 +89,7 @@ CREATE_LOOKUPS = (
     "CREATE TEMP TABLE ctr_id ON COMMIT DROP AS" + """
     SELECT DISTINCT ON (psa_project_id) psa_project_id, project_code, opportunity_id, version,
            account_id, billing_model, currency, starts_on, ends_on, cap_type, cap_value,
+           ((hashtext(coalesce(opportunity_id, '')) & 2147483647) % 2)::smallint AS shard,
            CASE WHEN (payload ->> 'Expense_Markup_Pct__c') ~ '^[0-9]+(\\.[0-9]+)?$'
                 THEN (payload ->> 'Expense_Markup_Pct__c')::numeric END AS markup_pct
       FROM core.contracts
@@ -90,6 +99,7 @@ CREATE_LOOKUPS = (
     "CREATE TEMP TABLE ctr_code ON COMMIT DROP AS" + """
     SELECT DISTINCT ON (project_code) psa_project_id, project_code, opportunity_id, version,
            account_id, billing_model, currency, starts_on, ends_on, cap_type, cap_value,
+           ((hashtext(coalesce(opportunity_id, '')) & 2147483647) % 2)::smallint AS shard,
            CASE WHEN (payload ->> 'Expense_Markup_Pct__c') ~ '^[0-9]+(\\.[0-9]+)?$'
                 THEN (payload ->> 'Expense_Markup_Pct__c')::numeric END AS markup_pct
       FROM core.contracts
@@ -131,21 +141,42 @@ CREATE_LOOKUPS = (
     " ANALYZE pg_temp.ovr; ANALYZE pg_temp.card"
 )
 
+#: recon.items is partitioned in SHARDS shards (migration 0015); a parallel run gives each
+#: worker one shard. An item's shard comes from its contract (else, without a contract, its PSA
+#: project), so all items of one contract are in one shard: a cap's running total and a
+#: duplicate group (same project, same contract) never span two workers.
+SHARDS = 2
+_SHARD_OF = "((hashtext(coalesce({key}, '')) & 2147483647) %% 2)::smallint"
+#: Only the shards the statement computes (parameter ``shards``: a list, all of them serially).
+_IN_SHARDS = " = ANY(%(shards)s::smallint[])"
+
 # --------------------------------------------------------------------------- time entries
 
+#: the shard: the contract found by PSA project (its shard is in the lookup), else the
+#: contract found by project code, else the PSA project
+_T_SHARD = (
+    "CASE WHEN c1.opportunity_id IS NOT NULL THEN c1.shard ELSE "
+    + _SHARD_OF.format(key="c2.opportunity_id, t.project_psa_id")
+    + " END"
+)
 _TIME = f"""
 t0 AS (
     SELECT t.psa_id, t.spent_date, t.hours, t.billable, t.approval_status,
-           (t.is_billed OR b.source_id IS NOT NULL) AS billed,
+           -- billed in the PSA, or by erpsync (the ledger, looked up only when not in the PSA)
+           (t.is_billed OR t.psa_id IN (SELECT bs.source_id FROM billed_src bs
+                                         WHERE bs.item_type = 'time')) AS billed,
            t.billable_rate, t.currency AS te_currency, t.user_psa_id, t.client_psa_id,
            t.project_psa_id, t.task_psa_id, t.user_assignment_psa_id, t.created_at,
            -- the contract's columns straight from the lookups (no second contracts join)
-           {_PICK}
+           {_PICK},
+           {_T_SHARD} AS shard
       FROM core.time_entries t
-      LEFT JOIN billed_src b ON b.item_type = 'time' AND b.source_id = t.psa_id
       LEFT JOIN ctr_id c1 ON c1.psa_project_id = t.project_psa_id
       LEFT JOIN ctr_code c2 ON c1.opportunity_id IS NULL AND c2.project_code = t.project_code
      WHERE t.deleted_at IS NULL
+       -- the shard first by the PSA project's contract (one cheap join), then exactly
+       AND (c1.opportunity_id IS NULL OR c1.shard{_IN_SHARDS})
+       AND {_T_SHARD}{_IN_SHARDS}
 ),
 dup_from AS MATERIALIZED (
     SELECT min(t.spent_date) AS d
@@ -321,12 +352,20 @@ time_items AS (
                    THEN greatest(c_cap_value - (cap_used - CASE WHEN c_cap_type = 'hours'
                         THEN hours ELSE hours * eff_rate END), 0) END,
                'approval_status', approval_status))
-           END AS reason_detail
+           END AS reason_detail,
+           shard
       FROM t6
 )"""
 
 # --------------------------------------------------------------------------- expenses
 
+#: the shard: the contract found by PSA project (its shard is in the lookup), else the
+#: contract found by project code, else the PSA project
+_E_SHARD = (
+    "CASE WHEN c1.opportunity_id IS NOT NULL THEN c1.shard ELSE "
+    + _SHARD_OF.format(key="c2.opportunity_id, e.project_psa_id")
+    + " END"
+)
 _EXPENSE = f"""
 e1 AS (
     SELECT e.psa_id, e.spent_date, e.total_cost, e.units, e.currency AS e_currency,
@@ -334,13 +373,17 @@ e1 AS (
            e.project_psa_id, e.user_assignment_psa_id, e.expense_category_name,
            (e.is_billed OR b.source_id IS NOT NULL) AS billed,
            {_PICK},
-           ec.minor_units, ec.per_eur
+           ec.minor_units, ec.per_eur,
+           {_E_SHARD} AS shard
       FROM core.expenses e
       LEFT JOIN billed_src b ON b.item_type = 'expense' AND b.source_id = e.psa_id
       LEFT JOIN ctr_id c1 ON c1.psa_project_id = e.project_psa_id
       LEFT JOIN ctr_code c2 ON c1.opportunity_id IS NULL AND c2.project_code = e.project_code
       LEFT JOIN recon.currencies ec ON ec.code = e.currency
      WHERE e.deleted_at IS NULL
+       -- the shard first by the PSA project's contract (one cheap join), then exactly
+       AND (c1.opportunity_id IS NULL OR c1.shard{_IN_SHARDS})
+       AND {_E_SHARD}{_IN_SHARDS}
 ),
 e2 AS (
     SELECT e1.*,
@@ -415,13 +458,15 @@ expense_items AS (
                'contract_starts_on', CASE WHEN p_outside THEN c_starts_on END,
                'contract_ends_on', CASE WHEN p_closed THEN c_ends_on END,
                'approval_status', approval_status))
-           END
+           END,
+           shard
       FROM e4
 )"""  # noqa: S608 - constant SQL, values are bound
 
 # --------------------------------------------------------------------------- fees
 
-_FEES = """
+_FEES = (
+    """
 milestone_items AS (
     SELECT 'milestone:' || m.opportunity_id || ':' || m.version || ':' || m.seq,
            'milestone'::text,
@@ -443,12 +488,19 @@ milestone_items AS (
            CASE WHEN b.item_key IS NULL AND m.status <> 'accepted'
                 THEN jsonb_build_object('due_date', m.due_date, 'status', m.status,
                                         'days_overdue', greatest(%(as_of)s - m.due_date, 0))
-           END
+           END,
+           """
+    + _SHARD_OF.format(key="m.opportunity_id")
+    + """
       FROM core.contract_milestones m
       JOIN core.contracts c ON c.opportunity_id = m.opportunity_id AND c.version = m.version
       LEFT JOIN billing.billed_items b
         ON b.item_key = 'milestone:' || m.opportunity_id || ':' || m.version || ':' || m.seq
      WHERE c.status IN ('complete', 'adopted', 'pending')
+       AND """
+    + _SHARD_OF.format(key="m.opportunity_id")
+    + _IN_SHARDS
+    + """
 ),
 retainer_items AS (
     SELECT 'retainer:' || l.schedule_id || ':' || l.seq, 'retainer'::text,
@@ -467,13 +519,21 @@ retainer_items AS (
                 ELSE 'not_yet_due' END,
            '{}'::text[],
            CASE WHEN b.item_key IS NULL AND l.due_date > %(as_of)s
-                THEN jsonb_build_object('due_date', l.due_date) END
+                THEN jsonb_build_object('due_date', l.due_date) END,
+           """
+    + _SHARD_OF.format(key="s.opportunity_id")
+    + """
       FROM billing.schedule_lines l
       JOIN billing.schedules s ON s.schedule_id = l.schedule_id AND s.status = 'active'
       JOIN core.contracts c ON c.opportunity_id = s.opportunity_id AND c.version = s.version
       LEFT JOIN billing.billed_items b ON b.item_key = 'retainer:' || l.schedule_id || ':' || l.seq
      WHERE l.kind = 'retainer'
+       AND """
+    + _SHARD_OF.format(key="s.opportunity_id")
+    + _IN_SHARDS
+    + """
 )"""
+)
 
 #: The columns of recon.items the reconciliation computes (compared on rerun).
 DATA_COLUMNS = (
@@ -501,6 +561,7 @@ DATA_COLUMNS = (
     "reason_code",
     "problems",
     "reason_detail",
+    "shard",
 )
 
 STAGE_TABLE = "recon_stage"
@@ -518,11 +579,10 @@ CREATE_STAGE = (
     "SELECT item_key, " + _cols + ", false AS gone, false AS known FROM recon.items WITH NO DATA"
 )
 
-#: Classify every item and keep in the stage only the differences with recon.items (one hash
-#: full join): new items, changed items (IS DISTINCT FROM on every computed column) and items
-#: whose source is gone. Parameter: as_of.
-FILL_STAGE = (
-    "INSERT INTO recon_stage\nWITH"  # noqa: S608 - constant SQL, values are bound
+#: Every item of the given shards classified (``src``: item_key + DATA_COLUMNS). Parameters:
+#: as_of, shards.
+CLASSIFY = (
+    "WITH"  # noqa: S608 - constant SQL, values are bound
     + _CONTRACTS
     + ","
     + _TIME
@@ -534,31 +594,88 @@ FILL_STAGE = (
     "UNION ALL SELECT * FROM expense_items\n"
     "UNION ALL SELECT * FROM milestone_items\n"
     "UNION ALL SELECT * FROM retainer_items)\n"
-    "SELECT coalesce(s.item_key, i.item_key), "
+)
+
+#: The differences with recon.items (one hash full join, the computed shards' rows only): new
+#: items, changed items (IS DISTINCT FROM on every computed column) and items whose source is
+#: gone; columns: item_key, DATA_COLUMNS, gone, known. Parameters: as_of, shards.
+_DIFF = (
+    CLASSIFY
+    + "SELECT coalesce(s.item_key, i.item_key), "  # noqa: S608 - constant SQL
     + _s_cols
     + ", s.item_key IS NULL, i.item_key IS NOT NULL\n"
-    "  FROM src s FULL JOIN recon.items i ON i.item_key = s.item_key\n"
+    "  FROM src s FULL JOIN (SELECT * FROM recon.items i WHERE i.shard"
+    + _IN_SHARDS
+    + ") i ON i.item_key = s.item_key\n"
     " WHERE s.item_key IS NULL OR i.item_key IS NULL\n"
     "    OR (" + _i_cols + ") IS DISTINCT FROM (" + _s_cols + ")"
 )
 
-#: The first reconciliation (recon.items empty): every item straight into recon.items.
-FILL_EMPTY = (
-    "INSERT INTO recon.items (item_key, "
+#: A serial run: the stage filled in the run's own transaction (shards: all).
+FILL_STAGE = "INSERT INTO recon_stage\n" + _DIFF
+
+#: A parallel run's worker: its shard's differences with recon.items, into its work table
+#: (``{table}``: a name the run made, ``recon_work.r<tag>_<shard>``). Parameters: as_of, shards.
+SHARD_DIFF = "CREATE UNLOGGED TABLE {table} (item_key, " + _cols + ", gone, known) AS\n" + _DIFF
+
+#: The workers' differences ({tables}: a UNION ALL of their tables) into the run's stage. An
+#: item that moved to another shard (its contract changed) is gone from one worker's view and new
+#: in the other's: one row, the new one, known when recon.items has it (an update that moves it
+#: to its new partition, not an insert).
+FILL_STAGE_FROM = (
+    "INSERT INTO recon_stage\n"  # noqa: S608 - constant SQL, values are bound
+    "SELECT DISTINCT ON (w.item_key) w.item_key, "
+    + ", ".join(f"w.{c}" for c in DATA_COLUMNS)
+    + ", w.gone, w.gone OR EXISTS (SELECT 1 FROM recon.items i WHERE i.item_key = w.item_key)\n"
+    "  FROM ({tables}) w ORDER BY w.item_key, w.gone"
+)
+
+# ------------------------------------------------------------------ the first reconciliation
+#: The first reconciliation (recon.items empty) builds each shard's partition whole - a new
+#: table shaped like recon.items, filled, then its indexes and keys built once from the loaded
+#: rows (a sort each, not 1,000,000+ random B-tree insertions and foreign-key checks) - and
+#: swaps it in for the empty partition. A parallel run builds the shards at once, one per
+#: worker (each commits its table in ``recon_work``); a serial run builds them in turn in its
+#: own transaction. ``{table}``: the new table's name.
+SHARD_TABLE = (
+    "CREATE TABLE {table} (LIKE recon.items INCLUDING DEFAULTS INCLUDING CONSTRAINTS);"
+    # the partition's constraint, so attaching it needs no scan
+    " ALTER TABLE {table} ADD CHECK (shard = %(shard)s)"
+)
+#: Parameters: as_of, shards (the one shard), run_id.
+SHARD_FILL = (
+    "INSERT INTO {table} (item_key, "  # noqa: S608 - constant SQL, values are bound
     + _cols
-    + ", first_run_id, last_run_id)\nWITH"
-    + _CONTRACTS
-    + ","
-    + _TIME
-    + ","
-    + _EXPENSE
-    + ","
-    + _FEES
-    + ",\nsrc AS (SELECT * FROM time_items\n"
-    "UNION ALL SELECT * FROM expense_items\n"
-    "UNION ALL SELECT * FROM milestone_items\n"
-    "UNION ALL SELECT * FROM retainer_items)\n"
-    "SELECT s.item_key, " + _s_cols + ", %(run_id)s, %(run_id)s FROM src s"
+    + ", first_run_id, last_run_id)\n"
+    + CLASSIFY
+    + "SELECT s.item_key, "
+    + _s_cols
+    + ", %(run_id)s, %(run_id)s FROM src s"
+)
+#: recon.items' partitioned indexes and key constraints, as statements for one new shard table
+#: (``{table}``); attaching it then adopts them instead of building its own.
+SHARD_INDEXES = """
+SELECT regexp_replace(pg_get_indexdef(i.indexrelid),
+                      '^CREATE (UNIQUE )?INDEX \\S+ ON ONLY recon\\.items ',
+                      'CREATE \\1INDEX ON {table} ')
+  FROM pg_index i
+ WHERE i.indrelid = 'recon.items'::regclass
+   AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid
+                                                  AND c.conrelid = i.indrelid)
+UNION ALL
+SELECT 'ALTER TABLE {table} ADD ' || pg_get_constraintdef(c.oid)
+  FROM pg_constraint c
+ WHERE c.conrelid = 'recon.items'::regclass AND c.contype IN ('p', 'u', 'f')
+   AND c.conparentid = 0
+"""
+#: The swap, in the run's transaction, per shard: the old partition out, the new table in.
+#: ``{table}``: the new table (schema-qualified), ``{name}``: its name without schema.
+SHARD_SWAP = (
+    "ALTER TABLE recon.items DETACH PARTITION recon.items_{shard};"
+    " DROP TABLE recon.items_{shard};"
+    " ALTER TABLE {table} SET SCHEMA recon;"
+    " ALTER TABLE recon.{name} RENAME TO items_{shard};"
+    " ALTER TABLE recon.items ATTACH PARTITION recon.items_{shard} FOR VALUES IN ({shard})"
 )
 
 UPDATE_CHANGED = (
@@ -649,6 +766,19 @@ FINGERPRINT = "SELECT md5(concat_ws('|', %(as_of)s::text, " + _COUNTS + "))"  # 
 #: (OUTPUT_TABLES): the inputs' parts are the ones read before the run computed anything, so a
 #: source change committed while it ran is never mistaken for one it has seen.
 FINGERPRINT_PARTS = "SELECT ARRAY[" + _COUNTS + "]"  # noqa: S608
+#: The same, and (parameter ``export``: the run has its own transaction) the snapshot they were
+#: read in, for the parallel workers (``SET TRANSACTION SNAPSHOT``): every worker classifies
+#: exactly the data the fingerprint describes.
+FINGERPRINT_PARTS_AND_SNAPSHOT = (
+    "SELECT ARRAY["  # noqa: S608 - constant SQL
+    + _COUNTS
+    + "], CASE WHEN %(export)s THEN pg_export_snapshot() END"
+)
+
+#: The parallel workers' tables (migration 0015): UNLOGGED, written by a worker, read and
+#: dropped by the run.
+WORK_SCHEMA = "recon_work"
+WORK_TABLES = "SELECT tablename FROM pg_tables WHERE schemaname = 'recon_work' ORDER BY 1"
 OUTPUT_TABLES = ("recon.items", "ops.exceptions")
 OUTPUT_PARTS = (
     "SELECT ARRAY["  # noqa: S608 - constant SQL
@@ -665,24 +795,4 @@ SELECT result ->> 'inputs_fingerprint', result
  WHERE finished_at IS NOT NULL
  ORDER BY finished_at DESC, run_id DESC
  LIMIT 1
-"""
-
-#: The first load's index plan: recon.items' indexes and constraints that the first
-#: reconciliation drops before its bulk insert and builds afterwards (one sort per index instead
-#: of 1,000,000+ random B-tree insertions and foreign-key checks): plain indexes by definition,
-#: primary key / unique / foreign-key constraints by definition. CHECK constraints stay.
-FIRST_LOAD_INDEXES = """
-SELECT 'index' AS kind, quote_ident(n.nspname) || '.' || quote_ident(ci.relname) AS name,
-       pg_get_indexdef(i.indexrelid) AS definition
-  FROM pg_index i
-  JOIN pg_class ci ON ci.oid = i.indexrelid
-  JOIN pg_namespace n ON n.oid = ci.relnamespace
- WHERE i.indrelid = 'recon.items'::regclass
-   AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid
-                                                  AND c.conrelid = i.indrelid)
-UNION ALL
-SELECT 'constraint', quote_ident(c.conname), pg_get_constraintdef(c.oid)
-  FROM pg_constraint c
- WHERE c.conrelid = 'recon.items'::regclass AND c.contype IN ('p', 'u', 'f')
- ORDER BY 1 DESC, 2
 """

@@ -1,0 +1,138 @@
+-- The reconciliation in parallel (erpsync.reconcile): recon.items in two shards, each a
+-- partition, so two workers (connections, cores) classify at once and the first reconciliation
+-- of a large firm builds each shard's partition - rows, indexes, constraints - on its own core,
+-- then swaps the new partitions in, in the run's transaction.
+--
+-- shard: 0 or 1, from the item's contract (else its PSA project): hashtext(coalesce(
+-- opportunity_id, project_psa_id, '')) & 2147483647) % 2. All items of one contract are in one
+-- shard, so a cap's running total and a duplicate group never span two workers.
+--
+-- item_key stays unique by construction (each item is classified once, in the shard of its
+-- contract, and moves with it); PostgreSQL requires the partition key in the primary key, so
+-- the key is (item_key, shard).
+--
+-- Indexes: one, over the open items only (ready and on hold: what invoicing, the milestone
+-- sensor and the exceptions read, by state, contract and period). Billed and non-billable
+-- items, the bulk of the table and growing every month, are read only whole (the views, the
+-- summaries, the data-quality suite), so they are in no index but the key.
+
+CREATE SCHEMA IF NOT EXISTS recon_work;
+COMMENT ON SCHEMA recon_work IS
+    'Per-run work tables of a parallel reconciliation (dropped or attached by the run that made them; a failed run''s are dropped by the next run).';
+
+ALTER TABLE recon.items RENAME TO items_before_0015;
+
+CREATE TABLE recon.items (
+    item_key          text        NOT NULL,
+    item_type         text        NOT NULL CHECK (item_type IN ('time', 'expense', 'milestone', 'retainer')),
+    source_id         text        NOT NULL,
+    account_id        text,
+    client_psa_id     text,
+    opportunity_id    text,
+    contract_version  integer,
+    project_psa_id    text,
+    user_psa_id       text,
+    user_assignment_psa_id text,
+    task_psa_id       text,
+    task_name         text,
+    role              text,
+    item_date         date        NOT NULL,
+    period_start      date        NOT NULL,
+    hours             numeric,
+    quantity          numeric,
+    rate              numeric,
+    currency          char(3),
+    amount            numeric,
+    approved          boolean     NOT NULL,
+    state             text        NOT NULL CHECK (state IN ('ready', 'billed', 'non_billable', 'on_hold')),
+    reason_code       text        REFERENCES recon.reasons (code),
+    -- every problem found, in precedence order (reason_code is the first, or not_approved...)
+    problems          text[]      NOT NULL DEFAULT '{}',
+    reason_detail     jsonb,
+    first_run_id      text        NOT NULL,
+    last_run_id       text        NOT NULL,
+    updated_at        timestamptz NOT NULL DEFAULT now(),
+    shard             smallint    NOT NULL DEFAULT 0,
+    CHECK ((state = 'on_hold') = (reason_code IS NOT NULL)),
+    PRIMARY KEY (item_key, shard)
+) PARTITION BY LIST (shard);
+CREATE TABLE recon.items_0 PARTITION OF recon.items FOR VALUES IN (0);
+CREATE TABLE recon.items_1 PARTITION OF recon.items FOR VALUES IN (1);
+CREATE INDEX items_open_idx ON recon.items (state, opportunity_id, period_start)
+    WHERE state IN ('ready', 'on_hold');
+COMMENT ON TABLE recon.items IS
+    'The reconciliation: one row per time entry, expense, milestone and retainer fee, in exactly one state; amount unrounded in currency (the contract currency, except items held for currency_differs_from_contract). Two shards (partitions) by contract, see migration 0015.';
+COMMENT ON COLUMN recon.items.shard IS
+    'The shard (partition) of the item''s contract, else PSA project: (hashtext(coalesce(opportunity_id, project_psa_id, '''')) & 2147483647) % 2.';
+
+INSERT INTO recon.items
+SELECT o.*, ((hashtext(coalesce(o.opportunity_id, o.project_psa_id, '')) & 2147483647) % 2)::smallint
+  FROM recon.items_before_0015 o;
+
+-- the views read the new table (same definitions as migration 0009)
+DROP VIEW recon.contract_periods;
+DROP VIEW recon.leakage;
+DROP VIEW recon.wip;
+DROP TABLE recon.items_before_0015;
+
+CREATE VIEW recon.wip AS
+    SELECT i.*, (r.as_of - i.item_date) AS age_days,
+           (i.approved AND (r.as_of - i.item_date) > s.leakage_days) AS is_leakage
+      FROM recon.items i
+      CROSS JOIN recon.latest_run r
+      CROSS JOIN recon.settings s
+     WHERE i.item_type IN ('time', 'expense') AND i.state IN ('ready', 'on_hold');
+COMMENT ON VIEW recon.wip IS
+    'Work in progress: unbilled billable time and expenses with their age; is_leakage when approved and older than recon.settings.leakage_days.';
+
+CREATE VIEW recon.leakage AS
+    SELECT * FROM recon.wip WHERE is_leakage;
+
+CREATE VIEW recon.contract_periods AS
+    WITH items AS (
+        SELECT opportunity_id, contract_version, period_start, currency,
+               sum(amount) FILTER (WHERE state = 'ready')   AS ready_amount,
+               sum(hours)  FILTER (WHERE state = 'ready')   AS ready_hours,
+               sum(amount) FILTER (WHERE state = 'on_hold') AS on_hold_amount,
+               sum(hours)  FILTER (WHERE state = 'on_hold') AS on_hold_hours,
+               sum(amount) FILTER (WHERE state = 'billed')  AS billed_amount,
+               sum(hours)  FILTER (WHERE state = 'billed')  AS billed_hours,
+               sum(hours)  FILTER (WHERE state = 'non_billable') AS non_billable_hours
+          FROM recon.items
+         WHERE opportunity_id IS NOT NULL
+         GROUP BY 1, 2, 3, 4
+    ), wip AS (
+        SELECT opportunity_id, contract_version, period_start, currency,
+               sum(amount) AS wip_amount, max(age_days) AS wip_oldest_days,
+               sum(amount) FILTER (WHERE is_leakage) AS leakage_amount
+          FROM recon.wip
+         WHERE opportunity_id IS NOT NULL
+         GROUP BY 1, 2, 3, 4
+    ), scheduled AS (
+        SELECT s.opportunity_id, s.version AS contract_version,
+               date_trunc('month', coalesce(l.period_start, l.due_date))::date AS period_start,
+               l.currency, sum(l.amount) AS scheduled_amount, count(*) AS scheduled_lines
+          FROM billing.schedules s
+          JOIN billing.schedule_lines l ON l.schedule_id = s.schedule_id
+         WHERE s.status = 'active'
+         GROUP BY 1, 2, 3, 4
+    )
+    SELECT coalesce(i.opportunity_id, s.opportunity_id) AS opportunity_id,
+           coalesce(i.contract_version, s.contract_version) AS contract_version,
+           coalesce(i.period_start, s.period_start) AS period_start,
+           coalesce(i.currency, s.currency) AS currency,
+           s.scheduled_amount, s.scheduled_lines,
+           i.ready_amount, i.ready_hours, i.on_hold_amount, i.on_hold_hours,
+           i.billed_amount, i.billed_hours, i.non_billable_hours,
+           w.wip_amount, w.wip_oldest_days, w.leakage_amount
+      FROM items i
+      FULL JOIN scheduled s
+        ON s.opportunity_id = i.opportunity_id AND s.contract_version = i.contract_version
+       AND s.period_start = i.period_start AND s.currency = i.currency
+      LEFT JOIN wip w
+        ON w.opportunity_id = coalesce(i.opportunity_id, s.opportunity_id)
+       AND w.contract_version = coalesce(i.contract_version, s.contract_version)
+       AND w.period_start = coalesce(i.period_start, s.period_start)
+       AND w.currency = coalesce(i.currency, s.currency);
+COMMENT ON VIEW recon.contract_periods IS
+    'Per contract version and month: scheduled vs ready vs on hold vs billed, WIP (with its oldest age in days) and leakage.';
