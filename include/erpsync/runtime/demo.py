@@ -6,7 +6,8 @@ the UI address and login; Ctrl-C (or SIGTERM) stops every process it started, in
 embedded database if the demo started it.
 
 ``run(once=True)`` prepares the same way, then runs the pack's main chain once as real DAG runs
-(``airflow dags test``), prints a summary and returns non-zero if any run failed.
+(``airflow dags test``, one after another in one Airflow CLI process, its output in
+``demo-chain.log`` in the Airflow home), prints a summary and returns non-zero if any run failed.
 
 The invoice batch waits for a person's approval (Airflow's human-in-the-loop step). In
 ``demo --once`` an Airflow api-server runs next to the chain and the approval is given through
@@ -21,11 +22,13 @@ printed).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from erpsync import paths
 from erpsync.runtime import airflow_env, database, processes
@@ -58,6 +61,84 @@ class ChainResult:
 
 class _Stop(Exception):
     pass
+
+
+#: Runs ``airflow dags test`` commands one after another in ONE interpreter: the Airflow CLI's
+#: own parser and command function, exactly what the ``airflow`` executable calls, fed one JSON
+#: request per line on stdin. Every new ``airflow dags test`` process spends ~10 s importing
+#: Airflow and building its in-process execution API before its first task; the chain pays it
+#: once (warmed while the api-server and the DAG list start).
+_DRIVER = r"""
+import json, sys
+from airflow.cli import cli_parser
+from airflow.sdk.execution_time.supervisor import in_process_api_server
+parser = cli_parser.get_parser()
+in_process_api_server().app
+for line in sys.stdin:
+    req = json.loads(line)
+    print("@@START " + req["label"], flush=True)
+    rc = 0
+    try:
+        args = parser.parse_args(req["argv"])
+        args.func(args)
+    except SystemExit as exc:
+        rc = exc.code if isinstance(exc.code, int) else 1
+    except Exception as exc:  # the chain reads each run's state from the metadata database
+        print(f"@@ERROR {type(exc).__name__}: {exc}", flush=True)
+        rc = 1
+    print(f"@@END {req['label']} rc={rc}", flush=True)
+"""
+
+
+class DagsTestDriver:
+    """One long-lived Airflow CLI interpreter that runs the chain's ``airflow dags test``s."""
+
+    def __init__(self, env: dict[str, str], log_file: Path) -> None:
+        self.log_file = log_file
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        out = open(log_file, "wb")  # noqa: SIM115 - owned by the child; a fresh log per chain
+        try:
+            self.proc = subprocess.Popen(  # noqa: S603 - fixed executable, arguments are ours
+                [sys.executable, "-c", _DRIVER],
+                env={**os.environ, **env},
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            out.close()
+
+    def start(self, dag_id: str, args: list[str]) -> None:
+        """Ask for ``airflow dags test DAG_ID ARGS...`` (runs after the ones asked before)."""
+        request = {"label": dag_id, "argv": ["dags", "test", dag_id, *args]}
+        try:
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            self.proc.stdin.flush()
+        except OSError:  # the interpreter is gone: the run's state (from the database) says so
+            pass
+
+    def running(self, dag_id: str) -> bool:
+        if self.proc.poll() is not None:
+            return False
+        return f"@@END {dag_id} " not in self.log_file.read_text(errors="replace")
+
+    def wait(self, dag_id: str, timeout: float | None = None) -> bool:
+        """Wait until the run of ``dag_id`` is over; False if ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.running(dag_id):
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+        return True
+
+    def stop(self) -> None:
+        if self.proc.stdin and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+        processes.stop_group(self.proc)
 
 
 def _start_sandbox(size: str, echo) -> subprocess.Popen | None:
@@ -157,18 +238,20 @@ def _start_api_server(env: dict[str, str], echo) -> tuple[subprocess.Popen, str]
 
 
 def _run_with_approval(
-    dag_id: str, env: dict[str, str], api: tuple[subprocess.Popen, str], echo
+    dag_id: str,
+    driver: DagsTestDriver,
+    api: tuple[subprocess.Popen, str],
+    echo,
 ) -> str:
     """``airflow dags test`` the DAG; approve its batch through the REST API as ``approver``."""
     from erpsync.airflow.billing_api import AirflowApi, content_hash_shown
 
     api_proc, api_url = api
-    log_file = paths.airflow_home() / f"{dag_id}.demo.log"
-    args = ["dags", "test", dag_id]
+    args = []
     period = _sandbox_billing_period()
     if period:  # the month before the sandbox's business clock (its unbilled month)
         args += ["-c", json.dumps({"billing_period": period})]
-    proc = processes.spawn(processes.airflow_command(args), env, log_file=log_file)
+    driver.start(dag_id, args)
     note = ""
     deadline = time.monotonic() + APPROVAL_WAIT_SECONDS
     try:
@@ -178,10 +261,10 @@ def _run_with_approval(
             raise RuntimeError("the Airflow api-server did not start; see api-server.log")
         password = airflow_env.install_secrets()["approver_password"]
         with AirflowApi(api_url, airflow_env.APPROVER_USER, password) as client:
-            while proc.poll() is None and time.monotonic() < deadline:
+            while driver.running(dag_id) and time.monotonic() < deadline:
                 try:
                     pending = client.wait_for_approval(
-                        dag_id, timeout=5, alive=lambda: proc.poll() is None
+                        dag_id, timeout=5, alive=lambda: driver.running(dag_id)
                     )
                 except (TimeoutError, RuntimeError):
                     continue
@@ -193,22 +276,25 @@ def _run_with_approval(
                 note = f"approved by {airflow_env.APPROVER_USER} via the REST API"
                 echo(f"  {note} (content hash {shown[:12]})")
                 break
-        proc.wait(timeout=max(deadline - time.monotonic(), 1))
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        if not driver.wait(dag_id, timeout=max(deadline - time.monotonic(), 1)):
+            raise RuntimeError(f"{dag_id} did not finish in {APPROVAL_WAIT_SECONDS} s")
+    except RuntimeError as exc:
         note = f"stopped: {exc}"
-        echo(f"  {note}; see {log_file}")
-    finally:
-        if proc.poll() is None:
-            processes.stop_group(proc)
+        echo(f"  {note}; see {driver.log_file}")
+        driver.stop()  # nothing runs after a stopped approval: the chain ends here
     return note
 
 
 def run_chain(urls: database.DatabaseUrls, env: dict[str, str], echo) -> list[ChainResult]:
     """Run each present DAG of the main chain once, in order, stopping at the first failure."""
-    present = _present_dags(env)
+    log_file = paths.airflow_home() / "demo-chain.log"
+    driver = DagsTestDriver(env, log_file)  # warms up while the DAGs are listed
     results: list[ChainResult] = []
-    api = _start_api_server(env, echo) if APPROVAL_DAGS & present else None
+    api = None
     try:
+        present = _present_dags(env)
+        if APPROVAL_DAGS & present:
+            api = _start_api_server(env, echo)
         for dag_id in MAIN_CHAIN:
             if dag_id not in present:
                 continue
@@ -216,14 +302,17 @@ def run_chain(urls: database.DatabaseUrls, env: dict[str, str], echo) -> list[Ch
             started = time.monotonic()
             note = ""
             if dag_id in APPROVAL_DAGS and api is not None:
-                note = _run_with_approval(dag_id, env, api, echo)
+                note = _run_with_approval(dag_id, driver, api, echo)
             else:
-                processes.run_airflow(["dags", "test", dag_id], env, check=False, capture=True)
+                driver.start(dag_id, [])
+                driver.wait(dag_id)
             state = _last_run_state(urls, dag_id)
             results.append(ChainResult(dag_id, state, time.monotonic() - started, note))
             if state != "success":
+                echo(f"  {dag_id}: {state}; the airflow dags test output is in {log_file}")
                 break
     finally:
+        driver.stop()
         if api is not None:
             processes.stop_group(api[0])
     return results
