@@ -119,21 +119,54 @@ def _embedded_server_url(start: bool) -> str | None:
 # the tests' own connections outgrow PostgreSQL's default of 100.
 EMBEDDED_MAX_CONNECTIONS = 300
 
+#: The embedded server's settings (persisted with ALTER SYSTEM; a change needs one restart).
+#: It is a single-node warehouse for the demo, the tests and the benchmarks, never replicated
+#: or archived: ``wal_level = minimal`` lets a table created and filled in one transaction skip
+#: the write-ahead log (the reconciliation's first run builds its partitions that way; they are
+#: fsynced at commit instead), and the large firm's warehouse (~1 GB) works in shared buffers
+#: rather than copying every page from the OS cache. A real deployment's server keeps its own
+#: settings (README: "Point it at real systems").
+EMBEDDED_SETTINGS = {
+    "max_connections": str(EMBEDDED_MAX_CONNECTIONS),
+    "wal_level": "minimal",
+    "max_wal_senders": "0",
+    "shared_buffers": "512MB",
+}
+
 
 def _ensure_capacity(admin_url: str) -> None:
-    """Raise the embedded server's max_connections once (persisted; needs one restart)."""
+    """Apply the embedded server's settings once (persisted; needs one restart)."""
     import psycopg
 
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        current = int(conn.execute("SHOW max_connections").fetchone()[0])
-        if current >= EMBEDDED_MAX_CONNECTIONS:
+        current = {
+            name: conn.execute(
+                "SELECT setting, unit FROM pg_settings WHERE name = %s", (name,)
+            ).fetchone()
+            for name in EMBEDDED_SETTINGS
+        }
+        changed = [
+            name
+            for name, wanted in EMBEDDED_SETTINGS.items()
+            if _setting_text(*current[name]) != wanted
+        ]
+        if not changed:
             return
-        conn.execute(f"ALTER SYSTEM SET max_connections = {EMBEDDED_MAX_CONNECTIONS}")
+        for name in changed:
+            # names and values are this module's constants
+            conn.execute(f"ALTER SYSTEM SET {name} = '{EMBEDDED_SETTINGS[name]}'")
     from pgserver import _commands
 
     user = "pgserver" if os.geteuid() == 0 else None
     _commands.pg_ctl(["-w", "restart", "-m", "fast"], pgdata=Path(paths.pgdata_dir()), user=user)
-    log.info("embedded PostgreSQL restarted with max_connections=%d", EMBEDDED_MAX_CONNECTIONS)
+    log.info("embedded PostgreSQL restarted with %s", {n: EMBEDDED_SETTINGS[n] for n in changed})
+
+
+def _setting_text(setting: str, unit: str | None) -> str:
+    """A pg_settings value as EMBEDDED_SETTINGS writes it (shared_buffers in 8kB pages -> MB)."""
+    if unit == "8kB":
+        return f"{int(setting) * 8 // 1024}MB"
+    return setting
 
 
 def embedded_running() -> bool:
