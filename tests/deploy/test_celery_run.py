@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import yaml
 from erpsync import paths
 from erpsync.deploy import celery_stack
 from erpsync.runtime import database
+from erpsync.runtime.demo import DagsTestDriver
 from tests.conftest import make_database
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -51,6 +53,16 @@ def _system_connections(urls: dict[str, str]) -> dict[str, str]:
                 "extra": conn["conn_extra"],
             }
         )
+    return env
+
+
+def _exports(text: str) -> dict[str, str]:
+    """``export KEY=VALUE`` lines (``erpsync env``) as a mapping."""
+    env = {}
+    for line in text.splitlines():
+        if line.startswith("export "):
+            key, _, value = line.removeprefix("export ").partition("=")
+            env[key] = shlex.split(value)[0] if value else ""
     return env
 
 
@@ -201,10 +213,21 @@ def test_main_chain_on_two_celery_workers_equals_the_local_executor_run(
             stderr=subprocess.STDOUT,
             text=True,
         )
-        # meanwhile, the same chain on the LocalExecutor (`airflow dags test`, like demo --once)
-        for dag_id in chain:
-            result = local.erpsync("airflow", "dags", "test", dag_id, timeout=400)
-            assert result.returncode == 0, f"{dag_id}: {result.stdout[-3000:]}"
+        # meanwhile, the same chain on the LocalExecutor: `airflow dags test` one DAG after the
+        # other in one Airflow CLI process, exactly as demo --once runs it, in the environment
+        # `erpsync airflow ...` gives Airflow (`erpsync env`)
+        exported = local.erpsync("env")
+        assert exported.returncode == 0, exported.stderr[-3000:]
+        airflow_env = {**local.env, **_exports(exported.stdout)}
+        driver = DagsTestDriver(airflow_env, tmp_path / "local-dags-test.log")
+        try:
+            for dag_id in chain:
+                driver.start(dag_id, [])
+                assert driver.wait(dag_id, timeout=400), f"{dag_id}: not finished in 400 s"
+                log = driver.log_file.read_text(errors="replace")
+                assert f"@@END {dag_id} rc=0" in log, f"{dag_id}: {log[-3000:]}"
+        finally:
+            driver.stop()
         output, _ = proc.communicate(timeout=480)
         print(output)  # the task-to-worker distribution, in the test log
         assert proc.returncode == 0, output[-6000:]
