@@ -95,6 +95,9 @@ GROUP_REASONS = (
     ("rate_differs_from_contract", "user_assignment"),
 )
 _LOCK_KEY = "erpsync.reconcile"
+#: The classification and the merge join every item to small lookups, or recon.items to the
+#: stage, by hash: a row estimate off by a shard filter must never turn one into a nested loop.
+_HASH_JOINS_ONLY = "SET LOCAL enable_nestloop = off"
 #: From this many time entries and expenses on, a run classifies its shards in parallel
 #: workers (one per shard, at most one per core).
 PARALLEL_MIN_ENTRIES = 200_000
@@ -377,6 +380,7 @@ def _shard_worker(
         worker.execute("SET LOCAL max_parallel_maintenance_workers = 0")
         # the run reads the table in its own transaction: nothing waits for this commit
         worker.execute("SET LOCAL synchronous_commit = off")
+        worker.execute(_HASH_JOINS_ONLY)
         worker.execute(sql.CREATE_LOOKUPS)
         if first:
             rows = _build_shard(worker, table, shard, params)
@@ -501,6 +505,7 @@ def run_reconcile(
             return _unchanged(conn, run, run_id, as_of, last[1], fingerprint, started, source)
         first = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM recon.items)").fetchone()[0]
         n_workers = _parallel_workers(workers, own_transaction, _entries(parts))
+        conn.execute(_HASH_JOINS_ONLY)
         _drop_work_tables(conn)
         if first:
             # the first reconciliation: each shard's partition built whole, then swapped in
@@ -521,8 +526,6 @@ def run_reconcile(
             else:
                 conn.execute(sql.CREATE_LOOKUPS)
                 conn.execute(sql.FILL_STAGE, params)
-            # merge by hash joins: never a nested loop over recon.items
-            conn.execute("SET LOCAL enable_nestloop = off")
             updated = conn.execute(sql.UPDATE_CHANGED, params).rowcount
             inserted = conn.execute(sql.INSERT_NEW, params).rowcount
             deleted = conn.execute(sql.DELETE_GONE).rowcount

@@ -8,8 +8,10 @@
 -- shard, so a cap's running total and a duplicate group never span two workers.
 --
 -- item_key stays unique by construction (each item is classified once, in the shard of its
--- contract, and moves with it); PostgreSQL requires the partition key in the primary key, so
--- the key is (item_key, shard).
+-- contract, and moves with it); PostgreSQL requires the partition key in a unique index, so
+-- the key is (item_key, shard), a unique index in byte order (text_pattern_ops: item keys are
+-- only ever compared for equality, and byte order sorts about a third faster when a shard's
+-- index is built).
 --
 -- Indexes: one, over the open items only (ready and on hold: what invoicing, the milestone
 -- sensor and the exceptions read, by state, contract and period). Billed and non-billable
@@ -21,10 +23,12 @@ COMMENT ON SCHEMA recon_work IS
     'Per-run work tables of a parallel reconciliation (dropped or attached by the run that made them; a failed run''s are dropped by the next run).';
 
 ALTER TABLE recon.items RENAME TO items_before_0015;
+-- (constraint names given explicitly: the old table keeps its own until it is dropped below)
 
 CREATE TABLE recon.items (
     item_key          text        NOT NULL,
-    item_type         text        NOT NULL CHECK (item_type IN ('time', 'expense', 'milestone', 'retainer')),
+    item_type         text        NOT NULL
+        CONSTRAINT items_item_type_check CHECK (item_type IN ('time', 'expense', 'milestone', 'retainer')),
     source_id         text        NOT NULL,
     account_id        text,
     client_psa_id     text,
@@ -44,8 +48,9 @@ CREATE TABLE recon.items (
     currency          char(3),
     amount            numeric,
     approved          boolean     NOT NULL,
-    state             text        NOT NULL CHECK (state IN ('ready', 'billed', 'non_billable', 'on_hold')),
-    reason_code       text        REFERENCES recon.reasons (code),
+    state             text        NOT NULL
+        CONSTRAINT items_state_check CHECK (state IN ('ready', 'billed', 'non_billable', 'on_hold')),
+    reason_code       text        CONSTRAINT items_reason_code_fkey REFERENCES recon.reasons (code),
     -- every problem found, in precedence order (reason_code is the first, or not_approved...)
     problems          text[]      NOT NULL DEFAULT '{}',
     reason_detail     jsonb,
@@ -53,11 +58,11 @@ CREATE TABLE recon.items (
     last_run_id       text        NOT NULL,
     updated_at        timestamptz NOT NULL DEFAULT now(),
     shard             smallint    NOT NULL DEFAULT 0,
-    CHECK ((state = 'on_hold') = (reason_code IS NOT NULL)),
-    PRIMARY KEY (item_key, shard)
+    CONSTRAINT items_check CHECK ((state = 'on_hold') = (reason_code IS NOT NULL))
 ) PARTITION BY LIST (shard);
 CREATE TABLE recon.items_0 PARTITION OF recon.items FOR VALUES IN (0);
 CREATE TABLE recon.items_1 PARTITION OF recon.items FOR VALUES IN (1);
+CREATE UNIQUE INDEX items_key_idx ON recon.items (item_key text_pattern_ops, shard);
 CREATE INDEX items_open_idx ON recon.items (state, opportunity_id, period_start)
     WHERE state IN ('ready', 'on_hold');
 COMMENT ON TABLE recon.items IS
