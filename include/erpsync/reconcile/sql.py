@@ -154,6 +154,14 @@ _IN_SHARDS = " = ANY(%(shards)s::smallint[])"
 
 #: the shard: the contract found by PSA project (its shard is in the lookup), else the
 #: contract found by project code, else the PSA project
+#: A capped T&M contract of the run's shards (``k``: the lookup's alias), with the entry ``t``
+#: inside its dates
+_CAPPED = (
+    "{k}.cap_type IS NOT NULL AND {k}.cap_value IS NOT NULL"
+    " AND coalesce({k}.billing_model, 'time_and_materials') = 'time_and_materials'"
+    " AND {k}.shard" + _IN_SHARDS + " AND ({k}.ends_on IS NULL OR t.spent_date <= {k}.ends_on)"
+    " AND ({k}.starts_on IS NULL OR t.spent_date >= {k}.starts_on)"
+)
 _T_SHARD = (
     "CASE WHEN c1.opportunity_id IS NOT NULL THEN c1.shard ELSE "
     + _SHARD_OF.format(key="c2.opportunity_id, t.project_psa_id")
@@ -209,13 +217,51 @@ dups AS (
                               coalesce(t.task_psa_id, ''), t.hours, coalesce(t.notes, '')
                  ORDER BY t.created_at NULLS LAST, length(t.psa_id), t.psa_id)
 ),
+cap_entries AS (
+    -- the entries a cap counts, found from the capped contracts (a small hash each) rather than
+    -- by sorting every entry: billable, on a capped T&M contract of the shard (by PSA project,
+    -- else by project code), inside the contract's dates - the same tests as cap_scope below
+    SELECT t.psa_id, t.spent_date, t.created_at, t.hours, t.billable_rate, t.user_psa_id,
+           k.opportunity_id, k.version, k.cap_type, k.currency
+      FROM core.time_entries t
+      JOIN ctr_id k ON k.psa_project_id = t.project_psa_id
+     WHERE t.deleted_at IS NULL AND t.billable AND {_CAPPED.format(k="k")}
+    UNION ALL
+    SELECT t.psa_id, t.spent_date, t.created_at, t.hours, t.billable_rate, t.user_psa_id,
+           k.opportunity_id, k.version, k.cap_type, k.currency
+      FROM ctr_code k
+      JOIN core.time_entries t ON t.project_code = k.project_code
+     WHERE t.deleted_at IS NULL AND t.billable AND {_CAPPED.format(k="k")}
+       AND NOT EXISTS (SELECT 1 FROM ctr_id c WHERE c.psa_project_id = t.project_psa_id)
+),
+caps AS (
+    -- the running total of each capped contract, in date order (then creation, then id), over
+    -- its entries that are not duplicates and have a rate (contract, else PSA, else rate card)
+    SELECT e.psa_id,
+           sum(CASE WHEN e.cap_type = 'hours' THEN e.hours ELSE e.hours * e.eff_rate END)
+               OVER (PARTITION BY e.opportunity_id
+                     ORDER BY e.spent_date, e.created_at NULLS LAST, length(e.psa_id), e.psa_id
+                     ROWS UNBOUNDED PRECEDING) AS cap_used
+      FROM (SELECT c.psa_id, c.spent_date, c.created_at, c.hours, c.opportunity_id, c.cap_type,
+                   CASE WHEN o.rate IS NOT NULL THEN o.rate
+                        WHEN c.billable_rate IS NOT NULL THEN c.billable_rate
+                        ELSE (SELECT rc.amount FROM card rc
+                               WHERE rc.psa_id = c.psa_id AND rc.currency = c.currency)
+                   END AS eff_rate
+              FROM cap_entries c
+              LEFT JOIN ovr o ON o.opportunity_id = c.opportunity_id
+                             AND o.version = c.version AND o.user_psa_id = c.user_psa_id
+              LEFT JOIN dups d ON d.psa_id = c.psa_id
+             WHERE coalesce(d.dup_rank, 1) = 1) e
+     WHERE e.eff_rate IS NOT NULL
+),
 t1 AS (
     SELECT t0.*, d.dup_original, coalesce(d.dup_rank, 1) AS dup_rank
       FROM t0
       LEFT JOIN dups d ON d.psa_id = t0.psa_id
 ),
 t2 AS (
-    SELECT t1.*, o.rate AS contract_rate, p.role,
+    SELECT t1.*, o.rate AS contract_rate, p.role, cu.cap_used,
            -- the rate card only where neither the contract nor the PSA has a rate (few
            -- entries): looked up for those, not hashed for the million others
            CASE WHEN o.rate IS NULL AND t1.billable_rate IS NULL
@@ -231,6 +277,7 @@ t2 AS (
       LEFT JOIN ovr o ON o.opportunity_id = t1.c_opportunity_id
                      AND o.version = t1.c_version AND o.user_psa_id = t1.user_psa_id
       LEFT JOIN core.people p ON p.psa_id = t1.user_psa_id
+      LEFT JOIN caps cu ON cu.psa_id = t1.psa_id
 ),
 t3 AS (
     SELECT t2.*,
@@ -252,7 +299,7 @@ t3 AS (
            (tm AND dup_rank > 1) AS p_dup
       FROM t2
 ),
-t4 AS MATERIALIZED (
+t4 AS (
     SELECT t3.*,
            (tm AND eff_rate IS NULL) AS p_missing_rate,
            (tm AND te_currency <> c_currency) IS TRUE AS p_currency,
@@ -263,19 +310,8 @@ t4 AS MATERIALIZED (
             AND eff_rate IS NOT NULL) IS TRUE AS cap_scope
       FROM t3
 ),
-t5 AS (
-    -- the running cap total, sorted over the capped contracts' entries only
-    SELECT t4.*,
-           sum(CASE WHEN c_cap_type = 'hours' THEN hours ELSE hours * eff_rate END)
-               OVER (PARTITION BY c_opportunity_id
-                     ORDER BY spent_date, created_at NULLS LAST, length(psa_id), psa_id
-                     ROWS UNBOUNDED PRECEDING) AS cap_used
-      FROM t4 WHERE cap_scope
-    UNION ALL
-    SELECT t4.*, NULL::numeric FROM t4 WHERE NOT cap_scope
-),
 t6 AS (
-    SELECT t5.*,
+    SELECT t4.*,
            (cap_scope AND cap_used > c_cap_value) IS TRUE AS p_over_cap,
            CASE WHEN p_unknown OR p_closed OR p_outside OR p_dup OR p_missing_rate
                      OR p_currency OR p_rate_differs OR (cap_used > c_cap_value) IS TRUE
@@ -290,7 +326,7 @@ t6 AS (
                    CASE WHEN p_rate_differs THEN 'rate_differs_from_contract' END
                ], NULL)
            ELSE '{{}}'::text[] END AS probs
-      FROM t5
+      FROM t4
 ),
 time_items AS (
     SELECT 'time:' || psa_id AS item_key, 'time'::text AS item_type, psa_id AS source_id,
