@@ -301,7 +301,10 @@ def test_parallel_workers_give_the_serial_result(firm):
     recompute with nothing changed, and an item that moves to the other shard (its entry moved
     to a project whose contract is in the other shard) - row for row, every computed column."""
     _sandbox, url = firm
+    with psycopg.connect(url) as conn:  # what a failed parallel run leaves behind
+        conn.execute("CREATE UNLOGGED TABLE recon_work.r0123456789ab_0 (x int)")
     serial = _from_scratch(url, "recon-serial", workers=1)
+    assert q(url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'recon_work'") == [(0,)]
     expected_rows = _items(url)
     assert {s for (s,) in q(url, "SELECT DISTINCT shard FROM recon.items")} == {0, 1}
     parallel = _from_scratch(url, "recon-parallel", workers=2)
@@ -350,3 +353,5 @@ def test_parallel_workers_give_the_serial_result(firm):
     after_move = _items(url)
     _from_scratch(url, "recon-serial-after-move", workers=1)
     assert _items(url) == after_move
+    # every worker table was swapped in or dropped
+    assert q(url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'recon_work'") == [(0,)]
