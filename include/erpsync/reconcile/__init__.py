@@ -170,15 +170,18 @@ def _finish(bucket: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _summary(conn) -> tuple[int, dict, dict, dict]:
+def _summary(conn) -> tuple[int, dict, dict, dict, str]:
+    """The counts per state (and of approved items) and per reason; and recon.items' part of the
+    fingerprint (``sql.FINGERPRINT``: row count and newest row version), from the same scan."""
     by_state = {s: _bucket() for s in STATES}
     approved = {s: _bucket() for s in STATES}
     reasons: dict[str, dict[str, Any]] = {}
-    total = 0
-    for state, reason, is_approved, currency, n, hours, amount in conn.execute(
+    total = newest = 0
+    for state, reason, is_approved, currency, n, hours, amount, xmin in conn.execute(
         sql.SUMMARY
     ).fetchall():
         total += n
+        newest = max(newest, int(xmin or 0))
         cur = None if currency is None else str(currency).strip()
         _add(by_state[state], n, hours, amount, cur)
         if is_approved:
@@ -190,6 +193,7 @@ def _summary(conn) -> tuple[int, dict, dict, dict]:
         {s: _finish(b) for s, b in by_state.items()},
         {s: _finish(b) for s, b in approved.items()},
         {r: _finish(b) for r, b in sorted(reasons.items())},
+        f"{total}:{newest}",
     )
 
 
@@ -288,7 +292,7 @@ def _exceptions(conn, run) -> tuple[int, int, int, dict[str, int]]:
 
 def _unchanged(conn, run, run_id, as_of, last, fingerprint, started, source) -> ReconcileResult:
     """Nothing changed since the last run: record this run, recompute nothing."""
-    total, by_state, approved, reasons = _summary(conn)
+    total, by_state, approved, reasons, _items_part = _summary(conn)
     result = ReconcileResult(
         run_id=run_id,
         as_of=as_of.isoformat(),
@@ -532,7 +536,7 @@ def run_reconcile(
             conn.execute("SET LOCAL enable_nestloop = on")
         _drop_work_tables(conn)
         seen, raised, resolved, problems = _exceptions(conn, run)
-        total, by_state, approved, reasons = _summary(conn)
+        total, by_state, approved, reasons, items_part = _summary(conn)
         conn.execute(sql.DROP_TEMP)
         result = ReconcileResult(
             run_id=run_id,
@@ -551,10 +555,11 @@ def run_reconcile(
             seconds=round(time.perf_counter() - started, 3),
         )
         summary = result.as_dict()
-        for table, part in zip(
-            sql.OUTPUT_TABLES, conn.execute(sql.OUTPUT_PARTS).fetchone()[0], strict=True
-        ):
-            parts[sql.INPUT_TABLES.index(table)] = part
+        # the run's own outputs, as they are now (the inputs' parts stay as read at the start)
+        parts[sql.INPUT_TABLES.index("recon.items")] = items_part
+        parts[sql.INPUT_TABLES.index("ops.exceptions")] = conn.execute(
+            sql.EXCEPTIONS_PART
+        ).fetchone()[0]
         summary["inputs_fingerprint"] = _fingerprint(as_of, parts)
         conn.execute(
             "UPDATE recon.runs SET finished_at = clock_timestamp(), result = %s::jsonb "

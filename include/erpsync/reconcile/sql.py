@@ -765,8 +765,10 @@ SELECT p.code, p.entity_type, p.entity_key, sum(s.amount), min(s.currency), coun
  ORDER BY 1, 3
 """
 
+#: Per state, reason, approval and currency; with the newest row version (the fingerprint).
 SUMMARY = """
-SELECT state, reason_code, approved, currency, count(*), sum(hours), sum(amount)
+SELECT state, reason_code, approved, currency, count(*), sum(hours), sum(amount),
+       max(xmin::text::bigint)
   FROM recon.items
  GROUP BY 1, 2, 3, 4
 """
@@ -799,8 +801,8 @@ FINGERPRINT = "SELECT md5(concat_ws('|', %(as_of)s::text, " + _COUNTS + "))"  # 
 
 #: The fingerprint's parts, one per INPUT_TABLES entry (``FINGERPRINT`` = md5 of the as-of date
 #: and these, joined by ``|``); at the end of a run only the run's own outputs are re-read
-#: (OUTPUT_TABLES): the inputs' parts are the ones read before the run computed anything, so a
-#: source change committed while it ran is never mistaken for one it has seen.
+#: (recon.items, ops.exceptions): the inputs' parts are the ones read before the run computed
+#: anything, so a source change committed while it ran is never mistaken for one it has seen.
 FINGERPRINT_PARTS = "SELECT ARRAY[" + _COUNTS + "]"  # noqa: S608
 #: The same, and (parameter ``export``: the run has its own transaction) the snapshot they were
 #: read in, for the parallel workers (``SET TRANSACTION SNAPSHOT``): every worker classifies
@@ -815,14 +817,9 @@ FINGERPRINT_PARTS_AND_SNAPSHOT = (
 #: dropped by the run.
 WORK_SCHEMA = "recon_work"
 WORK_TABLES = "SELECT tablename FROM pg_tables WHERE schemaname = 'recon_work' ORDER BY 1"
-OUTPUT_TABLES = ("recon.items", "ops.exceptions")
-OUTPUT_PARTS = (
-    "SELECT ARRAY["  # noqa: S608 - constant SQL
-    + ", ".join(
-        f"(SELECT count(*) || ':' || coalesce(max(xmin::text::bigint), 0) FROM {t})"
-        for t in OUTPUT_TABLES
-    )
-    + "]"
+#: ops.exceptions' part of the fingerprint at the end of a run (recon.items' comes with SUMMARY).
+EXCEPTIONS_PART = (
+    "SELECT count(*) || ':' || coalesce(max(xmin::text::bigint), 0) FROM ops.exceptions"
 )
 
 LAST_FINGERPRINT = """
