@@ -72,3 +72,29 @@ def test_bench_small_firm_counts_every_entry_exactly_once(tmp_path, pg_server_ur
     for target in report["targets"].values():
         assert set(target) == {"target", "measured", "met"}
     assert report["targets"]["min_ratio_vs_dlt"]["measured"] is None  # dlt not run here
+
+
+def test_reconcile_bench_parallel_equals_its_serial_baseline(pg_server_url):
+    """The reconciliation benchmark on a small generated firm: every run reported with its steps;
+    after 1 % of the entries changed, the two workers' merged result is what the one-connection
+    baseline classifies from scratch (per state, in items); a rerun with no change is skipped."""
+    from erpsync.bench.reconcile import run_reconcile_bench
+
+    report = run_reconcile_bench(entries=20_000, server_url=pg_server_url, workers=2)
+    runs = report["runs"]
+    assert set(runs) == {
+        "first",
+        "rerun_no_change",
+        "recompute_no_change",
+        "after_change",
+        "first_serial",
+    }
+    assert (runs["first"]["workers"], runs["first_serial"]["workers"]) == (2, 1)
+    # the baseline runs last, on the data as changed: the parallel merge reached the same result
+    assert runs["after_change"]["by_state"] == runs["first_serial"]["by_state"]
+    assert runs["first"]["inserted"] == runs["first"]["items"] >= 20_000
+    assert runs["rerun_no_change"]["skipped"] is True
+    assert runs["recompute_no_change"]["inserted"] + runs["recompute_no_change"]["updated"] == 0
+    assert runs["after_change"]["updated"] > 0
+    assert set(runs["first"]["steps"]) == {"inputs", "classify", "apply", "exceptions", "summary"}
+    assert report["parallel_speedup"] > 0 and isinstance(report["meets_target"], bool)

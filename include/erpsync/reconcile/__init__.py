@@ -146,6 +146,11 @@ class ReconcileResult:
     seconds: float = 0.0
     #: True when no input changed since the last run (same as-of): nothing was recomputed
     skipped: bool = False
+    #: seconds per step (``inputs``: fingerprint and snapshot, ``classify``: the items classified
+    #: and written or compared, ``apply``: swap or merge, ``exceptions``, ``summary``) and the
+    #: number of workers that classified
+    timings: dict[str, float] = field(default_factory=dict)
+    workers: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self), default=str))
@@ -329,6 +334,19 @@ def _unchanged(conn, run, run_id, as_of, last, fingerprint, started, source) -> 
     return result
 
 
+class _Clock:
+    """Seconds per step of a run (``laps``), for the result and the benchmark."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.laps[step] = round(now - self._last, 3)
+        self._last = now
+
+
 def _fingerprint(as_of: dt.date, parts: list[str]) -> str:
     """``sql.FINGERPRINT`` from its parts (same value: md5 of the as-of date and the parts)."""
     return hashlib.md5("|".join([as_of.isoformat(), *parts]).encode()).hexdigest()  # noqa: S324 - a change detector, not security
@@ -499,6 +517,7 @@ def run_reconcile(
             (run_id, as_of),
         )
         # the inputs' fingerprint and, for parallel workers, the snapshot it was read in
+        clock = _Clock()
         parts, snapshot = conn.execute(
             sql.FINGERPRINT_PARTS_AND_SNAPSHOT, {"export": own_transaction}
         ).fetchone()
@@ -511,6 +530,7 @@ def run_reconcile(
         n_workers = _parallel_workers(workers, own_transaction, _entries(parts))
         conn.execute(_HASH_JOINS_ONLY)
         _drop_work_tables(conn)
+        clock.lap("inputs")
         if first:
             # the first reconciliation: each shard's partition built whole, then swapped in
             if n_workers > 1:
@@ -520,6 +540,7 @@ def run_reconcile(
                 conn.execute(sql.CREATE_LOOKUPS)
                 tables = _shard_tables()
                 rows = [_build_shard(conn, t, k, params) for k, t in enumerate(tables)]
+            clock.lap("classify")
             _swap_in(conn, tables)
             inserted, updated, deleted = sum(rows), 0, 0
         else:
@@ -530,13 +551,17 @@ def run_reconcile(
             else:
                 conn.execute(sql.CREATE_LOOKUPS)
                 conn.execute(sql.FILL_STAGE, params)
+            clock.lap("classify")
             updated = conn.execute(sql.UPDATE_CHANGED, params).rowcount
             inserted = conn.execute(sql.INSERT_NEW, params).rowcount
             deleted = conn.execute(sql.DELETE_GONE).rowcount
             conn.execute("SET LOCAL enable_nestloop = on")
         _drop_work_tables(conn)
+        clock.lap("apply")
         seen, raised, resolved, problems = _exceptions(conn, run)
+        clock.lap("exceptions")
         total, by_state, approved, reasons, items_part = _summary(conn)
+        clock.lap("summary")
         conn.execute(sql.DROP_TEMP)
         result = ReconcileResult(
             run_id=run_id,
@@ -553,6 +578,8 @@ def run_reconcile(
             exceptions_resolved=resolved,
             problems=problems,
             seconds=round(time.perf_counter() - started, 3),
+            timings=clock.laps,
+            workers=n_workers,
         )
         summary = result.as_dict()
         # the run's own outputs, as they are now (the inputs' parts stay as read at the start)
