@@ -224,8 +224,8 @@ def test_main_chain_on_two_celery_workers_equals_the_local_executor_run(
             for dag_id in chain:
                 driver.start(dag_id, [])
                 assert driver.wait(dag_id, timeout=400), f"{dag_id}: not finished in 400 s"
-                log = driver.log_file.read_text(errors="replace")
-                assert f"@@END {dag_id} rc=0" in log, f"{dag_id}: {log[-3000:]}"
+                output, returncode = driver.output(dag_id)
+                assert returncode == 0, f"{dag_id}: {output[-3000:]}"
         finally:
             driver.stop()
         output, _ = proc.communicate(timeout=480)

@@ -65,17 +65,20 @@ class _Stop(Exception):
 
 #: Runs ``airflow dags test`` commands one after another in ONE interpreter: the Airflow CLI's
 #: own parser and command function, exactly what the ``airflow`` executable calls, fed one JSON
-#: request per line on stdin. Every new ``airflow dags test`` process spends ~10 s importing
-#: Airflow and building its in-process execution API before its first task; the chain pays it
-#: once (warmed while the api-server and the DAG list start).
+#: request per line on stdin (with environment variables to set for that run only). Every new
+#: ``airflow dags test`` process spends ~10 s importing Airflow and building its in-process
+#: execution API before its first task; the chain pays it once (warmed while the api-server and
+#: the DAG list start).
 _DRIVER = r"""
-import json, sys
+import json, os, sys
 from airflow.cli import cli_parser
 from airflow.sdk.execution_time.supervisor import in_process_api_server
 parser = cli_parser.get_parser()
 in_process_api_server().app
 for line in sys.stdin:
     req = json.loads(line)
+    saved = {k: os.environ.get(k) for k in req.get("env", {})}
+    os.environ.update(req.get("env", {}))
     print("@@START " + req["label"], flush=True)
     rc = 0
     try:
@@ -86,21 +89,31 @@ for line in sys.stdin:
     except Exception as exc:  # the chain reads each run's state from the metadata database
         print(f"@@ERROR {type(exc).__name__}: {exc}", flush=True)
         rc = 1
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     print(f"@@END {req['label']} rc={rc}", flush=True)
 """
 
 
 class DagsTestDriver:
-    """One long-lived Airflow CLI interpreter that runs the chain's ``airflow dags test``s."""
+    """One long-lived Airflow CLI interpreter that runs ``airflow dags test`` commands in turn.
 
-    def __init__(self, env: dict[str, str], log_file: Path) -> None:
+    ``env`` is the interpreter's environment (added to this process's unless ``inherit`` is
+    false); a run's own variables can be given with :meth:`start`."""
+
+    def __init__(self, env: dict[str, str], log_file: Path, *, inherit: bool = True) -> None:
         self.log_file = log_file
+        self._offsets: dict[str, int] = {}
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        out = open(log_file, "wb")  # noqa: SIM115 - owned by the child; a fresh log per chain
+        out = open(log_file, "wb")  # noqa: SIM115 - owned by the child; a fresh log per driver
         try:
             self.proc = subprocess.Popen(  # noqa: S603 - fixed executable, arguments are ours
                 [sys.executable, "-c", _DRIVER],
-                env={**os.environ, **env},
+                env={**os.environ, **env} if inherit else dict(env),
                 stdin=subprocess.PIPE,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -109,28 +122,55 @@ class DagsTestDriver:
         finally:
             out.close()
 
-    def start(self, dag_id: str, args: list[str]) -> None:
-        """Ask for ``airflow dags test DAG_ID ARGS...`` (runs after the ones asked before)."""
-        request = {"label": dag_id, "argv": ["dags", "test", dag_id, *args]}
+    def start(
+        self,
+        dag_id: str,
+        args: list[str],
+        *,
+        label: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> str:
+        """Ask for ``airflow dags test DAG_ID ARGS...`` (it runs after the ones asked before);
+        returns the run's label (``dag_id`` unless given) for :meth:`wait` and :meth:`output`."""
+        label = label or dag_id
+        self._offsets[label] = self.log_file.stat().st_size
+        request = {"label": label, "argv": ["dags", "test", dag_id, *args], "env": env or {}}
         try:
             self.proc.stdin.write((json.dumps(request) + "\n").encode())
             self.proc.stdin.flush()
         except OSError:  # the interpreter is gone: the run's state (from the database) says so
             pass
+        return label
 
-    def running(self, dag_id: str) -> bool:
+    def _text(self, label: str) -> str:
+        with open(self.log_file, "rb") as f:
+            f.seek(self._offsets.get(label, 0))
+            return f.read().decode(errors="replace")
+
+    def running(self, label: str) -> bool:
         if self.proc.poll() is not None:
             return False
-        return f"@@END {dag_id} " not in self.log_file.read_text(errors="replace")
+        return f"@@END {label} " not in self._text(label)
 
-    def wait(self, dag_id: str, timeout: float | None = None) -> bool:
-        """Wait until the run of ``dag_id`` is over; False if ``timeout`` passed first."""
+    def wait(self, label: str, timeout: float | None = None) -> bool:
+        """Wait until the run is over; False if ``timeout`` passed first."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self.running(dag_id):
+        while self.running(label):
             if deadline is not None and time.monotonic() > deadline:
                 return False
             time.sleep(0.5)
         return True
+
+    def output(self, label: str) -> tuple[str, int | None]:
+        """The run's ``dags test`` output and exit code (None if it never finished)."""
+        text = self._text(label)
+        begin = text.find(f"@@START {label}\n")
+        text = text[begin:] if begin >= 0 else text
+        end = text.find(f"@@END {label} rc=")
+        if end < 0:
+            return text, None
+        rc = text[end:].split("rc=", 1)[1].split()[0]
+        return text[:end], int(rc)
 
     def stop(self) -> None:
         if self.proc.stdin and not self.proc.stdin.closed:
