@@ -175,16 +175,18 @@ def _finish(bucket: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _summary(conn) -> tuple[int, dict, dict, dict, str]:
+def _summary(conn, rows: list[tuple] | None = None) -> tuple[int, dict, dict, dict, str]:
     """The counts per state (and of approved items) and per reason; and recon.items' part of the
-    fingerprint (``sql.FINGERPRINT``: row count and newest row version), from the same scan."""
+    fingerprint (``sql.FINGERPRINT``: row count and newest row version), from the same scan
+    (``rows``: ``sql.SUMMARY``'s rows already read, e.g. per shard by the parallel workers; rows
+    of the same group add up)."""
     by_state = {s: _bucket() for s in STATES}
     approved = {s: _bucket() for s in STATES}
     reasons: dict[str, dict[str, Any]] = {}
     total = newest = 0
-    for state, reason, is_approved, currency, n, hours, amount, xmin in conn.execute(
-        sql.SUMMARY
-    ).fetchall():
+    if rows is None:
+        rows = conn.execute(sql.SUMMARY).fetchall()
+    for state, reason, is_approved, currency, n, hours, amount, xmin in rows:
         total += n
         newest = max(newest, int(xmin or 0))
         cur = None if currency is None else str(currency).strip()
@@ -385,9 +387,10 @@ def _build_shard(conn, table: str, shard: int, params: dict[str, Any]) -> int:
 
 def _shard_worker(
     connect: dict[str, Any], snapshot: str, shard: int, table: str, first: bool, params: dict
-) -> int:
+) -> tuple[int, list[tuple] | None]:
     """One parallel worker: its own connection, reading the run's snapshot, commits its shard's
-    table (the new partition the first time, else the shard's differences)."""
+    table (the new partition the first time, with its summary rows; else the shard's
+    differences). Returns the table's row count and the summary rows (first time only)."""
     import psycopg
     from psycopg import IsolationLevel
     from psycopg import sql as pgsql
@@ -404,24 +407,28 @@ def _shard_worker(
         worker.execute("SET LOCAL synchronous_commit = off")
         worker.execute(_HASH_JOINS_ONLY)
         worker.execute(sql.CREATE_LOOKUPS)
+        summary = None
         if first:
             rows = _build_shard(worker, table, shard, params)
+            # the new partition is final: its summary is the run's, for this shard
+            summary = worker.execute(sql.SUMMARY.replace("recon.items", table)).fetchall()
         else:
             rows = worker.execute(
                 sql.SHARD_DIFF.replace("{table}", table), {**params, "shards": [shard]}
             ).rowcount
         worker.commit()
-    return rows
+    return rows, summary
 
 
 def _shards_in_parallel(
     conn, snapshot: str, workers: int, first: bool, params: dict[str, Any]
-) -> tuple[list[str], list[int]]:
+) -> tuple[list[str], list[tuple[int, list[tuple] | None]]]:
     """Every shard at once, one worker (connection, core) each, all reading the run's snapshot.
 
     Returns the workers' tables (``recon_work.r<tag>_<shard>``, committed: only this run reads
     them; the first reconciliation's become recon.items' partitions, a later run's differences
-    are dropped once read; a failed run's are dropped by the next run) and their row counts.
+    are dropped once read; a failed run's are dropped by the next run) and what each worker
+    returned (``_shard_worker``).
     A worker's error fails the run (its transaction rolls back).
     """
     from concurrent.futures import ThreadPoolExecutor
@@ -433,8 +440,8 @@ def _shards_in_parallel(
             pool.submit(_shard_worker, connect, snapshot, shard, table, first, params)
             for shard, table in enumerate(tables)
         ]
-        rows = [future.result() for future in futures]
-    return tables, rows
+        done = [future.result() for future in futures]
+    return tables, done
 
 
 def _shard_tables() -> list[str]:
@@ -530,11 +537,14 @@ def run_reconcile(
         n_workers = _parallel_workers(workers, own_transaction, _entries(parts))
         conn.execute(_HASH_JOINS_ONLY)
         _drop_work_tables(conn)
+        shard_summaries = None  # the first parallel run's, from its workers
         clock.lap("inputs")
         if first:
             # the first reconciliation: each shard's partition built whole, then swapped in
             if n_workers > 1:
-                tables, rows = _shards_in_parallel(conn, snapshot, n_workers, True, params)
+                tables, done = _shards_in_parallel(conn, snapshot, n_workers, True, params)
+                rows = [n for n, _summary_rows in done]
+                shard_summaries = [r for _n, rows_k in done for r in rows_k or ()]
             else:
                 conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
                 conn.execute(sql.CREATE_LOOKUPS)
@@ -560,7 +570,7 @@ def run_reconcile(
         clock.lap("apply")
         seen, raised, resolved, problems = _exceptions(conn, run)
         clock.lap("exceptions")
-        total, by_state, approved, reasons, items_part = _summary(conn)
+        total, by_state, approved, reasons, items_part = _summary(conn, shard_summaries)
         clock.lap("summary")
         conn.execute(sql.DROP_TEMP)
         result = ReconcileResult(
