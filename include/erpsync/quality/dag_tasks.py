@@ -47,7 +47,12 @@ def reconcile(context: Any) -> dict:
         "reconciliation: "
         + ", ".join(f"{state} {v.get('items', v)}" for state, v in states.items())
         + f"; exceptions raised {summary.get('exceptions_raised')}, "
-        f"resolved {summary.get('exceptions_resolved')}"
+        f"resolved {summary.get('exceptions_resolved')}; "
+        + (
+            "nothing changed since the last run, nothing recomputed"
+            if summary.get("skipped")
+            else f"{summary.get('workers')} worker(s), seconds per step {summary.get('timings')}"
+        )
     )
     return summary
 
