@@ -351,6 +351,11 @@ def test_parallel_workers_give_the_serial_result(firm):
         url, "SELECT shard, project_psa_id FROM recon.items WHERE item_key = %s", (f"time:{entry}",)
     ) == [(shard, project)]
     after_move = _items(url)
+    # the workers' summary of what the run left (and its fingerprint) is what is there: the
+    # next run finds nothing changed
+    with psycopg.connect(url) as conn:
+        rerun = run_reconcile(conn, RunInfo.local("recon-parallel-4"), as_of=AS_OF, workers=2)
+    assert rerun.skipped and rerun.by_state == moved.by_state
     _from_scratch(url, "recon-serial-after-move", workers=1)
     assert _items(url) == after_move
     # every worker table was swapped in or dropped

@@ -175,17 +175,22 @@ def _finish(bucket: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _summary(conn, rows: list[tuple] | None = None) -> tuple[int, dict, dict, dict, str]:
+def _summary(
+    conn, rows: list[tuple] | None = None, written_xid: int | None = None
+) -> tuple[int, dict, dict, dict, str]:
     """The counts per state (and of approved items) and per reason; and recon.items' part of the
     fingerprint (``sql.FINGERPRINT``: row count and newest row version), from the same scan
     (``rows``: ``sql.SUMMARY``'s rows already read, e.g. per shard by the parallel workers; rows
-    of the same group add up)."""
+    of the same group add up; ``written_xid``: the run's transaction id when it wrote rows the
+    workers could not see written)."""
     by_state = {s: _bucket() for s in STATES}
     approved = {s: _bucket() for s in STATES}
     reasons: dict[str, dict[str, Any]] = {}
     total = newest = 0
     if rows is None:
         rows = conn.execute(sql.SUMMARY).fetchall()
+    if written_xid is not None:
+        newest = written_xid
     for state, reason, is_approved, currency, n, hours, amount, xmin in rows:
         total += n
         newest = max(newest, int(xmin or 0))
@@ -389,8 +394,8 @@ def _shard_worker(
     connect: dict[str, Any], snapshot: str, shard: int, table: str, first: bool, params: dict
 ) -> tuple[int, list[tuple] | None]:
     """One parallel worker: its own connection, reading the run's snapshot, commits its shard's
-    table (the new partition the first time, with its summary rows; else the shard's
-    differences). Returns the table's row count and the summary rows (first time only)."""
+    table (the new partition the first time, else the shard's differences) and sums up its
+    shard as the run will leave it. Returns the table's row count and the summary rows."""
     import psycopg
     from psycopg import IsolationLevel
     from psycopg import sql as pgsql
@@ -416,6 +421,9 @@ def _shard_worker(
             rows = worker.execute(
                 sql.SHARD_DIFF.replace("{table}", table), {**params, "shards": [shard]}
             ).rowcount
+            summary = worker.execute(
+                sql.SHARD_SUMMARY_AFTER_DIFF.replace("{table}", table), {"shard": shard}
+            ).fetchall()
         worker.commit()
     return rows, summary
 
@@ -556,21 +564,30 @@ def run_reconcile(
         else:
             conn.execute(sql.CREATE_STAGE)
             if n_workers > 1:
-                tables, _ = _shards_in_parallel(conn, snapshot, n_workers, False, params)
+                tables, done = _shards_in_parallel(conn, snapshot, n_workers, False, params)
                 conn.execute(sql.FILL_STAGE_FROM.replace("{tables}", _union(tables)))
+                shard_summaries = [r for _n, rows_k in done for r in rows_k or ()]
             else:
                 conn.execute(sql.CREATE_LOOKUPS)
                 conn.execute(sql.FILL_STAGE, params)
             clock.lap("classify")
+            # a few changes are applied through the key index, many by hash joins: the
+            # planner decides, with the stage's real size
+            conn.execute("ANALYZE pg_temp.recon_stage")
+            conn.execute("SET LOCAL enable_nestloop = on")
             updated = conn.execute(sql.UPDATE_CHANGED, params).rowcount
             inserted = conn.execute(sql.INSERT_NEW, params).rowcount
             deleted = conn.execute(sql.DELETE_GONE).rowcount
-            conn.execute("SET LOCAL enable_nestloop = on")
         _drop_work_tables(conn)
         clock.lap("apply")
         seen, raised, resolved, problems = _exceptions(conn, run)
         clock.lap("exceptions")
-        total, by_state, approved, reasons, items_part = _summary(conn, shard_summaries)
+        written_xid = None
+        if shard_summaries is not None and not first and (updated or inserted):
+            written_xid = int(conn.execute(sql.OWN_XID).fetchone()[0])
+        total, by_state, approved, reasons, items_part = _summary(
+            conn, shard_summaries, written_xid
+        )
         clock.lap("summary")
         conn.execute(sql.DROP_TEMP)
         result = ReconcileResult(

@@ -765,6 +765,25 @@ SELECT p.code, p.entity_type, p.entity_key, sum(s.amount), min(s.currency), coun
  ORDER BY 1, 3
 """
 
+#: A parallel worker's summary of its shard as it will be once the run applied the differences
+#: in its table ``{table}`` (``SHARD_DIFF``): the shard's rows the differences leave alone, and
+#: the new and changed ones (their row version is the run's: NULL here). Parameter: shard.
+SHARD_SUMMARY_AFTER_DIFF = """
+SELECT state, reason_code, approved, currency, count(*), sum(hours), sum(amount), max(x)
+  FROM (SELECT i.state, i.reason_code, i.approved, i.currency, i.hours, i.amount,
+               i.xmin::text::bigint AS x
+          FROM recon.items i
+         WHERE i.shard = %(shard)s
+           AND NOT EXISTS (SELECT 1 FROM {table} d WHERE d.item_key = i.item_key)
+        UNION ALL
+        SELECT d.state, d.reason_code, d.approved, d.currency, d.hours, d.amount, NULL
+          FROM {table} d
+         WHERE NOT d.gone) f
+ GROUP BY 1, 2, 3, 4
+"""
+#: The run's own transaction id as recon.items' xmin shows it (32 bits).
+OWN_XID = "SELECT pg_current_xact_id()::text::bigint % 4294967296"
+
 #: Per state, reason, approval and currency; with the newest row version (the fingerprint).
 SUMMARY = """
 SELECT state, reason_code, approved, currency, count(*), sum(hours), sum(amount),
