@@ -572,9 +572,11 @@ def run_reconcile(
                 conn.execute(sql.FILL_STAGE, params)
             clock.lap("classify")
             # a few changes are applied through the key index, many by hash joins: the
-            # planner decides, with the stage's real size
+            # planner decides, with the stage's real size, and knowing that recon.items' pages
+            # are in memory by now (read a moment ago), not on a disk that seeks
             conn.execute("ANALYZE pg_temp.recon_stage")
             conn.execute("SET LOCAL enable_nestloop = on")
+            conn.execute("SET LOCAL random_page_cost = 1.1")
             updated = conn.execute(sql.UPDATE_CHANGED, params).rowcount
             inserted = conn.execute(sql.INSERT_NEW, params).rowcount
             deleted = conn.execute(sql.DELETE_GONE).rowcount
