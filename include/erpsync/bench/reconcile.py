@@ -417,8 +417,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entries", type=int, default=1_050_000)
     parser.add_argument("--conninfo", default=None, help="reconcile this warehouse instead")
     parser.add_argument("--keep-db", action="store_true")
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default: benchmarks/results/reconcile.json"
+    )
     args = parser.parse_args(argv)
+    if args.out is None:
+        from erpsync import paths
+
+        args.out = paths.project_dir() / "benchmarks" / "results" / "reconcile.json"
     report = run_reconcile_bench(
         conninfo=args.conninfo, entries=args.entries, keep_db=args.keep_db, out=args.out
     )
