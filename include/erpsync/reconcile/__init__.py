@@ -385,9 +385,26 @@ def _build_shard(conn, table: str, shard: int, params: dict[str, Any]) -> int:
     filled = conn.execute(
         sql.SHARD_FILL.replace("{table}", table), {**params, "shards": [shard]}
     ).rowcount
+    _index_shard(conn, table)
+    return filled
+
+
+def _build_shard_summed(
+    conn, table: str, shard: int, params: dict[str, Any]
+) -> tuple[int, list[tuple]]:
+    """``_build_shard``, summing the partition up as it is written (``sql.SUMMARY``'s rows)."""
+    conn.execute(sql.SHARD_TABLE.replace("{table}", table).replace("%(shard)s", str(int(shard))))
+    rows = conn.execute(
+        sql.SHARD_FILL_SUMMARY.replace("{table}", table), {**params, "shards": [shard]}
+    ).fetchall()
+    own_xid = int(conn.execute(sql.OWN_XID).fetchone()[0])  # every row's version
+    _index_shard(conn, table)
+    return sum(r[4] for r in rows), [(*r, own_xid) for r in rows]
+
+
+def _index_shard(conn, table: str) -> None:
     for (statement,) in conn.execute(sql.SHARD_INDEXES.replace("{table}", table)).fetchall():
         conn.execute(statement)
-    return filled
 
 
 def _shard_worker(
@@ -414,9 +431,8 @@ def _shard_worker(
         worker.execute(sql.CREATE_LOOKUPS)
         summary = None
         if first:
-            rows = _build_shard(worker, table, shard, params)
             # the new partition is final: its summary is the run's, for this shard
-            summary = worker.execute(sql.SUMMARY.replace("recon.items", table)).fetchall()
+            rows, summary = _build_shard_summed(worker, table, shard, params)
         else:
             rows = worker.execute(
                 sql.SHARD_DIFF.replace("{table}", table), {**params, "shards": [shard]}

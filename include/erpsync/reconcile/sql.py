@@ -688,6 +688,20 @@ SHARD_FILL = (
     + _s_cols
     + ", %(run_id)s, %(run_id)s FROM src s"
 )
+#: The same fill, summed up as it is written (``SUMMARY``'s columns; the row version is the
+#: worker's own transaction, filled in by the caller): the new partition is final, so its
+#: summary is the run's for this shard, without reading the rows back.
+SHARD_FILL_SUMMARY = (
+    CLASSIFY.rstrip()
+    + ",\nfilled AS (INSERT INTO {table} (item_key, "  # noqa: S608 - constant SQL, values bound
+    + _cols
+    + ", first_run_id, last_run_id)\nSELECT s.item_key, "
+    + _s_cols
+    + ", %(run_id)s, %(run_id)s FROM src s\n"
+    "RETURNING state, reason_code, approved, currency, hours, amount)\n"
+    "SELECT state, reason_code, approved, currency, count(*), sum(hours), sum(amount)\n"
+    "  FROM filled GROUP BY 1, 2, 3, 4"
+)
 #: recon.items' partitioned indexes and key constraints, as statements for one new shard table
 #: (``{table}``); attaching it then adopts them instead of building its own.
 SHARD_INDEXES = """
