@@ -26,13 +26,26 @@ ALTER TABLE recon.items RENAME TO items_before_0015;
 -- (constraint names given explicitly: the old table keeps its own until it is dropped below)
 
 CREATE TABLE recon.items (
+    -- the columns the key, the open-items index, the foreign key and the summary read come
+    -- first (fixed-width ones before them): PostgreSQL decodes a row from its start, and the
+    -- first run builds every index from 1,000,000+ new rows
+    shard             smallint    NOT NULL DEFAULT 0,
+    item_date         date        NOT NULL,
+    period_start      date        NOT NULL,
+    approved          boolean     NOT NULL,
     item_key          text        NOT NULL,
+    state             text        NOT NULL
+        CONSTRAINT items_state_check CHECK (state IN ('ready', 'billed', 'non_billable', 'on_hold')),
+    reason_code       text        CONSTRAINT items_reason_code_fkey REFERENCES recon.reasons (code),
+    opportunity_id    text,
+    currency          char(3),
+    hours             numeric,
+    amount            numeric,
     item_type         text        NOT NULL
         CONSTRAINT items_item_type_check CHECK (item_type IN ('time', 'expense', 'milestone', 'retainer')),
     source_id         text        NOT NULL,
     account_id        text,
     client_psa_id     text,
-    opportunity_id    text,
     contract_version  integer,
     project_psa_id    text,
     user_psa_id       text,
@@ -40,24 +53,14 @@ CREATE TABLE recon.items (
     task_psa_id       text,
     task_name         text,
     role              text,
-    item_date         date        NOT NULL,
-    period_start      date        NOT NULL,
-    hours             numeric,
     quantity          numeric,
     rate              numeric,
-    currency          char(3),
-    amount            numeric,
-    approved          boolean     NOT NULL,
-    state             text        NOT NULL
-        CONSTRAINT items_state_check CHECK (state IN ('ready', 'billed', 'non_billable', 'on_hold')),
-    reason_code       text        CONSTRAINT items_reason_code_fkey REFERENCES recon.reasons (code),
     -- every problem found, in precedence order (reason_code is the first, or not_approved...)
     problems          text[]      NOT NULL DEFAULT '{}',
     reason_detail     jsonb,
     first_run_id      text        NOT NULL,
     last_run_id       text        NOT NULL,
     updated_at        timestamptz NOT NULL DEFAULT now(),
-    shard             smallint    NOT NULL DEFAULT 0,
     CONSTRAINT items_check CHECK ((state = 'on_hold') = (reason_code IS NOT NULL))
 ) PARTITION BY LIST (shard);
 CREATE TABLE recon.items_0 PARTITION OF recon.items FOR VALUES IN (0);
@@ -70,8 +73,18 @@ COMMENT ON TABLE recon.items IS
 COMMENT ON COLUMN recon.items.shard IS
     'The shard (partition) of the item''s contract, else PSA project: (hashtext(coalesce(opportunity_id, project_psa_id, '''')) & 2147483647) % 2.';
 
-INSERT INTO recon.items
-SELECT o.*, ((hashtext(coalesce(o.opportunity_id, o.project_psa_id, '')) & 2147483647) % 2)::smallint
+INSERT INTO recon.items (
+    item_key, item_type, source_id, account_id, client_psa_id, opportunity_id, contract_version,
+    project_psa_id, user_psa_id, user_assignment_psa_id, task_psa_id, task_name, role,
+    item_date, period_start, hours, quantity, rate, currency, amount, approved, state,
+    reason_code, problems, reason_detail, first_run_id, last_run_id, updated_at,
+    shard)
+SELECT o.item_key, o.item_type, o.source_id, o.account_id, o.client_psa_id, o.opportunity_id,
+       o.contract_version, o.project_psa_id, o.user_psa_id, o.user_assignment_psa_id,
+       o.task_psa_id, o.task_name, o.role, o.item_date, o.period_start, o.hours, o.quantity,
+       o.rate, o.currency, o.amount, o.approved, o.state, o.reason_code, o.problems,
+       o.reason_detail, o.first_run_id, o.last_run_id, o.updated_at,
+       ((hashtext(coalesce(o.opportunity_id, o.project_psa_id, '')) & 2147483647) % 2)::smallint
   FROM recon.items_before_0015 o;
 
 -- the views read the new table (same definitions as migration 0009)
