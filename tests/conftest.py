@@ -25,6 +25,11 @@ def pytest_configure(config):
     # Runs in the xdist controller before the workers start, so they and every child inherit it.
     if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
         sys.dont_write_bytecode = False
+    # pytest-xdist reorders --dist loadfile's files by test count (most first) unless told not
+    # to, which put the one-test, minutes-long files of LONG_FILES_FIRST last: one worker ran
+    # test_celery_run.py alone at the end while the other sat idle. Keep the collection order.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,11 @@ from tests.integration.demo_helpers import _demo_env, _free_port, _processes_men
 
 @pytest.mark.slow
 def test_demo_serves_a_healthy_ui_and_ctrl_c_stops_everything(airflow_runtime):
+    # the session's `airflow dags test` interpreter shares this Airflow home: stop it, so that
+    # every process left with this home afterwards is one the demo left behind
+    airflow_runtime.stop()
+    before = _processes_mentioning(airflow_runtime.env["AIRFLOW_HOME"])
+    assert before == [], f"running before the demo: {[p.cmdline() for p in before]}"
     port = _free_port()
     env = _demo_env(airflow_runtime, ERPSYNC_AIRFLOW_PORT=str(port))
     home = env["AIRFLOW_HOME"]
