@@ -232,10 +232,12 @@ for line in sys.stdin:
 class Billing:
     """The firm, the warehouse and the Airflow processes shared by the scenarios."""
 
-    def __init__(self, runtime, sandbox, env: dict[str, str], port: int, logs: Path) -> None:
+    def __init__(
+        self, runtime, sandbox, warehouse: str, env: dict[str, str], port: int, logs: Path
+    ) -> None:
         self.runtime = runtime
         self.sandbox = sandbox
-        self.url = runtime.warehouse_url
+        self.url = warehouse
         self.env = env
         self.port = port
         self.logs = logs
@@ -332,24 +334,26 @@ class Billing:
         return list(self.sandbox.ctx.stores["erp"].scan("salesInvoices"))
 
 
-def _airflow_env(runtime, sandbox, port: int) -> dict[str, str]:
-    """The project's Airflow environment (``erpsync env``) for the runtime's databases, plus the
-    sandbox connections, the test users and a fast awaiting-input timeout sweep."""
+def _airflow_env(runtime, sandbox, warehouse: str, port: int) -> dict[str, str]:
+    """The project's Airflow environment (``erpsync env``) for the runtime's metadata database
+    and this module's warehouse, plus the sandbox connections, the test users and a fast
+    awaiting-input timeout sweep."""
     from erpsync.runtime import airflow_env, database
     from tests.integration.writeback_harness import connection_env
 
     mp = pytest.MonkeyPatch()
     try:
-        for key, value in runtime.env.items():
+        for key, value in {**runtime.env, "ERPSYNC_DATABASE_URL": warehouse}.items():
             mp.setenv(key, value)
-        urls = database.DatabaseUrls(runtime.warehouse_url, runtime.airflow_url, embedded=False)
+        urls = database.DatabaseUrls(warehouse, runtime.airflow_url, embedded=False)
         computed = airflow_env.airflow_environment(urls, home=Path(runtime.env["AIRFLOW_HOME"]))
     finally:
         mp.undo()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(runtime.env)
+    env["ERPSYNC_DATABASE_URL"] = warehouse
     env.update(computed)
-    conns = connection_env(sandbox, runtime.warehouse_url)
+    conns = connection_env(sandbox, warehouse)
     env.update(conns)
     env.update(
         {
@@ -391,11 +395,18 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def billing(airflow_runtime, tmp_path_factory):
+def billing(airflow_runtime, pg_server_url, tmp_path_factory):
+    from erpsync.runtime import database
+    from erpsync.warehouse import migrate
     from erpsync_sandbox.serve import start_sandbox
+    from tests.conftest import make_database
     from tests.integration.writeback_harness import connection_env
 
     tmp = tmp_path_factory.mktemp("billing")
+    # its own warehouse: the firm synced here must not meet (or leave behind for) the session
+    # warehouse's other sandboxes
+    warehouse = make_database(pg_server_url, "erpsync_test_billing")
+    migrate.migrate(warehouse)
     sandbox = start_sandbox(tmp / "sandbox", size="small", seed=0)
     procs: list[subprocess.Popen] = []
     mp = pytest.MonkeyPatch()
@@ -405,16 +416,16 @@ def billing(airflow_runtime, tmp_path_factory):
             sandbox.urls["psa"] + "/__admin/psa/rate_limit", json={"spec": "off"}, timeout=10
         ).raise_for_status()
         port = _free_port()
-        env = _airflow_env(airflow_runtime, sandbox, port)
-        state = Billing(airflow_runtime, sandbox, env, port, tmp)
+        env = _airflow_env(airflow_runtime, sandbox, warehouse, port)
+        state = Billing(airflow_runtime, sandbox, warehouse, env, port, tmp)
         # Airflow's processes warm up while the firm is synced into the warehouse
         procs.append(_spawn(env, ["api-server", "--port", str(port)], tmp / "api-server.log"))
         state.start_driver()
         # a month with nothing to bill, run while the firm is synced: it also warms the driver
         state.empty_month = state.start("empty_month", DAG, {"billing_period": "2025-01"})
-        for key, value in connection_env(sandbox, airflow_runtime.warehouse_url).items():
+        for key, value in connection_env(sandbox, warehouse).items():
             mp.setenv(key, value)
-        _prepare_warehouse(sandbox, airflow_runtime.warehouse_url)
+        _prepare_warehouse(sandbox, warehouse)
         state.expected = expected_invoices(sandbox)
         # the scheduler (for the approval timeout sweep) warms up during the first scenarios
         procs.append(_spawn(env, ["scheduler"], tmp / "scheduler.log"))
@@ -447,6 +458,7 @@ def billing(airflow_runtime, tmp_path_factory):
         if state is not None and state.driver is not None:
             state._log.close()
         sandbox.stop()
+        database.drop_database(warehouse)
 
 
 def _ready_clients(billing, n: int, exclude: set[str] = frozenset()) -> list[str]:

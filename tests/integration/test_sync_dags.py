@@ -23,9 +23,24 @@ def sandbox(tmp_path_factory):
     handle.stop()
 
 
-def test_master_data_sync_dag_runs_against_the_sandbox(airflow_runtime, sandbox):
-    env = connection_env(sandbox, airflow_runtime.warehouse_url)
-    env.pop("AIRFLOW_CONN_ERPSYNC_WAREHOUSE")  # the runtime points it at its warehouse
+@pytest.fixture(scope="module")
+def warehouse(pg_server_url):
+    """This module's warehouse: the session's holds other files' sandboxes (their ids in
+    core.id_map and their contracts), which this sandbox does not have."""
+    from erpsync.runtime import database
+    from erpsync.warehouse import migrate
+    from tests.conftest import make_database
+
+    url = make_database(pg_server_url, "erpsync_test_syncdags")
+    migrate.migrate(url)
+    yield url
+    database.drop_database(url)
+
+
+def test_master_data_sync_dag_runs_against_the_sandbox(airflow_runtime, sandbox, warehouse):
+    env = connection_env(sandbox, warehouse)
+    env.pop("AIRFLOW_CONN_ERPSYNC_WAREHOUSE")  # `erpsync airflow` points it at the warehouse
+    env["ERPSYNC_DATABASE_URL"] = warehouse
     airflow_runtime.run("settings", "apply")
     result = airflow_runtime.run(
         "airflow", "dags", "test", "erpsync_master_data_sync", extra_env=env
@@ -46,7 +61,7 @@ def test_master_data_sync_dag_runs_against_the_sandbox(airflow_runtime, sandbox)
         "write_back_psa": "success",
     }
     accounts = len(sandbox.ctx.stores["crm"].ids("Account"))
-    with psycopg.connect(airflow_runtime.warehouse_url) as conn:
+    with psycopg.connect(warehouse) as conn:
         clients = conn.execute("SELECT count(*) FROM core.clients").fetchone()[0]
         stats = conn.execute(
             "SELECT entity, task_id, status FROM ops.run_stats WHERE dag_id = %s AND run_id = %s",
@@ -102,9 +117,10 @@ def test_the_sync_dags_declare_tasks_pools_assets_and_the_firm_schedule():
         assert getattr(zone, "name", zone) == sync_dags.FIRM_TIMEZONE
 
 
-def test_rates_sync_dag_runs_against_the_sandbox(airflow_runtime, sandbox):
-    env = connection_env(sandbox, airflow_runtime.warehouse_url)
+def test_rates_sync_dag_runs_against_the_sandbox(airflow_runtime, sandbox, warehouse):
+    env = connection_env(sandbox, warehouse)
     env.pop("AIRFLOW_CONN_ERPSYNC_WAREHOUSE")
+    env["ERPSYNC_DATABASE_URL"] = warehouse
     airflow_runtime.run("settings", "apply")
     airflow_runtime.run("airflow", "dags", "test", "erpsync_rates_sync", extra_env=env)
 
@@ -118,7 +134,7 @@ def test_rates_sync_dag_runs_against_the_sandbox(airflow_runtime, sandbox):
     }
     psa = sandbox.ctx.stores["psa"]
     rate_rows = len(psa.ids("billable_rates")) + len(psa.ids("cost_rates"))
-    with psycopg.connect(airflow_runtime.warehouse_url) as conn:
+    with psycopg.connect(warehouse) as conn:
         live_rate_cards = conn.execute(
             "SELECT count(*) FROM core.rate_cards WHERE deleted_at IS NULL"
         ).fetchone()[0]

@@ -321,11 +321,14 @@ def test_the_dag_is_hourly_in_the_firm_zone_with_pools_and_assets():
     assert "approval" in dag.doc_md and "receipt" in dag.doc_md
 
 
-def test_time_expense_dag_runs_against_the_sandbox(airflow_runtime, sandbox):
+def test_time_expense_dag_runs_against_the_sandbox(airflow_runtime, sandbox, warehouse_db):
     from tests.integration.test_preflight_dag import _task_states
 
-    env = connection_env(sandbox, airflow_runtime.warehouse_url)
-    env.pop("AIRFLOW_CONN_ERPSYNC_WAREHOUSE")  # the runtime points it at its warehouse
+    # its own warehouse: the session's holds other files' sandboxes (their time entries)
+    warehouse = warehouse_db
+    env = connection_env(sandbox, warehouse)
+    env.pop("AIRFLOW_CONN_ERPSYNC_WAREHOUSE")  # `erpsync airflow` points it at the warehouse
+    env["ERPSYNC_DATABASE_URL"] = warehouse
     airflow_runtime.run("settings", "apply")
     result = airflow_runtime.run(
         "airflow", "dags", "test", "erpsync_time_expense_sync", extra_env=env
@@ -338,9 +341,9 @@ def test_time_expense_dag_runs_against_the_sandbox(airflow_runtime, sandbox):
         "sync_time_entries": "success",
         "sync_expenses": "success",
     }
-    assert_matches_psa(sandbox, airflow_runtime.warehouse_url)
+    assert_matches_psa(sandbox, warehouse)
     entities = rows(
-        airflow_runtime.warehouse_url,
+        warehouse,
         "SELECT entity, task_id FROM ops.run_stats WHERE dag_id = %s AND run_id = %s "
         "AND status = 'success'",
         ("erpsync_time_expense_sync", run_id),
