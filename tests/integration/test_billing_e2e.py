@@ -11,7 +11,8 @@ response timeout whose default is Reject); the DAGs stay paused, so it schedules
 The batch's preparer is the run's triggering user: ``dag_test`` for ``airflow dags test``.
 The maker-checker case logs in as a user with that same name, i.e. the preparer answering.
 The ``airflow dags test`` commands are parsed and run by the Airflow CLI itself, one after the
-other in one long-lived interpreter (``DRIVER``), which saves each run ~20 s of start-up.
+other in one long-lived interpreter (``erpsync.runtime.demo.DagsTestDriver``, as ``demo --once``
+runs its chain), which saves each run ~20 s of start-up.
 
 The firm's data gets into the warehouse with the real syncs, onboarding and reconciliation
 (in-process, as tests/integration/test_reconcile_sandbox.py does); the expected invoice totals
@@ -47,6 +48,7 @@ import pytest
 
 from erpsync.airflow.billing_api import AirflowApi, content_hash_shown
 from erpsync.money import round_money
+from erpsync.runtime.demo import DagsTestDriver
 
 PERIOD = "2026-10"
 PERIOD_END = dt.date(2026, 10, 31)
@@ -194,41 +196,6 @@ def expected_invoices(sandbox) -> dict[str, dict]:
 # --------------------------------------------------------------------------- Airflow
 
 
-#: Runs ``airflow dags test`` commands one after another in ONE interpreter: the Airflow CLI's
-#: own parser and command function, exactly what the ``airflow`` executable calls, fed one JSON
-#: request per line on stdin. One process saves the ~20 s that each new ``airflow dags test``
-#: spends importing Airflow and building the in-process execution API (the suite's time budget).
-DRIVER = r"""
-import json, os, sys
-from airflow.cli import cli_parser
-from airflow.sdk.execution_time.supervisor import in_process_api_server
-parser = cli_parser.get_parser()
-in_process_api_server().app  # built once per process (cached); warm it while the test prepares
-print("@@READY", flush=True)
-for line in sys.stdin:
-    req = json.loads(line)
-    saved = {k: os.environ.get(k) for k in req.get("env", {})}
-    os.environ.update(req.get("env", {}))
-    print("@@START " + req["label"], flush=True)
-    rc = 0
-    try:
-        args = parser.parse_args(req["argv"])
-        args.func(args)
-    except SystemExit as exc:
-        rc = exc.code if isinstance(exc.code, int) else 1
-    except Exception as exc:  # the test reads the run states from the metadata database
-        print(f"@@ERROR {type(exc).__name__}: {exc}", flush=True)
-        rc = 1
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    print(f"@@END {req['label']} rc={rc}", flush=True)
-"""
-
-
 class Billing:
     """The firm, the warehouse and the Airflow processes shared by the scenarios."""
 
@@ -243,7 +210,7 @@ class Billing:
         self.logs = logs
         self.outputs: dict[str, str] = {}  # run label -> its ``dags test`` output (task logs)
         self.run_ids: dict[str, str] = {}
-        self.driver: subprocess.Popen | None = None
+        self.driver: DagsTestDriver | None = None
         self.driver_log = logs / "dags-test.log"
         self._n = 0
 
@@ -255,49 +222,28 @@ class Billing:
         return AirflowApi(self.api_url, user, PASSWORDS[user])
 
     def start_driver(self) -> None:
-        self._log = open(self.driver_log, "wb")  # noqa: SIM115 - closed in stop_driver()
-        self.driver = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-c", DRIVER],
-            env=self.env,
-            stdin=subprocess.PIPE,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def stop_driver(self) -> None:
-        if self.driver is not None:
-            self.driver.stdin.close()
-            _stop(self.driver)
-            self._log.close()
-
-    def _text(self) -> str:
-        return self.driver_log.read_text(errors="replace")
+        """The ``airflow dags test`` runs, one after another in one Airflow CLI interpreter
+        (the demo's driver: the CLI's own parser and command function)."""
+        self.driver = DagsTestDriver(self.env, self.driver_log, inherit=False)
 
     def start(self, label: str, dag_id: str, conf: dict | None = None, **extra_env) -> dict:
         """Ask the driver for ``airflow dags test DAG <logical date> [-c conf]``."""
         self._n += 1
         logical = dt.datetime(2026, 11, 2, 10, 0, tzinfo=dt.UTC) + dt.timedelta(minutes=self._n)
-        argv = ["dags", "test", dag_id, logical.isoformat()]
+        args = [logical.isoformat()]
         if conf is not None:
-            argv += ["-c", json.dumps(conf)]
-        request = {"label": label, "argv": argv, "env": extra_env}
-        self.driver.stdin.write((json.dumps(request) + "\n").encode())
-        self.driver.stdin.flush()
+            args += ["-c", json.dumps(conf)]
+        self.driver.start(dag_id, args, label=label, env=extra_env)
         return {"label": label, "dag_id": dag_id, "logical": logical}
 
     def running(self, handle: dict) -> bool:
-        return self.driver.poll() is None and f"@@END {handle['label']} " not in self._text()
+        return self.driver.running(handle["label"])
 
     def finish(self, handle: dict, timeout: float = 240) -> dict[str, str]:
         """Wait for the run; return its task states (and record its output and run id)."""
-        deadline = time.monotonic() + timeout
-        while self.running(handle):
-            assert time.monotonic() < deadline, f"{handle['label']}: not finished in {timeout} s"
-            time.sleep(0.5)
-        text = self._text()
-        begin = text.index(f"@@START {handle['label']}\n")
-        self.outputs[handle["label"]] = text[begin : text.index(f"@@END {handle['label']} ")]
+        finished = self.driver.wait(handle["label"], timeout)
+        assert finished, f"{handle['label']}: not finished in {timeout} s"
+        self.outputs[handle["label"]], _rc = self.driver.output(handle["label"])
         return self.task_states(handle)
 
     def task_states(self, handle: dict) -> dict[str, str]:
@@ -443,8 +389,11 @@ def billing(airflow_runtime, pg_server_url, tmp_path_factory):
     finally:
         mp.undo()
         if state is not None and state.driver is not None:
-            state.driver.stdin.close()
-            procs.append(state.driver)
+            try:
+                state.driver.proc.stdin.close()
+            except OSError:
+                pass
+            procs.append(state.driver.proc)
         for proc in procs:  # all at once, one shared grace period, then the rest killed
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -455,8 +404,6 @@ def billing(airflow_runtime, pg_server_url, tmp_path_factory):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
-        if state is not None and state.driver is not None:
-            state._log.close()
         sandbox.stop()
         database.drop_database(warehouse)
 
