@@ -209,16 +209,11 @@ def _summary(
     )
 
 
-def _exceptions(conn, run) -> tuple[int, int, int, dict[str, int]]:
-    """Raise / refresh one exception per problem; resolve those whose problem is gone."""
-    failing: dict[tuple[str, str], list[str]] = {}
-    raised = seen = 0
-    for reason in ENTRY_REASONS:
-        for entity_type in ("time_entry", "expense"):
-            failing[(reason, entity_type)] = []
-    for reason, entity_type in GROUP_REASONS:
-        failing[(reason, entity_type)] = []
-    rows = conn.execute(sql.ENTRY_PROBLEMS, {"codes": list(ENTRY_REASONS)}).fetchall()
+def _problems(conn):
+    """Every problem found, at the level a person fixes it: ``(reason, entity_type, key, owner,
+    detail, amount, currency)`` per time entry / expense (``sql.ENTRY_PROBLEMS``), then per PSA
+    project or user assignment (``sql.GROUP_PROBLEMS``)."""
+    entry_rows = conn.execute(sql.ENTRY_PROBLEMS, {"codes": list(ENTRY_REASONS)}).fetchall()
     for (
         reason,
         entity_type,
@@ -232,29 +227,16 @@ def _exceptions(conn, run) -> tuple[int, int, int, dict[str, int]]:
         hours,
         detail,
         owner,
-    ) in rows:
-        cur = None if currency is None else str(currency).strip()
-        out = exceptions_queue.raise_exception(
-            conn,
-            reason,
-            entity_type,
-            key,
-            owner,
-            {
-                "item_key": item_key,
-                "project_psa_id": project,
-                "user_psa_id": user,
-                "date": day,
-                "hours": hours,
-                **(detail or {}),
-            },
-            run,
-            amount_at_stake=_at_stake(amount, cur),
-            currency=cur,
-        )
-        failing[(reason, entity_type)].append(key)
-        raised += int(out.created)
-        seen += 1
+    ) in entry_rows:
+        context = {
+            "item_key": item_key,
+            "project_psa_id": project,
+            "user_psa_id": user,
+            "date": day,
+            "hours": hours,
+            **(detail or {}),
+        }
+        yield reason, entity_type, key, owner, context, amount, currency
     for (
         reason,
         entity_type,
@@ -271,6 +253,29 @@ def _exceptions(conn, run) -> tuple[int, int, int, dict[str, int]]:
         owner,
         sample,
     ) in conn.execute(sql.GROUP_PROBLEMS).fetchall():
+        context = {
+            "items": n,
+            "hours": hours,
+            "first_date": first,
+            "last_date": last,
+            "opportunity_id": opportunity,
+            "project_psa_id": project,
+            "user_psa_id": user if entity_type == "user_assignment" else None,
+            "example": sample,
+        }
+        yield reason, entity_type, key, owner, context, amount, currency
+
+
+def _exceptions(conn, run) -> tuple[int, int, int, dict[str, int]]:
+    """Raise / refresh one exception per problem; resolve those whose problem is gone."""
+    failing: dict[tuple[str, str], list[str]] = {}
+    raised = seen = 0
+    for reason in ENTRY_REASONS:
+        for entity_type in ("time_entry", "expense"):
+            failing[(reason, entity_type)] = []
+    for reason, entity_type in GROUP_REASONS:
+        failing[(reason, entity_type)] = []
+    for reason, entity_type, key, owner, context, amount, currency in _problems(conn):
         cur = None if currency is None else str(currency).strip()
         out = exceptions_queue.raise_exception(
             conn,
@@ -278,16 +283,7 @@ def _exceptions(conn, run) -> tuple[int, int, int, dict[str, int]]:
             entity_type,
             key,
             owner,
-            {
-                "items": n,
-                "hours": hours,
-                "first_date": first,
-                "last_date": last,
-                "opportunity_id": opportunity,
-                "project_psa_id": project,
-                "user_psa_id": user if entity_type == "user_assignment" else None,
-                "example": sample,
-            },
+            context,
             run,
             amount_at_stake=_at_stake(amount, cur),
             currency=cur,
