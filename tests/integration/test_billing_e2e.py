@@ -76,27 +76,14 @@ def _free_port() -> int:
 
 def _prepare_warehouse(sandbox, url: str) -> None:
     """Master data, onboarding, time & expense, reconciliation: the real code, in-process."""
-    from erpsync.connectors.harvest import HarvestClient
     from erpsync.onboarding import setup
     from erpsync.reconcile import run_reconcile
     from erpsync.sync.spec import RunInfo
-    from erpsync.sync.specs_time import TIME_EXPENSE
-    from erpsync.sync.time_expense import DeleteCheck, sync_entity
     from tests.integration import writeback_harness as h
 
     h.sync_all(url, RunInfo.local("master"))
     setup.run_project_setup(run=RunInfo.local("setup"), conninfo=url)
-    run = RunInfo.local("time")
-    for spec in TIME_EXPENSE:
-        sync_entity(
-            spec,
-            run=run,
-            conninfo=url,
-            client=HarvestClient(conn_id="erpsync_psa"),
-            report=DeleteCheck(spec.name),
-            leaf_size=2000,
-            page_size=2000,
-        )
+    h.sync_time_expense(url, RunInfo.local("time"))
     with psycopg.connect(url) as conn:
         run_reconcile(conn, RunInfo.local("reconcile"), as_of=AS_OF)
 

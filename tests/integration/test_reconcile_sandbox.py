@@ -24,8 +24,6 @@ from erpsync.reconcile import run_reconcile
 from erpsync.reconcile.milestones import refresh_milestones
 from erpsync.runtime import database
 from erpsync.sync.spec import RunInfo
-from erpsync.sync.specs_time import TIME_EXPENSE
-from erpsync.sync.time_expense import DeleteCheck, sync_entity
 from tests.conftest import make_database
 from tests.integration import writeback_harness as h
 from tests.integration.test_sync_engine import connection_env
@@ -45,17 +43,7 @@ AS_OF = dt.date(2026, 11, 2)  # the sandbox business clock
 
 
 def _sync_time(url: str, label: str) -> None:
-    run = RunInfo.local(label)
-    for spec in TIME_EXPENSE:
-        sync_entity(
-            spec,
-            run=run,
-            conninfo=url,
-            client=HarvestClient(conn_id="erpsync_psa"),
-            report=DeleteCheck(spec.name),
-            leaf_size=2000,
-            page_size=2000,
-        )
+    h.sync_time_expense(url, RunInfo.local(label))
 
 
 @pytest.fixture(scope="module")

@@ -94,6 +94,24 @@ def client_specs():
     return (specs.CLIENTS, specs.TAX_PROFILES)
 
 
+def sync_time_expense(warehouse_url: str, run) -> None:
+    """The time & expense syncs from the PSA (the hourly DAG's page sizes), in-process."""
+    from erpsync.connectors.harvest import HarvestClient
+    from erpsync.sync.specs_time import TIME_EXPENSE
+    from erpsync.sync.time_expense import DeleteCheck, sync_entity
+
+    for spec in TIME_EXPENSE:
+        sync_entity(
+            spec,
+            run=run,
+            conninfo=warehouse_url,
+            client=HarvestClient(conn_id="erpsync_psa"),
+            report=DeleteCheck(spec.name),
+            leaf_size=2000,
+            page_size=2000,
+        )
+
+
 def sync_all(
     warehouse_url: str, run, *, attempts: int = 1, full: bool | None = None, only=None
 ) -> dict:
