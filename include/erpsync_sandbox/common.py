@@ -24,6 +24,7 @@ from fastapi import Body, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
 from erpsync_sandbox.clock import BusinessClock
+from erpsync_sandbox.contract import ContractRecorder
 from erpsync_sandbox.faults import FaultConfig, FaultMiddleware, Faults, faults_from_env
 from erpsync_sandbox.store import ChangeLog, Store, change_source
 
@@ -275,6 +276,8 @@ def make_base_app(service: str, ctx: SandboxContext) -> FastAPI:
     app.state.service = service
     faults = ctx.faults_for(service)
     app.add_middleware(FaultMiddleware, faults=faults, service=service)
+    # outermost: records every request, faulted or not, with what it used that is undocumented
+    app.add_middleware(ContractRecorder, service=service)
 
     @app.get("/__admin/health", tags=["admin"])
     def health() -> dict[str, Any]:

@@ -60,6 +60,7 @@ from urllib.parse import quote, quote_plus, urljoin, urlsplit
 import requests
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
+import erpsync
 from erpsync.connectors.errors import (
     AuthError,
     ConnectorError,
@@ -350,6 +351,7 @@ class VendorClient:
         session.auth = None
         session.headers = requests.utils.default_headers()
         session.headers["Accept"] = "application/json"
+        session.headers["User-Agent"] = f"erpsync/{erpsync.__version__}"
         self.base_url = hook.base_url.rstrip("/")
         self.extras = extras
         self.login = conn.login or None
