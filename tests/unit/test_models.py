@@ -244,8 +244,13 @@ def test_malformed_rate_overrides_json_is_its_own_reason():
 def test_every_catalogue_code_is_reachable_and_unknown_codes_are_refused():
     with pytest.raises(ValueError, match="unknown reason code"):
         RecordError("something_else", "x")
-    # the parametrized cases above plus malformed JSON cover the whole catalogue
+    # the parametrized cases above plus malformed JSON cover the model's codes; the engine's
+    # own three (unstorable value, mapper failure, database refusal) are reached in
+    # tests/integration/test_sync_poison.py
     covered = {
+        reasons.UNSTORABLE_VALUE,
+        reasons.MAPPING_FAILED,
+        reasons.DATABASE_REFUSED,
         reasons.MISSING_REQUIRED_FIELD,
         reasons.INVALID_CURRENCY,
         reasons.INVALID_COUNTRY,

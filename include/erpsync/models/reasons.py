@@ -21,6 +21,9 @@ MALFORMED_JSON_FIELD = "malformed_json_field"
 MISSING_EXEMPTION_REASON = "missing_exemption_reason"
 RATE_OUT_OF_RANGE = "rate_out_of_range"
 INVALID_VALUE = "invalid_value"
+UNSTORABLE_VALUE = "unstorable_value"
+MAPPING_FAILED = "mapping_failed"
+DATABASE_REFUSED = "database_refused"
 
 #: code -> what it means (shown in docs and the quarantine review).
 CATALOGUE: dict[str, str] = {
@@ -36,6 +39,12 @@ CATALOGUE: dict[str, str] = {
     MISSING_EXEMPTION_REASON: "a tax-exempt client has no exemption reason",
     RATE_OUT_OF_RANGE: "a tax rate percentage is outside 0..100",
     INVALID_VALUE: "a field has a value of the wrong type or shape",
+    UNSTORABLE_VALUE: "a value PostgreSQL cannot store in its column (a number out of the "
+    "column's range, text longer than the column allows)",
+    MAPPING_FAILED: "the record's mapper or codec raised (a missing key, a value of a wrong "
+    "type): the detail names the exception",
+    DATABASE_REFUSED: "PostgreSQL refused the record when it was staged: the detail is the "
+    "database's message",
 }
 
 # pydantic error type -> reason code (custom error types already are reason codes)

@@ -28,6 +28,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 from decimal import Decimal
@@ -38,8 +39,13 @@ from psycopg import sql
 from pydantic import BaseModel, ValidationError
 
 from erpsync.models.canonical import adapter_for
-from erpsync.models.reasons import RecordError, from_validation_error
-from erpsync.sync import sources
+from erpsync.models.reasons import (
+    DATABASE_REFUSED,
+    MAPPING_FAILED,
+    RecordError,
+    from_validation_error,
+)
+from erpsync.sync import sources, storable
 from erpsync.sync.spec import DeleteMode, EntitySpec, RunInfo, SyncStats
 from erpsync.writeback import outbox
 
@@ -101,8 +107,8 @@ def _json_default(value: Any) -> Any:
 def _payload(record: dict) -> str:
     try:
         return orjson.dumps(record, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:  # e.g. an int beyond 64 bits
-        return json.dumps(record, default=_json_default, ensure_ascii=False)
+    except TypeError:  # e.g. an int beyond 64 bits, or an unpaired surrogate in a string
+        return json.dumps(record, default=_json_default)
 
 
 def _is_flat(model: type) -> bool:
@@ -404,11 +410,49 @@ def _create_staging(conn, spec: EntitySpec) -> None:
         )
     )
     conn.execute("ALTER TABLE _sync_stage ADD COLUMN seq bigint GENERATED ALWAYS AS IDENTITY")
+    _copy_constraints(conn, spec, columns)
     conn.execute(
         """CREATE TEMP TABLE _sync_seen (source_record_id text NOT NULL,
                source_modstamp timestamptz, valid boolean NOT NULL) ON COMMIT DROP"""
     )
     conn.execute("CREATE TEMP TABLE _sync_gone (source_record_id text NOT NULL) ON COMMIT DROP")
+
+
+def _copy_constraints(conn, spec: EntitySpec, columns: list[str]) -> None:
+    """Give the staging table core's NOT NULL and CHECK constraints on the staged columns, so a
+    row core would refuse is refused when its page is staged, where the writer can isolate it
+    (:meth:`_Writer._isolate`), not by the set-based merge, which can only fail as a whole."""
+    import psycopg
+
+    schema, _, name = spec.core_table.partition(".")
+    not_null = conn.execute(
+        """SELECT column_name FROM information_schema.columns
+            WHERE table_schema = %s AND table_name = %s AND is_nullable = 'NO'
+              AND column_name = ANY(%s)""",
+        (schema, name, columns),
+    ).fetchall()
+    for (column,) in not_null:
+        conn.execute(
+            sql.SQL("ALTER TABLE _sync_stage ALTER COLUMN {} SET NOT NULL").format(
+                sql.Identifier(column)
+            )
+        )
+    checks = conn.execute(
+        """SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
+            WHERE conrelid = %s::regclass AND contype = 'c'""",
+        (spec.core_table,),
+    ).fetchall()
+    for constraint, definition in checks:
+        try:
+            with conn.transaction():  # a check on a column the stage lacks: skipped
+                conn.execute(
+                    sql.SQL("ALTER TABLE _sync_stage ADD CONSTRAINT {} {}").format(
+                        sql.Identifier(constraint),
+                        sql.SQL(definition),  # the catalog's own text, not input
+                    )
+                )
+        except psycopg.errors.UndefinedColumn:
+            continue
 
 
 class _Copy:
@@ -479,12 +523,15 @@ def _copy_bytes(payload: bytes) -> bytes:
 class _PageRows:
     """What one page adds to the COPYs (in read order), the tombstones and the quarantine."""
 
-    __slots__ = ("seen", "raw", "stage", "gone", "bad")
+    __slots__ = ("seen", "raw", "stage", "gone", "bad", "source")
 
     def __init__(self) -> None:
         self.seen, self.raw, self.stage = _Copy(""), _Copy(b""), _Copy("")
         self.gone: list[str] = []
         self.bad: list = []
+        #: (number of records, record by index as a dict): lets the writer re-stage a page
+        #: record by record when the database refuses it
+        self.source: tuple[int, Callable[[int], Any]] | None = None
 
 
 class _Validator:
@@ -497,13 +544,24 @@ class _Validator:
         self.flat = _is_flat(spec.model)
         self.columns = _model_columns(spec)
         self.modstamp_field = spec.cursor.field if spec.cursor else None
+        #: set by :func:`_load` from the core table's column types
+        self.storable: storable.StorableCheck | None = None
 
-    def __call__(self, record: dict, out: _PageRows) -> None:
-        spec, adapter, flat, mapper = self.spec, self.adapter, self.flat, self.spec.mapper
-        key = record.get(spec.record_key)
-        key = None if key is None else str(key)
+    def key_and_modstamp(self, record: Any) -> tuple[str | None, Any]:
+        """The record's key (as storable text) and modstamp; (None, None) for a non-object."""
+        if not isinstance(record, dict):
+            return None, None
+        key = record.get(self.spec.record_key)
+        key = None if key is None else storable.clean_text(str(key))
         modstamp = record.get(self.modstamp_field) if self.modstamp_field else None
-        if spec.deleted_flag and record.get(spec.deleted_flag):
+        if modstamp is not None and not isinstance(modstamp, str | dt.datetime):
+            modstamp = None  # a malformed modstamp is the model's to report
+        return key, modstamp
+
+    def __call__(self, record: dict, out: _PageRows, cleaned: bool = False) -> None:
+        spec, adapter, flat, mapper = self.spec, self.adapter, self.flat, self.spec.mapper
+        key, modstamp = self.key_and_modstamp(record)
+        if spec.deleted_flag and isinstance(record, dict) and record.get(spec.deleted_flag):
             if key is not None:
                 out.gone.append(key)
                 out.seen.row((key, modstamp, True))
@@ -517,16 +575,40 @@ class _Validator:
                 else adapter.validate_python(row).model_dump()
                 for row in (mapper(record) if mapper else [record])
             ]
+            if self.storable is not None:
+                for row in rows:
+                    self.storable(row)
         except (ValidationError, RecordError) as exc:
+            if not cleaned and isinstance(exc, ValidationError) and _unstorable_text(exc):
+                # text no model or database can hold (an unpaired surrogate): the documented
+                # cleaning rule (storable.clean_text), then validate again
+                self(storable.clean_value(record), out, cleaned=True)
+                return
             error = from_validation_error(exc) if isinstance(exc, ValidationError) else exc
-            out.bad.append((key, error, record))
-            if key is not None:
-                out.seen.row((key, modstamp, False))
+            self._reject(key, modstamp, error, record, out)
+            return
+        except Exception as exc:  # noqa: BLE001 - a mapper bug on one record is that record's
+            error = RecordError(MAPPING_FAILED, f"{type(exc).__name__}: {exc}")
+            self._reject(key, modstamp, error, record, out)
             return
         out.seen.row((key, modstamp, True))
         out.raw.row((spec.system, spec.name, self.run.run_id, key, modstamp, _payload(record)))
         for row in rows:
             out.stage.row((*(row[c] for c in self.columns), key, row_hash(row), modstamp))
+
+    @staticmethod
+    def _reject(key, modstamp, error: RecordError, record: Any, out: _PageRows) -> None:
+        out.bad.append((key, error, record))
+        if key is not None:
+            out.seen.row((key, modstamp, False))
+
+
+def _unstorable_text(exc: ValidationError) -> bool:
+    return any(e["type"] == "string_unicode" for e in exc.errors(include_url=False))
+
+
+#: JSON escapes of NUL and of UTF-16 surrogates (a lone one cannot be stored as UTF-8)
+_UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89abAB])")
 
 
 def _encode_raw_page(page: sources.RawPage, codec, validate: _Validator, prefix: bytes):
@@ -536,16 +618,23 @@ def _encode_raw_page(page: sources.RawPage, codec, validate: _Validator, prefix:
     out = _PageRows()
     raw_buf, stage_buf, seen_buf = out.raw.buf, out.stage.buf, out.seen.buf
     for index, item in enumerate(page.raw):
-        encoded = codec(item) if not isinstance(item, dict) else None
+        encoded = data = None
+        if not isinstance(item, dict):
+            data = bytes(item)
+            # a \u0000 or surrogate escape is text PostgreSQL cannot store as it stands: such
+            # a record takes the pydantic path, whose storable check cleans or refuses it
+            if b"\\u" not in data or _UNSTORABLE_ESCAPE.search(data) is None:
+                try:
+                    encoded = codec(item)
+                except Exception:  # noqa: BLE001 - a codec bug declines; pydantic decides
+                    encoded = None
         if encoded is None:
             validate(page.record(index), out)
             # a pydantic-path row closes the text buffers: keep the read order
             raw_buf, stage_buf, seen_buf = out.raw.buf, out.stage.buf, out.seen.buf
             continue
         key, mod, cols, digest = encoded
-        raw_buf.extend(
-            (prefix, key.encode(), b"\t", mod.encode(), b"\t", _copy_bytes(bytes(item)), b"\n")
-        )
+        raw_buf.extend((prefix, key.encode(), b"\t", mod.encode(), b"\t", _copy_bytes(data), b"\n"))
         stage_buf.append(f"{cols}\t{key}\t{digest}\t{mod}\n")
         seen_buf.append(f"{key}\t{mod}\tt\n")
     return out
@@ -558,11 +647,14 @@ class _Writer:
     written in order; the connection is used by this thread only until :meth:`close`; the
     first error stops the writing and is raised in the sync's thread."""
 
-    def __init__(self, conn, spec: EntitySpec, run: RunInfo, stage_copy, timings) -> None:
+    def __init__(
+        self, conn, spec: EntitySpec, run: RunInfo, stage_copy, timings, validate: _Validator
+    ) -> None:
         import queue
         import threading
 
         self.conn, self.spec, self.run, self.stage_copy = conn, spec, run, stage_copy
+        self.validate = validate
         self.timings = timings
         self.counts = {"raw": 0, "seen": 0}
         self.error: BaseException | None = None
@@ -581,26 +673,102 @@ class _Writer:
                 continue  # drain: the sync's thread raises the error
             started = time.perf_counter()
             try:
-                self._write(cur, out)
+                self._write_page(cur, out)
             except BaseException as exc:  # noqa: BLE001 - raised in the sync's thread
                 self.error = exc
             self.busy += time.perf_counter() - started
 
-    def _write(self, cur, out: _PageRows) -> None:
+    def _write_page(self, cur, out: _PageRows) -> None:
+        """Write a page in a savepoint; if the database refuses it, isolate the record(s) it
+        refuses (:meth:`_isolate`): they are quarantined, every other record is staged."""
+        try:
+            with self.conn.transaction():
+                added = self._write(cur, out)
+        except _REFUSALS as exc:
+            if out.source is None:
+                raise
+            count, record = out.source
+            log.warning(
+                "%s: the database refused a page of %d records (%s); isolating the record(s)",
+                self.spec.name,
+                count,
+                _refusal_text(exc),
+            )
+            self._isolate(cur, record, list(range(count)), exc)
+            return
+        self._count(added)
+
+    def _isolate(self, cur, record: Callable[[int], Any], indices: list[int], exc) -> None:
+        """Bisect ``indices`` until each refused record stands alone: halves the database
+        accepts are staged (each in its own savepoint), a lone refused record is quarantined
+        ``database_refused`` with the database's message. Records go through the pydantic path
+        (the raw codec's rows are equal to it by construction)."""
+        if len(indices) == 1:
+            self._refused(cur, record(indices[0]), exc)
+            return
+        middle = len(indices) // 2
+        for half in (indices[:middle], indices[middle:]):
+            out = _PageRows()
+            for index in half:
+                self.validate(record(index), out)
+            try:
+                with self.conn.transaction():
+                    added = self._write(cur, out)
+            except _REFUSALS as refused:
+                self._isolate(cur, record, half, refused)
+                continue
+            self._count(added)
+
+    def _refused(self, cur, record: Any, exc) -> None:
+        """One record the database refuses: quarantined with its message, marked seen (not
+        valid, so no delete logic counts it as gone), landed in raw if raw takes it."""
+        key, modstamp = self.validate.key_and_modstamp(record)
+        error = RecordError(DATABASE_REFUSED, _refusal_text(exc))
+        if key is not None:
+            with self.conn.transaction():
+                with cur.copy(_SEEN_COPY) as copy:
+                    copy.write_row((key, modstamp, False))
+            self._count({"seen": 1})
+            try:
+                with self.conn.transaction():
+                    with cur.copy(_RAW_COPY) as copy:
+                        copy.write_row(
+                            (
+                                self.spec.system,
+                                self.spec.name,
+                                self.run.run_id,
+                                key,
+                                modstamp,
+                                _payload(record),
+                            )
+                        )
+                self._count({"raw": 1})
+            except _REFUSALS:
+                pass  # the payload itself cannot be landed as received: the quarantine has it
+        _quarantine(self.conn, self.spec, self.run, [(key, error, record)])
+
+    def _count(self, added: dict[str, int]) -> None:
+        for name, value in added.items():
+            self.counts[name] += value
+
+    def _write(self, cur, out: _PageRows) -> dict[str, int]:
+        """The page's COPYs and quarantine rows; returns the rows COPY reported loaded."""
+        added = {"raw": 0, "seen": 0}
         if out.raw:
             out.raw.write(cur, _RAW_COPY)
-            self.counts["raw"] += max(cur.rowcount, 0)
+            added["raw"] += max(cur.rowcount, 0)
         if out.stage:
             out.stage.write(cur, self.stage_copy)
         if out.seen:
             out.seen.write(cur, _SEEN_COPY)
-            self.counts["seen"] += max(cur.rowcount, 0)
+            added["seen"] += max(cur.rowcount, 0)
         if out.gone:
             with cur.copy("COPY _sync_gone (source_record_id) FROM STDIN") as copy:
                 for rid in out.gone:
                     copy.write_row((rid,))
         if out.bad:
             _quarantine(self.conn, self.spec, self.run, out.bad)
+        return added
 
     def put(self, out: _PageRows) -> None:
         if self.error is not None:
@@ -616,6 +784,25 @@ class _Writer:
         if self.error is not None:
             raise self.error
         return self.counts
+
+
+def _refusals() -> tuple[type[BaseException], ...]:
+    import psycopg
+
+    # the database refusing data (22xxx), a constraint (23xxx), or text psycopg cannot encode
+    return (psycopg.errors.DataError, psycopg.errors.IntegrityError, UnicodeEncodeError)
+
+
+_REFUSALS = _refusals()
+
+
+def _refusal_text(exc: BaseException) -> str:
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    lines = str(exc).splitlines()
+    # the primary message only: its detail ("Failing row contains ...") repeats record data
+    text = primary or (lines[0] if lines else type(exc).__name__)
+    return storable.clean_text(text)[:1000]
 
 
 def _load(
@@ -636,16 +823,21 @@ def _load(
     prefix = "".join(_copy_text(v) + "\t" for v in (spec.system, spec.name, run.run_id))
     prefix_b = prefix.encode()
     clock.lap("setup")  # lock, watermark, staging tables
-    writer = _Writer(conn, spec, run, stage_copy, clock.timings)
+    validate.storable = storable.StorableCheck(
+        storable.column_types(conn, spec.core_table, validate.columns)
+    )
+    writer = _Writer(conn, spec, run, stage_copy, clock.timings, validate)
     try:
         for page in pages:
             clock.lap("extract")
             if codec is not None and isinstance(page, sources.RawPage):
                 out = _encode_raw_page(page, codec, validate, prefix_b)
+                out.source = (len(page), page.record)
             else:
                 out = _PageRows()
                 for record in page:
                     validate(record, out)
+                out.source = (len(page), page.__getitem__)
             clock.lap("validate")
             writer.put(out)
             clock.lap("stage")  # waiting for the writer (it is two pages behind)
@@ -677,8 +869,10 @@ def _quarantine(conn, spec: EntitySpec, run: RunInfo, bad: list) -> None:
                     spec.name,
                     key,
                     error.reason_code,
-                    error.detail[:2000],
-                    _payload(record),
+                    storable.clean_text(error.detail)[:2000],
+                    # jsonb cannot hold NUL: the quarantine keeps a cleaned copy (the raw
+                    # landing, type json, keeps the payload as received where it can)
+                    _payload(storable.clean_value(record)),
                 )
                 for key, error, record in bad
             ],
