@@ -100,7 +100,8 @@ from erpsync.airflow.sync_dags import FIRM_TIMEZONE
 def erpsync_invoice_batches():
     @task
     def plan_billing_run(**context) -> dict:
-        return billing_flow.plan_period_run(context, FIRM_TIMEZONE)
+        request = billing_flow.plan_period_run(context, FIRM_TIMEZONE)
+        return billing_flow.check_references(request)  # typed ids resolve, or no run
 
     request = plan_billing_run()
     first, _last = billing_flow.billing_tasks(request)

@@ -609,6 +609,18 @@ def plan_period_run(context: Any, timezone: str) -> dict:
     return request
 
 
+def check_references(request: dict) -> dict:
+    """Refuse the run before it starts when an id typed in the form does not resolve (an
+    unknown client, an unknown invoice to credit), naming each value; else the request."""
+    from erpsync.invoicing.references import unknown_references
+
+    with _connect() as conn:
+        problems = unknown_references(conn, request)
+    if problems:
+        raise _fail("; ".join(problems))
+    return request
+
+
 # --------------------------------------------------------------------------- milestones
 
 ACCEPTED_UNBILLED_SQL = """

@@ -1,0 +1,52 @@
+"""The ids a person types in the billing trigger form, checked before the run starts.
+
+A billing run for a client id that does not exist used to finish "successfully" with nothing
+billed; a credit note for an unknown invoice failed only after the data-quality gate. Every
+reference in the form is looked up here first, and the run is refused with a message naming
+each value that does not resolve and what it should be.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["unknown_references"]
+
+
+def unknown_references(conn, request: dict[str, Any]) -> list[str]:
+    """One problem per reference of ``request`` (the planned form) that does not resolve."""
+    problems: list[str] = []
+    clients = [str(c) for c in request.get("clients") or []]
+    if clients:
+        rows = conn.execute(
+            """SELECT c.crm_id, c.deleted_at IS NOT NULL
+                 FROM unnest(%s::text[]) AS asked(crm_id)
+                 LEFT JOIN core.clients c USING (crm_id)""",
+            (clients,),
+        ).fetchall()
+        state = {crm_id: deleted for crm_id, deleted in rows if crm_id is not None}
+        unknown = [c for c in clients if c not in state]
+        deleted = [c for c in clients if state.get(c)]
+        if unknown:
+            problems.append(
+                f"unknown client id(s) {unknown}: not a CRM account id erpsync knows "
+                "(core.clients); enter the Salesforce Account Id, or run the master data sync "
+                "if the account is new"
+            )
+        if deleted:
+            problems.append(f"client id(s) {deleted} were deleted in the CRM: nothing to bill")
+    credit_for = request.get("credit_note_for")
+    if credit_for:
+        row = conn.execute(
+            """SELECT 1 FROM billing.invoices
+                WHERE document_number = %(ref)s OR erp_number = %(ref)s
+                   OR invoice_id::text = %(ref)s
+                ORDER BY invoice_id LIMIT 1""",
+            {"ref": str(credit_for)},
+        ).fetchone()
+        if row is None:
+            problems.append(
+                f"no invoice {credit_for!r} to credit: enter the document number, the ERP "
+                "invoice number or the invoice id of a posted invoice"
+            )
+    return problems
