@@ -1,6 +1,7 @@
 """The preflight DAG as a real Airflow DAG run (``airflow dags test``) against the sandbox
-systems and a real warehouse: it passes and audits who ran it; a warehouse behind the pack's
-schema version fails at once, without retries, saying what to fix."""
+systems and a real warehouse: it passes (every tenant requirement of ``erpsync check-systems``
+included) and audits who ran it; a warehouse behind the pack's schema version fails at once,
+without retries, saying what to fix."""
 
 from __future__ import annotations
 
@@ -22,11 +23,24 @@ def sandbox(tmp_path_factory):
 
 
 def _system_connections(sandbox) -> dict[str, str]:
+    """The three system connections of airflow_settings.yaml, pointed at this sandbox."""
+    from erpsync import paths, settings
+
+    declared = {c.conn_id: c for c in settings.load(paths.settings_file()).airflow.connections}
     env = {}
     for name, url in sandbox.urls.items():
         host, port = url.removeprefix("http://").split(":")
+        conn = declared[f"erpsync_{name}"]
         env[f"AIRFLOW_CONN_ERPSYNC_{name.upper()}"] = json.dumps(
-            {"conn_type": "http", "host": host, "port": int(port), "schema": "http"}
+            {
+                "conn_type": "http",
+                "host": host,
+                "port": int(port),
+                "schema": "http",
+                "login": conn.conn_login,
+                "password": conn.conn_password,
+                "extra": conn.conn_extra,
+            }
         )
     return env
 
@@ -55,6 +69,7 @@ def test_preflight_passes_against_the_sandbox_and_is_audited(airflow_runtime, sa
         "check_warehouse": "success",
         "check_configuration": "success",
         "check_systems": "success",
+        "check_tenants": "success",
         "record_result": "success",
     }
     with psycopg.connect(airflow_runtime.warehouse_url) as conn:
@@ -72,6 +87,13 @@ def test_preflight_passes_against_the_sandbox_and_is_audited(airflow_runtime, sa
         "record_result",
     )
     assert set(detail["systems"]) == {"crm", "psa", "erp"}
+    tenants = detail["tenants"]
+    assert not [k for k in tenants if k.endswith("_fail")], tenants
+    assert {k for k in tenants if k.endswith("_ok")} == {
+        "salesforce_ok",
+        "harvest_ok",
+        "business_central_ok",
+    }
 
 
 def test_a_warehouse_behind_the_schema_fails_at_once_with_what_to_fix(
