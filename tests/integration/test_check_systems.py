@@ -216,3 +216,24 @@ def test_the_cli_prints_one_line_per_requirement_and_exits_by_outcome(
     assert bad.stdout.startswith("FAIL harvest auth — GET /v2/users/me refused (HTTP 401")
     assert "wrong-token" not in bad.stdout + bad.stderr
     assert "1 requirement(s) failed" in bad.stderr
+
+
+def test_fields_shipped_in_vendor_salesforce_are_required_too(connections, tmp_path):
+    fields = tmp_path / "vendor/salesforce/force-app/main/default/objects/Account/fields"
+    fields.mkdir(parents=True)
+    (fields / "Credit_Hold__c.field-meta.xml").write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<CustomField xmlns="http://soap.sforce.com/2006/04/metadata">\n'
+        "    <fullName>Credit_Hold__c</fullName>\n"
+        "    <type>Checkbox</type>\n"
+        "</CustomField>\n"
+    )
+    wanted = tenant_check.crm_field_requirements(tmp_path)
+    assert "Credit_Hold__c" in wanted["Account"]
+    assert "VAT_Id__c" in wanted["Account"]  # the pack's own SOQL fields stay
+    lines = [tenant_check.format_check(c) for c in tenant_check.crm_checks(project_dir=tmp_path)]
+    assert [line for line in lines if not line.startswith("OK ")] == [
+        "FAIL salesforce Account.Credit_Hold__c readable — field missing or hidden from the "
+        "Run-As user: deploy vendor/salesforce and give the Run-As user's permission set read "
+        "access to it"
+    ]
