@@ -134,3 +134,47 @@ def test_a_warehouse_behind_the_schema_fails_at_once_with_what_to_fix(
         from erpsync.runtime import database
 
         database.drop_database(empty)
+
+
+def test_a_missing_tenant_requirement_fails_without_retry_naming_it(airflow_runtime, sandbox):
+    import httpx
+
+    psa = sandbox.urls["psa"]
+    headers = {
+        "Authorization": "Bearer sandbox-psa-token",
+        "Harvest-Account-Id": "100200",
+        "User-Agent": "sandbox admin (ops@example.com)",
+    }
+    task = next(
+        t
+        for t in httpx.get(f"{psa}/v2/tasks", headers=headers).json()["tasks"]
+        if t["name"] == "Advisory"
+    )
+    httpx.patch(
+        f"{psa}/v2/tasks/{task['id']}", json={"is_active": False}, headers=headers
+    ).raise_for_status()
+    try:
+        airflow_runtime.run("settings", "apply")
+        result = airflow_runtime.run(
+            "airflow",
+            "dags",
+            "test",
+            "erpsync_preflight",
+            check=False,
+            extra_env=_system_connections(sandbox),
+        )
+    finally:
+        httpx.patch(
+            f"{psa}/v2/tasks/{task['id']}", json={"is_active": True}, headers=headers
+        ).raise_for_status()
+    states = _task_states(airflow_runtime.airflow_url, "erpsync_preflight")
+    assert states["check_tenants"] == ("failed", 1), "a missing requirement must not retry"
+    assert states["check_systems"][0] == "success"
+    assert states["record_result"][0] == "upstream_failed"
+    text = result.stdout + result.stderr
+    assert "1 tenant requirement(s) failed (run `erpsync check-systems`)" in text
+    assert (
+        f"FAIL harvest task 'Advisory' — task {task['id']} is archived: restore it in "
+        "Manage > Tasks" in text
+    )
+    assert "OK salesforce Opportunity.PSA_Project_Id__c updateable" in text
