@@ -234,3 +234,23 @@ def test_fields_shipped_in_vendor_salesforce_are_required_too(connections, tmp_p
         "Run-As user: deploy vendor/salesforce and give the Run-As user's permission set read "
         "access to it"
     ]
+
+
+def test_pending_erp_requirements_ask_the_documented_urls(connections, private_contract_log):
+    """The ERP requirements not yet active (the sandbox of this branch lacks them) already
+    produce a line each, with the documented URL: an API v2.0 entity set of the company, or the
+    OData V4 web service published for the company by name."""
+    from erpsync_sandbox.contract import read_log
+
+    checks = list(tenant_check.erp_checks(requirements=tenant_check.ERP_REQUIREMENTS_PENDING))
+    by_name = {c.requirement: c for c in checks}
+    for req in tenant_check.ERP_REQUIREMENTS_PENDING:
+        check = by_name[req.name]
+        assert check.ok or check.detail.endswith(req.fix), tenant_check.format_check(check)
+    company = by_name["company"].detail.split("'")[1]
+    paths = [r["path"] for r in read_log(private_contract_log)]
+    assert f"/v2.0/sandbox/production/ODataV4/Company('{company}')/VATPostingSetup" in paths
+    company_id = by_name["company"].detail.rsplit("(", 1)[1].rstrip(")")
+    base = f"/v2.0/sandbox/production/api/v2.0/companies({company_id})"
+    for entity in ("paymentTerms", "taxAreas", "accounts", "unitsOfMeasure"):
+        assert f"{base}/{entity}" in paths
