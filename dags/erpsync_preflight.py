@@ -8,6 +8,10 @@ its job safely:
    needs, and the audit trail verifies (no audit row was changed or removed).
 2. **Configuration**: the CRM, PSA and ERP connections and the firm's time zone are defined.
 3. **Systems**: the CRM, PSA and ERP each answer over the network.
+4. **Tenants**: each system has everything the pack needs, and the pack's credentials may use
+   it (the same checks as `erpsync check-systems`: Salesforce objects and fields, Harvest
+   account, modules and tasks, Business Central company and setup tables). The log has one
+   `OK|FAIL` line per requirement, saying what to fix.
 
 If a check fails, the task log says exactly what to fix. A successful check is recorded in the
 audit trail with who triggered it.
@@ -73,7 +77,14 @@ def erpsync_preflight():
         return answers
 
     @task
-    def record_result(warehouse: dict, configuration: dict, systems: dict) -> None:
+    def check_tenants() -> dict:
+        from erpsync import preflight
+
+        with fail_without_retry(preflight.PreflightError):
+            return preflight.check_tenants()
+
+    @task
+    def record_result(warehouse: dict, configuration: dict, systems: dict, tenants: dict) -> None:
         from airflow.sdk import get_current_context
 
         from erpsync import audit
@@ -86,12 +97,19 @@ def erpsync_preflight():
                 actor=audit.actor_from_context(context),
                 action="preflight.passed",
                 entity_type="pack",
-                detail={"warehouse": warehouse, "configuration": configuration, "systems": systems},
+                detail={
+                    "warehouse": warehouse,
+                    "configuration": configuration,
+                    "systems": systems,
+                    "tenants": tenants,
+                },
                 source=audit.Source.from_context(context),
             )
         print(f"pre-flight passed; audit row {audit_id}")
 
-    record_result(check_warehouse(), check_configuration(), check_systems())
+    systems, tenants = check_systems(), check_tenants()
+    systems >> tenants  # what is in each system is checked once each one answers
+    record_result(check_warehouse(), check_configuration(), systems, tenants)
 
 
 erpsync_preflight()

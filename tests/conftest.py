@@ -14,6 +14,7 @@ import uuid
 import pytest
 
 from erpsync.runtime import database
+from tests import contract_log
 
 
 def pytest_configure(config):
@@ -30,6 +31,30 @@ def pytest_configure(config):
     # test_celery_run.py alone at the end while the other sat idle. Keep the collection order.
     if hasattr(config.option, "loadscopereorder"):
         config.option.loadscopereorder = False
+    # Every request the sandbox serves during the session is recorded (in the controller, so
+    # workers and every subprocess inherit the variable); the session fails at the end when a
+    # request of the pack's own connectors used anything the vendor does not document.
+    contract_log.start(config)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    contract_log.finish(session)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    contract_log.summary(terminalreporter, config)
+
+
+@pytest.fixture
+def private_contract_log(tmp_path, monkeypatch):
+    """Redirect the contract log of this process to a file of the test's own, for a test that
+    sends an undocumented request on purpose through an in-process sandbox: the suite-wide
+    check never sees it, and the test reads ``contract_log.check(path)`` itself."""
+    from erpsync_sandbox import contract
+
+    path = tmp_path / "contract.jsonl"
+    monkeypatch.setenv(contract.CONTRACT_LOG_ENV, str(path))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -205,6 +205,35 @@ def settings_apply(file_: str | None) -> None:
     click.echo(f"{path.name}: {report.summary()}")
 
 
+# --------------------------------------------------------------------------- systems
+@main.command("check-systems")
+@click.option(
+    "--system",
+    "systems",
+    multiple=True,
+    type=click.Choice(["salesforce", "harvest", "business_central"]),
+    help="Check only this system (repeatable; default: all three).",
+)
+def check_systems_cmd(systems: tuple[str, ...]) -> None:
+    """Connect to the CRM, PSA and ERP on the Airflow connections erpsync_crm, erpsync_psa and
+    erpsync_erp and check that everything the pack needs is there and permitted: one line per
+    requirement, `OK|FAIL <system> <requirement> — <what to fix>`. Exits 1 on any FAIL.
+    Writes nothing to any system."""
+    from erpsync import tenant_check
+    from erpsync.runtime import airflow_env, database
+
+    # Connections resolve as in the pack's tasks: AIRFLOW_CONN_* variables, a secrets backend,
+    # or the local Airflow metadata database (`erpsync settings apply`).
+    airflow_env.apply_to_process(database.resolve(start=True))
+    failed = 0
+    for check in tenant_check.run_checks(systems or tenant_check.SYSTEMS):
+        failed += not check.ok
+        click.echo(tenant_check.format_check(check))
+    if failed:
+        click.echo(f"{failed} requirement(s) failed", err=True)
+        sys.exit(1)
+
+
 # --------------------------------------------------------------------------- airflow
 @main.command("setup")
 def setup_cmd() -> None:

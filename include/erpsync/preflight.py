@@ -1,6 +1,7 @@
 """Pre-flight checks run before the pack's chain: is the warehouse at the schema version this
 pack needs and is its audit trail intact, are the connections and variables the pack uses
-defined, and does each external system answer.
+defined, does each external system answer, and does each tenant have everything the pack needs
+(the checks of ``erpsync check-systems``, :mod:`erpsync.tenant_check`).
 
 Each check returns a small summary (safe for XCom: no secrets) or raises ``PreflightError``
 saying what to fix.
@@ -106,3 +107,25 @@ def check_reachable(name: str, url: str, timeout: float = 10.0) -> int:
             "`erpsync sandbox serve`."
         ) from None
     return response.status_code
+
+
+def check_tenants(echo=print) -> dict[str, int]:
+    """Run every tenant requirement check (as ``erpsync check-systems``), echo one line each,
+    and raise ``PreflightError`` listing the failed ones. Returns OK/FAIL counts per system."""
+    from erpsync import tenant_check
+
+    counts: dict[str, int] = {}
+    failed: list[str] = []
+    for check in tenant_check.run_checks():
+        line = tenant_check.format_check(check)
+        echo(line)
+        key = f"{check.system}_{'ok' if check.ok else 'fail'}"
+        counts[key] = counts.get(key, 0) + 1
+        if not check.ok:
+            failed.append(line)
+    if failed:
+        raise PreflightError(
+            f"{len(failed)} tenant requirement(s) failed (run `erpsync check-systems`):\n"
+            + "\n".join(failed)
+        )
+    return counts

@@ -9,6 +9,9 @@ the documented contract calls :func:`undocumented` (whatever it then answers), a
 :class:`ContractRecorder` (installed on every sandbox app by ``make_base_app``) notes it:
 
 * a request that matches no route at all is undocumented by definition ("no such route");
+* a route whose handler declares its query parameters (FastAPI ``Query`` arguments, and no raw
+  ``Request`` that could read others) documents exactly those: any other query parameter is
+  noted ("query parameter 'x'"), as FastAPI itself would silently drop it;
 * when ``ERPSYNC_SANDBOX_CONTRACT_LOG`` names a file, every non-admin request is appended to it
   as one JSON line ``{service, method, route, path, status, user_agent, undocumented}``.
 
@@ -25,12 +28,14 @@ import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "CONTRACT_LOG_ENV",
     "ContractRecorder",
+    "declared_query_params",
     "is_pack_request",
     "read_log",
     "undocumented",
@@ -57,6 +62,37 @@ def _route_template(scope: Scope) -> str | None:
     return getattr(route, "path", None) if route is not None else None
 
 
+def _reads_raw_request(dependant: Any) -> bool:
+    if dependant.request_param_name or dependant.http_connection_param_name:
+        return True
+    return any(_reads_raw_request(sub) for sub in dependant.dependencies)
+
+
+def _declared_query(dependant: Any) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _declared_query(sub)
+    return names
+
+
+def declared_query_params(route: Any) -> frozenset[str] | None:
+    """The query parameters a route declares, or None when its handler may read others itself
+    (it takes the raw ``Request``) or it is not a FastAPI route."""
+    dependant = getattr(route, "dependant", None)
+    if dependant is None or _reads_raw_request(dependant):
+        return None
+    return frozenset(_declared_query(dependant))
+
+
+def _unknown_query_params(scope: Scope) -> list[str]:
+    declared = declared_query_params(scope.get("route"))
+    if declared is None:
+        return []
+    raw = scope.get("query_string", b"").decode("latin-1")
+    names = {unquote_plus(pair.partition("=")[0]) for pair in raw.split("&") if pair}
+    return [f"query parameter {name!r}" for name in sorted(names - declared)]
+
+
 class ContractRecorder:
     """Pure ASGI middleware: records each request's route and its undocumented parts."""
 
@@ -68,23 +104,33 @@ class ContractRecorder:
         if scope["type"] != "http" or scope["path"].startswith("/__admin"):
             await self.app(scope, receive, send)
             return
-        status = {"code": 0}
+        state = {"status": 0, "recorded": False}
+
+        def record() -> None:
+            if not state["recorded"]:
+                state["recorded"] = True
+                self._record(scope, int(state["status"]))
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status["code"] = int(message["status"])
+                state["status"] = int(message["status"])
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                # written before the client can see the end of the answer, so a test that
+                # reads the log right after a call always finds the call in it
+                record()
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            self._record(scope, status["code"])
+            record()
 
     def _record(self, scope: Scope, status: int) -> None:
         path = os.environ.get(CONTRACT_LOG_ENV)
         if not path:
             return
         notes = list(scope.get("state", {}).get(_STATE_KEY, []))
+        notes.extend(_unknown_query_params(scope))
         route = _route_template(scope)
         if route is None and status in (404, 405):
             notes.append(f"no such route: {scope['method']} {scope['path']}")

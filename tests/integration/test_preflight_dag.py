@@ -1,6 +1,7 @@
 """The preflight DAG as a real Airflow DAG run (``airflow dags test``) against the sandbox
-systems and a real warehouse: it passes and audits who ran it; a warehouse behind the pack's
-schema version fails at once, without retries, saying what to fix."""
+systems and a real warehouse: it passes (every tenant requirement of ``erpsync check-systems``
+included) and audits who ran it; a warehouse behind the pack's schema version fails at once,
+without retries, saying what to fix."""
 
 from __future__ import annotations
 
@@ -22,11 +23,24 @@ def sandbox(tmp_path_factory):
 
 
 def _system_connections(sandbox) -> dict[str, str]:
+    """The three system connections of airflow_settings.yaml, pointed at this sandbox."""
+    from erpsync import paths, settings
+
+    declared = {c.conn_id: c for c in settings.load(paths.settings_file()).airflow.connections}
     env = {}
     for name, url in sandbox.urls.items():
         host, port = url.removeprefix("http://").split(":")
+        conn = declared[f"erpsync_{name}"]
         env[f"AIRFLOW_CONN_ERPSYNC_{name.upper()}"] = json.dumps(
-            {"conn_type": "http", "host": host, "port": int(port), "schema": "http"}
+            {
+                "conn_type": "http",
+                "host": host,
+                "port": int(port),
+                "schema": "http",
+                "login": conn.conn_login,
+                "password": conn.conn_password,
+                "extra": conn.conn_extra,
+            }
         )
     return env
 
@@ -55,6 +69,7 @@ def test_preflight_passes_against_the_sandbox_and_is_audited(airflow_runtime, sa
         "check_warehouse": "success",
         "check_configuration": "success",
         "check_systems": "success",
+        "check_tenants": "success",
         "record_result": "success",
     }
     with psycopg.connect(airflow_runtime.warehouse_url) as conn:
@@ -72,6 +87,13 @@ def test_preflight_passes_against_the_sandbox_and_is_audited(airflow_runtime, sa
         "record_result",
     )
     assert set(detail["systems"]) == {"crm", "psa", "erp"}
+    tenants = detail["tenants"]
+    assert not [k for k in tenants if k.endswith("_fail")], tenants
+    assert {k for k in tenants if k.endswith("_ok")} == {
+        "salesforce_ok",
+        "harvest_ok",
+        "business_central_ok",
+    }
 
 
 def test_a_warehouse_behind_the_schema_fails_at_once_with_what_to_fix(
@@ -112,3 +134,47 @@ def test_a_warehouse_behind_the_schema_fails_at_once_with_what_to_fix(
         from erpsync.runtime import database
 
         database.drop_database(empty)
+
+
+def test_a_missing_tenant_requirement_fails_without_retry_naming_it(airflow_runtime, sandbox):
+    import httpx
+
+    psa = sandbox.urls["psa"]
+    headers = {
+        "Authorization": "Bearer sandbox-psa-token",
+        "Harvest-Account-Id": "100200",
+        "User-Agent": "sandbox admin (ops@example.com)",
+    }
+    task = next(
+        t
+        for t in httpx.get(f"{psa}/v2/tasks", headers=headers).json()["tasks"]
+        if t["name"] == "Advisory"
+    )
+    httpx.patch(
+        f"{psa}/v2/tasks/{task['id']}", json={"is_active": False}, headers=headers
+    ).raise_for_status()
+    try:
+        airflow_runtime.run("settings", "apply")
+        result = airflow_runtime.run(
+            "airflow",
+            "dags",
+            "test",
+            "erpsync_preflight",
+            check=False,
+            extra_env=_system_connections(sandbox),
+        )
+    finally:
+        httpx.patch(
+            f"{psa}/v2/tasks/{task['id']}", json={"is_active": True}, headers=headers
+        ).raise_for_status()
+    states = _task_states(airflow_runtime.airflow_url, "erpsync_preflight")
+    assert states["check_tenants"] == ("failed", 1), "a missing requirement must not retry"
+    assert states["check_systems"][0] == "success"
+    assert states["record_result"][0] == "upstream_failed"
+    text = result.stdout + result.stderr
+    assert "1 tenant requirement(s) failed (run `erpsync check-systems`)" in text
+    assert (
+        f"FAIL harvest task 'Advisory' — task {task['id']} is archived: restore it in "
+        "Manage > Tasks" in text
+    )
+    assert "OK salesforce Opportunity.PSA_Project_Id__c updateable" in text
