@@ -593,7 +593,8 @@ def test_sobject_crud_describe_and_errors(crm: Crm) -> None:
     missing = crm.get(f"{V}/sobjects/Account/001000000000000AAA")
     assert missing.status_code == 404
     assert missing.json() == [
-        {"message": "The requested resource does not exist", "errorCode": "NOT_FOUND", "fields": []}
+        # Salesforce's body names no fields for NOT_FOUND
+        {"message": "The requested resource does not exist", "errorCode": "NOT_FOUND"}
     ]
     got = crm.get(f"{V}/sobjects/Account/{account_id(12)}")
     assert got.status_code == 200 and got.json()["Name"] == "Account 00012"
