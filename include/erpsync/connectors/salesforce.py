@@ -59,6 +59,7 @@ from erpsync.connectors.http import VendorClient
 __all__ = [
     "DeletedFeed",
     "DeletedRecord",
+    "ORG_FEATURE_FIELDS",
     "SalesforceClient",
     "UpdateNotApplied",
     "UpsertResult",
@@ -67,6 +68,16 @@ __all__ = [
 
 MIN_BATCH = 200
 MAX_BATCH = 2000
+
+#: Fields the pack reads that exist only when an org feature is on, with what the admin turns on
+#: (for the tenant check; vendor/salesforce/README.md "Org requirements").
+#: https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/compound_fields_address.htm
+#: https://developer.salesforce.com/docs/atlas.en-us.object_reference.meta/object_reference/sforce_api_objects_account.htm
+ORG_FEATURE_FIELDS: dict[str, str] = {
+    "BillingCountryCode": "enable State and Country/Territory Picklists"
+    " (Setup > State and Country/Territory Picklists)",
+    "CurrencyIsoCode": "enable multiple currencies (Setup > Company Information > Currencies)",
+}
 
 #: Hosts that do not serve the client-credentials flow (it needs the org's My Domain).
 #: https://help.salesforce.com/s/articleView?id=xcloud.remoteaccess_oauth_client_credentials_flow.htm

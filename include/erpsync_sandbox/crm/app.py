@@ -11,8 +11,13 @@ Salesforce works by changing the instance URL and credentials:
   ``Sforce-Query-Options: batchSize=N`` and ``nextRecordsUrl`` server-side cursors (see
   :mod:`.query`);
 * ``GET /sobjects/{type}/deleted/?start=&end=`` (delete log with a retention window);
-* ``GET|PATCH|DELETE /sobjects/{type}/{id}``, ``POST /sobjects/{type}``,
-  ``GET|PATCH /sobjects/{type}/{extIdField}/{value}`` (external-id upsert), ``describe``;
+* ``GET|PATCH|DELETE /sobjects/{type}/{id}`` (PATCH: 204, 404 ``ENTITY_IS_DELETED`` for a
+  deleted record), ``POST /sobjects/{type}``, ``GET|PATCH /sobjects/{type}/{extIdField}/{value}``
+  (external-id upsert; external-ID fields only: ``Id`` there is refused 404 and recorded as
+  undocumented, since "In REST API, upsert uses external ids, not record ids"), ``describe``;
+* strict fields: only :mod:`.schema`'s fields exist (``INVALID_FIELD`` otherwise, in SOQL and in
+  write bodies; read-only ones ``INVALID_FIELD_FOR_INSERT_UPDATE``); SOQL ``dateTime`` literals
+  outside the documented forms are accepted but recorded as undocumented;
 * ``Sforce-Limit-Info: api-usage=N/M`` on every response and the daily request quota (403
   ``REQUEST_LIMIT_EXCEEDED``, no ``Retry-After``); errors as Salesforce's JSON arrays.
 
