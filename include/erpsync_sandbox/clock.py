@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from erpsync_sandbox.crm.countries import label_for as country_label
 from erpsync_sandbox.store import parse_iso, to_iso
 
 if TYPE_CHECKING:
@@ -397,7 +398,8 @@ def _advance_crm(ctx: SandboxContext, clock: _Day, rng: random.Random) -> None:
             "BillingStreet": f"{rng.randint(1, 99)} Harbour Street",
             "BillingCity": city,
             "BillingPostalCode": f"{rng.randint(1000, 9999)}",
-            "BillingCountry": country,
+            "BillingCountry": country_label(country),
+            "BillingCountryCode": country,
             "CurrencyIsoCode": currency,
             "Payment_Terms__c": "Net 30",
             "VAT_Id__c": vat,

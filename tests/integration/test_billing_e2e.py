@@ -167,7 +167,7 @@ def expected_invoices(sandbox) -> dict[str, dict]:
         net = sum(
             (round_money(h * rate, currency) for (_role, rate), h in hours.items()), Decimal(0)
         ) + sum(expense_lines, Decimal(0))
-        taxed = account["BillingCountry"] == FIRM_COUNTRY and not account.get("Tax_Exempt__c")
+        taxed = account["BillingCountryCode"] == FIRM_COUNTRY and not account.get("Tax_Exempt__c")
         tax = round_money(net * NL_STANDARD_RATE / 100, currency) if taxed else Decimal(0)
         out[opp["Id"]] = {
             "account_id": opp["AccountId"],
@@ -508,7 +508,7 @@ def test_the_preparer_cannot_approve_their_own_batch(billing):
                 "AND item_date <= %s",
                 (PERIOD_END,),
             )
-            if crm.get("Account", r[0])["BillingCountry"] != FIRM_COUNTRY
+            if crm.get("Account", r[0])["BillingCountryCode"] != FIRM_COUNTRY
         }
         - {e["account_id"] for e in billing.expected.values()}
     )[0]  # not a contract whose total is checked, not the domestic (taxed) client
@@ -651,7 +651,7 @@ def test_approved_batch_is_posted_in_the_erp_and_billed_in_the_psa(billing):
     taxed = 0
     for _iid, doc, account_id, _opp, cur, net, *_rest in invoices:
         account = crm.get("Account", account_id)
-        domestic = account["BillingCountry"] == FIRM_COUNTRY and not account["Tax_Exempt__c"]
+        domestic = account["BillingCountryCode"] == FIRM_COUNTRY and not account["Tax_Exempt__c"]
         want_tax = round_money(net * NL_STANDARD_RATE / 100, cur) if domestic else Decimal(0)
         assert Decimal(str(erp[doc]["totalTaxAmount"])) == want_tax, (doc, account_id)
         taxed += want_tax > 0

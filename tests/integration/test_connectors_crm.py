@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from erpsync.connectors.cursors import BoundaryDedupe, Watermark, salesforce_incremental_soql
-from erpsync.connectors.errors import AuthError, QuotaExhausted
+from erpsync.connectors.errors import AuthError, ConnectorError, QuotaExhausted, VendorError
 from erpsync.connectors.http import RetryPolicy
-from erpsync.connectors.salesforce import SalesforceClient
+from erpsync.connectors.salesforce import SalesforceClient, UpdateNotApplied, check_my_domain
 
 FAST = RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.05, max_total_wait=20.0)
 QUERIES = {
@@ -193,6 +193,120 @@ def test_upsert_by_external_id_is_idempotent_and_retried(crm, sandbox):
         crm.query("SELECT Id FROM Opportunity WHERE PSA_Project_Id__c = 'ctest-1'", batch_size=200)
     )
     assert _ids(matches) == [first.id]
+
+
+def _pack_requests(log_path, count: int) -> list[dict]:
+    """The contract log's lines once it holds ``count`` (written just after each answer)."""
+    import time
+
+    from erpsync_sandbox.contract import is_pack_request, read_log
+
+    deadline = time.monotonic() + 5
+    while len(lines := list(read_log(log_path))) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return [rec for rec in lines if is_pack_request(rec)]
+
+
+def test_update_is_the_documented_patch_by_record_id_and_reads_back(
+    crm, sandbox, tmp_path, monkeypatch
+):
+    # S6: the write-back used PATCH .../Opportunity/Id/{id} (undocumented); update() sends
+    # PATCH .../Opportunity/{id} (204) and GET ...?fields= to check the value took
+    from erpsync_sandbox.contract import CONTRACT_LOG_ENV
+
+    store = sandbox.ctx.stores["crm"]
+    opp = store.ids("Opportunity")[0]
+    crm.get("Opportunity", opp)  # log in before the log starts
+    log = tmp_path / "contract.jsonl"
+    monkeypatch.setenv(CONTRACT_LOG_ENV, str(log))
+    got = crm.update("Opportunity", opp, {"PSA_Project_Id__c": "ctest-77", "Cap_Value__c": 12.5})
+    assert got == {"PSA_Project_Id__c": "ctest-77", "Cap_Value__c": 12.5}
+    assert store.get("Opportunity", opp)["PSA_Project_Id__c"] == "ctest-77"
+    sent = _pack_requests(log, 2)
+    assert [(r["method"], r["route"], r["status"]) for r in sent] == [
+        ("PATCH", "/services/data/{version}/sobjects/{sobject}/{record_id}", 204),
+        ("GET", "/services/data/{version}/sobjects/{sobject}/{record_id}", 200),
+    ]
+    assert [n for r in sent for n in r["undocumented"]] == []
+
+
+def test_update_of_a_deleted_record_fails_and_never_creates(tmp_path, monkeypatch):
+    from erpsync_sandbox.serve import start_sandbox
+
+    # its own sandbox: the shared one's delete log is asserted by the deleted-feed test
+    own = start_sandbox(tmp_path / "sandbox", size="small", seed=5, services=("crm",))
+    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_CRM", _conn(own.urls["crm"]))
+    crm = SalesforceClient(policy=FAST)
+    store = own.ctx.stores["crm"]
+    opp = store.ids("Opportunity")[1]
+    store.delete("Opportunity", opp, soft=True, set_fields={"IsDeleted": True})
+    try:
+        _update_deleted(crm, opp)
+    finally:
+        crm.close()
+        own.stop()
+
+
+def _update_deleted(crm: SalesforceClient, opp: str) -> None:
+    with pytest.raises(VendorError) as err:
+        crm.update("Opportunity", opp, {"PSA_Project_Id__c": "ctest-gone"})
+    assert (err.value.status, err.value.code) == (404, "ENTITY_IS_DELETED")
+    with pytest.raises(VendorError) as err:
+        crm.update("Opportunity", "006000000000000AAA", {"PSA_Project_Id__c": "x"})
+    assert (err.value.status, err.value.code) == (404, "NOT_FOUND")
+    query = "SELECT COUNT() FROM Opportunity WHERE PSA_Project_Id__c = 'ctest-gone'"
+    assert next(iter(crm.query(query)), []) == []
+
+
+def test_update_that_reads_back_other_values_is_not_reported_done(crm, sandbox, monkeypatch):
+    opp = sandbox.ctx.stores["crm"].ids("Opportunity")[2]
+    real_get = crm.get
+
+    def rewritten(sobject, record_id, fields=None):  # a trigger that rewrites the value
+        record = real_get(sobject, record_id, fields)
+        return {**record, "PSA_Project_Id__c": "something-else"}
+
+    monkeypatch.setattr(crm, "get", rewritten)
+    with pytest.raises(UpdateNotApplied) as err:
+        crm.update("Opportunity", opp, {"PSA_Project_Id__c": "ctest-88"})
+    assert err.value.differences == {
+        "PSA_Project_Id__c": {"sent": "ctest-88", "read": "something-else"}
+    }
+
+
+@pytest.mark.parametrize(
+    "host", ["https://login.salesforce.com", "https://test.salesforce.com", "login.salesforce.com"]
+)
+def test_generic_login_hosts_are_refused_with_the_my_domain_hint(host):
+    # S1: the client-credentials flow is served on the org's My Domain host only
+    with pytest.raises(ConnectorError, match=r"https://<MyDomain>\.my\.salesforce\.com"):
+        check_my_domain(host + "/services/oauth2/token")
+    check_my_domain("https://acme.my.salesforce.com/services/oauth2/token")
+    check_my_domain("https://acme--uat.sandbox.my.salesforce.com/services/oauth2/token")
+
+
+def test_a_connection_on_login_salesforce_com_fails_at_configure_time(monkeypatch):
+    conn = json.loads(_conn("http://127.0.0.1:9"))
+    conn.update({"host": "login.salesforce.com", "schema": "https", "port": None})
+    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_CRM", json.dumps(conn))
+    client = SalesforceClient(policy=FAST)
+    with pytest.raises(ConnectorError, match="My Domain"):
+        list(client.query("SELECT Id FROM Account"))
+    with pytest.raises(ConnectorError, match="My Domain"):  # refused again, never half-open
+        client.get("Account", "001000000000000AAA")
+    conn.update({"host": "127.0.0.1", "schema": "http", "port": 9})
+    conn["extra"]["token_url"] = "https://test.salesforce.com/services/oauth2/token"
+    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_CRM", json.dumps(conn))
+    with pytest.raises(ConnectorError, match="My Domain"):
+        SalesforceClient(policy=FAST).token_url()
+
+
+def test_incremental_soql_literal_is_a_documented_form():
+    # S2a: 2026-11-02T09:00:00.123+0000 (milliseconds, colon-less offset) is not documented
+    from erpsync.sync.sources import sf_datetime
+
+    moment = dt.datetime(2026, 11, 2, 10, 0, 0, 987654, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    assert sf_datetime(moment) == "2026-11-02T09:00:00Z"
 
 
 # --------------------------------------------------------------------------- secrets

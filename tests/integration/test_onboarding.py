@@ -16,6 +16,7 @@ connectors) and a real PostgreSQL warehouse.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from decimal import Decimal
 
@@ -512,3 +513,59 @@ def test_project_setup_dag_runs_against_the_sandbox(airflow_runtime, sandbox, wa
               AND source_run_id = %s""",
         ("erpsync_project_setup", run_id),
     ) == [(len(valid),)]
+
+
+def test_crm_writeback_is_the_documented_patch_and_a_deleted_opportunity_fails_it(
+    sandbox, warehouse_db, tmp_path, monkeypatch
+):
+    """S6: the write-back is ``PATCH /sobjects/Opportunity/{id}`` (never ``.../Opportunity/Id/
+    {id}``), read back; an opportunity deleted before it fails the step (404) and is never
+    re-created."""
+    from erpsync_sandbox.contract import CONTRACT_LOG_ENV, read_log
+
+    with h.connections(sandbox, warehouse_db):
+        prepare_master_data(warehouse_db, "writeback-master")
+        log = tmp_path / "contract.jsonl"
+        monkeypatch.setenv(CONTRACT_LOG_ENV, str(log))
+        store = sandbox.ctx.stores["crm"]
+        before_writeback = setup.STEPS[setup.STEPS.index("crm_writeback") - 1]
+        doomed: list[str] = []
+
+        def delete_one(opportunity_id: str, step: str) -> None:
+            if step == before_writeback and not doomed:
+                doomed.append(opportunity_id)
+                gone = {"IsDeleted": True}
+                store.delete("Opportunity", opportunity_id, soft=True, set_fields=gone)
+
+        n_opportunities = len(store.scan_rows("Opportunity", order="seq", include_deleted=True))
+        stats = setup_run(warehouse_db, "writeback", after_step=delete_one)
+        assert doomed and stats.failed == [f"{doomed[0]}/v1:crm_writeback"]
+        assert stats.completed > 0
+        failed = q(
+            warehouse_db,
+            "SELECT step, error FROM ops.onboarding_steps WHERE opportunity_id = %s AND "
+            "status = 'failed'",
+            (doomed[0],),
+        )
+        assert [s for s, _ in failed] == ["crm_writeback"] and "ENTITY_IS_DELETED" in failed[0][1]
+        assert store.get_row("Opportunity", doomed[0], include_deleted=True).deleted
+        everything = store.scan_rows("Opportunity", order="seq", include_deleted=True)
+        assert len(everything) == n_opportunities  # the failed write-back created nothing
+
+        done = [
+            o
+            for o in opportunities(sandbox).values()
+            if o["PSA_Project_Id__c"] and o["Id"] not in doomed
+        ]
+        assert done
+    time.sleep(0.2)  # the recorder writes each line just after the answer
+    crm_writes = [
+        r
+        for r in read_log(log)
+        if r["service"] == "crm" and r["method"] == "PATCH" and "erpsync" in r["user_agent"]
+    ]
+    assert {r["route"] for r in crm_writes} == {
+        "/services/data/{version}/sobjects/{sobject}/{record_id}"
+    }
+    assert sum(r["status"] == 204 for r in crm_writes) == stats.completed
+    assert [n for r in read_log(log) if r["service"] == "crm" for n in r["undocumented"]] == []

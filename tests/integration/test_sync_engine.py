@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -474,3 +475,52 @@ def test_a_process_killed_mid_load_leaves_nothing_and_the_rerun_loads_once(syste
         (accounts, accounts)
     ]
     assert rows(warehouse_db, "SELECT cursor_ts IS NOT NULL FROM ops.sync_watermarks") == [(True,)]
+
+
+def test_account_country_code_label_fallback_owner_and_documented_soql(
+    systems, warehouse_db, tmp_path, monkeypatch
+):
+    """S2: the country comes from ``BillingCountryCode`` (a picklist org keeps the label in
+    ``BillingCountry``), a label-only account is mapped to its ISO code, ``OwnerId`` lands for
+    the VAT-exception owner; S2a: the incremental SOQL uses only documented literals."""
+    from erpsync_sandbox.contract import CONTRACT_LOG_ENV, read_log
+
+    sandbox = systems
+    store = sandbox.ctx.stores["crm"]
+    accounts = sorted(store_bodies(sandbox, "crm", "Account"), key=lambda a: a["Id"])
+    assert all(a["BillingCountry"] != a["BillingCountryCode"] for a in accounts)  # labels
+    legacy = accounts[0]  # converted from a free-text org: the label only
+    store.put("Account", legacy["Id"], {**legacy, "BillingCountryCode": None})
+    only = (specs.CLIENTS, specs.TAX_PROFILES)
+    run = RunInfo.local("country-full")
+    for spec in only:
+        engine.run_entity_sync(spec, run=run)
+
+    countries = dict(rows(warehouse_db, "SELECT crm_id, billing_country FROM core.clients"))
+    assert countries == {a["Id"]: a["BillingCountryCode"] for a in accounts}
+    tax_countries = dict(
+        rows(warehouse_db, "SELECT crm_account_id, country FROM core.tax_profiles")
+    )
+    assert tax_countries == countries
+    assert rows(warehouse_db, "SELECT count(*) FROM ops.quarantine") == [(0,)]
+    owners = dict(
+        rows(
+            warehouse_db,
+            "SELECT DISTINCT ON (record_key) record_key, payload ->> 'OwnerId' "
+            "FROM raw.vendor_records WHERE source_system = 'crm' ORDER BY record_key, raw_id DESC",
+        )
+    )
+    assert owners == {a["Id"]: a["OwnerId"] for a in accounts} and all(owners.values())
+
+    log = tmp_path / "contract.jsonl"
+    monkeypatch.setenv(CONTRACT_LOG_ENV, str(log))
+    edited = accounts[1]
+    store.put("Account", edited["Id"], {**edited, "Name": edited["Name"] + " Renamed"})
+    run = RunInfo.local("country-incremental")
+    stats = [engine.run_entity_sync(spec, run=run) for spec in only]
+    assert [s.mode for s in stats] == ["incremental", "incremental"]
+    assert stats[0].updated == 1
+    time.sleep(0.2)  # the recorder writes each line just after the answer
+    crm = [r for r in read_log(log) if r["service"] == "crm" and "erpsync" in r["user_agent"]]
+    assert any(r["route"] == "/services/data/{version}/queryAll" for r in crm)
+    assert [n for r in crm for n in r["undocumented"]] == []

@@ -169,7 +169,7 @@ def test_invalid_vat_ids_block_their_client_once_until_fixed_in_the_crm(sandbox,
         # finance fixes one VAT id in the CRM; the next sync resolves it and releases the client
         fixed = sorted(blocked)[0]
         account = store["crm"].get("Account", fixed)
-        account["VAT_Id__c"] = valid_vat(account["BillingCountry"], random.Random(1))
+        account["VAT_Id__c"] = valid_vat(account["BillingCountryCode"], random.Random(1))
         assert eu_vat.is_valid(account["VAT_Id__c"])
         store["crm"].put("Account", fixed, account)
         fix_run = RunInfo.local("vat-fixed")

@@ -593,7 +593,8 @@ def test_sobject_crud_describe_and_errors(crm: Crm) -> None:
     missing = crm.get(f"{V}/sobjects/Account/001000000000000AAA")
     assert missing.status_code == 404
     assert missing.json() == [
-        {"message": "The requested resource does not exist", "errorCode": "NOT_FOUND", "fields": []}
+        # Salesforce's body names no fields for NOT_FOUND
+        {"message": "The requested resource does not exist", "errorCode": "NOT_FOUND"}
     ]
     got = crm.get(f"{V}/sobjects/Account/{account_id(12)}")
     assert got.status_code == 200 and got.json()["Name"] == "Account 00012"
@@ -752,3 +753,148 @@ def test_small_firm_incremental_sync_follows_the_change_log(tmp_path: Path) -> N
         server.should_exit = True
         thread.join(timeout=10)
         ctx.close()
+
+
+# ----------------------------------------------------------------- strict contract (issue 13)
+
+
+@pytest.fixture
+def contract_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    from erpsync_sandbox.contract import CONTRACT_LOG_ENV
+
+    path = tmp_path / "contract.jsonl"
+    monkeypatch.setenv(CONTRACT_LOG_ENV, str(path))
+    return path
+
+
+def _notes(path: Path, requests: int) -> list[str]:
+    """The undocumented notes of the log once it holds ``requests`` lines (the recorder writes
+    a line just after the answer is sent)."""
+    from erpsync_sandbox.contract import read_log
+
+    deadline = time.monotonic() + 5
+    while len(records := list(read_log(path))) < requests and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(records) == requests
+    return [note for rec in records for note in rec["undocumented"]]
+
+
+def test_a_field_only_a_stored_record_has_is_not_queryable(crm: Crm) -> None:
+    # the sandbox used to add such fields to the schema on the fly (with_discovered), so a
+    # client could rely on a field no org has; Salesforce answers INVALID_FIELD
+    store = crm.ctx.stores["crm"]
+    body = store.get("Account", account_id(3))
+    store.put("Account", account_id(3), {**body, "Legacy_Code__c": "X1"}, modstamp=to_iso(BASE))
+    r = crm.get(f"{V}/query", params={"q": "SELECT Id, Legacy_Code__c FROM Account"})
+    assert r.status_code == 400
+    assert r.json() == [
+        {
+            "message": "\nSELECT Id, Legacy_Code__c FROM Account\n           ^\n"
+            "ERROR at Row:1:Column:12\n"
+            "No such column 'Legacy_Code__c' on entity 'Account'. If you are attempting to use a"
+            " custom field, be sure to append the '__c' after the custom field name. Please"
+            " reference your WSDL or the describe call for the appropriate names.",
+            "errorCode": "INVALID_FIELD",
+        }
+    ]
+    assert "Legacy_Code__c" not in crm.get(f"{V}/sobjects/Account/{account_id(3)}").json()
+    names = {f["name"] for f in crm.get(f"{V}/sobjects/Account/describe").json()["fields"]}
+    assert "Legacy_Code__c" not in names
+
+
+def test_writes_refuse_unknown_and_read_only_fields_as_salesforce(crm: Crm) -> None:
+    url = f"{V}/sobjects/Opportunity/{opp_id(4)}"
+    unknown = crm.http.patch(url, json={"PSA_Project__c": "1"}, headers=crm.auth)
+    assert unknown.status_code == 400
+    assert unknown.json() == [
+        {
+            "message": "No such column 'PSA_Project__c' on sobject of type Opportunity",
+            "errorCode": "INVALID_FIELD",
+        }
+    ]
+    created = crm.http.post(
+        f"{V}/sobjects/Account", json={"Name": "X", "Region__c": "EU"}, headers=crm.auth
+    )
+    assert created.status_code == 400 and created.json()[0]["errorCode"] == "INVALID_FIELD"
+    read_only = crm.http.patch(url, json={"IsWon": True}, headers=crm.auth)
+    assert read_only.status_code == 400
+    assert read_only.json()[0]["errorCode"] == "INVALID_FIELD_FOR_INSERT_UPDATE"
+    assert read_only.json()[0]["fields"] == ["IsWon"]
+    malformed = crm.get(f"{V}/query", params={"q": "SELECT Id FROM Account WHERE"})
+    assert malformed.status_code == 400 and malformed.json()[0]["errorCode"] == "MALFORMED_QUERY"
+
+
+def test_update_by_record_id_is_the_documented_patch_and_id_is_no_external_id(
+    crm: Crm, contract_log: Path
+) -> None:
+    # S6: PATCH .../Opportunity/Id/{id} is not a documented update ("In REST API, upsert uses
+    # external ids, not record ids"): refused and noted; PATCH .../Opportunity/{id} is 204
+    by_id_field = crm.http.patch(
+        f"{V}/sobjects/Opportunity/Id/{opp_id(5)}",
+        json={"PSA_Project_Id__c": "P-5"},
+        headers=crm.auth,
+    )
+    assert by_id_field.status_code == 404
+    assert by_id_field.json()[0]["errorCode"] == "NOT_FOUND"
+    assert crm.ctx.stores["crm"].get("Opportunity", opp_id(5))["PSA_Project_Id__c"] is None
+    assert _notes(contract_log, 1) == ["record Id used as external ID field (PATCH)"]
+
+    contract_log.unlink()
+    plain = crm.http.patch(
+        f"{V}/sobjects/Opportunity/{opp_id(5)}",
+        json={"PSA_Project_Id__c": "P-5"},
+        headers=crm.auth,
+    )
+    assert plain.status_code == 204 and plain.content == b""
+    assert crm.ctx.stores["crm"].get("Opportunity", opp_id(5))["PSA_Project_Id__c"] == "P-5"
+    assert _notes(contract_log, 1) == []
+
+    assert crm.http.delete(f"{V}/sobjects/Opportunity/{opp_id(6)}", headers=crm.auth).status_code
+    gone = crm.http.patch(
+        f"{V}/sobjects/Opportunity/{opp_id(6)}", json={"PO_Number__c": "1"}, headers=crm.auth
+    )
+    assert gone.status_code == 404
+    assert gone.json() == [{"message": "entity is deleted", "errorCode": "ENTITY_IS_DELETED"}]
+
+
+def test_soql_datetime_literals_outside_the_documented_forms_are_noted(
+    crm: Crm, contract_log: Path
+) -> None:
+    # S2a: SOQL documents YYYY-MM-DDThh:mm:ss with Z or +hh:mm/-hh:mm only
+    for literal in ("2026-10-01T10:00:00Z", "2026-10-01T12:00:00+02:00"):
+        crm.query(f"SELECT Id FROM Account WHERE SystemModstamp >= {literal}")
+    assert _notes(contract_log, 2) == []
+    crm.query("SELECT Id FROM Account WHERE SystemModstamp >= 2026-10-01T10:00:00.000+0000")
+    assert _notes(contract_log, 3) == [
+        "SOQL dateTime literal '2026-10-01T10:00:00.000+0000' is not a documented form"
+        " (YYYY-MM-DDThh:mm:ss+hh:mm, -hh:mm or Z)"
+    ]
+
+
+def test_billing_country_code_and_label_stay_in_step_as_in_a_picklist_org(crm: Crm) -> None:
+    # S2: with State and Country/Territory Picklists the code is BillingCountryCode and
+    # BillingCountry holds the label
+    created = crm.http.post(
+        f"{V}/sobjects/Account",
+        json={"Name": "Seoul Co", "BillingCountryCode": "KR"},
+        headers=crm.auth,
+    )
+    assert created.status_code == 201, created.text
+    rid = created.json()["id"]
+    fields = {"fields": "BillingCountry,BillingCountryCode"}
+    got = crm.get(f"{V}/sobjects/Account/{rid}", params=fields).json()
+    assert (got["BillingCountryCode"], got["BillingCountry"]) == ("KR", "Korea, Republic of")
+    by_label = crm.http.patch(
+        f"{V}/sobjects/Account/{rid}", json={"BillingCountry": "Germany"}, headers=crm.auth
+    )
+    assert by_label.status_code == 204
+    got = crm.get(f"{V}/sobjects/Account/{rid}", params=fields).json()
+    assert (got["BillingCountryCode"], got["BillingCountry"]) == ("DE", "Germany")
+    bad = crm.http.patch(
+        f"{V}/sobjects/Account/{rid}", json={"BillingCountryCode": "XX"}, headers=crm.auth
+    )
+    assert bad.status_code == 400
+    assert bad.json()[0]["errorCode"] == "FIELD_INTEGRITY_EXCEPTION"
+    assert bad.json()[0]["fields"] == ["BillingCountryCode"]
+    q = crm.query(f"SELECT BillingCountryCode FROM Account WHERE Id = '{rid}'")
+    assert q["records"][0]["BillingCountryCode"] == "DE"

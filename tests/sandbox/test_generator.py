@@ -256,3 +256,26 @@ def test_planted_problems_are_real_and_the_rest_is_clean(firm: Any) -> None:
     for p in problems(manifest, "currency_differs_from_contract"):
         opp = opps[p["refs"]["opportunity"]]
         assert projects[p["id"]]["currency"] != opp["CurrencyIsoCode"]
+
+
+def test_crm_records_hold_only_schema_fields_and_picklist_countries(firm: Any) -> None:
+    """The strict CRM schema serves only declared fields, so the generator may store no other
+    (they would be invisible to every client); accounts are those of a State and
+    Country/Territory Picklists org: ISO code in BillingCountryCode, its label in
+    BillingCountry (issue 13, S2)."""
+    from erpsync_sandbox.crm import countries
+    from erpsync_sandbox.crm.schema import SCHEMAS
+
+    ctx, _, _ = firm
+    store = ctx.stores["crm"]
+    for name, schema in SCHEMAS.items():
+        declared = set(schema.names)
+        for row in store.iter_rows(name):
+            extra = set(row.data()) - declared
+            assert not extra, (name, row.id, extra)
+    accounts = [r.data() for r in store.iter_rows("Account")]
+    assert accounts
+    for a in accounts:
+        assert countries.is_code(a["BillingCountryCode"]), a
+        assert a["BillingCountry"] == countries.label_for(a["BillingCountryCode"])
+        assert a["BillingCountry"] != a["BillingCountryCode"]

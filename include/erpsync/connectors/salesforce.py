@@ -1,29 +1,40 @@
-"""Salesforce REST API client (the CRM): OAuth2, SOQL paging, deleted feed, external-id upsert.
+"""Salesforce REST API client (the CRM): OAuth2, SOQL paging, deleted feed, record updates.
 
-Connection (``erpsync_crm``, conn_type http): host/schema/port = the login host (in production
-``https://login.salesforce.com`` or the My Domain host); login = the connected app's consumer
-key, password = its consumer secret (or extra ``client_secret``). Extras: ``token_path``
-(default ``/services/oauth2/token``) or ``token_url``, ``grant_type`` (``client_credentials``),
-``api_version`` (default ``v60.0``).
+Connection (``erpsync_crm``, conn_type http): host/schema/port = the org's **My Domain** URL
+(``https://<MyDomain>.my.salesforce.com``; a sandbox org's ``https://<MyDomain>--<sandbox>.sandbox.my.salesforce.com``):
+the client-credentials flow is served only on the My Domain host, so ``login.salesforce.com``
+and ``test.salesforce.com`` are refused at configure time. login = the External Client App's
+consumer key, password = its consumer secret (or extra ``client_secret``). Extras:
+``token_path`` (default ``/services/oauth2/token``) or ``token_url`` (also My Domain),
+``grant_type`` (``client_credentials``), ``api_version`` (default ``v60.0``).
 
-* Auth: OAuth 2.0 client-credentials flow; API calls go to the token response's
-  ``instance_url``; the token is cached and fetched again once on 401 ``INVALID_SESSION_ID``.
-  https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_client_credentials_flow.htm
+* Auth: OAuth 2.0 client-credentials flow (the app's Run-As user); API calls go to the token
+  response's ``instance_url``; there is no refresh token: the token is cached and fetched again
+  once on 401 ``INVALID_SESSION_ID``.
+  https://help.salesforce.com/s/articleView?id=xcloud.remoteaccess_oauth_client_credentials_flow.htm
 * Query paging: ``GET /services/data/vXX.X/query?q=`` (``queryAll`` to include soft-deleted
   rows) with ``Sforce-Query-Options: batchSize=N`` (200..2000), then follow the opaque
   ``nextRecordsUrl`` until ``done``.
   https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_query.htm
   https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/headers_queryoptions.htm
 * Incremental reads: ``SELECT ... WHERE SystemModstamp >= <watermark> ORDER BY SystemModstamp,
-  Id`` (inclusive) with the boundary dedupe of :mod:`erpsync.connectors.cursors`
+  Id`` (inclusive; the literal in SOQL's documented ``YYYY-MM-DDThh:mm:ssZ`` form) with the
+  boundary dedupe of :mod:`erpsync.connectors.cursors`
   (:func:`~erpsync.connectors.cursors.salesforce_incremental_soql`).
+  https://developer.salesforce.com/docs/atlas.en-us.soql_sosl.meta/soql_sosl/sforce_api_calls_soql_select_dateformats.htm
 * Deletes: ``GET /sobjects/{type}/deleted/?start=&end=`` -> :class:`DeletedFeed`; when
   ``earliest_available`` is later than the last sync the log was purged and a full resync
   (id-set compare) is needed.
   https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_getdeleted.htm
-* Idempotent writes: ``PATCH /sobjects/{type}/{extIdField}/{value}`` (201 created, 200
-  updated, 300 several matches -> :class:`~erpsync.connectors.errors.AmbiguousMatch`); retried
-  like a GET because resending it converges on the same record.
+* Updates of a known record: ``PATCH /sobjects/{type}/{id}`` (204 No Content; 404
+  ``NOT_FOUND`` / ``ENTITY_IS_DELETED`` if it is gone: it never creates), then ``GET
+  /sobjects/{type}/{id}?fields=`` to read back that every value took (:meth:`update`).
+  https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_update_fields.htm
+  https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_sobject_retrieve.htm
+* Idempotent writes by an external-ID field: ``PATCH /sobjects/{type}/{extIdField}/{value}``
+  (201 created, 200 updated, 300 several matches ->
+  :class:`~erpsync.connectors.errors.AmbiguousMatch`); retried like a GET because resending it
+  converges on the same record. REST upsert takes external-ID fields only, never ``Id``.
   https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_upsert.htm
 * Quota: the org's rolling 24-hour request limit answers 403 ``REQUEST_LIMIT_EXCEEDED``: raised
   as :class:`~erpsync.connectors.errors.QuotaExhausted` at once, never retried. Usage from
@@ -34,20 +45,64 @@ key, password = its consumer secret (or extra ``client_secret``). Extras: ``toke
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
 from erpsync.connectors.errors import AmbiguousMatch, ConnectorError, QuotaExhausted, VendorError
 from erpsync.connectors.http import VendorClient
 
-__all__ = ["DeletedFeed", "DeletedRecord", "SalesforceClient", "UpsertResult"]
+__all__ = [
+    "DeletedFeed",
+    "DeletedRecord",
+    "ORG_FEATURE_FIELDS",
+    "SalesforceClient",
+    "UpdateNotApplied",
+    "UpsertResult",
+    "check_my_domain",
+]
 
 MIN_BATCH = 200
 MAX_BATCH = 2000
+
+#: Fields the pack reads that exist only when an org feature is on, with what the admin turns on
+#: (for the tenant check; vendor/salesforce/README.md "Org requirements").
+#: https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/compound_fields_address.htm
+#: https://developer.salesforce.com/docs/atlas.en-us.object_reference.meta/object_reference/sforce_api_objects_account.htm
+ORG_FEATURE_FIELDS: dict[str, str] = {
+    "BillingCountryCode": "enable State and Country/Territory Picklists"
+    " (Setup > State and Country/Territory Picklists)",
+    "CurrencyIsoCode": "enable multiple currencies (Setup > Company Information > Currencies)",
+}
+
+#: Hosts that do not serve the client-credentials flow (it needs the org's My Domain).
+#: https://help.salesforce.com/s/articleView?id=xcloud.remoteaccess_oauth_client_credentials_flow.htm
+GENERIC_LOGIN_HOSTS = frozenset({"login.salesforce.com", "test.salesforce.com"})
+
+
+class UpdateNotApplied(ConnectorError):
+    """Salesforce accepted an update (204) but reading the record back shows other values
+    (a trigger, flow or validation rewrote them, or the Run-As user cannot see the field)."""
+
+    def __init__(self, message: str, *, system: str = "", differences: dict | None = None):
+        super().__init__(message, system=system)
+        self.differences = differences or {}
+
+
+def check_my_domain(url: str) -> None:
+    """Raise :class:`ConnectorError` if ``url`` is a generic login host, not a My Domain."""
+    host = (urlsplit(url if "://" in url else "https://" + url).hostname or "").lower()
+    if host in GENERIC_LOGIN_HOSTS:
+        raise ConnectorError(
+            f"CRM (Salesforce): the connection host {host} does not serve the OAuth 2.0 client"
+            " credentials flow; set the connection host (and any token_url extra) to the org's"
+            " My Domain URL, https://<MyDomain>.my.salesforce.com (Setup > My Domain)",
+            system="crm",
+        )
 
 
 @dataclass(frozen=True)
@@ -105,6 +160,11 @@ class SalesforceClient(VendorClient):
     default_conn_id = "erpsync_crm"
 
     def _configure(self) -> None:
+        try:
+            check_my_domain(self._token_url())
+        except ConnectorError:
+            self.close()  # the next call configures (and refuses) again
+            raise
         self.api_version = str(self.extras.get("api_version") or "v60.0")
         if not self.api_version.startswith("v"):
             self.api_version = "v" + self.api_version
@@ -120,6 +180,11 @@ class SalesforceClient(VendorClient):
             return str(url)
         path = str(self.extras.get("token_path") or "/services/oauth2/token")
         return self.base_url + "/" + path.lstrip("/")
+
+    def token_url(self) -> str:
+        """The token endpoint this client posts to (the My Domain host; for checks)."""
+        self._ensure_session()
+        return self._token_url()
 
     def _login(self) -> None:
         grant = str(self.extras.get("grant_type") or "client_credentials")
@@ -208,11 +273,16 @@ class SalesforceClient(VendorClient):
                 return
             payload = self.request_json("GET", next_url, headers=headers)
 
-    def get(self, sobject: str, record_id: str) -> dict[str, Any] | None:
-        """One record by id, or None if it does not exist."""
+    def get(
+        self, sobject: str, record_id: str, fields: list[str] | None = None
+    ) -> dict[str, Any] | None:
+        """One record by id (only ``fields`` if given), or None if it does not exist."""
         self._ensure_session()
         response = self.request(
-            "GET", self._data(f"sobjects/{sobject}/{quote(record_id, safe='')}"), accept=(404,)
+            "GET",
+            self._data(f"sobjects/{sobject}/{quote(record_id, safe='')}"),
+            params={"fields": ",".join(fields)} if fields else None,
+            accept=(404,),
         )
         if response.status_code == 404:
             return None
@@ -237,6 +307,40 @@ class SalesforceClient(VendorClient):
         )
 
     # ------------------------------------------------------------------ writes
+
+    def update(self, sobject: str, record_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Set ``fields`` on the existing ``sobject`` record ``record_id`` and read them back.
+
+        ``PATCH /sobjects/{sobject}/{id}`` answers 204 No Content; a record that is gone answers
+        404 ``NOT_FOUND`` or ``ENTITY_IS_DELETED`` (raised as
+        :class:`~erpsync.connectors.errors.VendorError`; an update never creates). Setting fixed
+        values is idempotent, so it is retried like a read. The record is then read back (``GET
+        ...?fields=``) and :class:`UpdateNotApplied` is raised unless every value took; returns
+        the values read back.
+        """
+        self._ensure_session()
+        path = self._data(f"sobjects/{sobject}/{quote(record_id, safe='')}")
+        self.request("PATCH", path, json_body=dict(fields), idempotent=True)
+        names = list(fields)
+        record = self.get(sobject, record_id, names)
+        if record is None:
+            raise UpdateNotApplied(
+                f"{self.label}: {sobject} {record_id} is gone after the update",
+                system=self.system,
+            )
+        differences = {
+            name: {"sent": fields[name], "read": record.get(name)}
+            for name in names
+            if not _same_value(fields[name], record.get(name))
+        }
+        if differences:
+            raise UpdateNotApplied(
+                f"{self.label}: {sobject} {record_id} was updated but reads back other values"
+                f" for {', '.join(sorted(differences))}",
+                system=self.system,
+                differences=differences,
+            )
+        return {name: record.get(name) for name in names}
 
     def upsert_by_external_id(
         self, sobject: str, field: str, value: str, body: dict[str, Any]
@@ -266,3 +370,17 @@ class SalesforceClient(VendorClient):
         if created is None:
             created = response.status_code == 201
         return UpsertResult(payload.get("id"), bool(created))
+
+
+def _same_value(sent: Any, read: Any) -> bool:
+    """Whether a value read back equals the one sent (numbers by value, text exactly)."""
+    if sent is None or read is None:
+        return sent is None and read is None
+    if isinstance(sent, bool) or isinstance(read, bool):
+        return sent is read or str(sent).lower() == str(read).lower()
+    if isinstance(sent, (int, float, Decimal)) or isinstance(read, (int, float, Decimal)):
+        try:
+            return Decimal(str(sent)) == Decimal(str(read))
+        except InvalidOperation:
+            return False
+    return str(sent) == str(read)

@@ -36,6 +36,21 @@ def payment_terms_days(terms: str | None) -> int | None:
 # ------------------------------------------------------------------ Salesforce Account
 
 
+def salesforce_country(rec: dict) -> str | None:
+    """The account's billing country as an ISO code: ``BillingCountryCode`` (orgs with State
+    and Country/Territory Picklists, a pack requirement), else the ``BillingCountry`` label
+    mapped to its code; an unmappable label is returned as it is (the model quarantines it).
+    https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/compound_fields_address.htm
+    """
+    from erpsync.countries import iso_from_label
+
+    code = _text(rec.get("BillingCountryCode"))
+    if code:
+        return code.upper()
+    label = _text(rec.get("BillingCountry"))
+    return iso_from_label(label) or label
+
+
 def salesforce_account_to_client(rec: dict) -> list[dict]:
     terms = _text(rec.get("Payment_Terms__c"))
     return [
@@ -46,7 +61,7 @@ def salesforce_account_to_client(rec: dict) -> list[dict]:
             "billing_street": _text(rec.get("BillingStreet")),
             "billing_city": _text(rec.get("BillingCity")),
             "billing_postal_code": _text(rec.get("BillingPostalCode")),
-            "billing_country": rec.get("BillingCountry"),
+            "billing_country": salesforce_country(rec),
             "currency": rec.get("CurrencyIsoCode"),
             "payment_terms": terms,
             "payment_terms_days": payment_terms_days(terms),
@@ -67,7 +82,7 @@ def _validate_vat(country: Any, vat_id: str | None) -> tuple[str | None, bool | 
 
 
 def salesforce_account_to_tax_profile(rec: dict) -> list[dict]:
-    country = rec.get("BillingCountry")
+    country = salesforce_country(rec)
     vat_id = _text(rec.get("VAT_Id__c"))
     normalized, valid, reason = _validate_vat(country, vat_id)
     return [

@@ -601,12 +601,12 @@ def step_crm_writeback(ctx: StepContext) -> StepResult:
     pid = ctx.psa_project_id
     if ctx.contract.psa_project_id_in_crm == pid:
         return StepResult("unchanged", ctx.contract.opportunity_id)
-    result = ctx.systems.crm.upsert_by_external_id(
-        "Opportunity", "Id", ctx.contract.opportunity_id, {"PSA_Project_Id__c": pid}
+    # PATCH /sobjects/Opportunity/{id} (204), then read back that the value took; a deleted
+    # opportunity answers 404 and the step fails (it is never re-created)
+    ctx.systems.crm.update(
+        "Opportunity", ctx.contract.opportunity_id, {"PSA_Project_Id__c": str(pid)}
     )
-    return StepResult(
-        "updated", result.id or ctx.contract.opportunity_id, 1, {"PSA_Project_Id__c": pid}
-    )
+    return StepResult("updated", ctx.contract.opportunity_id, 1, {"PSA_Project_Id__c": pid})
 
 
 REMOTE_STEPS: dict[str, Callable[[StepContext], StepResult]] = {

@@ -68,9 +68,13 @@ class Read:
 
 
 def sf_datetime(moment: dt.datetime) -> str:
-    """A SOQL datetime literal (UTC, milliseconds truncated down)."""
-    moment = moment.astimezone(dt.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}+0000"
+    """A SOQL dateTime literal in a documented form, ``YYYY-MM-DDThh:mm:ssZ`` (UTC; fractions
+    of a second truncated down, so ``>=`` stays inclusive of the watermark).
+    https://developer.salesforce.com/docs/atlas.en-us.soql_sosl.meta/soql_sosl/sforce_api_calls_soql_select_dateformats.htm
+    """
+    from erpsync.connectors.salesforce import _sf_datetime
+
+    return _sf_datetime(moment)
 
 
 def iso_seconds(moment: dt.datetime) -> str:

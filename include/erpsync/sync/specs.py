@@ -35,6 +35,9 @@ _ACCOUNT = SalesforceQuery(
         "BillingCity",
         "BillingPostalCode",
         "BillingCountry",
+        # State and Country/Territory Picklists: the ISO code (the label above is the fallback)
+        "BillingCountryCode",
+        # multi-currency orgs only (a documented pack requirement: vendor/salesforce/README.md)
         "CurrencyIsoCode",
         "Payment_Terms__c",
         "VAT_Id__c",
@@ -43,6 +46,8 @@ _ACCOUNT = SalesforceQuery(
         "Reverse_Charge__c",
         "PO_Required__c",
         "ERP_Customer_No__c",
+        # the CRM owner named on VAT exceptions (writeback/targets.py reads it from the payload)
+        "OwnerId",
     ),
 )
 _SF_CURSOR = CursorSpec(field="SystemModstamp", id_field="Id", overlap_seconds=1)

@@ -11,8 +11,13 @@ Salesforce works by changing the instance URL and credentials:
   ``Sforce-Query-Options: batchSize=N`` and ``nextRecordsUrl`` server-side cursors (see
   :mod:`.query`);
 * ``GET /sobjects/{type}/deleted/?start=&end=`` (delete log with a retention window);
-* ``GET|PATCH|DELETE /sobjects/{type}/{id}``, ``POST /sobjects/{type}``,
-  ``GET|PATCH /sobjects/{type}/{extIdField}/{value}`` (external-id upsert), ``describe``;
+* ``GET|PATCH|DELETE /sobjects/{type}/{id}`` (PATCH: 204, 404 ``ENTITY_IS_DELETED`` for a
+  deleted record), ``POST /sobjects/{type}``, ``GET|PATCH /sobjects/{type}/{extIdField}/{value}``
+  (external-id upsert; external-ID fields only: ``Id`` there is refused 404 and recorded as
+  undocumented, since "In REST API, upsert uses external ids, not record ids"), ``describe``;
+* strict fields: only :mod:`.schema`'s fields exist (``INVALID_FIELD`` otherwise, in SOQL and in
+  write bodies; read-only ones ``INVALID_FIELD_FOR_INSERT_UPDATE``); SOQL ``dateTime`` literals
+  outside the documented forms are accepted but recorded as undocumented;
 * ``Sforce-Limit-Info: api-usage=N/M`` on every response and the daily request quota (403
   ``REQUEST_LIMIT_EXCEEDED``, no ``Retry-After``); errors as Salesforce's JSON arrays.
 
@@ -61,6 +66,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from erpsync_sandbox.common import SandboxContext, make_base_app
+from erpsync_sandbox.contract import undocumented
 from erpsync_sandbox.store import Store, format_stamp, parse_iso, to_iso
 
 from . import soql
@@ -348,23 +354,15 @@ def create_app(ctx: SandboxContext) -> FastAPI:
     cursors = CursorRegistry(
         ttl_seconds=settings.locator_ttl_seconds, max_open=settings.max_open_cursors
     )
-    schemas: dict[str, SObjectSchema] = {}
     state = {"settings": settings, "auth": auth, "quota": quota, "cursors": cursors}
     ctx.extras["crm"] = state
     app.state.crm = state
     app.add_middleware(SalesforceEdge, auth=auth, quota=quota, settings=settings)
 
     def schema_for(sobject: str) -> SObjectSchema:
-        cached = schemas.get(sobject)
-        if cached is not None:
-            return cached
-        base = SCHEMAS[sobject]
-        rows = store.scan_rows(sobject, order="seq", limit=1, include_deleted=True)
-        if not rows:
-            return base
-        found = base.with_discovered(orjson.loads(rows[0].body))
-        schemas[sobject] = found
-        return found
+        # strict: only the declared fields exist; a key a stored record holds beyond them is
+        # neither queryable nor returned (Salesforce: INVALID_FIELD)
+        return SCHEMAS[sobject]
 
     def sobject_schema(name: str) -> SObjectSchema:
         canon = resolve_sobject(name)
@@ -536,12 +534,18 @@ def create_app(ctx: SandboxContext) -> FastAPI:
     # ------------------------------------------------------------------ query
 
     def start_query(
-        version: str, q: str | None, options: str | None, include_deleted: bool
+        request: Request,
+        version: str,
+        q: str | None,
+        options: str | None,
+        include_deleted: bool,
     ) -> Response:
         v = _version(version)
         if q is None:
             raise SfError(400, "MALFORMED_QUERY", "A query string must be provided.")
         parsed = soql.parse(q)
+        for note in parsed.undocumented:
+            undocumented(request, note)
         canon = resolve_sobject(parsed.sobject)
         if canon is None:
             raise soql.error_at(
@@ -631,9 +635,12 @@ def create_app(ctx: SandboxContext) -> FastAPI:
     )
     @app.get("/services/data/{version}/query/", tags=["Query"], include_in_schema=False)
     def query(
-        version: str, q: str | None = q_param, sforce_query_options: str | None = options_header
+        request: Request,
+        version: str,
+        q: str | None = q_param,
+        sforce_query_options: str | None = options_header,
     ) -> Response:
-        return start_query(version, q, sforce_query_options, include_deleted=False)
+        return start_query(request, version, q, sforce_query_options, include_deleted=False)
 
     @app.get(
         "/services/data/{version}/queryAll",
@@ -642,9 +649,12 @@ def create_app(ctx: SandboxContext) -> FastAPI:
     )
     @app.get("/services/data/{version}/queryAll/", tags=["Query"], include_in_schema=False)
     def query_all(
-        version: str, q: str | None = q_param, sforce_query_options: str | None = options_header
+        request: Request,
+        version: str,
+        q: str | None = q_param,
+        sforce_query_options: str | None = options_header,
     ) -> Response:
-        return start_query(version, q, sforce_query_options, include_deleted=True)
+        return start_query(request, version, q, sforce_query_options, include_deleted=True)
 
     @app.get(
         "/services/data/{version}/query/{locator}",
@@ -842,7 +852,13 @@ def create_app(ctx: SandboxContext) -> FastAPI:
         _version(version)
         schema = sobject_schema(sobject)
         data = _parse_body(await request.body())
-        if not looks_like_id(record_id) or update(store, schema, _full_id(record_id), data) is None:
+        if not looks_like_id(record_id):
+            raise _not_found()
+        rid = _full_id(record_id)
+        if update(store, schema, rid, data) is None:
+            row = store.get_row(schema.name, rid, include_deleted=True)
+            if row is not None and row.deleted:
+                raise SfError(404, "ENTITY_IS_DELETED", "entity is deleted")
             raise _not_found()
         return Response(status_code=204)
 
@@ -867,9 +883,16 @@ def create_app(ctx: SandboxContext) -> FastAPI:
             raise SfError(404, "ENTITY_IS_DELETED", "entity is deleted")
         return Response(status_code=204)
 
-    def ext_field(schema: SObjectSchema, name: str) -> str:
+    def ext_field(request: Request, schema: SObjectSchema, name: str) -> str:
         f = schema.lookup(name)
-        if f is None or not (f.external_id or f.name == "Id"):
+        if f is not None and f.name == "Id":
+            # REST upsert/retrieve by external ID takes external-ID fields only ("In REST API,
+            # upsert uses external ids, not record ids"); Id is documented only for POST
+            # .../{sobject}/Id (create). Update a known record with PATCH .../{sobject}/{id}.
+            # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_upsert.htm
+            undocumented(request, f"record Id used as external ID field ({request.method})")
+            f = None
+        if f is None or not f.external_id:
             raise SfError(
                 404,
                 "NOT_FOUND",
@@ -885,10 +908,12 @@ def create_app(ctx: SandboxContext) -> FastAPI:
         tags=["SObjects"],
         summary="Get a record by external id (300 if several match)",
     )
-    def get_by_external_id(version: str, sobject: str, field: str, value: str) -> Response:
+    def get_by_external_id(
+        request: Request, version: str, sobject: str, field: str, value: str
+    ) -> Response:
         v = _version(version)
         schema = sobject_schema(sobject)
-        name = ext_field(schema, field)
+        name = ext_field(request, schema, field)
         ids = find_by_external_id(store, schema, name, value)
         if not ids:
             raise _not_found()
@@ -925,11 +950,11 @@ def create_app(ctx: SandboxContext) -> FastAPI:
     ) -> Response:
         v = _version(version)
         schema = sobject_schema(sobject)
-        name = ext_field(schema, field)
+        name = ext_field(request, schema, field)
         data = _parse_body(await request.body())
         for key in list(data):
             f = schema.lookup(key)
-            if f is not None and f.name == name and name != "Id":
+            if f is not None and f.name == name:
                 if str(data[key]).casefold() != value.casefold():
                     raise SfError(
                         400,
@@ -949,7 +974,7 @@ def create_app(ctx: SandboxContext) -> FastAPI:
             if not new_style:
                 return Response(status_code=204)
             return _json({"id": ids[0], "success": True, "errors": [], "created": False}, 200)
-        if update_only or name == "Id":
+        if update_only:
             raise _not_found()
         body = create(store, schema, data, extra={name: value})
         out: dict[str, Any] = {"id": body["Id"], "success": True, "errors": []}

@@ -20,6 +20,7 @@ import orjson
 
 from erpsync_sandbox.store import Store, format_stamp
 
+from . import countries
 from .auth import USER_ID
 from .schema import BOOLEAN_TYPES, NUMBER_TYPES, TEXT_TYPES, SObjectSchema, salesforce_id
 
@@ -44,7 +45,11 @@ class SfError(Exception):
         self.fields = fields or []
 
     def body(self) -> list[dict[str, Any]]:
-        return [{"message": self.message, "errorCode": self.code, "fields": self.fields}]
+        """``[{message, errorCode}]``, with ``fields`` when the error names fields."""
+        entry: dict[str, Any] = {"message": self.message, "errorCode": self.code}
+        if self.fields:
+            entry["fields"] = self.fields
+        return [entry]
 
 
 def new_id(store: Store, schema: SObjectSchema) -> str:
@@ -142,6 +147,45 @@ def _value(name: str, ftype: str, value: Any) -> Any:
     return value
 
 
+def _country(body: dict[str, Any], values: dict[str, Any]) -> None:
+    """State and Country/Territory Picklists: ``BillingCountryCode`` and ``BillingCountry``
+    (the integration value, by default the ISO-standard name) always agree. A write may set
+    either; an unknown code or name is refused.
+    https://help.salesforce.com/s/articleView?id=xcloud.state_country_and_territory_picklist_fields.htm
+    """
+    code, label = values.get("BillingCountryCode"), values.get("BillingCountry")
+    if code is None and label is None:
+        if "BillingCountryCode" in values or "BillingCountry" in values:
+            body["BillingCountryCode"] = body["BillingCountry"] = None
+        return
+    if code is not None:
+        code = str(code).upper()
+        if not countries.is_code(code):
+            raise _bad_country(code, "BillingCountryCode")
+        if label is not None and countries.code_for(str(label)) != code:
+            raise _bad_country(str(label), "BillingCountry")
+    else:
+        code = countries.code_for(str(label))
+        if code is None:
+            raise _bad_country(str(label), "BillingCountry")
+    body["BillingCountryCode"] = code
+    body["BillingCountry"] = countries.label_for(code)
+
+
+def _bad_country(value: str, field: str) -> SfError:
+    # [mem] the message Salesforce gives for a value outside the country picklist
+    message = (
+        "There's a problem with this country, even though it may appear correct. Please select"
+        " a country/territory from the list of valid countries."
+    )
+    return SfError(
+        400,
+        "FIELD_INTEGRITY_EXCEPTION",
+        f"{message}: {value}",
+        [field],
+    )
+
+
 def _derive(schema: SObjectSchema, body: dict[str, Any]) -> None:
     """Fields Salesforce computes: full names, closed/won flags from the stage."""
     if schema.name in ("Contact", "User") and ("LastName" in body or "FirstName" in body):
@@ -178,6 +222,8 @@ def create(
     for f in schema.fields:
         body[f.name] = False if (f.type in BOOLEAN_TYPES and not f.nillable) else None
     body.update(values)
+    if schema.name == "Account":
+        _country(body, values)
     body.update(
         {
             "Id": rid,
@@ -207,6 +253,8 @@ def update(
         return None
     body = row.data()
     body.update(values)
+    if schema.name == "Account":
+        _country(body, values)
     ms = store.now()
     body["LastModifiedDate"] = format_stamp(ms, "salesforce")
     body["LastModifiedById"] = USER_ID

@@ -1,21 +1,21 @@
 """Field catalogue of the sandbox CRM's sObjects (Account, Opportunity, User, Contact).
 
 The sandbox emulates Salesforce REST v60.0; this module is what ``describe`` returns and what
-SOQL and the write endpoints validate field names and literal types against. Standard fields
-follow the Salesforce object reference, custom fields (``__c``) the erpsync sandbox contract
-(``/work/helpers/SANDBOX_CONTRACT.md``, "Where records live").
+SOQL and the write endpoints validate field names and literal types against. It is strict: a
+field that is not listed here does not exist, whatever a stored record holds (SOQL and writes
+answer ``INVALID_FIELD`` as Salesforce does). Standard fields follow the Salesforce object
+reference (each object cites its page below); custom fields (``__c``) are exactly the ones the
+pack ships as Salesforce DX metadata in ``vendor/salesforce/force-app`` (names, types, lengths,
+picklist values; ``tests/sandbox/test_crm_metadata.py`` keeps the two equal).
 
-Salesforce object reference:
-https://developer.salesforce.com/docs/atlas.en-us.object_reference.meta/object_reference/sforce_api_objects_account.htm
-
-Fields found in stored records but missing here are added on the fly by
-:meth:`SObjectSchema.with_discovered`, so a generator that writes an extra field does not make
-it unqueryable.
+The org emulated has State and Country/Territory Picklists on (``BillingCountryCode`` exists)
+and multiple currencies on (``CurrencyIsoCode`` exists): both are documented requirements of
+the pack (vendor/salesforce/README.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["FieldDef", "SObjectSchema", "SCHEMAS", "resolve_sobject", "salesforce_id"]
@@ -46,6 +46,11 @@ class FieldDef:
     sortable: bool = True
     filterable: bool = True
     reference_to: tuple[str, ...] = ()
+    #: total digits and decimals of a number/currency/percent field (0: the type's default)
+    precision: int = 0
+    scale: int = 0
+    #: the values of a picklist field, in order
+    picklist: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, Any]:
         """The field entry of a ``describe`` response (the commonly read keys)."""
@@ -66,8 +71,9 @@ class FieldDef:
             "type": self.type,
             "soapType": soap,
             "length": self.length,
-            "precision": 18 if self.type in ("double", "currency", "percent") else 0,
-            "scale": 2 if self.type in ("currency",) else 0,
+            "precision": self.precision
+            or (18 if self.type in ("double", "currency", "percent") else 0),
+            "scale": self.scale or (2 if self.type in ("currency",) else 0),
             "digits": 9 if self.type == "int" else 0,
             "nillable": self.nillable,
             "createable": self.createable,
@@ -85,7 +91,10 @@ class FieldDef:
             "relationshipName": (
                 self.name[:-2] if self.type == "reference" and self.name.endswith("Id") else None
             ),
-            "picklistValues": [],
+            "picklistValues": [
+                {"active": True, "defaultValue": False, "label": v, "validFor": None, "value": v}
+                for v in self.picklist
+            ],
         }
 
 
@@ -140,8 +149,9 @@ def _id() -> FieldDef:
     )
 
 
-def _c(name: str, type_: str, length: int = 0, **kw: Any) -> FieldDef:
-    return FieldDef(name, type_, length=length, custom=True, **kw)
+def _c(name: str, type_: str, label: str, length: int = 0, **kw: Any) -> FieldDef:
+    """A custom field (it must also be shipped in vendor/salesforce/force-app)."""
+    return FieldDef(name, type_, label, length=length, custom=True, **kw)
 
 
 @dataclass(frozen=True)
@@ -169,17 +179,6 @@ class SObjectSchema:
     @property
     def external_ids(self) -> list[str]:
         return [f.name for f in self.fields if f.external_id]
-
-    def with_discovered(self, body: dict[str, Any]) -> SObjectSchema:
-        """A copy that also knows the fields of ``body`` it did not declare (types guessed)."""
-        extra: list[FieldDef] = []
-        for key, value in body.items():
-            if key == "attributes" or key.lower() in self._by_lower:
-                continue
-            extra.append(FieldDef(key, _guess_type(key, value), custom=key.endswith("__c")))
-        if not extra:
-            return self
-        return replace(self, fields=self.fields + tuple(extra), _by_lower={})
 
     def describe(self, version: str) -> dict[str, Any]:
         """The ``/sobjects/{name}/describe`` document."""
@@ -231,23 +230,10 @@ class SObjectSchema:
         }
 
 
-def _guess_type(name: str, value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "double"
-    if isinstance(value, str):
-        if len(value) == 10 and value[4:5] == "-" and value[7:8] == "-":
-            return "date"
-        if len(value) >= 19 and value[4:5] == "-" and value[10:11] == "T":
-            return "datetime"
-        if name.endswith("Id") and len(value) in (15, 18):
-            return "reference"
-    return "string"
-
-
+#: https://developer.salesforce.com/docs/atlas.en-us.object_reference.meta/object_reference/sforce_api_objects_account.htm
+#: (address fields: https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/compound_fields_address.htm;
+#: ``BillingCountryCode`` exists only with State and Country/Territory Picklists on,
+#: ``CurrencyIsoCode`` only in multi-currency orgs)
 ACCOUNT = SObjectSchema(
     "Account",
     "Account",
@@ -262,20 +248,28 @@ ACCOUNT = SObjectSchema(
         FieldDef("BillingCity", "string", "Billing City", 40),
         FieldDef("BillingPostalCode", "string", "Billing Zip/Postal Code", 20),
         FieldDef("BillingCountry", "string", "Billing Country", 80),
+        FieldDef("BillingCountryCode", "picklist", "Billing Country Code", 10),
         FieldDef("OwnerId", "reference", "Owner ID", 18, reference_to=("User",)),
         FieldDef("CurrencyIsoCode", "picklist", "Account Currency", 3),
-        _c("Payment_Terms__c", "picklist", 255),
-        _c("VAT_Id__c", "string", 40),
-        _c("Tax_Exempt__c", "boolean", nillable=False),
-        _c("Tax_Exemption_Reason__c", "string", 255),
-        _c("Reverse_Charge__c", "boolean", nillable=False),
-        _c("PO_Required__c", "boolean", nillable=False),
-        _c("ERP_Customer_No__c", "string", 20, external_id=True),
+        _c(
+            "Payment_Terms__c",
+            "picklist",
+            "Payment Terms",
+            255,
+            picklist=("Net 14", "Net 30", "Net 45", "Net 60"),
+        ),
+        _c("VAT_Id__c", "string", "VAT ID", 40),
+        _c("Tax_Exempt__c", "boolean", "Tax Exempt", nillable=False),
+        _c("Tax_Exemption_Reason__c", "string", "Tax Exemption Reason", 255),
+        _c("Reverse_Charge__c", "boolean", "Reverse Charge", nillable=False),
+        _c("PO_Required__c", "boolean", "PO Required", nillable=False),
+        _c("ERP_Customer_No__c", "string", "ERP Customer No", 20, external_id=True),
         *_audit(),
     ),
     required=("Name",),
 )
 
+#: https://developer.salesforce.com/docs/atlas.en-us.object_reference.meta/object_reference/sforce_api_objects_opportunity.htm
 OPPORTUNITY = SObjectSchema(
     "Opportunity",
     "Opportunity",
@@ -295,24 +289,44 @@ OPPORTUNITY = SObjectSchema(
         FieldDef("IsWon", "boolean", "Won", nillable=False, createable=False, updateable=False),
         FieldDef("OwnerId", "reference", "Owner ID", 18, reference_to=("User",)),
         FieldDef("CurrencyIsoCode", "picklist", "Opportunity Currency", 3),
-        _c("Billing_Model__c", "picklist", 255),
-        _c("Contract_Start__c", "date"),
-        _c("Contract_End__c", "date"),
-        _c("PO_Number__c", "string", 80),
-        _c("Cap_Type__c", "picklist", 255),
-        _c("Cap_Value__c", "double"),
-        _c("Rate_Overrides__c", "textarea", 32768, sortable=False, filterable=False),
-        _c("Milestones__c", "textarea", 32768, sortable=False, filterable=False),
-        _c("Retainer_Amount__c", "currency"),
-        _c("Retainer_Period__c", "picklist", 255),
-        _c("Contract_Version__c", "double"),
-        _c("PSA_Project_Id__c", "string", 40, external_id=True),
-        _c("Expense_Markup_Pct__c", "percent"),
+        _c(
+            "Billing_Model__c",
+            "picklist",
+            "Billing Model",
+            255,
+            picklist=("Time and Materials", "Fixed Fee", "Retainer"),
+        ),
+        _c("Contract_Start__c", "date", "Contract Start"),
+        _c("Contract_End__c", "date", "Contract End"),
+        _c("PO_Number__c", "string", "PO Number", 80),
+        _c("Cap_Type__c", "picklist", "Cap Type", 255, picklist=("Hours", "Amount")),
+        _c("Cap_Value__c", "double", "Cap Value", precision=16, scale=2),
+        _c(
+            "Rate_Overrides__c",
+            "textarea",
+            "Rate Overrides",
+            32768,
+            sortable=False,
+            filterable=False,
+        ),
+        _c("Milestones__c", "textarea", "Milestones", 32768, sortable=False, filterable=False),
+        _c("Retainer_Amount__c", "currency", "Retainer Amount", precision=16, scale=2),
+        _c(
+            "Retainer_Period__c",
+            "picklist",
+            "Retainer Period",
+            255,
+            picklist=("Monthly", "Quarterly"),
+        ),
+        _c("Contract_Version__c", "double", "Contract Version", precision=18, scale=0),
+        _c("PSA_Project_Id__c", "string", "PSA Project Id", 40, external_id=True),
+        _c("Expense_Markup_Pct__c", "percent", "Expense Markup Pct", precision=5, scale=2),
         *_audit(),
     ),
     required=("Name", "StageName", "CloseDate"),
 )
 
+#: https://developer.salesforce.com/docs/atlas.en-us.object_reference.meta/object_reference/sforce_api_objects_user.htm
 USER = SObjectSchema(
     "User",
     "User",
@@ -333,6 +347,7 @@ USER = SObjectSchema(
     required=("Username", "LastName", "Email"),
 )
 
+#: https://developer.salesforce.com/docs/atlas.en-us.object_reference.meta/object_reference/sforce_api_objects_contact.htm
 CONTACT = SObjectSchema(
     "Contact",
     "Contact",

@@ -187,6 +187,9 @@ class ParsedQuery:
     order: list[OrderItem] = field(default_factory=list)
     limit: int | None = None
     offset: int | None = None
+    #: parts of the query outside SOQL's documented syntax that the sandbox still accepts
+    #: (the app records them with :func:`erpsync_sandbox.contract.undocumented`)
+    undocumented: list[str] = field(default_factory=list)
 
 
 _RESERVED = {
@@ -227,6 +230,7 @@ class _Parser:
         self.query = query
         self.tokens = tokenize(query)
         self.i = 0
+        self.notes: list[str] = []
 
     # -- helpers
     @property
@@ -337,6 +341,7 @@ class _Parser:
                 )
         if self.tok.kind != "eof":
             raise self.unexpected()
+        parsed.undocumented = self.notes
         return parsed
 
     def integer(self) -> int:
@@ -403,6 +408,11 @@ class _Parser:
             value: Any = float(text) if ("." in text) else int(text)
             return Lit("number", value, tok.pos)
         if tok.kind == "datetime":
+            if not _DOCUMENTED_DATETIME.match(tok.text):
+                self.notes.append(
+                    f"SOQL dateTime literal {tok.text!r} is not a documented form"
+                    " (YYYY-MM-DDThh:mm:ss+hh:mm, -hh:mm or Z)"
+                )
             try:
                 return Lit("datetime", _parse_datetime(tok.text), tok.pos)
             except ValueError:
@@ -446,6 +456,11 @@ def _unescape(text: str) -> str:
             out.append(ch)
             i += 1
     return "".join(out)
+
+
+#: The dateTime literal forms SOQL documents (no fractional seconds, offset with a colon):
+#: https://developer.salesforce.com/docs/atlas.en-us.soql_sosl.meta/soql_sosl/sforce_api_calls_soql_select_dateformats.htm
+_DOCUMENTED_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(Z|[+-]\d{2}:\d{2})$")
 
 
 def _parse_datetime(text: str) -> dt.datetime:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
+from erpsync_sandbox.crm.countries import label_for as country_label
 from erpsync_sandbox.generator.ids import guid, invalid_vat, sf_id, valid_vat
 from erpsync_sandbox.store import dumps, to_iso
 
@@ -722,7 +723,9 @@ class FirmGenerator:
             "BillingStreet": f"{rng.randint(1, 250)} {rng.choice(COMPANY_A)} Street",
             "BillingCity": c.city,
             "BillingPostalCode": f"{rng.randint(1000, 9999)}",
-            "BillingCountry": c.country,
+            # a State and Country/Territory Picklists org: the ISO code and its label
+            "BillingCountry": country_label(c.country),
+            "BillingCountryCode": c.country,
             "CurrencyIsoCode": c.currency,
             "Payment_Terms__c": rng.choice(["Net 30", "Net 30", "Net 14", "Net 45"]),
             "VAT_Id__c": c.vat,
