@@ -919,7 +919,7 @@ def test_time_entry_lifecycle_and_read_only_billed_state(
     """``is_billed``/``invoice`` cannot be written (Harvest documents neither as an update
     parameter: ignored, and noted as undocumented); a locked entry refuses edits with 422;
     there is no ``mark_as_billed`` action (404)."""
-    from erpsync_sandbox.contract import CONTRACT_LOG_ENV, read_log
+    from erpsync_sandbox.contract import CONTRACT_LOG_ENV
 
     log = tmp_path / "contract.jsonl"
     monkeypatch.setenv(CONTRACT_LOG_ENV, str(log))
@@ -966,13 +966,24 @@ def test_time_entry_lifecycle_and_read_only_billed_state(
     # no action endpoint marks billed
     assert psa.client.patch(f"/v2/time_entries/{eid}/mark_as_billed").status_code == 404
     assert psa.client.patch("/v2/expenses/4/mark_as_billed").status_code == 404
-    notes = [n for rec in read_log(log) for n in rec["undocumented"]]
+    notes = _notes(log, 11)
     assert any("'is_billed'" in n and "time_entries" in n for n in notes), notes
     assert any("'invoice'" in n for n in notes) and any("expenses" in n for n in notes)
     assert any("no such route" in n and "mark_as_billed" in n for n in notes)
     assert not any("external_reference" in n or "'hours'" in n for n in notes)
     assert psa.client.delete(f"/v2/time_entries/{eid}").status_code == 200
     assert psa.get(f"/v2/time_entries/{eid}").status_code == 404
+
+
+def _notes(log: Path, requests: int) -> list[str]:
+    """The undocumented notes of a contract log once ``requests`` records are in it (the
+    recorder writes a request's line after its answer went out)."""
+    from erpsync_sandbox.contract import read_log
+
+    deadline = time.monotonic() + 5
+    while len(list(read_log(log))) < requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return [n for rec in read_log(log) for n in rec["undocumented"]]
 
 
 def _billed_state(psa: Psa, resource: str) -> dict[int, tuple]:
@@ -988,7 +999,7 @@ def test_invoice_line_items_import_bills_exactly_the_window_and_delete_releases(
     """POST /v2/invoices with ``line_items_import`` imports the client's uninvoiced billable
     time and expenses of the projects in the spent_date window, sets ``is_billed``, ``invoice``
     and the lock on exactly those, and DELETE releases them again."""
-    from erpsync_sandbox.contract import CONTRACT_LOG_ENV, read_log
+    from erpsync_sandbox.contract import CONTRACT_LOG_ENV
 
     log = tmp_path / "contract.jsonl"
     monkeypatch.setenv(CONTRACT_LOG_ENV, str(log))
@@ -1074,7 +1085,7 @@ def test_invoice_line_items_import_bills_exactly_the_window_and_delete_releases(
         },
     )
     assert odd.status_code == 201 and odd.json()["period_start"] is None
-    notes = [n for rec in read_log(log) for n in rec["undocumented"]]
+    notes = _notes(log, 15)
     assert notes == ["POST /v2/invoices: body parameter 'period_start' is not documented"]
 
 
@@ -1180,8 +1191,12 @@ def test_openapi_has_tags_and_summaries(psa: Psa) -> None:
     assert op["tags"] == ["Time entries"] and op["summary"] == "List time entries"
     assert "/v2/projects/{parent_id}/task_assignments" in spec["paths"]
     assert spec["paths"]["/v2/invoices"]["post"]["summary"].startswith("Create")
-    billed = spec["paths"]["/v2/time_entries/{id}"]["patch"]["requestBody"]["content"]
-    assert billed["application/json"]["example"]["is_billed"] is True
+    update = spec["paths"]["/v2/time_entries/{id}"]["patch"]["requestBody"]["content"]
+    assert "is_billed" not in update["application/json"]["example"]  # read-only in Harvest
+    assert "/v2/time_entries/{id}/mark_as_billed" not in spec["paths"]
+    imported = spec["paths"]["/v2/invoices"]["post"]["requestBody"]["content"]
+    assert "line_items_import" in imported["application/json"]["example"]
+    assert "delete" in spec["paths"]["/v2/invoices/{id}"]
     headers = {p["name"] for p in op["parameters"] if p["in"] == "header"}
     assert {"Harvest-Account-Id", "User-Agent"} <= headers
     assert psa.get("/docs").status_code == 200
