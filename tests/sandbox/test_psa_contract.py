@@ -966,7 +966,7 @@ def test_time_entry_lifecycle_and_read_only_billed_state(
     # no action endpoint marks billed
     assert psa.client.patch(f"/v2/time_entries/{eid}/mark_as_billed").status_code == 404
     assert psa.client.patch("/v2/expenses/4/mark_as_billed").status_code == 404
-    notes = _notes(log, 11)
+    notes = _notes(log, 9)
     assert any("'is_billed'" in n and "time_entries" in n for n in notes), notes
     assert any("'invoice'" in n for n in notes) and any("expenses" in n for n in notes)
     assert any("no such route" in n and "mark_as_billed" in n for n in notes)
