@@ -385,6 +385,8 @@ def make_batch(
 
 # ---------------------------------------------------------------------------- the invariants
 
+MIRROR_STATES = ("harvest_invoiced", "ledger_only")
+
 
 def assert_exactly_once(env: Env, batch: Batch, erp_before: int) -> None:
     """One posted ERP invoice per warehouse invoice, nothing else created; PSA billed flags
@@ -418,6 +420,7 @@ def assert_exactly_once(env: Env, batch: Batch, erp_before: int) -> None:
     assert sorted(k for k, *_ in billed) == batch.items, "billed_items exactly once per item"
     audit_counts = {(a, e): n for a, e, n in audits}
     states = billed_states(env, batch)
+    expected_marked: list[str] = []
     for doc, inv in batch.invoices.items():
         matches = [d for d in docs if d["externalDocumentNumber"] == doc]
         assert len(matches) == 1, f"{doc}: {len(matches)} ERP invoices"
@@ -429,22 +432,26 @@ def assert_exactly_once(env: Env, batch: Batch, erp_before: int) -> None:
         assert (erp_id, erp_number) == (erp["id"], erp["number"])
         assert {k for k, i, n in billed if i == inv["invoice_id"]} == set(inv["items"])
         assert all(n == erp_number for k, i, n in billed if i == inv["invoice_id"])
-        assert states[doc][0] == ("harvest_invoiced" if batch.exact else "ledger_only"), states[doc]
-        harvest_id = states[doc][1]
+        status, harvest_id, _reason = states[doc]
+        # items from all over the firm are almost never exactly what Harvest would import, but
+        # may be: then Harvest shows them invoiced, which is right too
+        assert status == "harvest_invoiced" if batch.exact else status in MIRROR_STATES, doc
+        in_harvest = status == "harvest_invoiced"
         for key in inv["items"]:
             kind, _, rid = key.partition(":")
             if kind not in ("time", "expense"):
                 continue
             body = env.psa("time_entries" if kind == "time" else "expenses", rid)
-            if batch.exact:
+            if in_harvest:
                 assert body["is_billed"] and body["is_locked"], key
                 assert body["invoice"] == {"id": int(harvest_id), "number": erp_number}, key
+                expected_marked.append(key)
             else:
                 assert (body["invoice"] or {}).get("number") != erp_number, key
         harvest_invoices = [
             i for i in env.sandbox.ctx.stores["psa"].scan("invoices") if i["number"] == erp_number
         ]
-        assert [str(i["id"]) for i in harvest_invoices] == ([harvest_id] if batch.exact else [])
+        assert [str(i["id"]) for i in harvest_invoices] == ([harvest_id] if in_harvest else [])
         for action in ("invoice.pushed", "invoice.posted", "invoice.billed_back"):
             assert audit_counts.get((action, doc)) == 1, (action, doc)
     # no PSA entry outside the batch carries one of its ERP numbers
@@ -456,8 +463,7 @@ def assert_exactly_once(env: Env, batch: Batch, erp_before: int) -> None:
         for b in psa.scan(resource)
         if (b.get("invoice") or {}).get("number") in numbers
     ]
-    expected = [k for k in batch.items if k.partition(":")[0] in ("time", "expense")]
-    assert sorted(marked) == (expected if batch.exact else [])
+    assert sorted(marked) == sorted(expected_marked)
 
 
 def billed_states(env: Env, batch: Batch) -> dict[str, tuple]:
@@ -897,7 +903,7 @@ def test_a_full_credit_note_becomes_one_posted_erp_credit_memo_and_a_partial_one
 
 
 FAULT_RUNS = [
-    # (id, service, fault config, invoices)
+    # (id, service, fault config, invoices; 0 = one invoice Harvest can mirror exactly)
     *[(f"erp-5xx-{s}", "erp", {"seed": s, "error_rate_5xx": 0.35}, 2) for s in range(1, 4)],
     *[
         (
@@ -925,9 +931,10 @@ FAULT_RUNS = [
         for s in (1, 2)
     ],
     ("erp-429", "erp", {"seed": 1, "burst_429": {"count": 3, "retry_after": 0, "every": 7}}, 2),
-    *[(f"psa-5xx-{s}", "psa", {"seed": s, "error_rate_5xx": 0.5}, 2) for s in (1, 2)],
-    ("psa-drop", "psa", {"seed": 4, "drop_after_commit_rate": 1.0}, 1),
-    ("psa-timeouts", "psa", {"seed": 3, "latency_ms": 100, "latency_jitter_ms": 300}, 1),
+    # PSA faults on a batch Harvest can mirror exactly (lists, invoice create, read-back)
+    *[(f"psa-5xx-{s}", "psa", {"seed": s, "error_rate_5xx": 0.5}, 0) for s in (1, 2)],
+    ("psa-drop", "psa", {"seed": 4, "drop_after_commit_rate": 1.0}, 0),
+    ("psa-timeouts", "psa", {"seed": 3, "latency_ms": 100, "latency_jitter_ms": 300}, 0),
 ]
 
 
@@ -935,7 +942,7 @@ FAULT_RUNS = [
     ("service", "config", "n"), [r[1:] for r in FAULT_RUNS], ids=[r[0] for r in FAULT_RUNS]
 )
 def test_faults_then_rerun_end_with_every_invoice_once(env, service, config, n):
-    batch = make_batch(env, n)
+    batch = make_batch(env, n) if n else make_batch(env, 1, items=exact_items(env))
     before = len(env.erp_docs())
     env.faults(service, **config)
     try:
