@@ -400,7 +400,8 @@ def record(context: Any, built: dict, response: dict | None) -> dict:
 
 
 def push(context: Any, decision: dict) -> dict:
-    """Push an approved batch to the ERP, post it and mark the entries billed in the PSA."""
+    """Push an approved batch to the ERP, post it and settle the billed state in the PSA
+    (docs/billed-state.md)."""
     if decision.get("decision") != "approve":
         raise _skip(f"batch {decision.get('batch_id')} was rejected: nothing to push")
     from erpsync import settings
