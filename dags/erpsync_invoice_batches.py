@@ -20,8 +20,9 @@ person has approved them.
    within the response timeout (72 hours by default) rejects the batch.** A rejected batch
    releases its items for the next run.
 4. **Push, post, bill back.** Each invoice is created in the ERP once (looked up by its document
-   number first), posted (the ERP assigns the invoice number), and its time entries and expenses
-   are marked billed in the PSA. Retries and reruns never invoice anything twice.
+   number first) and posted (the ERP assigns the invoice number); its items go to erpsync's
+   billed ledger, and Harvest shows them invoiced through a Harvest invoice only where that is
+   exact (docs/billed-state.md). Retries and reruns never invoice anything twice.
 5. **Export** the released batch as CSV and JSON files, and **report** what was read, changed,
    held and pushed, with totals.
 

@@ -22,6 +22,24 @@ class SettingsError(ValueError):
     """The settings file cannot be applied; the message names the entry and field at fault."""
 
 
+#: Airflow Variable: after an ERP invoice posts, also make Harvest show its time and expenses as
+#: invoiced, through a Harvest invoice that imports exactly them (``on``, the default), or keep
+#: the billed state in erpsync's ledger only (``off``). See docs/billed-state.md and
+#: :mod:`erpsync.invoicing.push_psa`.
+HARVEST_INVOICE_MIRROR = "erpsync_harvest_invoice_mirror"
+HARVEST_INVOICE_MIRROR_DEFAULT = "on"
+
+
+def harvest_invoice_mirror(value: str | None) -> bool:
+    """The :data:`HARVEST_INVOICE_MIRROR` Variable's value as a switch (unset = default on)."""
+    text = (value if value is not None else HARVEST_INVOICE_MIRROR_DEFAULT).strip().lower()
+    if text in {"on", "true", "yes", "1"}:
+        return True
+    if text in {"off", "false", "no", "0"}:
+        return False
+    raise SettingsError(f"variable {HARVEST_INVOICE_MIRROR}={value!r}: use 'on' or 'off'")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False)
 

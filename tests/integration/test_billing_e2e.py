@@ -661,7 +661,9 @@ def test_approved_batch_is_posted_in_the_erp_and_billed_in_the_psa(billing):
         r[2] for r in invoices
     }
 
-    # every billed item is billed in the PSA, exactly the items of the posted invoices
+    # every item of the posted invoices is in erpsync's billed ledger; Harvest shows the billed
+    # state as Harvest documents it: a Harvest invoice (numbered as the ERP invoice) that
+    # imported exactly the invoice's items (harvest_invoiced), or no Harvest write (ledger_only)
     billed = {
         r[0]
         for r in _q(
@@ -670,12 +672,35 @@ def test_approved_batch_is_posted_in_the_erp_and_billed_in_the_psa(billing):
             (billing.run_ids["approve"],),
         )
     }
+    states = _q(
+        billing.url,
+        """SELECT s.invoice_id, s.status, s.harvest_invoice_id, s.erp_number, s.erpsync_items
+             FROM billing.psa_billed_state s WHERE s.invoice_id = ANY(%s)""",
+        ([r[0] for r in invoices],),
+    )
+    assert {r[0] for r in states} == {r[0] for r in invoices}
+    assert {r[1] for r in states} <= {"harvest_invoiced", "ledger_only"}, states
+    # the seeded firm has both: contracts whose period holds exactly the billed items, and
+    # contracts with other uninvoiced items in the window (Harvest is then left alone)
+    assert {r[1] for r in states} == {"harvest_invoiced", "ledger_only"}, states
     psa = billing.sandbox.ctx.stores["psa"]
-    for key in billed:
-        kind, _, pid = key.partition(":")
-        if kind in ("time", "expense"):
+    for _iid, status, harvest_id, number, items in states:
+        assert set(items) <= billed
+        for key in items:
+            kind, _, pid = key.partition(":")
             body = psa.get("time_entries" if kind == "time" else "expenses", pid)
-            assert body["is_billed"] is True, key
+            if status == "harvest_invoiced":
+                assert body["is_billed"] and body["invoice"] == {
+                    "id": int(harvest_id),
+                    "number": number,
+                }, key
+            else:
+                assert (body.get("invoice") or {}).get("number") != number, key
+    numbers = {r[3]: r for r in states}
+    harvest = [i for i in psa.scan("invoices") if i["number"] in numbers]
+    assert sorted(str(i["id"]) for i in harvest) == sorted(
+        r[2] for r in states if r[1] == "harvest_invoiced"
+    )
     for want in billing.expected.values():
         if want["account_id"] != billing.maker_client:
             assert want["keys"] <= billed

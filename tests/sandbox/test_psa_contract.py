@@ -913,7 +913,16 @@ def test_validation_errors_are_422_with_message(psa: Psa) -> None:
     assert bad_json.status_code == 422
 
 
-def test_time_entry_lifecycle_and_billed_marking(psa: Psa) -> None:
+def test_time_entry_lifecycle_and_read_only_billed_state(
+    psa: Psa, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``is_billed``/``invoice`` cannot be written (Harvest documents neither as an update
+    parameter: ignored, and noted as undocumented); a locked entry refuses edits with 422;
+    there is no ``mark_as_billed`` action (404)."""
+    from erpsync_sandbox.contract import CONTRACT_LOG_ENV
+
+    log = tmp_path / "contract.jsonl"
+    monkeypatch.setenv(CONTRACT_LOG_ENV, str(log))
     created = psa.client.post(
         "/v2/time_entries",
         json={
@@ -932,34 +941,152 @@ def test_time_entry_lifecycle_and_billed_marking(psa: Psa) -> None:
     assert entry["task_assignment"]["id"] == 11 and entry["user_assignment"]["id"] == 12
     assert (entry["is_billed"], entry["is_locked"], entry["invoice"]) == (False, False, None)
     eid = entry["id"]
-    billed = psa.client.patch(
+    ref = {"id": "ERP-2026-0077", "group_id": "erpsync", "account_id": "1", "permalink": None}
+    answer = psa.client.patch(
         f"/v2/time_entries/{eid}",
         json={
             "is_billed": True,
             "invoice": {"id": 77, "number": "ERP-2026-0077"},
-            "external_reference": {"id": "ERP-2026-0077", "group_id": "erpsync", "permalink": None},
+            "external_reference": ref,
         },
     )
-    assert billed.status_code == 200
-    assert billed.json()["is_billed"] is True and billed.json()["is_locked"] is True
-    assert billed.json()["invoice"] == {"id": 77, "number": "ERP-2026-0077"}
-    assert billed.json()["updated_at"] >= entry["updated_at"]
-    locked_edit = psa.client.patch(f"/v2/time_entries/{eid}", json={"hours": 9})
-    assert locked_edit.status_code == 422
-    by_ref = psa.get("/v2/time_entries", params={"external_reference_id": "ERP-2026-0077"})
-    assert [e["id"] for e in by_ref.json()["time_entries"]] == [eid]
-    # the action endpoint marks billed too
-    action = psa.client.patch(
-        "/v2/time_entries/2/mark_as_billed", json={"invoice": {"id": 78, "number": "78"}}
-    )
-    assert action.json()["is_billed"] is True and action.json()["invoice"]["id"] == 78
-    expense = psa.client.patch("/v2/expenses/3", json={"is_billed": True})
-    assert expense.json()["is_billed"] is True and expense.json()["is_locked"] is True
-    assert psa.client.patch("/v2/expenses/4/mark_as_billed").json()["is_billed"] is True
-    unbilled = psa.client.patch(f"/v2/time_entries/{eid}", json={"is_billed": False})
-    assert unbilled.json()["is_locked"] is False and unbilled.json()["invoice"] is None
+    assert answer.status_code == 200
+    body = answer.json()
+    assert (body["is_billed"], body["is_locked"], body["invoice"]) == (False, False, None)
+    assert body["external_reference"] == ref  # documented, so written
+    assert psa.client.patch(f"/v2/time_entries/{eid}", json={"hours": 4}).json()["hours"] == 4
+    expense = psa.client.patch("/v2/expenses/3", json={"is_billed": True, "notes": "cab"})
+    assert expense.status_code == 200
+    assert (expense.json()["is_billed"], expense.json()["notes"]) == (False, "cab")
+    # entry 6 is invoiced (locked): any documented edit is refused, the entry is unchanged
+    locked_edit = psa.client.patch("/v2/time_entries/6", json={"hours": 9})
+    assert locked_edit.status_code == 422 and "locked" in locked_edit.json()["message"]
+    assert psa.get("/v2/time_entries/6").json()["hours"] == 1.5
+    assert psa.client.patch("/v2/expenses/1", json={"notes": "x"}).status_code == 422
+    # no action endpoint marks billed
+    assert psa.client.patch(f"/v2/time_entries/{eid}/mark_as_billed").status_code == 404
+    assert psa.client.patch("/v2/expenses/4/mark_as_billed").status_code == 404
+    notes = _notes(log, 9)
+    assert any("'is_billed'" in n and "time_entries" in n for n in notes), notes
+    assert any("'invoice'" in n for n in notes) and any("expenses" in n for n in notes)
+    assert any("no such route" in n and "mark_as_billed" in n for n in notes)
+    assert not any("external_reference" in n or "'hours'" in n for n in notes)
     assert psa.client.delete(f"/v2/time_entries/{eid}").status_code == 200
     assert psa.get(f"/v2/time_entries/{eid}").status_code == 404
+
+
+def _notes(log: Path, requests: int) -> list[str]:
+    """The undocumented notes of a contract log once ``requests`` records are in it (the
+    recorder writes a request's line after its answer went out)."""
+    from erpsync_sandbox.contract import read_log
+
+    deadline = time.monotonic() + 5
+    while len(list(read_log(log))) < requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return [n for rec in read_log(log) for n in rec["undocumented"]]
+
+
+def _billed_state(psa: Psa, resource: str) -> dict[int, tuple]:
+    return {
+        b["id"]: (b["is_billed"], (b["invoice"] or {}).get("id"), b["is_locked"])
+        for b in psa.store.scan(resource)
+    }
+
+
+def test_invoice_line_items_import_bills_exactly_the_window_and_delete_releases(
+    psa: Psa, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POST /v2/invoices with ``line_items_import`` imports the client's uninvoiced billable
+    time and expenses of the projects in the spent_date window, sets ``is_billed``, ``invoice``
+    and the lock on exactly those, and DELETE releases them again."""
+    from erpsync_sandbox.contract import CONTRACT_LOG_ENV
+
+    log = tmp_path / "contract.jsonl"
+    monkeypatch.setenv(CONTRACT_LOG_ENV, str(log))
+    window = {"from": "2026-09-04", "to": "2026-09-10"}
+    before_time = _billed_state(psa, "time_entries")
+    before_expenses = _billed_state(psa, "expenses")
+    body = {
+        "client_id": 1,
+        "number": "PSI-2026-0001",
+        "issue_date": "2026-10-01",
+        "line_items_import": {
+            "project_ids": [1],
+            "time": {"summary_type": "detailed", **window},
+            "expenses": {"summary_type": "category", **window},
+        },
+    }
+    created = psa.client.post("/v2/invoices", json=body)
+    assert created.status_code == 201, created.text
+    invoice = created.json()
+    assert invoice["number"] == "PSI-2026-0001" and invoice["state"] == "draft"
+    assert (invoice["period_start"], invoice["period_end"]) == ("2026-09-04", "2026-09-10")
+    # project 1 = entries i % 3 == 0; spent 09-04/07/10 = i in 3, 33, 6, 36, 9, 39; 6 and 36 are
+    # already invoiced; expenses 4 and 5 (09-04, 09-05) of project 1
+    time_ids, expense_ids = {3, 9, 33, 39}, {4, 5}
+    lines = invoice["line_items"]
+    assert [li["kind"] for li in lines] == ["Service"] * 4 + ["Product"]
+    assert all(li["quantity"] == 1.5 and li["unit_price"] == 150.0 for li in lines[:4])
+    assert lines[4]["amount"] == 12.5 * 4 + 12.5 * 5 and lines[4]["quantity"] == 1
+    assert invoice["amount"] == 4 * 225.0 + 112.5
+    after_time = _billed_state(psa, "time_entries")
+    after_expenses = _billed_state(psa, "expenses")
+    assert {i for i, v in after_time.items() if v != before_time[i]} == time_ids
+    assert {i for i, v in after_expenses.items() if v != before_expenses[i]} == expense_ids
+    assert all(after_time[i] == (True, invoice["id"], True) for i in time_ids)
+    assert all(after_expenses[i] == (True, invoice["id"], True) for i in expense_ids)
+    entry = psa.get("/v2/time_entries/3").json()
+    assert entry["invoice"] == {"id": invoice["id"], "number": "PSI-2026-0001"}
+    assert entry["locked_reason"] == "Item Invoiced"
+    assert psa.get("/v2/expenses/4").json()["locked_reason"] == "Expense is invoiced."
+    billed = psa.get("/v2/time_entries", params={"project_id": 1, "is_billed": "true", **window})
+    assert {e["id"] for e in billed.json()["time_entries"]} == time_ids | {6, 36}
+    # an invoiced entry is locked; a second import of the same window finds nothing left
+    assert psa.client.patch("/v2/time_entries/3", json={"notes": "x"}).status_code == 422
+    again = psa.client.post("/v2/invoices", json={**body, "number": "PSI-2026-0002"})
+    assert again.status_code == 201 and again.json()["line_items"] == []
+    # deleting the invoice releases exactly its items
+    assert psa.client.delete(f"/v2/invoices/{invoice['id']}").status_code == 200
+    assert psa.get(f"/v2/invoices/{invoice['id']}").status_code == 404
+    assert _billed_state(psa, "time_entries") == before_time
+    assert _billed_state(psa, "expenses") == before_expenses
+    assert psa.client.delete(f"/v2/invoices/{invoice['id']}").status_code == 404
+    # what Harvest refuses
+    refused = [
+        {**body, "line_items_import": {"project_ids": [2], "time": {"summary_type": "task"}}},
+        {**body, "line_items_import": {"project_ids": [1], "time": {"summary_type": "weekly"}}},
+        {
+            **body,
+            "line_items_import": {
+                "project_ids": [1],
+                "expenses": {"summary_type": "task"},  # task is a time summary only
+            },
+        },
+        {
+            **body,
+            "line_items_import": {
+                "project_ids": [1],
+                "time": {"summary_type": "project", "from": "2026-09-01"},
+            },
+        },
+        {**body, "line_items_import": {"project_ids": []}},
+    ]
+    for bad in refused:
+        response = psa.client.post("/v2/invoices", json=bad)
+        assert response.status_code == 422, (bad, response.text)
+    assert _billed_state(psa, "time_entries") == before_time
+    # undocumented body keys are ignored and noted
+    odd = psa.client.post(
+        "/v2/invoices",
+        json={
+            "client_id": 3,
+            "period_start": "2026-09-01",
+            "line_items_import": {"project_ids": [3], "time": {"summary_type": "project"}},
+        },
+    )
+    assert odd.status_code == 201 and odd.json()["period_start"] is None
+    notes = _notes(log, 15)
+    assert notes == ["POST /v2/invoices: body parameter 'period_start' is not documented"]
 
 
 def test_expense_create_and_rates(psa: Psa) -> None:
@@ -1064,8 +1191,12 @@ def test_openapi_has_tags_and_summaries(psa: Psa) -> None:
     assert op["tags"] == ["Time entries"] and op["summary"] == "List time entries"
     assert "/v2/projects/{parent_id}/task_assignments" in spec["paths"]
     assert spec["paths"]["/v2/invoices"]["post"]["summary"].startswith("Create")
-    billed = spec["paths"]["/v2/time_entries/{id}"]["patch"]["requestBody"]["content"]
-    assert billed["application/json"]["example"]["is_billed"] is True
+    update = spec["paths"]["/v2/time_entries/{id}"]["patch"]["requestBody"]["content"]
+    assert "is_billed" not in update["application/json"]["example"]  # read-only in Harvest
+    assert "/v2/time_entries/{id}/mark_as_billed" not in spec["paths"]
+    imported = spec["paths"]["/v2/invoices"]["post"]["requestBody"]["content"]
+    assert "line_items_import" in imported["application/json"]["example"]
+    assert "delete" in spec["paths"]["/v2/invoices/{id}"]
     headers = {p["name"] for p in op["parameters"] if p["in"] == "header"}
     assert {"Harvest-Account-Id", "User-Agent"} <= headers
     assert psa.get("/docs").status_code == 200

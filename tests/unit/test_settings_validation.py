@@ -87,3 +87,14 @@ def test_yaml_syntax_errors_and_wrong_top_level_are_explained(tmp_path):
         settings.load(_write(tmp_path, "- just\n- a list\n"))
     with pytest.raises(settings.SettingsError, match="file not found"):
         settings.load(tmp_path / "missing.yaml")
+
+
+def test_harvest_invoice_mirror_switch_defaults_on_and_refuses_other_words():
+    assert settings.harvest_invoice_mirror(None) is True
+    assert settings.harvest_invoice_mirror(" Off ") is False
+    assert settings.harvest_invoice_mirror("on") is True
+    with pytest.raises(settings.SettingsError, match="erpsync_harvest_invoice_mirror"):
+        settings.harvest_invoice_mirror("sometimes")
+    parsed = settings.load(paths.settings_file())
+    values = {v.variable_name: v.variable_value for v in parsed.airflow.variables}
+    assert settings.harvest_invoice_mirror(values[settings.HARVEST_INVOICE_MIRROR]) is True

@@ -400,9 +400,11 @@ def record(context: Any, built: dict, response: dict | None) -> dict:
 
 
 def push(context: Any, decision: dict) -> dict:
-    """Push an approved batch to the ERP, post it and mark the entries billed in the PSA."""
+    """Push an approved batch to the ERP, post it and settle the billed state in the PSA
+    (docs/billed-state.md)."""
     if decision.get("decision") != "approve":
         raise _skip(f"batch {decision.get('batch_id')} was rejected: nothing to push")
+    from erpsync import settings
     from erpsync.connectors.business_central import BusinessCentralClient
     from erpsync.connectors.harvest import HarvestClient
     from erpsync.invoicing import push as invoice_push
@@ -410,10 +412,13 @@ def push(context: Any, decision: dict) -> dict:
 
     run = _run(context)
     batch_id = decision["batch_id"]
+    mirror = settings.harvest_invoice_mirror(_variable(settings.HARVEST_INVOICE_MIRROR))
     erp, psa = BusinessCentralClient(conn_id=ERP_CONN_ID), HarvestClient(conn_id=PSA_CONN_ID)
     try:
         with erp, psa:
-            result = invoice_push.push_batch(_connect, run, batch_id, erp=erp, psa=psa)
+            result = invoice_push.push_batch(
+                _connect, run, batch_id, erp=erp, psa=psa, harvest_invoices=mirror
+            )
     except invoice_push.PushRefused as exc:
         raise _fail(f"batch {batch_id} is not pushed: {exc}") from exc
     data = _json_safe(_as_dict(result))
@@ -429,6 +434,16 @@ def push(context: Any, decision: dict) -> dict:
     # resumes each invoice where it stopped, so nothing is created or billed twice
     result.raise_if_incomplete()
     return data
+
+
+def _variable(name: str) -> str | None:
+    """An Airflow Variable at run time (None when unset)."""
+    from airflow.sdk import Variable
+
+    try:
+        return Variable.get(name, default=None)
+    except Exception:  # noqa: BLE001 - no metadata access (tests): the default applies
+        return None
 
 
 def export(context: Any, decision: dict) -> dict:

@@ -6,7 +6,7 @@ and walks each invoice through a small state machine kept in ``billing.invoice_p
 (migration 0012)::
 
     pending --(ERP draft found or created)--> created --(posted, number read back; billed_items
-    written)--> posted --(PSA entries marked billed)--> billed_back
+    written)--> posted --(billed state settled in the PSA)--> billed_back
 
 **Every step is committed before the next external call**, so whatever stops a push (a 5xx, a
 timeout, a connection dropped after the ERP committed, a SIGKILLed worker, an Airflow retry or
@@ -30,9 +30,12 @@ step and each invoice ends in the ERP exactly once:
 * **Record**: the ERP id, number and totals go to ``billing.invoice_push`` and
   ``billing.invoices``; every item key of the invoice goes to ``billing.billed_items`` (``ON
   CONFLICT DO NOTHING``) in the same transaction as the posted state.
-* **Bill back**: each time entry / expense is marked billed in the PSA
-  (:mod:`erpsync.invoicing.push_psa`), each outcome recorded in ``billing.push_psa_marks``, so
-  a retry skips what is done.
+* **Billed state**: ``billing.billed_items`` is the truth. Harvest shows the items as invoiced
+  only through a Harvest invoice that imports exactly them (:mod:`erpsync.invoicing.push_psa`:
+  compared before, read back after, deleted again on a mismatch); otherwise Harvest is left
+  alone (``ledger_only``, with the reason). The outcome goes to ``billing.psa_billed_state``
+  in the transaction that moves the invoice to ``billed_back``; a Harvest invoice a killed run
+  created is found again by its number, never created twice.
 * **Concurrency**: an invoice is worked on only under a session advisory lock
   (``pg_try_advisory_lock``); a second push skips invoices another holds (``busy``) and the
   lock dies with a killed process's connection.
@@ -46,7 +49,7 @@ corrective memo) creates a credit memo only with ``Microsoft.NAV.makeCorrectiveC
 the posted original, copying all of its lines; ``salesCreditMemos`` and their lines are read-only
 there. So a credit note for the full original is pushed (looked up by ``invoiceId``, created,
 posted), while a partial credit note is refused with that explanation. A credit note writes no
-``billed_items`` and marks nothing in the PSA.
+``billed_items`` and writes nothing to the PSA (state ``credit_note``).
 
 Vendor docs: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_salesinvoice
 """
@@ -142,18 +145,19 @@ class PushResult:
     already_in_erp: int = 0  # found in the ERP by the lookup (before or after a lost answer)
     posted: int = 0  # posted by this run
     already_posted: int = 0  # found posted in the ERP
-    billed_back: int = 0  # completed (PSA marked) by this run
+    billed_back: int = 0  # completed (billed state settled) by this run
     already_done: int = 0  # billed back before this run
     busy: int = 0  # worked on by another push at the same time: skipped
     uncertain: int = 0  # lost create answer, not visible in the ERP yet: retried later
     failed: int = 0
     items_recorded: int = 0  # billed_items rows inserted
-    psa_marked: int = 0
-    psa_already_billed: int = 0
-    psa_conflicts: int = 0
-    psa_missing: int = 0
+    harvest_invoiced: int = 0  # invoices Harvest now shows as invoiced (read back)
+    ledger_only: int = 0  # invoices billed in erpsync's ledger only (reason in psa_billed_state)
+    billed_state_failed: int = 0  # Harvest invoice did not bill exactly: deleted, exception
+    psa_conflicts: int = 0  # items already invoiced in Harvest by another invoice
     erp_writes: int = 0  # creates, line adds and posts that the ERP answered
     psa_writes: int = 0
+    psa_requests: int = 0
     totals: dict[str, dict[str, str]] = field(default_factory=dict)
     tax_differences: list[dict[str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -184,6 +188,7 @@ class _Ctx:
     settle_seconds: float | None
     on_step: Callable[[str, int], None] | None
     kind: str
+    harvest_invoices: bool = True
 
     def step(self, name: str, invoice_id: int) -> None:
         if self.on_step is not None:
@@ -208,6 +213,7 @@ def push_batch(
     psa: Any,
     settle_seconds: float | None = None,
     on_step: Callable[[str, int], None] | None = None,
+    harvest_invoices: bool = True,
 ) -> PushResult:
     """Push the approved batch ``batch_id`` to the ERP and bill its items back in the PSA.
 
@@ -219,8 +225,11 @@ def push_batch(
     ``settle_seconds``: how long after a create whose answer was lost the ERP must still not
     show the document before it is created again (default: twice the ERP read timeout + 10 s).
     ``on_step(step, invoice_id)``: called at each step boundary (``create_sent``,
-    ``erp_created``, ``created``, ``erp_posted``, ``posted``, ``psa_marked``, ``psa_recorded``,
-    ``billed_back``), for progress reporting and fault-injection tests.
+    ``erp_created``, ``created``, ``erp_posted``, ``posted``, ``harvest_invoice_created``,
+    ``harvest_mismatch``, ``billed_back``), for progress reporting and fault-injection tests.
+    ``harvest_invoices``: mirror the billed state into Harvest as a Harvest invoice where that
+    is exact (:mod:`erpsync.invoicing.push_psa`); False = erpsync's ledger only
+    (:data:`erpsync.settings.HARVEST_INVOICE_MIRROR`).
 
     Raises :class:`PushRefused` for a batch that is not approved or whose content changed since
     its approval. Per-invoice problems do not raise: they are recorded (``last_error``, an
@@ -229,7 +238,7 @@ def push_batch(
     """
     conn = _connect(conn_factory_or_conninfo)
     try:
-        return _push(conn, run, int(batch_id), erp, psa, settle_seconds, on_step)
+        return _push(conn, run, int(batch_id), erp, psa, settle_seconds, on_step, harvest_invoices)
     finally:
         conn.close()
 
@@ -281,7 +290,7 @@ def _current_hash(conn, batch_id: int) -> str:
     return current_hash(conn, batch_id)
 
 
-def _push(conn, run, batch_id, erp, psa, settle_seconds, on_step) -> PushResult:
+def _push(conn, run, batch_id, erp, psa, settle_seconds, on_step, mirror=True) -> PushResult:
     result = PushResult(batch_id=batch_id, run_id=str(getattr(run, "run_id", "")))
     batch = _one(
         conn.execute(
@@ -292,7 +301,7 @@ def _push(conn, run, batch_id, erp, psa, settle_seconds, on_step) -> PushResult:
     )
     if batch is None:
         raise PushRefused(f"invoice batch {batch_id} does not exist")
-    ctx = _Ctx(conn, run, erp, psa, result, settle_seconds, on_step, str(batch["kind"]))
+    ctx = _Ctx(conn, run, erp, psa, result, settle_seconds, on_step, str(batch["kind"]), mirror)
     result.kind = ctx.kind
     result.batch_status = str(batch["status"])
     invoices = _invoices(conn, batch_id)
@@ -895,78 +904,34 @@ def _record_posted(
     )
 
 
-# ---------------------------------------------------------------------------- step 3: bill back
+# ---------------------------------------------------------------------------- step 3: billed state
+
+
+HARVEST_MISMATCH = "harvest_invoice_mismatch"
+PSA_BILLED_ELSEWHERE = "psa_billed_elsewhere"
 
 
 def _bill_back_step(ctx: _Ctx, invoice: dict[str, Any], state: dict[str, Any]) -> None:
     invoice_id = int(invoice["invoice_id"])
-    keys = [] if _is_credit(ctx, invoice) else _item_keys(ctx, invoice_id)
-    done = {
-        r[0]
-        for r in ctx.conn.execute(
-            "SELECT item_key FROM billing.push_psa_marks WHERE item_key = ANY(%s)", (keys,)
-        ).fetchall()
-    }
-    for key in keys:
-        if key in done:
-            continue
-        item = push_psa.psa_item(ctx.conn, key)
-        outcome = push_psa.mark_item(
+    document = str(invoice["document_number"])
+    if _is_credit(ctx, invoice):
+        billed = push_psa.BilledState("credit_note", push_psa.CREDIT_NOTE_REASON)
+    else:
+        billed = push_psa.settle(
+            ctx.conn,
             ctx.psa,
-            item,
-            erp_invoice_id=state["erp_invoice_id"],
-            erp_number=state["erp_number"],
-            document_number=str(invoice["document_number"]),
+            _item_keys(ctx, invoice_id),
+            erp_number=str(state["erp_number"]),
+            issue_date=invoice["invoice_date"],
+            currency=_currency(invoice),
+            document_number=document,
+            mirror=ctx.harvest_invoices,
+            on_step=lambda step: ctx.step(step, invoice_id),
         )
-        ctx.result.psa_writes += outcome.writes
-        ctx.step("psa_marked", invoice_id)
-        with ctx.conn.transaction():
-            ctx.conn.execute(
-                """INSERT INTO billing.push_psa_marks
-                       (item_key, invoice_id, psa_resource, psa_id, outcome, detail, run_id)
-                   VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s)
-                   ON CONFLICT (item_key) DO NOTHING""",
-                (
-                    key,
-                    invoice_id,
-                    item.resource,
-                    item.psa_id,
-                    outcome.outcome,
-                    json.dumps(outcome.detail, default=str),
-                    ctx.result.run_id,
-                ),
-            )
-            if outcome.outcome == "conflict":
-                exceptions_queue.raise_exception(
-                    ctx.conn,
-                    "psa_billed_elsewhere",
-                    "psa_item",
-                    key,
-                    FINANCE_OPS,
-                    {
-                        **outcome.detail,
-                        "document_number": invoice["document_number"],
-                        "note": "billed by erpsync in the ERP and by another invoice in the PSA",
-                    },
-                    ctx.run,
-                )
-        ctx.step("psa_recorded", invoice_id)
-        if outcome.outcome == "marked":
-            ctx.result.psa_marked += 1
-        elif outcome.outcome == "already_billed":
-            ctx.result.psa_already_billed += 1
-        elif outcome.outcome == "conflict":
-            ctx.result.psa_conflicts += 1
-        elif outcome.outcome == "missing":
-            ctx.result.psa_missing += 1
+    ctx.result.psa_writes += billed.psa_writes
+    ctx.result.psa_requests += billed.psa_requests
     with ctx.conn.transaction():
-        counts = dict(
-            ctx.conn.execute(
-                """SELECT outcome, count(*) FROM billing.push_psa_marks
-                    WHERE invoice_id = %s GROUP BY outcome""",
-                (invoice_id,),
-            ).fetchall()
-        )
+        _record_billed_state(ctx, invoice, state, billed)
         _update(ctx, invoice_id, step="billed_back", last_error=None, billed_back_at="now()")
         ctx.conn.execute(
             """UPDATE billing.invoices SET status = 'billed_back'
@@ -978,22 +943,113 @@ def _bill_back_step(ctx: _Ctx, invoice: dict[str, Any], state: dict[str, Any]) -
             ctx,
             "invoice.billed_back",
             "invoice",
-            invoice["document_number"],
-            after={"status": "billed_back", "erp_number": state["erp_number"]},
+            document,
+            after={
+                "status": "billed_back",
+                "erp_number": state["erp_number"],
+                "psa_billed_state": billed.status,
+                "harvest_invoice_id": billed.harvest_invoice_id,
+            },
             detail={
                 "invoice_id": invoice_id,
                 "batch_id": invoice["batch_id"],
-                "items": len(keys),
-                "psa": {k: int(v) for k, v in counts.items()},
+                "items": len(billed.erpsync_items),
+                "reason": billed.reason,
+                "psa_writes": billed.psa_writes,
             },
         )
+    if billed.status == "harvest_invoiced":
+        ctx.result.harvest_invoiced += 1
+    elif billed.status == "ledger_only":
+        ctx.result.ledger_only += 1
+    elif billed.status == "failed":
+        ctx.result.billed_state_failed += 1
+    ctx.result.psa_conflicts += len(billed.conflicts)
     ctx.result.billed_back += 1
     ctx.step("billed_back", invoice_id)
     log.info(
-        "%s billed back in the PSA: %s",
-        invoice["document_number"],
-        {k: int(v) for k, v in counts.items()} or "nothing to mark",
+        "%s (%s): billed state %s%s",
+        document,
+        state["erp_number"],
+        billed.status,
+        f" (Harvest invoice {billed.harvest_invoice_id})"
+        if billed.status == "harvest_invoiced"
+        else f": {billed.reason}"
+        if billed.reason
+        else "",
     )
+
+
+def _record_billed_state(
+    ctx: _Ctx, invoice: dict[str, Any], state: dict[str, Any], billed: push_psa.BilledState
+) -> None:
+    """The state row, and the exceptions a person must look at (in the caller's transaction)."""
+    tw, ew = billed.time_window or (None, None), billed.expenses_window or (None, None)
+    ctx.conn.execute(
+        """INSERT INTO billing.psa_billed_state
+               (invoice_id, document_number, erp_number, status, reason, harvest_invoice_id,
+                harvest_invoice_number, harvest_client_id, project_ids, time_from, time_to,
+                expenses_from, expenses_to, erpsync_items, harvest_uninvoiced, harvest_billed,
+                psa_requests, run_id)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+           ON CONFLICT (invoice_id) DO UPDATE SET
+               status = EXCLUDED.status, reason = EXCLUDED.reason,
+               harvest_invoice_id = EXCLUDED.harvest_invoice_id,
+               harvest_invoice_number = EXCLUDED.harvest_invoice_number,
+               harvest_billed = EXCLUDED.harvest_billed, run_id = EXCLUDED.run_id,
+               psa_requests = billing.psa_billed_state.psa_requests + EXCLUDED.psa_requests,
+               decided_at = now()""",
+        (
+            invoice["invoice_id"],
+            invoice["document_number"],
+            state["erp_number"],
+            billed.status,
+            billed.reason,
+            billed.harvest_invoice_id,
+            billed.harvest_invoice_number,
+            billed.harvest_client_id,
+            billed.project_ids,
+            tw[0],
+            tw[1],
+            ew[0],
+            ew[1],
+            billed.erpsync_items,
+            billed.harvest_uninvoiced,
+            billed.harvest_billed,
+            billed.psa_requests,
+            ctx.result.run_id,
+        ),
+    )
+    for conflict in billed.conflicts:
+        exceptions_queue.raise_exception(
+            ctx.conn,
+            PSA_BILLED_ELSEWHERE,
+            "psa_item",
+            conflict["item_key"],
+            FINANCE_OPS,
+            {
+                **conflict,
+                "note": "billed by erpsync in the ERP and by another invoice in Harvest",
+            },
+            ctx.run,
+        )
+    if billed.status == "failed":
+        exceptions_queue.raise_exception(
+            ctx.conn,
+            HARVEST_MISMATCH,
+            "invoice",
+            str(invoice["document_number"]),
+            FINANCE_OPS,
+            {
+                "erp_number": state["erp_number"],
+                "harvest_invoice_id": billed.harvest_invoice_id,
+                "reason": billed.reason,
+                "erpsync_items": billed.erpsync_items,
+                "harvest_billed": billed.harvest_billed,
+                "harvest_uninvoiced_before": billed.harvest_uninvoiced,
+            },
+            ctx.run,
+        )
 
 
 def _resolve_failures(ctx: _Ctx, invoice: dict[str, Any]) -> None:

@@ -1,108 +1,389 @@
-"""The PSA side of the invoice push: mark what a posted ERP invoice billed as billed in Harvest.
+"""The PSA side of the invoice push: the billed state in Harvest after an ERP invoice posts.
 
-After the ERP posts an invoice, each of its time entries and expenses is marked billed in the
-PSA with ``PATCH /v2/time_entries/{id}`` (``/v2/expenses/{id}``) carrying ``is_billed: true``,
-the ERP invoice (``invoice: {id, number}``) and an ``external_reference`` naming the erpsync
-document number; the PSA locks billed entries. A fixed-fee milestone's PSA milestone (when the
-contract knows its id) is set to ``status: invoiced``. Retainer items have no PSA record.
+Harvest has no writable "billed" flag. ``is_billed``, ``invoice`` and the "invoiced" lock of a
+time entry or expense are read-only; Harvest sets them only when a **Harvest invoice imports the
+item** (``POST /v2/invoices`` with ``line_items_import {project_ids, time {summary_type, from,
+to}, expenses {summary_type, from, to}}``), and it imports *every* uninvoiced billable item of
+those projects in the ``spent_date`` window: single items cannot be picked or left out. Deleting
+that invoice releases them again.
 
-Each item is read first: already billed by this invoice = nothing to write; billed by another
-invoice = a conflict for a person (never overwritten); deleted = reported missing. A PATCH of
-absolute values is idempotent and the shared request loop retries it like a read.
+So erpsync's own ledger (``billing.billed_items``, written when the ERP invoice posts) is the
+truth, and Harvest is made to show the same only when that is exact. Per posted invoice
+(:func:`settle`):
 
-Vendor docs: https://help.getharvest.com/api-v2/timesheets-api/timesheets/time-entries/#update-a-time-entry
-and https://help.getharvest.com/api-v2/expenses-api/expenses/expenses/#update-an-expense
+1. The invoice's time and expense keys are located in the warehouse (``core.time_entries`` /
+   ``core.expenses``: Harvest project, client, spent_date), giving the projects and one window
+   for time and one for expenses (the first to the last spent_date billed).
+2. Harvest is listed with its documented filters (``project_id``, ``from``, ``to``; one request
+   per project and kind unless a page overflows, never a GET per entry). A Harvest invoice whose
+   ``number`` is the ERP's posted number is looked up first (``GET /v2/invoices?client_id&from&to``
+   on the issue date, and the ``invoice`` of the listed items): found = a previous run created
+   it, go to the read-back (check-then-create: retries and kills never make a second one).
+3. The uninvoiced billable items Harvest would import are compared with the set erpsync billed.
+   Equal: the Harvest invoice is created (``number`` = ERP posted number, the ERP's issue date
+   and currency). Different (other uninvoiced items in the window, an item billed by another
+   Harvest invoice, an item gone): nothing is written and the state is ``ledger_only`` with the
+   reason (an item billed elsewhere also raises ``psa_billed_elsewhere`` for a person).
+4. Read-back: the same lists again; exactly erpsync's items must now carry the new invoice id
+   and no other item in the window may have changed. Otherwise the Harvest invoice is deleted,
+   the delete is checked (the invoice answers 404), and the state is ``failed`` with both sets
+   (exception ``harvest_invoice_mismatch``).
+
+The Harvest invoice stays a draft: the ERP is the receivables system, and a Harvest draft is not
+an outstanding amount in Harvest's reports. Nothing else is ever written to a time entry or
+expense (``external_reference`` belongs to timer integrations; expenses have none).
+Credit notes leave Harvest as it is: the credited items stay billed (a credit corrects money, it
+does not make work billable again; :mod:`erpsync.invoicing.credit`).
+
+Vendor docs:
+https://help.getharvest.com/api-v2/invoices-api/invoices/invoices/#create-an-invoice-based-on-tracked-time-and-expenses
+https://help.getharvest.com/api-v2/invoices-api/invoices/invoices/#list-all-invoices
+https://help.getharvest.com/api-v2/invoices-api/invoices/invoices/#delete-an-invoice
+https://help.getharvest.com/api-v2/timesheets-api/timesheets/time-entries/#list-all-time-entries
+https://help.getharvest.com/api-v2/expenses-api/expenses/expenses/#list-all-expenses
 """
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MarkOutcome", "PsaItem", "mark_item", "psa_item"]
+from erpsync.connectors import errors
 
-_RESOURCES = {"time": "time_entries", "expense": "expenses"}
+__all__ = [
+    "CREDIT_NOTE_REASON",
+    "HARVEST_KINDS",
+    "BilledState",
+    "settle",
+]
 
-
-@dataclass(frozen=True)
-class PsaItem:
-    """Where an item key lives in the PSA (``resource`` None: nothing to mark there)."""
-
-    item_key: str
-    resource: str | None
-    psa_id: str | None
+#: item key prefix -> Harvest list resource
+HARVEST_KINDS = {"time": "time_entries", "expense": "expenses"}
+#: How the Harvest invoice lists what it imported: one line per entry / expense.
+SUMMARY_TYPE = "detailed"
+CREDIT_NOTE_REASON = (
+    "credit note: the credited items stay billed in erpsync's ledger (a credit corrects money,"
+    " it does not make work billable again); Harvest is left as it is"
+)
 
 
 @dataclass
-class MarkOutcome:
-    outcome: str  # marked | already_billed | conflict | missing | nothing_to_mark
-    writes: int = 0
-    detail: dict[str, Any] = field(default_factory=dict)
+class BilledState:
+    """What the billed-state step decided for one invoice (a row of billing.psa_billed_state)."""
+
+    status: str  # harvest_invoiced | ledger_only | failed | credit_note
+    reason: str | None = None
+    harvest_invoice_id: str | None = None
+    harvest_invoice_number: str | None = None
+    harvest_client_id: str | None = None
+    project_ids: list[str] = field(default_factory=list)
+    time_window: tuple[dt.date, dt.date] | None = None
+    expenses_window: tuple[dt.date, dt.date] | None = None
+    erpsync_items: list[str] = field(default_factory=list)
+    harvest_uninvoiced: list[str] = field(default_factory=list)
+    harvest_billed: list[str] = field(default_factory=list)
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
+    psa_requests: int = 0
+    psa_writes: int = 0
+    created_now: bool = False
 
 
-def psa_item(conn, item_key: str) -> PsaItem:
-    """Resolve an item key (``time:<id>``, ``expense:<id>``, ``milestone:<opp>:<ver>:<seq>``,
-    ``retainer:<schedule>:<seq>``) to its PSA record."""
-    kind, _, rest = item_key.partition(":")
-    if kind in _RESOURCES:
-        return PsaItem(item_key, _RESOURCES[kind], rest)
-    if kind == "milestone":
-        opportunity_id, version, seq = rest.rsplit(":", 2)
-        row = conn.execute(
-            """SELECT psa_milestone_id FROM core.contract_milestones
-                WHERE opportunity_id = %s AND version = %s AND seq = %s""",
-            (opportunity_id, int(version), int(seq)),
-        ).fetchone()
-        if row is not None and row[0]:
-            return PsaItem(item_key, "milestones", str(row[0]))
-    return PsaItem(item_key, None, None)
+@dataclass
+class _Plan:
+    keys: list[str]
+    projects: list[str]
+    client_id: str | None
+    windows: dict[str, tuple[dt.date, dt.date]]  # kind -> (from, to)
 
 
-def _billed_by(body: dict[str, Any], erp_number: str, document_number: str) -> bool:
-    invoice = body.get("invoice") or {}
-    ref = body.get("external_reference") or {}
-    return str(invoice.get("number") or "") == erp_number or (
-        str(ref.get("group_id") or "") == "erpsync" and str(ref.get("id") or "") == document_number
-    )
+class _Counted:
+    """Counts the requests sent to Harvest for the state row (few requests is the design)."""
+
+    def __init__(self, psa: Any) -> None:
+        self.psa = psa
+        self.writes = 0
+        stats = getattr(psa, "stats", None)
+        self._start = getattr(stats, "requests", 0)
+
+    @property
+    def requests(self) -> int:
+        """HTTP requests sent to Harvest since this step started (retries included)."""
+        return getattr(getattr(self.psa, "stats", None), "requests", 0) - self._start
+
+    def list(self, resource: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for page in self.psa.iter_pages(resource, params):
+            out.extend(page)
+        return out
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        return self.psa.get(path)
+
+    def create_invoice(self, body: dict[str, Any]) -> dict[str, Any]:
+        answer = self.psa.create("invoices", body)
+        self.writes += 1
+        return answer
+
+    def delete_invoice(self, invoice_id: str) -> bool:
+        """DELETE, then GET: True when Harvest no longer has the invoice."""
+        self.psa.request("DELETE", f"/v2/invoices/{invoice_id}", accept=(404,))
+        self.writes += 1
+        return self.psa.get(f"invoices/{invoice_id}") is None
 
 
-def mark_item(
-    psa, item: PsaItem, *, erp_invoice_id: str, erp_number: str, document_number: str
-) -> MarkOutcome:
-    """Mark one item billed in the PSA (idempotent; reads first)."""
-    if item.resource is None:
-        return MarkOutcome("nothing_to_mark")
-    path = f"{item.resource}/{item.psa_id}"
-    body = psa.get(path)
-    if body is None:
-        return MarkOutcome("missing", detail={"psa": path})
-    if item.resource == "milestones":
-        if body.get("status") == "invoiced":
-            return MarkOutcome("already_billed")
-        psa.update(path, {"status": "invoiced"})
-        return MarkOutcome("marked", writes=1)
-    if body.get("is_billed"):
-        if _billed_by(body, erp_number, document_number):
-            return MarkOutcome("already_billed")
-        return MarkOutcome(
-            "conflict",
-            detail={
-                "psa": path,
-                "billed_on": body.get("invoice"),
-                "external_reference": body.get("external_reference"),
-                "erp_number": erp_number,
-            },
+def _plan(conn, keys: list[str]) -> tuple[_Plan | None, str | None]:
+    """Where the invoice's Harvest items are (projects, client, windows), from the warehouse."""
+    harvest = sorted(k for k in keys if k.partition(":")[0] in HARVEST_KINDS)
+    if not harvest:
+        return None, "no Harvest time or expenses on this invoice"
+    found: dict[str, tuple[str, str | None, dt.date]] = {}
+    for kind, table in (("time", "core.time_entries"), ("expense", "core.expenses")):
+        ids = [k.partition(":")[2] for k in harvest if k.startswith(kind + ":")]
+        if not ids:
+            continue
+        rows = conn.execute(
+            f"""SELECT psa_id, project_psa_id, client_psa_id, spent_date FROM {table}
+                 WHERE psa_id = ANY(%s)""",  # noqa: S608 - table from a constant
+            (ids,),
+        ).fetchall()
+        for psa_id, project, client, spent in rows:
+            found[f"{kind}:{psa_id}"] = (str(project), client and str(client), spent)
+    missing = [k for k in harvest if k not in found]
+    if missing:
+        return None, f"not in the warehouse's Harvest copy: {', '.join(missing[:10])}"
+    clients = {c for _, c, _ in found.values() if c}
+    if len(clients) > 1:
+        return None, f"items of more than one Harvest client ({', '.join(sorted(clients))})"
+    windows: dict[str, tuple[dt.date, dt.date]] = {}
+    for kind in HARVEST_KINDS:
+        dates = [d for k, (_, _, d) in found.items() if k.startswith(kind + ":")]
+        if dates:
+            windows[kind] = (min(dates), max(dates))
+    projects = sorted({p for p, _, _ in found.values()}, key=lambda p: (len(p), p))
+    return _Plan(harvest, projects, next(iter(clients), None), windows), None
+
+
+def _snapshot(h: _Counted, plan: _Plan) -> dict[str, dict[str, Any]]:
+    """Item key -> listed record, for every item of the plan's projects in its windows."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind, (start, end) in plan.windows.items():
+        for project in plan.projects:
+            params = {"project_id": project, "from": start.isoformat(), "to": end.isoformat()}
+            for record in h.list(HARVEST_KINDS[kind], params):
+                out[f"{kind}:{record['id']}"] = record
+    return out
+
+
+def _invoice_of(record: dict[str, Any]) -> dict[str, Any]:
+    return record.get("invoice") or {}
+
+
+def _state_of(record: dict[str, Any]) -> tuple[bool, str | None]:
+    return bool(record.get("is_billed")), _str(_invoice_of(record).get("id"))
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _find_invoice(
+    h: _Counted, client_id: str | None, number: str, issue: dt.date, listed: dict[str, dict]
+) -> dict[str, Any] | None:
+    """The Harvest invoice numbered ``number`` (a previous run's), if any."""
+    by_items = {
+        _str(_invoice_of(r).get("id"))
+        for r in listed.values()
+        if str(_invoice_of(r).get("number") or "") == number
+    }
+    if client_id:
+        day = issue.isoformat()
+        for invoice in h.list("invoices", {"client_id": client_id, "from": day, "to": day}):
+            if str(invoice.get("number") or "") == number:
+                return invoice
+    for invoice_id in sorted(i for i in by_items if i):
+        invoice = h.get(f"invoices/{invoice_id}")
+        if invoice is not None:
+            return invoice
+    return None
+
+
+def settle(
+    conn,
+    psa: Any,
+    keys: list[str],
+    *,
+    erp_number: str,
+    issue_date: dt.date,
+    currency: str,
+    document_number: str,
+    mirror: bool,
+    on_step: Callable[[str], None] | None = None,
+) -> BilledState:
+    """Decide and apply the Harvest billed state of one posted invoice (see the module doc).
+
+    Raises a :class:`~erpsync.connectors.errors.ConnectorError` when Harvest cannot be reached
+    (the caller leaves the invoice at its step; the next push resumes, and finds a Harvest
+    invoice it already created by its number)."""
+    erpsync_items = sorted(k for k in keys if k.partition(":")[0] in HARVEST_KINDS)
+    if not mirror:
+        return BilledState(
+            "ledger_only",
+            "Harvest mirroring is off (Airflow Variable erpsync_harvest_invoice_mirror)",
+            erpsync_items=erpsync_items,
         )
-    psa.update(
-        path,
-        {
-            "is_billed": True,
-            "invoice": {"id": erp_invoice_id, "number": erp_number},
-            "external_reference": {
-                "id": document_number,
-                "group_id": "erpsync",
-                "permalink": None,
-            },
-        },
+    plan, why_not = _plan(conn, keys)
+    if plan is None:
+        return BilledState("ledger_only", why_not, erpsync_items=erpsync_items)
+    h = _Counted(psa)
+    state = BilledState(
+        "ledger_only",
+        harvest_client_id=plan.client_id,
+        project_ids=plan.projects,
+        time_window=plan.windows.get("time"),
+        expenses_window=plan.windows.get("expense"),
+        erpsync_items=plan.keys,
     )
-    return MarkOutcome("marked", writes=1)
+    try:
+        before = _snapshot(h, plan)
+        if state.harvest_client_id is None:
+            clients = {_str((r.get("client") or {}).get("id")) for r in before.values()}
+            state.harvest_client_id = next(iter(sorted(c for c in clients if c)), None)
+        existing = _find_invoice(h, state.harvest_client_id, erp_number, issue_date, before)
+        if existing is not None:
+            return _read_back(h, plan, state, existing, None, erp_number, on_step)
+        wanted = set(plan.keys)
+        uninvoiced = {k for k, r in before.items() if r.get("billable") and not r.get("is_billed")}
+        state.harvest_uninvoiced = sorted(uninvoiced)
+        for key in sorted(wanted):
+            record = before.get(key)
+            if record is not None and record.get("is_billed"):
+                state.conflicts.append(
+                    {
+                        "item_key": key,
+                        "billed_on": _invoice_of(record),
+                        "erp_number": erp_number,
+                        "document_number": document_number,
+                    }
+                )
+        gone = sorted(k for k in wanted if k not in before)
+        extra = sorted(uninvoiced - wanted)
+        unbillable = sorted(k for k in wanted if k in before and not before[k].get("billable"))
+        reasons = []
+        if state.conflicts:
+            reasons.append(
+                "already invoiced in Harvest by another invoice: "
+                + ", ".join(c["item_key"] for c in state.conflicts[:10])
+            )
+        if gone:
+            reasons.append(f"not found in Harvest (deleted or moved): {', '.join(gone[:10])}")
+        if unbillable:
+            reasons.append(f"not billable in Harvest: {', '.join(unbillable[:10])}")
+        if extra:
+            reasons.append(
+                f"{len(extra)} other uninvoiced billable item(s) in the window that erpsync did"
+                f" not bill (a Harvest import would take them too): {', '.join(extra[:10])}"
+            )
+        if reasons:
+            state.reason = "; ".join(reasons)
+            return state
+        if state.harvest_client_id is None:
+            state.reason = "the Harvest client of the items is unknown"
+            return state
+        if on_step is not None:
+            on_step("harvest_compared")
+        body = _invoice_body(plan, state.harvest_client_id, erp_number, issue_date, currency)
+        body["subject"] = f"{erp_number} (posted in the ERP; erpsync {document_number})"
+        try:
+            created = h.create_invoice(body)
+        except errors.VendorError as exc:
+            if exc.status >= 500 or exc.status in (408, 429):
+                raise
+            state.status = "failed"
+            state.reason = f"Harvest refused the invoice import: {exc}"
+            return state
+        except errors.WriteOutcomeUnknown:
+            found = _find_invoice(h, state.harvest_client_id, erp_number, issue_date, {})
+            if found is None:
+                raise
+            created = found
+        state.created_now = True
+        if on_step is not None:
+            on_step("harvest_invoice_created")
+        return _read_back(h, plan, state, created, before, erp_number, on_step)
+    finally:
+        state.psa_requests = h.requests
+        state.psa_writes = h.writes
+
+
+def _invoice_body(
+    plan: _Plan, client_id: str, number: str, issue: dt.date, currency: str
+) -> dict[str, Any]:
+    """``POST /v2/invoices`` with ``line_items_import`` (documented parameters only)."""
+    imp: dict[str, Any] = {"project_ids": [int(p) if p.isdigit() else p for p in plan.projects]}
+    for kind, part in (("time", "time"), ("expense", "expenses")):
+        if kind in plan.windows:
+            start, end = plan.windows[kind]
+            imp[part] = {
+                "summary_type": SUMMARY_TYPE,
+                "from": start.isoformat(),
+                "to": end.isoformat(),
+            }
+    return {
+        "client_id": int(client_id) if client_id.isdigit() else client_id,
+        "number": number,
+        "issue_date": issue.isoformat(),
+        "currency": currency,
+        "line_items_import": imp,
+    }
+
+
+def _read_back(
+    h: _Counted,
+    plan: _Plan,
+    state: BilledState,
+    invoice: dict[str, Any],
+    before: dict[str, dict[str, Any]] | None,
+    erp_number: str,
+    on_step: Callable[[str], None] | None,
+) -> BilledState:
+    """Exactly erpsync's items carry the Harvest invoice and nothing else changed, or the
+    Harvest invoice is deleted again and the state is ``failed``."""
+    invoice_id = str(invoice["id"])
+    state.harvest_invoice_id = invoice_id
+    state.harvest_invoice_number = str(invoice.get("number") or "")
+    after = _snapshot(h, plan)
+    billed = sorted(
+        k for k, r in after.items() if r.get("is_billed") and _state_of(r)[1] == invoice_id
+    )
+    state.harvest_billed = billed
+    changed_others = []
+    if before is not None:
+        changed_others = sorted(
+            k
+            for k, r in after.items()
+            if k not in plan.keys and k in before and _state_of(before[k]) != _state_of(r)
+        )
+    problems = []
+    if state.harvest_invoice_number != erp_number:
+        problems.append(f"number {state.harvest_invoice_number!r}, not {erp_number!r}")
+    if billed != sorted(plan.keys):
+        missing = sorted(set(plan.keys) - set(billed))
+        extra = sorted(set(billed) - set(plan.keys))
+        problems.append(f"not billed by it: {missing}; billed by it but not by erpsync: {extra}")
+    if changed_others:
+        problems.append(f"other items changed: {changed_others}")
+    if not problems:
+        state.status, state.reason = "harvest_invoiced", None
+        return state
+    if on_step is not None:
+        on_step("harvest_mismatch")
+    gone = h.delete_invoice(invoice_id)
+    state.status = "failed"
+    state.reason = (
+        f"Harvest invoice {invoice_id} did not bill exactly the items of the ERP invoice"
+        f" ({'; '.join(problems)}); "
+        + ("it was deleted again" if gone else "deleting it did not take: delete it in Harvest")
+    )
+    return state

@@ -35,9 +35,13 @@ Lists and paging (see :mod:`erpsync_sandbox.psa.paging`)
 Writes (see :mod:`erpsync_sandbox.psa.writes`)
     POST/PATCH/DELETE clients, contacts, projects, tasks, project task and user assignments,
     milestones; POST/PATCH/DELETE time entries and expenses (DELETE is a hard delete: later GETs
-    404 and lists no longer show the record); PATCH or ``PATCH .../mark_as_billed`` to mark
-    entries billed; POST invoices (201, never deduplicated); POST ``/v2/users/{id}/billable_rates``
-    and ``cost_rates``. Validation failures are 422 ``{"message": "..."}``. Every write bumps
+    404 and lists no longer show the record; PATCH takes Harvest's documented parameters only,
+    ``is_billed``/``invoice`` are read-only and a locked item refuses edits with 422); POST
+    invoices (201, never deduplicated; free-form or ``line_items_import``, which marks the
+    imported time and expenses billed) and DELETE invoices (releases them); POST
+    ``/v2/users/{id}/billable_rates`` and ``cost_rates``. Body keys Harvest does not document
+    are ignored and noted (:func:`erpsync_sandbox.contract.undocumented`). Validation failures
+    are 422 ``{"message": "..."}``. Every write bumps
     ``updated_at``. Deletes answer ``200`` with an empty body, as Harvest does.
 
 Serving speed
@@ -64,6 +68,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from erpsync_sandbox.common import SandboxContext, make_base_app
+from erpsync_sandbox.contract import undocumented
 from erpsync_sandbox.psa.paging import (
     Cursor,
     PagePositions,
@@ -86,7 +91,16 @@ from erpsync_sandbox.psa.resources import (
     ListSpec,
     parse_updated_since,
 )
-from erpsync_sandbox.psa.writes import NotFound, PsaWriter, Unprocessable
+from erpsync_sandbox.psa.writes import (
+    EXPENSE_UPDATE_PARAMS,
+    INVOICE_CREATE_PARAMS,
+    TIME_ENTRY_UPDATE_PARAMS,
+    NotFound,
+    PsaWriter,
+    Unprocessable,
+    invoice_import_undocumented,
+    undocumented_params,
+)
 from erpsync_sandbox.store import Store, dumps
 
 __all__ = ["create_app"]
@@ -133,12 +147,17 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "hours": 1.5,
         "notes": "Workshop",
     },
-    "update_time_entry": {
-        "is_billed": True,
-        "invoice": {"id": 77, "number": "SI-2026-0077"},
-        "external_reference": {"id": "SI-2026-0077", "group_id": "erpsync", "permalink": None},
+    "update_time_entry": {"hours": 2.0, "notes": "Workshop and write-up"},
+    "import_invoice": {
+        "client_id": 5100001,
+        "number": "PSI-2026-0077",
+        "issue_date": "2026-11-30",
+        "line_items_import": {
+            "project_ids": [6400001],
+            "time": {"summary_type": "detailed", "from": "2026-11-01", "to": "2026-11-30"},
+            "expenses": {"summary_type": "detailed", "from": "2026-11-01", "to": "2026-11-30"},
+        },
     },
-    "bill_time_entry": {"invoice": {"id": 77, "number": "SI-2026-0077"}},
     "create_invoice": {
         "client_id": 5100001,
         "subject": "November 2026",
@@ -720,26 +739,23 @@ def create_app(ctx: SandboxContext) -> FastAPI:
         payload = await _payload(request)
         return _json(await run_in_threadpool(writer.create_time_entry, payload, me_id()), 201)
 
+    def note_undocumented(request: Request, what: str, keys: list[str]) -> None:
+        """Harvest ignores body keys it does not document; the sandbox ignores them too and
+        notes each for the contract check."""
+        for key in keys:
+            undocumented(request, f"{what}: body parameter {key!r} is not documented")
+
     @v2.patch(
         "/time_entries/{id}",
         tags=["Time entries"],
-        summary="Update a time entry (also marks it billed: is_billed, invoice)",
+        summary="Update a time entry (documented parameters; is_billed/invoice are read-only)",
         openapi_extra=_body_doc("update_time_entry"),
     )
     async def update_time_entry(request: Request, id: str) -> Response:  # noqa: A002
         payload = await _payload(request)
+        extra = undocumented_params(payload, TIME_ENTRY_UPDATE_PARAMS)
+        note_undocumented(request, "PATCH /v2/time_entries/{id}", extra)
         return _json(await run_in_threadpool(writer.update_time_entry, _int_id(id), payload))
-
-    @v2.patch(
-        "/time_entries/{id}/mark_as_billed",
-        tags=["Time entries"],
-        summary="Mark a time entry billed (and locked) with an optional invoice reference",
-        openapi_extra=_body_doc("bill_time_entry"),
-    )
-    async def bill_time_entry(request: Request, id: str) -> Response:  # noqa: A002
-        payload = await _payload(request)
-        rid = _int_id(id)
-        return _json(await run_in_threadpool(writer.mark_billed, "time_entries", rid, payload))
 
     @v2.delete("/time_entries/{id}", tags=["Time entries"], summary="Delete a time entry (hard)")
     def delete_time_entry(id: str) -> Response:  # noqa: A002
@@ -755,21 +771,13 @@ def create_app(ctx: SandboxContext) -> FastAPI:
     @v2.patch(
         "/expenses/{id}",
         tags=["Expenses"],
-        summary="Update an expense (also marks it billed: is_billed, invoice)",
+        summary="Update an expense (documented parameters; is_billed/invoice are read-only)",
     )
     async def update_expense(request: Request, id: str) -> Response:  # noqa: A002
         payload = await _payload(request)
+        extra = undocumented_params(payload, EXPENSE_UPDATE_PARAMS)
+        note_undocumented(request, "PATCH /v2/expenses/{id}", extra)
         return _json(await run_in_threadpool(writer.update_expense, _int_id(id), payload))
-
-    @v2.patch(
-        "/expenses/{id}/mark_as_billed",
-        tags=["Expenses"],
-        summary="Mark an expense billed (and locked) with an optional invoice reference",
-    )
-    async def bill_expense(request: Request, id: str) -> Response:  # noqa: A002
-        payload = await _payload(request)
-        rid = _int_id(id)
-        return _json(await run_in_threadpool(writer.mark_billed, "expenses", rid, payload))
 
     @v2.delete("/expenses/{id}", tags=["Expenses"], summary="Delete an expense (hard)")
     def delete_expense(id: str) -> Response:  # noqa: A002
@@ -781,12 +789,26 @@ def create_app(ctx: SandboxContext) -> FastAPI:
         "/invoices",
         status_code=201,
         tags=["Invoices"],
-        summary="Create a free-form invoice (201; no deduplication)",
-        openapi_extra=_body_doc("create_invoice"),
+        summary="Create an invoice: free-form line_items and/or line_items_import of tracked"
+        " time and expenses (201; no deduplication)",
+        openapi_extra=_body_doc("import_invoice"),
     )
     async def create_invoice(request: Request) -> Response:
         payload = await _payload(request)
+        extra = undocumented_params(payload, INVOICE_CREATE_PARAMS)
+        note_undocumented(
+            request, "POST /v2/invoices", extra + invoice_import_undocumented(payload)
+        )
         return _json(await run_in_threadpool(writer.create_invoice, payload, me_ref()), 201)
+
+    @v2.delete(
+        "/invoices/{id}",
+        tags=["Invoices"],
+        summary="Delete an invoice (the time and expenses it imported are uninvoiced again)",
+    )
+    async def delete_invoice(id: str) -> Response:  # noqa: A002
+        await run_in_threadpool(writer.delete_invoice, _int_id(id))
+        return deleted()
 
     def add_rate_writes(name: str) -> None:
         async def post(request: Request, parent_id: str) -> Response:

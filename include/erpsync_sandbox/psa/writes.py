@@ -7,18 +7,18 @@ delete rules Harvest documents, e.g.
 https://help.getharvest.com/api-v2/clients-api/clients/clients/#delete-a-client and
 https://help.getharvest.com/api-v2/projects-api/projects/projects/#delete-a-project.
 
-Marking time and expenses billed (what erpsync does after an ERP invoice posts): real Harvest
-sets ``is_billed`` only when an invoice imports the entry. The sandbox accepts both
-
-* ``PATCH /v2/time_entries/{id}`` (or ``/v2/expenses/{id}``) with
-  ``{"is_billed": true, "invoice": {"id": .., "number": ".."}, "external_reference": {...}}``
-  and
-* ``PATCH /v2/time_entries/{id}/mark_as_billed`` (Harvest's action-endpoint style, like
-  ``/restart`` and ``/stop``) with an optional ``{"invoice": {...}}`` body.
-
-Billing an entry also locks it (``is_locked: true``, ``locked_reason: "Item Invoiced"``) unless
-the request says otherwise; ``is_billed: false`` unlocks it again. Other edits to a locked entry
-are refused with 422, as Harvest refuses edits to invoiced time.
+Billed state (what erpsync reads after an ERP invoice posts): as in Harvest, ``is_billed``,
+``invoice`` and the "invoiced" lock are read-only on time entries and expenses. Only a Harvest
+invoice that imports them sets them (``POST /v2/invoices`` with ``line_items_import``, see
+:meth:`PsaWriter.create_invoice`), and deleting that invoice releases them again
+(:meth:`PsaWriter.delete_invoice`). ``PATCH /v2/time_entries/{id}`` and ``PATCH
+/v2/expenses/{id}`` take exactly the update parameters Harvest documents
+(:data:`TIME_ENTRY_UPDATE_PARAMS`, :data:`EXPENSE_UPDATE_PARAMS`); anything else is ignored, as
+Harvest ignores it (the app notes it with :func:`erpsync_sandbox.contract.undocumented`), and a
+locked entry (approved or invoiced) refuses edits with 422.
+https://help.getharvest.com/api-v2/timesheets-api/timesheets/time-entries/#update-a-time-entry
+https://help.getharvest.com/api-v2/expenses-api/expenses/expenses/#update-an-expense
+https://help.getharvest.com/api-v2/invoices-api/invoices/invoices/#create-an-invoice-based-on-tracked-time-and-expenses
 
 Money arrives as JSON numbers and is kept as :class:`~decimal.Decimal` (request bodies are
 parsed with ``parse_float=Decimal``), so ``150.00`` is stored and served as written.
@@ -41,9 +41,93 @@ class NotFound(LookupError):
     """Harvest's 404."""
 
 
-BILLING_FIELDS = frozenset(
-    {"is_billed", "is_locked", "locked_reason", "invoice", "external_reference"}
+#: ``PATCH /v2/time_entries/{id}``: the parameters Harvest documents (no ``is_billed``,
+#: ``invoice`` or lock: those are read-only).
+#: https://help.getharvest.com/api-v2/timesheets-api/timesheets/time-entries/#update-a-time-entry
+TIME_ENTRY_UPDATE_PARAMS = frozenset(
+    {
+        "project_id",
+        "task_id",
+        "spent_date",
+        "started_time",
+        "ended_time",
+        "hours",
+        "notes",
+        "external_reference",
+    }
 )
+#: ``PATCH /v2/expenses/{id}`` (expenses have no ``external_reference`` at all).
+#: https://help.getharvest.com/api-v2/expenses-api/expenses/expenses/#update-an-expense
+EXPENSE_UPDATE_PARAMS = frozenset(
+    {
+        "project_id",
+        "expense_category_id",
+        "spent_date",
+        "units",
+        "total_cost",
+        "notes",
+        "billable",
+        "receipt",
+        "delete_receipt",
+    }
+)
+#: ``POST /v2/invoices`` (free-form, or based on tracked time and expenses with
+#: ``line_items_import``).
+#: https://help.getharvest.com/api-v2/invoices-api/invoices/invoices/#create-a-free-form-invoice
+#: https://help.getharvest.com/api-v2/invoices-api/invoices/invoices/#create-an-invoice-based-on-tracked-time-and-expenses
+INVOICE_CREATE_PARAMS = frozenset(
+    {
+        "client_id",
+        "retainer_id",
+        "estimate_id",
+        "number",
+        "purchase_order",
+        "tax",
+        "tax2",
+        "discount",
+        "subject",
+        "notes",
+        "currency",
+        "issue_date",
+        "due_date",
+        "payment_term",
+        "payment_options",
+        "line_items",
+        "line_items_import",
+    }
+)
+#: ``line_items_import``: ``project_ids`` (required), ``time`` and ``expenses`` import objects.
+LINE_ITEMS_IMPORT_PARAMS = frozenset({"project_ids", "time", "expenses"})
+TIME_IMPORT_PARAMS = frozenset({"summary_type", "from", "to"})
+EXPENSE_IMPORT_PARAMS = frozenset({"summary_type", "from", "to", "attach_receipt"})
+#: "How to summarize the time entries per line item. Options: project, task, people, or
+#: detailed." / expenses: "project, category, people, or detailed."
+TIME_SUMMARY_TYPES = ("project", "task", "people", "detailed")
+EXPENSE_SUMMARY_TYPES = ("project", "category", "people", "detailed")
+#: Harvest's lock reasons (examples in its time entry and expense documentation).
+TIME_INVOICED = "Item Invoiced"
+TIME_INVOICED_AND_CLOSED = "Item Invoiced and Approved and Locked for this Time Period"
+TIME_CLOSED = "Item Approved and Locked for this Time Period"
+EXPENSE_INVOICED = "Expense is invoiced."
+
+
+def undocumented_params(payload: dict[str, Any], documented: frozenset[str]) -> list[str]:
+    """The keys of a request body that Harvest does not document for the endpoint."""
+    return sorted(k for k in payload if k not in documented)
+
+
+def invoice_import_undocumented(payload: dict[str, Any]) -> list[str]:
+    """Undocumented keys inside ``line_items_import`` (dotted names)."""
+    imp = payload.get("line_items_import")
+    if not isinstance(imp, dict):
+        return []
+    found = [f"line_items_import.{k}" for k in undocumented_params(imp, LINE_ITEMS_IMPORT_PARAMS)]
+    for part, allowed in (("time", TIME_IMPORT_PARAMS), ("expenses", EXPENSE_IMPORT_PARAMS)):
+        if isinstance(imp.get(part), dict):
+            found += [
+                f"line_items_import.{part}.{k}" for k in undocumented_params(imp[part], allowed)
+            ]
+    return found
 
 
 def _h(stamp: str) -> str:
@@ -604,39 +688,18 @@ class PsaWriter:
             raise Unprocessable(f"{label} is not valid")
         return body
 
-    def _billing_changes(self, body: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
-        changes: dict[str, Any] = {}
-        if "is_billed" in p:
-            billed = _bool(p["is_billed"], "is_billed")
-            changes["is_billed"] = billed
-            if "is_locked" not in p:
-                changes["is_locked"] = billed
-                changes["locked_reason"] = "Item Invoiced" if billed else None
-            if not billed and "invoice" not in p:
-                changes["invoice"] = None
-        if "is_locked" in p:
-            changes["is_locked"] = _bool(p["is_locked"], "is_locked")
-            if "locked_reason" in p:
-                changes["locked_reason"] = p["locked_reason"]
-            elif not changes["is_locked"]:
-                changes["locked_reason"] = None
-        if "invoice" in p:
-            inv = p["invoice"]
-            if inv is not None and not (isinstance(inv, dict) and "id" in inv):
-                raise Unprocessable("invoice must be null or an object with id and number")
-            changes["invoice"] = (
-                None if inv is None else {"id": inv["id"], "number": inv.get("number")}
-            )
-        if "external_reference" in p:
-            changes["external_reference"] = p["external_reference"]
-        return changes
+    @staticmethod
+    def _refuse_if_locked(body: dict[str, Any], p: dict[str, Any], allowed, label: str) -> None:
+        """Harvest refuses edits to a locked (approved or invoiced) item with 422."""
+        if body.get("is_locked") and any(k in allowed for k in p):
+            reason = body.get("locked_reason") or "locked"
+            raise Unprocessable(f"This {label} is locked and can't be edited ({reason}).")
 
     def update_time_entry(self, rid: int, p: dict[str, Any]) -> dict[str, Any]:
+        """PATCH with Harvest's documented parameters only; others are ignored."""
         body = self._existing("time_entries", rid)
-        other = {k for k in p if k not in BILLING_FIELDS}
-        if other and body.get("is_locked"):
-            raise Unprocessable("This time entry is locked and can't be edited")
-        changes = self._billing_changes(body, p)
+        self._refuse_if_locked(body, p, TIME_ENTRY_UPDATE_PARAMS, "time entry")
+        changes: dict[str, Any] = {}
         if "project_id" in p:
             project = self._existing_ref("projects", p["project_id"], "Project")
             changes["project"] = {
@@ -647,25 +710,14 @@ class PsaWriter:
             changes["client"] = project.get("client")
         if "task_id" in p:
             changes["task"] = self._task_ref(p["task_id"])
-        if "user_id" in p:
-            changes["user"] = self._user_ref(p["user_id"])
         if "spent_date" in p:
             changes["spent_date"] = _date(p["spent_date"], "spent_date", required=True)
         if "hours" in p:
             changes["hours"] = changes["rounded_hours"] = _money(p["hours"], "hours")
-        for f in ("notes", "started_time", "ended_time"):
+        for f in ("notes", "started_time", "ended_time", "external_reference"):
             if f in p:
                 changes[f] = p[f]
-        if "approval_status" in p:
-            if p["approval_status"] not in ("unsubmitted", "submitted", "approved"):
-                raise Unprocessable("Approval status is not included in the list")
-            changes["approval_status"] = p["approval_status"]
         return self._update("time_entries", rid, body, changes)
-
-    def mark_billed(self, resource: str, rid: int, p: dict[str, Any]) -> dict[str, Any]:
-        body = self._existing(resource, rid)
-        payload = {"is_billed": True, **{k: v for k, v in p.items() if k in BILLING_FIELDS}}
-        return self._update(resource, rid, body, self._billing_changes(body, payload))
 
     # ------------------------------------------------------------------ expenses
 
@@ -709,23 +761,34 @@ class PsaWriter:
         return self._put("expenses", rid, body)
 
     def update_expense(self, rid: int, p: dict[str, Any]) -> dict[str, Any]:
+        """PATCH with Harvest's documented parameters only; others are ignored."""
         body = self._existing("expenses", rid)
-        other = {k for k in p if k not in BILLING_FIELDS}
-        if other and body.get("is_locked"):
-            raise Unprocessable("This expense is locked and can't be edited")
-        changes = self._billing_changes(body, p)
+        self._refuse_if_locked(body, p, EXPENSE_UPDATE_PARAMS, "expense")
+        changes: dict[str, Any] = {}
+        if "project_id" in p:
+            project = self._existing_ref("projects", p["project_id"], "Project")
+            changes["project"] = {
+                "id": project["id"],
+                "name": project["name"],
+                "code": project.get("code"),
+            }
+            changes["client"] = project.get("client")
+        if "expense_category_id" in p:
+            changes["expense_category"] = self._ref(
+                "expense_categories", p["expense_category_id"], "Expense category", ("id", "name")
+            )
         for f in ("total_cost", "units"):
             if f in p:
                 changes[f] = _money(p[f], f)
         for f in ("notes", "receipt"):
             if f in p:
                 changes[f] = p[f]
+        if p.get("delete_receipt") is not None and _bool(p["delete_receipt"], "delete_receipt"):
+            changes["receipt"] = None
         if "billable" in p:
             changes["billable"] = _bool(p["billable"], "billable")
         if "spent_date" in p:
             changes["spent_date"] = _date(p["spent_date"], "spent_date", required=True)
-        if "approval_status" in p:
-            changes["approval_status"] = p["approval_status"]
         return self._update("expenses", rid, body, changes)
 
     # ------------------------------------------------------------------ invoices
@@ -739,27 +802,34 @@ class PsaWriter:
         return str(fallback)
 
     def create_invoice(self, p: dict[str, Any], creator: dict[str, Any] | None) -> dict[str, Any]:
-        """POST /v2/invoices: always a new invoice (Harvest has no idempotency key)."""
+        """POST /v2/invoices: always a new invoice (Harvest has no idempotency key).
+
+        Free-form ``line_items`` and/or ``line_items_import`` (the client's uninvoiced billable
+        time and expenses of ``project_ids`` in the ``from``/``to`` spent_date window, summed
+        per ``summary_type``; each imported item becomes ``is_billed`` with ``invoice {id,
+        number}`` and locked "invoiced"). Undocumented keys are ignored (the app notes them)."""
         _require(p, "client_id")
         client = self._client_ref(p["client_id"])
         items_in = p.get("line_items") or []
         if not isinstance(items_in, list):
             raise Unprocessable("line_items must be an array")
+        imported_lines, to_mark, windows = self._line_items_import(client, p)
         tax = _money(p.get("tax"), "tax")
         tax2 = _money(p.get("tax2"), "tax2")
         discount = _money(p.get("discount"), "discount")
         rid, now = self._new("invoices")
         items: list[dict[str, Any]] = []
         subtotal = taxable = taxable2 = Decimal(0)
-        for n, item in enumerate(items_in, start=1):
+        cents = Decimal("0.01")
+        for n, item in enumerate([*items_in, *imported_lines], start=1):
             if not isinstance(item, dict):
                 raise Unprocessable("line_items must be objects")
             _require(item, "kind")
             qty = _money(item.get("quantity", 1), "quantity") or Decimal(0)
             price = _money(item.get("unit_price"), "unit_price") or Decimal(0)
-            amount = qty * price
-            project = None
-            if item.get("project_id") is not None:
+            amount = (qty * price).quantize(cents)
+            project = item.get("project")
+            if project is None and item.get("project_id") is not None:
                 proj = self._existing_ref("projects", item["project_id"], "Project")
                 project = {"id": proj["id"], "name": proj["name"], "code": proj.get("code")}
             taxed, taxed2 = bool(item.get("taxed", False)), bool(item.get("taxed2", False))
@@ -790,11 +860,11 @@ class PsaWriter:
             days = {"upon receipt": 0, "net 15": 15, "net 30": 30, "net 45": 45, "net 60": 60}
             due_days = days.get(str(term or "upon receipt").lower(), 0)
             due = (dt.date.fromisoformat(issue) + dt.timedelta(days=due_days)).isoformat()
-        cents = Decimal("0.01")
+        number = str(p.get("number") or self._next_invoice_number(rid))
         body = {
             "id": rid,
             "client_key": f"{rid:040x}",
-            "number": str(p.get("number") or self._next_invoice_number(rid)),
+            "number": number,
             "purchase_order": p.get("purchase_order"),
             "amount": amount.quantize(cents),
             "due_amount": amount.quantize(cents),
@@ -808,11 +878,12 @@ class PsaWriter:
             "notes": p.get("notes"),
             "currency": p.get("currency") or client.get("currency"),
             "state": "draft",
-            "period_start": _date(p.get("period_start"), "period_start"),
-            "period_end": _date(p.get("period_end"), "period_end"),
+            "period_start": windows[0],
+            "period_end": windows[1],
             "issue_date": issue,
             "due_date": due,
             "payment_term": term or "custom",
+            "payment_options": p.get("payment_options") or [],
             "sent_at": None,
             "paid_at": None,
             "paid_date": None,
@@ -826,4 +897,176 @@ class PsaWriter:
             "creator": creator,
             "line_items": items,
         }
-        return self._put("invoices", rid, body)
+        invoice = self._put("invoices", rid, body)
+        ref = {"id": rid, "number": number}
+        for resource, item in to_mark:
+            self._update(resource, int(item["id"]), item, self._invoiced(resource, item, ref))
+        return invoice
+
+    @staticmethod
+    def _invoiced(resource: str, item: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
+        if resource == "expenses":
+            reason = EXPENSE_INVOICED
+        else:
+            reason = TIME_INVOICED_AND_CLOSED if item.get("is_closed") else TIME_INVOICED
+        return {"is_billed": True, "invoice": dict(ref), "is_locked": True, "locked_reason": reason}
+
+    @staticmethod
+    def _window(part: dict[str, Any], name: str) -> tuple[str | None, str | None]:
+        start = _date(part.get("from"), f"{name} from")
+        end = _date(part.get("to"), f"{name} to")
+        if (start is None) != (end is None):
+            raise Unprocessable(f"{name}: from and to must be given together")
+        return start, end
+
+    def _line_items_import(
+        self, client: dict[str, Any], p: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], list[tuple[str, dict[str, Any]]], tuple[Any, Any]]:
+        """The imported line items, the items they bill and the time window (period)."""
+        imp = p.get("line_items_import")
+        if imp is None:
+            return [], [], (None, None)
+        if not isinstance(imp, dict):
+            raise Unprocessable("line_items_import must be an object")
+        ids = imp.get("project_ids")
+        if not isinstance(ids, list) or not ids:
+            raise Unprocessable("Project ids can't be blank")
+        projects = []
+        for pid in ids:
+            project = self._existing_ref("projects", pid, "Project")
+            if (project.get("client") or {}).get("id") != client["id"]:
+                raise Unprocessable(f"Project {pid} does not belong to the client")
+            projects.append(project)
+        lines: list[dict[str, Any]] = []
+        marks: list[tuple[str, dict[str, Any]]] = []
+        period: tuple[Any, Any] = (None, None)
+        for part, resource, types in (
+            ("time", "time_entries", TIME_SUMMARY_TYPES),
+            ("expenses", "expenses", EXPENSE_SUMMARY_TYPES),
+        ):
+            spec = imp.get(part)
+            if spec is None:
+                continue
+            if not isinstance(spec, dict):
+                raise Unprocessable(f"{part} must be an object")
+            summary = spec.get("summary_type")
+            if summary not in types:
+                raise Unprocessable(f"{part} summary_type must be one of {', '.join(types)}")
+            start, end = self._window(spec, part)
+            if part == "time":
+                period = (start, end)
+            chosen = []
+            for project in projects:
+                for row in self.store.scan_rows(resource, where={"project.id": project["id"]}):
+                    item = row.data()
+                    spent = str(item.get("spent_date") or "")
+                    if not item.get("billable") or item.get("is_billed"):
+                        continue
+                    if start is not None and not (start <= spent <= str(end)):
+                        continue
+                    chosen.append(item)
+            chosen.sort(key=lambda i: (str(i.get("spent_date")), int(i["id"])))
+            lines.extend(_summarize(part, summary, chosen))
+            marks.extend((resource, item) for item in chosen)
+        return lines, marks, period
+
+    def delete_invoice(self, rid: int) -> None:
+        """DELETE /v2/invoices/{id}: the invoice goes, and the time and expenses it imported are
+        uninvoiced again (unlocked, unless approved)."""
+        self._existing("invoices", rid)
+        for resource in ("time_entries", "expenses"):
+            for row in self.store.scan_rows(resource, where={"invoice.id": rid}):
+                item = row.data()
+                closed = bool(item.get("is_closed"))
+                reason = TIME_CLOSED if resource == "time_entries" else item.get("locked_reason")
+                self._update(
+                    resource,
+                    int(item["id"]),
+                    item,
+                    {
+                        "is_billed": False,
+                        "invoice": None,
+                        "is_locked": closed,
+                        "locked_reason": reason if closed else None,
+                    },
+                )
+        self.store.delete("invoices", rid)
+
+
+def _ref_label(item: dict[str, Any]) -> str:
+    project = item.get("project") or {}
+    code = project.get("code")
+    return f"[{code}] {project.get('name')}" if code else str(project.get("name"))
+
+
+def _summarize(part: str, summary: str, chosen: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Harvest's imported line items: one per group of ``summary_type`` (and, for time, per
+    billable rate within it), quantity = hours (time) or 1 (expenses)."""
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for item in chosen:
+        project = item.get("project") or {}
+        if part == "time":
+            rate = Decimal(str(item.get("billable_rate") or 0))
+            hours = Decimal(str(item.get("rounded_hours") or item.get("hours") or 0))
+            sub = {
+                "project": (),
+                "task": ((item.get("task") or {}).get("id"),),
+                "people": ((item.get("user") or {}).get("id"),),
+                "detailed": (item["id"],),
+            }[summary]
+            key = (project.get("id"), *sub, rate)
+            label = {
+                "project": _ref_label(item),
+                "task": f"{_ref_label(item)}: {(item.get('task') or {}).get('name')}",
+                "people": f"{_ref_label(item)}: {(item.get('user') or {}).get('name')}",
+                "detailed": f"{_ref_label(item)}: {(item.get('task') or {}).get('name')}"
+                f" ({item.get('spent_date')})" + (f" {item['notes']}" if item.get("notes") else ""),
+            }[summary]
+            group = groups.setdefault(
+                key,
+                {
+                    "kind": "Service",
+                    "description": label,
+                    "quantity": Decimal(0),
+                    "unit_price": rate,
+                    "project": {
+                        "id": project.get("id"),
+                        "name": project.get("name"),
+                        "code": project.get("code"),
+                    },
+                },
+            )
+            group["quantity"] += hours
+        else:
+            cost = Decimal(str(item.get("total_cost") or 0))
+            sub = {
+                "project": (),
+                "category": ((item.get("expense_category") or {}).get("id"),),
+                "people": ((item.get("user") or {}).get("id"),),
+                "detailed": (item["id"],),
+            }[summary]
+            key = (project.get("id"), *sub)
+            category = (item.get("expense_category") or {}).get("name")
+            label = {
+                "project": f"{_ref_label(item)}: expenses",
+                "category": f"{_ref_label(item)}: {category}",
+                "people": f"{_ref_label(item)}: {(item.get('user') or {}).get('name')}",
+                "detailed": f"{_ref_label(item)}: {category}"
+                f" ({item.get('spent_date')})" + (f" {item['notes']}" if item.get("notes") else ""),
+            }[summary]
+            group = groups.setdefault(
+                key,
+                {
+                    "kind": "Product",
+                    "description": label,
+                    "quantity": Decimal(1),
+                    "unit_price": Decimal(0),
+                    "project": {
+                        "id": project.get("id"),
+                        "name": project.get("name"),
+                        "code": project.get("code"),
+                    },
+                },
+            )
+            group["unit_price"] += cost
+    return list(groups.values())
