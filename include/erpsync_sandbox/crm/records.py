@@ -21,7 +21,14 @@ import orjson
 from erpsync_sandbox.store import Store, format_stamp
 
 from .auth import USER_ID
-from .schema import BOOLEAN_TYPES, NUMBER_TYPES, TEXT_TYPES, SObjectSchema, salesforce_id
+from .schema import (
+    BOOLEAN_TYPES,
+    NUMBER_TYPES,
+    TEXT_TYPES,
+    FieldDef,
+    SObjectSchema,
+    salesforce_id,
+)
 
 __all__ = ["SfError", "create", "find_by_external_id", "soft_delete", "update"]
 
@@ -74,6 +81,7 @@ def _coerce(schema: SObjectSchema, data: dict[str, Any], *, creating: bool) -> d
             read_only.append(f.name)
             continue
         out[f.name] = _value(f.name, f.type, value)
+        _check_value(f, out[f.name])
     if unknown:
         raise SfError(
             400,
@@ -90,6 +98,35 @@ def _coerce(schema: SObjectSchema, data: dict[str, Any], *, creating: bool) -> d
             read_only,
         )
     return out
+
+
+def _check_value(f: FieldDef, value: Any) -> None:
+    """What Salesforce refuses after parsing: a value not in a restricted picklist
+    (``INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST``), a text longer than the field
+    (``STRING_TOO_LONG``)."""
+    if value is None:
+        if f.picklist and not f.nillable:
+            raise SfError(
+                400,
+                "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                f"{f.label or f.name}: bad value for restricted picklist field: null",
+                [f.name],
+            )
+        return
+    if f.picklist and value not in f.picklist:
+        raise SfError(
+            400,
+            "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+            f"{f.label or f.name}: bad value for restricted picklist field: {value}",
+            [f.name],
+        )
+    if f.type == "string" and f.length and isinstance(value, str) and len(value) > f.length:
+        raise SfError(
+            400,
+            "STRING_TOO_LONG",
+            f"{f.label or f.name}: data value too large: {value} (max length={f.length})",
+            [f.name],
+        )
 
 
 def _bad(name: str, kind: str, value: Any) -> SfError:
@@ -177,6 +214,8 @@ def create(
     body: dict[str, Any] = {}
     for f in schema.fields:
         body[f.name] = False if (f.type in BOOLEAN_TYPES and not f.nillable) else None
+        if f.picklist:
+            body[f.name] = f.picklist[0]  # the restricted picklist's default value
     body.update(values)
     body.update(
         {

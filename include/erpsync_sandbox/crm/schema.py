@@ -46,6 +46,11 @@ class FieldDef:
     sortable: bool = True
     filterable: bool = True
     reference_to: tuple[str, ...] = ()
+    #: Values of a restricted picklist (Salesforce refuses any other value on write); the
+    #: first one is the default on create.
+    picklist: tuple[str, ...] = ()
+    #: Master-detail: the child's relationship to its master (``Opportunity__r``).
+    relationship_name: str | None = None
 
     def describe(self) -> dict[str, Any]:
         """The field entry of a ``describe`` response (the commonly read keys)."""
@@ -82,10 +87,20 @@ class FieldDef:
             "calculated": False,
             "defaultedOnCreate": self.name in _DEFAULTED,
             "referenceTo": list(self.reference_to),
-            "relationshipName": (
-                self.name[:-2] if self.type == "reference" and self.name.endswith("Id") else None
-            ),
-            "picklistValues": [],
+            "relationshipName": self.relationship_name
+            or (self.name[:-2] if self.type == "reference" and self.name.endswith("Id") else None),
+            "cascadeDelete": self.relationship_name is not None,
+            "restrictedPicklist": bool(self.picklist),
+            "picklistValues": [
+                {
+                    "active": True,
+                    "defaultValue": i == 0,
+                    "label": value,
+                    "validFor": None,
+                    "value": value,
+                }
+                for i, value in enumerate(self.picklist)
+            ],
         }
 
 
@@ -153,6 +168,7 @@ class SObjectSchema:
     key_prefix: str
     fields: tuple[FieldDef, ...]
     required: tuple[str, ...] = ()
+    custom: bool = False
     _by_lower: dict[str, FieldDef] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -189,7 +205,7 @@ class SObjectSchema:
             "label": self.label,
             "labelPlural": self.label + "s",
             "keyPrefix": self.key_prefix,
-            "custom": False,
+            "custom": self.custom,
             "createable": True,
             "updateable": True,
             "deletable": True,
@@ -217,7 +233,7 @@ class SObjectSchema:
             "label": self.label,
             "labelPlural": self.label + "s",
             "keyPrefix": self.key_prefix,
-            "custom": False,
+            "custom": self.custom,
             "createable": True,
             "updateable": True,
             "deletable": True,
@@ -302,7 +318,6 @@ OPPORTUNITY = SObjectSchema(
         _c("Cap_Type__c", "picklist", 255),
         _c("Cap_Value__c", "double"),
         _c("Rate_Overrides__c", "textarea", 32768, sortable=False, filterable=False),
-        _c("Milestones__c", "textarea", 32768, sortable=False, filterable=False),
         _c("Retainer_Amount__c", "currency"),
         _c("Retainer_Period__c", "picklist", 255),
         _c("Contract_Version__c", "double"),
@@ -353,8 +368,52 @@ CONTACT = SObjectSchema(
     required=("LastName",),
 )
 
+#: A fixed-fee contract's milestone: custom object, master-detail child of Opportunity (a
+#: contract's milestones and their acceptance live in the CRM; Harvest has no milestones).
+#: Shipped as Salesforce DX source in vendor/salesforce/force-app/main/default/objects/
+#: Contract_Milestone__c/. Standard fields of a custom object (a master-detail child has no
+#: OwnerId): https://developer.salesforce.com/docs/atlas.en-us.object_reference.meta/object_reference/system_fields.htm
+#: Custom field types: https://developer.salesforce.com/docs/atlas.en-us.api_meta.meta/api_meta/customfield.htm
+MILESTONE_STATUSES = ("Planned", "Accepted", "Invoiced")
+CONTRACT_MILESTONE = SObjectSchema(
+    "Contract_Milestone__c",
+    "Contract Milestone",
+    "a0M",
+    (
+        _id(),
+        FieldDef("Name", "string", "Contract Milestone Name", 80, nillable=False),
+        _c(
+            "Opportunity__c",
+            "reference",
+            18,
+            label="Opportunity",
+            nillable=False,
+            updateable=False,  # master-detail, not reparentable
+            reference_to=("Opportunity",),
+            relationship_name="Opportunity__r",
+        ),
+        _c("Amount__c", "currency", label="Amount"),
+        _c("Due_Date__c", "date", label="Due Date"),
+        _c(
+            "Status__c",
+            "picklist",
+            255,
+            label="Status",
+            nillable=False,
+            picklist=MILESTONE_STATUSES,
+        ),
+        _c("Accepted_Date__c", "date", label="Accepted Date"),
+        _c("Invoice_Number__c", "string", 35, label="Invoice Number"),
+        *_audit(),
+    ),
+    required=("Name", "Opportunity__c"),
+    custom=True,
+)
+
 #: The queryable objects, by canonical name.
-SCHEMAS: dict[str, SObjectSchema] = {s.name: s for s in (ACCOUNT, OPPORTUNITY, USER, CONTACT)}
+SCHEMAS: dict[str, SObjectSchema] = {
+    s.name: s for s in (ACCOUNT, OPPORTUNITY, USER, CONTACT, CONTRACT_MILESTONE)
+}
 _SCHEMAS_LOWER = {k.lower(): k for k in SCHEMAS}
 _BY_PREFIX = {s.key_prefix: s.name for s in SCHEMAS.values()}
 
