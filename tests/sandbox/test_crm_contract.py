@@ -764,6 +764,56 @@ def test_contract_milestone_custom_object(crm: Crm) -> None:
     assert "Milestones__c" not in opp_fields
 
 
+def test_contract_milestone_schema_equals_the_shipped_metadata() -> None:
+    """The sandbox's Contract_Milestone__c is what vendor/salesforce deploys (Salesforce DX
+    source format: objects/<Object>/fields/<Field>.field-meta.xml): same custom fields, types,
+    lengths, required flags and restricted picklist values, both directions."""
+    import xml.etree.ElementTree as ET
+
+    from erpsync_sandbox.crm.schema import SCHEMAS
+
+    ns = {"m": "http://soap.sforce.com/2006/04/metadata"}
+    root = Path(__file__).resolve().parents[2] / "vendor/salesforce/force-app/main/default"
+    folder = root / "objects/Contract_Milestone__c"
+    obj = ET.parse(folder / "Contract_Milestone__c.object-meta.xml").getroot()  # noqa: S314 - our own files
+    assert obj.findtext("m:sharingModel", namespaces=ns) == "ControlledByParent"
+    schema = SCHEMAS["Contract_Milestone__c"]
+    assert obj.findtext("m:label", namespaces=ns) == schema.label
+    kinds = {
+        "MasterDetail": "reference",
+        "Currency": "currency",
+        "Date": "date",
+        "Picklist": "picklist",
+        "Text": "string",
+    }
+    shipped = {}
+    for path in sorted((folder / "fields").glob("*.field-meta.xml")):
+        el = ET.parse(path).getroot()  # noqa: S314 - our own files
+        name = el.findtext("m:fullName", namespaces=ns)
+        assert path.name == f"{name}.field-meta.xml"
+        values = tuple(
+            v.findtext("m:fullName", namespaces=ns)
+            for v in el.findall("m:valueSet/m:valueSetDefinition/m:value", ns)
+        )
+        shipped[name] = (
+            kinds[el.findtext("m:type", namespaces=ns)],
+            int(el.findtext("m:length", "0", namespaces=ns)),
+            values,
+            el.findtext("m:referenceTo", namespaces=ns),
+        )
+    ours = {
+        f.name: (
+            f.type,
+            f.length if f.type == "string" else 0,
+            f.picklist,
+            f.reference_to[0] if f.reference_to else None,
+        )
+        for f in schema.fields
+        if f.custom
+    }
+    assert shipped == ours
+
+
 def test_injected_faults_keep_salesforce_shapes(crm: Crm) -> None:
     crm.http.put("/__admin/faults", json={"error_rate_5xx": 1.0, "error_statuses": [503]})
     r = crm.get(f"{V}/limits")
