@@ -238,6 +238,21 @@ class SalesforceClient(VendorClient):
 
     # ------------------------------------------------------------------ writes
 
+    def update(self, sobject: str, record_id: str, fields: dict[str, Any]) -> None:
+        """Update fields of one record: ``PATCH /sobjects/{sobject}/{id}``, answered 204 No
+        Content (a gone record raises: 404 ``NOT_FOUND`` / ``ENTITY_IS_DELETED``). Absolute
+        values, so it is retried like a read. The answer carries no record: callers that must
+        know the value took read it back (:meth:`get`).
+        https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_update_fields.htm
+        """
+        self._ensure_session()
+        self.request(
+            "PATCH",
+            self._data(f"sobjects/{sobject}/{quote(str(record_id), safe='')}"),
+            json_body=fields,
+            idempotent=True,
+        )
+
     def upsert_by_external_id(
         self, sobject: str, field: str, value: str, body: dict[str, Any]
     ) -> UpsertResult:

@@ -32,7 +32,9 @@ step and each invoice ends in the ERP exactly once:
   CONFLICT DO NOTHING``) in the same transaction as the posted state.
 * **Bill back**: each time entry / expense is marked billed in the PSA
   (:mod:`erpsync.invoicing.push_psa`), each outcome recorded in ``billing.push_psa_marks``, so
-  a retry skips what is done.
+  a retry skips what is done; each fixed-fee milestone is marked Invoiced with the ERP number
+  on its CRM ``Contract_Milestone__c`` record and read back (:mod:`erpsync.invoicing.push_crm`,
+  ``billing.push_crm_marks``).
 * **Concurrency**: an invoice is worked on only under a session advisory lock
   (``pg_try_advisory_lock``); a second push skips invoices another holds (``busy``) and the
   lock dies with a killed process's connection.
@@ -64,7 +66,7 @@ from psycopg import sql
 
 from erpsync import audit, exceptions_queue, money
 from erpsync.connectors import errors
-from erpsync.invoicing import push_erp, push_psa
+from erpsync.invoicing import push_crm, push_erp, push_psa
 from erpsync.invoicing.push_erp import ERP_INVOICES, ERP_MEMOS, ErpDoc
 
 __all__ = [
@@ -901,6 +903,8 @@ def _record_posted(
 def _bill_back_step(ctx: _Ctx, invoice: dict[str, Any], state: dict[str, Any]) -> None:
     invoice_id = int(invoice["invoice_id"])
     keys = [] if _is_credit(ctx, invoice) else _item_keys(ctx, invoice_id)
+    # fixed-fee milestones live in the CRM: Status__c Invoiced + the ERP number, read back
+    push_crm.bill_back_milestones(ctx, invoice, str(state["erp_number"]), keys)
     done = {
         r[0]
         for r in ctx.conn.execute(

@@ -3,8 +3,9 @@
 After the ERP posts an invoice, each of its time entries and expenses is marked billed in the
 PSA with ``PATCH /v2/time_entries/{id}`` (``/v2/expenses/{id}``) carrying ``is_billed: true``,
 the ERP invoice (``invoice: {id, number}``) and an ``external_reference`` naming the erpsync
-document number; the PSA locks billed entries. A fixed-fee milestone's PSA milestone (when the
-contract knows its id) is set to ``status: invoiced``. Retainer items have no PSA record.
+document number; the PSA locks billed entries. Retainer and milestone items have no PSA record
+(Harvest has no milestones: a billed milestone is marked in the CRM by
+:mod:`erpsync.invoicing.push_crm`).
 
 Each item is read first: already billed by this invoice = nothing to write; billed by another
 invoice = a conflict for a person (never overwritten); deleted = reported missing. A PATCH of
@@ -46,15 +47,6 @@ def psa_item(conn, item_key: str) -> PsaItem:
     kind, _, rest = item_key.partition(":")
     if kind in _RESOURCES:
         return PsaItem(item_key, _RESOURCES[kind], rest)
-    if kind == "milestone":
-        opportunity_id, version, seq = rest.rsplit(":", 2)
-        row = conn.execute(
-            """SELECT psa_milestone_id FROM core.contract_milestones
-                WHERE opportunity_id = %s AND version = %s AND seq = %s""",
-            (opportunity_id, int(version), int(seq)),
-        ).fetchone()
-        if row is not None and row[0]:
-            return PsaItem(item_key, "milestones", str(row[0]))
     return PsaItem(item_key, None, None)
 
 
@@ -76,11 +68,6 @@ def mark_item(
     body = psa.get(path)
     if body is None:
         return MarkOutcome("missing", detail={"psa": path})
-    if item.resource == "milestones":
-        if body.get("status") == "invoiced":
-            return MarkOutcome("already_billed")
-        psa.update(path, {"status": "invoiced"})
-        return MarkOutcome("marked", writes=1)
     if body.get("is_billed"):
         if _billed_by(body, erp_number, document_number):
             return MarkOutcome("already_billed")
