@@ -759,6 +759,15 @@ def test_contract_milestone_custom_object(crm: Crm) -> None:
         },
     ).json()
     assert [d["id"] for d in feed["deletedRecords"]] == [mid]
+    # deleting the master deletes its milestones (master-detail cascade)
+    child = crm.http.post(
+        f"{V}/sobjects/Contract_Milestone__c",
+        json={"Name": "Kick-off", "Opportunity__c": opp_id(6)},
+        headers=crm.auth,
+    ).json()["id"]
+    master = crm.http.delete(f"{V}/sobjects/Opportunity/{opp_id(6)}", headers=crm.auth)
+    assert master.status_code == 204
+    assert crm.get(f"{V}/sobjects/Contract_Milestone__c/{child}").status_code == 404
     # Opportunity no longer carries an invented JSON milestones field
     opp_fields = {f["name"] for f in crm.get(f"{V}/sobjects/Opportunity/describe").json()["fields"]}
     assert "Milestones__c" not in opp_fields

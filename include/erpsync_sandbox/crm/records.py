@@ -255,8 +255,19 @@ def update(
 
 
 def soft_delete(store: Store, schema: SObjectSchema, rid: str) -> bool:
-    """Soft-delete a live record; False if it does not exist or is already deleted."""
-    return store.delete(schema.name, rid, soft=True, set_fields={"IsDeleted": True})
+    """Soft-delete a live record; False if it does not exist or is already deleted. Deleting a
+    master record deletes its master-detail children too (cascade delete, as Salesforce does:
+    https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/relationships_among_objects.htm)."""
+    if not store.delete(schema.name, rid, soft=True, set_fields={"IsDeleted": True}):
+        return False
+    from .schema import SCHEMAS
+
+    for child in SCHEMAS.values():
+        for f in child.fields:
+            if f.relationship_name and schema.name in f.reference_to:
+                for row in store.scan_rows(child.name, where={f.name: rid}):
+                    store.delete(child.name, row.id, soft=True, set_fields={"IsDeleted": True})
+    return True
 
 
 def find_by_external_id(store: Store, schema: SObjectSchema, field: str, value: str) -> list[str]:
