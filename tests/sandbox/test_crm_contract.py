@@ -759,6 +759,14 @@ def test_contract_milestone_custom_object(crm: Crm) -> None:
         },
     ).json()
     assert [d["id"] for d in feed["deletedRecords"]] == [mid]
+    opp_describe = crm.get(f"{V}/sobjects/Opportunity/describe").json()
+    assert {
+        "childSObject": "Contract_Milestone__c",
+        "field": "Opportunity__c",
+        "relationshipName": "Contract_Milestones__r",
+        "cascadeDelete": True,
+        "restrictedDelete": False,
+    } in opp_describe["childRelationships"]
     # deleting the master deletes its milestones (master-detail cascade)
     child = crm.http.post(
         f"{V}/sobjects/Contract_Milestone__c",

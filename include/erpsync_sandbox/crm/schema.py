@@ -49,8 +49,10 @@ class FieldDef:
     #: Values of a restricted picklist (Salesforce refuses any other value on write); the
     #: first one is the default on create.
     picklist: tuple[str, ...] = ()
-    #: Master-detail: the child's relationship to its master (``Opportunity__r``).
+    #: Master-detail: the child's relationship to its master (``Opportunity__r``) and the
+    #: master's relationship to its children (``Contract_Milestones__r``).
     relationship_name: str | None = None
+    child_relationship: str | None = None
 
     def describe(self) -> dict[str, Any]:
         """The field entry of a ``describe`` response (the commonly read keys)."""
@@ -216,7 +218,18 @@ class SObjectSchema:
             "undeletable": True,
             "triggerable": True,
             "fields": [f.describe() for f in self.fields],
-            "childRelationships": [],
+            "childRelationships": [
+                {
+                    "childSObject": child.name,
+                    "field": f.name,
+                    "relationshipName": f.child_relationship,
+                    "cascadeDelete": True,
+                    "restrictedDelete": False,
+                }
+                for child in SCHEMAS.values()
+                for f in child.fields
+                if f.relationship_name and self.name in f.reference_to
+            ],
             "recordTypeInfos": [],
             "urls": {
                 "sobject": base,
@@ -391,6 +404,7 @@ CONTRACT_MILESTONE = SObjectSchema(
             updateable=False,  # master-detail, not reparentable
             reference_to=("Opportunity",),
             relationship_name="Opportunity__r",
+            child_relationship="Contract_Milestones__r",
         ),
         _c("Amount__c", "currency", label="Amount"),
         _c("Due_Date__c", "date", label="Due Date"),
