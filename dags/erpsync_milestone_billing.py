@@ -1,17 +1,20 @@
 """
 ### Milestone billing: invoice a fixed-fee milestone the day the client accepts it
 
-Every hour a **sensor** looks at the PSA's milestones. While nothing new is accepted it gives
-its worker slot back between looks (reschedule mode), so waiting costs nothing. When a client
-has accepted a milestone that is not billed yet:
+Every hour a **sensor** looks at the contract milestones in the **CRM** (the opportunity's
+*Contract Milestone* records: the client's acceptance is Status *Accepted* with an Accepted
+Date; the PSA has no milestones). Each look reads only the records changed since the last one.
+While nothing new is accepted it gives its worker slot back between looks (reschedule mode),
+so waiting costs nothing. When a client has accepted a milestone that is not billed yet:
 
 1. the milestone's acceptance is recorded in the warehouse and the reconciliation classifies it
    (ready to bill, or on hold with a reason, e.g. a data-quality block for that contract);
 2. the milestone invoice goes through **exactly the same steps as the monthly invoice batches**
    (same code): data-quality gate, build with tax and PO number, **approval in Required
    Actions** by someone other than the preparer (no answer within the response timeout = Reject,
-   the milestone is then billed by the next run), push to the ERP, post, billed back to the PSA,
-   export files and a report.
+   the milestone is then billed by the next run), push to the ERP, post, then the CRM milestone
+   is set to Status *Invoiced* with the ERP invoice number (read back to confirm), export files
+   and a report.
 
 If no milestone is accepted within the hour the run ends as *skipped*: nothing to do.
 """
@@ -34,7 +37,7 @@ from erpsync.airflow.sync_dags import FIRM_TIMEZONE
     start_date=pendulum.datetime(2026, 1, 1, tz=FIRM_TIMEZONE),
     catchup=False,
     default_args=default_args(),
-    tags=tags("billing", "milestones", "psa", "erp"),
+    tags=tags("billing", "milestones", "crm", "erp"),
     doc_md=__doc__,
     max_active_runs=1,
 )
@@ -45,7 +48,7 @@ def erpsync_milestone_billing():
         poke_interval=timedelta(minutes=5),
         timeout=timedelta(minutes=55),
         soft_fail=True,
-        pool="psa_api",
+        pool="crm_api",
     )
     def wait_for_accepted_milestones(**context):
         return billing_flow.poke_milestones(context)

@@ -6,14 +6,16 @@ anyone retyping the contract:
 
 1. **Checks the contract** for what billing needs: billing model, currency, contract dates,
    amount, the client's tax profile (a valid VAT / tax id), a PO number when the client requires
-   one, contracted rates (Rate Overrides), milestones for fixed fee, the cap for not-to-exceed.
+   one, contracted rates (Rate Overrides), milestones for fixed fee (the opportunity's *Contract
+   Milestone* records, adding up to the amount), the cap for not-to-exceed.
 2. **If something is missing**, it opens **one** item in the exceptions queue for that contract
    (reason, which field, the opportunity owner, what to fix) and builds nothing. Fix it in the
    CRM: the next run completes the set-up and closes the item.
 3. **If the contract is complete**, it creates: the PSA project (code `ES-P...`, budget or cap,
-   currency, dates) with its tasks, milestones and people at the contracted hourly rates; the
-   ERP project (same number); the billing schedule (monthly T&M periods, fixed-fee milestones or
-   retainer periods); and writes the PSA project id back on the opportunity.
+   dates; a fixed-fee contract becomes a fixed-fee project with its fee) with its tasks and
+   people at the contracted hourly rates; the ERP project (same number); the billing schedule
+   (monthly T&M periods, fixed-fee milestones or retainer periods); and writes the PSA project
+   id back on the opportunity. Milestones stay in the CRM, where the client accepts them.
 4. **Change orders** (Contract Version raised in the CRM) become a new contract version: budget,
    cap, milestones, rates and schedule are updated; earlier versions are kept as history.
 

@@ -4,8 +4,9 @@
 Runs by itself whenever the warehouse receives new data: time entries or expenses (hourly
 sync), contracts and billing schedules (project setup), rates (nightly rates sync).
 
-1. **Refresh milestones**: reads from the PSA which fixed-fee milestones the client has
-   accepted.
+1. **Refresh milestones**: reads from the CRM which fixed-fee milestones the client has
+   accepted (the opportunity's *Contract Milestone* records, Status *Accepted*; the PSA has no
+   milestones).
 2. **Reconcile**: puts every time entry, expense, milestone and retainer fee into exactly one
    state: *ready* to bill, *billed* already, *non-billable*, or *on hold* with a reason
    (missing rate, rate differs from the contract, over the cap, not approved, outside the
@@ -66,7 +67,7 @@ DQ_BLOCKS = asset_for("ops.dq_blocks")
     },
 )
 def erpsync_reconcile():
-    @task(pool="psa_api")
+    @task(pool="crm_api")
     def refresh_milestones(**context) -> dict:
         from erpsync.quality import dag_tasks
 

@@ -144,11 +144,13 @@ def advance(ctx: SandboxContext, steps: int, seed: int) -> list[dict[str, Any]]:
     Each step (one business day, all changes timestamped inside it, clock left at 18:00):
 
     * PSA: new time entries and expenses for the day; submitted entries approved; a few
-      unsubmitted entries edited and one hard-deleted; an expense approved; an open milestone
-      whose due date has passed accepted (``status: accepted``, ``accepted_at``).
+      unsubmitted entries edited and one hard-deleted; an expense approved.
     * CRM: a new account with a closed-won opportunity not yet set up; a contract amendment
       (``Contract_Version__c`` + 1 with a new ``Amount`` and, if capped, a higher cap); an open
-      opportunity soft-deleted (``IsDeleted``; shows in ``queryAll`` and the deleted feed).
+      opportunity soft-deleted (``IsDeleted``; shows in ``queryAll`` and the deleted feed); a
+      planned contract milestone whose due date has passed accepted by the client
+      (``Contract_Milestone__c.Status__c = Accepted``, ``Accepted_Date__c``; Harvest has no
+      milestones).
     * ERP: once per firm, a country's standard tax rate changes (old rate gets ``validTo``,
       new effective-dated rate added).
 
@@ -353,18 +355,6 @@ def _advance_psa(ctx: SandboxContext, clock: _Day, rng: random.Random) -> None:
         body = row.data()
         body.update({"approval_status": "approved", "is_closed": True, "is_locked": True})
         psa.put("expenses", row.id, body, modstamp=to_iso(clock.tick()))
-    # a milestone accepted
-    due = psa.scan_rows(
-        "milestones",
-        conditions=[("status", "=", "open"), ("due_date", "<=", day.isoformat())],
-        order="seq",
-        limit=1,
-    )
-    if due:
-        body = due[0].data()
-        moment = clock.tick()
-        body.update({"status": "accepted", "accepted_at": _harvest(moment)})
-        psa.put("milestones", due[0].id, body, modstamp=to_iso(moment), parent_id=due[0].parent_id)
 
 
 def _advance_crm(ctx: SandboxContext, clock: _Day, rng: random.Random) -> None:
@@ -442,7 +432,6 @@ def _advance_crm(ctx: SandboxContext, clock: _Day, rng: random.Random) -> None:
             "Cap_Type__c": None,
             "Cap_Value__c": None,
             "Rate_Overrides__c": None,
-            "Milestones__c": None,
             "Retainer_Amount__c": None,
             "Retainer_Period__c": None,
             "Contract_Version__c": 1,
@@ -481,6 +470,30 @@ def _advance_crm(ctx: SandboxContext, clock: _Day, rng: random.Random) -> None:
             soft=True,
             set_fields={"IsDeleted": True},
             modstamp=to_iso(clock.tick()),
+        )
+    # a contract milestone accepted by the client (in the CRM, where milestones live)
+    due = crm.scan_rows(
+        "Contract_Milestone__c",
+        conditions=[("Status__c", "=", "Planned"), ("Due_Date__c", "<=", day.isoformat())],
+        order="seq",
+        limit=1,
+    )
+    if due:
+        body = due[0].data()
+        moment = clock.tick()
+        body.update(
+            {
+                "Status__c": "Accepted",
+                "Accepted_Date__c": day.isoformat(),
+                "LastModifiedDate": _sf(moment),
+            }
+        )
+        crm.put(
+            "Contract_Milestone__c",
+            due[0].id,
+            body,
+            modstamp=to_iso(moment),
+            parent_id=due[0].parent_id,
         )
 
 

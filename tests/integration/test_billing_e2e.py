@@ -741,30 +741,30 @@ def test_credit_note_goes_through_the_same_approval_and_push(billing):
 
 
 def test_accepted_milestone_is_billed_through_the_same_path(billing):
-    psa = billing.sandbox.ctx.stores["psa"]
+    """The client accepts a fixed-fee milestone in the CRM (Contract_Milestone__c; Harvest has
+    no milestones): the milestone DAG's sensor pulls it, the batch is approved and pushed, and
+    the CRM record ends Invoiced with the posted ERP number."""
+    crm = billing.sandbox.ctx.stores["crm"]
     ours = {
-        (str(r[0]), " ".join(r[1].split()).casefold()): r[2:]
+        str(r[0]): r[1:]
         for r in _q(
             billing.url,
-            """SELECT c.psa_project_id, m.name, m.opportunity_id, m.version, m.seq, m.amount,
+            """SELECT m.crm_milestone_id, m.opportunity_id, m.version, m.seq, m.amount,
                       m.currency::text
                  FROM core.contract_milestones m
                  JOIN core.contracts c USING (opportunity_id, version)
-                WHERE c.psa_project_id IS NOT NULL""",
+                WHERE c.status = 'complete' AND m.crm_milestone_id IS NOT NULL""",
         )
     }
-
-    def ours_of(m: dict):
-        return ours.get((str(m["project"]["id"]), " ".join(m["name"].split()).casefold()))
-
-    milestone = next(m for m in psa.scan("milestones") if m["status"] == "open" and ours_of(m))
-    opp_id, version, seq, amount, cur = ours_of(milestone)
-    # the client accepts the milestone in the PSA
-    psa.put(
-        "milestones",
-        milestone["id"],
-        {**milestone, "status": "accepted", "accepted_at": "2026-11-02T10:00:00Z"},
+    row = next(
+        r
+        for r in crm.scan_rows("Contract_Milestone__c")
+        if r.id in ours and r.data()["Status__c"] == "Planned"
     )
+    opp_id, version, seq, amount, cur = ours[row.id]
+    # the client accepts the milestone in the CRM
+    accepted = {**row.data(), "Status__c": "Accepted", "Accepted_Date__c": "2026-11-02"}
+    crm.put("Contract_Milestone__c", row.id, accepted, parent_id=row.parent_id)
     run = billing.start("milestone", MILESTONE_DAG)
     billing.answer(run, "approver", "Approve")
     states = billing.finish(run)
@@ -782,6 +782,11 @@ def test_accepted_milestone_is_billed_through_the_same_path(billing):
     )
     assert round_money(Decimal(net), cur) == round_money(Decimal(amount), cur) and erp_number
     assert key in billing.outputs["milestone"]
+    billed = crm.get("Contract_Milestone__c", row.id)
+    assert (billed["Status__c"], billed["Invoice_Number__c"]) == ("Invoiced", erp_number)
+    assert _q(
+        billing.url, "SELECT outcome FROM billing.push_crm_marks WHERE item_key = %s", (key,)
+    ) == [("marked",)]
 
 
 def test_logs_and_audit_trail_show_every_business_action(billing):

@@ -175,6 +175,7 @@ def test_the_approval_defaults_to_reject_after_the_timeout(invoice_dag):
 def test_milestone_sensor_holds_no_slot_and_shares_the_billing_code(invoice_dag, milestone_dag):
     sensor = milestone_dag.task_dict["wait_for_accepted_milestones"]
     assert sensor.mode == "reschedule" and sensor.soft_fail
+    assert sensor.pool == "crm_api"  # milestones and their acceptance live in the CRM
     assert sensor.poke_interval == 300 and sensor.timeout == 3300
     assert set(milestone_dag.task_dict) == {
         "wait_for_accepted_milestones",
@@ -182,6 +183,8 @@ def test_milestone_sensor_holds_no_slot_and_shares_the_billing_code(invoice_dag,
         *SHARED,
     }
     assert "milestones" in milestone_dag.tags and "billing" in milestone_dag.tags
+    assert "crm" in milestone_dag.tags and "psa" not in milestone_dag.tags
+    assert "CRM" in milestone_dag.doc_md and "PSA's milestones" not in milestone_dag.doc_md
     for task_id in SHARED:  # one factory: the same code objects in both DAGs, not a copy
         a, b = invoice_dag.task_dict[task_id], milestone_dag.task_dict[task_id]
         assert type(a) is type(b)

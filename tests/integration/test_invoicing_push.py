@@ -94,7 +94,10 @@ def env(tmp_path_factory, pg_server_url):
     mp = pytest.MonkeyPatch()
     mp.setenv("ERPSYNC_SANDBOX_PSA_RATE_LIMIT", "off")
     sandbox = start_sandbox(
-        tmp_path_factory.mktemp("push") / "sandbox", "small", seed=0, services=("psa", "erp")
+        tmp_path_factory.mktemp("push") / "sandbox",
+        "small",
+        seed=0,
+        services=("crm", "psa", "erp"),
     )
     db = make_database(pg_server_url, "erpsync_test_push")
     migrate.migrate(db)
@@ -743,6 +746,106 @@ def test_a_milestone_line_is_billed_in_the_ledger_and_never_sent_to_harvest(env)
             (batch.batch_id,),
         ).fetchone()[0]
     assert ledger == 1 and key not in items
+
+
+def _accepted_crm_milestone(env: Env, opportunity: str, n: int = 0) -> dict:
+    """The n-th milestone the client accepted in the CRM, set up as the warehouse milestone
+    ``opportunity``/1/1 (what project setup and the acceptance refresh leave)."""
+    from erpsync.invoicing import devdata
+
+    crm_ms = [
+        m
+        for m in env.sandbox.ctx.stores["crm"].scan("Contract_Milestone__c")
+        if m["Status__c"] == "Accepted"
+    ][n]
+    with psycopg.connect(env.db) as conn:
+        devdata.add_contract(conn, opportunity, "acct-push", billing_model="fixed_fee")
+        conn.execute(
+            """INSERT INTO core.contract_milestones
+                   (opportunity_id, version, seq, name, amount, currency, due_date,
+                    crm_milestone_id, status)
+               VALUES (%s, 1, 1, 'Milestone 1', 1234.5, 'EUR', '2026-10-15', %s, 'accepted')""",
+            (opportunity, crm_ms["Id"]),
+        )
+    return crm_ms
+
+
+def _crm_mark(env: Env, key: str) -> tuple | None:
+    with psycopg.connect(env.db) as conn:
+        return conn.execute(
+            "SELECT sobject, record_id, outcome FROM billing.push_crm_marks WHERE item_key = %s",
+            (key,),
+        ).fetchone()
+
+
+def test_a_fixed_fee_line_marks_its_crm_milestone_invoiced(env):
+    """After the ERP posts, the billed milestone's CRM record gets Status__c Invoiced and the
+    ERP number (documented PATCH, read back); nothing is written to Harvest for it."""
+    crm_ms = _accepted_crm_milestone(env, "OPP-PUSH-1")
+    key = "milestone:OPP-PUSH-1:1:1"
+    batch = make_batch(env, 1, milestone=key)
+    before = len(env.erp_docs())
+    result = push(env, batch.batch_id)
+    assert result.complete
+    assert_exactly_once(env, batch, before)
+    with psycopg.connect(env.db) as conn:
+        (erp_number,) = conn.execute(
+            "SELECT erp_number FROM billing.invoice_push WHERE batch_id = %s", (batch.batch_id,)
+        ).fetchone()
+    got = env.sandbox.ctx.stores["crm"].get("Contract_Milestone__c", crm_ms["Id"])
+    assert (got["Status__c"], got["Invoice_Number__c"]) == ("Invoiced", erp_number)
+    assert _crm_mark(env, key) == ("Contract_Milestone__c", crm_ms["Id"], "marked")
+    # a rerun of the push writes nothing more anywhere
+    seq = h.last_seq(env.sandbox)
+    assert push(env, batch.batch_id).complete
+    assert h.api_writes(env.sandbox, seq) == []
+
+
+def test_a_crm_milestone_invoiced_elsewhere_is_not_overwritten(env):
+    """A milestone whose CRM record already carries another invoice number is a conflict for a
+    person (one exception); the CRM record is left as it is."""
+    crm_ms = _accepted_crm_milestone(env, "OPP-PUSH-2", 1)
+    store = env.sandbox.ctx.stores["crm"]
+    row = store.get_row("Contract_Milestone__c", crm_ms["Id"])
+    taken = {**row.data(), "Status__c": "Invoiced", "Invoice_Number__c": "MANUAL-7"}
+    store.put("Contract_Milestone__c", crm_ms["Id"], taken, parent_id=row.parent_id)
+    key = "milestone:OPP-PUSH-2:1:1"
+    batch = make_batch(env, 1, milestone=key)
+    result = push(env, batch.batch_id)
+    assert result.complete
+    got = store.get("Contract_Milestone__c", crm_ms["Id"])
+    assert (got["Status__c"], got["Invoice_Number__c"]) == ("Invoiced", "MANUAL-7")
+    assert _crm_mark(env, key) == ("Contract_Milestone__c", crm_ms["Id"], "conflict")
+    with psycopg.connect(env.db) as conn:
+        exc = conn.execute(
+            """SELECT status FROM ops.exceptions
+                WHERE reason_code = 'crm_milestone_not_marked' AND entity_key = %s""",
+            (key,),
+        ).fetchall()
+    assert exc == [("open",)]
+
+
+def test_a_crm_write_the_read_back_does_not_show_is_not_recorded(env):
+    """The CRM answers 204 but the record does not show the values (e.g. an org automation
+    reverted them): the mark is not recorded as done, the step fails and is retried."""
+    from erpsync.connectors.salesforce import SalesforceClient
+    from erpsync.invoicing.push_crm import CrmMarkNotApplied, mark_milestone
+
+    crm_ms = _accepted_crm_milestone(env, "OPP-PUSH-3", 2)
+    store = env.sandbox.ctx.stores["crm"]
+
+    class RevertingOrg(SalesforceClient):
+        def update(self, sobject, record_id, fields):
+            super().update(sobject, record_id, fields)
+            row = store.get_row(sobject, record_id)  # the org's automation puts it back
+            store.put(sobject, record_id, {**row.data(), "Status__c": "Accepted"})
+
+    with RevertingOrg() as crm, pytest.raises(CrmMarkNotApplied, match="reads"):
+        mark_milestone(crm, crm_ms["Id"], erp_number="PSI-999001")
+    with SalesforceClient() as crm:
+        assert mark_milestone(crm, crm_ms["Id"], erp_number="PSI-999001").outcome == "conflict"
+        gone = mark_milestone(crm, "a0M000000000000AAA", erp_number="PSI-999001")
+        assert gone.outcome == "missing"
 
 
 def _erp_exception(env: Env, doc: str) -> list[str]:

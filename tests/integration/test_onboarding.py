@@ -3,12 +3,14 @@ connectors) and a real PostgreSQL warehouse.
 
 * every ``contract_missing_field`` contract in the generator's manifest gets exactly one
   exception (the field, the owner, what to fix) and nothing is built for it;
-* a valid contract gets exactly one PSA project (tasks, milestones, user assignments at the
-  contracted rates), one ERP project, a billing schedule and ``PSA_Project_Id__c`` in the CRM;
-  a rerun writes nothing anywhere;
+* a valid contract gets exactly one PSA project (tasks, user assignments at the contracted
+  rates; a fixed-fee contract a Harvest fixed-fee project with its fee), one ERP project, a
+  billing schedule and ``PSA_Project_Id__c`` in the CRM; a fixed-fee contract's milestones come
+  from its ``Contract_Milestone__c`` records in the CRM (Harvest has none); a rerun writes
+  nothing anywhere;
 * fixing a contract in the CRM completes it on the next run and closes its exception;
 * a change order (a direct CRM edit, and the sandbox's ``advance``) becomes a new contract
-  version: PSA budget, milestones and rates and the schedule updated, history kept;
+  version: PSA budget, fee and rates and the schedule updated, history kept;
 * a crash between every pair of setup steps, and dropped connections after the PSA, ERP and CRM
   committed, followed by reruns, leave no duplicate anywhere.
 """
@@ -79,6 +81,47 @@ def edit_opportunity(sandbox, opp_id: str, **fields) -> None:
     store.put("Opportunity", opp_id, body)
 
 
+def crm_milestones(sandbox, opp_id: str) -> list[dict]:
+    """The opportunity's Contract_Milestone__c records, by due date and name."""
+    rows = [
+        m
+        for m in sandbox.ctx.stores["crm"].scan("Contract_Milestone__c")
+        if m["Opportunity__c"] == opp_id
+    ]
+    return sorted(rows, key=lambda m: (m["Due_Date__c"], m["Name"]))
+
+
+def add_milestone(sandbox, opp_id: str, name: str, amount: Decimal, due: str) -> str:
+    """A user adds a Contract Milestone record under the opportunity in the CRM."""
+    from erpsync_sandbox.crm.schema import salesforce_id
+
+    store = sandbox.ctx.stores["crm"]
+    rid = salesforce_id(f"a0M{len(store.ids('Contract_Milestone__c')) + 70000:012d}")
+    store.put(
+        "Contract_Milestone__c",
+        rid,
+        {
+            "Id": rid,
+            "Name": name,
+            "Opportunity__c": opp_id,
+            "Amount__c": amount,
+            "Due_Date__c": due,
+            "Status__c": "Planned",
+            "Accepted_Date__c": None,
+            "Invoice_Number__c": None,
+            "IsDeleted": False,
+        },
+        parent_id=opp_id,
+    )
+    return rid
+
+
+def edit_milestone(sandbox, rid: str, **fields) -> None:
+    store = sandbox.ctx.stores["crm"]
+    row = store.get_row("Contract_Milestone__c", rid)
+    store.put("Contract_Milestone__c", rid, {**row.data(), **fields}, parent_id=row.parent_id)
+
+
 def psa_people(sandbox, n: int) -> list[dict]:
     users = [u for u in sandbox.ctx.stores["psa"].scan("users") if u.get("is_active")]
     return sorted(users, key=lambda u: u["id"])[:n]
@@ -96,7 +139,6 @@ def built(sandbox, code: str) -> dict[str, list]:
     return {
         "psa_projects": projects,
         "erp_projects": [p for p in stores["erp"].scan("projects") if p.get("number") == code],
-        "milestones": [m for m in stores["psa"].scan("milestones") if m["project"]["id"] in ids],
         "task_assignments": [
             a for a in stores["psa"].scan("task_assignments") if a["project"]["id"] in ids
         ],
@@ -120,17 +162,24 @@ def assert_built_once(sandbox, warehouse_db: str, opp_id: str, code: str) -> dic
     )
     tasks = Counter(a["task"]["id"] for a in got["task_assignments"])
     assert len(tasks) == len(setup.PROJECT_TASKS[model]) and max(tasks.values()) == 1
-    milestones = json.loads(opp["Milestones__c"]) if model == "fixed_fee" else []
-    assert sorted((m["name"], Decimal(str(m["amount"]))) for m in got["milestones"]) == sorted(
-        (m["name"], Decimal(m["amount"])) for m in milestones
-    )
+    assert "milestones" not in sandbox.ctx.stores["psa"].resources()  # Harvest has none
+    milestones = crm_milestones(sandbox, opp_id) if model == "fixed_fee" else []
+    if model == "fixed_fee":  # a Harvest fixed-fee project, as Harvest documents it
+        assert project["is_fixed_fee"] is True
+        assert Decimal(str(project["fee"])) == Decimal(str(opp["Amount"]))
+    version = int(opp["Contract_Version__c"])
+    assert q(
+        warehouse_db,
+        """SELECT name, amount, due_date::text, crm_milestone_id FROM core.contract_milestones
+            WHERE opportunity_id = %s AND version = %s ORDER BY seq""",
+        (opp_id, version),
+    ) == [(m["Name"], Decimal(str(m["Amount__c"])), m["Due_Date__c"], m["Id"]) for m in milestones]
     overrides = json.loads(opp["Rate_Overrides__c"] or "[]")
     emails = {u["id"]: u["email"].lower() for u in sandbox.ctx.stores["psa"].scan("users")}
     assert sorted(
         (emails[a["user"]["id"]], Decimal(str(a["hourly_rate"]))) for a in got["user_assignments"]
     ) == sorted((o["user_email"].lower(), Decimal(o["rate"])) for o in overrides)
     assert opp["PSA_Project_Id__c"] == str(project["id"])
-    version = int(opp["Contract_Version__c"])
     schedules = q(
         warehouse_db,
         "SELECT version, status FROM billing.schedules WHERE opportunity_id = %s ORDER BY 1",
@@ -147,7 +196,7 @@ def assert_built_once(sandbox, warehouse_db: str, opp_id: str, code: str) -> dic
     )
     assert lines
     if model == "fixed_fee":
-        assert [a for _, a in lines] == [Decimal(m["amount"]) for m in milestones]
+        assert [a for _, a in lines] == [Decimal(str(m["Amount__c"])) for m in milestones]
     elif model == "retainer":
         assert {k for k, _ in lines} == {"retainer"}
         assert {a for _, a in lines} == {Decimal(str(opp["Retainer_Amount__c"]))}
@@ -173,17 +222,12 @@ def fix_for(sandbox, opp: dict, field: str) -> dict:
         return {"Contract_Start__c": "2026-11-16"}
     if field == "PO_Number__c":
         return {"PO_Number__c": "PO-770001"}
-    if field == "Milestones__c":
+    if field == "Contract_Milestone__c":  # the milestone records are added under the opportunity
         amount = Decimal(str(opp["Amount"]))
         first = (amount / 4).quantize(Decimal("0.01"))
-        return {
-            "Milestones__c": json.dumps(
-                [
-                    {"name": "Kick-off", "amount": str(first), "due_date": "2026-12-15"},
-                    {"name": "Acceptance", "amount": str(amount - first), "due_date": "2027-03-01"},
-                ]
-            )
-        }
+        add_milestone(sandbox, opp["Id"], "Kick-off", first, "2026-12-15")
+        add_milestone(sandbox, opp["Id"], "Acceptance", amount - first, "2027-03-01")
+        return {}  # the opportunity itself is touched (its SystemModstamp moves)
     raise AssertionError(f"no fix for {field}")
 
 
@@ -300,14 +344,15 @@ def test_exceptions_setup_rerun_fix_and_change_orders(sandbox, warehouse_db):
             Rate_Overrides__c=json.dumps(new_rates),
         )
         ff_opp = sandbox.ctx.stores["crm"].get("Opportunity", ff)
-        milestones = json.loads(ff_opp["Milestones__c"])
-        milestones[-1]["amount"] = str(Decimal(milestones[-1]["amount"]) + Decimal("5000"))
+        last = crm_milestones(sandbox, ff)[-1]
+        edit_milestone(
+            sandbox, last["Id"], Amount__c=Decimal(str(last["Amount__c"])) + Decimal("5000")
+        )
         edit_opportunity(
             sandbox,
             ff,
             Contract_Version__c=2,
             Amount=float(Decimal(str(ff_opp["Amount"])) + 5000),
-            Milestones__c=json.dumps(milestones),
         )
         changed = setup_run(warehouse_db)
         assert changed.failed == [] and changed.new_versions == 2 and changed.completed == 2

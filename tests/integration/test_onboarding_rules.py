@@ -33,6 +33,16 @@ def opportunity(**fields) -> dict:
     return base
 
 
+def milestones(*items: tuple[str | None, str | None, str | None]) -> dict:
+    """The opportunity's Contract_Milestone__c records as a SOQL relationship subquery returns
+    them (``Contract_Milestones__r``): (Name, Amount__c, Due_Date__c) each."""
+    records = [
+        {"Id": f"a0M{i:015d}", "Name": n, "Amount__c": a, "Due_Date__c": d, "Status__c": "Planned"}
+        for i, (n, a, d) in enumerate(items, 1)
+    ]
+    return {"totalSize": len(records), "done": True, "records": records}
+
+
 def problems(record: dict, client: ClientFacts = READY) -> list[tuple[str, str]]:
     c = contracts.parse(record)
     return [(p.reason_code, p.field) for p in contracts.check(c, client, PEOPLE)]
@@ -64,15 +74,31 @@ def test_a_complete_contract_has_no_problems_and_keeps_money_exact():
             {"Rate_Overrides__c": json.dumps([{"user_email": "nobody@x.com", "rate": "90"}])},
             ("contract_invalid_field", "Rate_Overrides__c"),
         ),
-        ({"Billing_Model__c": "Fixed Fee"}, ("contract_missing_field", "Milestones__c")),
+        ({"Billing_Model__c": "Fixed Fee"}, ("contract_missing_field", "Contract_Milestone__c")),
         (
             {
                 "Billing_Model__c": "Fixed Fee",
-                "Milestones__c": json.dumps(
-                    [{"name": "Go-live", "amount": "100000", "due_date": "2027-01-15"}]
+                "Contract_Milestones__r": milestones(("Go-live", 100000, "2027-01-15")),
+            },
+            ("contract_invalid_field", "Contract_Milestone__c"),
+        ),
+        (
+            {
+                "Billing_Model__c": "Fixed Fee",
+                "Contract_Milestones__r": milestones(
+                    ("Design", 20000, "2026-12-15"), ("Go-live", 100000, None)
                 ),
             },
-            ("contract_invalid_field", "Milestones__c"),
+            ("contract_invalid_field", "Contract_Milestone__c"),
+        ),
+        (
+            {
+                "Billing_Model__c": "Fixed Fee",
+                "Contract_Milestones__r": milestones(
+                    (None, 20000, "2026-12-15"), ("Go-live", 100000, "2027-01-15")
+                ),
+            },
+            ("contract_invalid_field", "Contract_Milestone__c"),
         ),
         ({"Billing_Model__c": "Retainer"}, ("contract_missing_field", "Retainer_Amount__c")),
     ],
@@ -105,14 +131,17 @@ def test_schedules_per_billing_model():
             Billing_Model__c="Fixed Fee",
             CurrencyIsoCode="JPY",
             Amount=3000000,
-            Milestones__c=json.dumps(
-                [
-                    {"name": "Design", "amount": "1000000", "due_date": "2026-12-20"},
-                    {"name": "Go-live", "amount": "2000000", "due_date": "2027-02-01"},
-                ]
+            Contract_Milestones__r=milestones(
+                ("Go-live", 2000000, "2027-02-01"), ("Design", 1000000, "2026-12-20")
             ),
         )
     )
+    # ordered by due date; each keeps the id of its CRM record
+    assert [(m["name"], m["crm_id"]) for m in ff.milestones] == [
+        ("Design", "a0M000000000000002"),
+        ("Go-live", "a0M000000000000001"),
+    ]
+    assert contracts.check(ff, READY, PEOPLE) == []
     assert [(ln.kind, ln.due_date, ln.amount) for ln in schedule.build_lines(ff)] == [
         ("milestone", dt.date(2026, 12, 20), Decimal("1000000")),
         ("milestone", dt.date(2027, 2, 1), Decimal("2000000")),

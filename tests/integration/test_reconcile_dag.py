@@ -1,5 +1,5 @@
 """The reconcile DAG as a real Airflow DAG run (``airflow dags test``) against the small sandbox
-firm synced into a real warehouse: milestones refreshed from the PSA, every item reconciled,
+firm synced into a real warehouse: milestones refreshed from the CRM, every item reconciled,
 the GX gate run on the core and reconciliation suites (a planted critical problem blocks exactly
 its client), Data Docs built, and the task log ending with the finance table."""
 
@@ -145,7 +145,7 @@ def test_the_dags_are_scheduled_on_the_sync_assets_and_nightly_in_the_firm_zone(
     assert tasks["finance_table"].upstream_task_ids == {"data_quality_gate"}
     assert tasks["data_quality_gate"].upstream_task_ids == {"reconcile"}
     assert tasks["reconcile"].upstream_task_ids == {"refresh_milestones"}
-    assert tasks["refresh_milestones"].pool == "psa_api"
+    assert tasks["refresh_milestones"].pool == "crm_api"
     assert {a.uri for a in tasks["data_quality_gate"].outlets} == {
         "erpsync://warehouse/recon/items",
         "erpsync://warehouse/ops/dq_blocks",

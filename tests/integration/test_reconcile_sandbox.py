@@ -18,10 +18,9 @@ import httpx
 import psycopg
 import pytest
 
-from erpsync.connectors.harvest import HarvestClient
 from erpsync.onboarding import setup
 from erpsync.reconcile import run_reconcile
-from erpsync.reconcile.milestones import refresh_milestones
+from erpsync.reconcile.milestones import pull_crm_milestones, refresh_milestones
 from erpsync.runtime import database
 from erpsync.sync.spec import RunInfo
 from tests.conftest import make_database
@@ -218,43 +217,47 @@ def test_a_problem_fixed_at_the_source_closes_its_exception(firm):
     ) == [(1,)]
 
 
-def test_milestone_accepted_in_the_psa_becomes_ready(firm):
+def test_milestone_accepted_in_the_crm_becomes_ready(firm):
+    """The client accepts a fixed-fee milestone in the CRM (Contract_Milestone__c Status__c
+    Accepted, Accepted_Date__c): the incremental CRM pull brings it into the warehouse and the
+    reconciliation makes it ready; a milestone deleted in the CRM is reopened."""
     sandbox, url = firm
     reconcile(url, "recon-before-acceptance")
     rows = q(
         url,
-        """SELECT m.opportunity_id, m.version, m.seq, m.name, c.psa_project_id, m.amount,
+        """SELECT m.opportunity_id, m.version, m.seq, m.name, m.crm_milestone_id, m.amount,
                   m.currency
              FROM core.contract_milestones m
              JOIN core.contracts c USING (opportunity_id, version)
             WHERE c.status = 'complete' ORDER BY 1, 3""",
     )
     assert rows, "project setup built no fixed-fee contract"
-    opp, version, seq, name, project, amount, currency = rows[0]
+    assert all(r[4] for r in rows), "every set-up milestone knows its CRM record"
+    opp, version, seq, name, crm_id, amount, currency = rows[0]
     key = f"milestone:{opp}:{version}:{seq}"
     assert q(url, "SELECT state, reason_code FROM recon.items WHERE item_key = %s", (key,)) == [
         ("on_hold", "not_yet_due")
     ]
-    store = sandbox.ctx.stores["psa"]
-    psa = next(
-        m
-        for m in store.scan("milestones")
-        if str(m["project"]["id"]) == project and m["name"] == name
-    )
-    psa.update(status="accepted", accepted_at="2026-11-02T10:00:00Z")
-    store.put("milestones", psa["id"], psa)  # the client accepts it in the PSA
+    first = pull_crm_milestones(RunInfo.local("milestones-full"), conninfo=url)
+    assert first.read == len(sandbox.ctx.stores["crm"].ids("Contract_Milestone__c"))
+    store = sandbox.ctx.stores["crm"]
+    row = store.get_row("Contract_Milestone__c", crm_id)
+    body = {**row.data(), "Status__c": "Accepted", "Accepted_Date__c": "2026-11-02"}
+    store.put("Contract_Milestone__c", crm_id, body, parent_id=row.parent_id)  # accepted
 
+    pulled = pull_crm_milestones(RunInfo.local("milestones"), conninfo=url)
+    assert pulled.mode == "incremental" and 1 <= pulled.read < first.read
     with psycopg.connect(url) as conn:
-        stats = refresh_milestones(conn, RunInfo.local("milestones"), HarvestClient())
-        again = refresh_milestones(conn, RunInfo.local("milestones-2"), HarvestClient())
+        stats = refresh_milestones(conn, RunInfo.local("milestones"))
+        again = refresh_milestones(conn, RunInfo.local("milestones-2"))
     assert stats["accepted"] == 1 and stats["matched"] == len(rows)
     assert again["updated"] == 0  # nothing changed: nothing written
     assert q(
         url,
-        "SELECT status, psa_milestone_id FROM core.contract_milestones"
+        "SELECT status, accepted_at, crm_milestone_id FROM core.contract_milestones"
         " WHERE opportunity_id = %s AND version = %s AND seq = %s",
         (opp, version, seq),
-    ) == [("accepted", str(psa["id"]))]
+    ) == [("accepted", dt.datetime(2026, 11, 2, tzinfo=dt.UTC), crm_id)]
     result = reconcile(url, "recon-after-acceptance")
     assert q(url, "SELECT state, amount FROM recon.items WHERE item_key = %s", (key,)) == [
         ("ready", amount)
@@ -266,6 +269,24 @@ def test_milestone_accepted_in_the_psa_becomes_ready(firm):
         " AND entity_id = %s",
         (f"{opp}:{version}:{seq}",),
     ) == [(1,)]
+
+    # deleted in the CRM (recycle bin): the pull marks it deleted, the refresh reopens it
+    store.delete("Contract_Milestone__c", crm_id, soft=True, set_fields={"IsDeleted": True})
+    pull_crm_milestones(RunInfo.local("milestones-3"), conninfo=url)
+    assert q(
+        url,
+        "SELECT deleted_at IS NOT NULL FROM core.crm_milestones WHERE crm_milestone_id = %s",
+        (crm_id,),
+    ) == [(True,)]
+    with psycopg.connect(url) as conn:
+        reopened = refresh_milestones(conn, RunInfo.local("milestones-4"))
+    assert reopened["reopened"] == 1
+    assert q(
+        url,
+        "SELECT status FROM core.contract_milestones"
+        " WHERE opportunity_id = %s AND version = %s AND seq = %s",
+        (opp, version, seq),
+    ) == [("open",)]
 
 
 def _items(url: str) -> list[tuple]:

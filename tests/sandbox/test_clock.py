@@ -47,7 +47,7 @@ def test_advance_change_log_matches_the_stores(ctx: SandboxContext) -> None:
         ("psa", "time_entries", "update"),
         ("psa", "time_entries", "delete"),
         ("psa", "expenses", "create"),
-        ("psa", "milestones", "update"),
+        ("crm", "Contract_Milestone__c", "update"),
         ("crm", "Account", "create"),
         ("crm", "Opportunity", "create"),
         ("crm", "Opportunity", "update"),
@@ -76,8 +76,15 @@ def test_advance_change_log_matches_the_stores(ctx: SandboxContext) -> None:
 def test_advance_business_effects(ctx: SandboxContext) -> None:
     changes = ctx.advance(2, 5)
     psa, crm, erp = ctx.stores["psa"], ctx.stores["crm"], ctx.stores["erp"]
-    accepted = [psa.get("milestones", c["id"]) for c in changes if c["resource"] == "milestones"]
-    assert accepted and all(m["status"] == "accepted" and m["accepted_at"] for m in accepted)
+    accepted = [
+        crm.get("Contract_Milestone__c", c["id"])
+        for c in changes
+        if c["resource"] == "Contract_Milestone__c"
+    ]
+    assert accepted and all(
+        m["Status__c"] == "Accepted" and m["Accepted_Date__c"] for m in accepted
+    )
+    assert "milestones" not in psa.resources()
     amended = [
         crm.get("Opportunity", c["id"])
         for c in changes

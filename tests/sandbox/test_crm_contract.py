@@ -114,7 +114,6 @@ def seed(ctx: SandboxContext) -> None:
                     "Cap_Type__c": None,
                     "Cap_Value__c": None,
                     "Rate_Overrides__c": "[]",
-                    "Milestones__c": "[]",
                     "Contract_Version__c": 1,
                     # two opportunities share PSA project id "DUP-1" (for the 300 case)
                     "PSA_Project_Id__c": "DUP-1" if i in (10, 11) else None,
@@ -643,6 +642,194 @@ def test_sobject_crud_describe_and_errors(crm: Crm) -> None:
     assert fields["SystemModstamp"]["type"] == "datetime"
     assert fields["Billing_Model__c"]["custom"] is True
     assert describe["keyPrefix"] == "006"
+
+
+def test_contract_milestone_custom_object(crm: Crm) -> None:
+    """``Contract_Milestone__c``: a custom master-detail child of Opportunity (where a contract's
+    milestones and their acceptance live; Harvest has none). Created, queried with /query and
+    /queryAll, updated with the documented ``PATCH /sobjects/Contract_Milestone__c/{id}`` (204),
+    refused as Salesforce refuses (restricted picklist, text too long, master not
+    reparentable, unknown field), deleted into the deleted feed; describe matches the metadata
+    shipped in vendor/salesforce. https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_update_fields.htm"""
+    describe = crm.get(f"{V}/sobjects/Contract_Milestone__c/describe").json()
+    assert describe["custom"] is True and describe["name"] == "Contract_Milestone__c"
+    fields = {f["name"]: f for f in describe["fields"]}
+    assert {
+        "Id",
+        "Name",
+        "IsDeleted",
+        "CreatedDate",
+        "LastModifiedDate",
+        "SystemModstamp",
+        "Opportunity__c",
+        "Amount__c",
+        "Due_Date__c",
+        "Status__c",
+        "Accepted_Date__c",
+        "Invoice_Number__c",
+    } <= set(fields)
+    assert "OwnerId" not in fields  # a master-detail child has no owner of its own
+    master = fields["Opportunity__c"]
+    assert master["referenceTo"] == ["Opportunity"] and master["relationshipName"] == (
+        "Opportunity__r"
+    )
+    assert master["updateable"] is False and master["nillable"] is False
+    assert [v["value"] for v in fields["Status__c"]["picklistValues"]] == [
+        "Planned",
+        "Accepted",
+        "Invoiced",
+    ]
+    assert fields["Status__c"]["restrictedPicklist"] is True
+    assert fields["Invoice_Number__c"]["length"] == 35
+    assert fields["Amount__c"]["type"] == "currency"
+
+    created = crm.http.post(
+        f"{V}/sobjects/Contract_Milestone__c",
+        json={
+            "Name": "Go-live",
+            "Opportunity__c": opp_id(2),
+            "Amount__c": "12000.50",
+            "Due_Date__c": "2026-12-15",
+        },
+        headers=crm.auth,
+    )
+    assert created.status_code == 201, created.text
+    mid = created.json()["id"]
+    assert mid.startswith(describe["keyPrefix"])
+    soql = (
+        "SELECT Id, Name, Opportunity__c, Amount__c, Status__c, Accepted_Date__c, "
+        f"Invoice_Number__c FROM Contract_Milestone__c WHERE Opportunity__c = '{opp_id(2)}'"
+    )
+    (rec,) = crm.query(soql)["records"]
+    assert rec["Status__c"] == "Planned" and rec["Accepted_Date__c"] is None  # the default
+    assert rec["attributes"]["type"] == "Contract_Milestone__c"
+
+    accept = crm.http.patch(
+        f"{V}/sobjects/Contract_Milestone__c/{mid}",
+        json={"Status__c": "Accepted", "Accepted_Date__c": "2026-11-03"},
+        headers=crm.auth,
+    )
+    assert accept.status_code == 204 and accept.content == b""
+    accepted = crm.query(
+        "SELECT Id FROM Contract_Milestone__c WHERE Status__c = 'Accepted' "
+        "AND SystemModstamp >= 2026-01-01T00:00:00Z"
+    )["records"]
+    assert [r["Id"] for r in accepted] == [mid]
+
+    def refused(body: dict) -> dict:
+        r = crm.http.patch(f"{V}/sobjects/Contract_Milestone__c/{mid}", json=body, headers=crm.auth)
+        assert r.status_code == 400, r.text
+        return r.json()[0]
+
+    bad = refused({"Status__c": "accepted"})  # picklist values are exact
+    assert bad["errorCode"] == "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
+    assert bad["fields"] == ["Status__c"]
+    assert refused({"Invoice_Number__c": "X" * 36})["errorCode"] == "STRING_TOO_LONG"
+    moved = refused({"Opportunity__c": opp_id(4)})
+    assert moved["errorCode"] == "INVALID_FIELD_FOR_INSERT_UPDATE"
+    assert refused({"Invoiced__c": True})["errorCode"] == "INVALID_FIELD"
+    no_master = crm.http.post(
+        f"{V}/sobjects/Contract_Milestone__c", json={"Name": "x"}, headers=crm.auth
+    )
+    assert no_master.status_code == 400
+    assert no_master.json()[0]["errorCode"] == "REQUIRED_FIELD_MISSING"
+
+    invoiced = crm.http.patch(
+        f"{V}/sobjects/Contract_Milestone__c/{mid}",
+        json={"Status__c": "Invoiced", "Invoice_Number__c": "PSI-103001"},
+        headers=crm.auth,
+    )
+    assert invoiced.status_code == 204
+    got = crm.get(
+        f"{V}/sobjects/Contract_Milestone__c/{mid}",
+        params={"fields": "Status__c,Invoice_Number__c"},
+    ).json()
+    assert (got["Status__c"], got["Invoice_Number__c"]) == ("Invoiced", "PSI-103001")
+
+    now = crm.ctx.clock.now_dt()
+    gone = crm.http.delete(f"{V}/sobjects/Contract_Milestone__c/{mid}", headers=crm.auth)
+    assert gone.status_code == 204
+    assert crm.query(soql)["records"] == []
+    assert [r["Id"] for r in crm.query(soql, all_rows=True)["records"]] == [mid]
+    now = dt.datetime.fromisoformat(crm.ctx.clock.set(now + dt.timedelta(minutes=2)))
+    feed = crm.get(
+        f"{V}/sobjects/Contract_Milestone__c/deleted/",
+        params={
+            "start": (now - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "end": (now + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+    ).json()
+    assert [d["id"] for d in feed["deletedRecords"]] == [mid]
+    opp_describe = crm.get(f"{V}/sobjects/Opportunity/describe").json()
+    assert {
+        "childSObject": "Contract_Milestone__c",
+        "field": "Opportunity__c",
+        "relationshipName": "Contract_Milestones__r",
+        "cascadeDelete": True,
+        "restrictedDelete": False,
+    } in opp_describe["childRelationships"]
+    # deleting the master deletes its milestones (master-detail cascade)
+    child = crm.http.post(
+        f"{V}/sobjects/Contract_Milestone__c",
+        json={"Name": "Kick-off", "Opportunity__c": opp_id(6)},
+        headers=crm.auth,
+    ).json()["id"]
+    master = crm.http.delete(f"{V}/sobjects/Opportunity/{opp_id(6)}", headers=crm.auth)
+    assert master.status_code == 204
+    assert crm.get(f"{V}/sobjects/Contract_Milestone__c/{child}").status_code == 404
+    # Opportunity no longer carries an invented JSON milestones field
+    opp_fields = {f["name"] for f in crm.get(f"{V}/sobjects/Opportunity/describe").json()["fields"]}
+    assert "Milestones__c" not in opp_fields
+
+
+def test_contract_milestone_schema_equals_the_shipped_metadata() -> None:
+    """The sandbox's Contract_Milestone__c is what vendor/salesforce deploys (Salesforce DX
+    source format: objects/<Object>/fields/<Field>.field-meta.xml): same custom fields, types,
+    lengths, required flags and restricted picklist values, both directions."""
+    import xml.etree.ElementTree as ET
+
+    from erpsync_sandbox.crm.schema import SCHEMAS
+
+    ns = {"m": "http://soap.sforce.com/2006/04/metadata"}
+    root = Path(__file__).resolve().parents[2] / "vendor/salesforce/force-app/main/default"
+    folder = root / "objects/Contract_Milestone__c"
+    obj = ET.parse(folder / "Contract_Milestone__c.object-meta.xml").getroot()  # noqa: S314 - our own files
+    assert obj.findtext("m:sharingModel", namespaces=ns) == "ControlledByParent"
+    schema = SCHEMAS["Contract_Milestone__c"]
+    assert obj.findtext("m:label", namespaces=ns) == schema.label
+    kinds = {
+        "MasterDetail": "reference",
+        "Currency": "currency",
+        "Date": "date",
+        "Picklist": "picklist",
+        "Text": "string",
+    }
+    shipped = {}
+    for path in sorted((folder / "fields").glob("*.field-meta.xml")):
+        el = ET.parse(path).getroot()  # noqa: S314 - our own files
+        name = el.findtext("m:fullName", namespaces=ns)
+        assert path.name == f"{name}.field-meta.xml"
+        values = tuple(
+            v.findtext("m:fullName", namespaces=ns)
+            for v in el.findall("m:valueSet/m:valueSetDefinition/m:value", ns)
+        )
+        shipped[name] = (
+            kinds[el.findtext("m:type", namespaces=ns)],
+            int(el.findtext("m:length", "0", namespaces=ns)),
+            values,
+            el.findtext("m:referenceTo", namespaces=ns),
+        )
+    ours = {
+        f.name: (
+            f.type,
+            f.length if f.type == "string" else 0,
+            f.picklist,
+            f.reference_to[0] if f.reference_to else None,
+        )
+        for f in schema.fields
+        if f.custom
+    }
+    assert shipped == ours
 
 
 def test_injected_faults_keep_salesforce_shapes(crm: Crm) -> None:

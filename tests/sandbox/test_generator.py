@@ -122,9 +122,16 @@ def test_referential_integrity(firm: Any) -> None:
         assert str(body["project"]["id"]) in projects
         assert str(body["task"]["id"]) in tasks
         assert str(body["client"]["id"]) in clients or body["client"]["id"] == 5100000
-    for resource in ("user_assignments", "task_assignments", "milestones"):
+    for resource in ("user_assignments", "task_assignments"):
         for row in psa.scan_rows(resource):
             assert row.parent_id in projects
+    assert "milestones" not in psa.resources()  # Harvest has no milestones: they live in the CRM
+    crm = ctx.stores["crm"]
+    opportunities = {o["Id"]: o for o in crm.scan("Opportunity")}
+    for row in crm.scan_rows("Contract_Milestone__c"):
+        body = row.data()
+        assert row.parent_id == body["Opportunity__c"] and body["Opportunity__c"] in opportunities
+        assert opportunities[body["Opportunity__c"]]["Billing_Model__c"] == "Fixed Fee"
     for resource in ("billable_rates", "cost_rates"):
         for row in psa.scan_rows(resource):
             assert row.parent_id in users
@@ -160,8 +167,18 @@ def test_currencies_and_rate_changes(firm: Any) -> None:
     assert statuses == {"approved", "submitted", "unsubmitted"}
     be = [r for r in ctx.stores["erp"].scan("taxRates") if r["countryCode"] == "BE"]
     assert len(be) == 2  # effective-dated standard rate change
-    milestones = psa.scan("milestones")
-    assert any(m["status"] == "accepted" and m["accepted_at"] for m in milestones)
+    milestones = ctx.stores["crm"].scan("Contract_Milestone__c")
+    assert {m["Status__c"] for m in milestones} == {"Planned", "Accepted"}
+    assert all(
+        (m["Status__c"] == "Accepted") == (m["Accepted_Date__c"] is not None) for m in milestones
+    )
+    # a set-up fixed-fee contract's milestones add up to its amount
+    by_opp: dict[str, Any] = collections.defaultdict(Decimal)
+    for m in milestones:
+        by_opp[m["Opportunity__c"]] += Decimal(str(m["Amount__c"]))
+    for opp in ctx.stores["crm"].scan("Opportunity"):
+        if opp["Billing_Model__c"] == "Fixed Fee" and opp["Id"] in by_opp:
+            assert by_opp[opp["Id"]] == Decimal(str(opp["Amount"])), opp["Id"]
 
 
 def test_planted_problems_are_real_and_the_rest_is_clean(firm: Any) -> None:
@@ -217,8 +234,12 @@ def test_planted_problems_are_real_and_the_rest_is_clean(firm: Any) -> None:
     assert problems(manifest, "expense_over_policy")
 
     opps = {o["Id"]: o for o in crm.scan("Opportunity")}
+    children = {m["Opportunity__c"] for m in crm.scan("Contract_Milestone__c")}
     for p in problems(manifest, "contract_missing_field"):
-        assert opps[p["id"]][p["refs"]["field"]] is None
+        if p["refs"]["field"] == "Contract_Milestone__c":  # no milestone records under it
+            assert opps[p["id"]]["Billing_Model__c"] == "Fixed Fee" and p["id"] not in children
+        else:
+            assert opps[p["id"]][p["refs"]["field"]] is None
         assert opps[p["id"]]["IsWon"] and not opps[p["id"]]["PSA_Project_Id__c"]
     not_setup = [o for o in opps.values() if o["IsWon"] and not o["PSA_Project_Id__c"]]
     assert len(not_setup) > len(problems(manifest, "contract_missing_field"))

@@ -393,22 +393,6 @@ def seed(store: Store) -> None:
         },
         modstamp=_stamp(300),
     )
-    store.put(
-        "milestones",
-        1,
-        {
-            "id": 1,
-            "project": {"id": 1, "name": "Project 1", "code": "P1"},
-            "name": "Kick-off",
-            "amount": 5000.0,
-            "currency": "EUR",
-            "due_date": "2026-11-15",
-            "status": "open",
-            "accepted_at": None,
-            "created_at": "2026-10-01T00:00:00Z",
-        },
-        modstamp=_stamp(301),
-    )
 
 
 # --------------------------------------------------------------------------- server
@@ -706,7 +690,6 @@ def test_other_lists_and_nested_lists(psa: Psa) -> None:
         "users",
         "expense_categories",
         "invoices",
-        "milestones",
     ):
         body = psa.get(f"/v2/{name}").json()
         assert body["total_entries"] == psa.store.count(name) == len(body[name]), name
@@ -804,7 +787,7 @@ def test_rate_limit_default_comes_from_env(tmp_path: Path, monkeypatch: pytest.M
 
 def test_project_setup_writes(psa: Psa) -> None:
     """What erpsync's project setup creates: client, contact, project, task, assignments with
-    hourly_rate, milestones; then updates and deletes."""
+    hourly_rate; then updates and deletes."""
     client = psa.client.post("/v2/clients", json={"name": "Newco AG", "currency": "CHF"})
     assert client.status_code == 201
     cid = client.json()["id"]
@@ -852,22 +835,6 @@ def test_project_setup_writes(psa: Psa) -> None:
     assert patched.json()["updated_at"] >= ua.json()["updated_at"]
     listed = psa.get(f"/v2/projects/{pid}/task_assignments").json()["task_assignments"]
     assert [a["hourly_rate"] for a in listed] == [190.5]
-    milestone = psa.client.post(
-        "/v2/milestones",
-        json={
-            "project_id": pid,
-            "name": "Go-live",
-            "amount": 12000.0,
-            "due_date": "2026-12-15",
-        },
-    )
-    assert milestone.status_code == 201
-    assert milestone.json()["status"] == "open" and milestone.json()["currency"] == "CHF"
-    accepted = psa.client.patch(
-        f"/v2/milestones/{milestone.json()['id']}", json={"status": "accepted"}
-    )
-    assert accepted.json()["status"] == "accepted" and accepted.json()["accepted_at"]
-    assert psa.get("/v2/milestones", params={"status": "accepted"}).json()["total_entries"] == 1
     renamed = psa.client.patch(f"/v2/clients/{cid}", json={"name": "Newco Group AG"})
     assert renamed.json()["name"] == "Newco Group AG"
     # Harvest: a client with projects cannot be deleted
@@ -880,6 +847,23 @@ def test_project_setup_writes(psa: Psa) -> None:
     assert psa.client.delete(f"/v2/projects/{pid}").status_code == 200
     assert psa.get(f"/v2/projects/{pid}").status_code == 404
     assert psa.client.delete(f"/v2/clients/{cid}").status_code == 200
+
+
+def test_harvest_has_no_milestones(psa: Psa) -> None:
+    """Harvest API v2 has no milestone resource (audit H16-H18): every milestone path is a 404,
+    as on a real account (fixed fee is the project's ``is_fixed_fee``/``fee``; milestones live
+    in the CRM as ``Contract_Milestone__c``). Resource list:
+    https://help.getharvest.com/api-v2/"""
+    assert psa.get("/v2/milestones").status_code == 404
+    assert psa.get("/v2/milestones", params={"project_id": 1}).status_code == 404
+    assert psa.get("/v2/milestones/1").status_code == 404
+    created = psa.client.post(
+        "/v2/milestones",
+        json={"project_id": 1, "name": "m", "amount": "10", "due_date": "2026-12-01"},
+    )
+    assert created.status_code == 404
+    assert psa.client.patch("/v2/milestones/1", json={"status": "invoiced"}).status_code == 404
+    assert "milestones" not in psa.store.resources()
 
 
 def test_validation_errors_are_422_with_message(psa: Psa) -> None:
@@ -898,10 +882,6 @@ def test_validation_errors_are_422_with_message(psa: Psa) -> None:
         ),
         ("/v2/time_entries", {"project_id": 1, "task_id": 1}),
         ("/v2/projects/1/task_assignments", {"hourly_rate": 10}),
-        (
-            "/v2/milestones",
-            {"project_id": 1, "name": "m", "amount": "abc", "due_date": "2026-12-01"},
-        ),
     ]
     for path, body in cases:
         response = psa.client.post(path, json=body)

@@ -29,6 +29,7 @@ TABLES = (
     "billing.schedule_lines",
     "billing.schedules",
     "core.contract_milestones",
+    "core.crm_milestones",
     "core.contracts",
     "core.time_entries",
     "core.expenses",
@@ -195,6 +196,48 @@ def test_fixed_fee_milestones_ready_when_accepted(conn):
     assert result.on_hold_by_reason["not_yet_due"]["amounts"] == {"USD": "4500.50"}
     assert result.by_state["billed"]["amounts"] == {"USD": "999.99"}
     assert exceptions(conn) == set()  # waiting for a client is not a data problem
+
+
+def _crm_milestone(conn, crm_id: str, opp: str, name: str, status: str, accepted=None) -> None:
+    conn.execute(
+        """INSERT INTO core.crm_milestones (crm_milestone_id, opportunity_id, name, amount,
+               due_date, status, accepted_date, source_record_id, row_hash, source_modstamp,
+               first_run_id, last_run_id)
+           VALUES (%s, %s, %s, 1000, '2026-02-15', %s, %s, %s, 'h', now(), 'r', 'r')""",
+        (crm_id, opp, name, status, accepted, crm_id),
+    )
+
+
+def test_crm_acceptance_refresh_never_bills_a_milestone_twice(conn):
+    """Acceptance comes from the CRM (Contract_Milestone__c). Accepted -> accepted; Invoiced ->
+    accepted only for the contract version erpsync billed it under: a change order's new
+    version of the same CRM milestone stays open, so it is never billed a second time."""
+    from erpsync.reconcile.milestones import refresh_milestones
+
+    r = Rows(conn)
+    r.contract("006CO", "p9", model="fixed_fee", status="superseded")
+    r.contract("006CO", "p9", model="fixed_fee", version=2)
+    v1 = r.milestone("006CO", 1, "1000", D(2026, 2, 15), crm_id="a0MCO0000000001AAA")
+    r.billed(v1)
+    v2 = r.milestone("006CO", 1, "1000", D(2026, 2, 15), version=2, crm_id="a0MCO0000000001AAA")
+    r.milestone("006CO", 2, "500", D(2026, 3, 1), version=2, name="Go-live")  # matched by name
+    _crm_milestone(conn, "a0MCO0000000001AAA", "006CO", "Milestone 1", "Invoiced", D(2026, 2, 16))
+    _crm_milestone(conn, "a0MCO0000000002AAA", "006CO", "go-live ", "Accepted", D(2026, 3, 2))
+    conn.commit()
+    stats = refresh_milestones(conn, RunInfo.local("refresh"))
+    assert stats["accepted"] == 1 and stats["matched"] == 2 and stats["unmatched"] == 0
+    rows = conn.execute(
+        """SELECT version, seq, status, accepted_at::date, crm_milestone_id
+             FROM core.contract_milestones WHERE opportunity_id = '006CO' ORDER BY 1, 2"""
+    ).fetchall()
+    assert rows == [
+        (1, 1, "open", None, "a0MCO0000000001AAA"),  # superseded version: not refreshed
+        (2, 1, "open", None, "a0MCO0000000001AAA"),  # Invoiced under v1: not billable again
+        (2, 2, "accepted", D(2026, 3, 2), "a0MCO0000000002AAA"),
+    ]
+    recon(conn)
+    assert item(conn, v2)["reason_code"] == "milestone_not_accepted"
+    assert refresh_milestones(conn, RunInfo.local("again"))["updated"] == 0
 
 
 def test_retainer_fee_ready_when_due_in_jpy(conn):

@@ -656,22 +656,24 @@ SELECT 'milestone:' || m.opportunity_id || ':' || m.version || ':' || m.seq AS i
 
 
 def poke_milestones(context: Any):
-    """One look at the PSA: refresh milestone acceptance, then the accepted, unbilled ones.
+    """One look at the CRM: pull the Contract_Milestone__c records changed since the last look
+    (SOQL on SystemModstamp, queryAll, deleted feed: the ordinary sync), refresh milestone
+    acceptance, then list the accepted, unbilled ones.
 
     Returns a ``PokeReturnValue``: done (with the item keys) when there is something to bill."""
     from airflow.sdk import PokeReturnValue
 
-    from erpsync.connectors.harvest import HarvestClient
-    from erpsync.reconcile.milestones import refresh_milestones
-    from erpsync.sync.sources import PSA_CONN_ID
+    from erpsync.reconcile.milestones import pull_crm_milestones, refresh_milestones
 
     run = _run(context)
-    with _connect() as conn, HarvestClient(conn_id=PSA_CONN_ID) as psa:
-        refreshed = refresh_milestones(conn, run, psa)
+    pulled = pull_crm_milestones(run)
+    with _connect() as conn:
+        refreshed = refresh_milestones(conn, run)
         conn.commit()
         keys = [r[0] for r in conn.execute(ACCEPTED_UNBILLED_SQL).fetchall()]
     print(  # noqa: T201
-        f"milestones: refreshed from the PSA ({_json_safe(refreshed)}); "
+        f"milestones: {pulled.read} CRM record(s) read ({pulled.mode}), acceptance refreshed "
+        f"({_json_safe(refreshed)}); "
         f"{len(keys)} accepted and not billed yet: {', '.join(keys) or 'none'}"
     )
     return PokeReturnValue(is_done=bool(keys), xcom_value=keys)

@@ -36,6 +36,9 @@ step and each invoice ends in the ERP exactly once:
   alone (``ledger_only``, with the reason). The outcome goes to ``billing.psa_billed_state``
   in the transaction that moves the invoice to ``billed_back``; a Harvest invoice a killed run
   created is found again by its number, never created twice.
+* **Fixed-fee milestones** live in the CRM: each billed milestone's ``Contract_Milestone__c``
+  record is set to Invoiced with the ERP number and read back (:mod:`erpsync.invoicing.push_crm`,
+  ``billing.push_crm_marks``).
 * **Concurrency**: an invoice is worked on only under a session advisory lock
   (``pg_try_advisory_lock``); a second push skips invoices another holds (``busy``) and the
   lock dies with a killed process's connection.
@@ -67,7 +70,7 @@ from psycopg import sql
 
 from erpsync import audit, exceptions_queue, money
 from erpsync.connectors import errors
-from erpsync.invoicing import push_erp, push_psa
+from erpsync.invoicing import push_crm, push_erp, push_psa
 from erpsync.invoicing.push_erp import ERP_INVOICES, ERP_MEMOS, ErpDoc
 
 __all__ = [
@@ -917,10 +920,13 @@ def _bill_back_step(ctx: _Ctx, invoice: dict[str, Any], state: dict[str, Any]) -
     if _is_credit(ctx, invoice):
         billed = push_psa.BilledState("credit_note", push_psa.CREDIT_NOTE_REASON)
     else:
+        keys = _item_keys(ctx, invoice_id)
+        # fixed-fee milestones live in the CRM: Status__c Invoiced + the ERP number, read back
+        push_crm.bill_back_milestones(ctx, invoice, str(state["erp_number"]), keys)
         billed = push_psa.settle(
             ctx.conn,
             ctx.psa,
-            _item_keys(ctx, invoice_id),
+            keys,
             erp_number=str(state["erp_number"]),
             issue_date=invoice["invoice_date"],
             currency=_currency(invoice),

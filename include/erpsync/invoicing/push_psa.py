@@ -6,6 +6,8 @@ item** (``POST /v2/invoices`` with ``line_items_import {project_ids, time {summa
 to}, expenses {summary_type, from, to}}``), and it imports *every* uninvoiced billable item of
 those projects in the ``spent_date`` window: single items cannot be picked or left out. Deleting
 that invoice releases them again.
+Retainer and milestone items have no Harvest record (Harvest has no milestones: a billed
+milestone is marked in the CRM by :mod:`erpsync.invoicing.push_crm`).
 
 So erpsync's own ledger (``billing.billed_items``, written when the ERP invoice posts) is the
 truth, and Harvest is made to show the same only when that is exact. Per posted invoice

@@ -7,9 +7,14 @@ The CRM is the system of record for the contract (docs DESIGN.md, "who owns what
 ``Amount``, ``Contract_Start__c``/``Contract_End__c``, ``PO_Number__c`` (required when the
 account has ``PO_Required__c``), ``Cap_Type__c``/``Cap_Value__c`` (Hours | Amount: a
 not-to-exceed cap), ``Rate_Overrides__c`` (JSON ``[{"user_email", "role", "rate"}]``),
-``Milestones__c`` (JSON ``[{"name", "amount", "due_date"}]``, fixed fee), ``Retainer_Amount__c``
-/ ``Retainer_Period__c``, ``Contract_Version__c`` (a change order adds 1) and
-``PSA_Project_Id__c`` (written back once the PSA project exists).
+``Retainer_Amount__c`` / ``Retainer_Period__c``, ``Contract_Version__c`` (a change order adds 1)
+and ``PSA_Project_Id__c`` (written back once the PSA project exists).
+
+A fixed-fee contract's milestones are its child records of the custom object
+``Contract_Milestone__c`` (``Name``, ``Amount__c``, ``Due_Date__c``, ``Status__c``; see
+:mod:`erpsync.models.milestones`), given to :func:`parse` in the shape of a SOQL
+relationship subquery, ``record["Contract_Milestones__r"] = {"records": [...]}`` (Harvest has no
+milestones, so the CRM owns them and their acceptance). They are ordered by due date, then name.
 
 :func:`check` returns every problem; the setup raises ONE exception per contract (the first
 problem's reason code, all problems in its detail) and builds nothing for it.
@@ -44,6 +49,12 @@ CONTRACT_INVALID_FIELD = "contract_invalid_field"
 CONTRACT_CLIENT_NOT_READY = "contract_client_not_ready"
 ONBOARDING_REASONS = (CONTRACT_MISSING_FIELD, CONTRACT_INVALID_FIELD, CONTRACT_CLIENT_NOT_READY)
 
+#: The child relationship of Opportunity to its Contract_Milestone__c records (the
+#: master-detail field's relationshipName + ``__r``), and what is read of each milestone.
+MILESTONES_RELATIONSHIP = "Contract_Milestones__r"
+MILESTONE_OBJECT = "Contract_Milestone__c"
+MILESTONE_FIELDS = ("Id", "Name", "Opportunity__c", "Amount__c", "Due_Date__c", "Status__c")
+
 OPPORTUNITY_FIELDS = (
     "Id",
     "Name",
@@ -60,7 +71,6 @@ OPPORTUNITY_FIELDS = (
     "Cap_Type__c",
     "Cap_Value__c",
     "Rate_Overrides__c",
-    "Milestones__c",
     "Retainer_Amount__c",
     "Retainer_Period__c",
     "Contract_Version__c",
@@ -151,7 +161,9 @@ class Contract:
             "retainer_amount": None if self.retainer_amount is None else str(self.retainer_amount),
             "retainer_period": self.retainer_period,
             "rate_overrides": self.rate_overrides,
-            "milestones": self.milestones,
+            "milestones": [
+                {k: m[k] for k in ("name", "amount", "due_date")} for m in self.milestones
+            ],
         }
 
 
@@ -200,6 +212,14 @@ def _json_list(raw: Any, name: str, problems: list[Problem]) -> list[dict[str, A
         )
         return None
     return value
+
+
+def _milestone_records(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The opportunity's Contract_Milestone__c records (subquery shape), by due date and name."""
+    related = record.get(MILESTONES_RELATIONSHIP) or {}
+    items = related.get("records") if isinstance(related, dict) else related
+    items = [i for i in items or [] if isinstance(i, dict)]
+    return sorted(items, key=lambda i: (str(i.get("Due_Date__c") or ""), str(i.get("Name") or "")))
 
 
 def parse(record: dict[str, Any]) -> Contract:
@@ -294,28 +314,36 @@ def parse(record: dict[str, Any]) -> Contract:
             )
             continue
         overrides.append({"user_email": email, "role": item.get("role"), "rate": str(rate)})
-    milestones_raw = _json_list(record.get("Milestones__c"), "Milestones__c", problems)
+    milestones_raw = _milestone_records(record)
     milestones: list[dict[str, Any]] = []
-    for item in milestones_raw or []:
-        m_amount, due = _decimal(item.get("amount")), _date(item.get("due_date"))
-        name = str(item.get("name") or "").strip()
+    for item in milestones_raw:
+        m_amount, due = _decimal(item.get("Amount__c")), _date(item.get("Due_Date__c"))
+        name = str(item.get("Name") or "").strip()
         if not name or m_amount is None or m_amount < 0 or due is None:
             problems.append(
                 _invalid(
-                    "Milestones__c",
-                    f"milestone {item!r} needs a name, a non-negative amount and a due date",
-                    "correct Milestones in the CRM",
+                    MILESTONE_OBJECT,
+                    f"milestone {name or item.get('Id')!r} needs a name, a non-negative amount"
+                    " and a due date",
+                    "correct the Contract Milestone records of the opportunity in the CRM",
                 )
             )
             continue
-        milestones.append({"name": name, "amount": str(m_amount), "due_date": due.isoformat()})
+        milestones.append(
+            {
+                "name": name,
+                "amount": str(m_amount),
+                "due_date": due.isoformat(),
+                "crm_id": None if _blank(item.get("Id")) else str(item["Id"]),
+            }
+        )
     if model == "fixed_fee":
-        if milestones_raw is None:
+        if not milestones_raw:
             problems.append(
                 _missing(
-                    "Milestones__c",
+                    MILESTONE_OBJECT,
                     "a fixed-fee contract has no milestones",
-                    "enter the milestones (name, amount, due date) on the opportunity",
+                    "add Contract Milestone records (name, amount, due date) to the opportunity",
                 )
             )
         elif amount is not None and milestones:
@@ -323,9 +351,9 @@ def parse(record: dict[str, Any]) -> Contract:
             if total != amount:
                 problems.append(
                     _invalid(
-                        "Milestones__c",
+                        MILESTONE_OBJECT,
                         f"milestones total {total} but the contract amount is {amount}",
-                        "make the milestone amounts add up to Amount",
+                        "make the Contract Milestone amounts add up to the opportunity Amount",
                     )
                 )
     retainer_amount = _decimal(record.get("Retainer_Amount__c"))

@@ -1,6 +1,13 @@
-"""Project setup: a valid closed-won contract becomes a PSA project (tasks, milestones, user
-assignments at the contracted rates), an ERP project, a billing schedule and the PSA project id
-on the CRM opportunity; an invalid one becomes one exception and nothing else.
+"""Project setup: a valid closed-won contract becomes a PSA project (tasks, user assignments at
+the contracted rates; a fixed-fee contract a Harvest fixed-fee project, ``is_fixed_fee`` and
+``fee``), an ERP project, a billing schedule and the PSA project id on the CRM opportunity; an
+invalid one becomes one exception and nothing else.
+
+A fixed-fee contract's milestones are not copied anywhere: Harvest has no milestone resource
+(issue 13, audit H16-H18). They are the opportunity's ``Contract_Milestone__c`` records in the
+CRM, read here with the opportunity (one SOQL query per 200 fixed-fee opportunities) and
+written to ``core.contract_milestones`` with their CRM id; the client accepts them in the CRM
+(:mod:`erpsync.reconcile.milestones`).
 
 Resumable by construction. Every step (:data:`STEPS`) of a contract version is recorded in
 ``ops.onboarding_steps`` with its outcome and target id once it has succeeded, and every remote
@@ -11,7 +18,6 @@ has an idempotency key (docs/reference/vendor-apis.md):
   up among the client's projects (``GET /v2/projects?client_id=``), or by the id a previous
   version recorded;
 * PSA tasks and task assignments: the task by name, its assignment by task id on the project;
-* PSA milestones: by name on the project (``GET /v2/milestones?project_id=``);
 * PSA user assignments: by user id on the project; the contracted rate is PATCHed when it differs;
 * ERP project: ``number`` = the project code (``$filter=number eq ...``);
 * billing schedule: ``billing.schedules`` unique per (opportunity, version), written in the same
@@ -23,7 +29,8 @@ has an idempotency key (docs/reference/vendor-apis.md):
 So when a step fails (or the process dies) after the PSA project exists, the rerun finds the
 project, skips the recorded steps and finishes the rest. A change order (``Contract_Version__c``
 + 1) runs the same steps for the new version: they find the existing records and update budget,
-cap, fee, milestones and rates; the schedule gets a new version and the old one is superseded.
+cap, fee and rates (milestones are re-read from the CRM); the schedule gets a new version and the
+old one is superseded.
 
 Vendor docs: https://help.getharvest.com/api-v2/projects-api/projects/projects/,
 https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_project,
@@ -43,6 +50,9 @@ from typing import Any
 from erpsync import audit, exceptions_queue
 from erpsync.onboarding import schedule
 from erpsync.onboarding.contracts import (
+    MILESTONE_FIELDS,
+    MILESTONE_OBJECT,
+    MILESTONES_RELATIONSHIP,
     ONBOARDING_REASONS,
     OPPORTUNITY_FIELDS,
     ClientFacts,
@@ -65,7 +75,6 @@ log = logging.getLogger(__name__)
 STEPS = (
     "psa_project",
     "psa_tasks",
-    "psa_milestones",
     "psa_assignments",
     "erp_project",
     "billing_schedule",
@@ -303,8 +312,9 @@ def _upsert_contract(
         for seq, m in enumerate(c.milestones, 1):
             conn.execute(
                 """INSERT INTO core.contract_milestones
-                       (opportunity_id, version, seq, name, amount, currency, due_date)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s)""",
+                       (opportunity_id, version, seq, name, amount, currency, due_date,
+                        crm_milestone_id)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
                 (
                     c.opportunity_id,
                     c.version,
@@ -313,6 +323,7 @@ def _upsert_contract(
                     Decimal(m["amount"]),
                     c.currency,
                     m["due_date"],
+                    m.get("crm_id"),
                 ),
             )
 
@@ -453,48 +464,6 @@ def step_psa_tasks(ctx: StepContext) -> StepResult:
     )
 
 
-def step_psa_milestones(ctx: StepContext) -> StepResult:
-    c = ctx.contract
-    if c.billing_model != "fixed_fee":
-        return StepResult("not_applicable", None)
-    psa, pid = ctx.systems.psa, ctx.psa_project_id
-    existing: dict[str, dict] = {}
-    for page in psa.iter_pages("milestones", {"project_id": pid}):
-        for item in page:
-            existing.setdefault(_key(item.get("name")), item)
-    writes, ids, changed = 0, [], []
-    for m in c.milestones:
-        current = existing.get(_key(m["name"]))
-        amount = Decimal(m["amount"])
-        if current is None:
-            body = {
-                "project_id": int(pid),
-                "name": m["name"],
-                "amount": _money_text(amount),
-                "due_date": m["due_date"],
-                "currency": c.currency,
-            }
-            current = psa.create("milestones", body)
-            writes += 1
-        else:
-            changes: dict[str, Any] = {}
-            if _differs(current.get("amount"), amount):
-                changes["amount"] = _money_text(amount)
-            if current.get("due_date") != m["due_date"]:
-                changes["due_date"] = m["due_date"]
-            if changes and current.get("status") == "open":
-                psa.update(f"milestones/{current['id']}", changes)
-                writes += 1
-                changed.append(m["name"])
-        ids.append(str(current["id"]))
-    return StepResult(
-        "created" if writes and not changed else ("updated" if writes else "unchanged"),
-        ",".join(ids),
-        writes,
-        {"milestones": [m["name"] for m in c.milestones], "updated": changed},
-    )
-
-
 def step_psa_assignments(ctx: StepContext) -> StepResult:
     psa, pid = ctx.systems.psa, ctx.psa_project_id
     current: dict[str, dict] = {}
@@ -612,7 +581,6 @@ def step_crm_writeback(ctx: StepContext) -> StepResult:
 REMOTE_STEPS: dict[str, Callable[[StepContext], StepResult]] = {
     "psa_project": step_psa_project,
     "psa_tasks": step_psa_tasks,
-    "psa_milestones": step_psa_milestones,
     "psa_assignments": step_psa_assignments,
     "erp_project": step_erp_project,
     "crm_writeback": step_crm_writeback,
@@ -857,11 +825,39 @@ def _read_opportunities(systems: Systems, since: dt.datetime | None, retry_ids: 
             seen[str(rec["Id"])] = rec
     todo = [i for i in retry_ids if i not in seen]
     for start in range(0, len(todo), _ID_BATCH):
-        ids = ", ".join("'" + i.replace("'", "") + "'" for i in todo[start : start + _ID_BATCH])
+        ids = _id_list(todo[start : start + _ID_BATCH])
         for page in systems.crm.query(_soql(f"Id IN ({ids}) AND IsWon = true")):
             for rec in page:
                 seen[str(rec["Id"])] = rec
+    _attach_milestones(systems, seen)
     return list(seen.values())
+
+
+def _id_list(ids: list[str]) -> str:
+    # SOQL, not SQL: Salesforce ids are alphanumeric; anything else is dropped
+    return ", ".join("'" + "".join(ch for ch in i if ch.isalnum()) + "'" for i in ids)
+
+
+def _attach_milestones(systems: Systems, records: dict[str, dict[str, Any]]) -> None:
+    """Each fixed-fee opportunity's Contract_Milestone__c records, in the shape of a SOQL
+    relationship subquery (``Contract_Milestones__r: {totalSize, done, records}``)."""
+    fixed = [i for i, r in records.items() if r.get("Billing_Model__c") == "Fixed Fee"]
+    found: dict[str, list[dict[str, Any]]] = {i: [] for i in fixed}
+    for start in range(0, len(fixed), _ID_BATCH):
+        soql = (
+            f"SELECT {', '.join(MILESTONE_FIELDS)} FROM {MILESTONE_OBJECT}"  # noqa: S608 - SOQL
+            f" WHERE Opportunity__c IN ({_id_list(fixed[start : start + _ID_BATCH])})"
+        )
+        for page in systems.crm.query(soql):
+            for rec in page:
+                found.setdefault(str(rec.get("Opportunity__c")), []).append(rec)
+    for opp_id in fixed:
+        children = found.get(opp_id, [])
+        records[opp_id][MILESTONES_RELATIONSHIP] = {
+            "totalSize": len(children),
+            "done": True,
+            "records": children,
+        }
 
 
 def run_project_setup(

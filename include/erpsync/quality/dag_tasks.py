@@ -23,14 +23,20 @@ def _as_of(context: Any) -> dt.date | None:
 
 
 def refresh_milestones(context: Any) -> dict:
-    """Milestone status / acceptance from the PSA into core.contract_milestones."""
-    from erpsync.connectors.harvest import HarvestClient
+    """Milestone acceptance from the CRM (Contract_Milestone__c, synced incrementally into
+    core.crm_milestones) onto core.contract_milestones."""
+    from erpsync.reconcile.milestones import pull_crm_milestones
     from erpsync.reconcile.milestones import refresh_milestones as refresh
     from erpsync.warehouse import connection
 
-    with connection.connect() as conn, HarvestClient(conn_id="erpsync_psa") as psa:
-        outcome = refresh(conn, _run(context), psa)
-    print(f"milestones refreshed from the PSA: {outcome}")  # noqa: T201
+    run = _run(context)
+    pulled = pull_crm_milestones(run)
+    with connection.connect() as conn:
+        outcome = refresh(conn, run)
+    print(  # noqa: T201
+        f"milestones from the CRM: {pulled.read} record(s) read ({pulled.mode}); "
+        f"acceptance refreshed: {outcome}"
+    )
     return dict(outcome) if isinstance(outcome, dict) else {"result": str(outcome)}
 
 

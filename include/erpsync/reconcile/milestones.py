@@ -1,14 +1,23 @@
-"""Milestone acceptance from the PSA into ``core.contract_milestones`` (status, accepted_at).
+"""Milestone acceptance from the CRM into ``core.contract_milestones`` (status, accepted_at).
 
-The PSA is where the client's acceptance is recorded (``GET /v2/milestones``). A warehouse
-milestone is matched to the PSA's by ``psa_milestone_id`` when known, else by its contract's
-PSA project and its name (case and spacing ignored, as project setup creates them), and the PSA
-id is then remembered. Only rows whose status, acceptance time or PSA id differ are written;
-each acceptance (or reopening) is audited in the caller's transaction.
+The client's acceptance of a fixed-fee milestone is recorded in the CRM, on the milestone's
+``Contract_Milestone__c`` record (``Status__c`` Accepted, ``Accepted_Date__c``): Harvest has
+no milestone resource (issue 13, audit H16-H18). :func:`pull_crm_milestones` syncs those
+records into ``core.crm_milestones`` through the ordinary sync engine (SOQL incremental on
+``SystemModstamp`` with queryAll, deletions from the ``Contract_Milestone__c/deleted`` feed);
+:func:`refresh_milestones` then carries their acceptance onto the milestones of current
+contract versions, in the warehouse only.
+
+A contract version's milestone is matched to its CRM record by ``crm_milestone_id`` (set by
+project setup), else by its opportunity and name (case and spacing ignored), and the id is
+then remembered. ``Accepted`` counts as accepted; ``Invoiced`` only for the contract version's
+milestone that erpsync billed (``billing.billed_items``), so a change order's new version never
+bills a milestone a second time; ``Planned`` or a deleted record is open. Only rows whose
+status, acceptance time or CRM id differ are written; each acceptance (or reopening) is audited
+in the caller's transaction.
 
 Milestones of contracts set up outside erpsync (adopted) have no warehouse rows and are not
-created here: they were billed the way they were set up; the count comes back as
-``unmatched``.
+created here; CRM milestones no contract row matched come back as ``unmatched``.
 """
 
 from __future__ import annotations
@@ -18,42 +27,61 @@ from typing import Any
 
 from erpsync import audit
 
-__all__ = ["refresh_milestones"]
+__all__ = ["pull_crm_milestones", "refresh_milestones"]
 
 
 def _key(name: Any) -> str:
     return " ".join(str(name or "").split()).casefold()
 
 
-def _ts(value: Any) -> dt.datetime | None:
-    if not value:
-        return None
-    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+def _accepted_at(accepted_date: dt.date | None, modstamp: dt.datetime | None):
+    """The CRM records the acceptance day; the warehouse keeps a timestamp (midnight UTC of
+    that day, or the record's modification stamp when the day is empty)."""
+    if accepted_date is not None:
+        return dt.datetime.combine(accepted_date, dt.time(0), tzinfo=dt.UTC)
+    return modstamp
 
 
-def refresh_milestones(conn, run, psa_client) -> dict[str, int]:
-    """Read every PSA milestone and update the warehouse milestones of current contracts.
+def pull_crm_milestones(run, *, conninfo: str | None = None, full: bool | None = None):
+    """Sync ``Contract_Milestone__c`` into ``core.crm_milestones`` (incremental after the first
+    run). Returns the engine's :class:`~erpsync.sync.spec.SyncStats`."""
+    from erpsync.sync import engine, specs
 
-    ``psa_client``: an :class:`erpsync.connectors.harvest.HarvestClient` (anything with
-    ``iter_pages("milestones")``). Returns counts: read, matched, updated, accepted (newly),
-    reopened, unmatched.
+    return engine.run_entity_sync(specs.CONTRACT_MILESTONES, run=run, conninfo=conninfo, full=full)
+
+
+def refresh_milestones(conn, run) -> dict[str, int]:
+    """Carry CRM acceptance (``core.crm_milestones``) onto the milestones of current contracts.
+
+    Returns counts: read (live CRM milestones), matched, updated, accepted (newly), reopened,
+    unmatched (CRM milestones of no current contract version).
     """
-    psa: dict[str, dict[str, Any]] = {}
+    crm: dict[str, dict[str, Any]] = {}
     by_name: dict[tuple[str, str], dict[str, Any]] = {}
-    for page in psa_client.iter_pages("milestones"):
-        for m in page:
-            psa[str(m["id"])] = m
-            project = str((m.get("project") or {}).get("id") or m.get("project_id") or "")
-            by_name.setdefault((project, _key(m.get("name"))), m)
-    stats = {"read": len(psa), "matched": 0, "updated": 0, "accepted": 0, "reopened": 0}
+    for cid, opp, name, status, accepted_date, modstamp in conn.execute(
+        """SELECT crm_milestone_id, opportunity_id, name, status, accepted_date, source_modstamp
+             FROM core.crm_milestones WHERE deleted_at IS NULL"""
+    ).fetchall():
+        rec = {
+            "id": cid,
+            "status": status,
+            "accepted_at": _accepted_at(accepted_date, modstamp),
+            "name": name,
+        }
+        crm[str(cid)] = rec
+        by_name.setdefault((str(opp), _key(name)), rec)
+    stats = {"read": len(crm), "matched": 0, "updated": 0, "accepted": 0, "reopened": 0}
     run_id = str(getattr(run, "run_id", run))
     actor = str(getattr(run, "actor", None) or "unknown")
     source = run.audit_source() if hasattr(run, "audit_source") else audit.Source(run_id=run_id)
     matched_ids: set[str] = set()
     with conn.transaction():
         rows = conn.execute(
-            """SELECT m.opportunity_id, m.version, m.seq, m.name, m.psa_milestone_id, m.status,
-                      m.accepted_at, c.psa_project_id
+            """SELECT m.opportunity_id, m.version, m.seq, m.name, m.crm_milestone_id, m.status,
+                      m.accepted_at,
+                      EXISTS (SELECT 1 FROM billing.billed_items b
+                               WHERE b.item_key = 'milestone:' || m.opportunity_id || ':'
+                                                  || m.version || ':' || m.seq)
                  FROM core.contract_milestones m
                  JOIN core.contracts c
                    ON c.opportunity_id = m.opportunity_id AND c.version = m.version
@@ -61,25 +89,29 @@ def refresh_milestones(conn, run, psa_client) -> dict[str, int]:
                 ORDER BY 1, 2, 3
                   FOR UPDATE OF m"""
         ).fetchall()
-        for opp, version, seq, name, psa_id, status, accepted_at, project in rows:
-            found = psa.get(str(psa_id)) if psa_id else None
+        for opp, version, seq, name, crm_id, status, accepted_at, billed in rows:
+            found = crm.get(str(crm_id)) if crm_id else None
             if found is None:
-                found = by_name.get((str(project or ""), _key(name)))
+                found = by_name.get((str(opp), _key(name)))
             if found is None:
-                continue
-            stats["matched"] += 1
-            matched_ids.add(str(found["id"]))
-            new_status = "accepted" if found.get("status") == "accepted" else "open"
-            new_accepted = _ts(found.get("accepted_at")) if new_status == "accepted" else None
-            new_psa_id = str(found["id"])
-            if (new_status, new_accepted, new_psa_id) == (status, accepted_at, psa_id):
+                new_status, new_accepted, new_id = "open", None, crm_id  # deleted in the CRM
+            else:
+                stats["matched"] += 1
+                matched_ids.add(str(found["id"]))
+                accepted = found["status"] == "Accepted" or (
+                    found["status"] == "Invoiced" and billed
+                )
+                new_status = "accepted" if accepted else "open"
+                new_accepted = found["accepted_at"] if new_status == "accepted" else None
+                new_id = str(found["id"])
+            if (new_status, new_accepted, new_id) == (status, accepted_at, crm_id):
                 continue
             conn.execute(
                 """UPDATE core.contract_milestones
-                      SET status = %s, accepted_at = %s, psa_milestone_id = %s,
+                      SET status = %s, accepted_at = %s, crm_milestone_id = %s,
                           status_updated_at = now()
                     WHERE opportunity_id = %s AND version = %s AND seq = %s""",
-                (new_status, new_accepted, new_psa_id, opp, version, seq),
+                (new_status, new_accepted, new_id, opp, version, seq),
             )
             stats["updated"] += 1
             if new_status != status:
@@ -95,7 +127,7 @@ def refresh_milestones(conn, run, psa_client) -> dict[str, int]:
                     before={"status": status},
                     after={"status": new_status, "accepted_at": new_accepted},
                     source=source,
-                    detail={"psa_milestone_id": new_psa_id, "name": name},
+                    detail={"crm_milestone_id": new_id, "name": name},
                 )
-    stats["unmatched"] = len(set(psa) - matched_ids)
+    stats["unmatched"] = len(set(crm) - matched_ids)
     return stats

@@ -212,12 +212,12 @@ class Rows:
         version: int = 1,
         currency: str = "EUR",
         accepted: bool = False,
-        psa_id: str | None = None,
+        crm_id: str | None = None,
         name: str | None = None,
     ) -> str:
         self.conn.execute(
             """INSERT INTO core.contract_milestones (opportunity_id, version, seq, name, amount,
-                   currency, due_date, psa_milestone_id, status, accepted_at)
+                   currency, due_date, crm_milestone_id, status, accepted_at)
                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
             (
                 opportunity_id,
@@ -227,7 +227,7 @@ class Rows:
                 Decimal(amount),
                 currency,
                 due,
-                psa_id,
+                crm_id,
                 "accepted" if accepted else "open",
                 dt.datetime(2026, 1, 1, tzinfo=dt.UTC) if accepted else None,
             ),

@@ -506,7 +506,7 @@ _FEES = (
 milestone_items AS (
     SELECT 'milestone:' || m.opportunity_id || ':' || m.version || ':' || m.seq,
            'milestone'::text,
-           coalesce(m.psa_milestone_id, m.opportunity_id || ':' || m.version || ':' || m.seq),
+           coalesce(m.crm_milestone_id, m.opportunity_id || ':' || m.version || ':' || m.seq),
            c.account_id, NULL::text, m.opportunity_id, m.version, c.psa_project_id, NULL::text,
            NULL::text, NULL::text, m.name, NULL::text, m.due_date,
            date_trunc('month', m.due_date::timestamp)::date, NULL::numeric, 1::numeric, m.amount,

@@ -6,7 +6,7 @@ table, write-back rule), a core table in a migration, and its tests (README, "Ad
 
 from __future__ import annotations
 
-from erpsync.models import mappings
+from erpsync.models import mappings, milestones
 from erpsync.models.canonical import (
     Client,
     ContractRateOverride,
@@ -195,9 +195,29 @@ CONTRACT_RATE_OVERRIDES = EntitySpec(
     description="Contracted rate overrides of closed-won CRM opportunities.",
 )
 
+CONTRACT_MILESTONES = EntitySpec(
+    name="contract_milestones",
+    system="crm",
+    source=SalesforceQuery(milestones.MILESTONE_SOBJECT, milestones.MILESTONE_FIELDS),
+    model=milestones.CrmMilestone,
+    mapper=milestones.salesforce_contract_milestone,
+    natural_key=("crm_milestone_id",),
+    cursor=_SF_CURSOR,
+    deletes=DeleteMode.SALESFORCE_DELETED_FEED,
+    deleted_flag="IsDeleted",
+    raw_table=RAW_TABLE,
+    core_table="core.crm_milestones",
+    description=(
+        "CRM Contract_Milestone__c (child of Opportunity): fixed-fee milestones and their "
+        "acceptance (Harvest has no milestones). Pulled by the milestone sensor and the "
+        "reconcile DAG's refresh_milestones, not by the nightly DAGs."
+    ),
+)
+
 MASTER_DATA = (CLIENTS, TAX_PROFILES, TAX_CODES, TAX_RATES, PEOPLE)
 RATES = (BILLABLE_RATES, COST_RATES, CONTRACT_RATE_OVERRIDES)
-ALL: dict[str, EntitySpec] = {s.name: s for s in (*MASTER_DATA, *RATES)}
+MILESTONES = (CONTRACT_MILESTONES,)
+ALL: dict[str, EntitySpec] = {s.name: s for s in (*MASTER_DATA, *RATES, *MILESTONES)}
 
 
 def get(name: str) -> EntitySpec:

@@ -22,7 +22,14 @@ from erpsync_sandbox.store import Store, format_stamp
 
 from . import countries
 from .auth import USER_ID
-from .schema import BOOLEAN_TYPES, NUMBER_TYPES, TEXT_TYPES, SObjectSchema, salesforce_id
+from .schema import (
+    BOOLEAN_TYPES,
+    NUMBER_TYPES,
+    TEXT_TYPES,
+    FieldDef,
+    SObjectSchema,
+    salesforce_id,
+)
 
 __all__ = ["SfError", "create", "find_by_external_id", "soft_delete", "update"]
 
@@ -79,6 +86,7 @@ def _coerce(schema: SObjectSchema, data: dict[str, Any], *, creating: bool) -> d
             read_only.append(f.name)
             continue
         out[f.name] = _value(f.name, f.type, value)
+        _check_value(f, out[f.name])
     if unknown:
         raise SfError(
             400,
@@ -95,6 +103,35 @@ def _coerce(schema: SObjectSchema, data: dict[str, Any], *, creating: bool) -> d
             read_only,
         )
     return out
+
+
+def _check_value(f: FieldDef, value: Any) -> None:
+    """What Salesforce refuses after parsing: a value not in a restricted picklist
+    (``INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST``), a text longer than the field
+    (``STRING_TOO_LONG``)."""
+    if value is None:
+        if f.restricted and not f.nillable:
+            raise SfError(
+                400,
+                "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                f"{f.label or f.name}: bad value for restricted picklist field: null",
+                [f.name],
+            )
+        return
+    if f.restricted and value not in f.picklist:
+        raise SfError(
+            400,
+            "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+            f"{f.label or f.name}: bad value for restricted picklist field: {value}",
+            [f.name],
+        )
+    if f.type == "string" and f.length and isinstance(value, str) and len(value) > f.length:
+        raise SfError(
+            400,
+            "STRING_TOO_LONG",
+            f"{f.label or f.name}: data value too large: {value} (max length={f.length})",
+            [f.name],
+        )
 
 
 def _bad(name: str, kind: str, value: Any) -> SfError:
@@ -221,6 +258,8 @@ def create(
     body: dict[str, Any] = {}
     for f in schema.fields:
         body[f.name] = False if (f.type in BOOLEAN_TYPES and not f.nillable) else None
+        if f.default_value is not None:
+            body[f.name] = f.default_value  # the picklist's default value on create
     body.update(values)
     if schema.name == "Account":
         _country(body, values)
@@ -264,8 +303,19 @@ def update(
 
 
 def soft_delete(store: Store, schema: SObjectSchema, rid: str) -> bool:
-    """Soft-delete a live record; False if it does not exist or is already deleted."""
-    return store.delete(schema.name, rid, soft=True, set_fields={"IsDeleted": True})
+    """Soft-delete a live record; False if it does not exist or is already deleted. Deleting a
+    master record deletes its master-detail children too (cascade delete, as Salesforce does:
+    https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/relationships_among_objects.htm)."""
+    if not store.delete(schema.name, rid, soft=True, set_fields={"IsDeleted": True}):
+        return False
+    from .schema import SCHEMAS
+
+    for child in SCHEMAS.values():
+        for f in child.fields:
+            if f.relationship_name and schema.name in f.reference_to:
+                for row in store.scan_rows(child.name, where={f.name: rid}):
+                    store.delete(child.name, row.id, soft=True, set_fields={"IsDeleted": True})
+    return True
 
 
 def find_by_external_id(store: Store, schema: SObjectSchema, field: str, value: str) -> list[str]:

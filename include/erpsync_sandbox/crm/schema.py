@@ -49,8 +49,15 @@ class FieldDef:
     #: total digits and decimals of a number/currency/percent field (0: the type's default)
     precision: int = 0
     scale: int = 0
-    #: the values of a picklist field, in order
+    #: Values of a picklist, in order; a restricted one refuses any other value on write
+    #: (``INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST``); ``default_value`` is set on create.
     picklist: tuple[str, ...] = ()
+    restricted: bool = False
+    default_value: str | None = None
+    #: Master-detail: the child's relationship to its master (``Opportunity__r``) and the
+    #: master's relationship to its children (``Contract_Milestones__r``).
+    relationship_name: str | None = None
+    child_relationship: str | None = None
 
     def describe(self) -> dict[str, Any]:
         """The field entry of a ``describe`` response (the commonly read keys)."""
@@ -88,12 +95,19 @@ class FieldDef:
             "calculated": False,
             "defaultedOnCreate": self.name in _DEFAULTED,
             "referenceTo": list(self.reference_to),
-            "relationshipName": (
-                self.name[:-2] if self.type == "reference" and self.name.endswith("Id") else None
-            ),
+            "relationshipName": self.relationship_name
+            or (self.name[:-2] if self.type == "reference" and self.name.endswith("Id") else None),
+            "cascadeDelete": self.relationship_name is not None,
+            "restrictedPicklist": self.restricted,
             "picklistValues": [
-                {"active": True, "defaultValue": False, "label": v, "validFor": None, "value": v}
-                for v in self.picklist
+                {
+                    "active": True,
+                    "defaultValue": value == self.default_value,
+                    "label": value,
+                    "validFor": None,
+                    "value": value,
+                }
+                for value in self.picklist
             ],
         }
 
@@ -163,6 +177,7 @@ class SObjectSchema:
     key_prefix: str
     fields: tuple[FieldDef, ...]
     required: tuple[str, ...] = ()
+    custom: bool = False
     _by_lower: dict[str, FieldDef] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -188,7 +203,7 @@ class SObjectSchema:
             "label": self.label,
             "labelPlural": self.label + "s",
             "keyPrefix": self.key_prefix,
-            "custom": False,
+            "custom": self.custom,
             "createable": True,
             "updateable": True,
             "deletable": True,
@@ -199,7 +214,18 @@ class SObjectSchema:
             "undeletable": True,
             "triggerable": True,
             "fields": [f.describe() for f in self.fields],
-            "childRelationships": [],
+            "childRelationships": [
+                {
+                    "childSObject": child.name,
+                    "field": f.name,
+                    "relationshipName": f.child_relationship,
+                    "cascadeDelete": True,
+                    "restrictedDelete": False,
+                }
+                for child in SCHEMAS.values()
+                for f in child.fields
+                if f.relationship_name and self.name in f.reference_to
+            ],
             "recordTypeInfos": [],
             "urls": {
                 "sobject": base,
@@ -216,7 +242,7 @@ class SObjectSchema:
             "label": self.label,
             "labelPlural": self.label + "s",
             "keyPrefix": self.key_prefix,
-            "custom": False,
+            "custom": self.custom,
             "createable": True,
             "updateable": True,
             "deletable": True,
@@ -309,7 +335,6 @@ OPPORTUNITY = SObjectSchema(
             sortable=False,
             filterable=False,
         ),
-        _c("Milestones__c", "textarea", "Milestones", 32768, sortable=False, filterable=False),
         _c("Retainer_Amount__c", "currency", "Retainer Amount", precision=16, scale=2),
         _c(
             "Retainer_Period__c",
@@ -368,8 +393,55 @@ CONTACT = SObjectSchema(
     required=("LastName",),
 )
 
+#: A fixed-fee contract's milestone: custom object, master-detail child of Opportunity (a
+#: contract's milestones and their acceptance live in the CRM; Harvest has no milestones).
+#: Shipped as Salesforce DX source in vendor/salesforce/force-app/main/default/objects/
+#: Contract_Milestone__c/. Standard fields of a custom object (a master-detail child has no
+#: OwnerId): https://developer.salesforce.com/docs/atlas.en-us.object_reference.meta/object_reference/system_fields.htm
+#: Custom field types: https://developer.salesforce.com/docs/atlas.en-us.api_meta.meta/api_meta/customfield.htm
+MILESTONE_STATUSES = ("Planned", "Accepted", "Invoiced")
+CONTRACT_MILESTONE = SObjectSchema(
+    "Contract_Milestone__c",
+    "Contract Milestone",
+    "a0M",
+    (
+        _id(),
+        FieldDef("Name", "string", "Contract Milestone Name", 80, nillable=False),
+        _c(
+            "Opportunity__c",
+            "reference",
+            "Opportunity",
+            18,
+            nillable=False,
+            updateable=False,  # master-detail, not reparentable
+            reference_to=("Opportunity",),
+            relationship_name="Opportunity__r",
+            child_relationship="Contract_Milestones__r",
+        ),
+        _c("Amount__c", "currency", "Amount", precision=16, scale=2),
+        _c("Due_Date__c", "date", "Due Date"),
+        _c(
+            "Status__c",
+            "picklist",
+            "Status",
+            255,
+            nillable=False,
+            picklist=MILESTONE_STATUSES,
+            restricted=True,
+            default_value="Planned",
+        ),
+        _c("Accepted_Date__c", "date", "Accepted Date"),
+        _c("Invoice_Number__c", "string", "Invoice Number", 35),
+        *_audit(),
+    ),
+    required=("Name", "Opportunity__c"),
+    custom=True,
+)
+
 #: The queryable objects, by canonical name.
-SCHEMAS: dict[str, SObjectSchema] = {s.name: s for s in (ACCOUNT, OPPORTUNITY, USER, CONTACT)}
+SCHEMAS: dict[str, SObjectSchema] = {
+    s.name: s for s in (ACCOUNT, OPPORTUNITY, USER, CONTACT, CONTRACT_MILESTONE)
+}
 _SCHEMAS_LOWER = {k.lower(): k for k in SCHEMAS}
 _BY_PREFIX = {s.key_prefix: s.name for s in SCHEMAS.values()}
 

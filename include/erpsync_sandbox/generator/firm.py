@@ -3,7 +3,7 @@
 The firm ("Meridian Advisory B.V.", home country NL, functional currency EUR) is what erpsync
 meets on day one: CRM accounts with tax profiles and closed-won opportunities (some already set
 up by hand in the PSA and ERP, some not), PSA users with effective-dated rate cards, projects
-with tasks/assignments/milestones and months of time and expenses (older months billed and
+with tasks and assignments and months of time and expenses (older months billed and
 locked), ERP tax groups and effective-dated tax rates, customers, projects, employees and the
 posted invoices for the billed months.
 
@@ -996,7 +996,7 @@ class FirmGenerator:
         crm.put_many("Account", accounts)
         crm.put_many("Contact", contacts)
 
-        projects, tas, uas, erp_projects, milestones = [], [], [], [], []
+        projects, tas, uas, erp_projects = [], [], [], []
         self.milestone_plan: dict[int, list[dict[str, Any]]] = {}
         for proj in [*self.projects, self.internal]:
             c = proj.client
@@ -1090,9 +1090,7 @@ class FirmGenerator:
                     amount = share if m < parts - 1 else fee - share * (parts - 1)
                     due = proj.starts + dt.timedelta(days=45 * (m + 1))
                     plan.append({"name": f"Milestone {m + 1}", "amount": amount, "due_date": due})
-                self.milestone_plan[proj.id] = plan
                 for m in plan:
-                    mid = self.next_id("milestone", 9100001)
                     accepted = m["due_date"] <= dt.date(2026, 10, 23) and rng.random() < 0.8
                     accepted_at = (
                         at(m["due_date"] + dt.timedelta(days=rng.randint(0, 6)), 14, 5)
@@ -1101,32 +1099,12 @@ class FirmGenerator:
                     )
                     if accepted_at is not None and accepted_at >= CLOCK_START:
                         accepted_at = at(dt.date(2026, 10, 30), 15)
-                    mmod = accepted_at or created
-                    milestones.append(
-                        (
-                            mid,
-                            {
-                                "id": mid,
-                                "project": {"id": proj.id, "name": proj.name, "code": proj.code},
-                                "name": m["name"],
-                                "amount": m["amount"],
-                                "currency": proj.currency,
-                                "due_date": m["due_date"].isoformat(),
-                                "status": "accepted" if accepted else "open",
-                                "accepted_at": None
-                                if accepted_at is None
-                                else ts_harvest(accepted_at),
-                                "created_at": ts_harvest(created),
-                                "updated_at": ts_harvest(mmod),
-                            },
-                            to_iso(mmod),
-                            proj.id,
-                        )
-                    )
+                    m["accepted_at"] = accepted_at
+                    m["created"] = created
+                self.milestone_plan[proj.id] = plan
         psa.put_many("projects", projects)
         psa.put_many("task_assignments", tas)
         psa.put_many("user_assignments", uas)
-        psa.put_many("milestones", milestones)
         erp.put_many("projects", erp_projects)
 
     # ------------------------------------------------------------------ time entries
@@ -1736,7 +1714,6 @@ class FirmGenerator:
             "Cap_Type__c": None,
             "Cap_Value__c": None,
             "Rate_Overrides__c": None,
-            "Milestones__c": None,
             "Retainer_Amount__c": None,
             "Retainer_Period__c": None,
             "Contract_Version__c": 1,
@@ -1749,9 +1726,43 @@ class FirmGenerator:
         body.update(fields)
         return body
 
+    def milestone_row(
+        self,
+        opportunity_id: str,
+        name: str,
+        amount: Decimal,
+        due: dt.date,
+        created: dt.datetime,
+        *,
+        accepted_on: dt.date | None = None,
+        modified: dt.datetime | None = None,
+    ) -> tuple[str, dict[str, Any], str, str]:
+        """One ``Contract_Milestone__c`` record (child of the opportunity): Planned, or
+        Accepted on ``accepted_on`` by the client."""
+        n = self.next_id("contract_milestone", 1)
+        mid = sf_id("a0M", n)
+        mod = modified or created
+        body = {
+            "Id": mid,
+            "Name": name,
+            "Opportunity__c": opportunity_id,
+            "Amount__c": amount,
+            "Due_Date__c": due.isoformat(),
+            "Status__c": "Accepted" if accepted_on else "Planned",
+            "Accepted_Date__c": None if accepted_on is None else accepted_on.isoformat(),
+            "Invoice_Number__c": None,
+            "IsDeleted": False,
+            "CreatedDate": ts_sf(created),
+            "CreatedById": None,
+            "LastModifiedDate": ts_sf(mod),
+            "LastModifiedById": None,
+        }
+        return (mid, body, to_iso(mod), opportunity_id)
+
     def gen_opportunities(self) -> None:
         rng = self.rng("opportunities")
         rows = []
+        milestones: list[tuple[str, dict[str, Any], str, str]] = []
         model_name = {"T&M": "Time and Materials", "Fixed Fee": "Fixed Fee", "Retainer": "Retainer"}
         for proj in self.projects:
             c = proj.client
@@ -1796,16 +1807,19 @@ class FirmGenerator:
             elif proj.model == "Fixed Fee":
                 plan = self.milestone_plan[proj.id]
                 fields["Amount"] = sum((m["amount"] for m in plan), Decimal(0))
-                fields["Milestones__c"] = json.dumps(
-                    [
-                        {
-                            "name": m["name"],
-                            "amount": str(m["amount"]),
-                            "due_date": m["due_date"].isoformat(),
-                        }
-                        for m in plan
-                    ]
-                )
+                for m in plan:
+                    accepted_at = m["accepted_at"]
+                    milestones.append(
+                        self.milestone_row(
+                            proj.opp_id,
+                            m["name"],
+                            m["amount"],
+                            m["due_date"],
+                            m["created"],
+                            accepted_on=None if accepted_at is None else accepted_at.date(),
+                            modified=accepted_at,
+                        )
+                    )
             else:
                 monthly = money(Decimal(rng.randint(5, 30) * 1000) * FX[cur], cur)
                 fields["Retainer_Amount__c"] = monthly
@@ -1823,7 +1837,7 @@ class FirmGenerator:
             "CurrencyIsoCode",
             "Contract_Start__c",
             "PO_Number__c",
-            "Milestones__c",
+            "Contract_Milestone__c",
         ]
         missing_plan: list[str] = [missing_cycle[i % len(missing_cycle)] for i in range(max(k, 5))]
         for i, c in enumerate(pending + self.clients[5 : 5 + max(3, k)]):
@@ -1843,22 +1857,13 @@ class FirmGenerator:
                 "Contract_End__c": (start + dt.timedelta(days=180)).isoformat(),
                 "PO_Number__c": f"PO-{rng.randint(100000, 999999)}" if c.po_required else None,
             }
+            plan: list[tuple[str, Decimal, dt.date]] = []
             if model == "Fixed Fee":
                 half = money(est / 2, c.currency)
-                fields["Milestones__c"] = json.dumps(
-                    [
-                        {
-                            "name": "Design sign-off",
-                            "amount": str(half),
-                            "due_date": (start + dt.timedelta(days=60)).isoformat(),
-                        },  # noqa: E501
-                        {
-                            "name": "Go-live",
-                            "amount": str(est - half),
-                            "due_date": (start + dt.timedelta(days=150)).isoformat(),
-                        },  # noqa: E501
-                    ]
-                )
+                plan = [
+                    ("Design sign-off", half, start + dt.timedelta(days=60)),
+                    ("Go-live", est - half, start + dt.timedelta(days=150)),
+                ]
             elif model == "Retainer":
                 fields["Retainer_Amount__c"] = money(est / 6, c.currency)
                 fields["Retainer_Period__c"] = "Quarterly" if i % 2 else "Monthly"
@@ -1867,14 +1872,17 @@ class FirmGenerator:
                 ok = (
                     want in ("Billing_Model__c", "CurrencyIsoCode", "Contract_Start__c")
                     or (want == "PO_Number__c" and c.po_required)
-                    or (want == "Milestones__c" and model == "Fixed Fee")
+                    or (want == "Contract_Milestone__c" and model == "Fixed Fee")
                 )
                 if ok:
                     missing_plan.pop(0)
-                    fields[want] = None
+                    if want == "Contract_Milestone__c":
+                        plan = []  # no milestone records under the opportunity
+                    else:
+                        fields[want] = None
                     why = {
                         "PO_Number__c": "PO number missing for a PO-required client",
-                        "Milestones__c": "fixed-fee contract without milestones",
+                        "Contract_Milestone__c": "fixed-fee contract without milestones",
                     }.get(want, f"{want} is empty")
                     self.manifest.add(
                         "contract_missing_field",
@@ -1888,6 +1896,8 @@ class FirmGenerator:
                 oid, c, f"{c.name.split()[0]} new engagement {i + 1}", created, **fields
             )
             rows.append((oid, body, to_iso(mod), None))
+            for name, amount, due in plan:
+                milestones.append(self.milestone_row(oid, name, amount, due, created))
         for i, c in enumerate(self.clients[::3]):
             n += 1
             oid = sf_id("006", n)
@@ -1914,6 +1924,7 @@ class FirmGenerator:
             )
             rows.append((oid, body, to_iso(mod), None))
         self.stores["crm"].put_many("Opportunity", rows)
+        self.stores["crm"].put_many("Contract_Milestone__c", milestones)
 
     # ------------------------------------------------------------------ manifest
 

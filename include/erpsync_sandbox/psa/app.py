@@ -33,8 +33,8 @@ Lists and paging (see :mod:`erpsync_sandbox.psa.paging`)
     :mod:`erpsync_sandbox.psa.resources`). Unknown query parameters are ignored, as Harvest does.
 
 Writes (see :mod:`erpsync_sandbox.psa.writes`)
-    POST/PATCH/DELETE clients, contacts, projects, tasks, project task and user assignments,
-    milestones; POST/PATCH/DELETE time entries and expenses (DELETE is a hard delete: later GETs
+    POST/PATCH/DELETE clients, contacts, projects, tasks, project task and user assignments
+    (Harvest has no milestone resource: ``/v2/milestones`` is a 404); POST/PATCH/DELETE time entries and expenses (DELETE is a hard delete: later GETs
     404 and lists no longer show the record; PATCH takes Harvest's documented parameters only,
     ``is_billed``/``invoice`` are read-only and a locked item refuses edits with 422); POST
     invoices (201, never deduplicated; free-form or ``line_items_import``, which marks the
@@ -131,13 +131,6 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "currency": "CHF",
     },
     "create_tasks": {"name": "Consulting", "default_hourly_rate": 175.0},
-    "create_milestones": {
-        "project_id": 6400001,
-        "name": "Go-live",
-        "amount": 12000.0,
-        "due_date": "2026-12-15",
-    },
-    "update_milestones": {"status": "accepted"},
     "create_task_assignments": {"task_id": 8000001, "hourly_rate": 190.0, "billable": True},
     "create_user_assignments": {"user_id": 3100001, "hourly_rate": 210.0},
     "create_time_entry": {
@@ -527,7 +520,6 @@ def create_app(ctx: SandboxContext) -> FastAPI:
         "expenses",
         "expense_categories",
         "invoices",
-        "milestones",
     ):
         add_list(f"/{name}", name)
 
@@ -622,7 +614,6 @@ def create_app(ctx: SandboxContext) -> FastAPI:
             writer.delete_project,
         ),
         "tasks": ("Tasks", writer.create_task, writer.update_task, writer.delete_task),
-        "milestones": ("Milestones", writer.create_milestone, writer.update_milestone, None),
     }
 
     def add_writes(name: str) -> None:

@@ -152,12 +152,6 @@ LISTS: dict[str, ListSpec] = {
         summary="List invoices",
         tag="Invoices",
     ),
-    "milestones": ListSpec(
-        "milestones",
-        (_ref("project"), Filter("status", "status", "str")),
-        summary="List milestones (erpsync extension in Harvest's style)",
-        tag="Milestones",
-    ),
     # rate cards under a user: Harvest documents only page/per_page for these
     "billable_rates": ListSpec(
         "billable_rates", (), updated_since=False, summary="List billable rates", tag="Users"

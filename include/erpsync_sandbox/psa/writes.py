@@ -395,7 +395,7 @@ class PsaWriter:
                 raise Unprocessable(
                     "Project cannot be deleted: it has invoiced time entries or expenses."
                 )
-        for resource in ("time_entries", "expenses", "milestones"):
+        for resource in ("time_entries", "expenses"):
             for row in self.store.scan_rows(resource, where={"project.id": rid}):
                 self.store.delete(resource, row.id)
         for resource in ("task_assignments", "user_assignments"):
@@ -543,49 +543,6 @@ class PsaWriter:
             "updated_at": now,
         }
         return self._put(resource, rid, body, parent_id=user_id)
-
-    # ------------------------------------------------------------------ milestones
-
-    _MILESTONE_STATUSES = ("open", "accepted", "invoiced")
-
-    def create_milestone(self, p: dict[str, Any]) -> dict[str, Any]:
-        _require(p, "project_id", "name", "amount", "due_date")
-        project = self._existing("projects", _int(p["project_id"], "project_id"))
-        status = p.get("status", "open")
-        if status not in self._MILESTONE_STATUSES:
-            raise Unprocessable("Status is not included in the list")
-        rid, now = self._new("milestones")
-        body = {
-            "id": rid,
-            "project": {"id": project["id"], "name": project["name"], "code": project.get("code")},
-            "name": p["name"],
-            "amount": _money(p["amount"], "amount"),
-            "currency": p.get("currency") or project.get("currency"),
-            "due_date": _date(p["due_date"], "due_date", required=True),
-            "status": status,
-            "accepted_at": now if status == "accepted" else None,
-            "created_at": now,
-            "updated_at": now,
-        }
-        return self._put("milestones", rid, body)
-
-    def update_milestone(self, rid: int, p: dict[str, Any]) -> dict[str, Any]:
-        body = self._existing("milestones", rid)
-        changes: dict[str, Any] = {}
-        for f in ("name", "currency"):
-            if f in p:
-                changes[f] = p[f]
-        if "amount" in p:
-            changes["amount"] = _money(p["amount"], "amount")
-        if "due_date" in p:
-            changes["due_date"] = _date(p["due_date"], "due_date", required=True)
-        if "status" in p:
-            if p["status"] not in self._MILESTONE_STATUSES:
-                raise Unprocessable("Status is not included in the list")
-            changes["status"] = p["status"]
-            if p["status"] == "accepted" and body.get("status") != "accepted":
-                changes["accepted_at"] = _h(self._stamp_now())
-        return self._update("milestones", rid, body, changes)
 
     # ------------------------------------------------------------------ time entries
 
