@@ -1,10 +1,18 @@
 """Entity sets of the Business Central sandbox: EDM property types, URL segments, store names.
 
-The property lists follow the Business Central API v2.0 resource types (customer, project,
-employee, taxGroup, salesInvoice, salesInvoiceLine, timeRegistrationEntry, company) plus the
-custom ``erpsync/finance/v1.0`` API page ``taxRates`` (see docs/reference/vendor-apis.md,
-"Business Central sandbox", and the sandbox contract). They drive ``$filter``/``$select``
-type-checking and the CSDL ``$metadata`` document.
+Each property list is exactly the documented API v2.0 resource type (the page cited above it,
+cross-checked against the APIV2 page source in microsoft/ALAppExtensions,
+``Apps/W1/APIV2/app/src/pages/``), and ``read_only`` holds the properties the page marks
+``Editable = false`` (a POST or PATCH naming one is refused, as Business Central refuses it).
+They drive ``$filter``/``$select`` type-checking, body validation and the CSDL ``$metadata``.
+
+Besides the standard API, the sandbox serves one page published as an OData V4 web service,
+page 472 "VAT Posting Setup" under the service name ``VATPostingSetup`` (what a Business
+Central admin publishes for erpsync; vendor/business_central/README.md). Its property names
+follow BC's EDM naming of page fields (spaces -> ``_``, dots dropped, ``%`` -> ``Percent``):
+https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/webservices/return-obtain-service-metadata-edmx-document
+
+There is no custom API: the pack installs no AL extension.
 
 Reference: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/
 """
@@ -33,7 +41,7 @@ class EntitySet:
     resource: str
     properties: dict[str, str]
     tag: str
-    #: API route family: "v2.0" (standard API) or "erpsync/finance/v1.0" (custom API page).
+    #: API route family: "v2.0" (standard API).
     api: str = "v2.0"
     writable: bool = False
     #: property whose value a POST assigns from a number series when absent.
@@ -43,6 +51,9 @@ class EntitySet:
 
 _AUDIT = {"lastModifiedDateTime": DTO}
 
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_customer
+#: (APIV2Customers.Page.al). There is no
+#: ``paymentTermsCode``: payment terms are set by ``paymentTermsId`` (a paymentTerms id).
 CUSTOMER = {
     "id": G,
     "number": S,
@@ -67,15 +78,19 @@ CUSTOMER = {
     "currencyId": G,
     "currencyCode": S,
     "paymentTermsId": G,
-    "paymentTermsCode": S,
     "shipmentMethodId": G,
     "paymentMethodId": G,
     "blocked": S,
     **_AUDIT,
 }
 
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_project
+#: (APIV2Jobs.Page.al)
 PROJECT = {"id": G, "number": S, "displayName": S, **_AUDIT}
 
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_employee
+#: (APIV2Employees.Page.al: ``displayName`` is computed
+#: from the names, ``Editable = false``)
 EMPLOYEE = {
     "id": G,
     "number": S,
@@ -99,19 +114,45 @@ EMPLOYEE = {
     "status": S,
     "birthDate": DATE,
     "statisticsGroupCode": S,
+    "bankBranchNumber": S,
+    "bankAccountNumber": S,
+    "iban": S,
     **_AUDIT,
 }
 
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_taxgroup
+#: (in VAT countries the VAT Product Posting Groups)
 TAX_GROUP = {"id": G, "code": S, "displayName": S, "taxType": S, **_AUDIT}
 
-TAX_RATE = {
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_paymentterm
+#: (APIV2PaymentTerms.Page.al)
+PAYMENT_TERM = {
     "id": G,
-    "taxGroupCode": S,
-    "countryCode": S,
-    "ratePercent": D,
-    "validFrom": DATE,
-    "validTo": DATE,
+    "code": S,
+    "displayName": S,
+    "dueDateCalculation": S,
+    "discountDateCalculation": S,
+    "discountPercent": D,
+    "calculateDiscountOnCreditMemos": B,
     **_AUDIT,
+}
+
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_taxarea
+#: (APIV2TaxAreas.Page.al; in VAT countries the VAT Business
+#: Posting Groups, which a customer's ``taxAreaId`` sets)
+TAX_AREA = {"id": G, "code": S, "displayName": S, "taxType": S, **_AUDIT}
+
+#: Page 472 "VAT Posting Setup" published as OData V4 web service ``VATPostingSetup``: the
+#: fields erpsync reads (the page's key fields and the rate columns).
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/finance-setup-vat
+VAT_POSTING_SETUP = {
+    "VAT_Bus_Posting_Group": S,
+    "VAT_Prod_Posting_Group": S,
+    "VAT_Identifier": S,
+    "VAT_Calculation_Type": S,
+    "VAT_Percent": D,
+    "Description": S,
+    "Blocked": B,
 }
 
 TIME_ENTRY = {
@@ -238,6 +279,8 @@ COMPANY = {
 }
 
 _RO = frozenset({"id", "lastModifiedDateTime"})
+_CUSTOMER_RO = _RO | {"balanceDue", "taxAreaDisplayName"}
+_EMPLOYEE_RO = _RO | {"displayName"}
 _DOC_RO = frozenset(
     {
         "id",
@@ -280,7 +323,7 @@ ENTITY_SETS: dict[str, EntitySet] = {
             "customers",
             writable=True,
             number_series="customer",
-            read_only=_RO,
+            read_only=_CUSTOMER_RO,
         ),
         EntitySet(
             "projects",
@@ -300,9 +343,13 @@ ENTITY_SETS: dict[str, EntitySet] = {
             "employees",
             writable=True,
             number_series="employee",
-            read_only=_RO,
+            read_only=_EMPLOYEE_RO,
         ),
-        EntitySet("taxGroups", "taxGroup", "taxGroups", TAX_GROUP, "tax"),
+        EntitySet("taxGroups", "taxGroup", "taxGroups", TAX_GROUP, "tax", read_only=_RO),
+        EntitySet(
+            "paymentTerms", "paymentTerm", "paymentTerms", PAYMENT_TERM, "tax", read_only=_RO
+        ),
+        EntitySet("taxAreas", "taxArea", "taxAreas", TAX_AREA, "tax", read_only=_RO),
         EntitySet(
             "timeRegistrationEntries",
             "timeRegistrationEntry",
@@ -347,9 +394,16 @@ ENTITY_SETS: dict[str, EntitySet] = {
     )
 }
 
-#: The custom API page (publisher erpsync, group finance, version v1.0).
-TAX_RATES = EntitySet(
-    "taxRates", "taxRate", "taxRates", TAX_RATE, "tax", api="erpsync/finance/v1.0"
+#: Page 472 "VAT Posting Setup" as the OData V4 web service ``VATPostingSetup`` (not under
+#: companies({id}) but ``/ODataV4/Company('<name>')/VATPostingSetup``). Keyed by the two
+#: posting groups; there is no ``id`` and no modification stamp.
+VAT_POSTING_SETUP_SERVICE = EntitySet(
+    "VATPostingSetup",
+    "NAV.VATPostingSetup",
+    "vatPostingSetup",
+    VAT_POSTING_SETUP,
+    "odata",
+    api="ODataV4",
 )
 
 COMPANIES = EntitySet("companies", "company", "companies", COMPANY, "companies")
