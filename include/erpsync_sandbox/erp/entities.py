@@ -180,9 +180,6 @@ SALES_INVOICE = {
     "postingDate": DATE,
     "dueDate": DATE,
     "customerPurchaseOrderReference": S,
-    "contactId": S,
-    "shipToName": S,
-    "shipToContact": S,
     "orderId": G,
     "orderNumber": S,
     "shipmentMethodId": G,
@@ -192,6 +189,28 @@ SALES_INVOICE = {
     "billToName": S,
     "billToCustomerId": G,
     "billToCustomerNumber": S,
+    "shipToName": S,
+    "shipToContact": S,
+    "sellToAddressLine1": S,
+    "sellToAddressLine2": S,
+    "sellToCity": S,
+    "sellToCountry": S,
+    "sellToState": S,
+    "sellToPostCode": S,
+    "billToAddressLine1": S,
+    "billToAddressLine2": S,
+    "billToCity": S,
+    "billToCountry": S,
+    "billToState": S,
+    "billToPostCode": S,
+    "shipToAddressLine1": S,
+    "shipToAddressLine2": S,
+    "shipToCity": S,
+    "shipToCountry": S,
+    "shipToState": S,
+    "shipToPostCode": S,
+    "shortcutDimension1Code": S,
+    "shortcutDimension2Code": S,
     "currencyId": G,
     "currencyCode": S,
     "paymentTermsId": G,
@@ -206,6 +225,9 @@ SALES_INVOICE = {
     "status": S,
     "phoneNumber": S,
     "email": S,
+    "disputeStatusId": G,
+    "disputeStatus": S,
+    "promisedPayDate": DATE,
     **_AUDIT,
 }
 
@@ -221,6 +243,8 @@ SALES_INVOICE_LINE = {
     "description2": S,
     "unitOfMeasureId": G,
     "unitOfMeasureCode": S,
+    "itemVariantId": G,
+    "locationId": G,
     "unitPrice": D,
     "quantity": D,
     "discountAmount": D,
@@ -251,19 +275,41 @@ SALES_CREDIT_MEMO = {
     "billToName": S,
     "billToCustomerId": G,
     "billToCustomerNumber": S,
+    "sellToAddressLine1": S,
+    "sellToAddressLine2": S,
+    "sellToCity": S,
+    "sellToCountry": S,
+    "sellToState": S,
+    "sellToPostCode": S,
+    "billToAddressLine1": S,
+    "billToAddressLine2": S,
+    "billToCity": S,
+    "billToCountry": S,
+    "billToState": S,
+    "billToPostCode": S,
+    "shortcutDimension1Code": S,
+    "shortcutDimension2Code": S,
+    "currencyId": G,
     "currencyCode": S,
+    "paymentTermsId": G,
+    "shipmentMethodId": G,
+    "salesperson": S,
     "pricesIncludeTax": B,
     "discountAmount": D,
+    "discountAppliedBeforeTax": B,
     "totalAmountExcludingTax": D,
     "totalTaxAmount": D,
     "totalAmountIncludingTax": D,
     "status": S,
     "invoiceId": G,
     "invoiceNumber": S,
+    "customerReturnReasonId": G,
+    "phoneNumber": S,
+    "email": S,
     **_AUDIT,
 }
 
-SALES_CREDIT_MEMO_LINE = {k: v for k, v in SALES_INVOICE_LINE.items() if k != "shipmentDate"}
+SALES_CREDIT_MEMO_LINE = dict(SALES_INVOICE_LINE)
 
 COMPANY = {
     "id": G,
@@ -281,25 +327,36 @@ COMPANY = {
 _RO = frozenset({"id", "lastModifiedDateTime"})
 _CUSTOMER_RO = _RO | {"balanceDue", "taxAreaDisplayName"}
 _EMPLOYEE_RO = _RO | {"displayName"}
-_DOC_RO = frozenset(
+#: ``Editable = false`` on APIV2SalesInvoices / APIV2SalesCreditMemos (ALAppExtensions).
+_MEMO_RO = frozenset(
     {
         "id",
+        "number",
         "lastModifiedDateTime",
         "status",
         "totalAmountExcludingTax",
         "totalTaxAmount",
         "totalAmountIncludingTax",
-        "remainingAmount",
         "customerName",
         "billToName",
-        "billToCustomerId",
-        "billToCustomerNumber",
+        "pricesIncludeTax",
+        "discountAppliedBeforeTax",
     }
 )
+_DOC_RO = _MEMO_RO | {
+    "remainingAmount",
+    "orderId",
+    "orderNumber",
+    *(
+        f"billTo{x}"
+        for x in ("AddressLine1", "AddressLine2", "City", "Country", "State", "PostCode")
+    ),
+}
+#: ``Editable = false`` on APIV2SalesInvoiceLines.
 _LINE_RO = frozenset(
     {
         "id",
-        "documentId",
+        "discountAppliedBeforeTax",
         "amountExcludingTax",
         "taxPercent",
         "totalTaxAmount",
@@ -381,7 +438,7 @@ ENTITY_SETS: dict[str, EntitySet] = {
             "salesCreditMemos",
             SALES_CREDIT_MEMO,
             "salesCreditMemos",
-            read_only=_DOC_RO,
+            read_only=_MEMO_RO,
         ),
         EntitySet(
             "salesCreditMemoLines",
