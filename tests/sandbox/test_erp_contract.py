@@ -738,3 +738,31 @@ def test_vat_posting_setup_odata_web_service(client: httpx.Client) -> None:
     assert client.get(url, params={"$filter": "ratePercent eq 1"}).status_code == 400
     other = client.get("/v2.0/sandbox/production/ODataV4/Company('Nope')/VATPostingSetup")
     assert other.status_code == 404
+
+
+def test_undocumented_uses_are_noted_in_the_contract_log(
+    client: httpx.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every refusal above (and an ignored custom query option) is recorded for the suite-wide
+    contract check, as is a request to the retired custom API."""
+    from erpsync_sandbox import contract
+
+    log = tmp_path / "contract.jsonl"
+    monkeypatch.setenv(contract.CONTRACT_LOG_ENV, str(log))
+    client.post(f"{API}/customers", json={"displayName": "X", "paymentTermsCode": "30 DAYS"})
+    client.post(f"{API}/employees", json={"givenName": "A", "displayName": "A"})
+    client.get(f"{API}/customers", params={"$search": "x"})
+    client.get(f"{API}/customers", params={"$filter": "paymentTermsCode eq '30'"})
+    client.get(f"{API}/taxGroups", params={"updated_since": "2026-01-01"})
+    client.get(f"/v2.0/sandbox/production/api/erpsync/finance/v1.0/companies({COMPANY})/taxRates")
+    client.get(f"{API}/customers", params={"$top": 1})  # documented: no note
+    notes = [r["undocumented"] for r in contract.read_log(log)]
+    assert len(notes) == 7 and notes[-1] == []
+    flat = [n for ns in notes[:-1] for n in ns]
+    assert len(flat) == 6, flat
+    assert "customers: unknown property paymentTermsCode" in flat
+    assert "employees: read-only property displayName" in flat
+    assert "query option $search" in flat
+    assert "query parameter updated_since (ignored)" in flat
+    assert flat[3].startswith("customers: ") and "paymentTermsCode" in flat[3]
+    assert any(n.startswith("no such route: GET ") and "taxRates" in n for n in flat)

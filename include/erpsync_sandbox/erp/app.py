@@ -138,8 +138,17 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
+#: Query parameters without ``$`` that Business Central reads (company and tenant selection);
+#: any other is a custom query option, which OData services ignore.
+_KNOWN_PARAMS = frozenset({"company", "tenant"})
+
+
 def _query(request: Request) -> list[tuple[str, str]]:
-    return list(request.query_params.multi_items())
+    items = list(request.query_params.multi_items())
+    for key, _ in items:
+        if not key.startswith("$") and key not in _KNOWN_PARAMS:
+            contract.undocumented(request, f"query parameter {key} (ignored)")
+    return items
 
 
 def create_app(ctx: Any) -> FastAPI:
@@ -653,6 +662,7 @@ def create_app(ctx: Any) -> FastAPI:
                         "BadRequest_MethodNotAllowed",
                         f"'{request.method}' requests for '{rest.rsplit('/', 1)[-1]}' are not"
                         " allowed within Dynamics 365 Business Central OData web services.",
+                        note=f"no such route: {request.method} {request.url.path}",
                     )
         parts = rest.split("/")
         segment = parts[-1].split("(")[0] if parts else rest
@@ -667,6 +677,7 @@ def create_app(ctx: Any) -> FastAPI:
             404,
             "BadRequest_ResourceNotFound",
             f"Resource not found for the segment '{segment}'.",
+            note=f"no such route: {request.method} {request.url.path}",
         )
 
     return app

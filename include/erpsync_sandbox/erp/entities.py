@@ -155,6 +155,7 @@ VAT_POSTING_SETUP = {
     "Blocked": B,
 }
 
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_timeregistrationentry
 TIME_ENTRY = {
     "id": G,
     "employeeId": G,
@@ -169,9 +170,11 @@ TIME_ENTRY = {
     "status": S,
     "unitOfMeasureId": G,
     "unitOfMeasureCode": S,
-    **_AUDIT,
+    # sic: the documented and APIV2TimeRegistrEntries.Page.al name of the modification stamp
+    "lastModfiedDateTime": DTO,
 }
 
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_salesinvoice
 SALES_INVOICE = {
     "id": G,
     "number": S,
@@ -231,6 +234,7 @@ SALES_INVOICE = {
     **_AUDIT,
 }
 
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_salesinvoiceline
 SALES_INVOICE_LINE = {
     "id": G,
     "documentId": G,
@@ -262,6 +266,7 @@ SALES_INVOICE_LINE = {
     "shipmentDate": DATE,
 }
 
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_salescreditmemo
 SALES_CREDIT_MEMO = {
     "id": G,
     "number": S,
@@ -309,8 +314,10 @@ SALES_CREDIT_MEMO = {
     **_AUDIT,
 }
 
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_salescreditmemoline
 SALES_CREDIT_MEMO_LINE = dict(SALES_INVOICE_LINE)
 
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_company
 COMPANY = {
     "id": G,
     "systemVersion": S,
