@@ -498,42 +498,17 @@ def _advance_crm(ctx: SandboxContext, clock: _Day, rng: random.Random) -> None:
 
 
 def _advance_erp(ctx: SandboxContext, clock: _Day, rng: random.Random) -> None:
-    from erpsync_sandbox.generator.ids import guid
-
+    """Once: the finance team raises the domestic reduced VAT rate in VAT Posting Setup (the
+    page keeps no history; erpsync's warehouse dates the change when its sync sees it)."""
+    del rng
     erp = ctx.stores["erp"]
     if erp.meta_get("advance_tax_change_done"):
         return
-    current = erp.scan_rows(
-        "taxRates",
-        conditions=[
-            ("countryCode", "=", "DE"),
-            ("taxGroupCode", "=", "STANDARD"),
-            ("validTo", "=", None),
-        ],
-    )
-    if not current:
+    key = "DOMESTIC|REDUCED"
+    current = erp.get("vatPostingSetup", key)
+    if current is None:
         return
-    day = clock.day
-    # effective the first day of the next quarter
-    q_month = ((day.month - 1) // 3 + 1) * 3 + 1
-    year = day.year + (1 if q_month > 12 else 0)
-    effective = dt.date(year, (q_month - 1) % 12 + 1, 1)
-    old = current[0].data()
-    moment = clock.tick()
-    old["validTo"] = (effective - dt.timedelta(days=1)).isoformat()
-    erp.put("taxRates", current[0].id, old, modstamp=to_iso(moment))
-    rid = guid(rng)
-    erp.put(
-        "taxRates",
-        rid,
-        {
-            "id": rid,
-            "taxGroupCode": "STANDARD",
-            "countryCode": "DE",
-            "ratePercent": 20,
-            "validFrom": effective.isoformat(),
-            "validTo": None,
-        },
-        modstamp=to_iso(clock.tick()),
-    )
+    current["VAT_Percent"] = 10
+    current["VAT_Identifier"] = "VAT10"
+    erp.put("vatPostingSetup", key, current, modstamp=to_iso(clock.tick()), stamp_field=None)
     erp.meta_set("advance_tax_change_done", True)

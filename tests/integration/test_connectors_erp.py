@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from erpsync.connectors.business_central import (
-    TAX_RATES_API,
+    VAT_POSTING_SETUP_SERVICE,
     BusinessCentralClient,
     odata_quote,
 )
@@ -75,8 +75,12 @@ def test_company_is_discovered_and_full_reads_match_the_store(erp, sandbox):
         ids = _ids(erp.iter_pages(entity, page_size=7))
         assert len(ids) == len(set(ids)), entity
         assert set(ids) == set(store.ids(entity)), entity
-    rates = _ids(erp.iter_pages("taxRates", api=TAX_RATES_API, page_size=5))
-    assert set(rates) == set(store.ids("taxRates"))
+    setup = [
+        f"{r['VAT_Bus_Posting_Group']}|{r['VAT_Prod_Posting_Group']}"
+        for page in erp.iter_web_service(VAT_POSTING_SETUP_SERVICE, page_size=3)
+        for r in page
+    ]
+    assert sorted(setup) == sorted(store.ids("vatPostingSetup"))
     selected = next(erp.iter_pages("customers", select=["id", "number"], page_size=3))
     assert set(selected[0]) <= {"id", "number", "@odata.etag"}
 
@@ -195,3 +199,38 @@ def test_bad_credentials_fail_clearly_without_leaking_them(sandbox, monkeypatch,
     out = capsys.readouterr()
     for text in (str(info.value), repr(info.value), caplog.text, out.out, out.err):
         assert CANARY_PW not in text and CANARY_EXTRA not in text
+
+
+def test_token_url_defaults_to_microsoft_entra_id(monkeypatch):
+    """B0: without ``token_url``/``token_path`` the token request goes to Entra ID, not to the
+    API host (which serves no tokens)."""
+    conn = json.loads(_conn("http://api.businesscentral.dynamics.com:443"))
+    conn["schema"] = "https"
+    del conn["extra"]["token_path"]
+    conn["extra"]["tenant"] = "contoso.onmicrosoft.com"
+    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_ERP", json.dumps(conn))
+    client = BusinessCentralClient(policy=FAST)
+    client._ensure_session()  # reads the connection; no request
+    try:
+        assert client.stats.requests == 0
+        assert (
+            client._token_url()
+            == "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+        )
+    finally:
+        client.close()
+    conn["extra"]["token_url"] = "https://login.example/{tenant}/token"
+    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_ERP", json.dumps(conn))
+    client = BusinessCentralClient(policy=FAST)
+    client._ensure_session()
+    try:
+        assert client._token_url() == "https://login.example/contoso.onmicrosoft.com/token"
+    finally:
+        client.close()
+
+
+def test_web_service_url_names_the_company(erp, sandbox):
+    """Page 472 is read at /ODataV4/Company('<name>')/VATPostingSetup (name from /companies)."""
+    path = erp.web_service_path(VAT_POSTING_SETUP_SERVICE)
+    name = sandbox.ctx.stores["erp"].get("companies", sandbox.ctx.erp_company_id)["name"]
+    assert path == f"/v2.0/sandbox/production/ODataV4/Company('{name}')/VATPostingSetup"

@@ -5,6 +5,7 @@ records are quarantined with their reason codes, and a run killed mid-load leave
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -30,6 +31,7 @@ CORE_TABLES = (
     "core.tax_profiles",
     "core.tax_codes",
     "core.tax_rates",
+    "core.vat_posting_setup",
     "core.people",
     "core.rate_cards",
     "core.contract_rate_overrides",
@@ -179,18 +181,29 @@ def test_full_sync_loads_exactly_the_sandbox_and_a_second_run_changes_nothing(
     assert {r[0] for r in rows(warehouse_db, "SELECT code FROM core.tax_codes")} == {
         g["code"] for g in groups
     }
-    tax_rates = {
-        t["id"]: (t["taxGroupCode"], Decimal(str(t["ratePercent"])), t["validFrom"], t["validTo"])
-        for t in store_bodies(sandbox, "erp", "taxRates")
+    # VAT Posting Setup (no dates in BC): on the first sync every rate opens a period from
+    # ERPSYNC_TAX_RATES_SINCE (default 2000-01-01)
+    setup = {
+        (t["VAT_Bus_Posting_Group"], t["VAT_Prod_Posting_Group"]): Decimal(str(t["VAT_Percent"]))
+        for t in store_bodies(sandbox, "erp", "vatPostingSetup")
     }
-    loaded_rates = {
-        r[0]: (r[1], r[2], r[3].isoformat(), r[4] and r[4].isoformat())
+    loaded_setup = {
+        (r[0], r[1]): r[2]
         for r in rows(
             warehouse_db,
-            "SELECT erp_id, tax_code, rate_percent, valid_from, valid_to FROM core.tax_rates",
+            "SELECT vat_bus_posting_group, tax_code, rate_percent FROM core.vat_posting_setup",
         )
     }
-    assert loaded_rates == tax_rates
+    assert loaded_setup == setup
+    periods = {
+        (r[0], r[1]): (r[2], r[3].isoformat(), r[4])
+        for r in rows(
+            warehouse_db,
+            "SELECT vat_bus_posting_group, tax_code, rate_percent, valid_from, valid_to"
+            " FROM core.tax_rates",
+        )
+    }
+    assert periods == {key: (pct, "2000-01-01", None) for key, pct in setup.items()}
 
     users = store_bodies(sandbox, "psa", "users")
     assert {r[0] for r in rows(warehouse_db, "SELECT psa_id FROM core.people")} == {
@@ -277,8 +290,8 @@ def test_incremental_run_touches_exactly_the_change_log(systems, warehouse_db):
     # an incremental read re-reads only the boundary record(s) besides the changes
     assert stats["clients"].read <= len(accounts) + 2
 
-    assert set(stats["tax_rates"].changed_keys) == changed("erp", "taxRates")
-    assert stats["tax_rates"].changed_keys, "the advance changes the DE standard rate"
+    assert set(stats["tax_rates"].changed_keys) == changed("erp", "vatPostingSetup")
+    assert stats["tax_rates"].changed_keys == ["DOMESTIC|REDUCED"], "the advance raises it"
     assert stats["tax_codes"].changed_keys == sorted(changed("erp", "taxGroups"))
     assert set(stats["people"].changed_keys) == changed("psa", "users")
     for kind in ("billable", "cost"):
@@ -299,25 +312,19 @@ def test_incremental_run_touches_exactly_the_change_log(systems, warehouse_db):
     touched = {k.split("|", 1)[0] for k in stats["contract_rate_overrides"].changed_keys}
     assert touched == with_overrides
 
-    # effective-dated history: the closed DE period is kept next to the new one
-    de = rows(
+    # erpsync dates the change itself: the old period closes the day before the sync date and
+    # a new one opens on it (BC's VAT Posting Setup was simply overwritten)
+    today = dt.datetime.now(dt.UTC).date()
+    reduced = rows(
         warehouse_db,
         "SELECT valid_from, valid_to, rate_percent FROM core.tax_rates "
-        "WHERE country = 'DE' AND tax_code = 'STANDARD' AND deleted_at IS NULL ORDER BY 1",
+        "WHERE vat_bus_posting_group = 'DOMESTIC' AND tax_code = 'REDUCED'"
+        " AND deleted_at IS NULL ORDER BY 1",
     )
-    assert len(de) >= 2 and de[-2][1] is not None and de[-1][1] is None
-    # and the version the change replaced (the DE period while it was still open) is kept
-    closed = rows(
-        warehouse_db,
-        "SELECT erp_id FROM core.tax_rates WHERE country = 'DE' AND valid_to = %s",
-        (de[-2][1],),
-    )[0][0]
-    history = rows(
-        warehouse_db,
-        "SELECT natural_key, row_data->>'valid_to', row_data->>'rate_percent' "
-        "FROM core.record_history WHERE core_table = 'core.tax_rates'",
-    )
-    assert history == [(closed, None, str(de[-2][2]))]
+    assert reduced == [
+        (dt.date(2000, 1, 1), today - dt.timedelta(days=1), Decimal("9")),
+        (today, None, Decimal("10")),
+    ]
 
     # and the next run after that changes nothing
     again = sync_all("settled")
@@ -347,8 +354,18 @@ def test_invalid_records_are_quarantined_with_reason_codes_once(systems, warehou
         },
         parent_id=some_user,
     )
-    rate = dict(erp.get("taxRates", erp.ids("taxRates")[0]))
-    erp.put("taxRates", "bad-rate-1", {**rate, "id": "bad-rate-1", "ratePercent": 150})
+    rate = dict(erp.get("vatPostingSetup", "DOMESTIC|STANDARD"))
+    erp.put(
+        "vatPostingSetup",
+        "BAD|RATE",
+        {
+            **rate,
+            "VAT_Bus_Posting_Group": "BAD",
+            "VAT_Prod_Posting_Group": "RATE",
+            "VAT_Percent": 150,
+        },
+        stamp_field=None,
+    )
     won = next(o for o in store_bodies(sandbox, "crm", "Opportunity") if o.get("Rate_Overrides__c"))
     crm.put("Opportunity", won["Id"], {**won, "Rate_Overrides__c": "[{not json"})
 
@@ -356,7 +373,7 @@ def test_invalid_records_are_quarantined_with_reason_codes_once(systems, warehou
         ("clients", bad_account, "invalid_currency"),
         ("people", "3199999", "invalid_email"),
         ("billable_rates", "5299999", "negative_rate"),
-        ("tax_rates", "bad-rate-1", "rate_out_of_range"),
+        ("tax_rates", "BAD|RATE", "rate_out_of_range"),
         ("contract_rate_overrides", won["Id"], "malformed_json_field"),
     }
     first = sync_all("planted")

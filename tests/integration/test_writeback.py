@@ -341,7 +341,10 @@ def test_a_stale_etag_is_re_read_and_the_patch_retried_once(sandbox, warehouse_d
             "SELECT payload FROM ops.outbox WHERE target_id = %s AND status = 'sent'",
             (racing.raced[0],),
         ).fetchone()[0]
+    codes = {k: payload.pop(k) for k in ("_paymentTerms", "_taxArea") if k in payload}
     assert {k: customer[k] for k in payload} == payload  # ours applied on the second try
+    area = erp_store.get("taxAreas", customer["taxAreaId"])
+    assert area["code"] == codes["_taxArea"]  # the code resolved to the tenant's taxAreas id
 
 
 def test_a_client_deleted_in_the_crm_is_blocked_in_the_erp_and_archived_in_the_psa(
@@ -392,3 +395,70 @@ def test_a_client_deleted_in_the_crm_is_blocked_in_the_erp_and_archived_in_the_p
         )
         assert done["erp"]["writes"] == 1 and done["psa"]["writes"] == 1
         assert len(stores["erp"].scan("customers")) == customers
+
+
+def test_customers_get_payment_terms_and_tax_area_ids_and_employees_no_display_name(
+    sandbox, warehouse_db
+):
+    """B5: the customer's payment terms go as ``paymentTermsId`` (looked up by code), never the
+    ``paymentTermsCode`` BC refuses; tax area: reverse-charge clients get the EU area, exempt ones
+    their country's, so BC taxes lines with the VAT Posting Setup row billing used. B6: employees
+    are written without the read-only ``displayName``."""
+    from erpsync.invoicing import tax
+
+    store = sandbox.ctx.stores
+    terms = {t["id"]: t["code"] for t in store["erp"].scan("paymentTerms")}
+    areas = {a["id"]: a["code"] for a in store["erp"].scan("taxAreas")}
+    seq0 = h.last_seq(sandbox)
+    run = RunInfo.local("codes")
+    with h.connections(sandbox, warehouse_db):
+        h.sync_all(warehouse_db, run)
+        totals = h.relay_until_done(run)
+    assert totals["erp"]["failed"] == 0
+    accounts = {a["Name"]: a for a in _accounts(sandbox)}
+    blocked = h.manifest_ids(sandbox, "invalid_vat_id")
+    checked = set()
+    for customer in store["erp"].scan("customers"):
+        account = accounts.get(customer["displayName"])
+        if account is None or account["Id"] in blocked:
+            continue
+        days = account["Payment_Terms__c"].split()[-1]
+        assert terms[customer["paymentTermsId"]] == f"{days} DAYS", account["Name"]
+        want = tax.tax_area_for(
+            account["BillingCountry"],
+            exempt=bool(account["Tax_Exempt__c"]),
+            reverse_charge=bool(account["Reverse_Charge__c"]),
+        )
+        assert areas[customer["taxAreaId"]] == want, account["Name"]
+        checked.add(want)
+    assert {"DOMESTIC", "EU", "EXPORT"} <= checked
+    # the sandbox refuses paymentTermsCode and an employee displayName with BC's 400: every
+    # customer and employee write above went through
+    writes = [w for w in h.api_writes(sandbox, seq0) if w["system"] == "erp"]
+    assert {w["resource"] for w in writes} >= {"customers"}
+    for employee in store["erp"].scan("employees"):
+        assert employee["displayName"] == f"{employee['givenName']} {employee['surname']}"
+
+
+def test_a_payment_term_missing_in_the_erp_fails_into_the_exceptions_queue(sandbox, warehouse_db):
+    """A code the tenant lacks is a person's job (set it up in BC), not a 400 retried forever."""
+    erp = sandbox.ctx.stores["erp"]
+    gone = next(t for t in erp.scan("paymentTerms") if t["code"] == "45 DAYS")
+    erp.delete("paymentTerms", gone["id"])
+    run = RunInfo.local("no-terms")
+    with h.connections(sandbox, warehouse_db, h.fast_retry_credentials()):
+        h.sync_all(warehouse_db, run, only=h.client_specs())
+        stats = relay.run_outbox("erp", run=run)
+        again = relay.run_outbox("erp", run=run)
+    assert stats.failed > 0 and stats.left_pending == 0
+    assert again.attempted == 0  # failed rows are not retried blindly
+    with psycopg.connect(warehouse_db) as conn:
+        failed = conn.execute(
+            "SELECT last_error FROM ops.outbox WHERE operation = 'erp.customer'"
+            " AND status = 'failed'"
+        ).fetchall()
+        exceptions = conn.execute(
+            "SELECT count(*) FROM ops.exceptions WHERE reason_code = 'write_back_failed'"
+        ).fetchone()[0]
+    assert failed and exceptions == len(failed) == stats.failed
+    assert all("Payment Terms '45 DAYS'" in e and "Payment Terms page" in e for (e,) in failed)

@@ -193,7 +193,8 @@ def test_enqueue_blocks_invalid_vat_once_and_never_enqueues_an_unchanged_record(
     assert exceptions == [("invalid_tax_id", "001BAD", "open", INVALID_DE)]
     assert payload["taxRegistrationNumber"] == VALID_DE
     assert payload["number"].startswith("ES-C")
-    assert payload["paymentTermsCode"] == "30 DAYS"
+    assert payload["_paymentTerms"] == "30 DAYS"  # resolved to paymentTermsId on delivery
+    assert payload["_taxArea"] == "EXPORT"  # DE, not home (NL), no reverse charge flag
 
 
 def test_fixing_the_vat_id_releases_the_client_and_resolves_its_exception(warehouse_db):

@@ -199,6 +199,7 @@ _CORE_TABLES = (
     "core.tax_profiles",
     "core.tax_codes",
     "core.tax_rates",
+    "core.vat_posting_setup",
     "core.people",
     "core.rate_cards",
     "core.contract_rate_overrides",

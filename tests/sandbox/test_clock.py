@@ -52,8 +52,7 @@ def test_advance_change_log_matches_the_stores(ctx: SandboxContext) -> None:
         ("crm", "Opportunity", "create"),
         ("crm", "Opportunity", "update"),
         ("crm", "Opportunity", "delete"),
-        ("erp", "taxRates", "create"),
-        ("erp", "taxRates", "update"),
+        ("erp", "vatPostingSetup", "update"),
     ]:
         assert kinds[key] >= 1, key
     last: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -97,8 +96,8 @@ def test_advance_business_effects(ctx: SandboxContext) -> None:
         if c["resource"] == "Opportunity" and c["op"] == "create"
     ]
     assert all(o["IsWon"] and o["PSA_Project_Id__c"] is None for o in new_opps)
-    de = [r for r in erp.scan("taxRates") if r["countryCode"] == "DE"]
-    assert len(de) == 2 and sorted(r["ratePercent"] for r in de) == [19, 20]
+    reduced = erp.get("vatPostingSetup", "DOMESTIC|REDUCED")
+    assert reduced["VAT_Percent"] == 10  # VAT Posting Setup changed in place: no history
     approved = [
         psa.get("time_entries", c["id"])
         for c in changes

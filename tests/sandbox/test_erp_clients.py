@@ -64,17 +64,19 @@ def seed(ctx: SandboxContext) -> None:
         "tg",
         {"id": str(uuid.UUID(int=99)), "code": "STD", "displayName": "VAT", "taxType": "VAT"},
     )
-    store.put(
-        "taxRates",
-        "tr",
+    store.put(  # customers without a VAT Bus. Posting Group: the blank row of VAT Posting Setup
+        "vatPostingSetup",
+        "|STD",
         {
-            "id": str(uuid.UUID(int=98)),
-            "taxGroupCode": "STD",
-            "countryCode": "DE",
-            "ratePercent": 19,
-            "validFrom": "2020-01-01",
-            "validTo": "9999-12-31",
+            "VAT_Bus_Posting_Group": "",
+            "VAT_Prod_Posting_Group": "STD",
+            "Description": "",
+            "Blocked": False,
+            "VAT_Identifier": "VAT19",
+            "VAT_Percent": 19,
+            "VAT_Calculation_Type": "Normal VAT",
         },
+        stamp_field=None,
     )
     posted = str(uuid.UUID(int=97))
     store.put(

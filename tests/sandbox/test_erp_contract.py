@@ -29,10 +29,21 @@ API = f"/v2.0/sandbox/production/api/v2.0/companies({COMPANY})"
 N_CUSTOMERS = 60
 
 
+TERMS_30 = str(uuid.UUID(int=4000))
+AREAS = {"DE": str(uuid.UUID(int=4100)), "FR": str(uuid.UUID(int=4101))}
+
+
 def seed(ctx: SandboxContext) -> None:
     store = ctx.stores["erp"]
     store.meta_set("company_id", COMPANY)
     store.meta_set("lcy_code", "EUR")
+    store.put(
+        "paymentTerms",
+        TERMS_30,
+        {"id": TERMS_30, "code": "30 DAYS", "displayName": "Net 30", "dueDateCalculation": "30D"},
+    )
+    for code, aid in AREAS.items():
+        store.put("taxAreas", aid, {"id": aid, "code": code, "displayName": code, "taxType": "VAT"})
     currencies = ["EUR", "USD", "JPY", "KWD", "GBP"]
     for i in range(N_CUSTOMERS):
         cid = str(uuid.UUID(int=i + 1))
@@ -49,10 +60,11 @@ def seed(ctx: SandboxContext) -> None:
                 "postalCode": "10115",
                 "country": "DE" if i % 3 else "FR",
                 "currencyCode": currencies[i % len(currencies)],
-                "paymentTermsCode": "NET30",
+                "paymentTermsId": TERMS_30,
                 "taxLiable": i % 7 != 6,
                 "taxRegistrationNumber": f"DE{100000000 + i}",
-                "taxAreaDisplayName": "",
+                "taxAreaId": AREAS["DE" if i % 3 else "FR"],
+                "taxAreaDisplayName": "DE" if i % 3 else "FR",
                 "blocked": "All" if i == 59 else " ",
             },
         )
@@ -66,19 +78,20 @@ def seed(ctx: SandboxContext) -> None:
             "taxType": "VAT",
         },
     )
-    for n, (country, rate) in enumerate((("DE", 19), ("FR", 20), ("", 10))):
-        rid = str(uuid.UUID(int=2000 + n))
+    for bus, rate in (("DE", 19), ("FR", 20), ("DOMESTIC", 10)):
         store.put(
-            "taxRates",
-            rid,
+            "vatPostingSetup",
+            f"{bus}|STD",
             {
-                "id": rid,
-                "taxGroupCode": "STD",
-                "countryCode": country,
-                "ratePercent": rate,
-                "validFrom": "2020-01-01",
-                "validTo": "9999-12-31",
+                "VAT_Bus_Posting_Group": bus,
+                "VAT_Prod_Posting_Group": "STD",
+                "Description": "",
+                "Blocked": False,
+                "VAT_Identifier": f"VAT{rate}",
+                "VAT_Percent": rate,
+                "VAT_Calculation_Type": "Normal VAT",
             },
+            stamp_field=None,
         )
     posted = str(uuid.UUID(int=3000))
     store.put(
@@ -586,18 +599,13 @@ def test_openapi_and_metadata(client: httpx.Client, base: str) -> None:
     assert "/{tenant}/oauth2/v2.0/token" in paths
     inv = paths["/v2.0/{tenant}/{environment}/api/v2.0/companies({company_id})/salesInvoices"]
     assert inv["post"]["tags"] == ["salesInvoices"] and inv["post"]["summary"]
-    assert (
-        "/v2.0/{tenant}/{environment}/api/erpsync/finance/v1.0/companies({company_id})/taxRates"
-        in paths
-    )
+    assert not [p for p in paths if "erpsync/finance" in p], "no invented custom API"
+    assert "/v2.0/{tenant}/{environment}/ODataV4/Company({company})/VATPostingSetup" in paths
     assert httpx.get(f"{base}/docs").status_code == 200
     meta = client.get("/v2.0/sandbox/production/api/v2.0/$metadata")
     assert meta.status_code == 200 and b'EntityType Name="salesInvoice"' in meta.content
-    rates = client.get(
-        f"/v2.0/sandbox/production/api/erpsync/finance/v1.0/companies({COMPANY})/taxRates",
-        params={"$filter": "countryCode eq 'DE'"},
-    ).json()["value"]
-    assert [r["ratePercent"] for r in rates] == [19]
+    assert b'EntitySet Name="paymentTerms"' in meta.content
+    assert b'EntitySet Name="taxAreas"' in meta.content
 
 
 def test_drop_after_commit_on_the_post_action_leaves_the_invoice_posted(
@@ -617,3 +625,144 @@ def test_drop_after_commit_on_the_post_action_leaves_the_invoice_posted(
         f"{API}/salesInvoices", params={"$filter": f"externalDocumentNumber eq '{ext}'"}
     ).json()["value"]
     assert len(found) == 1 and found[0]["status"] == "Open"
+
+
+# --------------------------------------------------------------------------- strict contract
+# Business Central refuses what the entity type lacks and what the API page marks read-only:
+# https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/webservices/dynamics-error-codes
+
+
+def test_customer_has_no_payment_terms_code_only_payment_terms_id(client: httpx.Client) -> None:
+    """B5: ``paymentTermsCode`` is not a customer property; ``paymentTermsId`` is."""
+    resp = client.post(
+        f"{API}/customers", json={"displayName": "Terms Ltd", "paymentTermsCode": "30 DAYS"}
+    )
+    assert resp.status_code == 400
+    err = resp.json()["error"]
+    assert err["code"] == "BadRequest"
+    assert err["message"].startswith(
+        "The property 'paymentTermsCode' does not exist on type 'Microsoft.NAV.customer'."
+        " Make sure to only use property names that are defined by the type."
+    )
+    terms = client.get(f"{API}/paymentTerms", params={"$filter": "code eq '30 DAYS'"}).json()
+    assert [t["id"] for t in terms["value"]] == [TERMS_30]
+    ok = client.post(
+        f"{API}/customers",
+        json={"displayName": "Terms Ltd", "paymentTermsId": TERMS_30, "taxAreaId": AREAS["FR"]},
+    )
+    assert ok.status_code == 201, ok.text
+    body = ok.json()
+    assert body["paymentTermsId"] == TERMS_30
+    assert body["taxAreaId"] == AREAS["FR"] and body["taxAreaDisplayName"] == "FR"
+    assert "paymentTermsCode" not in body
+    unknown = client.post(
+        f"{API}/customers", json={"displayName": "X", "paymentTermsId": str(uuid.UUID(int=9))}
+    )
+    assert unknown.status_code == 400
+    assert unknown.json()["error"]["code"] == "Internal_RecordNotFound"
+
+
+def test_read_only_properties_are_refused(client: httpx.Client) -> None:
+    """B6: employee ``displayName`` is computed (Editable = false on APIV2Employees)."""
+    resp = client.post(
+        f"{API}/employees",
+        json={"givenName": "Ada", "surname": "Lovelace", "displayName": "Ada Lovelace"},
+    )
+    assert resp.status_code == 400
+    assert resp.json()["error"]["code"] == "BadRequest_InvalidOperation"
+    assert "'displayName' is read-only" in resp.json()["error"]["message"]
+    made = client.post(f"{API}/employees", json={"givenName": "Ada", "surname": "Lovelace"})
+    assert made.status_code == 201 and made.json()["displayName"] == "Ada Lovelace"
+    row = made.json()
+    renamed = client.patch(
+        f"{API}/employees({row['id']})",
+        json={"surname": "King"},
+        headers={"If-Match": row["@odata.etag"]},
+    )
+    assert renamed.status_code == 200 and renamed.json()["displayName"] == "Ada King"
+    cust = client.get(f"{API}/customers", params={"$top": 1}).json()["value"][0]
+    balance = client.patch(
+        f"{API}/customers({cust['id']})",
+        json={"balanceDue": 0},
+        headers={"If-Match": cust["@odata.etag"]},
+    )
+    assert balance.status_code == 400
+    assert balance.json()["error"]["code"] == "BadRequest_InvalidOperation"
+
+
+def test_unknown_query_options_and_filter_properties_are_refused(client: httpx.Client) -> None:
+    bad_option = client.get(f"{API}/customers", params={"$search": "x"})
+    assert bad_option.status_code == 400
+    assert bad_option.json()["error"]["code"] == "BadRequest"
+    bad_filter = client.get(f"{API}/customers", params={"$filter": "paymentTermsCode eq '30'"})
+    assert bad_filter.status_code == 400
+    gone = client.get(
+        f"/v2.0/sandbox/production/api/erpsync/finance/v1.0/companies({COMPANY})/taxRates"
+    )
+    assert gone.status_code == 404, "the invented taxRates custom API does not exist"
+
+
+def test_tax_areas_set_the_vat_business_posting_group(client: httpx.Client) -> None:
+    """taxAreaId selects the VAT Posting Setup row an invoice line is taxed with."""
+    areas = client.get(f"{API}/taxAreas").json()["value"]
+    assert {a["code"] for a in areas} == {"DE", "FR"}
+    cust = client.get(f"{API}/customers", params={"$filter": "number eq 'C00005'"}).json()
+    row = cust["value"][0]
+    assert row["taxAreaId"] == AREAS["DE"]  # 19 %
+    moved = client.patch(
+        f"{API}/customers({row['id']})",
+        json={"taxAreaId": AREAS["FR"]},
+        headers={"If-Match": row["@odata.etag"]},
+    )
+    assert moved.status_code == 200 and moved.json()["taxAreaDisplayName"] == "FR"
+    inv = new_invoice(
+        client,
+        "C00005",
+        lines=[{"description": "x", "quantity": 1, "unitPrice": 100, "taxCode": "STD"}],
+    ).json()
+    assert Decimal(str(inv["totalTaxAmount"])) == Decimal("20.00")
+
+
+def test_vat_posting_setup_odata_web_service(client: httpx.Client) -> None:
+    """Page 472 published as web service VATPostingSetup, addressed by company name."""
+    url = "/v2.0/sandbox/production/ODataV4/Company('erpsync Sandbox Firm')/VATPostingSetup"
+    rows = client.get(url).json()
+    assert rows["@odata.context"].endswith("/VATPostingSetup")
+    got = {
+        (r["VAT_Bus_Posting_Group"], r["VAT_Prod_Posting_Group"]): r["VAT_Percent"]
+        for r in rows["value"]
+    }
+    assert got == {("DE", "STD"): 19, ("FR", "STD"): 20, ("DOMESTIC", "STD"): 10}
+    one = client.get(url, params={"$filter": "VAT_Bus_Posting_Group eq 'FR'"}).json()["value"]
+    assert [r["VAT_Percent"] for r in one] == [20]
+    assert client.get(url, params={"$filter": "ratePercent eq 1"}).status_code == 400
+    other = client.get("/v2.0/sandbox/production/ODataV4/Company('Nope')/VATPostingSetup")
+    assert other.status_code == 404
+
+
+def test_undocumented_uses_are_noted_in_the_contract_log(
+    client: httpx.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every refusal above (and an ignored custom query option) is recorded for the suite-wide
+    contract check, as is a request to the retired custom API."""
+    from erpsync_sandbox import contract
+
+    log = tmp_path / "contract.jsonl"
+    monkeypatch.setenv(contract.CONTRACT_LOG_ENV, str(log))
+    client.post(f"{API}/customers", json={"displayName": "X", "paymentTermsCode": "30 DAYS"})
+    client.post(f"{API}/employees", json={"givenName": "A", "displayName": "A"})
+    client.get(f"{API}/customers", params={"$search": "x"})
+    client.get(f"{API}/customers", params={"$filter": "paymentTermsCode eq '30'"})
+    client.get(f"{API}/taxGroups", params={"updated_since": "2026-01-01"})
+    client.get(f"/v2.0/sandbox/production/api/erpsync/finance/v1.0/companies({COMPANY})/taxRates")
+    client.get(f"{API}/customers", params={"$top": 1})  # documented: no note
+    notes = [r["undocumented"] for r in contract.read_log(log)]
+    assert len(notes) == 7 and notes[-1] == []
+    flat = [n for ns in notes[:-1] for n in ns]
+    assert len(flat) == 6, flat
+    assert "customers: unknown property paymentTermsCode" in flat
+    assert "employees: read-only property displayName" in flat
+    assert "query option $search" in flat
+    assert "query parameter updated_since (ignored)" in flat
+    assert flat[3].startswith("customers: ") and "paymentTermsCode" in flat[3]
+    assert any(n.startswith("no such route: GET ") and "taxRates" in n for n in flat)

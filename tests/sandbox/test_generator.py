@@ -46,7 +46,15 @@ def test_small_generates_fast_and_has_the_right_shape(firm: Any) -> None:
     assert counts["crm"]["Account"] == 30
     assert 2000 <= counts["psa"]["time_entries"] <= 6000
     assert counts["psa"]["expenses"] > 50
-    for resource in ("customers", "projects", "employees", "taxGroups", "taxRates"):
+    for resource in (
+        "customers",
+        "projects",
+        "employees",
+        "taxGroups",
+        "taxAreas",
+        "paymentTerms",
+        "vatPostingSetup",
+    ):
         assert counts["erp"][resource] > 0
     assert set(manifest["problem_counts"]) == set(PROBLEM_KINDS)
     on_disk = json.loads((ctx.state_dir / "manifest.json").read_text())
@@ -165,8 +173,18 @@ def test_currencies_and_rate_changes(firm: Any) -> None:
     assert any(n >= 2 for n in per_user.values())  # rate changes mid-period
     statuses = {te["approval_status"] for te in psa.scan("time_entries")}
     assert statuses == {"approved", "submitted", "unsubmitted"}
-    be = [r for r in ctx.stores["erp"].scan("taxRates") if r["countryCode"] == "BE"]
-    assert len(be) == 2  # effective-dated standard rate change
+    erp = ctx.stores["erp"]
+    assert "taxRates" not in erp.resources()  # no invented custom API
+    setup = {
+        r["VAT_Bus_Posting_Group"] + "|" + r["VAT_Prod_Posting_Group"]
+        for r in erp.scan("vatPostingSetup")
+    }
+    assert {"DOMESTIC|STANDARD", "EU|REVERSE", "EXPORT|EXPORT"} <= setup
+    areas = {a["id"] for a in erp.scan("taxAreas")}
+    terms = {t["id"] for t in erp.scan("paymentTerms")}
+    assert all(
+        c["taxAreaId"] in areas and c["paymentTermsId"] in terms for c in erp.scan("customers")
+    )
     milestones = ctx.stores["crm"].scan("Contract_Milestone__c")
     assert {m["Status__c"] for m in milestones} == {"Planned", "Accepted"}
     assert all(

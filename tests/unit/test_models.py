@@ -3,7 +3,6 @@ exact, and every catalogue reason code is produced by the record that earns it."
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from decimal import Decimal
 
@@ -83,25 +82,24 @@ def test_salesforce_account_maps_to_a_tax_profile_with_a_validated_vat_id():
     assert (profile.vat_id, profile.vat_id_valid) == (None, None)
 
 
-def test_bc_tax_groups_and_rates_map_to_tax_codes_and_effective_dated_rates():
+def test_bc_tax_groups_and_vat_posting_setup_map_to_tax_codes_and_rates():
     group = {"id": "g-1", "code": "STANDARD", "displayName": "Standard VAT", "taxType": "VAT"}
     code = validate(TaxCode, mappings.bc_tax_group_to_tax_code(group)[0])
     assert (code.code, code.erp_id, code.tax_type) == ("STANDARD", "g-1", "VAT")
 
-    rate = {
-        "id": "r-1",
-        "taxGroupCode": "STANDARD",
-        "countryCode": "be",
-        "ratePercent": Decimal("21"),
-        "validFrom": "2020-01-01",
-        "validTo": "2026-08-31",
+    # page 472 "VAT Posting Setup" published as OData V4 web service VATPostingSetup
+    setup = {
+        "VAT_Bus_Posting_Group": "DOMESTIC",
+        "VAT_Prod_Posting_Group": "STANDARD",
+        "VAT_Identifier": "VAT21",
+        "VAT_Percent": Decimal("21"),
+        "VAT_Calculation_Type": "Normal VAT",
+        "Blocked": False,
     }
-    tax_rate = validate(TaxRate, mappings.bc_tax_rate_to_tax_rate(rate)[0])
-    assert tax_rate.country == "BE"
-    assert tax_rate.rate_percent == Decimal("21")
-    assert (tax_rate.valid_from, tax_rate.valid_to) == (dt.date(2020, 1, 1), dt.date(2026, 8, 31))
-    open_ended = validate(TaxRate, mappings.bc_tax_rate_to_tax_rate({**rate, "validTo": None})[0])
-    assert open_ended.valid_to is None
+    tax_rate = validate(TaxRate, mappings.bc_vat_posting_setup_to_tax_rate(setup)[0])
+    assert (tax_rate.vat_bus_posting_group, tax_rate.tax_code) == ("DOMESTIC", "STANDARD")
+    assert tax_rate.rate_percent == Decimal("21") and tax_rate.blocked is False
+    assert tax_rate.calculation_type == "Normal VAT"
 
 
 def test_harvest_user_maps_to_a_person():
@@ -221,7 +219,7 @@ def _rate(**changes):
         ),
         (
             TaxRate,
-            {"erp_id": "1", "tax_code": "S", "rate_percent": "121", "valid_from": "2025-01-01"},
+            {"vat_bus_posting_group": "D", "tax_code": "S", "rate_percent": "121"},
             reasons.RATE_OUT_OF_RANGE,
         ),
     ],

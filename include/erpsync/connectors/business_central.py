@@ -2,18 +2,22 @@
 
 Connection (``erpsync_erp``, conn_type http): host/schema/port =
 ``https://api.businesscentral.dynamics.com``; login = the Entra app's client id, password = its
-client secret (or extra ``client_secret``). Extras: ``tenant``, ``environment``, ``token_url``
-(real: ``https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token``) or ``token_path`` (a
-path on the same host, as the sandbox serves it), ``scope`` (default
-``https://api.businesscentral.dynamics.com/.default``), ``company_id`` (else discovered from
-``/companies``; ``company_name`` picks one when there are several).
+client secret (or extra ``client_secret``). Extras: ``tenant``, ``environment``, ``scope``
+(default ``https://api.businesscentral.dynamics.com/.default``), ``company_id`` (else discovered
+from ``/companies``; ``company_name`` picks one when there are several and names the company in
+OData V4 web-service URLs). The token comes from Microsoft Entra ID,
+``https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token``, unless the extra ``token_url``
+names another endpoint or ``token_path`` a path on the API host (the sandbox serves its own
+Entra emulation that way).
 
 * Auth: OAuth 2.0 client credentials against Entra ID; the token is cached until shortly before
   ``expires_in`` and fetched again once on 401.
   https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/administration/automation-apis-using-s2s-authentication
-* URLs: ``/v2.0/{tenant}/{environment}/api/v2.0/companies({id})/{entity}``; custom API pages
-  (the pack's ``taxRates``) under ``api/{publisher}/{group}/{version}`` (``api=`` argument).
+* URLs: ``/v2.0/{tenant}/{environment}/api/v2.0/companies({id})/{entity}``, and pages an admin
+  published as OData V4 web services (page 472 VAT Posting Setup as ``VATPostingSetup``) under
+  ``/v2.0/{tenant}/{environment}/ODataV4/Company('<name>')/{service}`` (:meth:`iter_web_service`).
   https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/endpoints-apis-for-dynamics
+  https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/webservices/publish-web-service
 * Paging: ``Prefer: odata.maxpagesize=N`` and the ``@odata.nextLink`` (``$skiptoken``) of each
   answer until absent.
   https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/webservices/use-server-driven-paging
@@ -34,16 +38,25 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
+from urllib.parse import quote
 
 from erpsync.connectors.errors import AmbiguousMatch, ConnectorError
 from erpsync.connectors.http import VendorClient
 
-__all__ = ["BC_SCOPE", "TAX_RATES_API", "BusinessCentralClient", "odata_quote"]
+__all__ = [
+    "BC_SCOPE",
+    "ENTRA_TOKEN_URL",
+    "VAT_POSTING_SETUP_SERVICE",
+    "BusinessCentralClient",
+    "odata_quote",
+]
 
 BC_SCOPE = "https://api.businesscentral.dynamics.com/.default"
+#: Microsoft Entra ID's v2.0 token endpoint of the tenant (client credentials).
+ENTRA_TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"  # noqa: S105 - a URL
 STANDARD_API = "v2.0"
-#: The pack's custom API page for tax rates (``/api/erpsync/finance/v1.0/...``).
-TAX_RATES_API = "erpsync/finance/v1.0"
+#: Service name under which the admin publishes page 472 "VAT Posting Setup" (OData V4).
+VAT_POSTING_SETUP_SERVICE = "VATPostingSetup"
 #: Refresh a cached token this many seconds before it expires.
 TOKEN_MARGIN = 120.0
 
@@ -76,15 +89,20 @@ class BusinessCentralClient(VendorClient):
         self._token: str | None = None
         self._token_expires = 0.0
         self._company_id: str | None = self.extras.get("company_id") or None
+        self._company_name: str | None = None
 
     # ------------------------------------------------------------------ auth
 
     def _token_url(self) -> str:
+        """``token_url`` extra, else ``token_path`` on the API host (the sandbox), else Entra
+        ID's endpoint for the tenant (a real tenant never serves tokens on the API host)."""
         url = self.extras.get("token_url")
         if url:
             return str(url).replace("{tenant}", self.tenant)
-        path = self.extras.get("token_path") or f"/{self.tenant}/oauth2/v2.0/token"
-        return self.base_url + "/" + str(path).lstrip("/")
+        path = self.extras.get("token_path")
+        if path:
+            return self.base_url + "/" + str(path).lstrip("/")
+        return ENTRA_TOKEN_URL.format(tenant=quote(self.tenant, safe=""))
 
     def _login(self) -> None:
         payload = self._fetch_token(
@@ -145,6 +163,35 @@ class BusinessCentralClient(VendorClient):
     def entity_path(self, entity: str, *, api: str = STANDARD_API) -> str:
         return f"{self.api_root(api)}/companies({self.company_id})/{entity.strip('/')}"
 
+    @property
+    def company_name(self) -> str:
+        """The company's ``name`` (the key of OData V4 web-service URLs): the ``company_name``
+        extra, else read from ``/companies({id})``."""
+        wanted = self.extras.get("company_name")
+        if wanted:
+            return str(wanted)
+        if self._company_name is None:
+            company = self.request_json("GET", f"{self.api_root()}/companies({self.company_id})")
+            self._company_name = str(company["name"])
+        return self._company_name
+
+    def web_service_path(self, service: str) -> str:
+        """``/v2.0/{tenant}/{environment}/ODataV4/Company('<name>')/{service}``."""
+        self._ensure_session()
+        name = quote(self.company_name.replace("'", "''"), safe="")
+        return f"/v2.0/{self.tenant}/{self.environment}/ODataV4/Company('{name}')/{service}"
+
+    def iter_web_service(
+        self,
+        service: str,
+        *,
+        filter: str | None = None,
+        page_size: int | None = None,  # noqa: A002
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Pages of a page published as an OData V4 web service (e.g. ``VATPostingSetup``)."""
+        params = {"$filter": filter} if filter else {}
+        yield from self._pages(self.web_service_path(service), params, page_size)
+
     # ------------------------------------------------------------------ reads
 
     def _pages(
@@ -172,8 +219,8 @@ class BusinessCentralClient(VendorClient):
         page_size: int | None = None,
         api: str = STANDARD_API,
     ) -> Iterator[list[dict[str, Any]]]:
-        """Yield the records of ``entity`` (``customers``, ``taxGroups``, ``taxRates`` with
-        ``api=TAX_RATES_API`` ...) page by page, following ``@odata.nextLink``."""
+        """Yield the records of ``entity`` (``customers``, ``taxGroups`` ...) page by page,
+        following ``@odata.nextLink``."""
         params: dict[str, str] = {}
         if filter:
             params["$filter"] = filter

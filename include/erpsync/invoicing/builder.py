@@ -590,6 +590,7 @@ def _build(
         "note_exempt": tax.LEGAL_NOTES[tax.EXEMPT],
         "note_reverse": tax.LEGAL_NOTES[tax.REVERSE],
         "note_export": tax.LEGAL_NOTES[tax.EXPORT],
+        **tax.tax_sql_params(),
     }
     previous_numbers: list[tuple[str, str]] = []
     if existing:

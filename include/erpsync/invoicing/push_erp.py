@@ -23,6 +23,7 @@ and .../api/dynamics_salesinvoice_post, .../api/dynamics_salesinvoice_makecorrec
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -51,7 +52,21 @@ __all__ = [
 ERP_INVOICES = "salesInvoices"
 ERP_MEMOS = "salesCreditMemos"
 #: The G/L account invoice lines are posted to (``lineType`` Account), as the firm's invoices.
+#: Account numbers differ between tenants and localizations: ``ERPSYNC_BC_REVENUE_ACCOUNT``
+#: names the tenant's (a posting account with Direct Posting).
 REVENUE_ACCOUNT = "8000"
+#: Unit of Measure code of hour-based lines (``ERPSYNC_BC_HOUR_UNIT`` for the tenant's code).
+HOUR_UNIT = "HOUR"
+
+
+def revenue_account() -> str:
+    return (os.environ.get("ERPSYNC_BC_REVENUE_ACCOUNT") or REVENUE_ACCOUNT).strip()
+
+
+def hour_unit() -> str:
+    return (os.environ.get("ERPSYNC_BC_HOUR_UNIT") or HOUR_UNIT).strip()
+
+
 #: Business Central's ``description`` field holds 100 characters.
 DESCRIPTION_MAX = 100
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -123,7 +138,7 @@ class LineSpec:
         out: dict[str, Any] = {
             "sequence": self.sequence,
             "lineType": "Account",
-            "lineObjectNumber": REVENUE_ACCOUNT,
+            "lineObjectNumber": revenue_account(),
             "description": self.description,
             "quantity": _jnum(self.quantity),
             "unitPrice": _jnum(self.unit_price),
@@ -153,7 +168,7 @@ def line_specs(lines: list[dict[str, Any]], currency: str) -> list[LineSpec]:
     for line in lines:
         net = money.round_money(Decimal(line["net_amount"]), currency)
         qty, price, uom = Decimal(1), net, ""
-        for candidate, unit in ((line.get("hours"), "HOUR"), (line.get("quantity"), "")):
+        for candidate, unit in ((line.get("hours"), hour_unit()), (line.get("quantity"), "")):
             if candidate is None or line.get("unit_price") is None or Decimal(candidate) == 0:
                 continue
             unit_price = Decimal(line["unit_price"])

@@ -2,7 +2,9 @@
 
 Rules as data (docs/invoicing.md "Tax"): the client's tax profile (``core.tax_profiles``,
 from the CRM) picks one ERP tax code (``core.tax_codes``, the ERP's taxGroups) per invoice;
-the rate comes from ``core.tax_rates`` (effective-dated, ERP taxRates) on the invoice date:
+the rate comes from ``core.tax_rates`` on the invoice date: the periods erpsync dates itself
+from the ERP's VAT Posting Setup (erpsync.sync.vat_rates), for the tax code and the client's
+VAT Business Posting Group (its tax area, :func:`tax_area_for`):
 
 1. ``tax_exempt``                              -> ``EXEMPT``   (note: the exemption reason)
 2. ``reverse_charge``                          -> ``REVERSE``  (note: reverse-charge wording
@@ -12,7 +14,13 @@ the rate comes from ``core.tax_rates`` (effective-dated, ERP taxRates) on the in
 4. anything else (outside the EU VAT area)     -> ``EXPORT``   (note: outside the scope)
 
 A country-specific rate row (``country`` = home country) wins over a generic one
-(``country`` = ''). Tax is computed per invoice and tax code (erpsync.money).
+(``country`` = ''), and a row of the client's tax area over one for any area (''). Tax is
+computed per invoice and tax code (erpsync.money).
+
+Tax areas (Business Central ``taxAreas``; in VAT countries the VAT Business Posting Groups a
+customer's ``taxAreaId`` sets): exempt clients by country, reverse-charge clients ``EU``, home
+country ``DOMESTIC``, everything else ``EXPORT``. The codes are the tenant's: override them with
+``ERPSYNC_TAX_AREA_DOMESTIC``, ``ERPSYNC_TAX_AREA_EU`` and ``ERPSYNC_TAX_AREA_EXPORT``.
 """
 
 from __future__ import annotations
@@ -38,6 +46,48 @@ LEGAL_NOTES: dict[str, str | None] = {
     EXPORT: "Supply of services outside the scope of VAT in the supplier's country.",
 }
 
+#: Default tax area (VAT Business Posting Group) codes, as in the CRONUS demo company.
+DEFAULT_TAX_AREAS = {"domestic": "DOMESTIC", "eu": "EU", "export": "EXPORT"}
+
+
+def tax_areas() -> dict[str, str]:
+    """The tenant's tax area codes by kind (``domestic``, ``eu``, ``export``)."""
+    return {
+        kind: (os.environ.get(f"ERPSYNC_TAX_AREA_{kind.upper()}") or code).strip()
+        for kind, code in DEFAULT_TAX_AREAS.items()
+    }
+
+
+def eu_countries() -> list[str]:
+    """ISO codes of the EU member states (python-stdnum's list)."""
+    from stdnum.eu import vat as eu_vat
+
+    return sorted(cc.upper() for cc in eu_vat.MEMBER_STATES if len(cc) == 2 and cc != "xi")
+
+
+def tax_area_kind(
+    country: str | None, *, exempt: bool, reverse_charge: bool, home: str | None = None
+) -> str:
+    """``domestic`` | ``eu`` | ``export``: which tax area a client belongs to (same rule as the
+    billing SQL below, so BC taxes the invoice lines with the rate erpsync computed)."""
+    cc = (country or "").strip().upper()
+    if exempt:
+        if cc == home_country(home):
+            return "domestic"
+        return "eu" if cc in eu_countries() else "export"
+    if reverse_charge:
+        return "eu"
+    return "domestic" if cc == home_country(home) else "export"
+
+
+def tax_area_for(
+    country: str | None, *, exempt: bool, reverse_charge: bool, home: str | None = None
+) -> str:
+    """The tax area code (``taxAreas.code``) of a client."""
+    kind = tax_area_kind(country, exempt=exempt, reverse_charge=reverse_charge, home=home)
+    return tax_areas()[kind]
+
+
 #: Hold reasons the builder adds to RECON's catalogue when an invoice cannot be taxed.
 HOLD_UNKNOWN_CLIENT = "unknown_client"
 HOLD_MISSING_TAX_PROFILE = "missing_tax_profile"
@@ -59,7 +109,8 @@ def legal_note(
 
 
 # SQL: one row per account in ``_inv_accounts`` with its tax code, rate, note and hold reason.
-# Parameters: home, inv_date, note_exempt, note_reverse, note_export.
+# Parameters: home, inv_date, note_exempt, note_reverse, note_export, area_domestic, area_eu,
+# area_export, eu_countries (see :func:`tax_sql_params`).
 TAX_RESOLUTION_SQL = """
 CREATE TEMP TABLE _inv_tax ON COMMIT DROP AS
 WITH prof AS (
@@ -71,7 +122,13 @@ WITH prof AS (
                 WHEN tp.tax_exempt THEN 'EXEMPT'
                 WHEN tp.reverse_charge THEN 'REVERSE'
                 WHEN tp.country = %(home)s THEN 'STANDARD'
-                ELSE 'EXPORT' END AS tax_code
+                ELSE 'EXPORT' END AS tax_code,
+           CASE WHEN tp.tax_exempt AND tp.country = %(home)s THEN %(area_domestic)s
+                WHEN tp.tax_exempt AND tp.country = ANY(%(eu_countries)s) THEN %(area_eu)s
+                WHEN tp.tax_exempt THEN %(area_export)s
+                WHEN tp.reverse_charge THEN %(area_eu)s
+                WHEN tp.country = %(home)s THEN %(area_domestic)s
+                ELSE %(area_export)s END AS tax_area
     FROM _inv_accounts a
     LEFT JOIN core.clients cl ON cl.crm_id = a.account_id AND cl.deleted_at IS NULL
     LEFT JOIN core.id_map im ON im.canonical_id = cl.canonical_id
@@ -97,8 +154,20 @@ LEFT JOIN LATERAL (
     JOIN core.tax_codes tc ON tc.code = r.tax_code AND tc.deleted_at IS NULL
     WHERE r.tax_code = p.tax_code AND r.deleted_at IS NULL
       AND r.country IN (%(home)s, '')
+      AND r.vat_bus_posting_group IN (p.tax_area, '')
       AND r.valid_from <= %(inv_date)s AND (r.valid_to IS NULL OR r.valid_to >= %(inv_date)s)
-    ORDER BY (r.country = '') ASC, r.valid_from DESC
+    ORDER BY (r.country = '') ASC, (r.vat_bus_posting_group = '') ASC, r.valid_from DESC
     LIMIT 1
 ) rr ON true
 """
+
+
+def tax_sql_params() -> dict:
+    """The tax-area parameters of :data:`TAX_RESOLUTION_SQL`."""
+    areas = tax_areas()
+    return {
+        "area_domestic": areas["domestic"],
+        "area_eu": areas["eu"],
+        "area_export": areas["export"],
+        "eu_countries": eu_countries(),
+    }

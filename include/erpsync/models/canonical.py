@@ -156,11 +156,17 @@ class TaxCode(Canonical):
     tax_type: RequiredText
 
 
-class TaxRate(_Dated):
-    erp_id: RequiredText
+class TaxRate(Canonical):
+    """A VAT rate as Business Central's VAT Posting Setup holds it: one percentage per VAT
+    Business Posting Group (a customer's tax area) and VAT Product Posting Group (the tax code),
+    without dates (erpsync.sync.vat_rates dates it in core.tax_rates)."""
+
+    vat_bus_posting_group: str = ""
     tax_code: RequiredText
-    country: str = ""
     rate_percent: Annotated[Decimal, BeforeValidator(_exact_number)]
+    calculation_type: str | None = None
+    vat_identifier: str | None = None
+    blocked: bool = False
 
     @model_validator(mode="after")
     def _percent(self):

@@ -114,15 +114,19 @@ def bc_tax_group_to_tax_code(rec: dict) -> list[dict]:
     ]
 
 
-def bc_tax_rate_to_tax_rate(rec: dict) -> list[dict]:
+def bc_vat_posting_setup_to_tax_rate(rec: dict) -> list[dict]:
+    """Page 472 "VAT Posting Setup" as published OData V4 field names (VAT_Bus_Posting_Group,
+    VAT_Prod_Posting_Group, VAT_Percent, VAT_Calculation_Type, VAT_Identifier, Blocked).
+    https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/webservices/return-obtain-service-metadata-edmx-document
+    """
     return [
         {
-            "erp_id": _id(rec.get("id")),
-            "tax_code": rec.get("taxGroupCode"),
-            "country": (rec.get("countryCode") or "").strip().upper(),
-            "rate_percent": rec.get("ratePercent"),
-            "valid_from": rec.get("validFrom"),
-            "valid_to": rec.get("validTo") or None,
+            "vat_bus_posting_group": (rec.get("VAT_Bus_Posting_Group") or "").strip(),
+            "tax_code": _text(rec.get("VAT_Prod_Posting_Group")),
+            "rate_percent": rec.get("VAT_Percent"),
+            "calculation_type": _text(rec.get("VAT_Calculation_Type")),
+            "vat_identifier": _text(rec.get("VAT_Identifier")),
+            "blocked": bool(rec.get("Blocked") or False),
         }
     ]
 

@@ -329,6 +329,9 @@ def _run(conn, spec, run, *, pages, full, deleted_ids, timings=None) -> SyncStat
         _ensure_id_map(conn, spec)
     inserted, updated, staged = _merge(conn, spec, run)
     deleted = _apply_deletes(conn, spec, run, full_read=read.mode == "full")
+    after_merge = spec.extra.get("after_merge")
+    if after_merge is not None:  # derived core rows kept in the same transaction (vat_rates)
+        after_merge(conn, run)
     clock.lap("merge")
     stats.inserted, stats.updated, stats.deleted = len(inserted), len(updated), len(deleted)
     stats.unchanged = staged - stats.inserted - stats.updated

@@ -49,11 +49,22 @@ class HarvestNested:
 
 @dataclass(frozen=True)
 class BusinessCentralList:
-    """An entity of the BC API v2.0, or of the pack's custom API (e.g. taxRates)."""
+    """An entity of the BC API v2.0."""
 
     entity: str
     api: str = "v2.0"
     modstamp_field: str = "lastModifiedDateTime"
+
+
+@dataclass(frozen=True)
+class BusinessCentralWebService:
+    """A page an admin published as an OData V4 web service (``/ODataV4/Company('..')/<service>``),
+    always read in full (such pages carry no modification stamp). Each record gets ``key_field``
+    added: its key fields joined with ``|`` (the pages have no single id)."""
+
+    service: str
+    key_fields: tuple[str, ...]
+    key_field: str = "key"
 
 
 @dataclass(frozen=True)
@@ -92,6 +103,8 @@ def read_pages(spec, read: Read) -> Iterator[list[dict]]:
         yield from _harvest_nested_pages(source, read)
     elif isinstance(source, BusinessCentralList):
         yield from _bc_pages(source, read)
+    elif isinstance(source, BusinessCentralWebService):
+        yield from _bc_web_service_pages(source)
     else:
         raise TypeError(f"spec {spec.name}: unknown source {source!r}")
 
@@ -268,3 +281,14 @@ def _bc_pages(source: BusinessCentralList, read: Read) -> Iterator[list[dict]]:
         odata = f"{source.modstamp_field} ge {iso_seconds(read.since)}"
     client = BusinessCentralClient(conn_id=ERP_CONN_ID)
     yield from client.iter_pages(source.entity, filter=odata, api=source.api)
+
+
+def _bc_web_service_pages(source: BusinessCentralWebService) -> Iterator[list[dict]]:
+    from erpsync.connectors.business_central import BusinessCentralClient
+
+    client = BusinessCentralClient(conn_id=ERP_CONN_ID)
+    for page in client.iter_web_service(source.service):
+        yield [
+            {**rec, source.key_field: "|".join(str(rec.get(k) or "") for k in source.key_fields)}
+            for rec in page
+        ]

@@ -18,6 +18,7 @@ from erpsync.models.canonical import (
 )
 from erpsync.sync.sources import (
     BusinessCentralList,
+    BusinessCentralWebService,
     HarvestList,
     HarvestNested,
     SalesforceQuery,
@@ -102,20 +103,32 @@ TAX_CODES = EntitySpec(
     description="ERP tax groups (VAT codes).",
 )
 
+
+def _date_vat_rates(conn, run) -> None:
+    from erpsync.sync import vat_rates
+
+    vat_rates.date_vat_rates(conn, run)
+
+
 TAX_RATES = EntitySpec(
     name="tax_rates",
     system="erp",
-    source=BusinessCentralList("taxRates", api="erpsync/finance/v1.0"),
+    # page 472 "VAT Posting Setup", published by the BC admin as OData V4 web service
+    # VATPostingSetup (vendor/business_central/README.md); no dates, no modstamp: full reads
+    source=BusinessCentralWebService(
+        "VATPostingSetup", ("VAT_Bus_Posting_Group", "VAT_Prod_Posting_Group")
+    ),
     model=TaxRate,
-    mapper=mappings.bc_tax_rate_to_tax_rate,
-    natural_key=("erp_id",),
-    cursor=_BC_CURSOR,
+    mapper=mappings.bc_vat_posting_setup_to_tax_rate,
+    natural_key=("vat_bus_posting_group", "tax_code"),
+    cursor=None,
     deletes=DeleteMode.ID_SET_COMPARE,
-    record_key="id",
+    record_key="key",
     raw_table=RAW_TABLE,
-    core_table="core.tax_rates",
-    history="effective_dated",
-    description="ERP tax rates per code and country, effective-dated (periods kept).",
+    core_table="core.vat_posting_setup",
+    extra={"after_merge": _date_vat_rates},
+    description="ERP VAT Posting Setup (VAT % per tax area and tax code); erpsync dates each "
+    "rate in core.tax_rates (a changed percentage closes the old period).",
 )
 
 PEOPLE = EntitySpec(

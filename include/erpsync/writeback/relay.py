@@ -86,6 +86,7 @@ class TargetClients:
         self._psa_by_name: dict[str, dict] | None = None
         self._secrets: tuple[str, ...] | None = None
         self._assignments: dict[str, dict[str, dict]] = {}
+        self._erp_codes: dict[tuple[str, str], str | None] = {}
 
     @property
     def erp(self):
@@ -118,6 +119,18 @@ class TargetClients:
 
     def forget_psa_clients(self) -> None:
         self._psa_by_name = None
+
+    def erp_code_id(self, entity: str, code: str) -> str | None:
+        """The id of the Business Central record with ``code`` in ``entity`` (``paymentTerms``,
+        ``taxAreas``): ``GET {entity}?$filter=code eq '<code>'``, asked once per relay run;
+        None when the tenant has no such code."""
+        key = (entity, code)
+        if key not in self._erp_codes:
+            from erpsync.connectors.business_central import odata_quote
+
+            found = self.erp.find_one(entity, f"code eq {odata_quote(code)}")
+            self._erp_codes[key] = None if found is None else str(found["id"])
+        return self._erp_codes[key]
 
     def psa_user_assignments(self, project_id: str) -> dict[str, dict]:
         """The user assignments of a PSA project by user id (read once per relay run)."""

@@ -3,15 +3,22 @@ outbox row is delivered (look up by a stable external reference, then create or 
 
 * ``erp.customer``: core.clients + core.tax_profiles -> Business Central ``customers``, looked
   up by ``number`` (the CRM's ``ERP_Customer_No__c`` when the account has one, else ``ES-C`` +
-  the canonical id).
+  the canonical id). The customer has no payment-terms or tax-area code, only ids: the payload
+  keeps the codes (``_paymentTerms`` = ``"<days> DAYS"``, ``_taxArea`` = the client's tax
+  area, :func:`erpsync.invoicing.tax.tax_area_for`) and delivery turns them into
+  ``paymentTermsId`` / ``taxAreaId`` with ``GET paymentTerms|taxAreas?$filter=code eq '..'``
+  (once per relay run). A code the tenant lacks fails the row into the exceptions queue with
+  what to set up in Business Central (never a 400 retried forever).
 * ``psa.client``: core.clients -> Harvest ``clients``, looked up by the PSA id in core.id_map,
   else by the exact client name.
 * ``erp.employee``: core.people -> Business Central ``employees``, looked up by ``number`` (the
-  PSA employee number; ``ES-E`` + the canonical id when it has none).
+  PSA employee number; ``ES-E`` + the canonical id when it has none). ``displayName`` is
+  read-only (computed from the names) and never sent.
 * ``psa.assignment_rate``: core.contract_rate_overrides -> the ``hourly_rate`` of the person's
   Harvest user assignment on the contract's PSA project (PATCH only when it differs).
 
-Every delivery reads the target first and writes only the fields that differ, so a replay of a
+Every delivery reads the target first and writes only the fields that differ (among those the
+target's GET returns: a field it does not return cannot be compared), so a replay of a
 row that already landed (a dropped connection after the ERP committed, a rerun) writes nothing
 and never creates a second record. Business Central has no idempotency key and no upsert
 (docs/reference/vendor-apis.md, "Business Central"): the ``number`` lookup is the guard, and the
@@ -19,6 +26,9 @@ ERP's own unique ``number`` turns a lost race into ``Internal_EntityWithSameKeyE
 answered by looking up again.
 
 Vendor docs: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_customer
+https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_employee
+https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_paymentterm
+https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_taxarea
 and https://help.getharvest.com/api-v2/clients-api/clients/clients/
 """
 
@@ -30,6 +40,7 @@ from decimal import Decimal
 from typing import Any
 
 from erpsync import taxid
+from erpsync.invoicing import tax
 
 __all__ = [
     "OPERATIONS",
@@ -96,7 +107,7 @@ class Operation:
 _CLIENT_SQL = """
 SELECT c.crm_id, c.canonical_id, c.legal_name, c.billing_street, c.billing_city,
        c.billing_postal_code, c.billing_country, c.currency, c.payment_terms_days,
-       c.erp_customer_no, t.country, t.vat_id, t.tax_exempt
+       c.erp_customer_no, t.country, t.vat_id, t.tax_exempt, t.reverse_charge
   FROM core.clients c
   LEFT JOIN core.tax_profiles t ON t.crm_account_id = c.crm_id AND t.deleted_at IS NULL
  WHERE c.crm_id = ANY(%s) AND c.deleted_at IS NULL
@@ -116,6 +127,26 @@ SELECT c.crm_id, c.canonical_id, c.legal_name, c.erp_customer_no, m.erp_id, m.ps
 
 #: Business Central's ``blocked`` values: blank = open, "All" = no sales or invoices at all.
 ERP_OPEN, ERP_BLOCKED = " ", "All"
+
+#: The Payment Terms code erpsync expects in Business Central for "Net <days>" CRM terms.
+PAYMENT_TERMS_CODE = "{days} DAYS"
+#: Payload keys holding codes that delivery resolves to Business Central ids: key -> (entity
+#: listing the codes, id property on the customer, what the admin sets up where).
+ERP_CODE_REFS = {
+    "_paymentTerms": (
+        "paymentTerms",
+        "paymentTermsId",
+        "Payment Terms",
+        "create it on the Payment Terms page (Due Date Calculation <days>D)",
+    ),
+    "_taxArea": (
+        "taxAreas",
+        "taxAreaId",
+        "VAT Business Posting Group (tax area)",
+        "create it on the VAT Business Posting Groups page with its VAT Posting Setup rows,"
+        " or name the tenant's code in ERPSYNC_TAX_AREA_DOMESTIC/_EU/_EXPORT",
+    ),
+}
 
 
 def _rows(conn, query: str, keys: list[str]) -> list[dict[str, Any]]:
@@ -174,9 +205,16 @@ def build_erp_customers(conn, keys: list[str]) -> list[Built]:
             "currencyCode": (row["currency"] or "").strip(),
             "taxRegistrationNumber": _vat_for_target(row),
             "taxLiable": not bool(row.get("tax_exempt")),
+            "_taxArea": tax.tax_area_for(
+                row.get("country") or row["billing_country"],
+                exempt=bool(row.get("tax_exempt")),
+                reverse_charge=bool(row.get("reverse_charge")),
+            ),
         }
         if row["payment_terms_days"] is not None:
-            payload["paymentTermsCode"] = f"{int(row['payment_terms_days'])} DAYS"
+            payload["_paymentTerms"] = PAYMENT_TERMS_CODE.format(
+                days=int(row["payment_terms_days"])
+            )
         payload["blocked"] = ERP_OPEN  # a client restored in the CRM is unblocked again
         reason, detail, owner = _tax_block(conn, row)
         out.append(
@@ -237,7 +275,6 @@ def build_erp_employees(conn, keys: list[str]) -> list[Built]:
             "number": number,
             "givenName": first,
             "surname": last,
-            "displayName": f"{first} {last}".strip(),
             "email": email or "",
             "jobTitle": role or "",
             "status": "Active" if active else "Inactive",
@@ -295,8 +332,10 @@ def _same(current: Any, wanted: Any) -> bool:
 
 
 def diff(current: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
-    """The fields of ``wanted`` whose value differs in ``current``."""
-    return {k: v for k, v in wanted.items() if not _same(current.get(k), v)}
+    """The fields of ``wanted`` whose value differs in ``current``, among the fields ``current``
+    (the target's GET) returns: one it does not return cannot be compared, and sending it on
+    every run would be a write that never settles (or a 400 for a property the type lacks)."""
+    return {k: v for k, v in wanted.items() if k in current and not _same(current[k], v)}
 
 
 def _odata_literal(value: str) -> str:
@@ -319,6 +358,8 @@ def _deliver_bc_by_number(entity: str, row: Built | dict, clients: Any) -> Deliv
     bc = clients.erp
     payload = row["payload"] if isinstance(row, dict) else row.payload
     flt = f"number eq {_odata_literal(payload['number'])}"
+    if payload.get("blocked") != ERP_BLOCKED:
+        payload = _resolve_erp_codes(payload, clients)
     current = bc.find_one(entity, flt)
     if current is None and payload.get("blocked") == ERP_BLOCKED:
         return Delivery("absent", None, 0, {"number": payload["number"]})
@@ -351,6 +392,24 @@ def _deliver_bc_by_number(entity: str, row: Built | dict, clients: Any) -> Deliv
     return Delivery(
         "updated", str(current["id"]), 1, {"number": payload["number"], "fields": sorted(changes)}
     )
+
+
+def _resolve_erp_codes(payload: dict[str, Any], clients: Any) -> dict[str, Any]:
+    """The payload with its code references (:data:`ERP_CODE_REFS`) replaced by the ids
+    Business Central has for them; a code the tenant lacks raises :class:`DeliveryError`."""
+    out = {k: v for k, v in payload.items() if k not in ERP_CODE_REFS}
+    for key, (entity, prop, what, fix) in ERP_CODE_REFS.items():
+        code = payload.get(key)
+        if not code:
+            continue
+        found = clients.erp_code_id(entity, str(code))
+        if found is None:
+            raise DeliveryError(
+                f"Business Central has no {what} '{code}' (needed by customer"
+                f" {payload.get('number')}): {fix}; then retry the write-back"
+            )
+        out[prop] = found
+    return out
 
 
 def deliver_erp_customer(conn, row, clients) -> Delivery:

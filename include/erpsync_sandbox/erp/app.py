@@ -6,10 +6,14 @@ URL and the credentials:
 * Entra ID client-credentials token: ``POST /{tenant}/oauth2/v2.0/token`` (and the tenant's
   OpenID discovery document at ``/{tenant}/v2.0/.well-known/openid-configuration``).
 * API: ``/v2.0/{tenant}/{environment}/api/v2.0/companies({id})/customers|projects|employees|
-  taxGroups|timeRegistrationEntries|salesInvoices|salesCreditMemos``, nested
-  ``salesInvoices({id})/salesInvoiceLines``, the bound actions ``Microsoft.NAV.post|cancel|
-  makeCorrectiveCreditMemo``, ``$metadata``, and the custom API page
-  ``/v2.0/{tenant}/{environment}/api/erpsync/finance/v1.0/companies({id})/taxRates``.
+  taxGroups|paymentTerms|taxAreas|timeRegistrationEntries|salesInvoices|salesCreditMemos``,
+  nested ``salesInvoices({id})/salesInvoiceLines``, the bound actions ``Microsoft.NAV.post|
+  cancel|makeCorrectiveCreditMemo`` and ``$metadata``.
+* One page published as an OData V4 web service, as a BC admin publishes it for erpsync (page
+  472 "VAT Posting Setup", service name ``VATPostingSetup``):
+  ``/v2.0/{tenant}/{environment}/ODataV4/Company('<company name>')/VATPostingSetup``
+  (https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/webservices/publish-web-service).
+  No custom API: the pack ships no AL extension.
 * Limits: requests per minute and 5 concurrent (queue configurable), else 429
   ``Application_TooManyRequests`` (see :mod:`erpsync_sandbox.erp.limits`).
 * Errors in BC's ``{"error":{"code","message"}}`` format; 401 ``Authentication_InvalidCredentials``
@@ -36,9 +40,10 @@ from fastapi import FastAPI, Header, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 
+from erpsync_sandbox import contract
 from erpsync_sandbox.common import make_base_app
 from erpsync_sandbox.erp.auth import EntraError, TokenIssuer
-from erpsync_sandbox.erp.entities import ENTITY_SETS, TAX_RATES, EntitySet
+from erpsync_sandbox.erp.entities import ENTITY_SETS, VAT_POSTING_SETUP_SERVICE, EntitySet
 from erpsync_sandbox.erp.limits import Limiter, LimitMiddleware, LimitSettings
 from erpsync_sandbox.erp.metadata import csdl
 from erpsync_sandbox.erp.service import BCError, ErpService, Reply
@@ -46,7 +51,7 @@ from erpsync_sandbox.erp.service import BCError, ErpService, Reply
 __all__ = ["create_app"]
 
 API = "/v2.0/{tenant}/{environment}/api/v2.0"
-CUSTOM_API = "/v2.0/{tenant}/{environment}/api/erpsync/finance/v1.0"
+ODATA_V4 = "/v2.0/{tenant}/{environment}/ODataV4"
 COMPANY = "/companies({company_id})"
 
 Scope = MutableMapping[str, Any]
@@ -133,8 +138,17 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
+#: Query parameters without ``$`` that Business Central reads (company and tenant selection);
+#: any other is a custom query option, which OData services ignore.
+_KNOWN_PARAMS = frozenset({"company", "tenant"})
+
+
 def _query(request: Request) -> list[tuple[str, str]]:
-    return list(request.query_params.multi_items())
+    items = list(request.query_params.multi_items())
+    for key, _ in items:
+        if not key.startswith("$") and key not in _KNOWN_PARAMS:
+            contract.undocumented(request, f"query parameter {key} (ignored)")
+    return items
 
 
 def create_app(ctx: Any) -> FastAPI:
@@ -157,7 +171,9 @@ def create_app(ctx: Any) -> FastAPI:
     app.add_middleware(AuthMiddleware, issuer=issuer)
 
     @app.exception_handler(BCError)
-    async def bc_error(_request: Request, exc: BCError) -> Response:
+    async def bc_error(request: Request, exc: BCError) -> Response:
+        if exc.note:
+            contract.undocumented(request, exc.note)
         headers = {"Content-Type": "application/json; charset=utf-8", **exc.headers}
         return Response(exc.body(), status_code=exc.status, headers=headers)
 
@@ -299,15 +315,33 @@ def create_app(ctx: Any) -> FastAPI:
         scope_check(tenant, environment)
         return Response(csdl(), media_type="application/xml")
 
-    @app.get(f"{CUSTOM_API}/$metadata", tags=["tax"], summary="CSDL metadata (custom API)")
-    async def metadata_custom(tenant: str, environment: str) -> Response:
-        scope_check(tenant, environment)
-        return Response(csdl(custom=True), media_type="application/xml")
+    # ------------------------------------------------------------------ OData V4 web services
 
-    @app.get(f"{CUSTOM_API}/companies", tags=["tax"], summary="List companies (custom API)")
-    async def list_companies_custom(request: Request, tenant: str, environment: str) -> Response:
+    vat_setup = VAT_POSTING_SETUP_SERVICE
+
+    @app.get(
+        f"{ODATA_V4}/Company({{company}})/{vat_setup.segment}",
+        tags=["odata"],
+        summary="Page 472 VAT Posting Setup, published as web service VATPostingSetup",
+        operation_id="list_VATPostingSetup",
+    )
+    async def list_vat_posting_setup(
+        request: Request,
+        tenant: str,
+        environment: str,
+        company: str,
+        prefer: PreferHeader = None,
+    ) -> Response:
         scope_check(tenant, environment)
-        return await run(svc.companies, base_url=_base(request))
+        svc.check_company_name(company)
+        return await run(
+            svc.list,
+            vat_setup,
+            base_url=_base(request),
+            path=request.url.path,
+            query=_query(request),
+            prefer=prefer,
+        )
 
     # ------------------------------------------------------------------ entity sets
 
@@ -431,7 +465,6 @@ def create_app(ctx: Any) -> FastAPI:
 
     for es in ENTITY_SETS.values():
         add_collection(es, API)
-    add_collection(TAX_RATES, CUSTOM_API)
 
     # ------------------------------------------------------------------ document lines
 
@@ -629,20 +662,22 @@ def create_app(ctx: Any) -> FastAPI:
                         "BadRequest_MethodNotAllowed",
                         f"'{request.method}' requests for '{rest.rsplit('/', 1)[-1]}' are not"
                         " allowed within Dynamics 365 Business Central OData web services.",
+                        note=f"no such route: {request.method} {request.url.path}",
                     )
         parts = rest.split("/")
         segment = parts[-1].split("(")[0] if parts else rest
-        if len(parts) >= 3 and parts[2] == "api":
+        if len(parts) >= 3 and parts[2] in ("api", "ODataV4"):
             api_parts = parts[3:]
             for part in api_parts:
                 name = part.split("(")[0]
-                if name not in ("v2.0", "v1.0", "erpsync", "finance", "companies"):
+                if name not in ("v2.0", "v1.0", "companies", "Company"):
                     segment = name
                     break
         raise BCError(
             404,
             "BadRequest_ResourceNotFound",
             f"Resource not found for the segment '{segment}'.",
+            note=f"no such route: {request.method} {request.url.path}",
         )
 
     return app

@@ -1,10 +1,18 @@
 """Entity sets of the Business Central sandbox: EDM property types, URL segments, store names.
 
-The property lists follow the Business Central API v2.0 resource types (customer, project,
-employee, taxGroup, salesInvoice, salesInvoiceLine, timeRegistrationEntry, company) plus the
-custom ``erpsync/finance/v1.0`` API page ``taxRates`` (see docs/reference/vendor-apis.md,
-"Business Central sandbox", and the sandbox contract). They drive ``$filter``/``$select``
-type-checking and the CSDL ``$metadata`` document.
+Each property list is exactly the documented API v2.0 resource type (the page cited above it,
+cross-checked against the APIV2 page source in microsoft/ALAppExtensions,
+``Apps/W1/APIV2/app/src/pages/``), and ``read_only`` holds the properties the page marks
+``Editable = false`` (a POST or PATCH naming one is refused, as Business Central refuses it).
+They drive ``$filter``/``$select`` type-checking, body validation and the CSDL ``$metadata``.
+
+Besides the standard API, the sandbox serves one page published as an OData V4 web service,
+page 472 "VAT Posting Setup" under the service name ``VATPostingSetup`` (what a Business
+Central admin publishes for erpsync; vendor/business_central/README.md). Its property names
+follow BC's EDM naming of page fields (spaces -> ``_``, dots dropped, ``%`` -> ``Percent``):
+https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/webservices/return-obtain-service-metadata-edmx-document
+
+There is no custom API: the pack installs no AL extension.
 
 Reference: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/
 """
@@ -33,7 +41,7 @@ class EntitySet:
     resource: str
     properties: dict[str, str]
     tag: str
-    #: API route family: "v2.0" (standard API) or "erpsync/finance/v1.0" (custom API page).
+    #: API route family: "v2.0" (standard API).
     api: str = "v2.0"
     writable: bool = False
     #: property whose value a POST assigns from a number series when absent.
@@ -43,6 +51,9 @@ class EntitySet:
 
 _AUDIT = {"lastModifiedDateTime": DTO}
 
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_customer
+#: (APIV2Customers.Page.al). There is no
+#: ``paymentTermsCode``: payment terms are set by ``paymentTermsId`` (a paymentTerms id).
 CUSTOMER = {
     "id": G,
     "number": S,
@@ -67,15 +78,19 @@ CUSTOMER = {
     "currencyId": G,
     "currencyCode": S,
     "paymentTermsId": G,
-    "paymentTermsCode": S,
     "shipmentMethodId": G,
     "paymentMethodId": G,
     "blocked": S,
     **_AUDIT,
 }
 
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_project
+#: (APIV2Jobs.Page.al)
 PROJECT = {"id": G, "number": S, "displayName": S, **_AUDIT}
 
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_employee
+#: (APIV2Employees.Page.al: ``displayName`` is computed
+#: from the names, ``Editable = false``)
 EMPLOYEE = {
     "id": G,
     "number": S,
@@ -99,21 +114,48 @@ EMPLOYEE = {
     "status": S,
     "birthDate": DATE,
     "statisticsGroupCode": S,
+    "bankBranchNumber": S,
+    "bankAccountNumber": S,
+    "iban": S,
     **_AUDIT,
 }
 
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_taxgroup
+#: (in VAT countries the VAT Product Posting Groups)
 TAX_GROUP = {"id": G, "code": S, "displayName": S, "taxType": S, **_AUDIT}
 
-TAX_RATE = {
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_paymentterm
+#: (APIV2PaymentTerms.Page.al)
+PAYMENT_TERM = {
     "id": G,
-    "taxGroupCode": S,
-    "countryCode": S,
-    "ratePercent": D,
-    "validFrom": DATE,
-    "validTo": DATE,
+    "code": S,
+    "displayName": S,
+    "dueDateCalculation": S,
+    "discountDateCalculation": S,
+    "discountPercent": D,
+    "calculateDiscountOnCreditMemos": B,
     **_AUDIT,
 }
 
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_taxarea
+#: (APIV2TaxAreas.Page.al; in VAT countries the VAT Business
+#: Posting Groups, which a customer's ``taxAreaId`` sets)
+TAX_AREA = {"id": G, "code": S, "displayName": S, "taxType": S, **_AUDIT}
+
+#: Page 472 "VAT Posting Setup" published as OData V4 web service ``VATPostingSetup``: the
+#: fields erpsync reads (the page's key fields and the rate columns).
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/finance-setup-vat
+VAT_POSTING_SETUP = {
+    "VAT_Bus_Posting_Group": S,
+    "VAT_Prod_Posting_Group": S,
+    "VAT_Identifier": S,
+    "VAT_Calculation_Type": S,
+    "VAT_Percent": D,
+    "Description": S,
+    "Blocked": B,
+}
+
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_timeregistrationentry
 TIME_ENTRY = {
     "id": G,
     "employeeId": G,
@@ -128,9 +170,11 @@ TIME_ENTRY = {
     "status": S,
     "unitOfMeasureId": G,
     "unitOfMeasureCode": S,
-    **_AUDIT,
+    # sic: the documented and APIV2TimeRegistrEntries.Page.al name of the modification stamp
+    "lastModfiedDateTime": DTO,
 }
 
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_salesinvoice
 SALES_INVOICE = {
     "id": G,
     "number": S,
@@ -139,9 +183,6 @@ SALES_INVOICE = {
     "postingDate": DATE,
     "dueDate": DATE,
     "customerPurchaseOrderReference": S,
-    "contactId": S,
-    "shipToName": S,
-    "shipToContact": S,
     "orderId": G,
     "orderNumber": S,
     "shipmentMethodId": G,
@@ -151,6 +192,28 @@ SALES_INVOICE = {
     "billToName": S,
     "billToCustomerId": G,
     "billToCustomerNumber": S,
+    "shipToName": S,
+    "shipToContact": S,
+    "sellToAddressLine1": S,
+    "sellToAddressLine2": S,
+    "sellToCity": S,
+    "sellToCountry": S,
+    "sellToState": S,
+    "sellToPostCode": S,
+    "billToAddressLine1": S,
+    "billToAddressLine2": S,
+    "billToCity": S,
+    "billToCountry": S,
+    "billToState": S,
+    "billToPostCode": S,
+    "shipToAddressLine1": S,
+    "shipToAddressLine2": S,
+    "shipToCity": S,
+    "shipToCountry": S,
+    "shipToState": S,
+    "shipToPostCode": S,
+    "shortcutDimension1Code": S,
+    "shortcutDimension2Code": S,
     "currencyId": G,
     "currencyCode": S,
     "paymentTermsId": G,
@@ -165,9 +228,13 @@ SALES_INVOICE = {
     "status": S,
     "phoneNumber": S,
     "email": S,
+    "disputeStatusId": G,
+    "disputeStatus": S,
+    "promisedPayDate": DATE,
     **_AUDIT,
 }
 
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_salesinvoiceline
 SALES_INVOICE_LINE = {
     "id": G,
     "documentId": G,
@@ -180,6 +247,8 @@ SALES_INVOICE_LINE = {
     "description2": S,
     "unitOfMeasureId": G,
     "unitOfMeasureCode": S,
+    "itemVariantId": G,
+    "locationId": G,
     "unitPrice": D,
     "quantity": D,
     "discountAmount": D,
@@ -197,6 +266,7 @@ SALES_INVOICE_LINE = {
     "shipmentDate": DATE,
 }
 
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_salescreditmemo
 SALES_CREDIT_MEMO = {
     "id": G,
     "number": S,
@@ -210,20 +280,44 @@ SALES_CREDIT_MEMO = {
     "billToName": S,
     "billToCustomerId": G,
     "billToCustomerNumber": S,
+    "sellToAddressLine1": S,
+    "sellToAddressLine2": S,
+    "sellToCity": S,
+    "sellToCountry": S,
+    "sellToState": S,
+    "sellToPostCode": S,
+    "billToAddressLine1": S,
+    "billToAddressLine2": S,
+    "billToCity": S,
+    "billToCountry": S,
+    "billToState": S,
+    "billToPostCode": S,
+    "shortcutDimension1Code": S,
+    "shortcutDimension2Code": S,
+    "currencyId": G,
     "currencyCode": S,
+    "paymentTermsId": G,
+    "shipmentMethodId": G,
+    "salesperson": S,
     "pricesIncludeTax": B,
     "discountAmount": D,
+    "discountAppliedBeforeTax": B,
     "totalAmountExcludingTax": D,
     "totalTaxAmount": D,
     "totalAmountIncludingTax": D,
     "status": S,
     "invoiceId": G,
     "invoiceNumber": S,
+    "customerReturnReasonId": G,
+    "phoneNumber": S,
+    "email": S,
     **_AUDIT,
 }
 
-SALES_CREDIT_MEMO_LINE = {k: v for k, v in SALES_INVOICE_LINE.items() if k != "shipmentDate"}
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_salescreditmemoline
+SALES_CREDIT_MEMO_LINE = dict(SALES_INVOICE_LINE)
 
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_company
 COMPANY = {
     "id": G,
     "systemVersion": S,
@@ -238,25 +332,38 @@ COMPANY = {
 }
 
 _RO = frozenset({"id", "lastModifiedDateTime"})
-_DOC_RO = frozenset(
+_CUSTOMER_RO = _RO | {"balanceDue", "taxAreaDisplayName"}
+_EMPLOYEE_RO = _RO | {"displayName"}
+#: ``Editable = false`` on APIV2SalesInvoices / APIV2SalesCreditMemos (ALAppExtensions).
+_MEMO_RO = frozenset(
     {
         "id",
+        "number",
         "lastModifiedDateTime",
         "status",
         "totalAmountExcludingTax",
         "totalTaxAmount",
         "totalAmountIncludingTax",
-        "remainingAmount",
         "customerName",
         "billToName",
-        "billToCustomerId",
-        "billToCustomerNumber",
+        "pricesIncludeTax",
+        "discountAppliedBeforeTax",
     }
 )
+_DOC_RO = _MEMO_RO | {
+    "remainingAmount",
+    "orderId",
+    "orderNumber",
+    *(
+        f"billTo{x}"
+        for x in ("AddressLine1", "AddressLine2", "City", "Country", "State", "PostCode")
+    ),
+}
+#: ``Editable = false`` on APIV2SalesInvoiceLines.
 _LINE_RO = frozenset(
     {
         "id",
-        "documentId",
+        "discountAppliedBeforeTax",
         "amountExcludingTax",
         "taxPercent",
         "totalTaxAmount",
@@ -280,7 +387,7 @@ ENTITY_SETS: dict[str, EntitySet] = {
             "customers",
             writable=True,
             number_series="customer",
-            read_only=_RO,
+            read_only=_CUSTOMER_RO,
         ),
         EntitySet(
             "projects",
@@ -300,9 +407,13 @@ ENTITY_SETS: dict[str, EntitySet] = {
             "employees",
             writable=True,
             number_series="employee",
-            read_only=_RO,
+            read_only=_EMPLOYEE_RO,
         ),
-        EntitySet("taxGroups", "taxGroup", "taxGroups", TAX_GROUP, "tax"),
+        EntitySet("taxGroups", "taxGroup", "taxGroups", TAX_GROUP, "tax", read_only=_RO),
+        EntitySet(
+            "paymentTerms", "paymentTerm", "paymentTerms", PAYMENT_TERM, "tax", read_only=_RO
+        ),
+        EntitySet("taxAreas", "taxArea", "taxAreas", TAX_AREA, "tax", read_only=_RO),
         EntitySet(
             "timeRegistrationEntries",
             "timeRegistrationEntry",
@@ -334,7 +445,7 @@ ENTITY_SETS: dict[str, EntitySet] = {
             "salesCreditMemos",
             SALES_CREDIT_MEMO,
             "salesCreditMemos",
-            read_only=_DOC_RO,
+            read_only=_MEMO_RO,
         ),
         EntitySet(
             "salesCreditMemoLines",
@@ -347,9 +458,16 @@ ENTITY_SETS: dict[str, EntitySet] = {
     )
 }
 
-#: The custom API page (publisher erpsync, group finance, version v1.0).
-TAX_RATES = EntitySet(
-    "taxRates", "taxRate", "taxRates", TAX_RATE, "tax", api="erpsync/finance/v1.0"
+#: Page 472 "VAT Posting Setup" as the OData V4 web service ``VATPostingSetup`` (not under
+#: companies({id}) but ``/ODataV4/Company('<name>')/VATPostingSetup``). Keyed by the two
+#: posting groups; there is no ``id`` and no modification stamp.
+VAT_POSTING_SETUP_SERVICE = EntitySet(
+    "VATPostingSetup",
+    "NAV.VATPostingSetup",
+    "vatPostingSetup",
+    VAT_POSTING_SETUP,
+    "odata",
+    api="ODataV4",
 )
 
 COMPANIES = EntitySet("companies", "company", "companies", COMPANY, "companies")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from xml.sax.saxutils import quoteattr
 
-from erpsync_sandbox.erp.entities import COMPANIES, ENTITY_SETS, TAX_RATES, EntitySet
+from erpsync_sandbox.erp.entities import COMPANIES, ENTITY_SETS, EntitySet
 
 __all__ = ["csdl"]
 
@@ -48,9 +48,9 @@ def _entity_type(es: EntitySet) -> str:
     )
 
 
-def csdl(custom: bool = False) -> bytes:
-    """The CSDL XML for the standard API (or the custom ``erpsync/finance`` API page)."""
-    sets = [COMPANIES, TAX_RATES] if custom else [COMPANIES, *ENTITY_SETS.values()]
+def csdl() -> bytes:
+    """The CSDL XML for the standard API."""
+    sets = [COMPANIES, *ENTITY_SETS.values()]
     types = "".join(_entity_type(es) for es in sets)
     container_sets = "".join(
         f'<EntitySet Name="{es.segment}" EntityType="Microsoft.NAV.{es.entity_type}"/>'

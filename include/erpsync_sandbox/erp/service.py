@@ -24,12 +24,22 @@ Per line: ``lineAmount = quantity x unitPrice`` rounded ROUND_HALF_UP to the cur
 units (JPY 0, KWD/BHD/OMR/JOD/TND 3, else 2); ``discountAmount`` = given, else ``lineAmount x
 discountPercent / 100`` rounded the same way; ``amountExcludingTax = lineAmount -
 discountAmount``; ``totalTaxAmount = amountExcludingTax x taxPercent / 100`` rounded per line;
-document totals are the sums of the rounded line amounts. ``taxPercent`` comes from the
-``taxRates`` page: the row with ``taxGroupCode = line.taxCode`` and ``countryCode`` = the
-customer's country (else a row with an empty country) whose ``validFrom <= postingDate <=
-validTo`` (an empty ``validTo`` is open-ended). Exempt, reverse-charge and export lines carry
-their own tax codes (``EXEMPT``, ``REVERSE``, ``EXPORT`` at 0 %), as in a BC VAT setup where the
-customer's ``taxLiable`` flag does not change the VAT rate.
+document totals are the sums of the rounded line amounts. ``taxPercent`` comes from VAT Posting
+Setup, as in a Business Central company that uses VAT: the row of the customer's VAT Business
+Posting Group (the code of its ``taxAreaId``) and the line's VAT Product Posting Group (its
+``taxCode``); a missing combination is refused as BC refuses it. VAT Posting Setup has no
+validity dates: a line is taxed at the percentage set up when it is priced. Exempt,
+reverse-charge and export lines carry their own tax codes (``EXEMPT``, ``REVERSE``, ``EXPORT``
+at 0 %); the customer's ``taxLiable`` flag does not change the VAT rate.
+
+Strictness (issue 13): a body property the entity type lacks answers 400 ``BadRequest`` "The
+property 'x' does not exist on type 'Microsoft.NAV.customer'. Make sure to only use property
+names that are defined by the type."; a read-only one (``Editable = false`` on the API page)
+answers 400 ``BadRequest_InvalidOperation`` "Control 'x' is read-only" (the codes listed on
+https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/webservices/dynamics-error-codes);
+an unknown ``$`` query option, or a ``$filter``/``$select``/``$orderby`` on an unknown property,
+answers 400 ``BadRequest``. Each of these is also noted with
+:func:`erpsync_sandbox.contract.undocumented` (the error's ``note``).
 
 Reference: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/
 """
@@ -55,7 +65,7 @@ import orjson
 from erpsync_sandbox.erp.entities import (
     COMPANIES,
     ENTITY_SETS,
-    TAX_RATES,
+    VAT_POSTING_SETUP_SERVICE,
     EntitySet,
 )
 from erpsync_sandbox.erp.odata import (
@@ -106,6 +116,9 @@ _ALLOWED_OPTIONS = frozenset(
         "company",
     }
 )
+#: The VAT Bus. Posting Group a customer gets when created without ``taxAreaId`` (what a
+#: customer template in Sales & Receivables Setup gives it).
+DEFAULT_TAX_AREA = "DOMESTIC"
 _LINE_TYPES = ("Comment", "Account", "Item", "Resource", "Value", "Charge", "Fixed Asset")
 
 
@@ -113,13 +126,20 @@ class BCError(Exception):
     """An error answered in Business Central's ``{"error":{"code","message"}}`` format."""
 
     def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        note: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers or {}
+        #: set when the request used something the vendor does not document (contract log)
+        self.note = note
 
     def body(self) -> bytes:
         msg = f"{self.message}  CorrelationId:  {uuid.uuid4()}."
@@ -231,12 +251,11 @@ def _decode_token(token: str) -> dict[str, Any]:
     return state
 
 
-def _terms_days(code: str | None) -> int:
-    text = (code or "").upper()
-    if text in ("COD", "CASH", "DUE ON RECEIPT", "IMMEDIATE", "0D"):
-        return 0
-    m = re.search(r"(\d+)", text)
-    return int(m.group(1)) if m else 30
+def _terms_days(formula: str | None) -> int:
+    """Days of a simple date formula (``30D``, ``<30D>``, ``14D``); blank or other: 0 (BC then
+    takes the document date as the due date)."""
+    m = re.fullmatch(r"<?\s*(\d+)\s*D\s*>?", (formula or "").strip().upper())
+    return int(m.group(1)) if m else 0
 
 
 def _parse_json(raw: bytes) -> Any:
@@ -315,7 +334,30 @@ class ErpService:
     def api_root(self, base_url: str, api: str = "v2.0") -> str:
         return f"{base_url.rstrip('/')}/v2.0/{self.tenant}/{self.environment}/api/{api}"
 
+    def odata_root(self, base_url: str) -> str:
+        return f"{base_url.rstrip('/')}/v2.0/{self.tenant}/{self.environment}/ODataV4"
+
+    def company_name(self) -> str:
+        return str(self.company_record().get("name") or "")
+
+    def check_company_name(self, key: str) -> None:
+        """``Company('<name>')`` or ``Company(Id=<guid>)`` of an OData V4 web-service URL."""
+        key = key.strip()
+        if key.lower().startswith("id="):
+            ok = key[3:].strip("'").lower() == self.company_id()
+        else:
+            ok = key.strip("'").replace("''", "'") == self.company_name()
+        if not ok:
+            raise BCError(
+                404,
+                "BadRequest_ResourceNotFound",
+                "Resource not found for the segment 'Company'.",
+            )
+
     def context_url(self, base_url: str, es: EntitySet, suffix: str = "") -> str:
+        if es.api == "ODataV4":
+            name = quote(self.company_name().replace("'", "''"))
+            return f"{self.odata_root(base_url)}/$metadata#Company('{name}')/{es.segment}{suffix}"
         root = self.api_root(base_url, es.api)
         if es is COMPANIES:
             return f"{root}/$metadata#companies{suffix}"
@@ -372,7 +414,12 @@ class ErpService:
         opts: dict[str, str] = {}
         for key, value in query:
             if key.startswith("$") and key not in _ALLOWED_OPTIONS:
-                raise BCError(400, "BadRequest", f"The query parameter '{key}' is not supported.")
+                raise BCError(
+                    400,
+                    "BadRequest",
+                    f"The query parameter '{key}' is not supported.",
+                    note=f"query option {key}",
+                )
             if key in opts and key.startswith("$"):
                 raise BCError(
                     400,
@@ -409,6 +456,7 @@ class ErpService:
                 "BadRequest",
                 f"Could not find a property named '{name}' on type"
                 f" 'Microsoft.NAV.{es.entity_type}'.",
+                note=f"{es.segment}: $expand={name}",
             )
         return name
 
@@ -456,7 +504,7 @@ class ErpService:
                 else []
             )
         except ODataError as exc:
-            raise BCError(400, "BadRequest", str(exc)) from exc
+            raise BCError(400, "BadRequest", str(exc), note=f"{es.segment}: {exc}") from exc
         expand = self._expand_for(es, opts.get("$expand"))
         if not orderby and es.segment in ("salesInvoiceLines", "salesCreditMemoLines"):
             orderby = [("sequence", False)]
@@ -668,7 +716,7 @@ class ErpService:
                 else []
             )
         except ODataError as exc:
-            raise BCError(400, "BadRequest", str(exc)) from exc
+            raise BCError(400, "BadRequest", str(exc), note=f"{es.segment}: {exc}") from exc
         expand = self._expand_for(es, opts.get("$expand"))
         row = self._row(es, rid, parent_id)
         return self._entity_reply(200, es, row, base_url, select, expand, parent_segment)
@@ -740,9 +788,15 @@ class ErpService:
                     f"The property '{key}' does not exist on type"
                     f" 'Microsoft.NAV.{es.entity_type}'. Make sure to only use property names"
                     " that are defined by the type.",
+                    note=f"{es.segment}: unknown property {key}",
                 )
             if key in es.read_only:
-                continue
+                raise BCError(
+                    400,
+                    "BadRequest_InvalidOperation",
+                    f"Control '{key}' is read-only.",
+                    note=f"{es.segment}: read-only property {key}",
+                )
             out[key] = self._convert(key, edm, value)
         return out
 
@@ -921,12 +975,10 @@ class ErpService:
                 body["type"] = body.get("type") or "Company"
                 body["blocked"] = body.get("blocked") or " "
                 body["currencyCode"] = body.get("currencyCode") or ""
-            if es.segment == "employees":
-                body["status"] = body.get("status") or "Active"
-                if not body.get("displayName"):
-                    body["displayName"] = " ".join(
-                        p for p in (body.get("givenName"), body.get("surname")) if p
-                    )
+                if body.get("taxAreaId") in (None, "", ZERO_GUID):
+                    # the customer template's VAT Bus. Posting Group
+                    body["taxAreaId"] = self._tax_area_id(DEFAULT_TAX_AREA)
+            self._derive(es, body)
             self.store.put(es.resource, body["id"], body, stamp_field=STAMP)
             row = self.store.get_row(es.resource, body["id"])
         assert row is not None
@@ -950,10 +1002,42 @@ class ErpService:
                         f" No.='{data['number']}'",
                     )
             body.update(data)
+            self._derive(es, body)
             self.store.put(es.resource, row.id, body, parent_id=row.parent_id, stamp_field=STAMP)
             new = self.store.get_row(es.resource, row.id)
         assert new is not None
         return self._entity_reply(200, es, new, base_url)
+
+    def _related(self, resource: str, rid: Any, what: str) -> dict[str, Any] | None:
+        """The related record a GUID property names (blank GUID: none); unknown: 400."""
+        if rid in (None, "", ZERO_GUID):
+            return None
+        found = self.store.get(resource, str(rid).lower())
+        if found is None:
+            raise BCError(
+                400,
+                "Internal_RecordNotFound",
+                f"The {what} does not exist. Identification fields and values: Id='{rid}'",
+            )
+        return found
+
+    def _tax_area_id(self, code: str) -> str:
+        hit = self.store.scan("taxAreas", where={"code": code}, limit=1)
+        return str(hit[0]["id"]) if hit else ZERO_GUID
+
+    def _derive(self, es: EntitySet, body: dict[str, Any]) -> None:
+        """The read-only properties the API page computes (customer tax area name, employee
+        display name), and the relations a write must name correctly."""
+        if es.segment == "customers":
+            area = self._related("taxAreas", body.get("taxAreaId"), "Tax Area")
+            body["taxAreaId"] = area["id"] if area else ZERO_GUID
+            body["taxAreaDisplayName"] = area.get("displayName", "") if area else ""
+            self._related("paymentTerms", body.get("paymentTermsId"), "Payment Terms")
+        if es.segment == "employees":
+            body["status"] = body.get("status") or "Active"
+            body["displayName"] = " ".join(
+                p for p in (body.get("givenName"), body.get("surname")) if p
+            )
 
     def delete(self, es: EntitySet, rid: str, if_match: str | None) -> Reply:
         with self.lock:
@@ -1022,37 +1106,35 @@ class ErpService:
                 f" is blocked with type {blocked}",
             )
 
+    def vat_bus_group(self, cust: Mapping[str, Any]) -> str:
+        """The customer's VAT Business Posting Group: the code of its ``taxAreaId``."""
+        area = self.store.get("taxAreas", str(cust.get("taxAreaId") or ZERO_GUID))
+        return str(area.get("code") or "") if area else ""
+
     def tax_percent(self, tax_code: str, cust: Mapping[str, Any], on_date: str) -> Decimal:
-        """The tax rate for a line (see the module docstring for the rule)."""
+        """The VAT % for a line: VAT Posting Setup of (customer's bus. group, line's taxCode)."""
+        del on_date  # VAT Posting Setup has no validity dates
         if not tax_code:
             return Decimal(0)
         groups = self.store.scan_rows("taxGroups", where={"code": tax_code}, limit=1)
-        rates = self.store.scan("taxRates", where={"taxGroupCode": tax_code})
-        if not groups and not rates:
+        if not groups:
             raise BCError(
                 400,
                 "Internal_InvalidTableRelation",
-                f"The field Tax Group Code of table Sales Line contains a value ({tax_code})"
-                " that cannot be found in the related table (Tax Group).",
+                f"The field VAT Prod. Posting Group of table Sales Line contains a value"
+                f" ({tax_code}) that cannot be found in the related table (VAT Product Posting"
+                " Group).",
             )
-        country = str(cust.get("country") or "")
-
-        def valid(rate: Mapping[str, Any]) -> bool:
-            start = str(rate.get("validFrom") or "") or EMPTY_DATE
-            end = str(rate.get("validTo") or "") or "9999-12-31"
-            if end == EMPTY_DATE:
-                end = "9999-12-31"
-            return start <= on_date <= end
-
-        for want in (country, ""):
-            for rate in rates:
-                if str(rate.get("countryCode") or "") == want and valid(rate):
-                    return Decimal(str(rate.get("ratePercent") or 0))
-        raise BCError(
-            400,
-            "Application_DialogException",
-            f"The Tax Group {tax_code} has no tax rate for country '{country}' on {on_date}.",
-        )
+        bus = self.vat_bus_group(cust)
+        setup = self.store.get(VAT_POSTING_SETUP_SERVICE.resource, vat_setup_key(bus, tax_code))
+        if setup is None or setup.get("Blocked"):
+            raise BCError(
+                400,
+                "Internal_RecordNotFound",
+                "The VAT Posting Setup does not exist. Identification fields and values:"
+                f" VAT Bus. Posting Group='{bus}',VAT Prod. Posting Group='{tax_code}'",
+            )
+        return Decimal(str(setup.get("VAT_Percent") or 0))
 
     def _price_line(
         self, line: dict[str, Any], cust: Mapping[str, Any], currency: str, on_date: str
@@ -1144,8 +1226,9 @@ class ErpService:
         if doc.get("postingDate") in (None, "", EMPTY_DATE):
             doc["postingDate"] = doc[date_field]
         if doc.get("dueDate") in (None, "", EMPTY_DATE):
+            terms = self.store.get("paymentTerms", str(cust.get("paymentTermsId") or ZERO_GUID))
             due = dt.date.fromisoformat(doc[date_field]) + dt.timedelta(
-                days=_terms_days(cust.get("paymentTermsCode"))
+                days=_terms_days((terms or {}).get("dueDateCalculation"))
             )
             doc["dueDate"] = due.isoformat()
         self._apply_customer(doc, cust, data)
@@ -1424,5 +1507,6 @@ class ErpService:
         return csdl()
 
 
-def tax_rate_set() -> EntitySet:
-    return TAX_RATES
+def vat_setup_key(bus_group: str, prod_group: str) -> str:
+    """Store id of a VAT Posting Setup row (the page's key: both posting groups)."""
+    return f"{bus_group}|{prod_group}"

@@ -67,7 +67,9 @@ COUNTRIES = [
     ("KW", "KWD", "export", "Kuwait City", 1),
 ]
 
-#: Standard VAT rates (ERP taxRates). BE has a sandbox rate change inside the history window.
+#: Standard VAT rates by period, for the generated invoice history (the firm is Dutch: NL is
+#: the one the ERP's VAT Posting Setup holds, at its current rate). BE has a sandbox rate
+#: change inside the history window.
 STANDARD_RATES: dict[str, list[tuple[str, str | None, str]]] = {
     "NL": [("2012-10-01", None, "21")],
     "DE": [("2021-01-01", None, "19")],
@@ -80,11 +82,39 @@ STANDARD_RATES: dict[str, list[tuple[str, str | None, str]]] = {
     "GB": [("2011-01-04", None, "20")],
 }
 
-TAX_GROUPS = [
+TAX_GROUPS = [  # VAT Product Posting Groups (taxGroups)
     ("STANDARD", "Standard VAT", "VAT"),
+    ("REDUCED", "Reduced VAT", "VAT"),
     ("REVERSE", "EU reverse charge (0%)", "VAT"),
     ("EXEMPT", "Exempt supply (0%)", "VAT"),
     ("EXPORT", "Outside scope / export (0%)", "VAT"),
+]
+
+#: VAT Business Posting Groups (taxAreas): code, description.
+TAX_AREAS = [
+    ("DOMESTIC", "Domestic customers"),
+    ("EU", "Customers in the EU (reverse charge)"),
+    ("EXPORT", "Customers outside the EU"),
+]
+
+#: VAT Posting Setup (page 472): bus. group, prod. group, VAT %, calculation type.
+VAT_POSTING_SETUP = [
+    ("DOMESTIC", "STANDARD", "21", "Normal VAT"),
+    ("DOMESTIC", "REDUCED", "9", "Normal VAT"),
+    ("DOMESTIC", "EXEMPT", "0", "Normal VAT"),
+    ("EU", "REVERSE", "0", "Reverse Charge VAT"),
+    ("EU", "EXEMPT", "0", "Normal VAT"),
+    ("EXPORT", "EXPORT", "0", "Normal VAT"),
+    ("EXPORT", "EXEMPT", "0", "Normal VAT"),
+]
+
+#: Payment Terms: code, description, due date formula.
+PAYMENT_TERMS = [
+    ("0 DAYS", "Due on receipt", "0D"),
+    ("14 DAYS", "Net 14 days", "14D"),
+    ("30 DAYS", "Net 30 days", "30D"),
+    ("45 DAYS", "Net 45 days", "45D"),
+    ("60 DAYS", "Net 60 days", "60D"),
 ]
 
 ROLES = [  # role, base EUR rate, cost rate, weight
@@ -352,6 +382,8 @@ class FirmGenerator:
         self.category_ids: dict[str, int] = {}
         self.sales_ids: list[str] = []
         self.company_id = ""
+        self.tax_area_ids: dict[str, str] = {}
+        self.payment_terms_ids: dict[str, str] = {}
         self.opportunities: list[dict[str, Any]] = []
         self.invoices: dict[tuple[int, str], dict[str, Any]] = {}
         self.dup_candidates: list[dict[str, Any]] = []
@@ -412,33 +444,41 @@ class FirmGenerator:
             rows.append((gid, body, to_iso(stamp), None))
         erp.put_many("taxGroups", rows)
         rows = []
-        for country, periods in STANDARD_RATES.items():
-            for valid_from, valid_to, pct in periods:
-                rid = guid(rng)
-                mod = at(dt.date.fromisoformat(valid_from), 7) if valid_from > "2024" else stamp
-                body = {
-                    "id": rid,
-                    "taxGroupCode": "STANDARD",
-                    "countryCode": country,
-                    "ratePercent": Decimal(pct),
-                    "validFrom": valid_from,
-                    "validTo": valid_to,
-                }
-                if country == "BE" and valid_to is not None:
-                    mod = at(dt.date(2026, 7, 15), 9)  # closed when the new rate was announced
-                rows.append((rid, body, to_iso(min(mod, at(dt.date(2026, 7, 15), 9))), None))
-        for code in ("REVERSE", "EXEMPT", "EXPORT"):
-            rid = guid(rng)
+        for code, name in TAX_AREAS:
+            aid = guid(rng)
+            self.tax_area_ids[code] = aid
+            body = {"id": aid, "code": code, "displayName": name, "taxType": "VAT"}
+            rows.append((aid, body, to_iso(stamp), None))
+        erp.put_many("taxAreas", rows)
+        rows = []
+        for code, name, formula in PAYMENT_TERMS:
+            tid = guid(rng)
+            self.payment_terms_ids[code] = tid
             body = {
-                "id": rid,
-                "taxGroupCode": code,
-                "countryCode": "",
-                "ratePercent": Decimal("0"),
-                "validFrom": "2000-01-01",
-                "validTo": None,
+                "id": tid,
+                "code": code,
+                "displayName": name,
+                "dueDateCalculation": formula,
+                "discountDateCalculation": "",
+                "discountPercent": Decimal(0),
+                "calculateDiscountOnCreditMemos": False,
             }
-            rows.append((rid, body, to_iso(stamp), None))
-        erp.put_many("taxRates", rows)
+            rows.append((tid, body, to_iso(stamp), None))
+        erp.put_many("paymentTerms", rows)
+        rows = []
+        for bus, prod, pct, calc in VAT_POSTING_SETUP:
+            key = f"{bus}|{prod}"
+            body = {
+                "VAT_Bus_Posting_Group": bus,
+                "VAT_Prod_Posting_Group": prod,
+                "Description": "",
+                "Blocked": False,
+                "VAT_Identifier": prod if pct == "0" else f"VAT{pct}",
+                "VAT_Percent": Decimal(pct),
+                "VAT_Calculation_Type": calc,
+            }
+            rows.append((key, body, to_iso(stamp), None))
+        erp.put_many("vatPostingSetup", rows, stamp_field=None)
 
         rows = []
         for i, (name, billable) in enumerate(TASKS):
@@ -951,13 +991,12 @@ class FirmGenerator:
                             "email": f"ap@{slug(c.name.split()[0])}.example",
                             "website": "",
                             "taxLiable": not c.exempt,
-                            "taxAreaId": "",
-                            "taxAreaDisplayName": tax_area,
+                            "taxAreaId": self.tax_area_ids[tax_area],
+                            "taxAreaDisplayName": dict(TAX_AREAS)[tax_area],
                             "taxRegistrationNumber": c.vat or "",
                             "currencyId": "00000000-0000-0000-0000-000000000000",
                             "currencyCode": c.currency,
-                            "paymentTermsId": "00000000-0000-0000-0000-000000000000",
-                            "paymentTermsCode": "30 DAYS",
+                            "paymentTermsId": self.payment_terms_ids["30 DAYS"],
                             "shipmentMethodId": "00000000-0000-0000-0000-000000000000",
                             "paymentMethodId": "00000000-0000-0000-0000-000000000000",
                             "blocked": " ",
