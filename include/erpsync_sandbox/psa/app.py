@@ -34,8 +34,9 @@ Lists and paging (see :mod:`erpsync_sandbox.psa.paging`)
 
 Writes (see :mod:`erpsync_sandbox.psa.writes`)
     POST/PATCH/DELETE clients, contacts, projects, tasks, project task and user assignments
-    (Harvest has no milestone resource: ``/v2/milestones`` is a 404); POST/PATCH/DELETE time entries and expenses (DELETE is a hard delete: later GETs
-    404 and lists no longer show the record; PATCH takes Harvest's documented parameters only,
+    (Harvest has no milestone resource: ``/v2/milestones`` is a 404); POST/PATCH/DELETE time
+    entries and expenses (DELETE is a hard delete: later GETs 404 and lists no longer show the
+    record; PATCH takes Harvest's documented parameters only,
     ``is_billed``/``invoice`` are read-only and a locked item refuses edits with 422); POST
     invoices (201, never deduplicated; free-form or ``line_items_import``, which marks the
     imported time and expenses billed) and DELETE invoices (releases them); POST
