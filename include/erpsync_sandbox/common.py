@@ -277,7 +277,7 @@ def make_base_app(service: str, ctx: SandboxContext) -> FastAPI:
     faults = ctx.faults_for(service)
     app.add_middleware(FaultMiddleware, faults=faults, service=service)
     # outermost: records every request, faulted or not, with what it used that is undocumented
-    app.add_middleware(ContractRecorder, service=service)
+    app.add_middleware(ContractRecorder, service=service, all_query_declared=service == "crm")
 
     @app.get("/__admin/health", tags=["admin"])
     def health() -> dict[str, Any]:

@@ -75,17 +75,18 @@ def _declared_query(dependant: Any) -> set[str]:
     return names
 
 
-def declared_query_params(route: Any) -> frozenset[str] | None:
+def declared_query_params(route: Any, *, all_declared: bool = False) -> frozenset[str] | None:
     """The query parameters a route declares, or None when its handler may read others itself
-    (it takes the raw ``Request``) or it is not a FastAPI route."""
+    (it takes the raw ``Request``, unless the service declares every parameter it reads:
+    ``all_declared``) or it is not a FastAPI route."""
     dependant = getattr(route, "dependant", None)
-    if dependant is None or _reads_raw_request(dependant):
+    if dependant is None or (not all_declared and _reads_raw_request(dependant)):
         return None
     return frozenset(_declared_query(dependant))
 
 
-def _unknown_query_params(scope: Scope) -> list[str]:
-    declared = declared_query_params(scope.get("route"))
+def _unknown_query_params(scope: Scope, all_declared: bool) -> list[str]:
+    declared = declared_query_params(scope.get("route"), all_declared=all_declared)
     if declared is None:
         return []
     raw = scope.get("query_string", b"").decode("latin-1")
@@ -96,9 +97,12 @@ def _unknown_query_params(scope: Scope) -> list[str]:
 class ContractRecorder:
     """Pure ASGI middleware: records each request's route and its undocumented parts."""
 
-    def __init__(self, app: ASGIApp, service: str) -> None:
+    def __init__(self, app: ASGIApp, service: str, all_query_declared: bool = False) -> None:
         self.app = app
         self.service = service
+        #: the service's routes declare every query parameter they read, even those whose
+        #: handler takes the raw Request (the CRM's: it reads ``q`` but notes SOQL forms)
+        self.all_query_declared = all_query_declared
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith("/__admin"):
@@ -130,7 +134,7 @@ class ContractRecorder:
         if not path:
             return
         notes = list(scope.get("state", {}).get(_STATE_KEY, []))
-        notes.extend(_unknown_query_params(scope))
+        notes.extend(_unknown_query_params(scope, self.all_query_declared))
         route = _route_template(scope)
         if route is None and status in (404, 405):
             notes.append(f"no such route: {scope['method']} {scope['path']}")

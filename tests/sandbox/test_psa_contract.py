@@ -697,7 +697,7 @@ def test_other_lists_and_nested_lists(psa: Psa) -> None:
     assert psa.get("/v2/users/99/billable_rates").status_code == 404
 
 
-def test_get_one_and_404(psa: Psa) -> None:
+def test_get_one_and_404(psa: Psa, private_contract_log) -> None:
     one = psa.get("/v2/projects/2")
     assert one.status_code == 200 and one.json()["code"] == "P2"
     for url in ("/v2/projects/99", "/v2/projects/abc", "/v2/nothing_here"):
@@ -849,7 +849,7 @@ def test_project_setup_writes(psa: Psa) -> None:
     assert psa.client.delete(f"/v2/clients/{cid}").status_code == 200
 
 
-def test_harvest_has_no_milestones(psa: Psa) -> None:
+def test_harvest_has_no_milestones(psa: Psa, private_contract_log) -> None:
     """Harvest API v2 has no milestone resource (audit H16-H18): every milestone path is a 404,
     as on a real account (fixed fee is the project's ``is_fixed_fee``/``fee``; milestones live
     in the CRM as ``Contract_Milestone__c``). Resource list:

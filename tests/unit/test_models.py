@@ -266,6 +266,7 @@ def test_every_catalogue_code_is_reachable_and_unknown_codes_are_refused():
 
 
 def test_validators_are_built_once_and_models_are_immutable():
+    from erpsync.models.milestones import CrmMilestone  # registers its adapter
     from erpsync.models.time_expense import Expense, TimeEntry  # registers its adapters
 
     assert canonical.adapter_for(Client) is canonical.adapter_for(Client)
@@ -279,6 +280,7 @@ def test_validators_are_built_once_and_models_are_immutable():
         ContractRateOverride,
         TimeEntry,
         Expense,
+        CrmMilestone,
     }
     client = validate(Client, _client())
     with pytest.raises(ValidationError):

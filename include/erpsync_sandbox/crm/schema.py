@@ -418,7 +418,7 @@ CONTRACT_MILESTONE = SObjectSchema(
             relationship_name="Opportunity__r",
             child_relationship="Contract_Milestones__r",
         ),
-        _c("Amount__c", "currency", "Amount", precision=16, scale=2),
+        _c("Amount__c", "currency", "Amount", precision=18, scale=2),
         _c("Due_Date__c", "date", "Due Date"),
         _c(
             "Status__c",
