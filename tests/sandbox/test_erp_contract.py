@@ -31,6 +31,14 @@ N_CUSTOMERS = 60
 
 TERMS_30 = str(uuid.UUID(int=4000))
 AREAS = {"DE": str(uuid.UUID(int=4100)), "FR": str(uuid.UUID(int=4101))}
+#: G/L accounts: number -> (id, accountType, directPosting, blocked)
+ACCOUNTS = {
+    "8000": (str(uuid.UUID(int=4200)), "Posting", True, False),
+    "8090": (str(uuid.UUID(int=4201)), "Posting", True, True),
+    "7999": (str(uuid.UUID(int=4202)), "Heading", False, False),
+    "1300": (str(uuid.UUID(int=4203)), "Posting", False, False),
+}
+HOUR = str(uuid.UUID(int=4300))
 
 
 def seed(ctx: SandboxContext) -> None:
@@ -44,6 +52,37 @@ def seed(ctx: SandboxContext) -> None:
     )
     for code, aid in AREAS.items():
         store.put("taxAreas", aid, {"id": aid, "code": code, "displayName": code, "taxType": "VAT"})
+    for number, (aid, kind, direct, blocked) in ACCOUNTS.items():
+        store.put(
+            "accounts",
+            aid,
+            {
+                "id": aid,
+                "number": number,
+                "displayName": f"Account {number}",
+                "category": "Income",
+                "subCategory": "",
+                "blocked": blocked,
+                "accountType": kind,
+                "directPosting": direct,
+                "netChange": 0,
+                "consolidationTranslationMethod": "Average Rate (Manual)",
+                "consolidationDebitAccount": "",
+                "consolidationCreditAccount": "",
+                "excludeFromConsolidation": False,
+            },
+        )
+    store.put(
+        "unitsOfMeasure",
+        HOUR,
+        {
+            "id": HOUR,
+            "code": "HOUR",
+            "displayName": "Hour",
+            "internationalStandardCode": "HUR",
+            "symbol": "h",
+        },
+    )
     currencies = ["EUR", "USD", "JPY", "KWD", "GBP"]
     for i in range(N_CUSTOMERS):
         cid = str(uuid.UUID(int=i + 1))
@@ -606,6 +645,8 @@ def test_openapi_and_metadata(client: httpx.Client, base: str) -> None:
     assert meta.status_code == 200 and b'EntityType Name="salesInvoice"' in meta.content
     assert b'EntitySet Name="paymentTerms"' in meta.content
     assert b'EntitySet Name="taxAreas"' in meta.content
+    assert b'EntitySet Name="accounts"' in meta.content
+    assert b'EntitySet Name="unitsOfMeasure"' in meta.content
 
 
 def test_drop_after_commit_on_the_post_action_leaves_the_invoice_posted(
@@ -766,3 +807,227 @@ def test_undocumented_uses_are_noted_in_the_contract_log(
     assert "query parameter updated_since (ignored)" in flat
     assert flat[3].startswith("customers: ") and "paymentTermsCode" in flat[3]
     assert any(n.startswith("no such route: GET ") and "taxRates" in n for n in flat)
+
+
+# --------------------------------------------------------------------------- accounts, units
+# https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_account
+# https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_unitofmeasure
+
+ACCOUNT_PROPERTIES = {
+    "id",
+    "number",
+    "displayName",
+    "category",
+    "subCategory",
+    "blocked",
+    "accountType",
+    "directPosting",
+    "netChange",
+    "consolidationTranslationMethod",
+    "consolidationDebitAccount",
+    "consolidationCreditAccount",
+    "excludeFromConsolidation",
+    "lastModifiedDateTime",
+}
+
+
+def test_accounts_are_read_only_with_the_documented_properties(client: httpx.Client) -> None:
+    found = client.get(f"{API}/accounts", params={"$filter": "number eq '8000'"}).json()["value"]
+    assert len(found) == 1
+    account = found[0]
+    assert set(account) - {"@odata.etag"} == ACCOUNT_PROPERTIES
+    assert (account["accountType"], account["directPosting"], account["blocked"]) == (
+        "Posting",
+        True,
+        False,
+    )
+    one = client.get(f"{API}/accounts({account['id']})")
+    assert one.status_code == 200 and one.json()["number"] == "8000"
+    blocked = client.get(f"{API}/accounts", params={"$filter": "blocked eq true"}).json()
+    assert [a["number"] for a in blocked["value"]] == ["8090"]
+    # APIV2Accounts.Page.al: InsertAllowed/ModifyAllowed/DeleteAllowed = false
+    created = client.post(f"{API}/accounts", json={"number": "8001", "displayName": "New"})
+    assert created.status_code == 405
+    assert created.json()["error"]["code"] == "BadRequest_MethodNotAllowed"
+    changed = client.patch(
+        f"{API}/accounts({account['id']})", json={"blocked": True}, headers={"If-Match": "*"}
+    )
+    assert changed.status_code == 405
+    assert client.get(f"{API}/accounts", params={"$filter": "code eq '8000'"}).status_code == 400
+
+
+def test_units_of_measure_as_documented(client: httpx.Client) -> None:
+    units = client.get(f"{API}/unitsOfMeasure").json()["value"]
+    assert [u["code"] for u in units] == ["HOUR"]
+    assert set(units[0]) - {"@odata.etag"} == {
+        "id",
+        "code",
+        "displayName",
+        "internationalStandardCode",
+        "symbol",
+        "lastModifiedDateTime",
+    }
+    # dynamics_unitofmeasure_create/update/delete; Code[10] is stored in upper case
+    made = client.post(
+        f"{API}/unitsOfMeasure", json={"code": "day", "displayName": "Day", "symbol": "d"}
+    )
+    assert made.status_code == 201, made.text
+    day = made.json()
+    assert day["code"] == "DAY" and day["displayName"] == "Day"
+    again = client.post(f"{API}/unitsOfMeasure", json={"code": "DAY"})
+    assert again.status_code == 400
+    assert again.json()["error"]["code"] == "Internal_EntityWithSameKeyExists"
+    assert "Code='DAY'" in again.json()["error"]["message"]
+    too_long = client.post(f"{API}/unitsOfMeasure", json={"code": "ELEVENCHARS"})
+    assert too_long.json()["error"]["code"] == "Application_StringExceededLength"
+    renamed = client.patch(
+        f"{API}/unitsOfMeasure({day['id']})",
+        json={"displayName": "Working day", "internationalStandardCode": "day"},
+        headers={"If-Match": day["@odata.etag"]},
+    )
+    assert renamed.status_code == 200
+    assert renamed.json()["internationalStandardCode"] == "DAY"
+    read_only = client.post(f"{API}/unitsOfMeasure", json={"code": "X", "id": HOUR})
+    assert read_only.json()["error"]["code"] == "BadRequest_InvalidOperation"
+    gone = client.delete(
+        f"{API}/unitsOfMeasure({day['id']})", headers={"If-Match": renamed.json()["@odata.etag"]}
+    )
+    assert gone.status_code == 204
+    assert [u["code"] for u in client.get(f"{API}/unitsOfMeasure").json()["value"]] == ["HOUR"]
+
+
+def account_line(number: str = "8000", **more: Any) -> dict[str, Any]:
+    return {
+        "lineType": "Account",
+        "lineObjectNumber": number,
+        "description": "Consulting",
+        "quantity": 2,
+        "unitPrice": 100,
+        "taxCode": "STD",
+        **more,
+    }
+
+
+def test_account_lines_resolve_the_account_and_the_unit(client: httpx.Client) -> None:
+    inv = new_invoice(client, lines=[account_line(unitOfMeasureCode="hour")])
+    assert inv.status_code == 201, inv.text
+    (line,) = inv.json()["salesInvoiceLines"]
+    assert line["lineObjectNumber"] == "8000" and line["accountId"] == ACCOUNTS["8000"][0]
+    assert line["unitOfMeasureCode"] == "HOUR" and line["unitOfMeasureId"] == HOUR
+    by_id = new_invoice(
+        client,
+        lines=[
+            {
+                "accountId": ACCOUNTS["8000"][0],
+                "unitOfMeasureId": HOUR,
+                "quantity": 1,
+                "unitPrice": 5,
+                "taxCode": "STD",
+            }
+        ],
+    )
+    assert by_id.status_code == 201, by_id.text
+    (line,) = by_id.json()["salesInvoiceLines"]
+    assert (line["lineType"], line["lineObjectNumber"], line["unitOfMeasureCode"]) == (
+        "Account",
+        "8000",
+        "HOUR",
+    )
+    plain = new_invoice(client, lines=[account_line()]).json()["salesInvoiceLines"][0]
+    assert plain["unitOfMeasureCode"] == "" and plain["unitOfMeasureId"] == ZERO
+
+
+ZERO = "00000000-0000-0000-0000-000000000000"
+
+
+@pytest.mark.parametrize(
+    ("line", "code", "message"),
+    [
+        (account_line("9999"), "Application_DialogException", "Account does not exist."),
+        (
+            account_line("8090"),
+            "Application_FieldValidationException",
+            "Blocked must be equal to 'No'  in G/L Account: No.=8090. Current value is 'Yes'.",
+        ),
+        (
+            account_line("7999"),
+            "Application_FieldValidationException",
+            "Account Type must be equal to 'Posting'  in G/L Account: No.=7999. Current value"
+            " is 'Heading'.",
+        ),
+        (
+            account_line("1300"),
+            "Application_FieldValidationException",
+            "Direct Posting must be equal to 'Yes'  in G/L Account: No.=1300. Current value is"
+            " 'No'.",
+        ),
+        (
+            account_line(unitOfMeasureCode="HOURS"),
+            "Internal_InvalidTableRelation",
+            "The field Unit of Measure Code of table Sales Invoice Line Aggregate contains a"
+            " value (HOURS) that cannot be found in the related table (Unit of Measure).",
+        ),
+        (
+            {"accountId": str(uuid.UUID(int=99)), "quantity": 1, "unitPrice": 1},
+            "Internal_InvalidTableRelation",
+            "The field Account Id of table Sales Invoice Line Aggregate contains a value"
+            f" ({uuid.UUID(int=99)}) that cannot be found in the related table (G/L Account).",
+        ),
+    ],
+)
+def test_lines_naming_a_missing_or_unusable_account_or_unit_are_refused(
+    client: httpx.Client, line: dict[str, Any], code: str, message: str
+) -> None:
+    """APIV2SalesInvoiceLines.Page.al (AccountDoesNotExistErr), the Sales Line's
+    CopyFromGLAccount (GLAccount.CheckGLAcc, TestField Direct Posting) and the line table's
+    Unit of Measure relation; nothing is created."""
+    ext = f"BADLINE-{uuid.uuid4().hex[:8]}"
+    resp = new_invoice(client, ext=ext, lines=[line])
+    assert resp.status_code == 400, resp.text
+    error = resp.json()["error"]
+    assert error["code"] == code
+    assert error["message"].split("  CorrelationId:")[0] == message
+    found = client.get(
+        f"{API}/salesInvoices", params={"$filter": f"externalDocumentNumber eq '{ext}'"}
+    ).json()["value"]
+    assert found == []
+    draft = new_invoice(client).json()
+    added = client.post(f"{API}/salesInvoices({draft['id']})/salesInvoiceLines", json=line)
+    assert added.status_code == 400 and added.json()["error"]["code"] == code
+
+
+def test_an_account_line_keeps_its_account_and_posting_rechecks_it(
+    client: httpx.Client, erp: tuple[str, SandboxContext]
+) -> None:
+    inv = new_invoice(client, lines=[account_line()]).json()
+    line = inv["salesInvoiceLines"][0]
+    url = f"{API}/salesInvoices({inv['id']})"
+    moved = client.patch(
+        f"{url}/salesInvoiceLines({line['id']})",
+        json={"lineObjectNumber": "8090"},
+        headers={"If-Match": line["@odata.etag"]},
+    )
+    assert moved.status_code == 400
+    assert moved.json()["error"]["message"].startswith(
+        'The value for "lineObjectNumber" cannot be modified.'
+    )
+    unit = client.patch(
+        f"{url}/salesInvoiceLines({line['id']})",
+        json={"unitOfMeasureCode": "DAYS"},
+        headers={"If-Match": line["@odata.etag"]},
+    )
+    assert unit.json()["error"]["code"] == "Internal_InvalidTableRelation"
+    store = erp[1].stores["erp"]
+    aid = ACCOUNTS["8000"][0]
+    account = store.get("accounts", aid)
+    store.put("accounts", aid, {**account, "blocked": True})
+    try:
+        posted = client.post(f"{url}/Microsoft.NAV.post")
+    finally:
+        store.put("accounts", aid, account)
+    assert posted.status_code == 400
+    assert posted.json()["error"]["message"].startswith(
+        "Blocked must be equal to 'No'  in G/L Account: No.=8000."
+    )
+    assert client.get(url).json()["status"] == "Draft"
+    assert client.post(f"{url}/Microsoft.NAV.post").status_code == 204

@@ -15,6 +15,7 @@ from stdnum.gb import vat as gb_vat
 
 from erpsync_sandbox.common import SandboxContext
 from erpsync_sandbox.generator import PROBLEM_KINDS
+from erpsync_sandbox.generator.firm import NO_ID
 
 
 def vat_ok(vat_id: str) -> bool:
@@ -54,6 +55,8 @@ def test_small_generates_fast_and_has_the_right_shape(firm: Any) -> None:
         "taxAreas",
         "paymentTerms",
         "vatPostingSetup",
+        "accounts",
+        "unitsOfMeasure",
     ):
         assert counts["erp"][resource] > 0
     assert set(manifest["problem_counts"]) == set(PROBLEM_KINDS)
@@ -185,6 +188,20 @@ def test_currencies_and_rate_changes(firm: Any) -> None:
     assert all(
         c["taxAreaId"] in areas and c["paymentTermsId"] in terms for c in erp.scan("customers")
     )
+    # invoice lines post to existing posting accounts in existing units, ids resolved as BC does
+    accounts = {a["number"]: a for a in erp.scan("accounts")}
+    units = {u["code"]: u for u in erp.scan("unitsOfMeasure")}
+    revenue = accounts["8000"]
+    assert revenue["accountType"] == "Posting" and revenue["directPosting"]
+    assert not revenue["blocked"] and revenue["category"] == "Income"
+    assert {"HOUR", "DAY", "PCS"} <= set(units)
+    lines = erp.scan("salesInvoiceLines")
+    assert lines and {ln["lineObjectNumber"] for ln in lines} <= {"8000", "8100"}
+    for ln in lines:
+        acc = accounts[ln["lineObjectNumber"]]
+        assert ln["accountId"] == acc["id"] and not acc["blocked"] and acc["directPosting"]
+        code = ln["unitOfMeasureCode"]
+        assert ln["unitOfMeasureId"] == (units[code]["id"] if code else NO_ID)
     milestones = ctx.stores["crm"].scan("Contract_Milestone__c")
     assert {m["Status__c"] for m in milestones} == {"Planned", "Accepted"}
     assert all(

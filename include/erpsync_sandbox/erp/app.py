@@ -6,9 +6,11 @@ URL and the credentials:
 * Entra ID client-credentials token: ``POST /{tenant}/oauth2/v2.0/token`` (and the tenant's
   OpenID discovery document at ``/{tenant}/v2.0/.well-known/openid-configuration``).
 * API: ``/v2.0/{tenant}/{environment}/api/v2.0/companies({id})/customers|projects|employees|
-  taxGroups|paymentTerms|taxAreas|timeRegistrationEntries|salesInvoices|salesCreditMemos``,
-  nested ``salesInvoices({id})/salesInvoiceLines``, the bound actions ``Microsoft.NAV.post|
-  cancel|makeCorrectiveCreditMemo`` and ``$metadata``.
+  taxGroups|paymentTerms|taxAreas|accounts|unitsOfMeasure|timeRegistrationEntries|salesInvoices|
+  salesCreditMemos``, nested ``salesInvoices({id})/salesInvoiceLines``, the bound actions
+  ``Microsoft.NAV.post|cancel|makeCorrectiveCreditMemo`` and ``$metadata``. ``accounts`` is
+  read-only (APIV2Accounts.Page.al); ``unitsOfMeasure`` takes POST, PATCH and DELETE as
+  documented (dynamics_unitofmeasure_create/update/delete).
 * One page published as an OData V4 web service, as a BC admin publishes it for erpsync (page
   472 "VAT Posting Setup", service name ``VATPostingSetup``):
   ``/v2.0/{tenant}/{environment}/ODataV4/Company('<company name>')/VATPostingSetup``

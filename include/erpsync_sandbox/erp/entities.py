@@ -142,6 +142,39 @@ PAYMENT_TERM = {
 #: Posting Groups, which a customer's ``taxAreaId`` sets)
 TAX_AREA = {"id": G, "code": S, "displayName": S, "taxType": S, **_AUDIT}
 
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_account
+#: (APIV2Accounts.Page.al, page 30014: ``Editable = false``, no insert/modify/delete; the chart of
+#: accounts is read-only through the API). ``category`` and ``accountType`` are the enums
+#: NAV.glAccountCategory and NAV.glAccountType, typed as strings here like the other enums.
+ACCOUNT = {
+    "id": G,
+    "number": S,
+    "displayName": S,
+    "category": S,
+    "subCategory": S,
+    "blocked": B,
+    "accountType": S,
+    "directPosting": B,
+    "netChange": D,
+    "consolidationTranslationMethod": S,
+    "consolidationDebitAccount": S,
+    "consolidationCreditAccount": S,
+    "excludeFromConsolidation": B,
+    **_AUDIT,
+}
+
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_unitofmeasure
+#: (APIV2UnitsofMeasure.Page.al, page 30030: GET, POST, PATCH and DELETE; ``id`` and
+#: ``lastModifiedDateTime`` not editable)
+UNIT_OF_MEASURE = {
+    "id": G,
+    "code": S,
+    "displayName": S,
+    "internationalStandardCode": S,
+    "symbol": S,
+    **_AUDIT,
+}
+
 #: Page 472 "VAT Posting Setup" published as OData V4 web service ``VATPostingSetup``: the
 #: fields erpsync reads (the page's key fields and the rate columns).
 #: https://learn.microsoft.com/en-us/dynamics365/business-central/finance-setup-vat
@@ -414,6 +447,16 @@ ENTITY_SETS: dict[str, EntitySet] = {
             "paymentTerms", "paymentTerm", "paymentTerms", PAYMENT_TERM, "tax", read_only=_RO
         ),
         EntitySet("taxAreas", "taxArea", "taxAreas", TAX_AREA, "tax", read_only=_RO),
+        EntitySet("accounts", "account", "accounts", ACCOUNT, "accounts", read_only=_RO),
+        EntitySet(
+            "unitsOfMeasure",
+            "unitOfMeasure",
+            "unitsOfMeasure",
+            UNIT_OF_MEASURE,
+            "unitsOfMeasure",
+            writable=True,
+            read_only=_RO,
+        ),
         EntitySet(
             "timeRegistrationEntries",
             "timeRegistrationEntry",

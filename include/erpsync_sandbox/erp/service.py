@@ -41,6 +41,16 @@ an unknown ``$`` query option, or a ``$filter``/``$select``/``$orderby`` on an u
 answers 400 ``BadRequest``. Each of these is also noted with
 :func:`erpsync_sandbox.contract.undocumented` (the error's ``note``).
 
+Line references (APIV2SalesInvoiceLines.Page.al and the Sales Line it becomes): an ``Account``
+line's ``lineObjectNumber`` must be a G/L account (``accounts``), else 400
+``Application_DialogException`` "Account does not exist."; the account must be a posting account,
+not blocked, with Direct Posting (``GLAccount.CheckGLAcc`` and ``TestField("Direct Posting")``
+in the Sales Line's ``CopyFromGLAccount``), else 400 ``Application_FieldValidationException``
+"Blocked must be equal to 'No'  in G/L Account: No.=8000. Current value is 'Yes'." (posting a
+document re-checks its accounts the same way). A ``unitOfMeasureCode`` must be a Unit of Measure
+(``unitsOfMeasure``; the line table's relation for non-item lines), else 400
+``Internal_InvalidTableRelation``. ``accountId`` and ``unitOfMeasureId`` follow from the codes.
+
 Reference: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/
 """
 
@@ -120,6 +130,11 @@ _ALLOWED_OPTIONS = frozenset(
 #: customer template in Sales & Receivables Setup gives it).
 DEFAULT_TAX_AREA = "DOMESTIC"
 _LINE_TYPES = ("Comment", "Account", "Item", "Resource", "Value", "Charge", "Fixed Asset")
+#: Field lengths of table 204 "Unit of Measure" (Code[10], Description Text[50],
+#: International Standard Code Code[10], Symbol Text[10]), behind page 30030.
+_UNIT_LEN = {"code": 10, "displayName": 50, "internationalStandardCode": 10, "symbol": 10}
+#: The line table behind APIV2SalesInvoiceLines (its fields' table relations are checked first).
+_LINE_TABLE = "Sales Invoice Line Aggregate"
 
 
 class BCError(Exception):
@@ -971,6 +986,8 @@ class ErpService:
                         )
                 else:
                     body["number"] = self.next_number(es.number_series)
+            if es.segment == "unitsOfMeasure":
+                self._unit_key(body)
             if es.segment == "customers":
                 body["type"] = body.get("type") or "Company"
                 body["blocked"] = body.get("blocked") or " "
@@ -1002,11 +1019,36 @@ class ErpService:
                         f" No.='{data['number']}'",
                     )
             body.update(data)
+            if es.segment == "unitsOfMeasure":
+                self._unit_key(body, current=row.id)
             self._derive(es, body)
             self.store.put(es.resource, row.id, body, parent_id=row.parent_id, stamp_field=STAMP)
             new = self.store.get_row(es.resource, row.id)
         assert new is not None
         return self._entity_reply(200, es, new, base_url)
+
+    def _unit_key(self, body: dict[str, Any], current: str | None = None) -> None:
+        """A Unit of Measure's fields as table 204 stores them: ``code`` is a Code[10] (upper
+        case) and the primary key, so a second unit with the same code is refused."""
+        for name, limit in _UNIT_LEN.items():
+            value = str(body.get(name) or "")
+            if len(value) > limit:
+                raise BCError(
+                    400,
+                    "Application_StringExceededLength",
+                    f"The length of the string is {len(value)}, but it must be less than or"
+                    f" equal to {limit} characters. Value: {value}",
+                )
+        body["code"] = str(body.get("code") or "").upper()
+        body["internationalStandardCode"] = str(body.get("internationalStandardCode") or "").upper()
+        for other in self.store.scan_rows("unitsOfMeasure", where={"code": body["code"]}):
+            if other.id != current:
+                raise BCError(
+                    400,
+                    "Internal_EntityWithSameKeyExists",
+                    "The record already exists. Identification fields and values:"
+                    f" Code='{body['code']}'",
+                )
 
     def _related(self, resource: str, rid: Any, what: str) -> dict[str, Any] | None:
         """The related record a GUID property names (blank GUID: none); unknown: 400."""
@@ -1194,9 +1236,120 @@ class ErpService:
                 f"Cannot convert the literal '{line['lineType']}' to the expected type"
                 " 'Microsoft.NAV.invoiceLineAggLineType'.",
             )
+        self._line_references(line, checked)
         if "shipmentDate" in es_line.properties and line.get("shipmentDate") == EMPTY_DATE:
             line["shipmentDate"] = doc.get("invoiceDate") or doc.get("creditMemoDate")
         return line
+
+    # ------------------------------------------------------------------ line references
+
+    @staticmethod
+    def _invalid_relation(field_name: str, value: Any, table: str) -> BCError:
+        return BCError(
+            400,
+            "Internal_InvalidTableRelation",
+            f"The field {field_name} of table {_LINE_TABLE} contains a value ({value}) that"
+            f" cannot be found in the related table ({table}).",
+        )
+
+    def _account(self, number: str) -> dict[str, Any] | None:
+        hit = self.store.scan("accounts", where={"number": number}, limit=1)
+        return hit[0] if hit else None
+
+    @staticmethod
+    def _check_posting_account(acc: Mapping[str, Any]) -> None:
+        """``GLAccount.CheckGLAcc()`` (Account Type Posting, not Blocked) and the Sales Line's
+        ``TestField("Direct Posting", true)``: BC's TestField errors."""
+
+        def test_field(caption: str, wanted: str, current: str) -> BCError:
+            return BCError(
+                400,
+                "Application_FieldValidationException",
+                f"{caption} must be equal to '{wanted}'  in G/L Account: No.={acc.get('number')}."
+                f" Current value is '{current}'.",
+            )
+
+        kind = str(acc.get("accountType") or "")
+        if kind != "Posting":
+            raise test_field("Account Type", "Posting", kind)
+        if acc.get("blocked"):
+            raise test_field("Blocked", "No", "Yes")
+        if not acc.get("directPosting"):
+            raise test_field("Direct Posting", "Yes", "No")
+
+    def _line_references(
+        self,
+        line: dict[str, Any],
+        given: Mapping[str, Any],
+        before: Mapping[str, Any] | None = None,
+    ) -> None:
+        """The G/L account, item and unit of measure a line names, resolved as
+        APIV2SalesInvoiceLines.Page.al and table 5476 "Sales Invoice Line Aggregate" resolve
+        them (``accountId``/``unitOfMeasureId`` follow the codes), with their errors."""
+        account_id = str(given.get("accountId") or ZERO_GUID)
+        if account_id != ZERO_GUID:
+            if str(given.get("itemId") or ZERO_GUID) != ZERO_GUID:
+                raise BCError(
+                    400,
+                    "Application_DialogException",
+                    'Both "itemId" and "accountId" are specified. Specify only one of them.',
+                )
+            acc = self.store.get("accounts", account_id)
+            if acc is None:
+                raise self._invalid_relation("Account Id", account_id, "G/L Account")
+            line["lineType"] = "Account"
+            if "lineObjectNumber" not in given:
+                line["lineObjectNumber"] = acc.get("number", "")
+        number = str(line.get("lineObjectNumber") or "").upper()
+        line["lineObjectNumber"] = number
+        if before is not None and "lineObjectNumber" in given:
+            old = str(before.get("lineObjectNumber") or "")
+            if old and old != number:
+                raise BCError(
+                    400,
+                    "Application_DialogException",
+                    'The value for "lineObjectNumber" cannot be modified.',
+                )
+        line["accountId"] = ZERO_GUID
+        if number and line.get("lineType") == "Account":
+            acc = self._account(number)
+            if acc is None:
+                raise BCError(400, "Application_DialogException", "Account does not exist.")
+            self._check_posting_account(acc)
+            line["accountId"] = acc["id"]
+        elif number and line.get("lineType") == "Item":
+            # the sandbox company has no items (the pack invoices to G/L accounts)
+            raise BCError(400, "Application_DialogException", "Item does not exist.")
+        if "unitOfMeasureId" in given and "unitOfMeasureCode" not in given:
+            unit_id = str(given.get("unitOfMeasureId") or ZERO_GUID)
+            unit = self.store.get("unitsOfMeasure", unit_id) if unit_id != ZERO_GUID else None
+            if unit_id != ZERO_GUID and unit is None:
+                raise self._invalid_relation("Unit of Measure Id", unit_id, "Unit of Measure")
+            line["unitOfMeasureCode"] = unit.get("code", "") if unit else ""
+        code = str(line.get("unitOfMeasureCode") or "").upper()
+        line["unitOfMeasureCode"] = code
+        line["unitOfMeasureId"] = ZERO_GUID
+        if code:
+            hit = self.store.scan("unitsOfMeasure", where={"code": code}, limit=1)
+            if not hit:
+                raise self._invalid_relation("Unit of Measure Code", code, "Unit of Measure")
+            line["unitOfMeasureId"] = hit[0]["id"]
+
+    def _check_line_accounts(self, lines: Iterable[Mapping[str, Any]]) -> None:
+        """Posting checks each G/L account line again (an account blocked since the draft)."""
+        for line in lines:
+            number = str(line.get("lineObjectNumber") or "")
+            if line.get("lineType") != "Account" or not number:
+                continue
+            acc = self._account(number)
+            if acc is None:
+                raise BCError(
+                    400,
+                    "Internal_RecordNotFound",
+                    "The G/L Account does not exist. Identification fields and values:"
+                    f" No.='{number}'",
+                )
+            self._check_posting_account(acc)
 
     def _recompute(
         self, doc: dict[str, Any], lines: list[dict[str, Any]], cust: Mapping[str, Any]
@@ -1372,7 +1525,9 @@ class ErpService:
             self._require_draft(doc)
             for line in lines:
                 if line["id"] == line_row.id:
+                    before = dict(line)
                     line.update(data)
+                    self._line_references(line, data, before)
                     if given is not None:
                         line["_discountAmountGiven"] = data.get("discountAmount")
             cust = self._customer_for({}, current=doc)
@@ -1416,6 +1571,7 @@ class ErpService:
                 raise BCError(400, "Application_DialogException", "There is nothing to post.")
             cust = self._customer_for({}, current=doc)
             self._check_blocked(cust)
+            self._check_line_accounts(lines)
             series = "invoice_posted" if segment == "salesInvoices" else "memo_posted"
             doc["number"] = self.next_number(series)
             doc["status"] = "Open"
@@ -1486,6 +1642,8 @@ class ErpService:
                     f"You cannot cancel the posted sales invoice {inv.get('number')} because it"
                     f" has status {inv.get('status')}.",
                 )
+            if cancel:
+                self._check_line_accounts(lines)
             memo = self._memo_from_invoice(inv, lines)
             if cancel:
                 memo["status"] = "Open"

@@ -117,6 +117,34 @@ PAYMENT_TERMS = [
     ("60 DAYS", "Net 60 days", "60D"),
 ]
 
+#: The blank GUID Business Central shows for an unset relation.
+NO_ID = "00000000-0000-0000-0000-000000000000"
+
+#: Chart of accounts served as ``accounts`` (API v2.0 account: number, displayName, category,
+#: subCategory, accountType, directPosting, blocked). Invoice lines post fees to 8000 and
+#: rebilled expenses to 8100 (the pack's default ``ERPSYNC_BC_REVENUE_ACCOUNT``); receivables
+#: and VAT are posted through posting groups only (Direct Posting off); 8090 is an old fee
+#: account kept blocked.
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_account
+ACCOUNTS = [
+    ("1300", "Trade receivables", "Assets", "Accounts Receivable", "Posting", False, False),
+    ("1600", "VAT payable", "Liabilities", "Current Liabilities", "Posting", False, False),
+    ("4400", "Travel and lodging", "Expense", "Travel Expenses", "Posting", True, False),
+    ("7999", "REVENUE", "Income", "", "Heading", False, False),
+    ("8000", "Consulting fees", "Income", "Income, Services", "Posting", True, False),
+    ("8090", "Consulting fees (before 2024)", "Income", "Income, Services", "Posting", True, True),
+    ("8100", "Rebilled expenses", "Income", "Income, Services", "Posting", True, False),
+]
+
+#: Units of Measure served as ``unitsOfMeasure``: code, description, UNECE Rec 20 code, symbol.
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_unitofmeasure
+UNITS_OF_MEASURE = [
+    ("DAY", "Day", "DAY", "d"),
+    ("HOUR", "Hour", "HUR", "h"),
+    ("KM", "Kilometer", "KMT", "km"),
+    ("PCS", "Piece", "H87", "pcs"),
+]
+
 ROLES = [  # role, base EUR rate, cost rate, weight
     ("Partner", 320, 140, 1),
     ("Manager", 230, 95, 3),
@@ -384,6 +412,8 @@ class FirmGenerator:
         self.company_id = ""
         self.tax_area_ids: dict[str, str] = {}
         self.payment_terms_ids: dict[str, str] = {}
+        self.account_ids: dict[str, str] = {}
+        self.unit_ids: dict[str, str] = {}
         self.opportunities: list[dict[str, Any]] = []
         self.invoices: dict[tuple[int, str], dict[str, Any]] = {}
         self.dup_candidates: list[dict[str, Any]] = []
@@ -479,6 +509,7 @@ class FirmGenerator:
             }
             rows.append((key, body, to_iso(stamp), None))
         erp.put_many("vatPostingSetup", rows, stamp_field=None)
+        self.gen_accounts_and_units(stamp)
 
         rows = []
         for i, (name, billable) in enumerate(TASKS):
@@ -1693,6 +1724,8 @@ class FirmGenerator:
             irows.append((iid, ibody, to_iso(mod), None))
             for seq, ln in enumerate(lines, start=1):
                 lid = guid(rng)
+                service = ln["kind"] == "Service"
+                account = "8000" if service else "8100"
                 line_tax = money(ln["amount"] * pct / 100, cur)
                 lrows.append(
                     (
@@ -1702,11 +1735,12 @@ class FirmGenerator:
                             "documentId": iid,
                             "sequence": seq * 10000,
                             "itemId": "00000000-0000-0000-0000-000000000000",
-                            "accountId": "00000000-0000-0000-0000-000000000000",
+                            "accountId": self.account_ids[account],
                             "lineType": "Account",
-                            "lineObjectNumber": "8000" if ln["kind"] == "Service" else "8100",
+                            "lineObjectNumber": account,
                             "description": ln["description"],
-                            "unitOfMeasureCode": "HOUR" if ln["kind"] == "Service" else "",
+                            "unitOfMeasureId": self.unit_ids["HOUR"] if service else NO_ID,
+                            "unitOfMeasureCode": "HOUR" if service else "",
                             "quantity": ln["quantity"],
                             "unitPrice": ln["unit_price"],
                             "discountAmount": Decimal(0),
@@ -1727,6 +1761,47 @@ class FirmGenerator:
         psa.put_many("invoices", hrows)
         erp.put_many("salesInvoices", irows)
         erp.put_many("salesInvoiceLines", lrows)
+
+    def gen_accounts_and_units(self, stamp: dt.datetime) -> None:
+        """G/L accounts and Units of Measure (their own random stream, so the reference data
+        drawn before them keeps its ids)."""
+        rng = self.rng("accounts")
+        erp = self.stores["erp"]
+        rows = []
+        for number, name, category, sub, kind, direct, blocked in ACCOUNTS:
+            aid = guid(rng)
+            self.account_ids[number] = aid
+            body = {
+                "id": aid,
+                "number": number,
+                "displayName": name,
+                "category": category,
+                "subCategory": sub,
+                "blocked": blocked,
+                "accountType": kind,
+                "directPosting": direct,
+                # a FlowField over G/L entries, which the sandbox does not keep
+                "netChange": Decimal(0),
+                "consolidationTranslationMethod": "Average Rate (Manual)",
+                "consolidationDebitAccount": "",
+                "consolidationCreditAccount": "",
+                "excludeFromConsolidation": False,
+            }
+            rows.append((aid, body, to_iso(stamp), None))
+        erp.put_many("accounts", rows)
+        rows = []
+        for code, name, iso, symbol in UNITS_OF_MEASURE:
+            uid = guid(rng)
+            self.unit_ids[code] = uid
+            body = {
+                "id": uid,
+                "code": code,
+                "displayName": name,
+                "internationalStandardCode": iso,
+                "symbol": symbol,
+            }
+            rows.append((uid, body, to_iso(stamp), None))
+        erp.put_many("unitsOfMeasure", rows)
 
     # ------------------------------------------------------------------ opportunities
 
