@@ -342,24 +342,29 @@ class ErpRequirement:
 
 
 def _revenue_account() -> str:
+    """The G/L account the push posts invoice lines to (``ERPSYNC_BC_REVENUE_ACCOUNT``)."""
     from erpsync.invoicing import push_erp
 
-    return str(getattr(push_erp, "REVENUE_ACCOUNT", "8000"))
+    return push_erp.revenue_account()
 
 
 def _hour_unit() -> str:
+    """The unit of measure of hour-based lines (``ERPSYNC_BC_HOUR_UNIT``)."""
     from erpsync.invoicing import push_erp
 
-    return str(getattr(push_erp, "HOUR_UNIT", "HOUR"))
+    return push_erp.hour_unit()
 
 
 def _posting_account(record: dict[str, Any]) -> str | None:
-    if record.get("blocked") is True:
-        return "the account is blocked"
+    """What Business Central checks on the G/L account of a sales line (``CheckGLAcc``:
+    Account Type Posting, not Blocked; ``TestField("Direct Posting", true)``)."""
+    number = record.get("number")
     if record.get("accountType") not in (None, "Posting"):
-        return f"the account type is {record.get('accountType')}, not Posting"
+        return f"G/L account {number} has account type {record.get('accountType')}, not Posting"
+    if record.get("blocked") is True:
+        return f"G/L account {number} is blocked"
     if record.get("directPosting") is False:
-        return "Direct Posting is off on the account"
+        return f"G/L account {number} has Direct Posting off"
     return None
 
 
@@ -389,14 +394,16 @@ _VAT_POSTING_SETUP = ErpRequirement(
 )
 _REVENUE_ACCOUNT = ErpRequirement(
     "G/L account for invoice lines",
-    "create the revenue G/L account invoice lines post to (Posting, Direct Posting on)",
+    "create the revenue G/L account invoice lines post to (Posting, Direct Posting on, not "
+    "blocked) or name the tenant's in ERPSYNC_BC_REVENUE_ACCOUNT",
     entity="accounts",
     filter=lambda: f"number eq {_quote(_revenue_account())}",
     inspect=_posting_account,
 )
 _HOUR_UNIT = ErpRequirement(
     "unit of measure for hours",
-    "create the unit of measure time lines are invoiced in (Units of Measure page)",
+    "create the unit of measure time lines are invoiced in (Units of Measure page) or name "
+    "the tenant's in ERPSYNC_BC_HOUR_UNIT",
     entity="unitsOfMeasure",
     filter=lambda: f"code eq {_quote(_hour_unit())}",
 )
@@ -411,14 +418,12 @@ ERP_REQUIREMENTS: tuple[ErpRequirement, ...] = (
     _PAYMENT_TERMS,
     _TAX_AREAS,
     _VAT_POSTING_SETUP,
-)
-#: Written and ready; each becomes active (one line in ERP_REQUIREMENTS) once the ERP sandbox
-#: serves it: accounts and unitsOfMeasure are documented API v2.0 entity sets the sandbox does
-#: not emulate yet.
-ERP_REQUIREMENTS_PENDING: tuple[ErpRequirement, ...] = (
     _REVENUE_ACCOUNT,
     _HOUR_UNIT,
 )
+#: Requirements written before the ERP sandbox serves what they read (none now: the sandbox
+#: emulates every entity set and web service above).
+ERP_REQUIREMENTS_PENDING: tuple[ErpRequirement, ...] = ()
 
 
 def _company_name(client: Any) -> str:

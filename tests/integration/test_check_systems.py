@@ -1,7 +1,8 @@
 """``erpsync check-systems`` against real sandbox servers over HTTP: every requirement passes
 against the sandbox, and with one requirement removed per system (a CRM field gone from the
 schema, an onboarding task archived in Harvest, the ERP's tax groups missing) the output names
-exactly that requirement and what to fix. The pack's requests are checked against the vendors'
+exactly that requirement and what to fix (and the ERP's revenue G/L account blocked, removed or
+misconfigured is named by its number). The pack's requests are checked against the vendors'
 documented contracts like every other pack request (tests/contract_log.py)."""
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def test_missing_erp_tax_groups_are_named(sandbox, connections):
     ids = store.ids("taxGroups")
     assert ids
     for rid in ids:
-        store.delete("taxGroups", rid)
+        store.delete("taxGroups", rid, soft=True)  # soft, so that undelete restores them
     try:
         lines = _lines(("business_central",))
     finally:
@@ -236,22 +237,81 @@ def test_fields_shipped_in_vendor_salesforce_are_required_too(connections, tmp_p
     ]
 
 
-def test_pending_erp_requirements_ask_the_documented_urls(connections, private_contract_log):
-    """The ERP requirements not yet active (the sandbox of this branch lacks them) already
-    produce a line each, with the documented URL: an API v2.0 entity set of the company, or the
-    OData V4 web service published for the company by name."""
+def test_erp_requirements_ask_the_documented_urls(connections, private_contract_log):
+    """Each ERP requirement is one line, read from its documented URL: an API v2.0 entity set of
+    the company (the G/L account and the hour unit by their documented key properties), or the
+    OData V4 web service published for the company by name; none uses anything undocumented."""
     from erpsync_sandbox.contract import read_log
 
-    every = tenant_check.ERP_REQUIREMENTS + tenant_check.ERP_REQUIREMENTS_PENDING
-    checks = list(tenant_check.erp_checks(requirements=every))
+    assert tenant_check.ERP_REQUIREMENTS_PENDING == ()
+    checks = list(tenant_check.erp_checks())
     by_name = {c.requirement: c for c in checks}
-    for req in tenant_check.ERP_REQUIREMENTS_PENDING:
-        check = by_name[req.name]
-        assert check.ok or check.detail.endswith(req.fix), tenant_check.format_check(check)
+    assert [c for c in checks if not c.ok] == []
+    assert len(checks) == 2 + len(tenant_check.ERP_REQUIREMENTS)
+    assert by_name["G/L account for invoice lines"].detail == "readable (8000)"
+    assert by_name["unit of measure for hours"].detail == "readable (HOUR)"
     company = by_name["company"].detail.split("'")[1]
-    paths = [r["path"] for r in read_log(private_contract_log)]
+    records = read_log(private_contract_log)
+    paths = [r["path"] for r in records]
     assert f"/v2.0/sandbox/production/ODataV4/Company('{company}')/VATPostingSetup" in paths
     company_id = by_name["company"].detail.rsplit("(", 1)[1].rstrip(")")
     base = f"/v2.0/sandbox/production/api/v2.0/companies({company_id})"
-    for entity in ("paymentTerms", "taxAreas", "accounts", "unitsOfMeasure"):
+    for entity in ("taxGroups", "paymentTerms", "taxAreas", "accounts", "unitsOfMeasure"):
         assert f"{base}/{entity}" in paths
+    assert all(r["undocumented"] == [] for r in records), records
+
+
+def _erp_failures(sandbox) -> list[str]:
+    lines = _lines(("business_central",))
+    return [line for line in lines if not line.startswith("OK ")]
+
+
+_ACCOUNT_FIX = (
+    "create the revenue G/L account invoice lines post to (Posting, Direct Posting on, not "
+    "blocked) or name the tenant's in ERPSYNC_BC_REVENUE_ACCOUNT"
+)
+
+
+def test_a_blocked_or_missing_revenue_account_is_named(sandbox, connections):
+    """The G/L account invoice lines post to (ERPSYNC_BC_REVENUE_ACCOUNT, default 8000) must be
+    a posting account with Direct Posting that is not blocked, as Business Central checks it
+    on every sales line; a blocked or removed account fails the check by its number."""
+    store = sandbox.ctx.stores["erp"]
+    (account,) = store.scan("accounts", where={"number": "8000"})
+    store.put("accounts", account["id"], {**account, "blocked": True})
+    try:
+        blocked = _erp_failures(sandbox)
+        store.put("accounts", account["id"], {**account, "directPosting": False})
+        no_direct = _erp_failures(sandbox)
+        store.delete("accounts", account["id"])
+        removed = _erp_failures(sandbox)
+    finally:
+        store.put("accounts", account["id"], account)
+    assert blocked == [
+        f"FAIL business_central G/L account for invoice lines — G/L account 8000 is blocked: "
+        f"{_ACCOUNT_FIX}"
+    ]
+    assert no_direct == [
+        "FAIL business_central G/L account for invoice lines — G/L account 8000 has Direct "
+        f"Posting off: {_ACCOUNT_FIX}"
+    ]
+    assert removed == [
+        "FAIL business_central G/L account for invoice lines — nothing matches number eq "
+        f"'8000': {_ACCOUNT_FIX}"
+    ]
+    assert _erp_failures(sandbox) == []
+
+
+def test_the_configured_account_and_unit_are_the_ones_checked(sandbox, connections, monkeypatch):
+    monkeypatch.setenv("ERPSYNC_BC_REVENUE_ACCOUNT", "7999")  # the REVENUE heading
+    monkeypatch.setenv("ERPSYNC_BC_HOUR_UNIT", "HRS")
+    assert _erp_failures(sandbox) == [
+        "FAIL business_central G/L account for invoice lines — G/L account 7999 has account "
+        f"type Heading, not Posting: {_ACCOUNT_FIX}",
+        "FAIL business_central unit of measure for hours — nothing matches code eq 'HRS': "
+        "create the unit of measure time lines are invoiced in (Units of Measure page) or name "
+        "the tenant's in ERPSYNC_BC_HOUR_UNIT",
+    ]
+    monkeypatch.setenv("ERPSYNC_BC_REVENUE_ACCOUNT", "8100")
+    monkeypatch.setenv("ERPSYNC_BC_HOUR_UNIT", "DAY")
+    assert _erp_failures(sandbox) == []
