@@ -425,7 +425,7 @@ def test_customers_get_payment_terms_and_tax_area_ids_and_employees_no_display_n
         days = account["Payment_Terms__c"].split()[-1]
         assert terms[customer["paymentTermsId"]] == f"{days} DAYS", account["Name"]
         want = tax.tax_area_for(
-            account["BillingCountry"],
+            account["BillingCountryCode"],
             exempt=bool(account["Tax_Exempt__c"]),
             reverse_charge=bool(account["Reverse_Charge__c"]),
         )
