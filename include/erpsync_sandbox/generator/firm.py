@@ -349,6 +349,7 @@ class FirmGenerator:
         self.projects: list[Project] = []
         self.task_ids: dict[str, int] = {}
         self.category_ids: dict[str, int] = {}
+        self.category_refs: dict[str, dict[str, Any]] = {}
         self.sales_ids: list[str] = []
         self.company_id = ""
         self.opportunities: list[dict[str, Any]] = []
@@ -455,17 +456,23 @@ class FirmGenerator:
             rows.append((tid, body, to_iso(stamp), None))
         psa.put_many("tasks", rows)
         rows = []
-        for i, (name, unit, unit_price, limit) in enumerate(EXPENSE_CATEGORIES):
+        for i, (name, unit, unit_price, _limit) in enumerate(EXPENSE_CATEGORIES):
             cid = 4100001 + i
             self.category_ids[name] = cid
+            self.category_refs[name] = {
+                "id": cid,
+                "name": name,
+                "unit_price": unit_price,
+                "unit_name": unit,
+            }
             body = {
                 "id": cid,
                 "name": name,
                 "unit_name": unit,
                 "unit_price": unit_price,
                 "is_active": True,
-                "policy_limit_eur": limit,
                 "created_at": ts_harvest(stamp),
+                "updated_at": ts_harvest(stamp),
             }
             rows.append((cid, body, to_iso(stamp), None))
         psa.put_many("expense_categories", rows)
@@ -547,7 +554,6 @@ class FirmGenerator:
                         "cost_rate": p.costs[-1][2],
                         "roles": [p.role],
                         "access_roles": ["member"],
-                        "employee_number": p.employee_no,
                         "created_at": ts_harvest(created),
                         "updated_at": ts_harvest(updated),
                     },
@@ -567,7 +573,6 @@ class FirmGenerator:
                         {
                             "id": rid,
                             "amount": amount,
-                            "currency": "EUR",
                             "start_date": start.isoformat(),
                             "end_date": None if end is None else end.isoformat(),
                             "created_at": ts_harvest(mod),
@@ -585,7 +590,6 @@ class FirmGenerator:
                         {
                             "id": rid,
                             "amount": amount,
-                            "currency": "EUR",
                             "start_date": start.isoformat(),
                             "end_date": None if end is None else end.isoformat(),
                             "created_at": ts_harvest(created),
@@ -1024,7 +1028,6 @@ class FirmGenerator:
                 "notes": "" if proj.model == "Internal" else f"Contract {proj.opp_id}",
                 "starts_on": proj.starts.isoformat(),
                 "ends_on": None if proj.ends is None else proj.ends.isoformat(),
-                "currency": proj.currency,
                 "created_at": ts_harvest(created),
                 "updated_at": ts_harvest(mod),
             }
@@ -1209,7 +1212,7 @@ class FirmGenerator:
                 if inv is not None
                 else ("Approved timesheet" if status == "approved" else None)
             ),
-            "approval_status": status,
+            # Harvest has no approval status: approval is is_closed (Timesheet Approval)
             "is_closed": status == "approved",
             "is_billed": inv is not None,
             "is_running": False,
@@ -1223,12 +1226,9 @@ class FirmGenerator:
             "created_at": ts_harvest(created),
             "updated_at": ts_harvest(updated),
             "user": {"id": p.id, "name": p.name},
-            "client": {
-                "id": client.psa_id or 5100000,
-                "name": client.name,
-                "currency": proj.currency,
-            },
-            "project": {"id": proj.id, "name": proj.name, "code": proj.code},
+            # Harvest's time entry: client and project are {id, name}
+            "client": {"id": client.psa_id or 5100000, "name": client.name},
+            "project": {"id": proj.id, "name": proj.name},
             "task": {"id": task[0], "name": task[2]},
             "user_assignment": {"id": proj.ua_ids[p.id]},
             "task_assignment": {"id": task[1]},
@@ -1326,7 +1326,6 @@ class FirmGenerator:
             "is_locked": status == "approved",
             "is_billed": inv is not None,
             "locked_reason": "Item Invoiced" if inv is not None else None,
-            "approval_status": status,
             "billable": proj.billable,
             "receipt": (
                 {
@@ -1341,13 +1340,13 @@ class FirmGenerator:
             "user": {"id": p.id, "name": p.name},
             "user_assignment": {"id": proj.ua_ids[p.id]},
             "project": {"id": proj.id, "name": proj.name, "code": proj.code},
-            "expense_category": {"id": cat_id, "name": category},
+            # {id, name, unit_price, unit_name}, as Harvest's expense object documents
+            "expense_category": {**self.category_refs[category], "id": cat_id},
             "client": {
                 "id": proj.client.psa_id or 5100000,
                 "name": proj.client.name,
                 "currency": proj.currency,
             },
-            "currency": proj.currency,
             "invoice": None if inv is None else {"id": inv["id"], "number": inv["number"]},
             "created_at": ts_harvest(created),
             "updated_at": ts_harvest(updated),
@@ -1454,7 +1453,7 @@ class FirmGenerator:
                 tzinfo=UTC
             ) + dt.timedelta(minutes=3)
             dup["created_at"] = ts_harvest(created)
-            if orig["approval_status"] != "approved":
+            if not orig["is_closed"]:
                 dup["updated_at"] = dup["created_at"]
             updated = max(
                 created,
@@ -1463,7 +1462,7 @@ class FirmGenerator:
             dup["updated_at"] = ts_harvest(updated)
             rows.append((tid, dup, to_iso(updated), None))
             proj = next(p for p in self.projects if p.id == orig["project"]["id"])
-            if orig["approval_status"] == "approved":
+            if orig["is_closed"]:
                 proj.hours += Decimal(str(orig["hours"]))
             self.manifest.add(
                 "duplicate_time_entry",

@@ -20,6 +20,17 @@ Billing an entry also locks it (``is_locked: true``, ``locked_reason: "Item Invo
 the request says otherwise; ``is_billed: false`` unlocks it again. Other edits to a locked entry
 are refused with 422, as Harvest refuses edits to invoiced time.
 
+Response shapes follow Harvest's object tables (URLs at each builder): a time entry's
+``client`` and ``project`` are ``{id, name}``
+(https://help.getharvest.com/api-v2/timesheets-api/timesheets/time-entries/), an expense's are
+``{id, name, currency}`` and ``{id, name, code}``
+(https://help.getharvest.com/api-v2/expenses-api/expenses/expenses/); neither carries an
+approval status: approval is ``is_closed`` (true = approved via Timesheet Approval). A project
+has no ``currency`` of its own (its client's applies) and ``budget`` is hours, a money budget is
+``cost_budget`` (https://help.getharvest.com/api-v2/projects-api/projects/projects/). The
+request parameters each endpoint takes are listed in ``resources.BODY_PARAMS``; the app drops
+(and notes) any other before these builders see the body.
+
 Money arrives as JSON numbers and is kept as :class:`~decimal.Decimal` (request bodies are
 parsed with ``parse_float=Decimal``), so ``150.00`` is stored and served as written.
 """
@@ -129,6 +140,16 @@ class PsaWriter:
 
     def _project_ref(self, rid: Any) -> dict[str, Any]:
         return self._ref("projects", rid, "Project", ("id", "name", "code"))
+
+    @staticmethod
+    def _entry_refs(project: dict[str, Any]) -> dict[str, Any]:
+        """A time entry's ``client`` and ``project``: ``{id, name}`` each (Harvest's time entry
+        object, https://help.getharvest.com/api-v2/timesheets-api/timesheets/time-entries/)."""
+        client = project.get("client") or {}
+        return {
+            "client": {"id": client.get("id"), "name": client.get("name")},
+            "project": {"id": project["id"], "name": project["name"]},
+        }
 
     def _user_ref(self, rid: Any) -> dict[str, Any]:
         ref = self._ref("users", rid, "User", ("id", "first_name", "last_name", "name"))
@@ -270,7 +291,6 @@ class PsaWriter:
             "cost_budget": None,
             "cost_budget_include_expenses": False,
             "fee": None,
-            "currency": p.get("currency") or client.get("currency"),
             "client": client,
         }
         body.update(self._project_changes(p))
@@ -278,7 +298,7 @@ class PsaWriter:
 
     def _project_changes(self, p: dict[str, Any]) -> dict[str, Any]:
         changes: dict[str, Any] = {}
-        for f in ("name", "code", "bill_by", "budget_by", "notes", "currency"):
+        for f in ("name", "code", "bill_by", "budget_by", "notes"):
             if f in p:
                 changes[f] = p[f]
         for f in self._PROJECT_FLAGS:
@@ -292,6 +312,9 @@ class PsaWriter:
                 changes[f] = _date(p[f], f)
         if changes.get("bill_by") not in (None, "Project", "Tasks", "People", "none"):
             raise Unprocessable("Bill by is not included in the list")
+        budget_by = ("project", "project_cost", "task", "task_fees", "person", "none")
+        if changes.get("budget_by") not in (None, *budget_by):
+            raise Unprocessable("Budget by is not included in the list")
         return changes
 
     def update_project(self, rid: int, p: dict[str, Any]) -> dict[str, Any]:
@@ -400,13 +423,13 @@ class PsaWriter:
             "id": rid,
             "is_project_manager": _bool(p.get("is_project_manager", False), "is_project_manager"),
             "is_active": _bool(p.get("is_active", True), "is_active"),
-            "use_default_rates": _bool(
-                p.get("use_default_rates", "hourly_rate" not in p), "use_default_rates"
-            ),
+            # Harvest: use_default_rates "Defaults to true" (an hourly_rate alone is stored but
+            # not applied), https://help.getharvest.com/api-v2/projects-api/projects/user-assignments/
+            "use_default_rates": _bool(p.get("use_default_rates", True), "use_default_rates"),
             "budget": _money(p.get("budget"), "budget"),
             "created_at": now,
             "updated_at": now,
-            "hourly_rate": _money(p.get("hourly_rate"), "hourly_rate"),
+            "hourly_rate": _money(p.get("hourly_rate", 0), "hourly_rate"),
             "project": {"id": project["id"], "name": project["name"], "code": project.get("code")},
             "user": user,
         }
@@ -423,8 +446,6 @@ class PsaWriter:
         for f in ("hourly_rate", "budget"):
             if f in p:
                 changes[f] = _money(p[f], f)
-        if "hourly_rate" in p and "use_default_rates" not in p:
-            changes["use_default_rates"] = p["hourly_rate"] is None
         return self._update("user_assignments", rid, body, changes)
 
     def delete_child(self, resource: str, project_id: int, rid: int) -> None:
@@ -476,7 +497,7 @@ class PsaWriter:
             "project": {"id": project["id"], "name": project["name"], "code": project.get("code")},
             "name": p["name"],
             "amount": _money(p["amount"], "amount"),
-            "currency": p.get("currency") or project.get("currency"),
+            "currency": p.get("currency") or (project.get("client") or {}).get("currency"),
             "due_date": _date(p["due_date"], "due_date", required=True),
             "status": status,
             "accepted_at": now if status == "accepted" else None,
@@ -542,8 +563,10 @@ class PsaWriter:
         if bill_by == "Tasks":
             return None if task_assignment is None else task_assignment.get("hourly_rate")
         if bill_by == "People":
-            if user_assignment is not None and user_assignment.get("hourly_rate") is not None:
-                return user_assignment["hourly_rate"]
+            # the assignment's rate applies only with use_default_rates false (Harvest's user
+            # assignment object); otherwise the person's billable rate on the day
+            if user_assignment is not None and user_assignment.get("use_default_rates") is False:
+                return user_assignment.get("hourly_rate")
             return self._effective_rate("billable_rates", user_id, spent)
         return None
 
@@ -583,8 +606,7 @@ class PsaWriter:
             "created_at": now,
             "updated_at": now,
             "user": user,
-            "client": project.get("client"),
-            "project": {"id": project["id"], "name": project["name"], "code": project.get("code")},
+            **self._entry_refs(project),
             "task": task,
             "user_assignment": self._assignment_ref(
                 user_assignment, "is_project_manager", "is_active", "budget", "hourly_rate"
@@ -594,7 +616,6 @@ class PsaWriter:
             ),
             "external_reference": p.get("external_reference"),
             "invoice": None,
-            "approval_status": p.get("approval_status", "unsubmitted"),
         }
         return self._put("time_entries", rid, body)
 
@@ -639,12 +660,7 @@ class PsaWriter:
         changes = self._billing_changes(body, p)
         if "project_id" in p:
             project = self._existing_ref("projects", p["project_id"], "Project")
-            changes["project"] = {
-                "id": project["id"],
-                "name": project["name"],
-                "code": project.get("code"),
-            }
-            changes["client"] = project.get("client")
+            changes.update(self._entry_refs(project))
         if "task_id" in p:
             changes["task"] = self._task_ref(p["task_id"])
         if "user_id" in p:
@@ -656,10 +672,6 @@ class PsaWriter:
         for f in ("notes", "started_time", "ended_time"):
             if f in p:
                 changes[f] = p[f]
-        if "approval_status" in p:
-            if p["approval_status"] not in ("unsubmitted", "submitted", "approved"):
-                raise Unprocessable("Approval status is not included in the list")
-            changes["approval_status"] = p["approval_status"]
         return self._update("time_entries", rid, body, changes)
 
     def mark_billed(self, resource: str, rid: int, p: dict[str, Any]) -> dict[str, Any]:
@@ -673,7 +685,10 @@ class PsaWriter:
         _require(p, "project_id", "expense_category_id", "spent_date")
         project = self._existing_ref("projects", p["project_id"], "Project")
         category = self._ref(
-            "expense_categories", p["expense_category_id"], "Expense category", ("id", "name")
+            "expense_categories",
+            p["expense_category_id"],
+            "Expense category",
+            ("id", "name", "unit_price", "unit_name"),
         )
         user = self._user_ref(p.get("user_id", default_user_id))
         if p.get("total_cost") is None and p.get("units") is None:
@@ -683,7 +698,7 @@ class PsaWriter:
             "id": rid,
             "spent_date": _date(p["spent_date"], "spent_date", required=True),
             "user": user,
-            "client": project.get("client"),
+            "client": project.get("client"),  # {id, name, currency}, as Harvest documents
             "project": {"id": project["id"], "name": project["name"], "code": project.get("code")},
             "expense_category": category,
             "user_assignment": self._assignment_ref(
@@ -697,10 +712,10 @@ class PsaWriter:
             "units": _money(p.get("units"), "units"),
             "notes": p.get("notes"),
             "billable": _bool(p.get("billable", True), "billable"),
+            "is_closed": False,
             "is_billed": False,
             "is_locked": False,
             "locked_reason": None,
-            "approval_status": p.get("approval_status", "unsubmitted"),
             "receipt": p.get("receipt"),
             "invoice": None,
             "created_at": now,
@@ -724,8 +739,6 @@ class PsaWriter:
             changes["billable"] = _bool(p["billable"], "billable")
         if "spent_date" in p:
             changes["spent_date"] = _date(p["spent_date"], "spent_date", required=True)
-        if "approval_status" in p:
-            changes["approval_status"] = p["approval_status"]
         return self._update("expenses", rid, body, changes)
 
     # ------------------------------------------------------------------ invoices
