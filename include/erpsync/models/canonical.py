@@ -190,7 +190,9 @@ class RateCard(_Dated):
     psa_rate_id: RequiredText
     person_psa_id: RequiredText
     amount: Rate
-    currency: Currency
+    # Harvest rates carry no currency (https://help.getharvest.com/api-v2/users-api/users/
+    # billable-rates/): the amount is in the currency of the client it prices
+    currency: Currency | None = None
 
 
 class ContractRateOverride(Canonical):

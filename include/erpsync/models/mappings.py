@@ -123,7 +123,9 @@ def harvest_user_to_person(rec: dict) -> list[dict]:
             "first_name": rec.get("first_name"),
             "last_name": rec.get("last_name"),
             "email": rec.get("email"),
-            "employee_number": _text(rec.get("employee_number")),
+            # Harvest users have no employee number
+            # (https://help.getharvest.com/api-v2/users-api/users/users/)
+            "employee_number": None,
             "role": _text(roles[0]) if roles else None,
             "is_contractor": bool(rec.get("is_contractor") or False),
             "is_active": bool(rec.get("is_active", True)),
@@ -139,7 +141,8 @@ def _harvest_rate(kind: str, rec: dict) -> list[dict]:
             "psa_rate_id": _id(rec.get("id")),
             "person_psa_id": _id(rec.get("user_id")),
             "amount": rec.get("amount"),
-            "currency": rec.get("currency"),
+            # {id, amount, start_date, end_date, created_at, updated_at}: no currency
+            "currency": None,
             "valid_from": rec.get("start_date"),
             "valid_to": rec.get("end_date") or None,
         }
