@@ -147,7 +147,7 @@ def test_currencies_and_rate_changes(firm: Any) -> None:
         rate = ua["hourly_rate"]
         if rate is None:
             continue
-        cur = projects[ua["project"]["id"]]["currency"]
+        cur = projects[ua["project"]["id"]]["client"]["currency"]
         if cur == "JPY":
             assert float(rate) == int(rate)
     kwd = [r for r in psa.scan_rows("expenses") if '"currency":"KWD"' in r.body]
@@ -156,8 +156,11 @@ def test_currencies_and_rate_changes(firm: Any) -> None:
     )
     per_user = collections.Counter(r.parent_id for r in psa.scan_rows("billable_rates"))
     assert any(n >= 2 for n in per_user.values())  # rate changes mid-period
-    statuses = {te["approval_status"] for te in psa.scan("time_entries")}
-    assert statuses == {"approved", "submitted", "unsubmitted"}
+    # Harvest has no approval status: approval is is_closed, and the firm has both
+    entries = psa.scan("time_entries")
+    assert {te["is_closed"] for te in entries} == {True, False}
+    assert not any("approval_status" in te for te in entries)
+    assert {e["is_closed"] for e in psa.scan("expenses")} == {True, False}
     be = [r for r in ctx.stores["erp"].scan("taxRates") if r["countryCode"] == "BE"]
     assert len(be) == 2  # effective-dated standard rate change
     milestones = psa.scan("milestones")
@@ -211,7 +214,7 @@ def test_planted_problems_are_real_and_the_rest_is_clean(firm: Any) -> None:
     for row in expenses:
         body = row.data()
         amount = Decimal(row.body.split('"total_cost":')[1].split(",")[0])
-        if body["receipt"] is None and amount > threshold[body["currency"]]:
+        if body["receipt"] is None and amount > threshold[body["client"]["currency"]]:
             no_receipt.add(row.id)
     assert no_receipt == {p["id"] for p in problems(manifest, "expense_missing_receipt")}
     assert problems(manifest, "expense_over_policy")
@@ -228,9 +231,7 @@ def test_planted_problems_are_real_and_the_rest_is_clean(firm: Any) -> None:
         hours = sum(
             Decimal(str(te["hours"]))
             for te in entries
-            if str(te["project"]["id"]) == p["id"]
-            and te["billable"]
-            and te["approval_status"] == "approved"
+            if str(te["project"]["id"]) == p["id"] and te["billable"] and te["is_closed"]
         )
         assert opp["Cap_Type__c"] == "Hours" and hours > Decimal(str(opp["Cap_Value__c"]))
     for opp in opps.values():  # the other hour caps hold
@@ -255,4 +256,28 @@ def test_planted_problems_are_real_and_the_rest_is_clean(firm: Any) -> None:
         assert Decimal(str(ua["hourly_rate"])) != contract[user["email"]]
     for p in problems(manifest, "currency_differs_from_contract"):
         opp = opps[p["refs"]["opportunity"]]
-        assert projects[p["id"]]["currency"] != opp["CurrencyIsoCode"]
+        assert projects[p["id"]]["client"]["currency"] != opp["CurrencyIsoCode"]
+
+
+def test_psa_records_have_exactly_harvests_documented_attributes(firm: Any) -> None:
+    """Audit H1-H4, H13: what the generated Harvest serves is what Harvest documents - no
+    approval_status, no rate or project currency, no employee_number; a time entry's client
+    and project are {id, name} (https://help.getharvest.com/api-v2/)."""
+    ctx, _, _ = firm
+    psa = ctx.stores["psa"]
+    for resource in ("billable_rates", "cost_rates"):
+        for rate in psa.scan(resource):
+            assert set(rate) == {"id", "amount", "start_date", "end_date"} | {
+                "created_at",
+                "updated_at",
+            }
+    assert not any("employee_number" in u for u in psa.scan("users"))
+    for project in psa.scan("projects"):
+        assert "currency" not in project and set(project["client"]) == {"id", "name", "currency"}
+    for te in psa.scan("time_entries"):
+        assert set(te["client"]) == {"id", "name"} and set(te["project"]) == {"id", "name"}
+        assert "approval_status" not in te
+    for e in psa.scan("expenses"):
+        assert "approval_status" not in e and "currency" not in e
+        assert set(e["client"]) == {"id", "name", "currency"}
+        assert set(e["expense_category"]) == {"id", "name", "unit_price", "unit_name"}

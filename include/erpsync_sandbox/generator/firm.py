@@ -1006,7 +1006,9 @@ class FirmGenerator:
             mod = created
             if not proj.active and proj.ends is not None:
                 mod = at(proj.ends + dt.timedelta(days=2), 16)
-            client_ref = {"id": c.psa_id or 5100000, "name": c.name, "currency": c.currency}
+            # a Harvest project has no currency: it bills in its client's (planted
+            # currency_differs_from_contract projects: the PSA client's currency differs)
+            client_ref = {"id": c.psa_id or 5100000, "name": c.name, "currency": proj.currency}
             if proj.model == "Internal":
                 client_ref = {"id": 5100000, "name": FIRM["name"], "currency": "EUR"}
             proj.amount_estimate = Decimal(rng.randint(20, 400) * 1000)  # type: ignore[attr-defined]
