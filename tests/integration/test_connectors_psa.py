@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from erpsync.connectors.cursors import BoundaryDedupe, Watermark, harvest_incremental_params
-from erpsync.connectors.errors import AuthError, WriteOutcomeUnknown
+from erpsync.connectors.errors import AuthError, ConnectorError, WriteOutcomeUnknown
 from erpsync.connectors.harvest import HarvestClient
 from erpsync.connectors.http import RetryPolicy
 
@@ -201,3 +201,23 @@ def test_equal_timestamps_at_the_watermark_lose_nothing(psa, sandbox):
     finally:
         clock.freeze(False)
         httpx.put(f"{sandbox.urls['psa']}/__admin/faults", json={}).raise_for_status()
+
+
+@pytest.mark.parametrize("account", ["", "   ", None])
+def test_an_empty_account_id_is_a_configuration_error(sandbox, monkeypatch, account):
+    """Audit HA: Harvest refuses a personal access token without Harvest-Account-Id; the
+    client says what to set instead of silently sending no header."""
+    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_PSA", _conn(sandbox.urls["psa"], account_id=account))
+    client = HarvestClient(policy=FAST)
+    for _ in range(2):  # and again: never a request without the account
+        with pytest.raises(ConnectorError) as info:
+            list(client.iter_pages("clients"))
+        assert "account_id" in str(info.value) and not isinstance(info.value, AuthError)
+    assert client.stats.requests == 0
+
+
+def test_every_request_carries_the_account_header(psa):
+    assert psa.get("users/me") is not None
+    headers = psa._auth_headers()
+    assert headers["Harvest-Account-Id"] == "100200"
+    assert headers["Authorization"].startswith("Bearer ") and "erpsync" in headers["User-Agent"]

@@ -73,9 +73,12 @@ class HarvestClient(VendorClient):
         self._token = self._secret("access_token")
         self.account_id = str(self.extras.get("account_id") or "").strip()
         self.user_agent = str(self.extras.get("user_agent") or DEFAULT_USER_AGENT)
-        if not self.account_id:
+        self._require_account()
+
+    def _require_account(self) -> None:
+        if not getattr(self, "account_id", ""):
             # Harvest needs the account on every request; without it a personal access token
-            # is refused, so fail here with what to set rather than on the first request
+            # is refused, so fail with what to set before anything is sent
             raise ConnectorError(
                 f"{self.label}: connection {self.conn_id} needs the extra 'account_id' (the"
                 " Harvest account id shown next to the personal access token at"
@@ -84,6 +87,7 @@ class HarvestClient(VendorClient):
             )
 
     def _auth_headers(self) -> dict[str, str]:
+        self._require_account()
         return {
             "Authorization": f"Bearer {self._token or ''}",
             "User-Agent": self.user_agent,
