@@ -221,3 +221,27 @@ def test_every_request_carries_the_account_header(psa):
     headers = psa._auth_headers()
     assert headers["Harvest-Account-Id"] == "100200"
     assert headers["Authorization"].startswith("Bearer ") and "erpsync" in headers["User-Agent"]
+
+
+def test_rate_cards_are_a_bounded_full_read_without_updated_since(
+    psa, sandbox, tmp_path, monkeypatch
+):
+    """Audit H2: the rate lists document only page/per_page, so the sync never sends
+    updated_since (the sandbox would note it) and an 'incremental' read still returns every
+    rate, one request per user."""
+    import datetime as dt
+
+    from erpsync.sync import sources
+    from erpsync.sync.specs import BILLABLE_RATES
+    from erpsync_sandbox.contract import CONTRACT_LOG_ENV, read_log
+
+    log = tmp_path / "contract.jsonl"
+    monkeypatch.setenv(CONTRACT_LOG_ENV, str(log))
+    since = dt.datetime(2099, 1, 1, tzinfo=dt.UTC)
+    got = [r for page in sources.read_pages(BILLABLE_RATES, sources.Read(since)) for r in page]
+    store = sandbox.ctx.stores["psa"]
+    assert sorted(str(r["id"]) for r in got) == sorted(store.ids("billable_rates"))
+    assert all("currency" not in r and r["user_id"] for r in got)
+    requests = [r for r in read_log(log) if r["route"] == "/v2/users/{parent_id}/billable_rates"]
+    assert len(requests) == len(store.ids("users"))
+    assert [n for r in read_log(log) for n in r["undocumented"]] == []
