@@ -388,7 +388,13 @@ def _project_body(ctx: StepContext) -> dict[str, Any]:
             is_fixed_fee=False, bill_by="none", budget_by="project_cost", cost_budget=c.amount
         )
     elif c.cap_type == "hours":
-        body.update(is_fixed_fee=False, bill_by="People", budget_by="project", budget=c.cap_value)
+        body.update(
+            is_fixed_fee=False,
+            bill_by="People",
+            budget_by="project",
+            budget=c.cap_value,
+            cost_budget=None,
+        )
     elif c.cap_type == "amount":
         body.update(
             is_fixed_fee=False, bill_by="People", budget_by="project_cost", cost_budget=c.cap_value
@@ -397,6 +403,8 @@ def _project_body(ctx: StepContext) -> dict[str, Any]:
         body.update(
             is_fixed_fee=False, bill_by="People", budget_by="project_cost", cost_budget=c.amount
         )
+    if body["budget_by"] == "project_cost":
+        body["budget"] = None  # no hours budget next to a money budget (a change order)
     return body
 
 
@@ -437,7 +445,12 @@ def step_psa_project(ctx: StepContext) -> StepResult:
     if ctx.adopted_psa_id and str(current["id"]) == str(ctx.adopted_psa_id):
         # set up outside erpsync: keep its billing set-up, apply the contract's budget and dates
         kept = ("budget", "cost_budget", "fee", "starts_on", "ends_on")
-        wanted = {k: wanted[k] for k in kept if k in wanted}
+        # (its own other budget stays: only the contract's budget is applied)
+        wanted = {
+            k: wanted[k]
+            for k in kept
+            if k in wanted and not (k in ("budget", "cost_budget") and wanted[k] is None)
+        }
     changes = {k: v for k, v in wanted.items() if _differs(current.get(k), v)}
     if not changes:
         return StepResult("unchanged", str(current["id"]), 0, {"code": current.get("code")})
