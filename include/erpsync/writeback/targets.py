@@ -25,7 +25,7 @@ and https://help.getharvest.com/api-v2/clients-api/clients/clients/
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -358,6 +358,21 @@ def deliver_erp_customer(conn, row, clients) -> Delivery:
 
 
 def deliver_erp_employee(conn, row, clients) -> Delivery:
+    """The person's ERP employee. Harvest users have no employee number
+    (https://help.getharvest.com/api-v2/users-api/users/users/), so the number erpsync builds
+    is its own (``ES-E<canonical id>``); an employee the ERP already has for the person is found
+    by e-mail first and keeps its number, so nobody gets a second employee."""
+    payload = row["payload"] if isinstance(row, dict) else row.payload
+    email = payload.get("email")
+    if email:
+        found = clients.erp.find_one("employees", f"email eq {_odata_literal(email)}")
+        if found is not None and found.get("number") and found["number"] != payload["number"]:
+            payload = {**payload, "number": found["number"]}
+            row = (
+                {**row, "payload": payload}
+                if isinstance(row, dict)
+                else replace(row, payload=payload)
+            )
     return _deliver_bc_by_number("employees", row, clients)
 
 
