@@ -16,6 +16,7 @@ from erpsync.models.canonical import (
     Client,
     ContractRateOverride,
     Person,
+    PsaClient,
     RateCard,
     TaxCode,
     TaxProfile,
@@ -276,6 +277,7 @@ def test_validators_are_built_once_and_models_are_immutable():
         TaxRate,
         Person,
         RateCard,
+        PsaClient,
         ContractRateOverride,
         TimeEntry,
         Expense,
@@ -327,3 +329,12 @@ def test_harvest_time_entry_and_expense_approval_from_is_closed():
     }
     got = validate(Expense, harvest_expense(expense)[0])
     assert (got.approval_status, got.currency) == ("unapproved", "EUR")
+
+
+def test_harvest_client_maps_to_a_psa_client_with_its_currency():
+    """Harvest prices a client's time in the client's currency; its time entries and rates
+    carry none, so the client is where the currency comes from (audit H2/H3)."""
+    rec = {"id": 5100001, "name": "Acme GmbH", "currency": "chf", "is_active": True}
+    got = validate(PsaClient, mappings.harvest_client_to_psa_client(rec)[0])
+    assert (got.psa_id, got.currency, got.is_active) == ("5100001", "CHF", True)
+    assert validate(PsaClient, mappings.harvest_client_to_psa_client({"id": 7})[0]).currency is None

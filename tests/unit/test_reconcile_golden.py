@@ -33,6 +33,7 @@ TABLES = (
     "core.time_entries",
     "core.expenses",
     "core.rate_cards",
+    "core.psa_clients",
     "core.clients",
     "core.people",
     "core.id_map",
@@ -462,6 +463,16 @@ def _harvest_client(conn, psa_id: str, currency: str) -> None:
     )
 
 
+def _psa_client(conn, psa_id: str, currency: str) -> None:
+    """The PSA's own client record (rates sync, core.psa_clients)."""
+    conn.execute(
+        """INSERT INTO core.psa_clients (psa_id, name, currency, source_record_id, row_hash,
+               first_run_id, last_run_id)
+           VALUES (%s, %s, %s, %s, 'h', 'rows', 'rows')""",
+        (psa_id, f"PSA client {psa_id}", currency, psa_id),
+    )
+
+
 def test_harvest_shapes_rates_without_currency_and_entries_in_the_clients_currency(conn):
     """Audit H2/H3: Harvest rates carry no currency (a card without one prices in the contract
     currency, not missing_rate); a time entry names its client without currency (the client's
@@ -470,8 +481,9 @@ def test_harvest_shapes_rates_without_currency_and_entries_in_the_clients_curren
     r = Rows(conn)
     r.person("u1")
     r.person("u2")
-    _harvest_client(conn, "c1", "EUR")
-    _harvest_client(conn, "c9", "USD")
+    _harvest_client(conn, "c1", "EUR")  # currency from the CRM client linked to it
+    _harvest_client(conn, "c9", "EUR")
+    _psa_client(conn, "c9", "USD")  # ... unless Harvest's own client says otherwise
     r.contract("006H", "p1")
     r.contract("006HU", "p9")
     r.rate_card("u1", "120", D(2026, 1, 1), currency=None)

@@ -195,6 +195,16 @@ class RateCard(_Dated):
     currency: Currency | None = None
 
 
+class PsaClient(Canonical):
+    """A Harvest client (https://help.getharvest.com/api-v2/clients-api/clients/clients/): the
+    currency Harvest prices the client's time in (its time entries and rates carry none)."""
+
+    psa_id: RequiredText
+    name: str | None = None
+    currency: Currency | None = None
+    is_active: bool = True
+
+
 class ContractRateOverride(Canonical):
     opportunity_id: RequiredText
     user_email: Email
@@ -208,7 +218,16 @@ class ContractRateOverride(Canonical):
 #: One prebuilt validator per canonical model, reused for every record.
 ADAPTERS: dict[type[Canonical], TypeAdapter] = {
     model: TypeAdapter(model)
-    for model in (Client, TaxProfile, TaxCode, TaxRate, Person, RateCard, ContractRateOverride)
+    for model in (
+        Client,
+        TaxProfile,
+        TaxCode,
+        TaxRate,
+        Person,
+        RateCard,
+        PsaClient,
+        ContractRateOverride,
+    )
 }
 
 

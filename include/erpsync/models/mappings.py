@@ -134,6 +134,19 @@ def harvest_user_to_person(rec: dict) -> list[dict]:
     ]
 
 
+def harvest_client_to_psa_client(rec: dict) -> list[dict]:
+    """A ``/v2/clients`` record: id, name, currency, is_active
+    (https://help.getharvest.com/api-v2/clients-api/clients/clients/)."""
+    return [
+        {
+            "psa_id": _id(rec.get("id")),
+            "name": rec.get("name"),
+            "currency": rec.get("currency") or None,
+            "is_active": bool(rec.get("is_active", True)),
+        }
+    ]
+
+
 def _harvest_rate(kind: str, rec: dict) -> list[dict]:
     return [
         {

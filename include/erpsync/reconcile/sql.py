@@ -36,8 +36,9 @@ Rules (module doc of :mod:`erpsync.reconcile` has the finance-facing version):
   currency, so a card without one counts as the contract's). Each entry is priced on its own
   date, so a rate change mid-period splits the period's amount at the change.
 * **Currency of a time entry**: Harvest's time entry names its client as ``{id, name}`` only,
-  so an entry without a currency is in its client's currency (the client found by its PSA id in
-  ``core.id_map``, its currency in ``core.clients``).
+  so an entry without a currency is in its client's currency: the PSA client's
+  (``core.psa_clients``, synced from Harvest), else the CRM client linked to it in
+  ``core.id_map``.
 * **Caps** (hours or amount, per contract, cumulative in date order, then creation, then id):
   every billable T&M entry without an entry-level problem consumes the cap, billed ones
   included. An entry whose running total passes the cap is held ``over_cap`` in full; a
@@ -135,12 +136,18 @@ CREATE_LOOKUPS = (
 ;"""
     "CREATE INDEX ON pg_temp.card (psa_id);"
     "CREATE TEMP TABLE psa_cur ON COMMIT DROP AS" + """
-    -- the currency of each PSA client (Harvest time entries do not carry it)
-    SELECT DISTINCT ON (m.psa_id) m.psa_id AS client_psa_id, c.currency
-      FROM core.id_map m
-      JOIN core.clients c ON c.canonical_id = m.canonical_id AND c.deleted_at IS NULL
-     WHERE m.entity_type = 'client' AND m.psa_id IS NOT NULL
-     ORDER BY m.psa_id
+    -- the currency of each PSA client (Harvest time entries do not carry it): the PSA's own
+    -- (core.psa_clients, what Harvest prices in), else the CRM client's linked to it
+    SELECT DISTINCT ON (client_psa_id) client_psa_id, currency
+      FROM (SELECT p.psa_id AS client_psa_id, p.currency, 1 AS pref
+              FROM core.psa_clients p
+             WHERE p.deleted_at IS NULL AND p.currency IS NOT NULL
+            UNION ALL
+            SELECT m.psa_id, c.currency, 2
+              FROM core.id_map m
+              JOIN core.clients c ON c.canonical_id = m.canonical_id AND c.deleted_at IS NULL
+             WHERE m.entity_type = 'client' AND m.psa_id IS NOT NULL) k
+     ORDER BY client_psa_id, pref
 ;"""
     "CREATE TEMP TABLE billed_src ON COMMIT DROP AS" + """
     -- what erpsync billed, by item type and source id (joined on the source's own key)
@@ -833,6 +840,10 @@ INPUT_TABLES = (
     "core.contract_milestones",
     "core.rate_cards",
     "core.people",
+    # a time entry's currency is its PSA client's (psa_cur)
+    "core.psa_clients",
+    "core.clients",
+    "core.id_map",
     "billing.schedules",
     "billing.schedule_lines",
     "billing.billed_items",

@@ -11,6 +11,7 @@ from erpsync.models.canonical import (
     Client,
     ContractRateOverride,
     Person,
+    PsaClient,
     RateCard,
     TaxCode,
     TaxProfile,
@@ -164,6 +165,24 @@ COST_RATES = EntitySpec(
     description="PSA cost rates per person, effective-dated.",
 )
 
+PSA_CLIENTS = EntitySpec(
+    name="psa_clients",
+    system="psa",
+    source=HarvestList("clients"),
+    model=PsaClient,
+    mapper=mappings.harvest_client_to_psa_client,
+    natural_key=("psa_id",),
+    cursor=_HARVEST_CURSOR,
+    deletes=DeleteMode.ID_SET_COMPARE,
+    record_key="id",
+    raw_table=RAW_TABLE,
+    core_table="core.psa_clients",
+    description=(
+        "PSA clients and the currency Harvest prices their time in (Harvest's time entries and"
+        " rates carry no currency)."
+    ),
+)
+
 CONTRACT_RATE_OVERRIDES = EntitySpec(
     name="contract_rate_overrides",
     system="crm",
@@ -191,7 +210,7 @@ CONTRACT_RATE_OVERRIDES = EntitySpec(
 )
 
 MASTER_DATA = (CLIENTS, TAX_PROFILES, TAX_CODES, TAX_RATES, PEOPLE)
-RATES = (BILLABLE_RATES, COST_RATES, CONTRACT_RATE_OVERRIDES)
+RATES = (BILLABLE_RATES, COST_RATES, PSA_CLIENTS, CONTRACT_RATE_OVERRIDES)
 ALL: dict[str, EntitySpec] = {s.name: s for s in (*MASTER_DATA, *RATES)}
 
 

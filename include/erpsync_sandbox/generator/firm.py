@@ -306,6 +306,8 @@ class Project:
     hours: Decimal = Decimal(0)
     amount: Decimal = Decimal(0)
     erp_id: str | None = None
+    #: the Harvest client the project belongs to, {id, name, currency} (set when written)
+    psa_client: dict[str, Any] = field(default_factory=dict)
 
     def active_on(self, day: dt.date) -> bool:
         return self.starts <= day and (self.ends is None or day <= self.ends)
@@ -992,6 +994,31 @@ class FirmGenerator:
                         c.sf_id,
                     )
                 )
+        # A Harvest project bills in its client's currency (it has none of its own): a project
+        # planted to bill in another currency than its contract belongs to a second Harvest
+        # client of the same customer in that currency, as a firm sets one up in Harvest.
+        for k, proj in enumerate(p for p in self.projects if p.currency != p.client.currency):
+            c = proj.client
+            created = at(dt.date(2024, 1, 15) + dt.timedelta(days=c.n % 500), 11, c.n % 60)
+            pid = 5109001 + k
+            proj.psa_client = {"id": pid, "name": f"{c.name} ({proj.currency})"}
+            clients.append(
+                (
+                    pid,
+                    {
+                        "id": pid,
+                        "name": proj.psa_client["name"],
+                        "is_active": True,
+                        "address": f"{c.city}, {c.country}",
+                        "statement_key": f"{rng.getrandbits(64):016x}",
+                        "currency": proj.currency,
+                        "created_at": ts_harvest(created),
+                        "updated_at": ts_harvest(created),
+                    },
+                    to_iso(created),
+                    None,
+                )
+            )
         psa.put_many("clients", clients)
         erp.put_many("customers", customers)
         crm.put_many("Account", accounts)
@@ -1006,11 +1033,13 @@ class FirmGenerator:
             mod = created
             if not proj.active and proj.ends is not None:
                 mod = at(proj.ends + dt.timedelta(days=2), 16)
-            # a Harvest project has no currency: it bills in its client's (planted
-            # currency_differs_from_contract projects: the PSA client's currency differs)
-            client_ref = {"id": c.psa_id or 5100000, "name": c.name, "currency": proj.currency}
+            # a Harvest project has no currency: it bills in its client's
+            client_ref = {"id": c.psa_id or 5100000, "name": c.name, "currency": c.currency}
+            if proj.psa_client:  # planted: a second Harvest client in another currency
+                client_ref = {**proj.psa_client, "currency": proj.currency}
             if proj.model == "Internal":
                 client_ref = {"id": 5100000, "name": FIRM["name"], "currency": "EUR"}
+            proj.psa_client = client_ref
             proj.amount_estimate = Decimal(rng.randint(20, 400) * 1000)  # type: ignore[attr-defined]
             fee = money(proj.amount_estimate * FX[proj.currency], proj.currency)  # type: ignore[attr-defined]
             body = {
@@ -1200,7 +1229,6 @@ class FirmGenerator:
             proj.hours += Decimal(str(hours))
             if rate is not None:
                 proj.amount += Decimal(str(hours)) * rate
-        client = proj.client
         body = {
             "id": tid,
             "spent_date": day.isoformat(),
@@ -1229,7 +1257,7 @@ class FirmGenerator:
             "updated_at": ts_harvest(updated),
             "user": {"id": p.id, "name": p.name},
             # Harvest's time entry: client and project are {id, name}
-            "client": {"id": client.psa_id or 5100000, "name": client.name},
+            "client": {"id": proj.psa_client["id"], "name": proj.psa_client["name"]},
             "project": {"id": proj.id, "name": proj.name},
             "task": {"id": task[0], "name": task[2]},
             "user_assignment": {"id": proj.ua_ids[p.id]},
@@ -1345,9 +1373,9 @@ class FirmGenerator:
             # {id, name, unit_price, unit_name}, as Harvest's expense object documents
             "expense_category": {**self.category_refs[category], "id": cat_id},
             "client": {
-                "id": proj.client.psa_id or 5100000,
-                "name": proj.client.name,
-                "currency": proj.currency,
+                "id": proj.psa_client["id"],
+                "name": proj.psa_client["name"],
+                "currency": proj.psa_client["currency"],
             },
             "invoice": None if inv is None else {"id": inv["id"], "number": inv["number"]},
             "created_at": ts_harvest(created),

@@ -23,3 +23,24 @@ COMMENT ON COLUMN core.time_entries.approval_status IS
     'Derived from Harvest is_closed: approved (true) or unapproved (false).';
 COMMENT ON COLUMN core.expenses.approval_status IS
     'Derived from Harvest is_closed: approved (true) or unapproved (false).';
+
+-- The PSA's clients as Harvest has them (rates sync, erpsync.sync.specs.PSA_CLIENTS): Harvest
+-- prices time in the client's currency, and neither a time entry (client {id, name}) nor a
+-- rate carries it (https://help.getharvest.com/api-v2/clients-api/clients/clients/), so the
+-- reconciliation takes an entry's currency from here.
+CREATE TABLE core.psa_clients (
+    psa_id            text        PRIMARY KEY,
+    name              text,
+    currency          char(3),
+    is_active         boolean     NOT NULL DEFAULT true,
+    source_record_id  text        NOT NULL,
+    row_hash          text        NOT NULL,
+    source_modstamp   timestamptz,
+    deleted_at        timestamptz,
+    first_run_id      text        NOT NULL,
+    last_run_id       text        NOT NULL,
+    updated_at        timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX psa_clients_source_idx ON core.psa_clients (source_record_id);
+COMMENT ON TABLE core.psa_clients IS
+    'PSA (Harvest) clients: the currency Harvest bills each client''s time and expenses in.';
