@@ -182,6 +182,7 @@ class PsaWriter:
     # ------------------------------------------------------------------ clients, contacts
 
     def create_client(self, p: dict[str, Any]) -> dict[str, Any]:
+        """https://help.getharvest.com/api-v2/clients-api/clients/clients/#the-client-object"""
         _require(p, "name")
         rid, now = self._new("clients")
         body = {
@@ -222,6 +223,7 @@ class PsaWriter:
     )
 
     def create_contact(self, p: dict[str, Any]) -> dict[str, Any]:
+        """https://help.getharvest.com/api-v2/clients-api/clients/contacts/#the-contact-object"""
         _require(p, "client_id", "first_name")
         client = self._client_ref(p["client_id"])
         rid, now = self._new("contacts")
@@ -264,6 +266,8 @@ class PsaWriter:
     )
 
     def create_project(self, p: dict[str, Any]) -> dict[str, Any]:
+        """https://help.getharvest.com/api-v2/projects-api/projects/projects/#the-project-object
+        (no currency of its own: ``client`` is ``{id, name, currency}``)"""
         _require(p, "client_id", "name", "is_billable", "bill_by", "budget_by")
         client = self._client_ref(p["client_id"])
         rid, now = self._new("projects")
@@ -343,6 +347,7 @@ class PsaWriter:
         self.store.delete("projects", rid)
 
     def create_task(self, p: dict[str, Any]) -> dict[str, Any]:
+        """https://help.getharvest.com/api-v2/tasks-api/tasks/tasks/#the-task-object"""
         _require(p, "name")
         rid, now = self._new("tasks")
         body = {
@@ -380,6 +385,7 @@ class PsaWriter:
     # ------------------------------------------------------------------ assignments
 
     def create_task_assignment(self, project_id: int, p: dict[str, Any]) -> dict[str, Any]:
+        """https://help.getharvest.com/api-v2/projects-api/projects/task-assignments/"""
         project = self._existing("projects", project_id)
         _require(p, "task_id")
         task = self._task_ref(p["task_id"])
@@ -413,6 +419,7 @@ class PsaWriter:
         return self._update("task_assignments", rid, body, changes)
 
     def create_user_assignment(self, project_id: int, p: dict[str, Any]) -> dict[str, Any]:
+        """https://help.getharvest.com/api-v2/projects-api/projects/user-assignments/"""
         project = self._existing("projects", project_id)
         _require(p, "user_id")
         user = self._user_ref(p["user_id"])
@@ -571,6 +578,8 @@ class PsaWriter:
         return None
 
     def create_time_entry(self, p: dict[str, Any], default_user_id: int | None) -> dict[str, Any]:
+        """https://help.getharvest.com/api-v2/timesheets-api/timesheets/time-entries/#the-time-entry-object
+        (no approval_status: approval is ``is_closed``)"""
         _require(p, "project_id", "task_id", "spent_date")
         project = self._existing_ref("projects", p["project_id"], "Project")
         task = self._task_ref(p["task_id"])
@@ -682,6 +691,7 @@ class PsaWriter:
     # ------------------------------------------------------------------ expenses
 
     def create_expense(self, p: dict[str, Any], default_user_id: int | None) -> dict[str, Any]:
+        """https://help.getharvest.com/api-v2/expenses-api/expenses/expenses/#the-expense-object"""
         _require(p, "project_id", "expense_category_id", "spent_date")
         project = self._existing_ref("projects", p["project_id"], "Project")
         category = self._ref(
