@@ -151,6 +151,7 @@ def test_rates_sync_dag_runs_against_the_sandbox(airflow_runtime, sandbox, wareh
         "billable_rates",
         "contract_rate_overrides",
         "cost_rates",
+        "psa_clients",
     ]
     # the planted assignments whose rate differs from the contract now carry the contract rate
     manifest = sandbox.ctx.manifest()
@@ -160,3 +161,4 @@ def test_rates_sync_dag_runs_against_the_sandbox(airflow_runtime, sandbox, wareh
         contract_rate = re.search(r"contract rate ([0-9.]+)", problem["detail"]).group(1)
         assignment = psa.get("user_assignments", str(problem["id"]))
         assert Decimal(str(assignment["hourly_rate"])) == Decimal(contract_rate), problem
+        assert assignment["use_default_rates"] is False, problem  # applied, not just stored
