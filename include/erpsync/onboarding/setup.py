@@ -534,6 +534,21 @@ def step_psa_milestones(ctx: StepContext) -> StepResult:
     )
 
 
+def _check_rate_applied(answer: dict[str, Any] | None, rate: Decimal) -> None:
+    """The PSA's answer must show the contracted rate in force (rate and use_default_rates
+    false, https://help.getharvest.com/api-v2/projects-api/projects/user-assignments/)."""
+    if (
+        not answer
+        or answer.get("use_default_rates") is not False
+        or _differs(answer.get("hourly_rate"), rate)
+    ):
+        raise StepFailed(
+            f"the PSA user assignment did not take the contracted rate {rate} (answer:"
+            f" hourly_rate {None if not answer else answer.get('hourly_rate')}, use_default_rates"
+            f" {None if not answer else answer.get('use_default_rates')})"
+        )
+
+
 def step_psa_assignments(ctx: StepContext) -> StepResult:
     psa, pid = ctx.systems.psa, ctx.psa_project_id
     current: dict[str, dict] = {}
@@ -556,12 +571,17 @@ def step_psa_assignments(ctx: StepContext) -> StepResult:
                 },
             )
             writes += 1
-        elif _differs(found.get("hourly_rate"), rate):
-            psa.update(
+            _check_rate_applied(found, rate)
+        elif (
+            _differs(found.get("hourly_rate"), rate) or found.get("use_default_rates") is not False
+        ):
+            # Harvest applies hourly_rate only with use_default_rates false
+            answer = psa.update(
                 f"projects/{pid}/user_assignments/{found['id']}",
                 {"hourly_rate": _money_text(rate), "use_default_rates": False},
             )
             writes += 1
+            _check_rate_applied(answer, rate)
         ids.append(str(found["id"]))
     if not ctx.contract.rate_overrides:
         return StepResult("not_applicable", None, 0, {"rates": {}})
