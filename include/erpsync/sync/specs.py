@@ -145,7 +145,10 @@ BILLABLE_RATES = EntitySpec(
     core_table="core.rate_cards",
     history="effective_dated",
     extra={"scope": {"kind": "billable"}},
-    description="PSA billable rates per person, effective-dated.",
+    description=(
+        "PSA billable rates per person, effective-dated; no currency (the client's applies) and"
+        " read in full every run (the rate lists take no updated_since)."
+    ),
 )
 
 COST_RATES = EntitySpec(
@@ -162,7 +165,10 @@ COST_RATES = EntitySpec(
     core_table="core.rate_cards",
     history="effective_dated",
     extra={"scope": {"kind": "cost"}},
-    description="PSA cost rates per person, effective-dated.",
+    description=(
+        "PSA cost rates per person, effective-dated; no currency (the client's applies) and"
+        " read in full every run (the rate lists take no updated_since)."
+    ),
 )
 
 PSA_CLIENTS = EntitySpec(
