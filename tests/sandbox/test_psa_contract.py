@@ -1399,6 +1399,7 @@ TIME_ENTRY_FIELDS = {
     "external_reference",
     "invoice",
     "hours",
+    "hours_without_timer",
     "rounded_hours",
     "notes",
     "is_locked",
@@ -1417,6 +1418,28 @@ TIME_ENTRY_FIELDS = {
     "updated_at",
 }
 RATE_FIELDS = {"id", "amount", "start_date", "end_date", "created_at", "updated_at"}
+EXPENSE_FIELDS = {
+    # https://help.getharvest.com/api-v2/expenses-api/expenses/expenses/
+    "id",
+    "client",
+    "project",
+    "expense_category",
+    "user",
+    "user_assignment",
+    "receipt",
+    "invoice",
+    "notes",
+    "units",
+    "total_cost",
+    "billable",
+    "is_closed",
+    "is_locked",
+    "is_billed",
+    "locked_reason",
+    "spent_date",
+    "created_at",
+    "updated_at",
+}
 
 
 def test_time_entry_and_expense_are_harvests_shape(psa: Psa, contract_log: Path) -> None:
@@ -1429,7 +1452,7 @@ def test_time_entry_and_expense_are_harvests_shape(psa: Psa, contract_log: Path)
     )
     assert created.status_code == 201, created.text
     entry = created.json()
-    assert set(entry) <= TIME_ENTRY_FIELDS, set(entry) - TIME_ENTRY_FIELDS
+    assert set(entry) == TIME_ENTRY_FIELDS, set(entry) ^ TIME_ENTRY_FIELDS
     assert entry["is_closed"] is False and "approval_status" not in entry
     assert entry["client"] == {"id": 1, "name": "Client 1"}
     assert entry["project"] == {"id": 1, "name": "Project 1"}
@@ -1451,7 +1474,8 @@ def test_time_entry_and_expense_are_harvests_shape(psa: Psa, contract_log: Path)
         "/v2/expenses",
         json={"project_id": 2, "expense_category_id": 1, "spent_date": "2026-11-02", "units": 1},
     ).json()
-    assert "approval_status" not in expense and expense["is_closed"] is False
+    assert set(expense) == EXPENSE_FIELDS, set(expense) ^ EXPENSE_FIELDS
+    assert expense["is_closed"] is False
     assert expense["client"] == {"id": 2, "name": "Client 2", "currency": "USD"}
     assert expense["project"] == {"id": 2, "name": "Project 2", "code": "P2"}
     assert set(expense["expense_category"]) == {"id", "name", "unit_price", "unit_name"}

@@ -594,6 +594,7 @@ class PsaWriter:
             "id": rid,
             "spent_date": spent,
             "hours": hours,
+            "hours_without_timer": hours,
             "rounded_hours": hours,
             "notes": p.get("notes"),
             "is_locked": False,
@@ -678,6 +679,7 @@ class PsaWriter:
             changes["spent_date"] = _date(p["spent_date"], "spent_date", required=True)
         if "hours" in p:
             changes["hours"] = changes["rounded_hours"] = _money(p["hours"], "hours")
+            changes["hours_without_timer"] = changes["hours"]
         for f in ("notes", "started_time", "ended_time"):
             if f in p:
                 changes[f] = p[f]
