@@ -259,6 +259,55 @@ def test_planted_problems_are_real_and_the_rest_is_clean(firm: Any) -> None:
         assert projects[p["id"]]["client"]["currency"] != opp["CurrencyIsoCode"]
 
 
+#: https://help.getharvest.com/api-v2/users-api/users/users/#the-user-object
+USER_FIELDS = {
+    "id",
+    "first_name",
+    "last_name",
+    "email",
+    "telephone",
+    "timezone",
+    "has_access_to_all_future_projects",
+    "is_contractor",
+    "is_active",
+    "weekly_capacity",
+    "default_hourly_rate",
+    "cost_rate",
+    "roles",
+    "access_roles",
+    "avatar_url",
+    "created_at",
+    "updated_at",
+}
+#: https://help.getharvest.com/api-v2/projects-api/projects/projects/#the-project-object
+PROJECT_FIELDS = {
+    "id",
+    "client",
+    "name",
+    "code",
+    "is_active",
+    "is_billable",
+    "is_fixed_fee",
+    "bill_by",
+    "hourly_rate",
+    "budget",
+    "budget_by",
+    "budget_is_monthly",
+    "notify_when_over_budget",
+    "over_budget_notification_percentage",
+    "over_budget_notification_date",
+    "show_budget_to_all",
+    "cost_budget",
+    "cost_budget_include_expenses",
+    "fee",
+    "notes",
+    "starts_on",
+    "ends_on",
+    "created_at",
+    "updated_at",
+}
+
+
 def test_psa_records_have_exactly_harvests_documented_attributes(firm: Any) -> None:
     """Audit H1-H4, H13: what the generated Harvest serves is what Harvest documents - no
     approval_status, no rate or project currency, no employee_number; a time entry's client
@@ -272,7 +321,10 @@ def test_psa_records_have_exactly_harvests_documented_attributes(firm: Any) -> N
                 "updated_at",
             }
     assert not any("employee_number" in u for u in psa.scan("users"))
+    for user in psa.scan("users"):
+        assert set(user) <= USER_FIELDS, set(user) - USER_FIELDS
     for project in psa.scan("projects"):
+        assert set(project) <= PROJECT_FIELDS, set(project) - PROJECT_FIELDS
         assert "currency" not in project and set(project["client"]) == {"id", "name", "currency"}
     for te in psa.scan("time_entries"):
         assert set(te["client"]) == {"id", "name"} and set(te["project"]) == {"id", "name"}
