@@ -143,8 +143,10 @@ def advance(ctx: SandboxContext, steps: int, seed: int) -> list[dict[str, Any]]:
 
     Each step (one business day, all changes timestamped inside it, clock left at 18:00):
 
-    * PSA: new time entries and expenses for the day; submitted entries approved; a few
-      unsubmitted entries edited and one hard-deleted; an expense approved.
+    * PSA: new time entries and expenses for the day; unapproved entries (``is_closed``
+      false: Harvest has no approval status, approval is ``is_closed`` via Timesheet Approval)
+      older than two days approved; a few recent unapproved entries edited and one
+      hard-deleted; an expense approved.
     * CRM: a new account with a closed-won opportunity not yet set up; a contract amendment
       (``Contract_Version__c`` + 1 with a new ``Amount`` and, if capped, a higher cap); an open
       opportunity soft-deleted (``IsDeleted``; shows in ``queryAll`` and the deleted feed); a
@@ -238,7 +240,6 @@ def _advance_psa(ctx: SandboxContext, clock: _Day, rng: random.Random) -> None:
                     "notes": rng.choice(_ADVANCE_NOTES),
                     "is_locked": False,
                     "locked_reason": None,
-                    "approval_status": "unsubmitted",
                     "is_closed": False,
                     "is_billed": False,
                     "is_running": False,
@@ -251,12 +252,9 @@ def _advance_psa(ctx: SandboxContext, clock: _Day, rng: random.Random) -> None:
                     "cost_rate": rate_at(costs, uid),
                     "created_at": _harvest(moment),
                     "user": {"id": uid, "name": ua["user"]["name"]},
-                    "client": {
-                        "id": proj["client"]["id"],
-                        "name": proj["client"]["name"],
-                        "currency": proj.get("currency"),
-                    },
-                    "project": {"id": proj["id"], "name": proj["name"], "code": proj["code"]},
+                    # Harvest's time entry: client and project are {id, name}
+                    "client": {"id": proj["client"]["id"], "name": proj["client"]["name"]},
+                    "project": {"id": proj["id"], "name": proj["name"]},
                     "task": {"id": ta["task"]["id"], "name": ta["task"]["name"]},
                     "user_assignment": {"id": ua["id"]},
                     "task_assignment": {"id": ta["id"]},
@@ -265,30 +263,35 @@ def _advance_psa(ctx: SandboxContext, clock: _Day, rng: random.Random) -> None:
                 },
                 modstamp=to_iso(moment),
             )
-    # yesterday's unsubmitted -> submitted; older submitted -> approved
+    # unapproved entries older than two days -> approved (is_closed, locked)
+    approve_before = (day - dt.timedelta(days=2)).isoformat()
     for row in psa.scan_rows(
-        "time_entries", where={"approval_status": "submitted"}, order="seq", limit=40
+        "time_entries",
+        where={"is_closed": False},
+        conditions=[("spent_date", "<", approve_before)],
+        order="seq",
+        limit=40,
     ):
         body = row.data()
         body.update(
             {
-                "approval_status": "approved",
                 "is_closed": True,
                 "is_locked": True,
                 "locked_reason": "Approved timesheet",
             }
         )
         psa.put("time_entries", row.id, body, modstamp=to_iso(clock.tick()))
-    unsubmitted = psa.scan_rows(
+    unapproved = psa.scan_rows(
         "time_entries",
-        conditions=[("approval_status", "=", "unsubmitted"), ("spent_date", "<", day.isoformat())],
+        where={"is_closed": False},
+        conditions=[("spent_date", "<", day.isoformat())],
         order="seq",
         limit=60,
     )
-    if unsubmitted:
-        victim = unsubmitted[rng.randrange(len(unsubmitted))]
+    if unapproved:
+        victim = unapproved[rng.randrange(len(unapproved))]
         psa.delete("time_entries", victim.id, modstamp=to_iso(clock.tick()))
-        for row in unsubmitted[:3]:
+        for row in unapproved[:3]:
             if row.id == victim.id:
                 continue
             body = row.data()
@@ -296,12 +299,6 @@ def _advance_psa(ctx: SandboxContext, clock: _Day, rng: random.Random) -> None:
                 float(body["hours"]) + 0.5
             )
             body["notes"] = (body.get("notes") or "") + " (updated)"
-            psa.put("time_entries", row.id, body, modstamp=to_iso(clock.tick()))
-        for row in unsubmitted[3:20]:
-            if row.id == victim.id:
-                continue
-            body = row.data()
-            body["approval_status"] = "submitted"
             psa.put("time_entries", row.id, body, modstamp=to_iso(clock.tick()))
     # expenses: one new, one approved
     if sample:
@@ -313,7 +310,7 @@ def _advance_psa(ctx: SandboxContext, clock: _Day, rng: random.Random) -> None:
         moment = clock.tick()
         eid = psa.next_int_id("expenses")
         total = round(rng.randint(12, 55) + rng.randint(0, 99) / 100, 2)
-        if proj.get("currency") == "JPY":
+        if (proj.get("client") or {}).get("currency") == "JPY":
             total = float(int(total * 162))
         psa.put(
             "expenses",
@@ -328,7 +325,6 @@ def _advance_psa(ctx: SandboxContext, clock: _Day, rng: random.Random) -> None:
                 "is_locked": False,
                 "is_billed": False,
                 "locked_reason": None,
-                "approval_status": "unsubmitted",
                 "billable": bool(proj["is_billable"]),
                 "receipt": {
                     "url": f"https://sandbox.invalid/receipts/{eid}.pdf",
@@ -339,21 +335,28 @@ def _advance_psa(ctx: SandboxContext, clock: _Day, rng: random.Random) -> None:
                 "user": {"id": uid, "name": ua["user"]["name"]},
                 "user_assignment": {"id": ua["id"]},
                 "project": {"id": proj["id"], "name": proj["name"], "code": proj["code"]},
-                "expense_category": {"id": cat["id"], "name": cat["name"]},
-                "client": {
-                    "id": proj["client"]["id"],
-                    "name": proj["client"]["name"],
-                    "currency": proj.get("currency"),
+                "expense_category": {
+                    "id": cat["id"],
+                    "name": cat["name"],
+                    "unit_price": cat.get("unit_price"),
+                    "unit_name": cat.get("unit_name"),
                 },
-                "currency": proj.get("currency"),
+                # Harvest's expense: client {id, name, currency}, project {id, name, code}
+                "client": proj["client"],
                 "invoice": None,
                 "created_at": _harvest(moment),
             },
             modstamp=to_iso(moment),
         )
-    for row in psa.scan_rows("expenses", where={"approval_status": "submitted"}, limit=5):
+    for row in psa.scan_rows(
+        "expenses",
+        where={"is_closed": False},
+        conditions=[("spent_date", "<", approve_before)],
+        order="seq",
+        limit=5,
+    ):
         body = row.data()
-        body.update({"approval_status": "approved", "is_closed": True, "is_locked": True})
+        body.update({"is_closed": True, "is_locked": True})
         psa.put("expenses", row.id, body, modstamp=to_iso(clock.tick()))
 
 

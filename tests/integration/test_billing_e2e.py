@@ -148,7 +148,7 @@ def expected_invoices(sandbox) -> dict[str, dict]:
             spent = dt.date.fromisoformat(e["spent_date"])
             if not (
                 e.get("billable")
-                and e.get("approval_status") == "approved"
+                and e.get("is_closed") is True  # approved (Harvest has no approval status)
                 and not e.get("is_billed")
                 and start <= spent <= end
             ):

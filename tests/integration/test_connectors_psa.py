@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from erpsync.connectors.cursors import BoundaryDedupe, Watermark, harvest_incremental_params
-from erpsync.connectors.errors import AuthError, WriteOutcomeUnknown
+from erpsync.connectors.errors import AuthError, ConnectorError, WriteOutcomeUnknown
 from erpsync.connectors.harvest import HarvestClient
 from erpsync.connectors.http import RetryPolicy
 
@@ -201,3 +201,47 @@ def test_equal_timestamps_at_the_watermark_lose_nothing(psa, sandbox):
     finally:
         clock.freeze(False)
         httpx.put(f"{sandbox.urls['psa']}/__admin/faults", json={}).raise_for_status()
+
+
+@pytest.mark.parametrize("account", ["", "   ", None])
+def test_an_empty_account_id_is_a_configuration_error(sandbox, monkeypatch, account):
+    """Audit HA: Harvest refuses a personal access token without Harvest-Account-Id; the
+    client says what to set instead of silently sending no header."""
+    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_PSA", _conn(sandbox.urls["psa"], account_id=account))
+    client = HarvestClient(policy=FAST)
+    for _ in range(2):  # and again: never a request without the account
+        with pytest.raises(ConnectorError) as info:
+            list(client.iter_pages("clients"))
+        assert "account_id" in str(info.value) and not isinstance(info.value, AuthError)
+    assert client.stats.requests == 0
+
+
+def test_every_request_carries_the_account_header(psa):
+    assert psa.get("users/me") is not None
+    headers = psa._auth_headers()
+    assert headers["Harvest-Account-Id"] == "100200"
+    assert headers["Authorization"].startswith("Bearer ") and "erpsync" in headers["User-Agent"]
+
+
+def test_rate_cards_are_a_bounded_full_read_without_updated_since(
+    psa, sandbox, tmp_path, monkeypatch
+):
+    """Audit H2: the rate lists document only page/per_page, so the sync never sends
+    updated_since (the sandbox would note it) and an 'incremental' read still returns every
+    rate, one request per user."""
+    import datetime as dt
+
+    from erpsync.sync import sources
+    from erpsync.sync.specs import BILLABLE_RATES
+    from erpsync_sandbox.contract import CONTRACT_LOG_ENV, read_log
+
+    log = tmp_path / "contract.jsonl"
+    monkeypatch.setenv(CONTRACT_LOG_ENV, str(log))
+    since = dt.datetime(2099, 1, 1, tzinfo=dt.UTC)
+    got = [r for page in sources.read_pages(BILLABLE_RATES, sources.Read(since)) for r in page]
+    store = sandbox.ctx.stores["psa"]
+    assert sorted(str(r["id"]) for r in got) == sorted(store.ids("billable_rates"))
+    assert all("currency" not in r and r["user_id"] for r in got)
+    requests = [r for r in read_log(log) if r["route"] == "/v2/users/{parent_id}/billable_rates"]
+    assert len(requests) == len(store.ids("users"))
+    assert [n for r in read_log(log) for n in r["undocumented"]] == []

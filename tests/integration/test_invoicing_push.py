@@ -109,7 +109,7 @@ def env(tmp_path_factory, pg_server_url):
     entries = [
         t
         for t in psa_store.scan("time_entries")
-        if t["billable"] and not t["is_billed"] and t["approval_status"] == "approved"
+        if t["billable"] and not t["is_billed"] and t["is_closed"]  # approved in Harvest
     ]
     expenses = [e for e in psa_store.scan("expenses") if e["billable"] and not e["is_billed"]]
     customers = {c["number"]: c for c in sandbox.ctx.stores["erp"].scan("customers")}

@@ -155,11 +155,23 @@ def assert_built_once(sandbox, warehouse_db: str, opp_id: str, code: str) -> dic
     assert len(got["psa_projects"]) == 1, (opp_id, got["psa_projects"])
     assert len(got["erp_projects"]) == 1, (opp_id, got["erp_projects"])
     project = got["psa_projects"][0]
-    assert project["currency"] == opp["CurrencyIsoCode"]
+    # a Harvest project has no currency: it bills in its client's (audit H13)
+    assert "currency" not in project
+    assert project["client"]["currency"] == opp["CurrencyIsoCode"]
     assert project["starts_on"] == opp["Contract_Start__c"]
     model = {"Time and Materials": "time_and_materials", "Fixed Fee": "fixed_fee"}.get(
         opp["Billing_Model__c"], "retainer"
     )
+    # budget is hours (budget_by project); a money budget is cost_budget (budget_by
+    # project_cost), https://help.getharvest.com/api-v2/projects-api/projects/projects/
+    if opp.get("Cap_Type__c") == "Hours" and model == "time_and_materials":
+        assert (project["budget_by"], project["cost_budget"]) == ("project", None)
+        assert Decimal(str(project["budget"])) == Decimal(str(opp["Cap_Value__c"]))
+    else:
+        capped = model == "time_and_materials" and opp.get("Cap_Type__c") == "Amount"
+        money_budget = opp["Cap_Value__c"] if capped else opp["Amount"]
+        assert (project["budget_by"], project["budget"]) == ("project_cost", None)
+        assert Decimal(str(project["cost_budget"])) == Decimal(str(money_budget))
     tasks = Counter(a["task"]["id"] for a in got["task_assignments"])
     assert len(tasks) == len(setup.PROJECT_TASKS[model]) and max(tasks.values()) == 1
     assert "milestones" not in sandbox.ctx.stores["psa"].resources()  # Harvest has none
@@ -614,3 +626,42 @@ def test_crm_writeback_is_the_documented_patch_and_a_deleted_opportunity_fails_i
     }
     assert sum(r["status"] == 204 for r in crm_writes) == stats.completed
     assert [n for r in read_log(log) if r["service"] == "crm" for n in r["undocumented"]] == []
+
+
+def test_a_client_billing_in_another_currency_is_an_exception_not_a_project(sandbox, warehouse_db):
+    """Audit H13: Harvest has no project currency (a project bills in its client's), so the
+    setup checks the PSA client's currency against the contract's and raises the contract as
+    an exception, building nothing, when they differ; the project body never carries a
+    currency (the sandbox would note it as undocumented)."""
+    broken = {
+        p["id"] for p in sandbox.ctx.manifest()["problems"] if p["kind"] == "contract_missing_field"
+    }
+    pending = pending_contracts(sandbox)
+    valid = sorted(set(pending) - broken - blocked_by_tax_id(sandbox, pending))
+    target = next(i for i in valid if pending[i]["Billing_Model__c"] == "Time and Materials")
+    psa = sandbox.ctx.stores["psa"]
+    with h.connections(sandbox, warehouse_db):
+        prepare_master_data(warehouse_db, "master")
+        ((psa_client,),) = q(
+            warehouse_db,
+            """SELECT m.psa_id FROM core.clients c JOIN core.id_map m USING (canonical_id)
+                WHERE c.crm_id = %s""",
+            (pending[target]["AccountId"],),
+        )
+        client = psa.get("clients", int(psa_client))
+        other = "CHF" if pending[target]["CurrencyIsoCode"] != "CHF" else "GBP"
+        psa.put("clients", client["id"], {**client, "currency": other})
+        stats = setup_run(warehouse_db)
+        assert stats.failed == []
+        rows = q(
+            warehouse_db,
+            """SELECT reason_code, detail ->> 'field', status FROM ops.exceptions
+                WHERE entity_type = 'opportunity' AND entity_key = %s""",
+            (target,),
+        )
+        assert rows == [("contract_invalid_field", "CurrencyIsoCode", "open")]
+        assert not any(built(sandbox, codes(warehouse_db)[target]).values())
+        # the client fixed in the PSA: the next run builds it and resolves the exception
+        psa.put("clients", client["id"], {**client})
+        setup_run(warehouse_db)
+        assert_built_once(sandbox, warehouse_db, target, codes(warehouse_db)[target])

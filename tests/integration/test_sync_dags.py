@@ -93,6 +93,7 @@ def test_the_sync_dags_declare_tasks_pools_assets_and_the_firm_schedule():
     assert set(tasks) == {
         "sync_billable_rates",
         "sync_cost_rates",
+        "sync_psa_clients",  # the currency Harvest prices a client's time in
         "sync_contract_rate_overrides",
         "write_back_psa",
     }
@@ -101,6 +102,7 @@ def test_the_sync_dags_declare_tasks_pools_assets_and_the_firm_schedule():
     assert tasks["write_back_psa"].upstream_task_ids == {
         "sync_billable_rates",
         "sync_cost_rates",
+        "sync_psa_clients",
         "sync_contract_rate_overrides",
     }
     assert [a.uri for a in tasks["sync_cost_rates"].outlets] == [
@@ -129,6 +131,7 @@ def test_rates_sync_dag_runs_against_the_sandbox(airflow_runtime, sandbox, wareh
     assert {t: s for t, (s, _n) in states.items()} == {
         "sync_billable_rates": "success",
         "sync_cost_rates": "success",
+        "sync_psa_clients": "success",
         "sync_contract_rate_overrides": "success",
         "write_back_psa": "success",
     }
@@ -148,6 +151,7 @@ def test_rates_sync_dag_runs_against_the_sandbox(airflow_runtime, sandbox, wareh
         "billable_rates",
         "contract_rate_overrides",
         "cost_rates",
+        "psa_clients",
     ]
     # the planted assignments whose rate differs from the contract now carry the contract rate
     manifest = sandbox.ctx.manifest()
@@ -157,3 +161,4 @@ def test_rates_sync_dag_runs_against_the_sandbox(airflow_runtime, sandbox, wareh
         contract_rate = re.search(r"contract rate ([0-9.]+)", problem["detail"]).group(1)
         assignment = psa.get("user_assignments", str(problem["id"]))
         assert Decimal(str(assignment["hourly_rate"])) == Decimal(contract_rate), problem
+        assert assignment["use_default_rates"] is False, problem  # applied, not just stored

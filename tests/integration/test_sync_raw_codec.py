@@ -24,8 +24,7 @@ BASE = {
     "notes": "Workshop",
     "is_locked": False,
     "locked_reason": None,
-    "approval_status": "approved",
-    "is_closed": False,
+    "is_closed": True,  # approved via Timesheet Approval (Harvest has no approval_status)
     "is_billed": False,
     "is_running": False,
     "billable": True,
@@ -34,8 +33,8 @@ BASE = {
     "created_at": "2026-05-01T16:34:49Z",
     "updated_at": "2026-11-01T18:02:00Z",
     "user": {"id": 31, "name": "K"},
-    "client": {"id": 51, "name": "C", "currency": "EUR"},
-    "project": {"id": 64, "name": "P", "code": "PRJ-1"},
+    "client": {"id": 51, "name": "C"},  # Harvest's time entry: {id, name}
+    "project": {"id": 64, "name": "P"},
     "task": {"id": 80, "name": "T"},
     "user_assignment": {"id": 72},
     "task_assignment": {"id": 71},
@@ -56,6 +55,8 @@ def records() -> list[dict]:
             {"spent_date": "not a date"},  # quarantined: invalid_date
             {"user": None},  # quarantined: invalid_value (no user id)
             {"client": None, "task": None, "external_reference": None, "created_at": None},
+            {"is_closed": False},  # unapproved
+            {"approval_status": "approved"},  # not Harvest's: ignored on both paths
         ]
     ):
         rec = copy.deepcopy(BASE)
@@ -120,8 +121,18 @@ def test_raw_codec_path_loads_exactly_what_the_dict_path_loads(warehouse_db, sec
     via_raw = sync(warehouse_db, [raw_page(recs)], "raw")
     via_dicts = sync(second_db, [copy.deepcopy(recs)], "dicts")
     for stats in (via_raw, via_dicts):
-        assert (stats.read, stats.loaded, stats.inserted, stats.quarantined) == (8, 5, 5, 4)
+        assert (stats.read, stats.loaded, stats.inserted, stats.quarantined) == (10, 7, 7, 4)
     assert snapshot(warehouse_db) == snapshot(second_db)
+    with psycopg.connect(warehouse_db) as conn:
+        approval = dict(
+            conn.execute("SELECT psa_id, approval_status FROM core.time_entries").fetchall()
+        )
+    # approval from is_closed (audit H3): no real entry is quarantined for lacking a status
+    assert (approval["1000"], approval["1008"], approval["1009"]) == (
+        "approved",
+        "unapproved",
+        "approved",
+    )
     reasons = [(k, r) for k, r, _ in snapshot(warehouse_db)["quarantine"]]
     assert sorted(r for _, r in reasons) == [
         "invalid_date",
@@ -132,16 +143,16 @@ def test_raw_codec_path_loads_exactly_what_the_dict_path_loads(warehouse_db, sec
 
     # each path sees the other's rows as unchanged (same hashes), and resolves nothing wrongly
     again = sync(warehouse_db, [copy.deepcopy(recs)], "dicts_again")
-    assert (again.inserted, again.updated, again.unchanged, again.deleted) == (0, 0, 5, 0)
+    assert (again.inserted, again.updated, again.unchanged, again.deleted) == (0, 0, 7, 0)
     again = sync(second_db, [raw_page(recs)], "raw_again")
-    assert (again.inserted, again.updated, again.unchanged, again.deleted) == (0, 0, 5, 0)
+    assert (again.inserted, again.updated, again.unchanged, again.deleted) == (0, 0, 7, 0)
 
     # one entry changed, one gone from the full read: updated and soft-deleted on both paths
     changed = [r | {"notes": "changed"} if r.get("id") == 1001 else r for r in recs[1:]]
     changed.append(copy.deepcopy(BASE) | {"id": 2000})
     for url, pages in ((warehouse_db, [raw_page(changed)]), (second_db, [changed])):
         third = sync(url, pages, "third")
-        assert (third.inserted, third.updated, third.unchanged, third.deleted) == (1, 1, 3, 1)
+        assert (third.inserted, third.updated, third.unchanged, third.deleted) == (1, 1, 5, 1)
         assert third.changed_keys == ["1000", "1001", "2000"]
     assert snapshot(warehouse_db)["core"] == snapshot(second_db)["core"]
 

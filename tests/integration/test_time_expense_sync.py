@@ -78,7 +78,8 @@ def psa_time(sandbox) -> dict[str, tuple]:
         str(e["id"]): (
             e["spent_date"],
             _dec(e["hours"]),
-            e["approval_status"],
+            # Harvest has no approval status: the warehouse's comes from is_closed
+            "approved" if e["is_closed"] else "unapproved",
             e["is_locked"],
             e["is_billed"],
             e["billable"],
@@ -109,8 +110,8 @@ def psa_expenses(sandbox) -> dict[str, tuple]:
         str(e["id"]): (
             e["spent_date"],
             _dec(e["total_cost"]),
-            e["currency"],
-            e["approval_status"],
+            e["client"]["currency"],  # Harvest's expense: the client carries the currency
+            "approved" if e["is_closed"] else "unapproved",
             e["is_locked"],
             e["is_billed"],
             e["receipt"] is not None,

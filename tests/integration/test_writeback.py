@@ -106,6 +106,8 @@ def test_sync_and_relay_write_exactly_the_expected_records_and_a_rerun_writes_no
         }
         for project_id, user_id, rate in overrides:
             assert Decimal(str(assignments[(project_id, user_id)]["hourly_rate"])) == rate
+            # ... and applied: Harvest uses it only with use_default_rates false (audit H10)
+            assert assignments[(project_id, user_id)]["use_default_rates"] is False
         # every write went through the API once, and the audit trail has one row per write
         first_writes = h.api_writes(sandbox, seq0)
         writes = totals["erp"]["writes"] + totals["psa"]["writes"]
@@ -122,7 +124,11 @@ def test_sync_and_relay_write_exactly_the_expected_records_and_a_rerun_writes_no
         rerun = RunInfo.local("writeback-again")
         stats = h.sync_all(warehouse_db, rerun)
         again = h.relay_until_done(rerun)
-        assert all(s.changed == 0 and s.written_back == 0 for s in stats.values())
+        # (psa_clients reads back the clients the relay wrote to the PSA after the first sync)
+        assert all(
+            s.changed == 0 and s.written_back == 0 for n, s in stats.items() if n != "psa_clients"
+        )
+        assert stats["psa_clients"].written_back == 0
         assert again == {s: dict.fromkeys(again[s], 0) for s in again}
         assert h.api_writes(sandbox, seq1) == []
         with psycopg.connect(warehouse_db) as conn:
@@ -462,3 +468,62 @@ def test_a_payment_term_missing_in_the_erp_fails_into_the_exceptions_queue(sandb
         ).fetchone()[0]
     assert failed and exceptions == len(failed) == stats.failed
     assert all("Payment Terms '45 DAYS'" in e and "Payment Terms page" in e for (e,) in failed)
+
+
+def test_the_contracted_rate_is_applied_not_just_stored(sandbox, warehouse_db):
+    """Audit H10: Harvest bills an assignment's hourly_rate only "when the project's bill_by is
+    People and use_default_rates is false". An assignment that has the contracted number but
+    uses the default rates is corrected (and the PSA then bills the contracted rate); a project
+    billed otherwise cannot take the rate: the write fails at once with an exception."""
+    from erpsync.sync import specs
+
+    store = sandbox.ctx.stores["psa"]
+    run = RunInfo.local("rates-applied")
+    with h.connections(sandbox, warehouse_db, h.fast_retry_credentials()):
+        h.sync_all(warehouse_db, run, only=(specs.PEOPLE, specs.CONTRACT_RATE_OVERRIDES))
+        with psycopg.connect(warehouse_db) as conn:
+            rows = conn.execute(
+                """SELECT entity_key, payload->>'project_id', payload->>'user_id',
+                          payload->>'hourly_rate'
+                     FROM ops.outbox WHERE operation = 'psa.assignment_rate'
+                    ORDER BY outbox_id"""
+            ).fetchall()
+        (key, project_id, user_id, rate) = rows[0]
+        other = next(r for r in rows if r[1] != project_id)
+        # the contracted number is stored, but the assignment uses the person's default rates
+        (ua,) = store.scan(
+            "user_assignments", where={"parent_id": project_id, "user.id": int(user_id)}
+        )
+        store.put(
+            "user_assignments",
+            ua["id"],
+            {**ua, "hourly_rate": Decimal(rate), "use_default_rates": True},
+            parent_id=project_id,
+        )
+        # another project is billed by task: no person rate applies there
+        project = store.get("projects", int(other[1]))
+        store.put("projects", project["id"], {**project, "bill_by": "Tasks"})
+        relay.run_outbox("psa", run=run)
+        fixed = store.get("user_assignments", ua["id"])
+        assert fixed["use_default_rates"] is False
+        assert Decimal(str(fixed["hourly_rate"])) == Decimal(rate)
+        with psycopg.connect(warehouse_db) as conn:
+            status = dict(
+                conn.execute(
+                    "SELECT entity_key, status FROM ops.outbox WHERE entity_key = ANY(%s)",
+                    ([key, other[0]],),
+                ).fetchall()
+            )
+            error = conn.execute(
+                "SELECT last_error FROM ops.outbox WHERE entity_key = %s", (other[0],)
+            ).fetchone()[0]
+            exceptions = conn.execute(
+                "SELECT reason_code, entity_key FROM ops.exceptions WHERE status = 'open'"
+            ).fetchall()
+        assert status == {key: "sent", other[0]: "failed"}
+        assert "bills by 'Tasks'" in error and "People" in error
+        # one exception per contracted rate of the project billed by task
+        tasks_billed = sorted(r[0] for r in rows if r[1] == other[1])
+        assert sorted(exceptions) == [
+            ("write_back_failed", f"psa.assignment_rate:{k}") for k in tasks_billed
+        ]

@@ -103,7 +103,9 @@ def test_advance_business_effects(ctx: SandboxContext) -> None:
         for c in changes
         if c["resource"] == "time_entries" and c["op"] == "update"
     ]
-    assert any(te and te["approval_status"] == "approved" for te in approved)
+    # approval is is_closed (Harvest has no approval status)
+    assert any(te and te["is_closed"] and te["is_locked"] for te in approved)
+    assert not any(te and "approval_status" in te for te in approved)
     created = [
         psa.get_row("time_entries", c["id"])
         for c in changes

@@ -165,7 +165,7 @@ def test_currencies_and_rate_changes(firm: Any) -> None:
         rate = ua["hourly_rate"]
         if rate is None:
             continue
-        cur = projects[ua["project"]["id"]]["currency"]
+        cur = projects[ua["project"]["id"]]["client"]["currency"]
         if cur == "JPY":
             assert float(rate) == int(rate)
     kwd = [r for r in psa.scan_rows("expenses") if '"currency":"KWD"' in r.body]
@@ -174,8 +174,11 @@ def test_currencies_and_rate_changes(firm: Any) -> None:
     )
     per_user = collections.Counter(r.parent_id for r in psa.scan_rows("billable_rates"))
     assert any(n >= 2 for n in per_user.values())  # rate changes mid-period
-    statuses = {te["approval_status"] for te in psa.scan("time_entries")}
-    assert statuses == {"approved", "submitted", "unsubmitted"}
+    # Harvest has no approval status: approval is is_closed, and the firm has both
+    entries = psa.scan("time_entries")
+    assert {te["is_closed"] for te in entries} == {True, False}
+    assert not any("approval_status" in te for te in entries)
+    assert {e["is_closed"] for e in psa.scan("expenses")} == {True, False}
     erp = ctx.stores["erp"]
     assert "taxRates" not in erp.resources()  # no invented custom API
     setup = {
@@ -263,7 +266,7 @@ def test_planted_problems_are_real_and_the_rest_is_clean(firm: Any) -> None:
     for row in expenses:
         body = row.data()
         amount = Decimal(row.body.split('"total_cost":')[1].split(",")[0])
-        if body["receipt"] is None and amount > threshold[body["currency"]]:
+        if body["receipt"] is None and amount > threshold[body["client"]["currency"]]:
             no_receipt.add(row.id)
     assert no_receipt == {p["id"] for p in problems(manifest, "expense_missing_receipt")}
     assert problems(manifest, "expense_over_policy")
@@ -284,9 +287,7 @@ def test_planted_problems_are_real_and_the_rest_is_clean(firm: Any) -> None:
         hours = sum(
             Decimal(str(te["hours"]))
             for te in entries
-            if str(te["project"]["id"]) == p["id"]
-            and te["billable"]
-            and te["approval_status"] == "approved"
+            if str(te["project"]["id"]) == p["id"] and te["billable"] and te["is_closed"]
         )
         assert opp["Cap_Type__c"] == "Hours" and hours > Decimal(str(opp["Cap_Value__c"]))
     for opp in opps.values():  # the other hour caps hold
@@ -311,7 +312,7 @@ def test_planted_problems_are_real_and_the_rest_is_clean(firm: Any) -> None:
         assert Decimal(str(ua["hourly_rate"])) != contract[user["email"]]
     for p in problems(manifest, "currency_differs_from_contract"):
         opp = opps[p["refs"]["opportunity"]]
-        assert projects[p["id"]]["currency"] != opp["CurrencyIsoCode"]
+        assert projects[p["id"]]["client"]["currency"] != opp["CurrencyIsoCode"]
 
 
 def test_crm_records_hold_only_schema_fields_and_picklist_countries(firm: Any) -> None:
@@ -335,3 +336,79 @@ def test_crm_records_hold_only_schema_fields_and_picklist_countries(firm: Any) -
         assert countries.is_code(a["BillingCountryCode"]), a
         assert a["BillingCountry"] == countries.label_for(a["BillingCountryCode"])
         assert a["BillingCountry"] != a["BillingCountryCode"]
+
+
+#: https://help.getharvest.com/api-v2/users-api/users/users/#the-user-object
+USER_FIELDS = {
+    "id",
+    "first_name",
+    "last_name",
+    "email",
+    "telephone",
+    "timezone",
+    "has_access_to_all_future_projects",
+    "is_contractor",
+    "is_active",
+    "weekly_capacity",
+    "default_hourly_rate",
+    "cost_rate",
+    "roles",
+    "access_roles",
+    "avatar_url",
+    "created_at",
+    "updated_at",
+}
+#: https://help.getharvest.com/api-v2/projects-api/projects/projects/#the-project-object
+PROJECT_FIELDS = {
+    "id",
+    "client",
+    "name",
+    "code",
+    "is_active",
+    "is_billable",
+    "is_fixed_fee",
+    "bill_by",
+    "hourly_rate",
+    "budget",
+    "budget_by",
+    "budget_is_monthly",
+    "notify_when_over_budget",
+    "over_budget_notification_percentage",
+    "over_budget_notification_date",
+    "show_budget_to_all",
+    "cost_budget",
+    "cost_budget_include_expenses",
+    "fee",
+    "notes",
+    "starts_on",
+    "ends_on",
+    "created_at",
+    "updated_at",
+}
+
+
+def test_psa_records_have_exactly_harvests_documented_attributes(firm: Any) -> None:
+    """Audit H1-H4, H13: what the generated Harvest serves is what Harvest documents - no
+    approval_status, no rate or project currency, no employee_number; a time entry's client
+    and project are {id, name} (https://help.getharvest.com/api-v2/)."""
+    ctx, _, _ = firm
+    psa = ctx.stores["psa"]
+    for resource in ("billable_rates", "cost_rates"):
+        for rate in psa.scan(resource):
+            assert set(rate) == {"id", "amount", "start_date", "end_date"} | {
+                "created_at",
+                "updated_at",
+            }
+    assert not any("employee_number" in u for u in psa.scan("users"))
+    for user in psa.scan("users"):
+        assert set(user) <= USER_FIELDS, set(user) - USER_FIELDS
+    for project in psa.scan("projects"):
+        assert set(project) <= PROJECT_FIELDS, set(project) - PROJECT_FIELDS
+        assert "currency" not in project and set(project["client"]) == {"id", "name", "currency"}
+    for te in psa.scan("time_entries"):
+        assert set(te["client"]) == {"id", "name"} and set(te["project"]) == {"id", "name"}
+        assert "approval_status" not in te
+    for e in psa.scan("expenses"):
+        assert "approval_status" not in e and "currency" not in e
+        assert set(e["client"]) == {"id", "name", "currency"}
+        assert set(e["expense_category"]) == {"id", "name", "unit_price", "unit_name"}

@@ -28,6 +28,7 @@ import pytest
 import uvicorn
 
 from erpsync_sandbox.common import SandboxContext
+from erpsync_sandbox.contract import CONTRACT_LOG_ENV, read_log
 from erpsync_sandbox.psa.app import create_app
 from erpsync_sandbox.psa.ratelimit import RATE_LIMIT_ENV, TokenBuckets, parse_rate_limit
 from erpsync_sandbox.store import Store
@@ -40,6 +41,9 @@ HEADERS = {
     "User-Agent": "erpsync contract tests (dev@erpsync.test)",
 }
 N_ENTRIES = 60
+#: A client that is not erpsync (the suite-wide contract check ignores it): for the requests
+#: that send something undocumented on purpose.
+PROBE_AGENT = "contract probe (dev@example.test)"
 
 
 # --------------------------------------------------------------------------- seeding
@@ -170,7 +174,6 @@ def seed(store: Store) -> None:
                     "starts_on": "2026-01-01",
                     "ends_on": None,
                     "over_budget_notification_date": None,
-                    "currency": client["currency"],
                     "client": client,
                     "created_at": "2026-01-01T00:00:00Z",
                 },
@@ -255,7 +258,7 @@ def seed(store: Store) -> None:
                     "spent_date": f"2026-09-{1 + i % 30:02d}",
                     "user": {"id": u, "name": f"User{u} Test"},
                     "client": {"id": p, "name": f"Client {p}"},
-                    "project": {"id": p, "name": f"Project {p}", "code": f"P{p}"},
+                    "project": {"id": p, "name": f"Project {p}"},
                     "task": {"id": t, "name": ("Development", "Design")[t - 1]},
                     "user_assignment": {
                         "id": p * 10 + u,
@@ -285,7 +288,7 @@ def seed(store: Store) -> None:
                     "notes": f"entry {i}",
                     "is_locked": i % 6 == 0,
                     "locked_reason": "Item Invoiced" if i % 6 == 0 else None,
-                    "is_closed": False,
+                    "is_closed": i % 3 == 2,  # approved via Timesheet Approval
                     "is_billed": i % 6 == 0,
                     "timer_started_at": None,
                     "started_time": None,
@@ -295,7 +298,6 @@ def seed(store: Store) -> None:
                     "budgeted": False,
                     "billable_rate": 150.0,
                     "cost_rate": 70.0,
-                    "approval_status": ("unsubmitted", "submitted", "approved")[i % 3],
                     "created_at": "2026-09-30T00:00:00Z",
                 },
                 _stamp(100 + i),
@@ -337,7 +339,6 @@ def seed(store: Store) -> None:
                     "is_locked": i == 1,
                     "is_closed": False,
                     "locked_reason": None,
-                    "approval_status": "approved",
                     "invoice": None,
                     "receipt": None
                     if i % 2
@@ -663,7 +664,14 @@ def test_time_entry_filters(psa: Psa) -> None:
     assert ids(client_id=3) == [i for i in every if 1 + i % 3 == 3]
     assert ids(is_billed="true") == [i for i in every if i % 6 == 0]
     assert ids(is_running="true") == [N_ENTRIES]
-    assert ids(approval_status="approved") == [i for i in every if i % 3 == 2]
+    # Harvest's time entries have no approval_status: the filter is ignored (every entry) and
+    # noted as undocumented; approval is is_closed
+    probe = {"User-Agent": PROBE_AGENT}
+    every_id = psa.get("/v2/time_entries", params={"approval_status": "approved"}, headers=probe)
+    assert sorted(e["id"] for e in every_id.json()["time_entries"]) == list(every)
+    closed = psa.get("/v2/time_entries").json()["time_entries"]
+    assert sorted(e["id"] for e in closed if e["is_closed"]) == [i for i in every if i % 3 == 2]
+    assert all("approval_status" not in e for e in closed)
     assert ids(external_reference_id="JIRA-30") == [30]
     assert ids(project_id=1, task_id=2) == [i for i in every if 1 + i % 3 == 1 and i % 2 == 1]
     assert psa.get("/v2/time_entries", params={"project_id": "abc"}).status_code == 422
@@ -813,7 +821,9 @@ def test_project_setup_writes(psa: Psa) -> None:
     )
     assert project.status_code == 201, project.text
     pid = project.json()["id"]
-    assert project.json()["client"]["id"] == cid and project.json()["currency"] == "CHF"
+    # Harvest: a project has no currency of its own; its client carries it
+    assert project.json()["client"] == {"id": cid, "name": "Newco AG", "currency": "CHF"}
+    assert "currency" not in project.json()
     task = psa.client.post("/v2/tasks", json={"name": "Consulting", "default_hourly_rate": 175})
     assert task.status_code == 201
     tid = task.json()["id"]
@@ -824,7 +834,8 @@ def test_project_setup_writes(psa: Psa) -> None:
     dup = psa.client.post(f"/v2/projects/{pid}/task_assignments", json={"task_id": tid})
     assert dup.status_code == 422
     ua = psa.client.post(
-        f"/v2/projects/{pid}/user_assignments", json={"user_id": 2, "hourly_rate": 210}
+        f"/v2/projects/{pid}/user_assignments",
+        json={"user_id": 2, "hourly_rate": 210, "use_default_rates": False},
     )
     assert ua.status_code == 201
     assert ua.json()["use_default_rates"] is False and ua.json()["user"]["id"] == 2
@@ -1469,3 +1480,202 @@ def test_serving_benchmark_runs_on_the_small_firm(tmp_path: Path) -> None:
         "sequential:orjson",
     ]
     assert report["runs"][0]["records"] == report["prepare"]["time_entries"] > 1000
+
+
+# --------------------------------------------------------------------------- Harvest's contract
+# (issue 13, audit H2-H4, H10, H13): what Harvest documents, what it ignores, what is noted
+
+
+@pytest.fixture
+def contract_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    log = tmp_path / "contract.jsonl"
+    monkeypatch.setenv(CONTRACT_LOG_ENV, str(log))
+    return log
+
+
+def _notes(log: Path) -> list[str]:
+    return [what for rec in read_log(log) for what in rec["undocumented"]]
+
+
+TIME_ENTRY_FIELDS = {
+    # https://help.getharvest.com/api-v2/timesheets-api/timesheets/time-entries/
+    "id",
+    "spent_date",
+    "user",
+    "user_assignment",
+    "client",
+    "project",
+    "task",
+    "task_assignment",
+    "external_reference",
+    "invoice",
+    "hours",
+    "hours_without_timer",
+    "rounded_hours",
+    "notes",
+    "is_locked",
+    "locked_reason",
+    "is_closed",
+    "is_billed",
+    "timer_started_at",
+    "started_time",
+    "ended_time",
+    "is_running",
+    "billable",
+    "budgeted",
+    "billable_rate",
+    "cost_rate",
+    "created_at",
+    "updated_at",
+}
+RATE_FIELDS = {"id", "amount", "start_date", "end_date", "created_at", "updated_at"}
+EXPENSE_FIELDS = {
+    # https://help.getharvest.com/api-v2/expenses-api/expenses/expenses/
+    "id",
+    "client",
+    "project",
+    "expense_category",
+    "user",
+    "user_assignment",
+    "receipt",
+    "invoice",
+    "notes",
+    "units",
+    "total_cost",
+    "billable",
+    "is_closed",
+    "is_locked",
+    "is_billed",
+    "locked_reason",
+    "spent_date",
+    "created_at",
+    "updated_at",
+}
+
+
+def test_time_entry_and_expense_are_harvests_shape(psa: Psa, contract_log: Path) -> None:
+    """H3/H4: no approval_status (approval is is_closed); a time entry's client and project
+    are {id, name}; an expense's client carries the currency. An approval_status sent on create
+    is ignored and noted."""
+    created = psa.client.post(
+        "/v2/time_entries",
+        json={"project_id": 1, "task_id": 1, "spent_date": "2026-11-02", "hours": 1},
+    )
+    assert created.status_code == 201, created.text
+    entry = created.json()
+    assert set(entry) == TIME_ENTRY_FIELDS, set(entry) ^ TIME_ENTRY_FIELDS
+    assert entry["is_closed"] is False and "approval_status" not in entry
+    assert entry["client"] == {"id": 1, "name": "Client 1"}
+    assert entry["project"] == {"id": 1, "name": "Project 1"}
+    assert _notes(contract_log) == []
+    ignored = psa.client.post(
+        "/v2/time_entries",
+        json={
+            "project_id": 1,
+            "task_id": 1,
+            "spent_date": "2026-11-02",
+            "approval_status": "approved",
+        },
+        headers={"User-Agent": PROBE_AGENT},
+    )
+    assert ignored.status_code == 201 and "approval_status" not in ignored.json()
+    assert ignored.json()["is_closed"] is False
+    assert _notes(contract_log) == ["create_time_entry: body parameter 'approval_status'"]
+    expense = psa.client.post(
+        "/v2/expenses",
+        json={"project_id": 2, "expense_category_id": 1, "spent_date": "2026-11-02", "units": 1},
+    ).json()
+    assert set(expense) == EXPENSE_FIELDS, set(expense) ^ EXPENSE_FIELDS
+    assert expense["is_closed"] is False
+    assert expense["client"] == {"id": 2, "name": "Client 2", "currency": "USD"}
+    assert expense["project"] == {"id": 2, "name": "Project 2", "code": "P2"}
+    assert set(expense["expense_category"]) == {"id", "name", "unit_price", "unit_name"}
+
+
+def test_rates_have_no_currency_and_ignore_updated_since(psa: Psa, contract_log: Path) -> None:
+    """H2: a rate is {id, amount, start_date, end_date, created_at, updated_at}; the rate lists
+    document only page/per_page, so updated_since returns every rate and is noted."""
+    rate = psa.client.post("/v2/users/1/billable_rates", json={"amount": 160, "currency": "EUR"})
+    assert rate.status_code == 201 and set(rate.json()) == RATE_FIELDS
+    assert _notes(contract_log) == ["create_billable_rates: body parameter 'currency'"]
+    every = psa.get("/v2/users/1/billable_rates").json()["billable_rates"]
+    assert len(every) == 2 and all(set(r) == RATE_FIELDS for r in every)
+    future = psa.get(
+        "/v2/users/1/billable_rates",
+        params={"updated_since": "2099-01-01T00:00:00Z"},
+        headers={"User-Agent": PROBE_AGENT},
+    )
+    assert [r["id"] for r in future.json()["billable_rates"]] == [r["id"] for r in every]
+    assert _notes(contract_log)[-1] == "list billable_rates: query parameter 'updated_since'"
+    documented = psa.get("/v2/users/2/cost_rates", params={"per_page": 100, "page": 1})
+    assert documented.status_code == 200
+    assert len(_notes(contract_log)) == 2
+
+
+def test_project_has_no_currency_and_budgets_as_documented(psa: Psa, contract_log: Path) -> None:
+    """H13: currency is not a project parameter (ignored, noted; the client's currency
+    applies); budget is hours, a money budget is cost_budget with budget_by project_cost."""
+    made = psa.client.post(
+        "/v2/projects",
+        json={
+            "client_id": 2,
+            "name": "Fees",
+            "is_billable": True,
+            "bill_by": "People",
+            "budget_by": "project_cost",
+            "cost_budget": 50000,
+            "currency": "EUR",
+        },
+        headers={"User-Agent": PROBE_AGENT},
+    )
+    assert made.status_code == 201, made.text
+    body = made.json()
+    assert "currency" not in body and body["client"]["currency"] == "USD"
+    assert body["cost_budget"] == 50000 and body["budget"] is None
+    assert _notes(contract_log) == ["create_projects: body parameter 'currency'"]
+    bad = psa.client.post(
+        "/v2/projects",
+        json={
+            "client_id": 2,
+            "name": "Bad",
+            "is_billable": True,
+            "bill_by": "People",
+            "budget_by": "money",
+        },
+    )
+    assert bad.status_code == 422
+
+
+def test_assignment_rate_applies_only_without_default_rates(psa: Psa) -> None:
+    """H10: an assignment's hourly_rate is used "when the project's bill_by is People and
+    use_default_rates is false"; use_default_rates defaults to true and a PATCH of hourly_rate
+    alone leaves it as it is."""
+    pid = psa.client.post(
+        "/v2/projects",
+        json={
+            "client_id": 1,
+            "name": "People billed",
+            "is_billable": True,
+            "bill_by": "People",
+            "budget_by": "none",
+        },
+    ).json()["id"]
+    psa.client.post(f"/v2/projects/{pid}/task_assignments", json={"task_id": 1, "billable": True})
+    ua = psa.client.post(
+        f"/v2/projects/{pid}/user_assignments", json={"user_id": 1, "hourly_rate": 210}
+    ).json()
+    assert ua["use_default_rates"] is True
+    entry = {"project_id": pid, "task_id": 1, "user_id": 1, "spent_date": "2026-11-02"}
+    default = psa.client.post("/v2/time_entries", json={**entry, "hours": 1}).json()
+    assert default["billable_rate"] == 140.0  # the person's billable rate, not 210
+    patched = psa.client.patch(
+        f"/v2/projects/{pid}/user_assignments/{ua['id']}", json={"hourly_rate": 220}
+    ).json()
+    assert patched["use_default_rates"] is True
+    applied = psa.client.patch(
+        f"/v2/projects/{pid}/user_assignments/{ua['id']}",
+        json={"hourly_rate": 220, "use_default_rates": False},
+    ).json()
+    assert applied["use_default_rates"] is False
+    contracted = psa.client.post("/v2/time_entries", json={**entry, "hours": 2}).json()
+    assert contracted["billable_rate"] == 220.0

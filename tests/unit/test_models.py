@@ -15,6 +15,7 @@ from erpsync.models.canonical import (
     Client,
     ContractRateOverride,
     Person,
+    PsaClient,
     RateCard,
     TaxCode,
     TaxProfile,
@@ -115,6 +116,8 @@ def test_harvest_user_maps_to_a_person():
         "weekly_capacity": 144000,
     }
     person = validate(Person, mappings.harvest_user_to_person(user)[0])
+    # Harvest users have no employee_number (audit H1): never read, even if a payload has one
+    assert person.employee_number is None
     assert person.psa_id == "3100001"
     assert person.email == "ada.lovelace@example.com"
     assert person.role == "Senior Consultant"
@@ -133,7 +136,6 @@ def test_harvest_rates_map_to_rate_cards_with_exact_money(mapper, kind):
         "id": 5200001,
         "user_id": 3100001,
         "amount": 160.1,  # a JSON float: read through its repr, never binary arithmetic
-        "currency": "EUR",
         "start_date": "2025-01-01",
         "end_date": None,
     }
@@ -142,6 +144,8 @@ def test_harvest_rates_map_to_rate_cards_with_exact_money(mapper, kind):
     assert card.amount == Decimal("160.1")
     assert isinstance(card.amount, Decimal)
     assert (card.person_psa_id, card.psa_rate_id) == ("3100001", "5200001")
+    # Harvest rates carry no currency (audit H2): the card loads without one
+    assert card.currency is None
 
 
 def test_opportunity_rate_overrides_map_one_row_per_person():
@@ -277,6 +281,7 @@ def test_validators_are_built_once_and_models_are_immutable():
         TaxRate,
         Person,
         RateCard,
+        PsaClient,
         ContractRateOverride,
         TimeEntry,
         Expense,
@@ -286,3 +291,55 @@ def test_validators_are_built_once_and_models_are_immutable():
     with pytest.raises(ValidationError):
         client.legal_name = "changed"  # type: ignore[misc]
     assert reason_of(Client, _client(unexpected="x")) == reasons.INVALID_VALUE
+
+
+def test_harvest_time_entry_and_expense_approval_from_is_closed():
+    """Audit H3/H4: no approval_status in Harvest; the warehouse's comes from is_closed."""
+    from erpsync.models.time_expense import (
+        Expense,
+        TimeEntry,
+        harvest_expense,
+        harvest_time_entry,
+    )
+
+    entry = {
+        "id": 1,
+        "spent_date": "2026-05-01",
+        "hours": 2.0,
+        "billable": True,
+        "is_locked": False,
+        "is_closed": True,
+        "is_billed": False,
+        "user": {"id": 3},
+        "client": {"id": 5, "name": "Acme"},
+        "project": {"id": 6, "name": "Rollout"},
+    }
+    row = validate(TimeEntry, harvest_time_entry(entry)[0])
+    assert (row.approval_status, row.currency) == ("approved", None)
+    row = validate(TimeEntry, harvest_time_entry({**entry, "is_closed": False})[0])
+    assert row.approval_status == "unapproved"
+    expense = {
+        "id": 9,
+        "spent_date": "2026-05-01",
+        "total_cost": 12.5,
+        "billable": True,
+        "is_locked": False,
+        "is_closed": False,
+        "is_billed": False,
+        "receipt": None,
+        "user": {"id": 3},
+        "client": {"id": 5, "name": "Acme", "currency": "EUR"},
+        "project": {"id": 6, "name": "Rollout", "code": "P-6"},
+        "expense_category": {"id": 1, "name": "Meals", "unit_price": None, "unit_name": None},
+    }
+    got = validate(Expense, harvest_expense(expense)[0])
+    assert (got.approval_status, got.currency) == ("unapproved", "EUR")
+
+
+def test_harvest_client_maps_to_a_psa_client_with_its_currency():
+    """Harvest prices a client's time in the client's currency; its time entries and rates
+    carry none, so the client is where the currency comes from (audit H2/H3)."""
+    rec = {"id": 5100001, "name": "Acme GmbH", "currency": "chf", "is_active": True}
+    got = validate(PsaClient, mappings.harvest_client_to_psa_client(rec)[0])
+    assert (got.psa_id, got.currency, got.is_active) == ("5100001", "CHF", True)
+    assert validate(PsaClient, mappings.harvest_client_to_psa_client({"id": 7})[0]).currency is None

@@ -27,7 +27,6 @@ BASE = {
     "notes": "Stakeholder interviews",
     "is_locked": True,
     "locked_reason": "Item Invoiced",
-    "approval_status": "approved",
     "is_closed": True,
     "is_billed": True,
     "is_running": False,
@@ -39,8 +38,9 @@ BASE = {
     "created_at": "2026-05-01T16:34:49Z",
     "updated_at": "2026-11-01T18:02:00Z",
     "user": {"id": 3100001, "name": "Katrin Jansen"},
-    "client": {"id": 5100839, "name": "Bluefield Analytics 91 GmbH", "currency": "EUR"},
-    "project": {"id": 6401208, "name": "Bluefield ERP Rollout 1207", "code": "PRJ-11207"},
+    # Harvest's time entry: client and project are {id, name}
+    "client": {"id": 5100839, "name": "Bluefield Analytics 91 GmbH"},
+    "project": {"id": 6401208, "name": "Bluefield ERP Rollout 1207"},
     "task": {"id": 8000004, "name": "Project Management"},
     "user_assignment": {"id": 7204807},
     "task_assignment": {"id": 7105980},
@@ -133,7 +133,11 @@ def assert_same(rec: dict) -> None:
         {"external_reference": {}},
         {"updated_at": None},
         {"updated_at": ...},
-        {"approval_status": "unsubmitted", "billable": False, "is_locked": False},
+        {"is_closed": False, "billable": False, "is_locked": False},
+        # older shapes: a currency or code the vendor happens to send is kept
+        {"client": {"id": 5, "currency": "EUR"}, "project": {"id": 6, "code": "PRJ-1"}},
+        # an approval_status is not Harvest's: ignored, approval comes from is_closed
+        {"approval_status": "approved", "is_closed": False},
         {"id": 7, "user": {"id": 0}},
     ],
 )
@@ -168,8 +172,7 @@ def test_accepted_records_match_the_pydantic_path(changes):
         {"billable": 1},
         {"billable": "true"},
         {"is_closed": 1},
-        {"approval_status": "Approved"},
-        {"approval_status": None},
+        {"is_closed": "true"},
         {"spent_date": "2026-02-30"},
         {"spent_date": "2026-05-01T00:00:00"},
         {"spent_date": None},
@@ -203,3 +206,17 @@ def test_malformed_json_is_declined_not_raised():
     assert encode_time_entry(b'{"id": 1, "hours": NaN}') is None
     assert encode_time_entry(b"[1, 2]") is None
     assert encode_time_entry(b"5") is None
+
+
+@pytest.mark.parametrize(("is_closed", "status"), [(True, "approved"), (False, "unapproved")])
+def test_approval_comes_from_is_closed_on_both_paths(is_closed, status):
+    """Audit H3: Harvest has no approval_status; a real entry (without one) is not quarantined
+    and its approval is is_closed, the same on the codec and the pydantic path."""
+    rec = variant(is_closed=is_closed)
+    assert "approval_status" not in rec
+    encoded = encode_time_entry(json.dumps(rec).encode())
+    assert encoded is not None
+    assert encoded[2].split("\t")[COLUMNS.index("approval_status")] == status
+    row = harvest_time_entry(rec)[0]
+    assert adapter_for(TimeEntry).validate_python(row).approval_status == status
+    assert row["currency"] is None  # no client currency on the entry: reconcile takes the client's

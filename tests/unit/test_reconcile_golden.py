@@ -34,6 +34,7 @@ TABLES = (
     "core.time_entries",
     "core.expenses",
     "core.rate_cards",
+    "core.psa_clients",
     "core.clients",
     "core.people",
     "core.id_map",
@@ -485,3 +486,61 @@ def test_wip_leakage_and_the_finance_table(conn):
     table = finance_table(conn)
     assert "Acme B.V." in table and "300.01" in table and "200.01" in table
     assert "on hold: not_approved (1 item)" in table
+
+
+# ------------------------------------------------------------------ Harvest as it really is
+
+
+def _harvest_client(conn, psa_id: str, currency: str) -> None:
+    """A CRM client linked to its PSA client (core.id_map), as onboarding leaves it."""
+    canonical = conn.execute(
+        "INSERT INTO core.id_map (entity_type, crm_id, psa_id) VALUES ('client', %s, %s)"
+        " RETURNING canonical_id",
+        (f"001{psa_id}", psa_id),
+    ).fetchone()[0]
+    conn.execute(
+        """INSERT INTO core.clients (crm_id, canonical_id, legal_name, billing_country, currency,
+               source_record_id, row_hash, first_run_id, last_run_id)
+           VALUES (%s, %s, %s, 'DE', %s, %s, 'h', 'rows', 'rows')""",
+        (f"001{psa_id}", canonical, f"Client {psa_id}", currency, f"001{psa_id}"),
+    )
+
+
+def _psa_client(conn, psa_id: str, currency: str) -> None:
+    """The PSA's own client record (rates sync, core.psa_clients)."""
+    conn.execute(
+        """INSERT INTO core.psa_clients (psa_id, name, currency, source_record_id, row_hash,
+               first_run_id, last_run_id)
+           VALUES (%s, %s, %s, %s, 'h', 'rows', 'rows')""",
+        (psa_id, f"PSA client {psa_id}", currency, psa_id),
+    )
+
+
+def test_harvest_shapes_rates_without_currency_and_entries_in_the_clients_currency(conn):
+    """Audit H2/H3: Harvest rates carry no currency (a card without one prices in the contract
+    currency, not missing_rate); a time entry names its client without currency (the client's
+    currency applies, so a USD client on a EUR contract is currency_differs_from_contract);
+    approval is is_closed (approved / unapproved)."""
+    r = Rows(conn)
+    r.person("u1")
+    r.person("u2")
+    _harvest_client(conn, "c1", "EUR")  # currency from the CRM client linked to it
+    _harvest_client(conn, "c9", "EUR")
+    _psa_client(conn, "c9", "USD")  # ... unless Harvest's own client says otherwise
+    r.contract("006H", "p1")
+    r.contract("006HU", "p9")
+    r.rate_card("u1", "120", D(2026, 1, 1), currency=None)
+    r.time("card", "u1", "p1", D(2026, 3, 2), "2", currency=None)
+    r.time("open", "u1", "p1", D(2026, 3, 3), "1", currency=None, status="unapproved")
+    r.time("usd", "u2", "p9", D(2026, 3, 3), "1", rate="100", currency=None, client="c9")
+    conn.commit()
+    recon(conn)
+    card = item(conn, "time:card")
+    assert (card["state"], card["amount"], card["currency"]) == ("ready", Decimal("240"), "EUR")
+    assert card["approved"] is True
+    still_open = item(conn, "time:open")
+    assert (still_open["state"], still_open["reason_code"]) == ("on_hold", "not_approved")
+    assert still_open["approved"] is False and still_open["amount"] == Decimal("120")
+    usd = item(conn, "time:usd")
+    assert usd["reason_code"] == "currency_differs_from_contract"
+    assert usd["reason_detail"]["psa_currency"] == "USD"

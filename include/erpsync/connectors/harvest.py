@@ -1,8 +1,9 @@
 """Harvest API v2 client (the PSA): bearer auth, ``links.next`` paging, 429 ``Retry-After``.
 
 Connection (``erpsync_psa``, conn_type http): host/schema/port = ``https://api.harvestapp.com``;
-password = the personal access token (or extra ``access_token``). Extras: ``account_id`` (sent
-as ``Harvest-Account-Id``), ``user_agent`` (Harvest requires ``App name (contact email)``).
+password = the personal access token (or extra ``access_token``). Extras: ``account_id``
+(required, sent as ``Harvest-Account-Id``; an empty one is a configuration error),
+``user_agent`` (Harvest requires ``App name (contact email)``).
 
 * Auth: ``Authorization: Bearer``, ``Harvest-Account-Id`` and ``User-Agent`` on every request.
   https://help.getharvest.com/api-v2/authentication-api/authentication/authentication/
@@ -70,14 +71,28 @@ class HarvestClient(VendorClient):
 
     def _configure(self) -> None:
         self._token = self._secret("access_token")
-        self.account_id = str(self.extras.get("account_id") or "")
+        self.account_id = str(self.extras.get("account_id") or "").strip()
         self.user_agent = str(self.extras.get("user_agent") or DEFAULT_USER_AGENT)
+        self._require_account()
+
+    def _require_account(self) -> None:
+        if not getattr(self, "account_id", ""):
+            # Harvest needs the account on every request; without it a personal access token
+            # is refused, so fail with what to set before anything is sent
+            raise ConnectorError(
+                f"{self.label}: connection {self.conn_id} needs the extra 'account_id' (the"
+                " Harvest account id shown next to the personal access token at"
+                " https://id.getharvest.com/developers)",
+                system=self.system,
+            )
 
     def _auth_headers(self) -> dict[str, str]:
-        headers = {"Authorization": f"Bearer {self._token or ''}", "User-Agent": self.user_agent}
-        if self.account_id:
-            headers["Harvest-Account-Id"] = self.account_id
-        return headers
+        self._require_account()
+        return {
+            "Authorization": f"Bearer {self._token or ''}",
+            "User-Agent": self.user_agent,
+            "Harvest-Account-Id": self.account_id,
+        }
 
     # ------------------------------------------------------------------ reads
 

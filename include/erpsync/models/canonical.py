@@ -196,7 +196,19 @@ class RateCard(_Dated):
     psa_rate_id: RequiredText
     person_psa_id: RequiredText
     amount: Rate
-    currency: Currency
+    # Harvest rates carry no currency (https://help.getharvest.com/api-v2/users-api/users/
+    # billable-rates/): the amount is in the currency of the client it prices
+    currency: Currency | None = None
+
+
+class PsaClient(Canonical):
+    """A Harvest client (https://help.getharvest.com/api-v2/clients-api/clients/clients/): the
+    currency Harvest prices the client's time in (its time entries and rates carry none)."""
+
+    psa_id: RequiredText
+    name: str | None = None
+    currency: Currency | None = None
+    is_active: bool = True
 
 
 class ContractRateOverride(Canonical):
@@ -212,7 +224,16 @@ class ContractRateOverride(Canonical):
 #: One prebuilt validator per canonical model, reused for every record.
 ADAPTERS: dict[type[Canonical], TypeAdapter] = {
     model: TypeAdapter(model)
-    for model in (Client, TaxProfile, TaxCode, TaxRate, Person, RateCard, ContractRateOverride)
+    for model in (
+        Client,
+        TaxProfile,
+        TaxCode,
+        TaxRate,
+        Person,
+        RateCard,
+        PsaClient,
+        ContractRateOverride,
+    )
 }
 
 

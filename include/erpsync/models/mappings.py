@@ -142,11 +142,26 @@ def harvest_user_to_person(rec: dict) -> list[dict]:
             "first_name": rec.get("first_name"),
             "last_name": rec.get("last_name"),
             "email": rec.get("email"),
-            "employee_number": _text(rec.get("employee_number")),
+            # Harvest users have no employee number
+            # (https://help.getharvest.com/api-v2/users-api/users/users/)
+            "employee_number": None,
             "role": _text(roles[0]) if roles else None,
             "is_contractor": bool(rec.get("is_contractor") or False),
             "is_active": bool(rec.get("is_active", True)),
             "weekly_capacity_seconds": rec.get("weekly_capacity"),
+        }
+    ]
+
+
+def harvest_client_to_psa_client(rec: dict) -> list[dict]:
+    """A ``/v2/clients`` record: id, name, currency, is_active
+    (https://help.getharvest.com/api-v2/clients-api/clients/clients/)."""
+    return [
+        {
+            "psa_id": _id(rec.get("id")),
+            "name": rec.get("name"),
+            "currency": rec.get("currency") or None,
+            "is_active": bool(rec.get("is_active", True)),
         }
     ]
 
@@ -158,7 +173,8 @@ def _harvest_rate(kind: str, rec: dict) -> list[dict]:
             "psa_rate_id": _id(rec.get("id")),
             "person_psa_id": _id(rec.get("user_id")),
             "amount": rec.get("amount"),
-            "currency": rec.get("currency"),
+            # {id, amount, start_date, end_date, created_at, updated_at}: no currency
+            "currency": None,
             "valid_from": rec.get("start_date"),
             "valid_to": rec.get("end_date") or None,
         }

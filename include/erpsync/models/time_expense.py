@@ -9,6 +9,18 @@ body becomes a ``Decimal`` through its shortest repr (pydantic converts ``194.62
 registered in :data:`erpsync.models.canonical.ADAPTERS` at import, so the engine reuses it for
 every record.
 
+Approval: Harvest's time entry and expense carry no approval status; approval is ``is_closed``
+("Whether or not the time entry has been approved via Timesheet Approval",
+https://help.getharvest.com/api-v2/timesheets-api/timesheets/time-entries/ and
+https://help.getharvest.com/api-v2/expenses-api/expenses/expenses/). The warehouse's
+``approval_status`` column is derived from it: ``approved`` when ``is_closed`` is true, else
+``unapproved`` (Harvest v2 has no "submitted" state). An entry without ``is_closed`` is taken
+as not approved.
+
+Currency: Harvest's time entry ``client`` is ``{id, name}`` (no currency), so a time entry's
+``currency`` is null when the vendor omits it; reconciliation then takes the currency of the
+entry's client (:mod:`erpsync.reconcile.sql`). An expense's ``client`` carries its currency.
+
 Planted business problems (missing rate, time on a closed project, duplicate entries, expenses
 without a receipt or over policy) are *not* validation failures: the rows load as the PSA holds
 them and reconciliation reports them. Only records the warehouse cannot hold (no id, no date,
@@ -28,7 +40,15 @@ from pydantic import Field, TypeAdapter
 
 from erpsync.models.canonical import ADAPTERS, Canonical, Currency
 
-ApprovalStatus = Literal["unsubmitted", "submitted", "approved"]
+#: Derived from Harvest's ``is_closed`` (see the module doc).
+ApprovalStatus = Literal["approved", "unapproved"]
+
+
+def approval_of(is_closed: object) -> str:
+    """The warehouse approval state of a Harvest record's ``is_closed``."""
+    return "approved" if bool(is_closed) else "unapproved"
+
+
 NonNegative = Annotated[Decimal, Field(ge=0)]
 
 
@@ -115,7 +135,7 @@ def harvest_time_entry(rec: dict) -> list[dict]:
             "rounded_hours": rec.get("rounded_hours"),
             "notes": rec.get("notes"),
             "billable": rec.get("billable"),
-            "approval_status": rec.get("approval_status"),
+            "approval_status": approval_of(rec.get("is_closed")),
             "is_locked": rec.get("is_locked"),
             "locked_reason": rec.get("locked_reason"),
             "is_closed": bool(rec.get("is_closed")),
@@ -155,9 +175,9 @@ def harvest_expense(rec: dict) -> list[dict]:
             "notes": rec.get("notes"),
             "total_cost": rec.get("total_cost"),
             "units": rec.get("units"),
-            "currency": rec.get("currency") or client.get("currency"),
+            "currency": client.get("currency"),
             "billable": rec.get("billable"),
-            "approval_status": rec.get("approval_status"),
+            "approval_status": approval_of(rec.get("is_closed")),
             "is_locked": rec.get("is_locked"),
             "locked_reason": rec.get("locked_reason"),
             "is_closed": bool(rec.get("is_closed")),
@@ -228,7 +248,6 @@ class _TimeEntryWire(msgspec.Struct, gc=False):
     spent_date: dt.date
     hours: int | float
     billable: bool
-    approval_status: ApprovalStatus
     is_locked: bool
     is_billed: bool
     user: _Ref
@@ -350,6 +369,7 @@ def encode_time_entry(raw: bytes | msgspec.Raw) -> tuple[str, str, str, str] | N
     ta = None if w.task_assignment is None else str(w.task_assignment.id)
     invoice = None if w.invoice is None else str(w.invoice.id)
     is_closed = bool(w.is_closed)
+    approval = "approved" if is_closed else "unapproved"
     is_running = bool(w.is_running)
     spent = w.spent_date.isoformat()
     row = {
@@ -359,7 +379,7 @@ def encode_time_entry(raw: bytes | msgspec.Raw) -> tuple[str, str, str, str] | N
         "rounded_hours": rounded_h,
         "notes": notes,
         "billable": w.billable,
-        "approval_status": w.approval_status,
+        "approval_status": approval,
         "is_locked": w.is_locked,
         "locked_reason": locked_reason,
         "is_closed": is_closed,
@@ -390,7 +410,7 @@ def encode_time_entry(raw: bytes | msgspec.Raw) -> tuple[str, str, str, str] | N
             rounded,
             _ct(notes),
             "t" if w.billable else "f",
-            w.approval_status,
+            approval,
             "t" if w.is_locked else "f",
             _ct(locked_reason),
             "t" if is_closed else "f",

@@ -117,6 +117,8 @@ class ClientFacts:
     vat_id_reason: str | None
     psa_client_id: str | None
     name: str | None
+    #: the PSA client's currency (a Harvest project bills in its client's currency)
+    psa_currency: str | None = None
 
 
 @dataclass
@@ -446,6 +448,21 @@ def check(
                 "Account",
                 "the client does not exist in the PSA yet",
                 "let the master data sync write the client to the PSA (erpsync_master_data_sync)",
+            )
+        )
+    if (
+        client.psa_client_id is not None
+        and client.psa_currency
+        and contract.currency
+        and client.psa_currency.upper() != contract.currency.upper()
+    ):
+        problems.append(
+            _invalid(
+                "CurrencyIsoCode",
+                f"the contract is in {contract.currency} but the client bills in"
+                f" {client.psa_currency} in the PSA (a Harvest project takes its client's"
+                " currency)",
+                "correct the opportunity's currency, or the client's currency in the PSA",
             )
         )
     for item in contract.rate_overrides:

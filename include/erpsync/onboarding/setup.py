@@ -205,10 +205,26 @@ def _client_facts(conn, account_id: str | None, systems: Systems) -> ClientFacts
     if row is None:
         return ClientFacts(False, False, False, None, None, None, None)
     name, po_required, psa_id, has_tax, vat_valid, vat_reason = row
+    found: dict[str, Any] | None = None
     if psa_id is None:  # not in the id map yet: Harvest has no lookup by name, so list once
         found = systems.targets.psa_client_by_name(name)
         psa_id = None if found is None else str(found["id"])
-    return ClientFacts(True, bool(po_required), bool(has_tax), vat_valid, vat_reason, psa_id, name)
+    elif systems.psa is not None:
+        # a Harvest project has no currency of its own: it bills in its client's currency
+        # (https://help.getharvest.com/api-v2/clients-api/clients/clients/), so the client's
+        # currency is what the contract's must match
+        found = systems.psa.get(f"clients/{psa_id}")
+    psa_currency = None if not found else (found.get("currency") or None)
+    return ClientFacts(
+        True,
+        bool(po_required),
+        bool(has_tax),
+        vat_valid,
+        vat_reason,
+        psa_id,
+        name,
+        psa_currency=psa_currency,
+    )
 
 
 def _people_by_email(conn) -> dict[str, str]:
@@ -359,6 +375,12 @@ class StepResult:
 
 
 def _project_body(ctx: StepContext) -> dict[str, Any]:
+    """The project's billing and budget set-up, in Harvest's parameters
+    (https://help.getharvest.com/api-v2/projects-api/projects/projects/#create-a-project):
+    ``budget`` is the budget in *hours* (``budget_by: project``); a money budget ("Total Project
+    Fees", ``budget_by: project_cost``) goes in ``cost_budget``. There is no ``currency``
+    parameter: a project is in its client's currency (checked before setup, see
+    :func:`_client_facts`)."""
     c = ctx.contract
     body: dict[str, Any] = {
         "starts_on": c.starts_on.isoformat() if c.starts_on else None,
@@ -370,18 +392,30 @@ def _project_body(ctx: StepContext) -> dict[str, Any]:
             fee=c.amount,
             bill_by="none",
             budget_by="project_cost",
-            budget=c.amount,
+            cost_budget=c.amount,
         )
     elif c.billing_model == "retainer":
-        body.update(is_fixed_fee=False, bill_by="none", budget_by="project_cost", budget=c.amount)
+        body.update(
+            is_fixed_fee=False, bill_by="none", budget_by="project_cost", cost_budget=c.amount
+        )
     elif c.cap_type == "hours":
-        body.update(is_fixed_fee=False, bill_by="People", budget_by="project", budget=c.cap_value)
+        body.update(
+            is_fixed_fee=False,
+            bill_by="People",
+            budget_by="project",
+            budget=c.cap_value,
+            cost_budget=None,
+        )
     elif c.cap_type == "amount":
         body.update(
-            is_fixed_fee=False, bill_by="People", budget_by="project_cost", budget=c.cap_value
+            is_fixed_fee=False, bill_by="People", budget_by="project_cost", cost_budget=c.cap_value
         )
     else:
-        body.update(is_fixed_fee=False, bill_by="People", budget_by="project_cost", budget=c.amount)
+        body.update(
+            is_fixed_fee=False, bill_by="People", budget_by="project_cost", cost_budget=c.amount
+        )
+    if body["budget_by"] == "project_cost":
+        body["budget"] = None  # no hours budget next to a money budget (a change order)
     return body
 
 
@@ -414,7 +448,6 @@ def step_psa_project(ctx: StepContext) -> StepResult:
             "name": c.name or f"Contract {c.opportunity_id}",
             "code": ctx.code,
             "is_billable": True,
-            "currency": c.currency,
             "notes": f"Contract {c.opportunity_id} (erpsync onboarding)",
             **wanted,
         }
@@ -422,7 +455,13 @@ def step_psa_project(ctx: StepContext) -> StepResult:
         return StepResult("created", str(created["id"]), 1, {"code": ctx.code})
     if ctx.adopted_psa_id and str(current["id"]) == str(ctx.adopted_psa_id):
         # set up outside erpsync: keep its billing set-up, apply the contract's budget and dates
-        wanted = {k: wanted[k] for k in ("budget", "fee", "starts_on", "ends_on") if k in wanted}
+        kept = ("budget", "cost_budget", "fee", "starts_on", "ends_on")
+        # (its own other budget stays: only the contract's budget is applied)
+        wanted = {
+            k: wanted[k]
+            for k in kept
+            if k in wanted and not (k in ("budget", "cost_budget") and wanted[k] is None)
+        }
     changes = {k: v for k, v in wanted.items() if _differs(current.get(k), v)}
     if not changes:
         return StepResult("unchanged", str(current["id"]), 0, {"code": current.get("code")})
@@ -464,6 +503,21 @@ def step_psa_tasks(ctx: StepContext) -> StepResult:
     )
 
 
+def _check_rate_applied(answer: dict[str, Any] | None, rate: Decimal) -> None:
+    """The PSA's answer must show the contracted rate in force (rate and use_default_rates
+    false, https://help.getharvest.com/api-v2/projects-api/projects/user-assignments/)."""
+    if (
+        not answer
+        or answer.get("use_default_rates") is not False
+        or _differs(answer.get("hourly_rate"), rate)
+    ):
+        raise StepFailed(
+            f"the PSA user assignment did not take the contracted rate {rate} (answer:"
+            f" hourly_rate {None if not answer else answer.get('hourly_rate')}, use_default_rates"
+            f" {None if not answer else answer.get('use_default_rates')})"
+        )
+
+
 def step_psa_assignments(ctx: StepContext) -> StepResult:
     psa, pid = ctx.systems.psa, ctx.psa_project_id
     current: dict[str, dict] = {}
@@ -486,12 +540,17 @@ def step_psa_assignments(ctx: StepContext) -> StepResult:
                 },
             )
             writes += 1
-        elif _differs(found.get("hourly_rate"), rate):
-            psa.update(
+            _check_rate_applied(found, rate)
+        elif (
+            _differs(found.get("hourly_rate"), rate) or found.get("use_default_rates") is not False
+        ):
+            # Harvest applies hourly_rate only with use_default_rates false
+            answer = psa.update(
                 f"projects/{pid}/user_assignments/{found['id']}",
                 {"hourly_rate": _money_text(rate), "use_default_rates": False},
             )
             writes += 1
+            _check_rate_applied(answer, rate)
         ids.append(str(found["id"]))
     if not ctx.contract.rate_overrides:
         return StepResult("not_applicable", None, 0, {"rates": {}})

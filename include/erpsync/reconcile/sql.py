@@ -32,8 +32,13 @@ Rules (module doc of :mod:`erpsync.reconcile` has the finance-facing version):
 * **T&M rate** on the entry's date: the contracted rate for the person (``rate_overrides`` of
   that contract version), else the PSA's rate on the entry (the assignment rate or the person's
   rate card that day, as Harvest stamps it), else the person's billable rate card effective on
-  the entry's date in ``core.rate_cards`` (in the contract currency). Each entry is priced on
-  its own date, so a rate change mid-period splits the period's amount at the change.
+  the entry's date in ``core.rate_cards`` (in the contract currency; Harvest rates carry no
+  currency, so a card without one counts as the contract's). Each entry is priced on its own
+  date, so a rate change mid-period splits the period's amount at the change.
+* **Currency of a time entry**: Harvest's time entry names its client as ``{id, name}`` only,
+  so an entry without a currency is in its client's currency: the PSA client's
+  (``core.psa_clients``, synced from Harvest), else the CRM client linked to it in
+  ``core.id_map``.
 * **Caps** (hours or amount, per contract, cumulative in date order, then creation, then id):
   every billable T&M entry without an entry-level problem consumes the cap, billed ones
   included. An entry whose running total passes the cap is held ``over_cap`` in full; a
@@ -85,7 +90,7 @@ cfg AS MATERIALIZED (
 #: hashes them, not the million time entries.
 CREATE_LOOKUPS = (
     "DROP TABLE IF EXISTS pg_temp.ctr_id, pg_temp.ctr_code, pg_temp.ovr, pg_temp.card,"
-    " pg_temp.billed_src;"  # noqa: S608 - constant SQL, values are bound
+    " pg_temp.billed_src, pg_temp.psa_cur;"  # noqa: S608 - constant SQL, values are bound
     "CREATE TEMP TABLE ctr_id ON COMMIT DROP AS" + """
     SELECT DISTINCT ON (psa_project_id) psa_project_id, project_code, opportunity_id, version,
            account_id, billing_model, currency, starts_on, ends_on, cap_type, cap_value,
@@ -130,6 +135,20 @@ CREATE_LOOKUPS = (
      ORDER BY t.psa_id, r.valid_from DESC
 ;"""
     "CREATE INDEX ON pg_temp.card (psa_id);"
+    "CREATE TEMP TABLE psa_cur ON COMMIT DROP AS" + """
+    -- the currency of each PSA client (Harvest time entries do not carry it): the PSA's own
+    -- (core.psa_clients, what Harvest prices in), else the CRM client's linked to it
+    SELECT DISTINCT ON (client_psa_id) client_psa_id, currency
+      FROM (SELECT p.psa_id AS client_psa_id, p.currency, 1 AS pref
+              FROM core.psa_clients p
+             WHERE p.deleted_at IS NULL AND p.currency IS NOT NULL
+            UNION ALL
+            SELECT m.psa_id, c.currency, 2
+              FROM core.id_map m
+              JOIN core.clients c ON c.canonical_id = m.canonical_id AND c.deleted_at IS NULL
+             WHERE m.entity_type = 'client' AND m.psa_id IS NOT NULL) k
+     ORDER BY client_psa_id, pref
+;"""
     "CREATE TEMP TABLE billed_src ON COMMIT DROP AS" + """
     -- what erpsync billed, by item type and source id (joined on the source's own key)
     SELECT split_part(item_key, ':', 1) AS item_type,
@@ -138,7 +157,7 @@ CREATE_LOOKUPS = (
      WHERE split_part(item_key, ':', 1) IN ('time', 'expense')
 ;"""
     "ANALYZE pg_temp.billed_src; ANALYZE pg_temp.ctr_id; ANALYZE pg_temp.ctr_code;"
-    " ANALYZE pg_temp.ovr; ANALYZE pg_temp.card"
+    " ANALYZE pg_temp.ovr; ANALYZE pg_temp.card; ANALYZE pg_temp.psa_cur"
 )
 
 #: recon.items is partitioned in SHARDS shards (migration 0015); a parallel run gives each
@@ -173,7 +192,8 @@ t0 AS (
            -- billed in the PSA, or by erpsync (the ledger, looked up only when not in the PSA)
            (t.is_billed OR t.psa_id IN (SELECT bs.source_id FROM billed_src bs
                                          WHERE bs.item_type = 'time')) AS billed,
-           t.billable_rate, t.currency AS te_currency, t.user_psa_id, t.client_psa_id,
+           t.billable_rate, coalesce(t.currency, pc.currency) AS te_currency,
+           t.user_psa_id, t.client_psa_id,
            t.project_psa_id, t.task_psa_id, t.user_assignment_psa_id, t.created_at,
            -- the contract's columns straight from the lookups (no second contracts join)
            {_PICK},
@@ -181,6 +201,7 @@ t0 AS (
       FROM core.time_entries t
       LEFT JOIN ctr_id c1 ON c1.psa_project_id = t.project_psa_id
       LEFT JOIN ctr_code c2 ON c1.opportunity_id IS NULL AND c2.project_code = t.project_code
+      LEFT JOIN psa_cur pc ON t.currency IS NULL AND pc.client_psa_id = t.client_psa_id
      WHERE t.deleted_at IS NULL
        -- the shard first by the PSA project's contract (one cheap join), then exactly
        AND (c1.opportunity_id IS NULL OR c1.shard{_IN_SHARDS})
@@ -246,7 +267,8 @@ caps AS (
                    CASE WHEN o.rate IS NOT NULL THEN o.rate
                         WHEN c.billable_rate IS NOT NULL THEN c.billable_rate
                         ELSE (SELECT rc.amount FROM card rc
-                               WHERE rc.psa_id = c.psa_id AND rc.currency = c.currency)
+                               WHERE rc.psa_id = c.psa_id
+                                 AND (rc.currency IS NULL OR rc.currency = c.currency))
                    END AS eff_rate
               FROM cap_entries c
               LEFT JOIN ovr o ON o.opportunity_id = c.opportunity_id
@@ -283,11 +305,13 @@ t3 AS (
     SELECT t2.*,
            CASE WHEN contract_rate IS NOT NULL THEN contract_rate
                 WHEN billable_rate IS NOT NULL THEN billable_rate
-                WHEN card_rate IS NOT NULL AND card_currency = c_currency THEN card_rate
+                WHEN card_rate IS NOT NULL AND coalesce(card_currency, c_currency) = c_currency
+                THEN card_rate
            END AS eff_rate,
            CASE WHEN contract_rate IS NOT NULL THEN 'contract'
                 WHEN billable_rate IS NOT NULL THEN 'psa'
-                WHEN card_rate IS NOT NULL AND card_currency = c_currency THEN 'rate_card'
+                WHEN card_rate IS NOT NULL AND coalesce(card_currency, c_currency) = c_currency
+                THEN 'rate_card'
            END AS rate_source,
            CASE WHEN contract_rate IS NULL AND billable_rate IS NOT NULL
                 THEN coalesce(te_currency, c_currency)
@@ -816,6 +840,10 @@ INPUT_TABLES = (
     "core.contract_milestones",
     "core.rate_cards",
     "core.people",
+    # a time entry's currency is its PSA client's (psa_cur)
+    "core.psa_clients",
+    "core.clients",
+    "core.id_map",
     "billing.schedules",
     "billing.schedule_lines",
     "billing.billed_items",

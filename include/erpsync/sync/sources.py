@@ -266,10 +266,13 @@ def _harvest_nested_pages(source: HarvestNested, read: Read) -> Iterator[list[di
 
     client = HarvestClient(conn_id=PSA_CONN_ID)
     parent_ids = [rec["id"] for page in client.iter_pages(source.parent) for rec in page]
-    params = {} if read.since is None else {"updated_since": iso_seconds(read.since)}
+    # Harvest's nested rate lists document only page/per_page (e.g.
+    # https://help.getharvest.com/api-v2/users-api/users/billable-rates/): no updated_since,
+    # so every read is a bounded full read (one request per parent at per_page 2000) whatever
+    # ``read.since`` says; the id-set comparison finds deleted rates.
     for parent_id in parent_ids:
         path = f"{source.parent}/{parent_id}/{source.child}"
-        for page in client.iter_pages(path, params or None):
+        for page in client.iter_pages(path):
             yield [{**rec, source.parent_key: parent_id} for rec in page]
 
 

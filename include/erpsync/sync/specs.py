@@ -11,6 +11,7 @@ from erpsync.models.canonical import (
     Client,
     ContractRateOverride,
     Person,
+    PsaClient,
     RateCard,
     TaxCode,
     TaxProfile,
@@ -162,7 +163,10 @@ BILLABLE_RATES = EntitySpec(
     core_table="core.rate_cards",
     history="effective_dated",
     extra={"scope": {"kind": "billable"}},
-    description="PSA billable rates per person, effective-dated.",
+    description=(
+        "PSA billable rates per person, effective-dated; no currency (the client's applies) and"
+        " read in full every run (the rate lists take no updated_since)."
+    ),
 )
 
 COST_RATES = EntitySpec(
@@ -179,7 +183,28 @@ COST_RATES = EntitySpec(
     core_table="core.rate_cards",
     history="effective_dated",
     extra={"scope": {"kind": "cost"}},
-    description="PSA cost rates per person, effective-dated.",
+    description=(
+        "PSA cost rates per person, effective-dated; no currency (the client's applies) and"
+        " read in full every run (the rate lists take no updated_since)."
+    ),
+)
+
+PSA_CLIENTS = EntitySpec(
+    name="psa_clients",
+    system="psa",
+    source=HarvestList("clients"),
+    model=PsaClient,
+    mapper=mappings.harvest_client_to_psa_client,
+    natural_key=("psa_id",),
+    cursor=_HARVEST_CURSOR,
+    deletes=DeleteMode.ID_SET_COMPARE,
+    record_key="id",
+    raw_table=RAW_TABLE,
+    core_table="core.psa_clients",
+    description=(
+        "PSA clients and the currency Harvest prices their time in (Harvest's time entries and"
+        " rates carry no currency)."
+    ),
 )
 
 CONTRACT_RATE_OVERRIDES = EntitySpec(
@@ -228,7 +253,7 @@ CONTRACT_MILESTONES = EntitySpec(
 )
 
 MASTER_DATA = (CLIENTS, TAX_PROFILES, TAX_CODES, TAX_RATES, PEOPLE)
-RATES = (BILLABLE_RATES, COST_RATES, CONTRACT_RATE_OVERRIDES)
+RATES = (BILLABLE_RATES, COST_RATES, PSA_CLIENTS, CONTRACT_RATE_OVERRIDES)
 MILESTONES = (CONTRACT_MILESTONES,)
 ALL: dict[str, EntitySpec] = {s.name: s for s in (*MASTER_DATA, *RATES, *MILESTONES)}
 

@@ -35,7 +35,7 @@ and https://help.getharvest.com/api-v2/clients-api/clients/clients/
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -417,6 +417,21 @@ def deliver_erp_customer(conn, row, clients) -> Delivery:
 
 
 def deliver_erp_employee(conn, row, clients) -> Delivery:
+    """The person's ERP employee. Harvest users have no employee number
+    (https://help.getharvest.com/api-v2/users-api/users/users/), so the number erpsync builds
+    is its own (``ES-E<canonical id>``); an employee the ERP already has for the person is found
+    by e-mail first and keeps its number, so nobody gets a second employee."""
+    payload = row["payload"] if isinstance(row, dict) else row.payload
+    email = payload.get("email")
+    if email:
+        found = clients.erp.find_one("employees", f"email eq {_odata_literal(email)}")
+        if found is not None and found.get("number") and found["number"] != payload["number"]:
+            payload = {**payload, "number": found["number"]}
+            row = (
+                {**row, "payload": payload}
+                if isinstance(row, dict)
+                else replace(row, payload=payload)
+            )
     return _deliver_bc_by_number("employees", row, clients)
 
 
@@ -455,9 +470,27 @@ def deliver_psa_client(conn, row, clients) -> Delivery:
 
 
 def deliver_assignment_rate(conn, row, clients) -> Delivery:
+    """The contracted rate on the person's PSA user assignment.
+
+    Harvest applies an assignment's ``hourly_rate`` only "when the project's bill_by is People
+    and use_default_rates is false"
+    (https://help.getharvest.com/api-v2/projects-api/projects/user-assignments/): the rate is
+    written together with ``use_default_rates: false``, a project billed otherwise cannot take
+    it (a DeliveryError: the relay raises it as an exception for finance), and the answer is
+    checked to carry both."""
     harvest = clients.psa
     payload = row["payload"]
     project_id, user_id = payload["project_id"], payload["user_id"]
+    project = harvest.get(f"projects/{project_id}")
+    if project is None:
+        raise DeliveryError(f"PSA project {project_id} does not exist")
+    if project.get("bill_by") != "People":
+        raise DeliveryError(
+            f"PSA project {project_id} bills by {project.get('bill_by')!r}, not 'People': Harvest"
+            f" applies a person's contracted rate ({payload['user_email']},"
+            f" {payload['hourly_rate']}) only on projects billed by People; change the project's"
+            " billing to People or bill the rate another way"
+        )
     assignment = clients.psa_user_assignments(project_id).get(str(user_id))
     if assignment is None:
         raise DeliveryError(
@@ -467,21 +500,35 @@ def deliver_assignment_rate(conn, row, clients) -> Delivery:
     target_id = str(assignment["id"])
     wanted = Decimal(payload["hourly_rate"])
     current = assignment.get("hourly_rate")
-    if current is not None and Decimal(str(current)) == wanted:
+    same_rate = current is not None and Decimal(str(current)) == wanted
+    if same_rate and assignment.get("use_default_rates") is False:
         return Delivery("unchanged", target_id, 0, {"hourly_rate": payload["hourly_rate"]})
     updated = harvest.update(
         f"projects/{project_id}/user_assignments/{target_id}",
-        {"hourly_rate": payload["hourly_rate"]},
+        {"hourly_rate": payload["hourly_rate"], "use_default_rates": False},
     )
-    clients.psa_user_assignments(project_id)[str(user_id)] = updated or {
-        **assignment,
-        "hourly_rate": payload["hourly_rate"],
-    }
+    got = (updated or {}).get("hourly_rate")
+    if (
+        not updated
+        or updated.get("use_default_rates") is not False
+        or got is None
+        or Decimal(str(got)) != wanted
+    ):
+        raise DeliveryError(
+            f"PSA user assignment {target_id} did not take the contracted rate {wanted}"
+            f" (answer: hourly_rate {got}, use_default_rates"
+            f" {None if not updated else updated.get('use_default_rates')})"
+        )
+    clients.psa_user_assignments(project_id)[str(user_id)] = updated
     return Delivery(
         "updated",
         target_id,
         1,
-        {"hourly_rate": payload["hourly_rate"], "was": None if current is None else str(current)},
+        {
+            "hourly_rate": payload["hourly_rate"],
+            "was": None if current is None else str(current),
+            "use_default_rates_was": assignment.get("use_default_rates"),
+        },
     )
 
 

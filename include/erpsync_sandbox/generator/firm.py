@@ -365,6 +365,8 @@ class Project:
     hours: Decimal = Decimal(0)
     amount: Decimal = Decimal(0)
     erp_id: str | None = None
+    #: the Harvest client the project belongs to, {id, name, currency} (set when written)
+    psa_client: dict[str, Any] = field(default_factory=dict)
 
     def active_on(self, day: dt.date) -> bool:
         return self.starts <= day and (self.ends is None or day <= self.ends)
@@ -408,6 +410,7 @@ class FirmGenerator:
         self.projects: list[Project] = []
         self.task_ids: dict[str, int] = {}
         self.category_ids: dict[str, int] = {}
+        self.category_refs: dict[str, dict[str, Any]] = {}
         self.sales_ids: list[str] = []
         self.company_id = ""
         self.tax_area_ids: dict[str, str] = {}
@@ -527,17 +530,23 @@ class FirmGenerator:
             rows.append((tid, body, to_iso(stamp), None))
         psa.put_many("tasks", rows)
         rows = []
-        for i, (name, unit, unit_price, limit) in enumerate(EXPENSE_CATEGORIES):
+        for i, (name, unit, unit_price, _limit) in enumerate(EXPENSE_CATEGORIES):
             cid = 4100001 + i
             self.category_ids[name] = cid
+            self.category_refs[name] = {
+                "id": cid,
+                "name": name,
+                "unit_price": unit_price,
+                "unit_name": unit,
+            }
             body = {
                 "id": cid,
                 "name": name,
                 "unit_name": unit,
                 "unit_price": unit_price,
                 "is_active": True,
-                "policy_limit_eur": limit,
                 "created_at": ts_harvest(stamp),
+                "updated_at": ts_harvest(stamp),
             }
             rows.append((cid, body, to_iso(stamp), None))
         psa.put_many("expense_categories", rows)
@@ -619,7 +628,6 @@ class FirmGenerator:
                         "cost_rate": p.costs[-1][2],
                         "roles": [p.role],
                         "access_roles": ["member"],
-                        "employee_number": p.employee_no,
                         "created_at": ts_harvest(created),
                         "updated_at": ts_harvest(updated),
                     },
@@ -639,7 +647,6 @@ class FirmGenerator:
                         {
                             "id": rid,
                             "amount": amount,
-                            "currency": "EUR",
                             "start_date": start.isoformat(),
                             "end_date": None if end is None else end.isoformat(),
                             "created_at": ts_harvest(mod),
@@ -657,7 +664,6 @@ class FirmGenerator:
                         {
                             "id": rid,
                             "amount": amount,
-                            "currency": "EUR",
                             "start_date": start.isoformat(),
                             "end_date": None if end is None else end.isoformat(),
                             "created_at": ts_harvest(created),
@@ -1061,6 +1067,31 @@ class FirmGenerator:
                         c.sf_id,
                     )
                 )
+        # A Harvest project bills in its client's currency (it has none of its own): a project
+        # planted to bill in another currency than its contract belongs to a second Harvest
+        # client of the same customer in that currency, as a firm sets one up in Harvest.
+        for k, proj in enumerate(p for p in self.projects if p.currency != p.client.currency):
+            c = proj.client
+            created = at(dt.date(2024, 1, 15) + dt.timedelta(days=c.n % 500), 11, c.n % 60)
+            pid = 5109001 + k
+            proj.psa_client = {"id": pid, "name": f"{c.name} ({proj.currency})"}
+            clients.append(
+                (
+                    pid,
+                    {
+                        "id": pid,
+                        "name": proj.psa_client["name"],
+                        "is_active": True,
+                        "address": f"{c.city}, {c.country}",
+                        "statement_key": f"{rng.getrandbits(64):016x}",
+                        "currency": proj.currency,
+                        "created_at": ts_harvest(created),
+                        "updated_at": ts_harvest(created),
+                    },
+                    to_iso(created),
+                    None,
+                )
+            )
         psa.put_many("clients", clients)
         erp.put_many("customers", customers)
         crm.put_many("Account", accounts)
@@ -1075,9 +1106,13 @@ class FirmGenerator:
             mod = created
             if not proj.active and proj.ends is not None:
                 mod = at(proj.ends + dt.timedelta(days=2), 16)
+            # a Harvest project has no currency: it bills in its client's
             client_ref = {"id": c.psa_id or 5100000, "name": c.name, "currency": c.currency}
+            if proj.psa_client:  # planted: a second Harvest client in another currency
+                client_ref = {**proj.psa_client, "currency": proj.currency}
             if proj.model == "Internal":
                 client_ref = {"id": 5100000, "name": FIRM["name"], "currency": "EUR"}
+            proj.psa_client = client_ref
             proj.amount_estimate = Decimal(rng.randint(20, 400) * 1000)  # type: ignore[attr-defined]
             fee = money(proj.amount_estimate * FX[proj.currency], proj.currency)  # type: ignore[attr-defined]
             body = {
@@ -1097,7 +1132,6 @@ class FirmGenerator:
                 "notes": "" if proj.model == "Internal" else f"Contract {proj.opp_id}",
                 "starts_on": proj.starts.isoformat(),
                 "ends_on": None if proj.ends is None else proj.ends.isoformat(),
-                "currency": proj.currency,
                 "created_at": ts_harvest(created),
                 "updated_at": ts_harvest(mod),
             }
@@ -1246,7 +1280,6 @@ class FirmGenerator:
             proj.hours += Decimal(str(hours))
             if rate is not None:
                 proj.amount += Decimal(str(hours)) * rate
-        client = proj.client
         body = {
             "id": tid,
             "spent_date": day.isoformat(),
@@ -1260,7 +1293,7 @@ class FirmGenerator:
                 if inv is not None
                 else ("Approved timesheet" if status == "approved" else None)
             ),
-            "approval_status": status,
+            # Harvest has no approval status: approval is is_closed (Timesheet Approval)
             "is_closed": status == "approved",
             "is_billed": inv is not None,
             "is_running": False,
@@ -1274,12 +1307,9 @@ class FirmGenerator:
             "created_at": ts_harvest(created),
             "updated_at": ts_harvest(updated),
             "user": {"id": p.id, "name": p.name},
-            "client": {
-                "id": client.psa_id or 5100000,
-                "name": client.name,
-                "currency": proj.currency,
-            },
-            "project": {"id": proj.id, "name": proj.name, "code": proj.code},
+            # Harvest's time entry: client and project are {id, name}
+            "client": {"id": proj.psa_client["id"], "name": proj.psa_client["name"]},
+            "project": {"id": proj.id, "name": proj.name},
             "task": {"id": task[0], "name": task[2]},
             "user_assignment": {"id": proj.ua_ids[p.id]},
             "task_assignment": {"id": task[1]},
@@ -1377,7 +1407,6 @@ class FirmGenerator:
             "is_locked": status == "approved",
             "is_billed": inv is not None,
             "locked_reason": "Item Invoiced" if inv is not None else None,
-            "approval_status": status,
             "billable": proj.billable,
             "receipt": (
                 {
@@ -1392,13 +1421,13 @@ class FirmGenerator:
             "user": {"id": p.id, "name": p.name},
             "user_assignment": {"id": proj.ua_ids[p.id]},
             "project": {"id": proj.id, "name": proj.name, "code": proj.code},
-            "expense_category": {"id": cat_id, "name": category},
+            # {id, name, unit_price, unit_name}, as Harvest's expense object documents
+            "expense_category": {**self.category_refs[category], "id": cat_id},
             "client": {
-                "id": proj.client.psa_id or 5100000,
-                "name": proj.client.name,
-                "currency": proj.currency,
+                "id": proj.psa_client["id"],
+                "name": proj.psa_client["name"],
+                "currency": proj.psa_client["currency"],
             },
-            "currency": proj.currency,
             "invoice": None if inv is None else {"id": inv["id"], "number": inv["number"]},
             "created_at": ts_harvest(created),
             "updated_at": ts_harvest(updated),
@@ -1505,7 +1534,7 @@ class FirmGenerator:
                 tzinfo=UTC
             ) + dt.timedelta(minutes=3)
             dup["created_at"] = ts_harvest(created)
-            if orig["approval_status"] != "approved":
+            if not orig["is_closed"]:
                 dup["updated_at"] = dup["created_at"]
             updated = max(
                 created,
@@ -1514,7 +1543,7 @@ class FirmGenerator:
             dup["updated_at"] = ts_harvest(updated)
             rows.append((tid, dup, to_iso(updated), None))
             proj = next(p for p in self.projects if p.id == orig["project"]["id"])
-            if orig["approval_status"] == "approved":
+            if orig["is_closed"]:
                 proj.hours += Decimal(str(orig["hours"]))
             self.manifest.add(
                 "duplicate_time_entry",

@@ -30,7 +30,11 @@ Lists and paging (see :mod:`erpsync_sandbox.psa.paging`)
     (creation order, ``seq`` DESC); ``links.next`` is a keyset cursor URL carrying the original
     filters, so following it returns every record exactly once even while records change.
     ``updated_since`` is inclusive (``updated_at >= updated_since``, see
-    :mod:`erpsync_sandbox.psa.resources`). Unknown query parameters are ignored, as Harvest does.
+    :mod:`erpsync_sandbox.psa.resources`). Each list takes exactly the query parameters of its
+    Harvest page (``resources.LISTS``); an unknown one is ignored, as Harvest does, and noted
+    with :func:`erpsync_sandbox.contract.undocumented` (e.g. ``updated_since`` on rate lists).
+    Write bodies: a parameter outside the endpoint's documented list (``resources.BODY_PARAMS``)
+    is ignored and noted the same way.
 
 Writes (see :mod:`erpsync_sandbox.psa.writes`)
     POST/PATCH/DELETE clients, contacts, projects, tasks, project task and user assignments
@@ -87,6 +91,8 @@ from erpsync_sandbox.psa.ratelimit import (
     rate_limit_from_env,
 )
 from erpsync_sandbox.psa.resources import (
+    BODY_PARAMS,
+    COMMON_QUERY,
     LISTS,
     FilterError,
     ListSpec,
@@ -129,11 +135,14 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "bill_by": "People",
         "budget_by": "project",
         "starts_on": "2026-11-01",
-        "currency": "CHF",
     },
     "create_tasks": {"name": "Consulting", "default_hourly_rate": 175.0},
     "create_task_assignments": {"task_id": 8000001, "hourly_rate": 190.0, "billable": True},
-    "create_user_assignments": {"user_id": 3100001, "hourly_rate": 210.0},
+    "create_user_assignments": {
+        "user_id": 3100001,
+        "use_default_rates": False,
+        "hourly_rate": 210.0,
+    },
     "create_time_entry": {
         "project_id": 6400001,
         "task_id": 8000001,
@@ -208,8 +217,22 @@ def _int_id(value: str) -> int:
         raise HarvestError(404, NOT_FOUND) from None
 
 
-async def _payload(request: Request) -> dict[str, Any]:
-    """The JSON request body with money kept exact (floats parsed as Decimal)."""
+async def _payload(request: Request, route: str | None = None) -> dict[str, Any]:
+    """The JSON request body with money kept exact (floats parsed as Decimal).
+
+    With ``route`` (a key of ``BODY_PARAMS``), a parameter the endpoint does not document is
+    dropped (Harvest ignores it) and noted as undocumented."""
+    data = await _body(request)
+    documented = BODY_PARAMS.get(route or "")
+    if documented is None:
+        return data
+    for name in [k for k in data if k not in documented]:
+        undocumented(request, f"{route}: body parameter {name!r}")
+        del data[name]
+    return data
+
+
+async def _body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if not raw.strip():
         return {}
@@ -334,6 +357,9 @@ def create_app(ctx: SandboxContext) -> FastAPI:
                 elif name == "updated_since" and spec.updated_since:
                     modstamp_ge = parse_updated_since(value)
                     echo.append((name, value))
+                elif name not in COMMON_QUERY:
+                    # Harvest ignores a parameter its list does not document
+                    undocumented(request, f"list {spec.resource}: query parameter {name!r}")
         except (PagingError, FilterError) as exc:
             raise HarvestError(422, {"message": str(exc)}) from None
         if parent is not None:
@@ -622,10 +648,12 @@ def create_app(ctx: SandboxContext) -> FastAPI:
         label = name.rstrip("s").replace("_", " ")
 
         async def post(request: Request) -> Response:
-            return _json(await run_in_threadpool(create, await _payload(request)), 201)
+            payload = await _payload(request, f"create_{name}")
+            return _json(await run_in_threadpool(create, payload), 201)
 
         async def patch(request: Request, id: str) -> Response:  # noqa: A002
-            return _json(await run_in_threadpool(update, _int_id(id), await _payload(request)))
+            payload = await _payload(request, f"update_{name}")
+            return _json(await run_in_threadpool(update, _int_id(id), payload))
 
         def delete(id: str) -> Response:  # noqa: A002
             rid = _int_id(id)
@@ -678,11 +706,12 @@ def create_app(ctx: SandboxContext) -> FastAPI:
 
         async def post(request: Request, parent_id: str) -> Response:
             pid = require_parent("projects", parent_id)
-            return _json(await run_in_threadpool(create, pid, await _payload(request)), 201)
+            payload = await _payload(request, f"create_{name}")
+            return _json(await run_in_threadpool(create, pid, payload), 201)
 
         async def patch(request: Request, parent_id: str, id: str) -> Response:  # noqa: A002
             pid = require_parent("projects", parent_id)
-            payload = await _payload(request)
+            payload = await _payload(request, f"update_{name}")
             return _json(await run_in_threadpool(update, pid, _int_id(id), payload))
 
         def delete(parent_id: str, id: str) -> Response:  # noqa: A002
@@ -728,7 +757,7 @@ def create_app(ctx: SandboxContext) -> FastAPI:
         openapi_extra=_body_doc("create_time_entry"),
     )
     async def create_time_entry(request: Request) -> Response:
-        payload = await _payload(request)
+        payload = await _payload(request, "create_time_entry")
         return _json(await run_in_threadpool(writer.create_time_entry, payload, me_id()), 201)
 
     def note_undocumented(request: Request, what: str, keys: list[str]) -> None:
@@ -757,7 +786,7 @@ def create_app(ctx: SandboxContext) -> FastAPI:
 
     @v2.post("/expenses", status_code=201, tags=["Expenses"], summary="Create an expense")
     async def create_expense(request: Request) -> Response:
-        payload = await _payload(request)
+        payload = await _payload(request, "create_expense")
         return _json(await run_in_threadpool(writer.create_expense, payload, me_id()), 201)
 
     @v2.patch(
@@ -805,7 +834,7 @@ def create_app(ctx: SandboxContext) -> FastAPI:
     def add_rate_writes(name: str) -> None:
         async def post(request: Request, parent_id: str) -> Response:
             uid = require_parent("users", parent_id)
-            payload = await _payload(request)
+            payload = await _payload(request, f"create_{name}")
             return _json(await run_in_threadpool(writer.create_rate, name, uid, payload), 201)
 
         v2.add_api_route(
@@ -921,9 +950,11 @@ def _list_doc(spec: ListSpec) -> str:
     if spec.updated_since:
         params.append("`updated_since` (inclusive: updated_at >= value)")
     params.extend(f"`{f.param}`" for f in spec.filters)
+    where = f" Harvest reference: {spec.doc}" if spec.doc else ""
     return (
         f"Harvest list envelope with key `{spec.resource}`, newest first; follow `links.next`"
         f" (a keyset cursor) to read every record exactly once. Query parameters: "
         + ", ".join(params)
         + "."
+        + where
     )

@@ -20,6 +20,17 @@ https://help.getharvest.com/api-v2/timesheets-api/timesheets/time-entries/#updat
 https://help.getharvest.com/api-v2/expenses-api/expenses/expenses/#update-an-expense
 https://help.getharvest.com/api-v2/invoices-api/invoices/invoices/#create-an-invoice-based-on-tracked-time-and-expenses
 
+Response shapes follow Harvest's object tables (URLs at each builder): a time entry's
+``client`` and ``project`` are ``{id, name}``
+(https://help.getharvest.com/api-v2/timesheets-api/timesheets/time-entries/), an expense's are
+``{id, name, currency}`` and ``{id, name, code}``
+(https://help.getharvest.com/api-v2/expenses-api/expenses/expenses/); neither carries an
+approval status: approval is ``is_closed`` (true = approved via Timesheet Approval). A project
+has no ``currency`` of its own (its client's applies) and ``budget`` is hours, a money budget is
+``cost_budget`` (https://help.getharvest.com/api-v2/projects-api/projects/projects/). The
+request parameters each endpoint takes are listed in ``resources.BODY_PARAMS``; the app drops
+(and notes) any other before these builders see the body.
+
 Money arrives as JSON numbers and is kept as :class:`~decimal.Decimal` (request bodies are
 parsed with ``parse_float=Decimal``), so ``150.00`` is stored and served as written.
 """
@@ -214,6 +225,16 @@ class PsaWriter:
     def _project_ref(self, rid: Any) -> dict[str, Any]:
         return self._ref("projects", rid, "Project", ("id", "name", "code"))
 
+    @staticmethod
+    def _entry_refs(project: dict[str, Any]) -> dict[str, Any]:
+        """A time entry's ``client`` and ``project``: ``{id, name}`` each (Harvest's time entry
+        object, https://help.getharvest.com/api-v2/timesheets-api/timesheets/time-entries/)."""
+        client = project.get("client") or {}
+        return {
+            "client": {"id": client.get("id"), "name": client.get("name")},
+            "project": {"id": project["id"], "name": project["name"]},
+        }
+
     def _user_ref(self, rid: Any) -> dict[str, Any]:
         ref = self._ref("users", rid, "User", ("id", "first_name", "last_name", "name"))
         name = ref.pop("name", None) or " ".join(
@@ -245,6 +266,7 @@ class PsaWriter:
     # ------------------------------------------------------------------ clients, contacts
 
     def create_client(self, p: dict[str, Any]) -> dict[str, Any]:
+        """https://help.getharvest.com/api-v2/clients-api/clients/clients/#the-client-object"""
         _require(p, "name")
         rid, now = self._new("clients")
         body = {
@@ -285,6 +307,7 @@ class PsaWriter:
     )
 
     def create_contact(self, p: dict[str, Any]) -> dict[str, Any]:
+        """https://help.getharvest.com/api-v2/clients-api/clients/contacts/#the-contact-object"""
         _require(p, "client_id", "first_name")
         client = self._client_ref(p["client_id"])
         rid, now = self._new("contacts")
@@ -327,6 +350,8 @@ class PsaWriter:
     )
 
     def create_project(self, p: dict[str, Any]) -> dict[str, Any]:
+        """https://help.getharvest.com/api-v2/projects-api/projects/projects/#the-project-object
+        (no currency of its own: ``client`` is ``{id, name, currency}``)"""
         _require(p, "client_id", "name", "is_billable", "bill_by", "budget_by")
         client = self._client_ref(p["client_id"])
         rid, now = self._new("projects")
@@ -354,7 +379,6 @@ class PsaWriter:
             "cost_budget": None,
             "cost_budget_include_expenses": False,
             "fee": None,
-            "currency": p.get("currency") or client.get("currency"),
             "client": client,
         }
         body.update(self._project_changes(p))
@@ -362,7 +386,7 @@ class PsaWriter:
 
     def _project_changes(self, p: dict[str, Any]) -> dict[str, Any]:
         changes: dict[str, Any] = {}
-        for f in ("name", "code", "bill_by", "budget_by", "notes", "currency"):
+        for f in ("name", "code", "bill_by", "budget_by", "notes"):
             if f in p:
                 changes[f] = p[f]
         for f in self._PROJECT_FLAGS:
@@ -376,6 +400,9 @@ class PsaWriter:
                 changes[f] = _date(p[f], f)
         if changes.get("bill_by") not in (None, "Project", "Tasks", "People", "none"):
             raise Unprocessable("Bill by is not included in the list")
+        budget_by = ("project", "project_cost", "task", "task_fees", "person", "none")
+        if changes.get("budget_by") not in (None, *budget_by):
+            raise Unprocessable("Budget by is not included in the list")
         return changes
 
     def update_project(self, rid: int, p: dict[str, Any]) -> dict[str, Any]:
@@ -404,6 +431,7 @@ class PsaWriter:
         self.store.delete("projects", rid)
 
     def create_task(self, p: dict[str, Any]) -> dict[str, Any]:
+        """https://help.getharvest.com/api-v2/tasks-api/tasks/tasks/#the-task-object"""
         _require(p, "name")
         rid, now = self._new("tasks")
         body = {
@@ -441,6 +469,7 @@ class PsaWriter:
     # ------------------------------------------------------------------ assignments
 
     def create_task_assignment(self, project_id: int, p: dict[str, Any]) -> dict[str, Any]:
+        """https://help.getharvest.com/api-v2/projects-api/projects/task-assignments/"""
         project = self._existing("projects", project_id)
         _require(p, "task_id")
         task = self._task_ref(p["task_id"])
@@ -474,6 +503,7 @@ class PsaWriter:
         return self._update("task_assignments", rid, body, changes)
 
     def create_user_assignment(self, project_id: int, p: dict[str, Any]) -> dict[str, Any]:
+        """https://help.getharvest.com/api-v2/projects-api/projects/user-assignments/"""
         project = self._existing("projects", project_id)
         _require(p, "user_id")
         user = self._user_ref(p["user_id"])
@@ -484,13 +514,13 @@ class PsaWriter:
             "id": rid,
             "is_project_manager": _bool(p.get("is_project_manager", False), "is_project_manager"),
             "is_active": _bool(p.get("is_active", True), "is_active"),
-            "use_default_rates": _bool(
-                p.get("use_default_rates", "hourly_rate" not in p), "use_default_rates"
-            ),
+            # Harvest: use_default_rates "Defaults to true" (an hourly_rate alone is stored but
+            # not applied), https://help.getharvest.com/api-v2/projects-api/projects/user-assignments/
+            "use_default_rates": _bool(p.get("use_default_rates", True), "use_default_rates"),
             "budget": _money(p.get("budget"), "budget"),
             "created_at": now,
             "updated_at": now,
-            "hourly_rate": _money(p.get("hourly_rate"), "hourly_rate"),
+            "hourly_rate": _money(p.get("hourly_rate", 0), "hourly_rate"),
             "project": {"id": project["id"], "name": project["name"], "code": project.get("code")},
             "user": user,
         }
@@ -507,8 +537,6 @@ class PsaWriter:
         for f in ("hourly_rate", "budget"):
             if f in p:
                 changes[f] = _money(p[f], f)
-        if "hourly_rate" in p and "use_default_rates" not in p:
-            changes["use_default_rates"] = p["hourly_rate"] is None
         return self._update("user_assignments", rid, body, changes)
 
     def delete_child(self, resource: str, project_id: int, rid: int) -> None:
@@ -583,12 +611,16 @@ class PsaWriter:
         if bill_by == "Tasks":
             return None if task_assignment is None else task_assignment.get("hourly_rate")
         if bill_by == "People":
-            if user_assignment is not None and user_assignment.get("hourly_rate") is not None:
-                return user_assignment["hourly_rate"]
+            # the assignment's rate applies only with use_default_rates false (Harvest's user
+            # assignment object); otherwise the person's billable rate on the day
+            if user_assignment is not None and user_assignment.get("use_default_rates") is False:
+                return user_assignment.get("hourly_rate")
             return self._effective_rate("billable_rates", user_id, spent)
         return None
 
     def create_time_entry(self, p: dict[str, Any], default_user_id: int | None) -> dict[str, Any]:
+        """https://help.getharvest.com/api-v2/timesheets-api/timesheets/time-entries/#the-time-entry-object
+        (no approval_status: approval is ``is_closed``)"""
         _require(p, "project_id", "task_id", "spent_date")
         project = self._existing_ref("projects", p["project_id"], "Project")
         task = self._task_ref(p["task_id"])
@@ -603,6 +635,7 @@ class PsaWriter:
             "id": rid,
             "spent_date": spent,
             "hours": hours,
+            "hours_without_timer": hours,
             "rounded_hours": hours,
             "notes": p.get("notes"),
             "is_locked": False,
@@ -624,8 +657,7 @@ class PsaWriter:
             "created_at": now,
             "updated_at": now,
             "user": user,
-            "client": project.get("client"),
-            "project": {"id": project["id"], "name": project["name"], "code": project.get("code")},
+            **self._entry_refs(project),
             "task": task,
             "user_assignment": self._assignment_ref(
                 user_assignment, "is_project_manager", "is_active", "budget", "hourly_rate"
@@ -635,7 +667,6 @@ class PsaWriter:
             ),
             "external_reference": p.get("external_reference"),
             "invoice": None,
-            "approval_status": p.get("approval_status", "unsubmitted"),
         }
         return self._put("time_entries", rid, body)
 
@@ -659,18 +690,14 @@ class PsaWriter:
         changes: dict[str, Any] = {}
         if "project_id" in p:
             project = self._existing_ref("projects", p["project_id"], "Project")
-            changes["project"] = {
-                "id": project["id"],
-                "name": project["name"],
-                "code": project.get("code"),
-            }
-            changes["client"] = project.get("client")
+            changes.update(self._entry_refs(project))
         if "task_id" in p:
             changes["task"] = self._task_ref(p["task_id"])
         if "spent_date" in p:
             changes["spent_date"] = _date(p["spent_date"], "spent_date", required=True)
         if "hours" in p:
             changes["hours"] = changes["rounded_hours"] = _money(p["hours"], "hours")
+            changes["hours_without_timer"] = changes["hours"]
         for f in ("notes", "started_time", "ended_time", "external_reference"):
             if f in p:
                 changes[f] = p[f]
@@ -679,10 +706,14 @@ class PsaWriter:
     # ------------------------------------------------------------------ expenses
 
     def create_expense(self, p: dict[str, Any], default_user_id: int | None) -> dict[str, Any]:
+        """https://help.getharvest.com/api-v2/expenses-api/expenses/expenses/#the-expense-object"""
         _require(p, "project_id", "expense_category_id", "spent_date")
         project = self._existing_ref("projects", p["project_id"], "Project")
         category = self._ref(
-            "expense_categories", p["expense_category_id"], "Expense category", ("id", "name")
+            "expense_categories",
+            p["expense_category_id"],
+            "Expense category",
+            ("id", "name", "unit_price", "unit_name"),
         )
         user = self._user_ref(p.get("user_id", default_user_id))
         if p.get("total_cost") is None and p.get("units") is None:
@@ -692,7 +723,7 @@ class PsaWriter:
             "id": rid,
             "spent_date": _date(p["spent_date"], "spent_date", required=True),
             "user": user,
-            "client": project.get("client"),
+            "client": project.get("client"),  # {id, name, currency}, as Harvest documents
             "project": {"id": project["id"], "name": project["name"], "code": project.get("code")},
             "expense_category": category,
             "user_assignment": self._assignment_ref(
@@ -706,10 +737,10 @@ class PsaWriter:
             "units": _money(p.get("units"), "units"),
             "notes": p.get("notes"),
             "billable": _bool(p.get("billable", True), "billable"),
+            "is_closed": False,
             "is_billed": False,
             "is_locked": False,
             "locked_reason": None,
-            "approval_status": p.get("approval_status", "unsubmitted"),
             "receipt": p.get("receipt"),
             "invoice": None,
             "created_at": now,
