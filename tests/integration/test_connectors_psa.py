@@ -230,6 +230,7 @@ def test_rate_cards_are_a_bounded_full_read_without_updated_since(
     updated_since (the sandbox would note it) and an 'incremental' read still returns every
     rate, one request per user."""
     import datetime as dt
+    import time
 
     from erpsync.sync import sources
     from erpsync.sync.specs import BILLABLE_RATES
@@ -242,6 +243,13 @@ def test_rate_cards_are_a_bounded_full_read_without_updated_since(
     store = sandbox.ctx.stores["psa"]
     assert sorted(str(r["id"]) for r in got) == sorted(store.ids("billable_rates"))
     assert all("currency" not in r and r["user_id"] for r in got)
-    requests = [r for r in read_log(log) if r["route"] == "/v2/users/{parent_id}/billable_rates"]
-    assert len(requests) == len(store.ids("users"))
-    assert [n for r in read_log(log) for n in r["undocumented"]] == []
+    users = len(store.ids("users"))
+    deadline = time.monotonic() + 5  # a request's line is written once its answer is sent
+    while True:
+        records = list(read_log(log))
+        rates = [r for r in records if r["route"] == "/v2/users/{parent_id}/billable_rates"]
+        if len(rates) >= users or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert len(rates) == users
+    assert [n for r in records for n in r["undocumented"]] == []

@@ -1493,8 +1493,16 @@ def contract_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return log
 
 
-def _all_notes(log: Path) -> list[str]:
-    return [what for rec in read_log(log) for what in rec["undocumented"]]
+def _all_notes(log: Path, requests: int) -> list[str]:
+    """What the first ``requests`` recorded requests used outside the contract. The recorder
+    writes a request's line once the answer is sent, so wait (briefly) until it is there."""
+    deadline = time.monotonic() + 5
+    records = list(read_log(log))
+    while len(records) < requests and time.monotonic() < deadline:
+        time.sleep(0.02)
+        records = list(read_log(log))
+    assert len(records) >= requests, records
+    return [what for rec in records for what in rec["undocumented"]]
 
 
 TIME_ENTRY_FIELDS = {
@@ -1567,7 +1575,7 @@ def test_time_entry_and_expense_are_harvests_shape(psa: Psa, contract_log: Path)
     assert entry["is_closed"] is False and "approval_status" not in entry
     assert entry["client"] == {"id": 1, "name": "Client 1"}
     assert entry["project"] == {"id": 1, "name": "Project 1"}
-    assert _all_notes(contract_log) == []
+    assert _all_notes(contract_log, 1) == []
     ignored = psa.client.post(
         "/v2/time_entries",
         json={
@@ -1580,7 +1588,7 @@ def test_time_entry_and_expense_are_harvests_shape(psa: Psa, contract_log: Path)
     )
     assert ignored.status_code == 201 and "approval_status" not in ignored.json()
     assert ignored.json()["is_closed"] is False
-    assert _all_notes(contract_log) == ["create_time_entry: body parameter 'approval_status'"]
+    assert _all_notes(contract_log, 2) == ["create_time_entry: body parameter 'approval_status'"]
     expense = psa.client.post(
         "/v2/expenses",
         json={"project_id": 2, "expense_category_id": 1, "spent_date": "2026-11-02", "units": 1},
@@ -1597,7 +1605,7 @@ def test_rates_have_no_currency_and_ignore_updated_since(psa: Psa, contract_log:
     document only page/per_page, so updated_since returns every rate and is noted."""
     rate = psa.client.post("/v2/users/1/billable_rates", json={"amount": 160, "currency": "EUR"})
     assert rate.status_code == 201 and set(rate.json()) == RATE_FIELDS
-    assert _all_notes(contract_log) == ["create_billable_rates: body parameter 'currency'"]
+    assert _all_notes(contract_log, 1) == ["create_billable_rates: body parameter 'currency'"]
     every = psa.get("/v2/users/1/billable_rates").json()["billable_rates"]
     assert len(every) == 2 and all(set(r) == RATE_FIELDS for r in every)
     future = psa.get(
@@ -1606,10 +1614,10 @@ def test_rates_have_no_currency_and_ignore_updated_since(psa: Psa, contract_log:
         headers={"User-Agent": PROBE_AGENT},
     )
     assert [r["id"] for r in future.json()["billable_rates"]] == [r["id"] for r in every]
-    assert _all_notes(contract_log)[-1] == "list billable_rates: query parameter 'updated_since'"
+    assert _all_notes(contract_log, 3)[-1] == "list billable_rates: query parameter 'updated_since'"
     documented = psa.get("/v2/users/2/cost_rates", params={"per_page": 100, "page": 1})
     assert documented.status_code == 200
-    assert len(_all_notes(contract_log)) == 2
+    assert len(_all_notes(contract_log, 4)) == 2
 
 
 def test_project_has_no_currency_and_budgets_as_documented(psa: Psa, contract_log: Path) -> None:
@@ -1632,7 +1640,7 @@ def test_project_has_no_currency_and_budgets_as_documented(psa: Psa, contract_lo
     body = made.json()
     assert "currency" not in body and body["client"]["currency"] == "USD"
     assert body["cost_budget"] == 50000 and body["budget"] is None
-    assert _all_notes(contract_log) == ["create_projects: body parameter 'currency'"]
+    assert _all_notes(contract_log, 1) == ["create_projects: body parameter 'currency'"]
     bad = psa.client.post(
         "/v2/projects",
         json={
