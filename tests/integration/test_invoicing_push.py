@@ -730,7 +730,7 @@ def test_a_kill_between_the_harvest_create_and_the_read_back_never_makes_a_secon
 
 
 def test_a_milestone_line_is_billed_in_the_ledger_and_never_sent_to_harvest(env):
-    key = "milestone:OPP-PUSH-1:1:1"
+    key = "milestone:OPP-PUSH-9:1:1"
     batch = make_batch(env, 1, milestone=key)
     before = len(env.erp_docs())
     result = push(env, batch.batch_id)

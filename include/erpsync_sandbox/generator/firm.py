@@ -1092,6 +1092,26 @@ class FirmGenerator:
                     None,
                 )
             )
+        # the firm itself, the client of its internal project (Harvest projects need a client);
+        # no random draw here, so the rest of the firm stays as it was
+        internal_created = at(dt.date(2024, 12, 20), 11)
+        clients.append(
+            (
+                5100000,
+                {
+                    "id": 5100000,
+                    "name": FIRM["name"],
+                    "is_active": True,
+                    "address": "Amsterdam, NL",
+                    "statement_key": "0000000000000000",
+                    "currency": "EUR",
+                    "created_at": ts_harvest(internal_created),
+                    "updated_at": ts_harvest(internal_created),
+                },
+                to_iso(internal_created),
+                None,
+            )
+        )
         psa.put_many("clients", clients)
         erp.put_many("customers", customers)
         crm.put_many("Account", accounts)
