@@ -225,6 +225,18 @@ def check_systems_cmd(systems: tuple[str, ...]) -> None:
     # Connections resolve as in the pack's tasks: AIRFLOW_CONN_* variables, a secrets backend,
     # or the local Airflow metadata database (`erpsync settings apply`).
     airflow_env.apply_to_process(database.resolve(start=True))
+    from erpsync.connectors.business_central import BusinessCentralClient
+    from erpsync.connectors.harvest import HarvestClient
+    from erpsync.connectors.salesforce import SalesforceClient
+
+    clients = (SalesforceClient, HarvestClient, BusinessCentralClient)
+    missing = airflow_env.export_connections([c.default_conn_id for c in clients])
+    for conn_id in missing:
+        click.echo(
+            f"no Airflow connection {conn_id}: set AIRFLOW_CONN_{conn_id.upper()}, a secrets "
+            "backend entry, or run `erpsync settings apply` (README: Pointing at real systems)",
+            err=True,
+        )
     failed = 0
     for check in tenant_check.run_checks(systems or tenant_check.SYSTEMS):
         failed += not check.ok

@@ -315,3 +315,30 @@ def test_the_configured_account_and_unit_are_the_ones_checked(sandbox, connectio
     monkeypatch.setenv("ERPSYNC_BC_REVENUE_ACCOUNT", "8100")
     monkeypatch.setenv("ERPSYNC_BC_HOUR_UNIT", "DAY")
     assert _erp_failures(sandbox) == []
+
+
+def test_the_cli_finds_connections_saved_in_the_airflow_metadata_database(
+    sandbox, airflow_runtime, tmp_path
+):
+    """An operator who saved the connections in Airflow (UI or ``erpsync settings apply``) and
+    sets no AIRFLOW_CONN_* variable gets the same check: outside a task the Task SDK sees only
+    variables and secrets backends, so the command reads the metadata database itself."""
+    import yaml
+
+    from erpsync import paths
+
+    data = yaml.safe_load(paths.settings_file().read_text())
+    ports = {"erpsync_crm": "crm", "erpsync_psa": "psa", "erpsync_erp": "erp"}
+    for conn in data["airflow"]["connections"]:
+        if conn["conn_id"] in ports:
+            conn["conn_port"] = sandbox.ports[ports[conn["conn_id"]]]
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump(data))
+    airflow_runtime.run("settings", "apply", "--file", str(settings))
+    result = airflow_runtime.run("check-systems", check=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("OK salesforce auth")
+    assert {line.split()[1] for line in lines} == {"salesforce", "harvest", "business_central"}
+    assert all(line.startswith("OK ") for line in lines)
+    assert "sandbox-psa-token" not in result.stdout + result.stderr

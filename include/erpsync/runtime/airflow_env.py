@@ -121,3 +121,29 @@ def apply_to_process(urls: DatabaseUrls) -> dict[str, str]:
     os.environ.update(env)
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     return env
+
+
+def export_connections(conn_ids: list[str]) -> list[str]:
+    """Make Airflow connections kept in the metadata database visible to this process.
+
+    Outside a task, the Task SDK's ``BaseHook.get_connection`` resolves only ``AIRFLOW_CONN_*``
+    variables and secrets backends; a command run from a shell (``erpsync check-systems``) must
+    also see the connections an operator saved in the UI or with ``erpsync settings apply``. Each
+    connection not already resolvable that way is read through Airflow's own lookup (secrets
+    backends, then the metadata database) and set as ``AIRFLOW_CONN_<ID>`` in this process's
+    environment only (never printed). Returns the ids found nowhere."""
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.models.connection import Connection
+
+    missing = []
+    for conn_id in conn_ids:
+        key = f"AIRFLOW_CONN_{conn_id.upper()}"
+        if os.environ.get(key):
+            continue
+        try:
+            conn = Connection.get_connection_from_secrets(conn_id)
+        except AirflowNotFoundException:
+            missing.append(conn_id)
+            continue
+        os.environ[key] = conn.as_json()
+    return missing
