@@ -86,6 +86,20 @@ def test_an_undocumented_parameter_sent_by_the_pack_is_reported_exactly(crm, pri
     assert not report.ok
 
 
+def test_a_field_salesforce_lacks_is_refused_and_reported(crm, private_contract_log):
+    """A refusal is recorded too: a pack query of a field the org does not have fails with
+    Salesforce's INVALID_FIELD, and the contract log names it (a query of the shipped fields of
+    a vendor that lacks one would otherwise only show as a failed sync)."""
+    from erpsync.connectors.errors import VendorError
+
+    with pytest.raises(VendorError):
+        list(crm.query("SELECT Id, Approval_Status__c FROM Account"))
+    report = contract_log.check(private_contract_log)
+    ((service, method, route, what),) = _summary(report)
+    assert (service, method, route) == ("crm", "GET", "/services/data/{version}/query")
+    assert what.startswith("INVALID_FIELD:") and "Approval_Status__c" in what
+
+
 def test_documented_calls_of_the_pack_report_nothing(crm, psa, private_contract_log):
     pages = list(crm.query("SELECT Id, Name FROM Account"))
     assert pages and pages[0]

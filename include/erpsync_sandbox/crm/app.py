@@ -332,6 +332,13 @@ def _parse_replication_date(name: str, value: str | None) -> dt.datetime:
 # --------------------------------------------------------------------------- app
 
 
+#: Refusals that mean the client used something outside Salesforce's contract (noted for the
+#: contract log as well as answered as Salesforce answers).
+_CONTRACT_REFUSALS = frozenset(
+    {"INVALID_FIELD", "INVALID_FIELD_FOR_INSERT_UPDATE", "MALFORMED_QUERY", "INVALID_TYPE"}
+)
+
+
 def create_app(ctx: SandboxContext) -> FastAPI:
     """The sandbox CRM app on top of the shared base app (admin routes, fault middleware)."""
     app = make_base_app(SERVICE, ctx)
@@ -383,10 +390,14 @@ def create_app(ctx: SandboxContext) -> FastAPI:
 
     @app.exception_handler(SfError)
     async def sf_error(request: Request, exc: SfError) -> Response:
+        if exc.code in _CONTRACT_REFUSALS:  # a field or query Salesforce does not have
+            undocumented(request, f"{exc.code}: {exc.message}")
         return _json(exc.body(), exc.status)
 
     @app.exception_handler(soql.SoqlError)
     async def soql_error(request: Request, exc: soql.SoqlError) -> Response:
+        if exc.code in _CONTRACT_REFUSALS:
+            undocumented(request, f"{exc.code}: {exc.message}")
         return _json([{"message": exc.message, "errorCode": exc.code}], exc.status)
 
     @app.exception_handler(TokenError)
