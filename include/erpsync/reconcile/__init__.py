@@ -81,10 +81,15 @@ STATES = ("ready", "billed", "non_billable", "on_hold")
 #: Problems raised per time entry / expense (entity types ``time_entry`` / ``expense``).
 ENTRY_REASONS = (
     "unknown_project",
+    "implausible_date",
     "closed_project",
     "outside_contract_dates",
+    "hours_over_entry_limit",
+    "hours_over_day_limit",
+    "zero_amount",
     "duplicate_entry",
     "missing_rate",
+    "rate_off_card",
     "missing_receipt",
     "expense_over_policy",
 )

@@ -79,7 +79,11 @@ _PICK = ",\n       ".join(_pick(c) for c in _CONTRACT_COLS)
 _CONTRACTS = """
 cfg AS MATERIALIZED (
     SELECT s.lock_date, s.expense_markup_pct,
-           s.receipt_threshold / tc.per_eur AS receipt_threshold_eur
+           s.receipt_threshold / tc.per_eur AS receipt_threshold_eur,
+           -- plausibility bounds (migration 0021)
+           s.max_hours_per_entry, s.max_hours_per_person_day, s.rate_ratio_min,
+           s.rate_ratio_max, s.date_tolerance_days,
+           %(as_of)s::date + s.date_tolerance_days AS latest_date
       FROM recon.settings s
       LEFT JOIN recon.currencies tc ON tc.code = s.receipt_threshold_currency
      WHERE s.id
@@ -90,7 +94,7 @@ cfg AS MATERIALIZED (
 #: hashes them, not the million time entries.
 CREATE_LOOKUPS = (
     "DROP TABLE IF EXISTS pg_temp.ctr_id, pg_temp.ctr_code, pg_temp.ovr, pg_temp.card,"
-    " pg_temp.billed_src, pg_temp.psa_cur;"  # noqa: S608 - constant SQL, values are bound
+    " pg_temp.billed_src, pg_temp.psa_cur, pg_temp.day_over, pg_temp.rate_band;"  # noqa: S608 - constant SQL, values are bound
     "CREATE TEMP TABLE ctr_id ON COMMIT DROP AS" + """
     SELECT DISTINCT ON (psa_project_id) psa_project_id, project_code, opportunity_id, version,
            account_id, billing_model, currency, starts_on, ends_on, cap_type, cap_value,
@@ -156,8 +160,29 @@ CREATE_LOOKUPS = (
       FROM billing.billed_items
      WHERE split_part(item_key, ':', 1) IN ('time', 'expense')
 ;"""
+    "CREATE TEMP TABLE day_over ON COMMIT DROP AS" + """
+    -- plausibility: the person-days whose hours (every live entry of the person that day)
+    -- exceed the daily bound - one aggregate per run, kept only where over (few rows)
+    SELECT t.user_psa_id, t.spent_date, sum(t.hours) AS day_hours
+      FROM core.time_entries t
+     WHERE t.deleted_at IS NULL
+     GROUP BY 1, 2
+    HAVING sum(t.hours) > (SELECT s.max_hours_per_person_day FROM recon.settings s WHERE s.id)
+;"""
+    "CREATE TEMP TABLE rate_band ON COMMIT DROP AS" + """
+    -- plausibility: each person's billable rate cards, lowest and highest amount, in their one
+    -- currency (NULL: cards without one, i.e. the contract's); a person whose cards are in
+    -- several currencies has no band
+    SELECT r.person_psa_id AS user_psa_id, min(r.amount) AS lo, max(r.amount) AS hi,
+           min(r.currency) AS currency
+      FROM core.rate_cards r
+     WHERE r.kind = 'billable' AND r.deleted_at IS NULL AND r.amount IS NOT NULL
+     GROUP BY 1
+    HAVING count(DISTINCT r.currency) <= 1
+;"""
     "ANALYZE pg_temp.billed_src; ANALYZE pg_temp.ctr_id; ANALYZE pg_temp.ctr_code;"
-    " ANALYZE pg_temp.ovr; ANALYZE pg_temp.card; ANALYZE pg_temp.psa_cur"
+    " ANALYZE pg_temp.ovr; ANALYZE pg_temp.card; ANALYZE pg_temp.psa_cur;"
+    " ANALYZE pg_temp.day_over; ANALYZE pg_temp.rate_band"
 )
 
 #: recon.items is partitioned in SHARDS shards (migration 0015); a parallel run gives each
@@ -264,6 +289,7 @@ caps AS (
                      ORDER BY e.spent_date, e.created_at NULLS LAST, length(e.psa_id), e.psa_id
                      ROWS UNBOUNDED PRECEDING) AS cap_used
       FROM (SELECT c.psa_id, c.spent_date, c.created_at, c.hours, c.opportunity_id, c.cap_type,
+                   c.currency, rb.lo AS band_lo, rb.hi AS band_hi, rb.currency AS band_currency,
                    CASE WHEN o.rate IS NOT NULL THEN o.rate
                         WHEN c.billable_rate IS NOT NULL THEN c.billable_rate
                         ELSE (SELECT rc.amount FROM card rc
@@ -274,8 +300,18 @@ caps AS (
               LEFT JOIN ovr o ON o.opportunity_id = c.opportunity_id
                              AND o.version = c.version AND o.user_psa_id = c.user_psa_id
               LEFT JOIN dups d ON d.psa_id = c.psa_id
-             WHERE coalesce(d.dup_rank, 1) = 1) e
-     WHERE e.eff_rate IS NOT NULL
+              LEFT JOIN day_over dh
+                ON dh.user_psa_id = c.user_psa_id AND dh.spent_date = c.spent_date
+              LEFT JOIN rate_band rb ON rb.user_psa_id = c.user_psa_id
+             WHERE coalesce(d.dup_rank, 1) = 1
+               -- an implausible entry (held, see t3/t4) consumes no cap, like a duplicate
+               AND dh.user_psa_id IS NULL
+               AND c.hours <= (SELECT max_hours_per_entry FROM cfg)
+               AND c.spent_date <= (SELECT latest_date FROM cfg)) e
+     WHERE e.eff_rate IS NOT NULL AND e.hours * e.eff_rate <> 0
+       AND NOT (e.band_lo IS NOT NULL AND coalesce(e.band_currency, e.currency) = e.currency
+                AND (e.eff_rate < e.band_lo * (SELECT rate_ratio_min FROM cfg)
+                     OR e.eff_rate > e.band_hi * (SELECT rate_ratio_max FROM cfg)))
 ),
 t1 AS (
     SELECT t0.*, d.dup_original, coalesce(d.dup_rank, 1) AS dup_rank
@@ -283,7 +319,8 @@ t1 AS (
       LEFT JOIN dups d ON d.psa_id = t0.psa_id
 ),
 t2 AS (
-    SELECT t1.*, o.rate AS contract_rate, p.role, cu.cap_used,
+    SELECT t1.*, o.rate AS contract_rate, p.role, cu.cap_used, dh.day_hours,
+           rb.lo AS band_lo, rb.hi AS band_hi, rb.currency AS band_currency,
            -- the rate card only where neither the contract nor the PSA has a rate (few
            -- entries): looked up for those, not hashed for the million others
            CASE WHEN o.rate IS NULL AND t1.billable_rate IS NULL
@@ -300,6 +337,9 @@ t2 AS (
                      AND o.version = t1.c_version AND o.user_psa_id = t1.user_psa_id
       LEFT JOIN core.people p ON p.psa_id = t1.user_psa_id
       LEFT JOIN caps cu ON cu.psa_id = t1.psa_id
+      LEFT JOIN day_over dh
+        ON dh.user_psa_id = t1.user_psa_id AND dh.spent_date = t1.spent_date
+      LEFT JOIN rate_band rb ON rb.user_psa_id = t1.user_psa_id
 ),
 t3 AS (
     SELECT t2.*,
@@ -320,6 +360,13 @@ t3 AS (
            (billable AND c_opportunity_id IS NULL) AS p_unknown,
            (billable AND spent_date > c_ends_on) IS TRUE AS p_closed,
            (billable AND spent_date < c_starts_on) IS TRUE AS p_outside,
+           -- plausibility (bounds in recon.settings, migration 0021)
+           (billable AND (spent_date > (SELECT latest_date FROM cfg)
+                          OR spent_date < c_starts_on - (SELECT date_tolerance_days FROM cfg)
+                          OR spent_date > c_ends_on + (SELECT date_tolerance_days FROM cfg)))
+               IS TRUE AS p_far,
+           (tm AND hours > (SELECT max_hours_per_entry FROM cfg)) AS p_hours,
+           (tm AND day_hours IS NOT NULL) AS p_day,
            (tm AND dup_rank > 1) AS p_dup
       FROM t2
 ),
@@ -329,28 +376,44 @@ t4 AS (
            (tm AND te_currency <> c_currency) IS TRUE AS p_currency,
            (tm AND contract_rate IS NOT NULL AND billable_rate IS NOT NULL
             AND billable_rate <> contract_rate) AS p_rate_differs,
-           (tm AND c_cap_type IS NOT NULL AND c_cap_value IS NOT NULL
-            AND NOT (p_unknown OR p_closed OR p_outside OR p_dup)
-            AND eff_rate IS NOT NULL) IS TRUE AS cap_scope
+           (tm AND hours * eff_rate = 0) IS TRUE AS p_zero,
+           (tm AND band_lo IS NOT NULL AND coalesce(band_currency, c_currency) = c_currency
+            AND (eff_rate < band_lo * (SELECT rate_ratio_min FROM cfg)
+                 OR eff_rate > band_hi * (SELECT rate_ratio_max FROM cfg))) IS TRUE
+               AS p_rate_card
       FROM t3
 ),
-t6 AS (
+t5 AS (
     SELECT t4.*,
+           (tm AND c_cap_type IS NOT NULL AND c_cap_value IS NOT NULL
+            AND NOT (p_unknown OR p_far OR p_closed OR p_outside OR p_hours OR p_day OR p_zero
+                     OR p_dup OR p_rate_card)
+            AND eff_rate IS NOT NULL) IS TRUE AS cap_scope
+      FROM t4
+),
+t6 AS (
+    SELECT t5.*,
            (cap_scope AND cap_used > c_cap_value) IS TRUE AS p_over_cap,
-           CASE WHEN p_unknown OR p_closed OR p_outside OR p_dup OR p_missing_rate
+           CASE WHEN p_unknown OR p_far OR p_closed OR p_outside OR p_hours OR p_day OR p_zero
+                     OR p_dup OR p_missing_rate OR p_rate_card
                      OR p_currency OR p_rate_differs OR (cap_used > c_cap_value) IS TRUE
            THEN array_remove(ARRAY[
                    CASE WHEN p_unknown THEN 'unknown_project' END,
+                   CASE WHEN p_far THEN 'implausible_date' END,
                    CASE WHEN p_closed THEN 'closed_project' END,
                    CASE WHEN p_outside THEN 'outside_contract_dates' END,
+                   CASE WHEN p_hours THEN 'hours_over_entry_limit' END,
+                   CASE WHEN p_day THEN 'hours_over_day_limit' END,
+                   CASE WHEN p_zero THEN 'zero_amount' END,
                    CASE WHEN p_dup THEN 'duplicate_entry' END,
                    CASE WHEN p_missing_rate THEN 'missing_rate' END,
+                   CASE WHEN p_rate_card THEN 'rate_off_card' END,
                    CASE WHEN (cap_scope AND cap_used > c_cap_value) IS TRUE THEN 'over_cap' END,
                    CASE WHEN p_currency THEN 'currency_differs_from_contract' END,
                    CASE WHEN p_rate_differs THEN 'rate_differs_from_contract' END
                ], NULL)
            ELSE '{{}}'::text[] END AS probs
-      FROM t4
+      FROM t5
 ),
 time_items AS (
     SELECT 'time:' || psa_id AS item_key, 'time'::text AS item_type, psa_id AS source_id,
@@ -359,13 +422,13 @@ time_items AS (
            task_psa_id, NULL::text AS task_name, role, spent_date AS item_date,
            date_trunc('month', spent_date::timestamp)::date AS period_start, hours,
            NULL::numeric AS quantity,
-           CASE WHEN tm OR p_unknown OR p_closed OR p_outside THEN eff_rate END AS rate,
+           CASE WHEN tm OR p_unknown OR p_far OR p_closed OR p_outside THEN eff_rate END AS rate,
            cur::char(3) AS currency,
-           CASE WHEN tm OR p_unknown OR p_closed OR p_outside THEN hours * eff_rate END
+           CASE WHEN tm OR p_unknown OR p_far OR p_closed OR p_outside THEN hours * eff_rate END
                AS amount,
            approval_status = 'approved' AS approved,
            CASE WHEN billed THEN 'billed'
-                WHEN p_unknown OR p_closed OR p_outside THEN 'on_hold'
+                WHEN p_unknown OR p_far OR p_closed OR p_outside THEN 'on_hold'
                 WHEN NOT tm THEN 'non_billable'
                 WHEN cardinality(probs) > 0 THEN 'on_hold'
                 WHEN spent_date <= (SELECT lock_date FROM cfg) THEN 'on_hold'
@@ -373,17 +436,17 @@ time_items AS (
                 ELSE 'ready'
            END AS state,
            CASE WHEN billed THEN NULL
-                WHEN p_unknown OR p_closed OR p_outside THEN probs[1]
+                WHEN p_unknown OR p_far OR p_closed OR p_outside THEN probs[1]
                 WHEN NOT tm THEN NULL
                 WHEN cardinality(probs) > 0 THEN probs[1]
                 WHEN spent_date <= (SELECT lock_date FROM cfg) THEN 'locked_period'
                 WHEN approval_status <> 'approved' THEN 'not_approved'
            END AS reason_code,
-           CASE WHEN billed OR (NOT tm AND NOT (p_unknown OR p_closed OR p_outside))
+           CASE WHEN billed OR (NOT tm AND NOT (p_unknown OR p_far OR p_closed OR p_outside))
                 THEN '{{}}'::text[] ELSE probs END AS problems,
            CASE
              WHEN billed THEN NULL
-             WHEN NOT tm AND NOT (p_unknown OR p_closed OR p_outside) THEN
+             WHEN NOT tm AND NOT (p_unknown OR p_far OR p_closed OR p_outside) THEN
                -- constants for the common cases: no jsonb built per row
                CASE WHEN NOT billable THEN '{{"why": "not billable in the PSA"}}'::jsonb
                     WHEN c_billing_model = 'fixed_fee'
@@ -400,8 +463,19 @@ time_items AS (
                'psa_rate', billable_rate,
                'contract_currency', c_currency,
                'psa_currency', te_currency,
-               'contract_starts_on', CASE WHEN p_outside THEN c_starts_on END,
-               'contract_ends_on', CASE WHEN p_closed THEN c_ends_on END,
+               'contract_starts_on', CASE WHEN p_outside OR p_far THEN c_starts_on END,
+               'contract_ends_on', CASE WHEN p_closed OR p_far THEN c_ends_on END,
+               'date_tolerance_days',
+                   CASE WHEN p_far THEN (SELECT date_tolerance_days FROM cfg) END,
+               'max_hours_per_entry',
+                   CASE WHEN p_hours THEN (SELECT max_hours_per_entry FROM cfg) END,
+               'person_day_hours', CASE WHEN p_day THEN day_hours END,
+               'max_hours_per_person_day',
+                   CASE WHEN p_day THEN (SELECT max_hours_per_person_day FROM cfg) END,
+               'rate_card_low', CASE WHEN p_rate_card THEN band_lo END,
+               'rate_card_high', CASE WHEN p_rate_card THEN band_hi END,
+               'rate_ratio_min', CASE WHEN p_rate_card THEN (SELECT rate_ratio_min FROM cfg) END,
+               'rate_ratio_max', CASE WHEN p_rate_card THEN (SELECT rate_ratio_max FROM cfg) END,
                'duplicate_of', CASE WHEN p_dup THEN dup_original END,
                'cap_type', CASE WHEN cap_scope THEN c_cap_type END,
                'cap_value', CASE WHEN cap_scope THEN c_cap_value END,
@@ -455,7 +529,11 @@ e2 AS (
            coalesce(c_markup_pct, (SELECT expense_markup_pct FROM cfg)) AS markup_pct,
            (billable AND c_opportunity_id IS NULL) AS p_unknown,
            (billable AND spent_date > c_ends_on) IS TRUE AS p_closed,
-           (billable AND spent_date < c_starts_on) IS TRUE AS p_outside
+           (billable AND spent_date < c_starts_on) IS TRUE AS p_outside,
+           (billable AND (spent_date > (SELECT latest_date FROM cfg)
+                          OR spent_date < c_starts_on - (SELECT date_tolerance_days FROM cfg)
+                          OR spent_date > c_ends_on + (SELECT date_tolerance_days FROM cfg)))
+               IS TRUE AS p_far
       FROM e1
       LEFT JOIN recon.expense_policy pol ON pol.category = e1.expense_category_name
       LEFT JOIN recon.currencies lc ON lc.code = pol.limit_currency
@@ -465,15 +543,20 @@ e3 AS (
            (billable AND NOT has_receipt AND total_cost > receipt_threshold) IS TRUE
                AS p_receipt,
            (billable AND total_cost > policy_limit) IS TRUE AS p_policy,
-           (billable AND e_currency <> c_currency) IS TRUE AS p_currency
+           (billable AND e_currency <> c_currency) IS TRUE AS p_currency,
+           -- Harvest's total_cost is any decimal: a negative one is a credit (billed as a
+           -- negative line, marked ``credit``); zero has nothing to bill
+           (billable AND total_cost = 0) IS TRUE AS p_zero
       FROM e2
 ),
 e4 AS (
     SELECT e3.*,
            array_remove(ARRAY[
                CASE WHEN p_unknown THEN 'unknown_project' END,
+               CASE WHEN p_far THEN 'implausible_date' END,
                CASE WHEN p_closed THEN 'closed_project' END,
                CASE WHEN p_outside THEN 'outside_contract_dates' END,
+               CASE WHEN p_zero THEN 'zero_amount' END,
                CASE WHEN p_receipt THEN 'missing_receipt' END,
                CASE WHEN p_policy THEN 'expense_over_policy' END,
                CASE WHEN p_currency THEN 'currency_differs_from_contract' END
@@ -506,8 +589,11 @@ expense_items AS (
              WHEN billed THEN NULL
              WHEN NOT billable THEN '{{"why": "not billable in the PSA"}}'::jsonb
              WHEN cardinality(probs) = 0 AND approval_status = 'approved'
-                  AND NOT (spent_date <= (SELECT lock_date FROM cfg)) IS TRUE THEN NULL
+                  AND NOT (spent_date <= (SELECT lock_date FROM cfg)) IS TRUE
+             THEN CASE WHEN total_cost < 0
+                       THEN jsonb_build_object('credit', true, 'total_cost', total_cost) END
              ELSE jsonb_strip_nulls(jsonb_build_object(
+               'credit', CASE WHEN total_cost < 0 THEN true END,
                'total_cost', total_cost,
                'markup_pct', markup_pct,
                'receipt_threshold', CASE WHEN p_receipt THEN receipt_threshold END,
@@ -515,8 +601,10 @@ expense_items AS (
                'units', CASE WHEN p_policy THEN units END,
                'contract_currency', c_currency,
                'expense_currency', e_currency,
-               'contract_starts_on', CASE WHEN p_outside THEN c_starts_on END,
-               'contract_ends_on', CASE WHEN p_closed THEN c_ends_on END,
+               'contract_starts_on', CASE WHEN p_outside OR p_far THEN c_starts_on END,
+               'contract_ends_on', CASE WHEN p_closed OR p_far THEN c_ends_on END,
+               'date_tolerance_days',
+                   CASE WHEN p_far THEN (SELECT date_tolerance_days FROM cfg) END,
                'approval_status', approval_status))
            END,
            shard
@@ -769,7 +857,7 @@ DELETE_GONE = (
 
 DROP_TEMP = (
     "DROP TABLE IF EXISTS pg_temp.recon_stage, pg_temp.ctr_id, pg_temp.ctr_code, pg_temp.ovr,"
-    " pg_temp.card, pg_temp.billed_src"
+    " pg_temp.card, pg_temp.billed_src, pg_temp.day_over, pg_temp.rate_band"
 )
 
 #: Entry-level problems (the item's first reason), one exception per time entry / expense.
