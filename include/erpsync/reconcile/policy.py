@@ -12,7 +12,9 @@ Subscriptions 500. Every change is audited in the caller's transaction.
 Plausibility bounds (migration 0021; an item beyond one is held with the reason in brackets):
 at most 24 hours in one time entry (``hours_over_entry_limit``), 16 hours per person per day
 over all their live entries (``hours_over_day_limit``), a rate between 0.5 and 2.0 times the
-person's billable rate cards (``rate_off_card``), dated at most 31 days before the contract
+person's billable rate cards (``rate_off_card``; compared in one currency through
+``recon.currencies.per_eur``, a card without a currency - Harvest's - being in
+``rate_card_currency``, EUR), dated at most 31 days before the contract
 start, after its end or after the reconciliation date (``implausible_date``).
 """
 
@@ -38,6 +40,7 @@ _FIELDS = (
     "rate_ratio_min",
     "rate_ratio_max",
     "date_tolerance_days",
+    "rate_card_currency",
 )
 
 
@@ -54,6 +57,7 @@ class Settings:
     rate_ratio_min: Decimal = Decimal("0.5")
     rate_ratio_max: Decimal = Decimal("2.0")
     date_tolerance_days: int = 31
+    rate_card_currency: str = "EUR"
 
 
 def get_settings(conn) -> Settings:

@@ -170,15 +170,22 @@ CREATE_LOOKUPS = (
     HAVING sum(t.hours) > (SELECT s.max_hours_per_person_day FROM recon.settings s WHERE s.id)
 ;"""
     "CREATE TEMP TABLE rate_band ON COMMIT DROP AS" + """
-    -- plausibility: each person's billable rate cards, lowest and highest amount, in their one
-    -- currency (NULL: cards without one, i.e. the contract's); a person whose cards are in
-    -- several currencies has no band
-    SELECT r.person_psa_id AS user_psa_id, min(r.amount) AS lo, max(r.amount) AS hi,
-           min(r.currency) AS currency
-      FROM core.rate_cards r
-     WHERE r.kind = 'billable' AND r.deleted_at IS NULL AND r.amount IS NOT NULL
-     GROUP BY 1
-    HAVING count(DISTINCT r.currency) <= 1
+    -- plausibility: each person's billable rate cards, lowest and highest amount, in every
+    -- currency with a known FX (recon.currencies.per_eur): a card without a currency (Harvest
+    -- rates carry none) is in recon.settings.rate_card_currency, the PSA account's
+    SELECT b.user_psa_id, k.code::text AS currency, b.lo_eur * k.per_eur AS lo,
+           b.hi_eur * k.per_eur AS hi
+      FROM (SELECT r.person_psa_id AS user_psa_id, min(r.amount / rc.per_eur) AS lo_eur,
+                   max(r.amount / rc.per_eur) AS hi_eur
+              FROM core.rate_cards r
+              JOIN recon.settings s ON s.id
+              JOIN recon.currencies rc
+                ON rc.code = coalesce(r.currency, s.rate_card_currency)
+               AND rc.per_eur IS NOT NULL
+             WHERE r.kind = 'billable' AND r.deleted_at IS NULL AND r.amount IS NOT NULL
+             GROUP BY 1) b
+     CROSS JOIN recon.currencies k
+     WHERE k.per_eur IS NOT NULL
 ;"""
     "ANALYZE pg_temp.billed_src; ANALYZE pg_temp.ctr_id; ANALYZE pg_temp.ctr_code;"
     " ANALYZE pg_temp.ovr; ANALYZE pg_temp.card; ANALYZE pg_temp.psa_cur;"
@@ -289,7 +296,7 @@ caps AS (
                      ORDER BY e.spent_date, e.created_at NULLS LAST, length(e.psa_id), e.psa_id
                      ROWS UNBOUNDED PRECEDING) AS cap_used
       FROM (SELECT c.psa_id, c.spent_date, c.created_at, c.hours, c.opportunity_id, c.cap_type,
-                   c.currency, rb.lo AS band_lo, rb.hi AS band_hi, rb.currency AS band_currency,
+                   rb.lo AS band_lo, rb.hi AS band_hi,
                    CASE WHEN o.rate IS NOT NULL THEN o.rate
                         WHEN c.billable_rate IS NOT NULL THEN c.billable_rate
                         ELSE (SELECT rc.amount FROM card rc
@@ -302,14 +309,15 @@ caps AS (
               LEFT JOIN dups d ON d.psa_id = c.psa_id
               LEFT JOIN day_over dh
                 ON dh.user_psa_id = c.user_psa_id AND dh.spent_date = c.spent_date
-              LEFT JOIN rate_band rb ON rb.user_psa_id = c.user_psa_id
+              LEFT JOIN rate_band rb
+                ON rb.user_psa_id = c.user_psa_id AND rb.currency = c.currency::text
              WHERE coalesce(d.dup_rank, 1) = 1
                -- an implausible entry (held, see t3/t4) consumes no cap, like a duplicate
                AND dh.user_psa_id IS NULL
                AND c.hours <= (SELECT max_hours_per_entry FROM cfg)
                AND c.spent_date <= (SELECT latest_date FROM cfg)) e
      WHERE e.eff_rate IS NOT NULL AND e.hours * e.eff_rate <> 0
-       AND NOT (e.band_lo IS NOT NULL AND coalesce(e.band_currency, e.currency) = e.currency
+       AND NOT (e.band_lo IS NOT NULL
                 AND (e.eff_rate < e.band_lo * (SELECT rate_ratio_min FROM cfg)
                      OR e.eff_rate > e.band_hi * (SELECT rate_ratio_max FROM cfg)))
 ),
@@ -320,7 +328,7 @@ t1 AS (
 ),
 t2 AS (
     SELECT t1.*, o.rate AS contract_rate, p.role, cu.cap_used, dh.day_hours,
-           rb.lo AS band_lo, rb.hi AS band_hi, rb.currency AS band_currency,
+           rb.lo AS band_lo, rb.hi AS band_hi,
            -- the rate card only where neither the contract nor the PSA has a rate (few
            -- entries): looked up for those, not hashed for the million others
            CASE WHEN o.rate IS NULL AND t1.billable_rate IS NULL
@@ -339,7 +347,8 @@ t2 AS (
       LEFT JOIN caps cu ON cu.psa_id = t1.psa_id
       LEFT JOIN day_over dh
         ON dh.user_psa_id = t1.user_psa_id AND dh.spent_date = t1.spent_date
-      LEFT JOIN rate_band rb ON rb.user_psa_id = t1.user_psa_id
+      LEFT JOIN rate_band rb
+        ON rb.user_psa_id = t1.user_psa_id AND rb.currency = t1.c_currency::text
 ),
 t3 AS (
     SELECT t2.*,
@@ -377,7 +386,7 @@ t4 AS (
            (tm AND contract_rate IS NOT NULL AND billable_rate IS NOT NULL
             AND billable_rate <> contract_rate) AS p_rate_differs,
            (tm AND hours * eff_rate = 0) IS TRUE AS p_zero,
-           (tm AND band_lo IS NOT NULL AND coalesce(band_currency, c_currency) = c_currency
+           (tm AND band_lo IS NOT NULL
             AND (eff_rate < band_lo * (SELECT rate_ratio_min FROM cfg)
                  OR eff_rate > band_hi * (SELECT rate_ratio_max FROM cfg))) IS TRUE
                AS p_rate_card

@@ -7,7 +7,9 @@
 --   max_hours_per_entry       24   one time entry is at most one day's hours
 --   max_hours_per_person_day  16   a person's hours on one date, every live entry summed
 --   rate_ratio_min / _max     0.5 / 2.0  the rate billed against the person's billable rate
---                                  cards (lowest / highest card): below half or above twice
+--                                  cards (lowest / highest card): below half or above twice;
+--                                  compared in one currency through recon.currencies.per_eur
+--   rate_card_currency        EUR  the currency of a rate card without one (Harvest's)
 --   date_tolerance_days       31   dated more than this many days before the contract start,
 --                                  after its end, or after the reconciliation date
 
@@ -20,6 +22,8 @@ ALTER TABLE recon.settings
     ADD COLUMN rate_ratio_max           numeric NOT NULL DEFAULT 2.0,
     ADD COLUMN date_tolerance_days      integer NOT NULL DEFAULT 31
         CHECK (date_tolerance_days >= 0),
+    -- Harvest's rates carry no currency: they are in the Harvest account's currency (this one)
+    ADD COLUMN rate_card_currency       char(3) NOT NULL DEFAULT 'EUR',
     ADD CONSTRAINT settings_rate_ratio_check CHECK (rate_ratio_max >= rate_ratio_min);
 COMMENT ON TABLE recon.settings IS
     'Reconciliation policy (one row): lock date, leakage threshold, receipt threshold, default expense markup, plausibility bounds (hours per entry and per person per day, rate ratio to the rate card, days outside the contract period).';
