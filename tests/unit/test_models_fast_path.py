@@ -220,24 +220,3 @@ def test_approval_comes_from_is_closed_on_both_paths(is_closed, status):
     row = harvest_time_entry(rec)[0]
     assert adapter_for(TimeEntry).validate_python(row).approval_status == status
     assert row["currency"] is None  # no client currency on the entry: reconcile takes the client's
-
-
-@pytest.mark.parametrize("field", ["hours", "rounded_hours"])
-def test_hours_no_real_entry_can_hold_are_quarantined_by_the_model(field):
-    """Issue 14: 1,000,000,000,000 hours in one entry cannot be a real record: the codec
-    declines it and the model quarantines it, naming the bound (8,784 h, a leap year); the
-    bound itself loads (plausibility beyond 24 h is reconciliation's, recon.settings)."""
-    from pydantic import ValidationError
-
-    from erpsync.models.reasons import from_validation_error
-    from erpsync.models.time_expense import MAX_ENTRY_HOURS
-
-    absurd = variant(**{field: 1_000_000_000_000})
-    assert encode_time_entry(json.dumps(absurd).encode()) is None
-    with pytest.raises(ValidationError) as info:
-        pydantic_row(absurd)
-    error = from_validation_error(info.value)
-    assert error.reason_code == "invalid_value"
-    assert "8784" in error.detail and field in error.detail
-    assert_same(variant(**{field: MAX_ENTRY_HOURS}))
-    assert encode_time_entry(json.dumps(variant(**{field: 8784.25})).encode()) is None

@@ -25,13 +25,6 @@ Planted business problems (missing rate, time on a closed project, duplicate ent
 without a receipt or over policy) are *not* validation failures: the rows load as the PSA holds
 them and reconciliation reports them. Only records the warehouse cannot hold (no id, no date,
 negative hours, an unknown approval state, an unsupported currency) are quarantined.
-
-Hours bound: Harvest documents ``hours`` as a decimal number of hours tracked in the entry
-(https://help.getharvest.com/api-v2/timesheets-api/timesheets/time-entries/), a duration, so
-never negative; one entry holds at most :data:`MAX_ENTRY_HOURS` (8,784: every hour of a leap
-year) - beyond it the value cannot be a real record (e.g. 1,000,000,000,000 hours) and the
-entry is quarantined (``invalid_value``, the detail names the bound). Plausible-but-unusual
-hours (above the daily bounds in ``recon.settings``) load and are held by reconciliation.
 """
 
 from __future__ import annotations
@@ -57,16 +50,13 @@ def approval_of(is_closed: object) -> str:
 
 
 NonNegative = Annotated[Decimal, Field(ge=0)]
-#: No time entry can hold more hours than a (leap) year has (see the module doc).
-MAX_ENTRY_HOURS = 8784
-EntryHours = Annotated[Decimal, Field(ge=0, le=MAX_ENTRY_HOURS)]
 
 
 class TimeEntry(Canonical):
     psa_id: str = Field(min_length=1)
     spent_date: dt.date
-    hours: EntryHours
-    rounded_hours: EntryHours | None = None
+    hours: NonNegative
+    rounded_hours: NonNegative | None = None
     notes: str | None = None
     billable: bool
     approval_status: ApprovalStatus
@@ -308,14 +298,6 @@ def _number(value: int | float) -> tuple[str, str]:
     return got
 
 
-def _hours(value: int | float) -> tuple[str, str]:
-    """``_number`` of an hours field, beyond :data:`MAX_ENTRY_HOURS` -> rejected (the model
-    quarantines it)."""
-    if value > MAX_ENTRY_HOURS:
-        raise _Reject
-    return _number(value)
-
-
 def _opt_number(value: int | float | None) -> tuple[str, str | None]:
     if value is None:
         return "\\N", None
@@ -359,8 +341,8 @@ def encode_time_entry(raw: bytes | msgspec.Raw) -> tuple[str, str, str, str] | N
         w = _WIRE.decode(raw)
         if w.tombstone is not None:
             return None
-        hours, hours_h = _hours(w.hours)
-        rounded, rounded_h = ("\\N", None) if w.rounded_hours is None else _hours(w.rounded_hours)
+        hours, hours_h = _number(w.hours)
+        rounded, rounded_h = _opt_number(w.rounded_hours)
         billable_rate, billable_rate_h = _opt_number(w.billable_rate)
         cost_rate, cost_rate_h = _opt_number(w.cost_rate)
         notes = _text(w.notes)
