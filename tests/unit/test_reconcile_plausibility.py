@@ -252,11 +252,12 @@ def test_dates_far_from_the_contract_period_or_in_the_future(conn):
     }
 
 
-def test_an_implausible_entry_consumes_no_cap(conn):
+def test_an_absurd_entry_is_held_with_its_amount_and_consumes_no_cap(conn):
+    """Issue 14: 1,000,000,000,000 hours in one entry was accepted with no flag."""
     r = Rows(conn)
     r.person("u1")
     r.contract("006CP", "p1", cap_type="hours", cap_value="10")
-    r.time("huge", "u1", "p1", D(2026, 3, 2), "1000000", rate="100")
+    r.time("huge", "u1", "p1", D(2026, 3, 2), "1000000000000", rate="100")
     r.time("next", "u1", "p1", D(2026, 3, 3), "8", rate="100")
     r.time("over", "u1", "p1", D(2026, 3, 4), "4", rate="100")  # 12 > 10
     conn.commit()
@@ -264,7 +265,7 @@ def test_an_implausible_entry_consumes_no_cap(conn):
     assert held(conn, "time:huge") == (
         "on_hold",
         "hours_over_entry_limit",
-        Decimal("100000000"),
+        Decimal("100000000000000"),
     )
     assert item(conn, "time:huge")["problems"] == [
         "hours_over_entry_limit",
@@ -272,6 +273,9 @@ def test_an_implausible_entry_consumes_no_cap(conn):
     ]
     assert held(conn, "time:next") == ("ready", None, Decimal("800"))
     assert held(conn, "time:over")[1] == "over_cap"
+    assert ("hours_over_entry_limit", "time_entry", "huge", Decimal("100000000000000"), "EUR") in (
+        open_exceptions(conn)
+    )
 
 
 def test_bounds_are_checked_together(conn):
