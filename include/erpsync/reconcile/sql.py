@@ -44,11 +44,17 @@ Rules (module doc of :mod:`erpsync.reconcile` has the finance-facing version):
   included. An entry whose running total passes the cap is held ``over_cap`` in full; a
   straddling entry (part under, part over) is held whole, and its detail says how much of it
   still fits (``cap_remaining``), so a person can split it in the PSA.
+* **Plausibility** (migration 0021, bounds in ``recon.settings`` read through ``cfg``): the
+  per-person-per-day sum is one aggregate per run, kept only where over the bound
+  (``day_over`` in ``CREATE_LOOKUPS``: a hash probe per entry, not a window over a million
+  rows); the rate card band is one row per person and currency (``rate_band``); an entry with
+  a plausibility problem is left out of its contract's cap running total, like a duplicate.
 * **Precedence** (first wins; ``recon.reasons.precedence``): billed; then data problems
-  (unknown_project, closed_project, outside_contract_dates, then non_billable, then
-  duplicate_entry, missing_rate, missing_receipt, expense_over_policy, over_cap,
-  currency_differs_from_contract, rate_differs_from_contract); then locked_period; then
-  not_approved; else ready. Data problems come before not_approved, so a problem on a submitted
+  (unknown_project, implausible_date, closed_project, outside_contract_dates, then
+  non_billable, then hours_over_entry_limit, hours_over_day_limit, zero_amount,
+  duplicate_entry, missing_rate, rate_off_card, missing_receipt, expense_over_policy,
+  over_cap, currency_differs_from_contract, rate_differs_from_contract); then locked_period;
+  then not_approved; else ready. Data problems come before not_approved, so a problem on a submitted
   entry is found before approval. Every data problem of an item is kept in ``problems``.
 """
 
