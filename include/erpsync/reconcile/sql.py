@@ -45,10 +45,12 @@ Rules (module doc of :mod:`erpsync.reconcile` has the finance-facing version):
   straddling entry (part under, part over) is held whole, and its detail says how much of it
   still fits (``cap_remaining``), so a person can split it in the PSA.
 * **Plausibility** (migration 0021, bounds in ``recon.settings`` read through ``cfg``): the
-  per-person-per-day sum is one aggregate per run, kept only where over the bound
-  (``day_over`` in ``CREATE_LOOKUPS``: a hash probe per entry, not a window over a million
-  rows); the rate card band is one row per person and currency (``rate_band``); an entry with
-  a plausibility problem is left out of its contract's cap running total, like a duplicate.
+  per-person-per-day sum is one aggregate per run, over the days from the first unbilled
+  billable T&M entry on (``unbilled_from``, shared with duplicate detection: earlier days are
+  billed, nothing there can be held), kept only where over the bound (``day_over`` in
+  ``CREATE_LOOKUPS``: a hash probe per entry, not a window over a million rows); the rate
+  card band is one row per person and currency (``rate_band``); an entry with a
+  plausibility problem is left out of its contract's cap running total, like a duplicate.
 * **Precedence** (first wins; ``recon.reasons.precedence``): billed; then data problems
   (unknown_project, implausible_date, closed_project, outside_contract_dates, then
   non_billable, then hours_over_entry_limit, hours_over_day_limit, zero_amount,
@@ -100,7 +102,8 @@ cfg AS MATERIALIZED (
 #: hashes them, not the million time entries.
 CREATE_LOOKUPS = (
     "DROP TABLE IF EXISTS pg_temp.ctr_id, pg_temp.ctr_code, pg_temp.ovr, pg_temp.card,"
-    " pg_temp.billed_src, pg_temp.psa_cur, pg_temp.day_over, pg_temp.rate_band;"  # noqa: S608 - constant SQL, values are bound
+    " pg_temp.billed_src, pg_temp.psa_cur, pg_temp.unbilled_from, pg_temp.day_over,"
+    " pg_temp.rate_band;"  # noqa: S608 - constant SQL, values are bound
     "CREATE TEMP TABLE ctr_id ON COMMIT DROP AS" + """
     SELECT DISTINCT ON (psa_project_id) psa_project_id, project_code, opportunity_id, version,
            account_id, billing_model, currency, starts_on, ends_on, cap_type, cap_value,
@@ -166,12 +169,24 @@ CREATE_LOOKUPS = (
       FROM billing.billed_items
      WHERE split_part(item_key, ':', 1) IN ('time', 'expense')
 ;"""
+    "CREATE TEMP TABLE unbilled_from ON COMMIT DROP AS" + """
+    -- the first date of unbilled, billable work not covered by a fee: only from it on can an
+    -- entry be held as a duplicate or for its day's hours (earlier ones are billed or not
+    -- billable: held for neither)
+    SELECT min(t.spent_date) AS d
+      FROM core.time_entries t
+     WHERE t.deleted_at IS NULL AND t.billable AND NOT t.is_billed
+       AND NOT EXISTS (SELECT 1 FROM ctr_id c
+                        WHERE c.psa_project_id = t.project_psa_id
+                          AND c.billing_model IN ('fixed_fee', 'retainer'))
+;"""
     "CREATE TEMP TABLE day_over ON COMMIT DROP AS" + """
     -- plausibility: the person-days whose hours (every live entry of the person that day)
-    -- exceed the daily bound - one aggregate per run, kept only where over (few rows)
+    -- exceed the daily bound - one aggregate per run, over the days that can hold an entry
+    -- (unbilled_from on), kept only where over (few rows)
     SELECT t.user_psa_id, t.spent_date, sum(t.hours) AS day_hours
       FROM core.time_entries t
-     WHERE t.deleted_at IS NULL
+     WHERE t.deleted_at IS NULL AND t.spent_date >= (SELECT u.d FROM unbilled_from u)
      GROUP BY 1, 2
     HAVING sum(t.hours) > (SELECT s.max_hours_per_person_day FROM recon.settings s WHERE s.id)
 ;"""
@@ -246,12 +261,7 @@ t0 AS (
        AND {_T_SHARD}{_IN_SHARDS}
 ),
 dup_from AS MATERIALIZED (
-    SELECT min(t.spent_date) AS d
-      FROM core.time_entries t
-     WHERE t.deleted_at IS NULL AND t.billable AND NOT t.is_billed
-       AND NOT EXISTS (SELECT 1 FROM ctr_id c
-                        WHERE c.psa_project_id = t.project_psa_id
-                          AND c.billing_model IN ('fixed_fee', 'retainer'))
+    SELECT d FROM unbilled_from
 ),
 dup_keys AS (
     SELECT user_psa_id, spent_date, project_psa_id, coalesce(task_psa_id, '') AS task, hours,
@@ -872,7 +882,8 @@ DELETE_GONE = (
 
 DROP_TEMP = (
     "DROP TABLE IF EXISTS pg_temp.recon_stage, pg_temp.ctr_id, pg_temp.ctr_code, pg_temp.ovr,"
-    " pg_temp.card, pg_temp.billed_src, pg_temp.day_over, pg_temp.rate_band"
+    " pg_temp.card, pg_temp.billed_src, pg_temp.unbilled_from, pg_temp.day_over,"
+    " pg_temp.rate_band"
 )
 
 #: Entry-level problems (the item's first reason), one exception per time entry / expense.
