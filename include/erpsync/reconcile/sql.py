@@ -48,8 +48,9 @@ Rules (module doc of :mod:`erpsync.reconcile` has the finance-facing version):
   per-person-per-day sum is one aggregate per run, over the days from the first unbilled
   billable T&M entry on (``unbilled_from``, shared with duplicate detection: earlier days are
   billed, nothing there can be held), kept only where over the bound (``day_over`` in
-  ``CREATE_LOOKUPS``: a hash probe per entry, not a window over a million rows); the rate
-  card band is one row per person and currency (``rate_band``); an entry with a
+  ``CREATE_LOOKUPS``: a hashed lookup per entry, not a window over a million rows); the rate
+  card band rides on the people lookup the entries join anyway (``people_x``, in EUR, scaled
+  by the ratio bounds; the contract lookups carry their currency's FX); an entry with a
   plausibility problem is left out of its contract's cap running total, like a duplicate.
 * **Precedence** (first wins; ``recon.reasons.precedence``): billed; then data problems
   (unknown_project, implausible_date, closed_project, outside_contract_dates, then
@@ -75,6 +76,7 @@ _CONTRACT_COLS = (
     "cap_type",
     "cap_value",
     "markup_pct",
+    "per_eur",
 )
 
 
@@ -103,13 +105,15 @@ cfg AS MATERIALIZED (
 CREATE_LOOKUPS = (
     "DROP TABLE IF EXISTS pg_temp.ctr_id, pg_temp.ctr_code, pg_temp.ovr, pg_temp.card,"
     " pg_temp.billed_src, pg_temp.psa_cur, pg_temp.unbilled_from, pg_temp.day_over,"
-    " pg_temp.rate_band;"  # noqa: S608 - constant SQL, values are bound
+    " pg_temp.people_x;"  # noqa: S608 - constant SQL, values are bound
     "CREATE TEMP TABLE ctr_id ON COMMIT DROP AS" + """
     SELECT DISTINCT ON (psa_project_id) psa_project_id, project_code, opportunity_id, version,
            account_id, billing_model, currency, starts_on, ends_on, cap_type, cap_value,
            ((hashtext(coalesce(opportunity_id, '')) & 2147483647) % 2)::smallint AS shard,
            CASE WHEN (payload ->> 'Expense_Markup_Pct__c') ~ '^[0-9]+(\\.[0-9]+)?$'
-                THEN (payload ->> 'Expense_Markup_Pct__c')::numeric END AS markup_pct
+                THEN (payload ->> 'Expense_Markup_Pct__c')::numeric END AS markup_pct,
+           -- the contract currency's FX (plausibility: rates against the rate card)
+           (SELECT k.per_eur FROM recon.currencies k WHERE k.code = currency) AS per_eur
       FROM core.contracts
      WHERE status IN ('complete', 'adopted', 'pending') AND psa_project_id IS NOT NULL
      ORDER BY psa_project_id, version DESC
@@ -119,7 +123,8 @@ CREATE_LOOKUPS = (
            account_id, billing_model, currency, starts_on, ends_on, cap_type, cap_value,
            ((hashtext(coalesce(opportunity_id, '')) & 2147483647) % 2)::smallint AS shard,
            CASE WHEN (payload ->> 'Expense_Markup_Pct__c') ~ '^[0-9]+(\\.[0-9]+)?$'
-                THEN (payload ->> 'Expense_Markup_Pct__c')::numeric END AS markup_pct
+                THEN (payload ->> 'Expense_Markup_Pct__c')::numeric END AS markup_pct,
+           (SELECT k.per_eur FROM recon.currencies k WHERE k.code = currency) AS per_eur
       FROM core.contracts
      WHERE status IN ('complete', 'adopted', 'pending') AND psa_project_id IS NULL
      ORDER BY project_code, version DESC
@@ -190,27 +195,29 @@ CREATE_LOOKUPS = (
      GROUP BY 1, 2
     HAVING sum(t.hours) > (SELECT s.max_hours_per_person_day FROM recon.settings s WHERE s.id)
 ;"""
-    "CREATE TEMP TABLE rate_band ON COMMIT DROP AS" + """
-    -- plausibility: each person's billable rate cards, lowest and highest amount, in every
-    -- currency with a known FX (recon.currencies.per_eur): a card without a currency (Harvest
-    -- rates carry none) is in recon.settings.rate_card_currency, the PSA account's
-    SELECT b.user_psa_id, k.code::text AS currency, b.lo_eur * k.per_eur AS lo,
-           b.hi_eur * k.per_eur AS hi
-      FROM (SELECT r.person_psa_id AS user_psa_id, min(r.amount / rc.per_eur) AS lo_eur,
-                   max(r.amount / rc.per_eur) AS hi_eur
-              FROM core.rate_cards r
-              JOIN recon.settings s ON s.id
-              JOIN recon.currencies rc
-                ON rc.code = coalesce(r.currency, s.rate_card_currency)
-               AND rc.per_eur IS NOT NULL
-             WHERE r.kind = 'billable' AND r.deleted_at IS NULL AND r.amount IS NOT NULL
-             GROUP BY 1) b
-     CROSS JOIN recon.currencies k
-     WHERE k.per_eur IS NOT NULL
+    "CREATE TEMP TABLE people_x ON COMMIT DROP AS" + """
+    -- each person's role and, for plausibility, the band of their billable rate cards in EUR
+    -- (recon.currencies.per_eur; a card without a currency - Harvest rates carry none - is in
+    -- recon.settings.rate_card_currency) already scaled by the ratio bounds: the entries join
+    -- it instead of core.people, so the band costs no extra join per entry
+    SELECT coalesce(p.psa_id, b.user_psa_id) AS psa_id, p.role, b.lo_eur, b.hi_eur,
+           b.lo_eur * s.rate_ratio_min AS band_lo_eur, b.hi_eur * s.rate_ratio_max AS band_hi_eur
+      FROM core.people p
+      FULL JOIN (SELECT r.person_psa_id AS user_psa_id, min(r.amount / rc.per_eur) AS lo_eur,
+                        max(r.amount / rc.per_eur) AS hi_eur
+                   FROM core.rate_cards r
+                   JOIN recon.settings st ON st.id
+                   JOIN recon.currencies rc
+                     ON rc.code = coalesce(r.currency, st.rate_card_currency)
+                    AND rc.per_eur IS NOT NULL
+                  WHERE r.kind = 'billable' AND r.deleted_at IS NULL AND r.amount IS NOT NULL
+                  GROUP BY 1) b ON b.user_psa_id = p.psa_id
+     CROSS JOIN recon.settings s
+     WHERE s.id
 ;"""
     "ANALYZE pg_temp.billed_src; ANALYZE pg_temp.ctr_id; ANALYZE pg_temp.ctr_code;"
     " ANALYZE pg_temp.ovr; ANALYZE pg_temp.card; ANALYZE pg_temp.psa_cur;"
-    " ANALYZE pg_temp.day_over; ANALYZE pg_temp.rate_band"
+    " ANALYZE pg_temp.day_over; ANALYZE pg_temp.people_x"
 )
 
 #: recon.items is partitioned in SHARDS shards (migration 0015); a parallel run gives each
@@ -291,13 +298,13 @@ cap_entries AS (
     -- by sorting every entry: billable, on a capped T&M contract of the shard (by PSA project,
     -- else by project code), inside the contract's dates - the same tests as cap_scope below
     SELECT t.psa_id, t.spent_date, t.created_at, t.hours, t.billable_rate, t.user_psa_id,
-           k.opportunity_id, k.version, k.cap_type, k.currency
+           k.opportunity_id, k.version, k.cap_type, k.currency, k.per_eur
       FROM core.time_entries t
       JOIN ctr_id k ON k.psa_project_id = t.project_psa_id
      WHERE t.deleted_at IS NULL AND t.billable AND {_CAPPED.format(k="k")}
     UNION ALL
     SELECT t.psa_id, t.spent_date, t.created_at, t.hours, t.billable_rate, t.user_psa_id,
-           k.opportunity_id, k.version, k.cap_type, k.currency
+           k.opportunity_id, k.version, k.cap_type, k.currency, k.per_eur
       FROM ctr_code k
       JOIN core.time_entries t ON t.project_code = k.project_code
      WHERE t.deleted_at IS NULL AND t.billable AND {_CAPPED.format(k="k")}
@@ -312,7 +319,7 @@ caps AS (
                      ORDER BY e.spent_date, e.created_at NULLS LAST, length(e.psa_id), e.psa_id
                      ROWS UNBOUNDED PRECEDING) AS cap_used
       FROM (SELECT c.psa_id, c.spent_date, c.created_at, c.hours, c.opportunity_id, c.cap_type,
-                   rb.lo AS band_lo, rb.hi AS band_hi,
+                   px.band_lo_eur * c.per_eur AS band_lo, px.band_hi_eur * c.per_eur AS band_hi,
                    CASE WHEN o.rate IS NOT NULL THEN o.rate
                         WHEN c.billable_rate IS NOT NULL THEN c.billable_rate
                         ELSE (SELECT rc.amount FROM card rc
@@ -323,19 +330,15 @@ caps AS (
               LEFT JOIN ovr o ON o.opportunity_id = c.opportunity_id
                              AND o.version = c.version AND o.user_psa_id = c.user_psa_id
               LEFT JOIN dups d ON d.psa_id = c.psa_id
-              LEFT JOIN day_over dh
-                ON dh.user_psa_id = c.user_psa_id AND dh.spent_date = c.spent_date
-              LEFT JOIN rate_band rb
-                ON rb.user_psa_id = c.user_psa_id AND rb.currency = c.currency::text
+              LEFT JOIN people_x px ON px.psa_id = c.user_psa_id
              WHERE coalesce(d.dup_rank, 1) = 1
                -- an implausible entry (held, see t3/t4) consumes no cap, like a duplicate
-               AND dh.user_psa_id IS NULL
+               AND (c.user_psa_id, c.spent_date) NOT IN (SELECT dh.user_psa_id, dh.spent_date
+                                                           FROM day_over dh)
                AND c.hours <= (SELECT max_hours_per_entry FROM cfg)
                AND c.spent_date <= (SELECT latest_date FROM cfg)) e
      WHERE e.eff_rate IS NOT NULL AND e.hours * e.eff_rate <> 0
-       AND NOT (e.band_lo IS NOT NULL
-                AND (e.eff_rate < e.band_lo * (SELECT rate_ratio_min FROM cfg)
-                     OR e.eff_rate > e.band_hi * (SELECT rate_ratio_max FROM cfg)))
+       AND NOT (e.eff_rate < e.band_lo OR e.eff_rate > e.band_hi) IS TRUE
 ),
 t1 AS (
     SELECT t0.*, d.dup_original, coalesce(d.dup_rank, 1) AS dup_rank
@@ -343,8 +346,9 @@ t1 AS (
       LEFT JOIN dups d ON d.psa_id = t0.psa_id
 ),
 t2 AS (
-    SELECT t1.*, o.rate AS contract_rate, p.role, cu.cap_used, dh.day_hours,
-           rb.lo AS band_lo, rb.hi AS band_hi,
+    SELECT t1.*, o.rate AS contract_rate, p.role, cu.cap_used,
+           p.lo_eur * t1.c_per_eur AS card_low, p.hi_eur * t1.c_per_eur AS card_high,
+           p.band_lo_eur * t1.c_per_eur AS band_lo, p.band_hi_eur * t1.c_per_eur AS band_hi,
            -- the rate card only where neither the contract nor the PSA has a rate (few
            -- entries): looked up for those, not hashed for the million others
            CASE WHEN o.rate IS NULL AND t1.billable_rate IS NULL
@@ -359,12 +363,8 @@ t2 AS (
       FROM t1
       LEFT JOIN ovr o ON o.opportunity_id = t1.c_opportunity_id
                      AND o.version = t1.c_version AND o.user_psa_id = t1.user_psa_id
-      LEFT JOIN core.people p ON p.psa_id = t1.user_psa_id
+      LEFT JOIN people_x p ON p.psa_id = t1.user_psa_id
       LEFT JOIN caps cu ON cu.psa_id = t1.psa_id
-      LEFT JOIN day_over dh
-        ON dh.user_psa_id = t1.user_psa_id AND dh.spent_date = t1.spent_date
-      LEFT JOIN rate_band rb
-        ON rb.user_psa_id = t1.user_psa_id AND rb.currency = t1.c_currency::text
 ),
 t3 AS (
     SELECT t2.*,
@@ -391,7 +391,9 @@ t3 AS (
                           OR spent_date > c_ends_on + (SELECT date_tolerance_days FROM cfg)))
                IS TRUE AS p_far,
            (tm AND hours > (SELECT max_hours_per_entry FROM cfg)) AS p_hours,
-           (tm AND day_hours IS NOT NULL) AS p_day,
+           -- a hashed lookup of the (few) person-days over the bound
+           (tm AND (user_psa_id, spent_date) IN (SELECT dh.user_psa_id, dh.spent_date
+                                                   FROM day_over dh)) AS p_day,
            (tm AND dup_rank > 1) AS p_dup
       FROM t2
 ),
@@ -402,10 +404,7 @@ t4 AS (
            (tm AND contract_rate IS NOT NULL AND billable_rate IS NOT NULL
             AND billable_rate <> contract_rate) AS p_rate_differs,
            (tm AND hours * eff_rate = 0) IS TRUE AS p_zero,
-           (tm AND band_lo IS NOT NULL
-            AND (eff_rate < band_lo * (SELECT rate_ratio_min FROM cfg)
-                 OR eff_rate > band_hi * (SELECT rate_ratio_max FROM cfg))) IS TRUE
-               AS p_rate_card
+           (tm AND (eff_rate < band_lo OR eff_rate > band_hi)) IS TRUE AS p_rate_card
       FROM t3
 ),
 t5 AS (
@@ -494,11 +493,14 @@ time_items AS (
                    CASE WHEN p_far THEN (SELECT date_tolerance_days FROM cfg) END,
                'max_hours_per_entry',
                    CASE WHEN p_hours THEN (SELECT max_hours_per_entry FROM cfg) END,
-               'person_day_hours', CASE WHEN p_day THEN day_hours END,
+               'person_day_hours', CASE WHEN p_day THEN
+                   (SELECT dh.day_hours FROM day_over dh
+                     WHERE dh.user_psa_id = t6.user_psa_id AND dh.spent_date = t6.spent_date)
+                   END,
                'max_hours_per_person_day',
                    CASE WHEN p_day THEN (SELECT max_hours_per_person_day FROM cfg) END,
-               'rate_card_low', CASE WHEN p_rate_card THEN band_lo END,
-               'rate_card_high', CASE WHEN p_rate_card THEN band_hi END,
+               'rate_card_low', CASE WHEN p_rate_card THEN card_low END,
+               'rate_card_high', CASE WHEN p_rate_card THEN card_high END,
                'rate_ratio_min', CASE WHEN p_rate_card THEN (SELECT rate_ratio_min FROM cfg) END,
                'rate_ratio_max', CASE WHEN p_rate_card THEN (SELECT rate_ratio_max FROM cfg) END,
                'duplicate_of', CASE WHEN p_dup THEN dup_original END,
@@ -883,7 +885,7 @@ DELETE_GONE = (
 DROP_TEMP = (
     "DROP TABLE IF EXISTS pg_temp.recon_stage, pg_temp.ctr_id, pg_temp.ctr_code, pg_temp.ovr,"
     " pg_temp.card, pg_temp.billed_src, pg_temp.unbilled_from, pg_temp.day_over,"
-    " pg_temp.rate_band"
+    " pg_temp.people_x"
 )
 
 #: Entry-level problems (the item's first reason), one exception per time entry / expense.
