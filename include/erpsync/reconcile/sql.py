@@ -347,8 +347,8 @@ t1 AS (
 ),
 t2 AS (
     SELECT t1.*, o.rate AS contract_rate, p.role, cu.cap_used,
-           p.lo_eur * t1.c_per_eur AS card_low, p.hi_eur * t1.c_per_eur AS card_high,
-           p.band_lo_eur * t1.c_per_eur AS band_lo, p.band_hi_eur * t1.c_per_eur AS band_hi,
+           -- the band in EUR: converted only where compared (T&M) or reported (held)
+           p.lo_eur, p.hi_eur, p.band_lo_eur, p.band_hi_eur,
            -- the rate card only where neither the contract nor the PSA has a rate (few
            -- entries): looked up for those, not hashed for the million others
            CASE WHEN o.rate IS NULL AND t1.billable_rate IS NULL
@@ -403,8 +403,9 @@ t4 AS (
            (tm AND te_currency <> c_currency) IS TRUE AS p_currency,
            (tm AND contract_rate IS NOT NULL AND billable_rate IS NOT NULL
             AND billable_rate <> contract_rate) AS p_rate_differs,
-           (tm AND hours * eff_rate = 0) IS TRUE AS p_zero,
-           (tm AND (eff_rate < band_lo OR eff_rate > band_hi)) IS TRUE AS p_rate_card
+           (tm AND eff_rate IS NOT NULL AND (hours = 0 OR eff_rate = 0)) IS TRUE AS p_zero,
+           (tm AND (eff_rate < band_lo_eur * c_per_eur OR eff_rate > band_hi_eur * c_per_eur))
+               IS TRUE AS p_rate_card
       FROM t3
 ),
 t5 AS (
@@ -499,8 +500,8 @@ time_items AS (
                    END,
                'max_hours_per_person_day',
                    CASE WHEN p_day THEN (SELECT max_hours_per_person_day FROM cfg) END,
-               'rate_card_low', CASE WHEN p_rate_card THEN card_low END,
-               'rate_card_high', CASE WHEN p_rate_card THEN card_high END,
+               'rate_card_low', CASE WHEN p_rate_card THEN lo_eur * c_per_eur END,
+               'rate_card_high', CASE WHEN p_rate_card THEN hi_eur * c_per_eur END,
                'rate_ratio_min', CASE WHEN p_rate_card THEN (SELECT rate_ratio_min FROM cfg) END,
                'rate_ratio_max', CASE WHEN p_rate_card THEN (SELECT rate_ratio_max FROM cfg) END,
                'duplicate_of', CASE WHEN p_dup THEN dup_original END,
