@@ -292,13 +292,14 @@ def test_critical_blocks_its_scope_only_warning_blocks_nothing_fix_clears(wh):
 
 
 def test_untraceable_failing_rows_block_all_and_recon_output_is_checked(wh):
-    # an expense nobody can trace to a client (unknown project, unmapped PSA client)
+    # an expense nobody can trace to a client (unknown project, unmapped PSA client), with a
+    # date no real expense has (a negative amount is a credit since issue 14: not critical)
     execute(
         wh,
         """INSERT INTO core.expenses (psa_id, spent_date, total_cost, currency, billable,
                approval_status, is_locked, is_billed, has_receipt, user_psa_id, client_psa_id,
                project_psa_id, source_record_id, row_hash, first_run_id, last_run_id)
-           VALUES ('E-X', '2026-10-06', -10, 'EUR', true, 'approved', false, false, true,
+           VALUES ('E-X', '1999-12-31', 10, 'EUR', true, 'approved', false, false, true,
                    'U-1', 'PC-unknown', 'PR-unknown', 'E-X', 'h', 'seed', 'seed')""",
     )
     # a recon item ready to bill with a negative amount, for ACC-1
@@ -320,7 +321,7 @@ def test_untraceable_failing_rows_block_all_and_recon_output_is_checked(wh):
         docs=False,
         today=TODAY,
     )
-    expected = {("all", "*", "core_expenses", "amount_non_negative")}
+    expected = {("all", "*", "core_expenses", "spent_date_sane")}
     if has_recon:
         expected.add(("client", "ACC-1", "recon_items", "amount_non_negative"))
     assert active(wh) == expected
@@ -343,3 +344,34 @@ def test_untraceable_failing_rows_block_all_and_recon_output_is_checked(wh):
     assert {(b.scope_type, b.suite) for b in cleared.cleared} == {
         (t, s) for t, _k, s, _e in expected
     }
+
+
+def test_a_negative_expense_is_a_credit_reported_not_blocking(wh):
+    """Issue 14: Harvest's expense total_cost has no sign rule; a negative expense is a credit
+    (billed as a negative line, shown to the approver): the gate reports it as a warning and
+    blocks nothing, in the warehouse and in the reconciliation output."""
+    execute(wh, "UPDATE core.expenses SET total_cost = -50.00 WHERE psa_id = 'E-1'")
+    has_recon = q(wh, "SELECT to_regclass('recon.items') IS NOT NULL")[0][0]
+    if has_recon:
+        execute(
+            wh,
+            """INSERT INTO recon.items (item_key, item_type, source_id, account_id,
+                   opportunity_id, item_date, period_start, quantity, rate, currency, amount,
+                   approved, state, first_run_id, last_run_id)
+               VALUES ('expense:E-1', 'expense', 'E-1', 'ACC-1', 'OPP-1', '2026-10-05',
+                       '2026-10-01', 1, 1, 'EUR', -50.00, true, 'ready', 'seed', 'seed')""",
+        )
+    try:
+        result = quality.run_suites(
+            wh,
+            RunInfo.local("dq-credit"),
+            suites=["core_expenses", "recon_items"],
+            docs=False,
+            today=TODAY,
+        )
+        assert result.success and active(wh) == set()
+        assert [c.label for c in result.warnings] == ["core_expenses.amount_non_negative"]
+    finally:
+        execute(wh, "UPDATE core.expenses SET total_cost = 42.50 WHERE psa_id = 'E-1'")
+        if has_recon:
+            execute(wh, "DELETE FROM recon.items WHERE item_key = 'expense:E-1'")

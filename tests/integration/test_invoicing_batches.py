@@ -858,3 +858,54 @@ def test_export_schema(conn, tmp_path):
     # the same batch exports to the same bytes
     again = export_batch(conn, result.batch_id, tmp_path / "again")
     assert [f.read_bytes() for f in files] == [f.read_bytes() for f in again]
+
+
+def test_plausibility_holds_and_credits_are_shown_to_the_approver(conn):
+    """Issue 14: items held by a plausibility rule are in the approver's summary with their
+    reason, its meaning and the amount at stake; a negative expense (a Harvest refund) is
+    billed as a credit line and flagged, never silently."""
+    for key, reason, hours in (
+        ("time:901", "hours_over_entry_limit", "1000000000000"),
+        ("time:902", "rate_off_card", "2"),
+    ):
+        dd.add_item(
+            conn,
+            key,
+            account_id="acc-nl",
+            opportunity_id="opp-A",
+            currency="EUR",
+            item_date="2026-10-06",
+            state="on_hold",
+            reason_code=reason,
+            hours=hours,
+            rate="900" if reason == "rate_off_card" else "100",
+            user_psa_id="u1",
+        )
+    dd.add_item(
+        conn,
+        "expense:903",
+        account_id="acc-nl",
+        opportunity_id="opp-A",
+        currency="EUR",
+        item_date="2026-10-07",
+        amount="-50.00",
+        quantity="1",
+    )
+    result = period_batch(conn)
+    assert result.held["hours_over_entry_limit"] == {
+        "items": 1,
+        "amounts": {"EUR": "100000000000000.00"},
+        "source": "reconciliation",
+    }
+    assert result.held["rate_off_card"]["amounts"] == {"EUR": "1800.00"}
+    md = approval_markdown(conn, result.batch_id)
+    assert "| hours_over_entry_limit | reconciliation | EUR | 1 | 100000000000000.00 |" in md
+    assert "- `hours_over_entry_limit` (Hours over the entry limit): A time entry with more" in md
+    assert "- `rate_off_card` (Rate far from the rate card)" in md
+    credit = [a for a in result.anomalies if a["code"] == "expense_credit"]
+    assert len(credit) == 1
+    assert credit[0]["numbers"]["amount"] == "-50.00"
+    assert credit[0]["numbers"]["item_keys"] == ["expense:903"]
+    assert "`expense_credit`: 1 negative expense(s) billed as credit lines: -50.00 EUR" in md
+    lines = lines_of(conn, invoice_of(conn, result.batch_id, "acc-nl")[0])
+    assert any("expense:903" in keys and net < 0 for *_rest, net, _tax, keys in lines)

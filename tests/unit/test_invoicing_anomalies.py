@@ -30,3 +30,41 @@ def test_few_flags_are_kept_as_they_are():
     before = [dict(f) for f in found]
     _cap(found)
     assert found == before
+
+
+def test_negative_expenses_are_flagged_as_credits_with_their_amount(pg_server_url):
+    """Issue 14: a negative Harvest expense is billed as a credit line, never silently: the
+    approver sees each invoice's credits counted and summed per currency."""
+    import psycopg
+
+    from erpsync.invoicing.anomalies import credit_flags
+
+    with psycopg.connect(pg_server_url) as conn:
+        conn.execute(
+            "CREATE TEMP TABLE _inv_billable (invoice_id bigint, item_key text, item_type text,"
+            " amount numeric, currency text)"
+        )
+        conn.execute(
+            """INSERT INTO _inv_billable VALUES
+               (1, 'expense:e1', 'expense', -55.000, 'EUR'),
+               (1, 'expense:e2', 'expense', -10, 'EUR'),
+               (1, 'expense:e3', 'expense', 22.00, 'EUR'),
+               (1, 'time:t1', 'time', 100, 'EUR'),
+               (2, 'expense:e4', 'expense', 12, 'JPY')"""
+        )
+        flags = credit_flags(conn)
+        conn.rollback()
+    assert list(flags) == [1]
+    assert flags[1] == [
+        {
+            "code": "expense_credit",
+            "message": "2 negative expense(s) billed as credit lines: -65.00 EUR (refunds "
+            "entered in the PSA; check they belong on this invoice)",
+            "numbers": {
+                "items": 2,
+                "amount": "-65.00",
+                "currency": "EUR",
+                "item_keys": ["expense:e1", "expense:e2"],
+            },
+        }
+    ]

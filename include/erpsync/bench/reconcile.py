@@ -129,11 +129,12 @@ _GENERATE = [
               CASE WHEN x.day <= date '2026-10-14' THEN 'approved'
                    WHEN x.i %% 3 = 0 THEN 'submitted' ELSE 'approved' END,
               x.day <= date '2026-10-14', x.billable AND x.day <= date '2026-09-30' AND x.tm,
+              -- the person's rate card (EUR), in the contract currency at the firm's FX
+              -- (recon.currencies): a plausible rate (issue 14: rate_off_card)
               CASE WHEN x.billable THEN
-                   CASE WHEN c.currency = 'EUR'
-                        THEN (95 + (x.u %% 5) * 45
-                              + CASE WHEN x.day >= date '2026-09-01' THEN 10 ELSE 0 END)
-                        ELSE 150 END END,
+                   round((95 + (x.u %% 5) * 45
+                          + CASE WHEN x.day >= date '2026-09-01' THEN 10 ELSE 0 END)
+                         * cur.per_eur, cur.minor_units) END,
               c.currency, 'u' || x.u, 'c' || (x.p %% %(clients)s), 'p' || x.p, 'PRJ-' || x.p,
               't' || (x.i %% 6), 'ua-' || x.p || '-' || x.u,
               x.day + time '17:00' + make_interval(secs => x.i %% 3600),
@@ -148,7 +149,8 @@ _GENERATE = [
                       (1 + ((i %% (%(people)s - 2)) * 3 + (i / (%(people)s - 2)) %% 3)
                           %% %(projects)s) %% 10 < 6 AS tm
                  FROM generate_series(1, %(entries)s) i) x
-         JOIN core.contracts c ON c.psa_project_id = 'p' || x.p""",
+         JOIN core.contracts c ON c.psa_project_id = 'p' || x.p
+         JOIN recon.currencies cur ON cur.code = c.currency""",
     """INSERT INTO core.expenses (psa_id, spent_date, total_cost, units, currency, billable,
            approval_status, is_locked, is_billed, has_receipt, user_psa_id, client_psa_id,
            project_psa_id, project_code, expense_category_name, source_record_id, row_hash,

@@ -12,6 +12,16 @@ inform the approver; they never block a batch.
   (``core.contract_rate_overrides``).
 * ``possible_duplicate``: two or more items with the same person, date, task and hours
   (time) or the same person, date and amount (expenses) on one invoice.
+* ``expense_credit``: negative expenses billed as negative lines (issue 14). Harvest documents
+  an expense's ``total_cost`` as a decimal with no sign restriction
+  (https://help.getharvest.com/api-v2/expenses-api/expenses/expenses/), and a credit in
+  Harvest is a negative line (https://support.getharvest.com/hc/en-us/articles/360048686611):
+  reconciliation keeps such an expense ready as a credit (``reason_detail.credit``), and the
+  approver sees every one here with its amount - a credit is never billed silently.
+
+Items held by the plausibility rules of reconciliation (hours over the entry or daily bound,
+zero amounts, rates far from the rate card, implausible dates) never reach a draft: they are in
+the approval summary's held items, with their reason and amount at stake.
 
 Runs set-based against the builder's temporary table ``_inv_billable`` (items + invoice).
 """
@@ -94,6 +104,15 @@ WHERE i.item_type = 'time' AND i.rate <> o.rate
 GROUP BY 1, 2, 3, 4, 5, 6
 """
 
+_CREDIT_SQL = """
+SELECT invoice_id, currency, count(*) AS items, sum(amount) AS amount,
+       (array_agg(item_key ORDER BY item_key))[1:%(max_flags)s] AS keys
+FROM _inv_billable
+WHERE item_type = 'expense' AND amount < 0
+GROUP BY 1, 2
+ORDER BY 1, 2
+"""
+
 _DUPLICATE_SQL = """
 WITH b AS (
     SELECT invoice_id, item_key, item_type, coalesce(user_psa_id, '') AS person, item_date,
@@ -150,6 +169,32 @@ def _cap(found: list[dict]) -> None:
                 }
             )
     found[:] = kept
+
+
+def credit_flags(conn, max_keys: int = MAX_FLAGS_PER_KIND) -> dict[int, list[dict]]:
+    """``expense_credit`` flags per invoice of the builder's ``_inv_billable``: the negative
+    expenses on it, counted and summed per currency (the first ``max_keys`` item keys)."""
+    out: dict[int, list[dict]] = defaultdict(list)
+    for invoice_id, cur, items, amount, keys in conn.execute(
+        _CREDIT_SQL, {"max_flags": max_keys}
+    ).fetchall():
+        total = _money(amount, cur)
+        out[invoice_id].append(
+            {
+                "code": "expense_credit",
+                "message": (
+                    f"{items} negative expense(s) billed as credit lines: {total} {cur} "
+                    "(refunds entered in the PSA; check they belong on this invoice)"
+                ),
+                "numbers": {
+                    "items": items,
+                    "amount": total,
+                    "currency": cur,
+                    "item_keys": list(keys),
+                },
+            }
+        )
+    return out
 
 
 def flag_batch(
@@ -272,6 +317,8 @@ def flag_batch(
                 },
             }
         )
+    for invoice_id, found in credit_flags(conn).items():
+        flags[invoice_id].extend(found)
     for found in flags.values():
         _cap(found)
     if flags:

@@ -243,6 +243,17 @@ def approval_markdown(conn, batch_id: int) -> str:
                 f"| {_md(h['reason'])} | {h['source']} | {h['currency'] or ''} | {h['items']} "
                 f"| {h['amount'] or ''} |"
             )
+        # what each reconciliation reason means, from the catalogue (the plausibility holds
+        # say which bound of recon.settings the items broke)
+        codes = sorted({h["reason"] for h in held_rows})
+        out += [""] + [
+            f"- `{_md(code)}` ({_md(label)}): {_md(description)}"
+            for code, label, description in conn.execute(
+                "SELECT code, label, description FROM recon.reasons WHERE code = ANY(%s)"
+                " ORDER BY precedence",
+                (codes,),
+            ).fetchall()
+        ]
     else:
         out.append("No items held in this scope.")
     if summary.get("reserved_elsewhere"):

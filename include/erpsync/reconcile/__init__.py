@@ -24,15 +24,33 @@ Billing models (the contract is the current non-superseded version for the item'
   limits per category (``recon.expense_policy``, e.g. Hotel 250 EUR per night).
 * **Locked period**: items dated on or before ``recon.settings.lock_date`` (NULL: no lock) are
   held ``locked_period``.
+* **Plausibility** (issue 14; bounds in ``recon.settings``, migration 0021, changed through the
+  audited :func:`erpsync.reconcile.policy.update_settings`): a billable T&M entry with more
+  hours than ``max_hours_per_entry`` (24) is held ``hours_over_entry_limit``; when a person's
+  hours on one date (every live entry, billable or not) exceed ``max_hours_per_person_day``
+  (16), each of their billable entries that day is held ``hours_over_day_limit``; billable time
+  or expenses whose amount is zero are held ``zero_amount``; a rate below ``rate_ratio_min``
+  (0.5) or above ``rate_ratio_max`` (2.0) times the person's billable rate cards (lowest /
+  highest, compared through ``recon.currencies.per_eur``; a card without a currency, as
+  Harvest's, is in ``rate_card_currency``, EUR) is held ``rate_off_card``; a billable item
+  dated more than ``date_tolerance_days`` (31) before the contract start, after its end or
+  after the as-of date is held ``implausible_date``. An implausible entry consumes no cap.
+* **Credits**: Harvest's expense ``total_cost`` is a decimal with no sign rule and a Harvest
+  credit is a negative line, so a negative expense is a credit: billed as a negative line
+  (markup included), marked ``reason_detail.credit`` and flagged to the approver
+  (``expense_credit``, :mod:`erpsync.invoicing.anomalies`). Negative hours never load (the
+  sync quarantines them).
 
-Precedence when an item has several problems: billed first, then data problems (unknown or
-closed project, outside contract dates, duplicate, missing rate, missing receipt, over policy,
-over cap, currency, rate differs), then locked period, then not approved. So a planted problem
-on a submitted entry is found now, not after approval.
+Precedence when an item has several problems: billed first, then data problems (unknown
+project, implausible date, closed project, outside contract dates, hours over the entry or
+daily limit, zero amount, duplicate, missing rate, rate off the rate card, missing receipt, over
+policy, over cap, currency, rate differs), then locked period, then not approved. So a planted
+problem on a submitted entry is found now, not after approval.
 
 Exceptions (``ops.exceptions`` via :mod:`erpsync.exceptions_queue`): one per problem at the
 level a person fixes it - per time entry or expense (missing rate, closed project, duplicate,
-missing receipt, over policy, unknown project, outside contract dates), per PSA project (over
+missing receipt, over policy, unknown project, outside contract dates and the plausibility
+reasons), per PSA project (over
 cap, currency differs) and per PSA user assignment (rate differs) - with the amount at stake
 and the owner from the catalogue. A rerun refreshes them (no duplicates); a problem no longer
 found (fixed at the source and resynced) closes its exception.
@@ -81,10 +99,15 @@ STATES = ("ready", "billed", "non_billable", "on_hold")
 #: Problems raised per time entry / expense (entity types ``time_entry`` / ``expense``).
 ENTRY_REASONS = (
     "unknown_project",
+    "implausible_date",
     "closed_project",
     "outside_contract_dates",
+    "hours_over_entry_limit",
+    "hours_over_day_limit",
+    "zero_amount",
     "duplicate_entry",
     "missing_rate",
+    "rate_off_card",
     "missing_receipt",
     "expense_over_policy",
 )

@@ -1,5 +1,6 @@
 """Reconciliation policy: read and change ``recon.settings`` (lock date, leakage threshold,
-receipt threshold, default expense markup) and ``recon.expense_policy`` (limit per category).
+receipt threshold, default expense markup, plausibility bounds) and ``recon.expense_policy``
+(limit per category).
 
 Defaults (seeded by migration 0009, matching the sandbox manifest's ``policy`` section): no lock
 date; leakage after 30 days; receipt required above 75 EUR (converted with
@@ -7,6 +8,14 @@ date; leakage after 30 days; receipt required above 75 EUR (converted with
 81.00 USD, 64.50 GBP, 12150 JPY, 24.900 KWD); markup 0 %; limits per unit in EUR: Airfare
 1200, Hotel 250 per night, Meals 60, Taxi & Transit 120, Mileage 0.23 per km, Software &
 Subscriptions 500. Every change is audited in the caller's transaction.
+
+Plausibility bounds (migration 0021; an item beyond one is held with the reason in brackets):
+at most 24 hours in one time entry (``hours_over_entry_limit``), 16 hours per person per day
+over all their live entries (``hours_over_day_limit``), a rate between 0.5 and 2.0 times the
+person's billable rate cards (``rate_off_card``; compared in one currency through
+``recon.currencies.per_eur``, a card without a currency - Harvest's - being in
+``rate_card_currency``, EUR), dated at most 31 days before the contract
+start, after its end or after the reconciliation date (``implausible_date``).
 """
 
 from __future__ import annotations
@@ -26,6 +35,12 @@ _FIELDS = (
     "receipt_threshold",
     "receipt_threshold_currency",
     "expense_markup_pct",
+    "max_hours_per_entry",
+    "max_hours_per_person_day",
+    "rate_ratio_min",
+    "rate_ratio_max",
+    "date_tolerance_days",
+    "rate_card_currency",
 )
 
 
@@ -36,6 +51,13 @@ class Settings:
     receipt_threshold: Decimal
     receipt_threshold_currency: str
     expense_markup_pct: Decimal
+    #: plausibility bounds (migration 0021, see the module doc)
+    max_hours_per_entry: Decimal = Decimal(24)
+    max_hours_per_person_day: Decimal = Decimal(16)
+    rate_ratio_min: Decimal = Decimal("0.5")
+    rate_ratio_max: Decimal = Decimal("2.0")
+    date_tolerance_days: int = 31
+    rate_card_currency: str = "EUR"
 
 
 def get_settings(conn) -> Settings:
@@ -46,16 +68,19 @@ def get_settings(conn) -> Settings:
 
 
 def update_settings(conn, run, **changes: Any) -> Settings:
-    """Change settings (``lock_date=date(2026, 9, 30)``, ``leakage_days=45`` ...), audited."""
+    """Change settings (``lock_date=date(2026, 9, 30)``, ``leakage_days=45``,
+    ``max_hours_per_entry=Decimal(12)`` ...), audited."""
     unknown = set(changes) - set(_FIELDS)
     if unknown:
         raise ValueError(f"unknown reconciliation settings {sorted(unknown)}")
     before = get_settings(conn)
     with conn.transaction():
-        for name, value in changes.items():
+        if changes:
+            # one statement: bounds checked together (rate_ratio_min <= rate_ratio_max)
+            assignments = ", ".join(f"{name} = %s" for name in changes)
             conn.execute(
-                f"UPDATE recon.settings SET {name} = %s, updated_at = now() WHERE id",  # noqa: S608
-                (value,),
+                f"UPDATE recon.settings SET {assignments}, updated_at = now() WHERE id",  # noqa: S608 - names checked against _FIELDS
+                tuple(changes.values()),
             )
         after = get_settings(conn)
         audit.record(

@@ -44,11 +44,20 @@ Rules (module doc of :mod:`erpsync.reconcile` has the finance-facing version):
   included. An entry whose running total passes the cap is held ``over_cap`` in full; a
   straddling entry (part under, part over) is held whole, and its detail says how much of it
   still fits (``cap_remaining``), so a person can split it in the PSA.
+* **Plausibility** (migration 0021, bounds in ``recon.settings`` read through ``cfg``): the
+  per-person-per-day sum is one aggregate per run, over the days from the first unbilled
+  billable T&M entry on (``unbilled_from``, shared with duplicate detection: earlier days are
+  billed, nothing there can be held), kept only where over the bound (``day_over`` in
+  ``CREATE_LOOKUPS``: a hashed lookup per entry, not a window over a million rows); the rate
+  card band rides on the people lookup the entries join anyway (``people_x``, in EUR, scaled
+  by the ratio bounds; the contract lookups carry their currency's FX); an entry with a
+  plausibility problem is left out of its contract's cap running total, like a duplicate.
 * **Precedence** (first wins; ``recon.reasons.precedence``): billed; then data problems
-  (unknown_project, closed_project, outside_contract_dates, then non_billable, then
-  duplicate_entry, missing_rate, missing_receipt, expense_over_policy, over_cap,
-  currency_differs_from_contract, rate_differs_from_contract); then locked_period; then
-  not_approved; else ready. Data problems come before not_approved, so a problem on a submitted
+  (unknown_project, implausible_date, closed_project, outside_contract_dates, then
+  non_billable, then hours_over_entry_limit, hours_over_day_limit, zero_amount,
+  duplicate_entry, missing_rate, rate_off_card, missing_receipt, expense_over_policy,
+  over_cap, currency_differs_from_contract, rate_differs_from_contract); then locked_period;
+  then not_approved; else ready. Data problems come before not_approved, so a problem on a submitted
   entry is found before approval. Every data problem of an item is kept in ``problems``.
 """
 
@@ -67,6 +76,7 @@ _CONTRACT_COLS = (
     "cap_type",
     "cap_value",
     "markup_pct",
+    "per_eur",
 )
 
 
@@ -79,7 +89,11 @@ _PICK = ",\n       ".join(_pick(c) for c in _CONTRACT_COLS)
 _CONTRACTS = """
 cfg AS MATERIALIZED (
     SELECT s.lock_date, s.expense_markup_pct,
-           s.receipt_threshold / tc.per_eur AS receipt_threshold_eur
+           s.receipt_threshold / tc.per_eur AS receipt_threshold_eur,
+           -- plausibility bounds (migration 0021)
+           s.max_hours_per_entry, s.max_hours_per_person_day, s.rate_ratio_min,
+           s.rate_ratio_max, s.date_tolerance_days,
+           %(as_of)s::date + s.date_tolerance_days AS latest_date
       FROM recon.settings s
       LEFT JOIN recon.currencies tc ON tc.code = s.receipt_threshold_currency
      WHERE s.id
@@ -90,13 +104,16 @@ cfg AS MATERIALIZED (
 #: hashes them, not the million time entries.
 CREATE_LOOKUPS = (
     "DROP TABLE IF EXISTS pg_temp.ctr_id, pg_temp.ctr_code, pg_temp.ovr, pg_temp.card,"
-    " pg_temp.billed_src, pg_temp.psa_cur;"  # noqa: S608 - constant SQL, values are bound
+    " pg_temp.billed_src, pg_temp.psa_cur, pg_temp.unbilled_from, pg_temp.day_over,"
+    " pg_temp.people_x;"  # noqa: S608 - constant SQL, values are bound
     "CREATE TEMP TABLE ctr_id ON COMMIT DROP AS" + """
     SELECT DISTINCT ON (psa_project_id) psa_project_id, project_code, opportunity_id, version,
            account_id, billing_model, currency, starts_on, ends_on, cap_type, cap_value,
            ((hashtext(coalesce(opportunity_id, '')) & 2147483647) % 2)::smallint AS shard,
            CASE WHEN (payload ->> 'Expense_Markup_Pct__c') ~ '^[0-9]+(\\.[0-9]+)?$'
-                THEN (payload ->> 'Expense_Markup_Pct__c')::numeric END AS markup_pct
+                THEN (payload ->> 'Expense_Markup_Pct__c')::numeric END AS markup_pct,
+           -- the contract currency's FX (plausibility: rates against the rate card)
+           (SELECT k.per_eur FROM recon.currencies k WHERE k.code = currency) AS per_eur
       FROM core.contracts
      WHERE status IN ('complete', 'adopted', 'pending') AND psa_project_id IS NOT NULL
      ORDER BY psa_project_id, version DESC
@@ -106,7 +123,8 @@ CREATE_LOOKUPS = (
            account_id, billing_model, currency, starts_on, ends_on, cap_type, cap_value,
            ((hashtext(coalesce(opportunity_id, '')) & 2147483647) % 2)::smallint AS shard,
            CASE WHEN (payload ->> 'Expense_Markup_Pct__c') ~ '^[0-9]+(\\.[0-9]+)?$'
-                THEN (payload ->> 'Expense_Markup_Pct__c')::numeric END AS markup_pct
+                THEN (payload ->> 'Expense_Markup_Pct__c')::numeric END AS markup_pct,
+           (SELECT k.per_eur FROM recon.currencies k WHERE k.code = currency) AS per_eur
       FROM core.contracts
      WHERE status IN ('complete', 'adopted', 'pending') AND psa_project_id IS NULL
      ORDER BY project_code, version DESC
@@ -156,8 +174,50 @@ CREATE_LOOKUPS = (
       FROM billing.billed_items
      WHERE split_part(item_key, ':', 1) IN ('time', 'expense')
 ;"""
+    "CREATE TEMP TABLE unbilled_from ON COMMIT DROP AS" + """
+    -- the first date of unbilled, billable work not covered by a fee: only from it on can an
+    -- entry be held as a duplicate or for its day's hours (earlier ones are billed or not
+    -- billable: held for neither)
+    SELECT min(t.spent_date) AS d
+      FROM core.time_entries t
+     WHERE t.deleted_at IS NULL AND t.billable AND NOT t.is_billed
+       AND NOT EXISTS (SELECT 1 FROM ctr_id c
+                        WHERE c.psa_project_id = t.project_psa_id
+                          AND c.billing_model IN ('fixed_fee', 'retainer'))
+;"""
+    "CREATE TEMP TABLE day_over ON COMMIT DROP AS" + """
+    -- plausibility: the person-days whose hours (every live entry of the person that day)
+    -- exceed the daily bound - one aggregate per run, over the days that can hold an entry
+    -- (unbilled_from on), kept only where over (few rows)
+    SELECT t.user_psa_id, t.spent_date, sum(t.hours) AS day_hours
+      FROM core.time_entries t
+     WHERE t.deleted_at IS NULL AND t.spent_date >= (SELECT u.d FROM unbilled_from u)
+     GROUP BY 1, 2
+    HAVING sum(t.hours) > (SELECT s.max_hours_per_person_day FROM recon.settings s WHERE s.id)
+;"""
+    "CREATE TEMP TABLE people_x ON COMMIT DROP AS" + """
+    -- each person's role and, for plausibility, the band of their billable rate cards in EUR
+    -- (recon.currencies.per_eur; a card without a currency - Harvest rates carry none - is in
+    -- recon.settings.rate_card_currency) already scaled by the ratio bounds: the entries join
+    -- it instead of core.people, so the band costs no extra join per entry
+    SELECT coalesce(p.psa_id, b.user_psa_id) AS psa_id, p.role, b.lo_eur, b.hi_eur,
+           b.lo_eur * s.rate_ratio_min AS band_lo_eur, b.hi_eur * s.rate_ratio_max AS band_hi_eur
+      FROM core.people p
+      FULL JOIN (SELECT r.person_psa_id AS user_psa_id, min(r.amount / rc.per_eur) AS lo_eur,
+                        max(r.amount / rc.per_eur) AS hi_eur
+                   FROM core.rate_cards r
+                   JOIN recon.settings st ON st.id
+                   JOIN recon.currencies rc
+                     ON rc.code = coalesce(r.currency, st.rate_card_currency)
+                    AND rc.per_eur IS NOT NULL
+                  WHERE r.kind = 'billable' AND r.deleted_at IS NULL AND r.amount IS NOT NULL
+                  GROUP BY 1) b ON b.user_psa_id = p.psa_id
+     CROSS JOIN recon.settings s
+     WHERE s.id
+;"""
     "ANALYZE pg_temp.billed_src; ANALYZE pg_temp.ctr_id; ANALYZE pg_temp.ctr_code;"
-    " ANALYZE pg_temp.ovr; ANALYZE pg_temp.card; ANALYZE pg_temp.psa_cur"
+    " ANALYZE pg_temp.ovr; ANALYZE pg_temp.card; ANALYZE pg_temp.psa_cur;"
+    " ANALYZE pg_temp.day_over; ANALYZE pg_temp.people_x"
 )
 
 #: recon.items is partitioned in SHARDS shards (migration 0015); a parallel run gives each
@@ -208,12 +268,7 @@ t0 AS (
        AND {_T_SHARD}{_IN_SHARDS}
 ),
 dup_from AS MATERIALIZED (
-    SELECT min(t.spent_date) AS d
-      FROM core.time_entries t
-     WHERE t.deleted_at IS NULL AND t.billable AND NOT t.is_billed
-       AND NOT EXISTS (SELECT 1 FROM ctr_id c
-                        WHERE c.psa_project_id = t.project_psa_id
-                          AND c.billing_model IN ('fixed_fee', 'retainer'))
+    SELECT d FROM unbilled_from
 ),
 dup_keys AS (
     SELECT user_psa_id, spent_date, project_psa_id, coalesce(task_psa_id, '') AS task, hours,
@@ -243,13 +298,13 @@ cap_entries AS (
     -- by sorting every entry: billable, on a capped T&M contract of the shard (by PSA project,
     -- else by project code), inside the contract's dates - the same tests as cap_scope below
     SELECT t.psa_id, t.spent_date, t.created_at, t.hours, t.billable_rate, t.user_psa_id,
-           k.opportunity_id, k.version, k.cap_type, k.currency
+           k.opportunity_id, k.version, k.cap_type, k.currency, k.per_eur
       FROM core.time_entries t
       JOIN ctr_id k ON k.psa_project_id = t.project_psa_id
      WHERE t.deleted_at IS NULL AND t.billable AND {_CAPPED.format(k="k")}
     UNION ALL
     SELECT t.psa_id, t.spent_date, t.created_at, t.hours, t.billable_rate, t.user_psa_id,
-           k.opportunity_id, k.version, k.cap_type, k.currency
+           k.opportunity_id, k.version, k.cap_type, k.currency, k.per_eur
       FROM ctr_code k
       JOIN core.time_entries t ON t.project_code = k.project_code
      WHERE t.deleted_at IS NULL AND t.billable AND {_CAPPED.format(k="k")}
@@ -264,6 +319,7 @@ caps AS (
                      ORDER BY e.spent_date, e.created_at NULLS LAST, length(e.psa_id), e.psa_id
                      ROWS UNBOUNDED PRECEDING) AS cap_used
       FROM (SELECT c.psa_id, c.spent_date, c.created_at, c.hours, c.opportunity_id, c.cap_type,
+                   px.band_lo_eur * c.per_eur AS band_lo, px.band_hi_eur * c.per_eur AS band_hi,
                    CASE WHEN o.rate IS NOT NULL THEN o.rate
                         WHEN c.billable_rate IS NOT NULL THEN c.billable_rate
                         ELSE (SELECT rc.amount FROM card rc
@@ -274,8 +330,15 @@ caps AS (
               LEFT JOIN ovr o ON o.opportunity_id = c.opportunity_id
                              AND o.version = c.version AND o.user_psa_id = c.user_psa_id
               LEFT JOIN dups d ON d.psa_id = c.psa_id
-             WHERE coalesce(d.dup_rank, 1) = 1) e
-     WHERE e.eff_rate IS NOT NULL
+              LEFT JOIN people_x px ON px.psa_id = c.user_psa_id
+             WHERE coalesce(d.dup_rank, 1) = 1
+               -- an implausible entry (held, see t3/t4) consumes no cap, like a duplicate
+               AND (c.user_psa_id, c.spent_date) NOT IN (SELECT dh.user_psa_id, dh.spent_date
+                                                           FROM day_over dh)
+               AND c.hours <= (SELECT max_hours_per_entry FROM cfg)
+               AND c.spent_date <= (SELECT latest_date FROM cfg)) e
+     WHERE e.eff_rate IS NOT NULL AND e.hours * e.eff_rate <> 0
+       AND NOT (e.eff_rate < e.band_lo OR e.eff_rate > e.band_hi) IS TRUE
 ),
 t1 AS (
     SELECT t0.*, d.dup_original, coalesce(d.dup_rank, 1) AS dup_rank
@@ -284,6 +347,8 @@ t1 AS (
 ),
 t2 AS (
     SELECT t1.*, o.rate AS contract_rate, p.role, cu.cap_used,
+           -- the band in EUR: converted only where compared (T&M) or reported (held)
+           p.lo_eur, p.hi_eur, p.band_lo_eur, p.band_hi_eur,
            -- the rate card only where neither the contract nor the PSA has a rate (few
            -- entries): looked up for those, not hashed for the million others
            CASE WHEN o.rate IS NULL AND t1.billable_rate IS NULL
@@ -298,7 +363,7 @@ t2 AS (
       FROM t1
       LEFT JOIN ovr o ON o.opportunity_id = t1.c_opportunity_id
                      AND o.version = t1.c_version AND o.user_psa_id = t1.user_psa_id
-      LEFT JOIN core.people p ON p.psa_id = t1.user_psa_id
+      LEFT JOIN people_x p ON p.psa_id = t1.user_psa_id
       LEFT JOIN caps cu ON cu.psa_id = t1.psa_id
 ),
 t3 AS (
@@ -320,6 +385,15 @@ t3 AS (
            (billable AND c_opportunity_id IS NULL) AS p_unknown,
            (billable AND spent_date > c_ends_on) IS TRUE AS p_closed,
            (billable AND spent_date < c_starts_on) IS TRUE AS p_outside,
+           -- plausibility (bounds in recon.settings, migration 0021)
+           (billable AND (spent_date > (SELECT latest_date FROM cfg)
+                          OR spent_date < c_starts_on - (SELECT date_tolerance_days FROM cfg)
+                          OR spent_date > c_ends_on + (SELECT date_tolerance_days FROM cfg)))
+               IS TRUE AS p_far,
+           (tm AND hours > (SELECT max_hours_per_entry FROM cfg)) AS p_hours,
+           -- a hashed lookup of the (few) person-days over the bound
+           (tm AND (user_psa_id, spent_date) IN (SELECT dh.user_psa_id, dh.spent_date
+                                                   FROM day_over dh)) AS p_day,
            (tm AND dup_rank > 1) AS p_dup
       FROM t2
 ),
@@ -329,28 +403,42 @@ t4 AS (
            (tm AND te_currency <> c_currency) IS TRUE AS p_currency,
            (tm AND contract_rate IS NOT NULL AND billable_rate IS NOT NULL
             AND billable_rate <> contract_rate) AS p_rate_differs,
-           (tm AND c_cap_type IS NOT NULL AND c_cap_value IS NOT NULL
-            AND NOT (p_unknown OR p_closed OR p_outside OR p_dup)
-            AND eff_rate IS NOT NULL) IS TRUE AS cap_scope
+           (tm AND eff_rate IS NOT NULL AND (hours = 0 OR eff_rate = 0)) IS TRUE AS p_zero,
+           (tm AND (eff_rate < band_lo_eur * c_per_eur OR eff_rate > band_hi_eur * c_per_eur))
+               IS TRUE AS p_rate_card
       FROM t3
 ),
-t6 AS (
+t5 AS (
     SELECT t4.*,
+           (tm AND c_cap_type IS NOT NULL AND c_cap_value IS NOT NULL
+            AND NOT (p_unknown OR p_far OR p_closed OR p_outside OR p_hours OR p_day OR p_zero
+                     OR p_dup OR p_rate_card)
+            AND eff_rate IS NOT NULL) IS TRUE AS cap_scope
+      FROM t4
+),
+t6 AS (
+    SELECT t5.*,
            (cap_scope AND cap_used > c_cap_value) IS TRUE AS p_over_cap,
-           CASE WHEN p_unknown OR p_closed OR p_outside OR p_dup OR p_missing_rate
+           CASE WHEN p_unknown OR p_far OR p_closed OR p_outside OR p_hours OR p_day OR p_zero
+                     OR p_dup OR p_missing_rate OR p_rate_card
                      OR p_currency OR p_rate_differs OR (cap_used > c_cap_value) IS TRUE
            THEN array_remove(ARRAY[
                    CASE WHEN p_unknown THEN 'unknown_project' END,
+                   CASE WHEN p_far THEN 'implausible_date' END,
                    CASE WHEN p_closed THEN 'closed_project' END,
                    CASE WHEN p_outside THEN 'outside_contract_dates' END,
+                   CASE WHEN p_hours THEN 'hours_over_entry_limit' END,
+                   CASE WHEN p_day THEN 'hours_over_day_limit' END,
+                   CASE WHEN p_zero THEN 'zero_amount' END,
                    CASE WHEN p_dup THEN 'duplicate_entry' END,
                    CASE WHEN p_missing_rate THEN 'missing_rate' END,
+                   CASE WHEN p_rate_card THEN 'rate_off_card' END,
                    CASE WHEN (cap_scope AND cap_used > c_cap_value) IS TRUE THEN 'over_cap' END,
                    CASE WHEN p_currency THEN 'currency_differs_from_contract' END,
                    CASE WHEN p_rate_differs THEN 'rate_differs_from_contract' END
                ], NULL)
            ELSE '{{}}'::text[] END AS probs
-      FROM t4
+      FROM t5
 ),
 time_items AS (
     SELECT 'time:' || psa_id AS item_key, 'time'::text AS item_type, psa_id AS source_id,
@@ -359,13 +447,13 @@ time_items AS (
            task_psa_id, NULL::text AS task_name, role, spent_date AS item_date,
            date_trunc('month', spent_date::timestamp)::date AS period_start, hours,
            NULL::numeric AS quantity,
-           CASE WHEN tm OR p_unknown OR p_closed OR p_outside THEN eff_rate END AS rate,
+           CASE WHEN tm OR p_unknown OR p_far OR p_closed OR p_outside THEN eff_rate END AS rate,
            cur::char(3) AS currency,
-           CASE WHEN tm OR p_unknown OR p_closed OR p_outside THEN hours * eff_rate END
+           CASE WHEN tm OR p_unknown OR p_far OR p_closed OR p_outside THEN hours * eff_rate END
                AS amount,
            approval_status = 'approved' AS approved,
            CASE WHEN billed THEN 'billed'
-                WHEN p_unknown OR p_closed OR p_outside THEN 'on_hold'
+                WHEN p_unknown OR p_far OR p_closed OR p_outside THEN 'on_hold'
                 WHEN NOT tm THEN 'non_billable'
                 WHEN cardinality(probs) > 0 THEN 'on_hold'
                 WHEN spent_date <= (SELECT lock_date FROM cfg) THEN 'on_hold'
@@ -373,17 +461,17 @@ time_items AS (
                 ELSE 'ready'
            END AS state,
            CASE WHEN billed THEN NULL
-                WHEN p_unknown OR p_closed OR p_outside THEN probs[1]
+                WHEN p_unknown OR p_far OR p_closed OR p_outside THEN probs[1]
                 WHEN NOT tm THEN NULL
                 WHEN cardinality(probs) > 0 THEN probs[1]
                 WHEN spent_date <= (SELECT lock_date FROM cfg) THEN 'locked_period'
                 WHEN approval_status <> 'approved' THEN 'not_approved'
            END AS reason_code,
-           CASE WHEN billed OR (NOT tm AND NOT (p_unknown OR p_closed OR p_outside))
+           CASE WHEN billed OR (NOT tm AND NOT (p_unknown OR p_far OR p_closed OR p_outside))
                 THEN '{{}}'::text[] ELSE probs END AS problems,
            CASE
              WHEN billed THEN NULL
-             WHEN NOT tm AND NOT (p_unknown OR p_closed OR p_outside) THEN
+             WHEN NOT tm AND NOT (p_unknown OR p_far OR p_closed OR p_outside) THEN
                -- constants for the common cases: no jsonb built per row
                CASE WHEN NOT billable THEN '{{"why": "not billable in the PSA"}}'::jsonb
                     WHEN c_billing_model = 'fixed_fee'
@@ -400,8 +488,22 @@ time_items AS (
                'psa_rate', billable_rate,
                'contract_currency', c_currency,
                'psa_currency', te_currency,
-               'contract_starts_on', CASE WHEN p_outside THEN c_starts_on END,
-               'contract_ends_on', CASE WHEN p_closed THEN c_ends_on END,
+               'contract_starts_on', CASE WHEN p_outside OR p_far THEN c_starts_on END,
+               'contract_ends_on', CASE WHEN p_closed OR p_far THEN c_ends_on END,
+               'date_tolerance_days',
+                   CASE WHEN p_far THEN (SELECT date_tolerance_days FROM cfg) END,
+               'max_hours_per_entry',
+                   CASE WHEN p_hours THEN (SELECT max_hours_per_entry FROM cfg) END,
+               'person_day_hours', CASE WHEN p_day THEN
+                   (SELECT dh.day_hours FROM day_over dh
+                     WHERE dh.user_psa_id = t6.user_psa_id AND dh.spent_date = t6.spent_date)
+                   END,
+               'max_hours_per_person_day',
+                   CASE WHEN p_day THEN (SELECT max_hours_per_person_day FROM cfg) END,
+               'rate_card_low', CASE WHEN p_rate_card THEN lo_eur * c_per_eur END,
+               'rate_card_high', CASE WHEN p_rate_card THEN hi_eur * c_per_eur END,
+               'rate_ratio_min', CASE WHEN p_rate_card THEN (SELECT rate_ratio_min FROM cfg) END,
+               'rate_ratio_max', CASE WHEN p_rate_card THEN (SELECT rate_ratio_max FROM cfg) END,
                'duplicate_of', CASE WHEN p_dup THEN dup_original END,
                'cap_type', CASE WHEN cap_scope THEN c_cap_type END,
                'cap_value', CASE WHEN cap_scope THEN c_cap_value END,
@@ -455,7 +557,11 @@ e2 AS (
            coalesce(c_markup_pct, (SELECT expense_markup_pct FROM cfg)) AS markup_pct,
            (billable AND c_opportunity_id IS NULL) AS p_unknown,
            (billable AND spent_date > c_ends_on) IS TRUE AS p_closed,
-           (billable AND spent_date < c_starts_on) IS TRUE AS p_outside
+           (billable AND spent_date < c_starts_on) IS TRUE AS p_outside,
+           (billable AND (spent_date > (SELECT latest_date FROM cfg)
+                          OR spent_date < c_starts_on - (SELECT date_tolerance_days FROM cfg)
+                          OR spent_date > c_ends_on + (SELECT date_tolerance_days FROM cfg)))
+               IS TRUE AS p_far
       FROM e1
       LEFT JOIN recon.expense_policy pol ON pol.category = e1.expense_category_name
       LEFT JOIN recon.currencies lc ON lc.code = pol.limit_currency
@@ -465,15 +571,20 @@ e3 AS (
            (billable AND NOT has_receipt AND total_cost > receipt_threshold) IS TRUE
                AS p_receipt,
            (billable AND total_cost > policy_limit) IS TRUE AS p_policy,
-           (billable AND e_currency <> c_currency) IS TRUE AS p_currency
+           (billable AND e_currency <> c_currency) IS TRUE AS p_currency,
+           -- Harvest's total_cost is any decimal: a negative one is a credit (billed as a
+           -- negative line, marked ``credit``); zero has nothing to bill
+           (billable AND total_cost = 0) IS TRUE AS p_zero
       FROM e2
 ),
 e4 AS (
     SELECT e3.*,
            array_remove(ARRAY[
                CASE WHEN p_unknown THEN 'unknown_project' END,
+               CASE WHEN p_far THEN 'implausible_date' END,
                CASE WHEN p_closed THEN 'closed_project' END,
                CASE WHEN p_outside THEN 'outside_contract_dates' END,
+               CASE WHEN p_zero THEN 'zero_amount' END,
                CASE WHEN p_receipt THEN 'missing_receipt' END,
                CASE WHEN p_policy THEN 'expense_over_policy' END,
                CASE WHEN p_currency THEN 'currency_differs_from_contract' END
@@ -506,8 +617,11 @@ expense_items AS (
              WHEN billed THEN NULL
              WHEN NOT billable THEN '{{"why": "not billable in the PSA"}}'::jsonb
              WHEN cardinality(probs) = 0 AND approval_status = 'approved'
-                  AND NOT (spent_date <= (SELECT lock_date FROM cfg)) IS TRUE THEN NULL
+                  AND NOT (spent_date <= (SELECT lock_date FROM cfg)) IS TRUE
+             THEN CASE WHEN total_cost < 0
+                       THEN jsonb_build_object('credit', true, 'total_cost', total_cost) END
              ELSE jsonb_strip_nulls(jsonb_build_object(
+               'credit', CASE WHEN total_cost < 0 THEN true END,
                'total_cost', total_cost,
                'markup_pct', markup_pct,
                'receipt_threshold', CASE WHEN p_receipt THEN receipt_threshold END,
@@ -515,8 +629,10 @@ expense_items AS (
                'units', CASE WHEN p_policy THEN units END,
                'contract_currency', c_currency,
                'expense_currency', e_currency,
-               'contract_starts_on', CASE WHEN p_outside THEN c_starts_on END,
-               'contract_ends_on', CASE WHEN p_closed THEN c_ends_on END,
+               'contract_starts_on', CASE WHEN p_outside OR p_far THEN c_starts_on END,
+               'contract_ends_on', CASE WHEN p_closed OR p_far THEN c_ends_on END,
+               'date_tolerance_days',
+                   CASE WHEN p_far THEN (SELECT date_tolerance_days FROM cfg) END,
                'approval_status', approval_status))
            END,
            shard
@@ -769,7 +885,8 @@ DELETE_GONE = (
 
 DROP_TEMP = (
     "DROP TABLE IF EXISTS pg_temp.recon_stage, pg_temp.ctr_id, pg_temp.ctr_code, pg_temp.ovr,"
-    " pg_temp.card, pg_temp.billed_src"
+    " pg_temp.card, pg_temp.billed_src, pg_temp.unbilled_from, pg_temp.day_over,"
+    " pg_temp.people_x"
 )
 
 #: Entry-level problems (the item's first reason), one exception per time entry / expense.
