@@ -370,9 +370,9 @@ def erp_total_differences(conn, batch_id: int) -> list[dict[str, str]]:
                 {
                     "document_number": str(doc),
                     "currency": currency,
-                    "approved_tax": str(Decimal(tx)),
+                    "approved_tax": str(money.round_money(Decimal(tx), currency)),
                     "erp_tax": str(money.round_money(erp_tax, currency)),
-                    "approved_total": str(Decimal(total)),
+                    "approved_total": str(money.round_money(Decimal(total), currency)),
                     "erp_total": str(money.round_money(erp_total, currency)),
                     "reason": "; ".join(reasons),
                 }
