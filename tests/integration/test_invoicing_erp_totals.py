@@ -273,3 +273,80 @@ def test_the_approval_summary_flags_the_erps_computation_before_anyone_approves(
         assert "not Business Central's rule" in diff["reason"]
     finally:
         _warehouse_setup(env, "21")
+
+
+# ---------------------------------------------------------------------------- the builder
+
+
+@pytest.fixture(scope="module")
+def build_conn(pg_server_url):
+    from erpsync.invoicing import devdata as dd
+    from erpsync.runtime import database
+    from erpsync.warehouse import migrate
+    from tests.conftest import make_database
+
+    url = make_database(pg_server_url, "erpsync_test_erptotals_build")
+    migrate.migrate(url)
+    with psycopg.connect(url) as c:
+        dd.ensure_upstream_tables(c)
+        dd.add_tax_setup(c)
+        for acc, cur in (("c-eur", "EUR"), ("c-jpy", "JPY"), ("c-kwd", "KWD"), ("c-usd", "USD")):
+            dd.add_client(c, acc, country="NL", currency=cur)
+            dd.add_contract(c, f"opp-{acc}", acc, currency=cur)
+        c.commit()
+        yield c
+    database.drop_database(url)
+
+
+# (client, amounts of its items, the builder's tax): BC rounds positive and negative lines apart
+BUILDER_GOLDENS = [
+    # EUR: 21.0063 -> 21.01 and -10.5021 -> -10.50: 10.51 (one group: 50.02 x 21 % -> 10.50)
+    ("c-eur", ["100.03", "-50.01"], "10.51"),
+    # the example, all positive: 574.50 x 21 % = 120.645 -> 120.65
+    ("c-usd", ["100.10", "200.20", "274.20"], "120.65"),
+    # JPY: 31.5 -> 32 (per line 33)
+    ("c-jpy", ["50", "50", "50"], "32"),
+    # KWD: 0.6405 -> 0.641 (per line 0.640)
+    ("c-kwd", ["1.000", "1.025", "1.025"], "0.641"),
+]
+
+
+@pytest.mark.parametrize(("account", "amounts", "tax"), BUILDER_GOLDENS)
+def test_the_builder_taxes_invoices_as_business_central_does(build_conn, account, amounts, tax):
+    import datetime as dt
+
+    from erpsync.invoicing import devdata as dd
+    from erpsync.invoicing.builder import build_batch
+    from erpsync.sync.spec import RunInfo
+
+    class _Undo(Exception):
+        pass
+
+    currency = {"c-eur": "EUR", "c-jpy": "JPY", "c-kwd": "KWD", "c-usd": "USD"}[account]
+    try:
+        with build_conn.transaction():
+            for n, amount in enumerate(amounts):
+                dd.add_item(
+                    build_conn,
+                    f"expense:g{n}",
+                    account_id=account,
+                    opportunity_id=f"opp-{account}",
+                    currency=currency,
+                    item_date="2026-10-10",
+                    amount=D(amount),
+                )
+            result = build_batch(
+                build_conn,
+                RunInfo(dag_id="test", run_id="erptotals", task_id="build", actor="alice"),
+                period_start=dt.date(2026, 10, 1),
+                period_end=dt.date(2026, 10, 31),
+                prepared_by="alice",
+            )
+            [inv] = result.invoices
+            net = sum((D(a) for a in amounts), D(0))
+            assert (D(inv["net"]), D(inv["tax"]), D(inv["total"])) == (net, D(tax), net + D(tax))
+            lines = [(D(a), "STANDARD") for a in amounts]
+            assert price_invoice(lines, {"STANDARD": D(21)}, currency).tax == D(tax)
+            raise _Undo
+    except _Undo:
+        pass
