@@ -325,14 +325,26 @@ def erp_total_differences(conn, batch_id: int) -> list[dict[str, str]]:
             ORDER BY i.document_number""",
         (batch_id,),
     ).fetchall()
+    lines_of: dict[int, list[tuple]] = {}
+    for inv_id, *line in conn.execute(
+        """SELECT l.invoice_id, l.net_amount, l.tax_code, l.tax_rate
+             FROM billing.invoice_lines l JOIN billing.invoices i USING (invoice_id)
+            WHERE i.batch_id = %s AND i.status <> 'rejected'
+            ORDER BY l.invoice_id, l.line_no""",
+        (batch_id,),
+    ).fetchall():
+        lines_of.setdefault(int(inv_id), []).append(tuple(line))
+    setup = {
+        (str(bus), str(code)): Decimal(pct)
+        for bus, code, pct in conn.execute(
+            """SELECT vat_bus_posting_group, tax_code, rate_percent FROM core.vat_posting_setup
+                WHERE deleted_at IS NULL AND NOT blocked"""
+        ).fetchall()
+    }
     out: list[dict[str, str]] = []
     for inv_id, doc, currency, net, tx, total, country, exempt, reverse, has_profile in rows:
         currency = currency.strip()
-        lines = conn.execute(
-            """SELECT net_amount, tax_code, tax_rate FROM billing.invoice_lines
-                WHERE invoice_id = %s ORDER BY line_no""",
-            (inv_id,),
-        ).fetchall()
+        lines = lines_of.get(int(inv_id), [])
         if not lines:
             continue
         try:
@@ -348,18 +360,12 @@ def erp_total_differences(conn, batch_id: int) -> list[dict[str, str]]:
         if has_profile:
             area = tax.tax_area_for(country, exempt=exempt, reverse_charge=reverse)
             for code in rates:
-                row = conn.execute(
-                    """SELECT rate_percent FROM core.vat_posting_setup
-                        WHERE vat_bus_posting_group = %s AND tax_code = %s
-                          AND deleted_at IS NULL AND NOT blocked""",
-                    (area, code),
-                ).fetchone()
-                if row is not None and Decimal(row[0]) != rates[code]:
-                    erp_rates[code] = Decimal(row[0])
+                pct = setup.get((area, code))
+                if pct is not None and pct != rates[code]:
+                    erp_rates[code] = pct
                     reasons.append(
                         f"the ERP's VAT Posting Setup ({area}, {code}) now has"
-                        f" {Decimal(row[0]).normalize():f} %, the invoice"
-                        f" {rates[code].normalize():f} %"
+                        f" {pct.normalize():f} %, the invoice {rates[code].normalize():f} %"
                     )
         erp_tax = sum(pricing.bc_vat(specs, erp_rates, currency).values(), Decimal(0)) * sign
         erp_total = Decimal(net) + erp_tax
