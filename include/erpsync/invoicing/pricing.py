@@ -23,7 +23,9 @@ amounts. Rounding precision: the currency's "Amount Rounding Precision" (the pac
 it to the ISO 4217 minor unit, README "Business Central settings"); direction: the currency's
 "VAT Rounding Type", ``Nearest`` by default ("rounds up digits that are >= 0.5",
 https://learn.microsoft.com/en-us/previous-versions/dynamicsnav-2016/hh171814(v=nav.90)), which
-is erpsync.money's half away from zero. The API's ``totalTaxAmount`` is the sum of the lines'
+is erpsync.money's half away from zero (AL's ``Round(Number, Precision, '=')``: "Values of 5
+or greater are rounded up", https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/developer/methods-auto/system/system-round-method).
+The API's ``totalTaxAmount`` is the sum of the lines'
 ``Amount Including VAT - Amount`` = that per-group VAT; ``totalAmountIncludingTax`` = net + it.
 "Invoice Rounding" (Sales & Receivables Setup) must stay off: it adds a rounding line at
 posting, and the push then holds the invoice (its total would differ from the approved one).
