@@ -20,7 +20,7 @@ the same VAT Identifier, Tax Group Code and sign of Amount; posting groups the s
 Positive; ``CalcVATAmountLines``). So the VAT of a document is, per VAT identifier and sign,
 ``Round(sum of line amounts x VAT % / 100)`` (:func:`bc_vat`), never a sum of per-line rounded
 amounts. Rounding precision: the currency's "Amount Rounding Precision" (the pack's tenants set
-it to the ISO 4217 minor unit, README "Business Central settings"); direction: the currency's
+it to the ISO 4217 minor unit, README "Setup data the pack expects"); direction: the currency's
 "VAT Rounding Type", ``Nearest`` by default ("rounds up digits that are >= 0.5",
 https://learn.microsoft.com/en-us/previous-versions/dynamicsnav-2016/hh171814(v=nav.90)), which
 is erpsync.money's half away from zero (AL's ``Round(Number, Precision, '=')``: "Values of 5
