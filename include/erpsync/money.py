@@ -14,7 +14,10 @@ currency's minor units (ISO 4217: JPY 0, USD/EUR/GBP 2, KWD 3, see
 * an expense line is ``round(cost x (1 + markup))``;
 * tax is computed **per invoice and tax code**: ``round(sum of the net line amounts with that
   tax code x rate)``, not per line, so the tax on an invoice never drifts by the number of
-  lines;
+  lines. This is Business Central's VAT rule (per document and VAT Identifier, positive and
+  negative lines apart, rounded to the currency's Amount Rounding Precision with VAT Rounding
+  Type Nearest; sources in :mod:`erpsync.invoicing.pricing`), so the approved totals are the
+  ones the ERP posts; the push holds any document whose ERP totals differ;
 * an invoice total is the sum of its rounded lines plus its rounded tax amounts, so
   lines + tax = total to the minor unit, always.
 

@@ -23,7 +23,7 @@ from erpsync.invoicing.builder import _jsonable, _run_parts, load_result
 from erpsync.invoicing.errors import BatchChangedError, BatchStateError, MakerCheckerError
 from erpsync.invoicing.hashing import current_hash
 
-__all__ = ["Decision", "approval_markdown", "decide"]
+__all__ = ["Decision", "approval_markdown", "decide", "erp_total_differences"]
 
 #: Rows of the per-client table shown before it is cut (the totals below it are complete).
 MAX_CLIENT_ROWS = 200
@@ -270,6 +270,31 @@ def approval_markdown(conn, batch_id: int) -> str:
                 for b in blocks
             ),
         ]
+    out += ["", "## ERP totals", ""]
+    out.append(
+        "Net, tax and total are computed by Business Central's documented VAT rule (VAT per"
+        " invoice and VAT identifier, `round(base x VAT % / 100)` to the currency's minor unit,"
+        ' nearest; docs/invoicing.md "Rounding"). At push time each ERP draft\'s totals are'
+        " compared with these: a document whose ERP totals differ is held, not posted, and"
+        " nothing of it is billed."
+    )
+    differences = erp_total_differences(conn, batch_id)
+    if differences:
+        out += [
+            "",
+            "**Differences with the ERP's computation (the push will hold these):**",
+            "",
+            "| Document | Currency | Approved tax | ERP tax | Approved total | ERP total | Why |",
+            "|---|---|---:|---:|---:|---:|---|",
+        ]
+        for d in differences:
+            out.append(
+                f"| {_md(d['document_number'])} | {d['currency']} | {d['approved_tax']} "
+                f"| {d['erp_tax']} | {d['approved_total']} | {d['erp_total']} "
+                f"| {_md(d['reason'])} |"
+            )
+    else:
+        out += ["", "No difference with the ERP's computation."]
     out += ["", "## Anomalies (they inform, they do not block)", ""]
     if result.anomalies:
         for a in result.anomalies:
@@ -282,6 +307,94 @@ def approval_markdown(conn, batch_id: int) -> str:
     if decided_by:
         out += ["", f"Decided by {decided_by} for hash `{decided_hash}`."]
     return "\n".join(out) + "\n"
+
+
+def erp_total_differences(conn, batch_id: int) -> list[dict[str, str]]:
+    """Invoices of the batch whose tax or total differs from what Business Central computes.
+
+    Before approval erpsync has the ERP's inputs from documented calls: the lines it will send
+    and the ERP's VAT Posting Setup as last read (``core.vat_posting_setup``, the published
+    ``VATPostingSetup`` web service, page 472). Two checks per invoice:
+
+    * the invoice's tax is Business Central's rule on its own lines and rates
+      (:func:`erpsync.invoicing.pricing.bc_vat`);
+    * the ERP's current VAT % for the invoice's tax code and the client's VAT Business Posting
+      Group (BC keeps no dates: it taxes a new draft at today's setup) is the invoice's rate;
+      else the figures BC would compute with its rate are shown.
+    """
+    from erpsync import money
+    from erpsync.invoicing import pricing, tax
+
+    rows = conn.execute(
+        """SELECT i.invoice_id, i.document_number, i.currency::text, i.net, i.tax, i.total,
+                  tp.country, coalesce(tp.tax_exempt, false), coalesce(tp.reverse_charge, false),
+                  tp.crm_account_id IS NOT NULL
+             FROM billing.invoices i
+             LEFT JOIN core.tax_profiles tp
+                    ON tp.crm_account_id = i.account_id AND tp.deleted_at IS NULL
+            WHERE i.batch_id = %s AND i.status <> 'rejected'
+            ORDER BY i.document_number""",
+        (batch_id,),
+    ).fetchall()
+    lines_of: dict[int, list[tuple]] = {}
+    for inv_id, *line in conn.execute(
+        """SELECT l.invoice_id, l.net_amount, l.tax_code, l.tax_rate
+             FROM billing.invoice_lines l JOIN billing.invoices i USING (invoice_id)
+            WHERE i.batch_id = %s AND i.status <> 'rejected'
+            ORDER BY l.invoice_id, l.line_no""",
+        (batch_id,),
+    ).fetchall():
+        lines_of.setdefault(int(inv_id), []).append(tuple(line))
+    setup = {
+        (str(bus), str(code)): Decimal(pct)
+        for bus, code, pct in conn.execute(
+            """SELECT vat_bus_posting_group, tax_code, rate_percent FROM core.vat_posting_setup
+                WHERE deleted_at IS NULL AND NOT blocked"""
+        ).fetchall()
+    }
+    out: list[dict[str, str]] = []
+    for inv_id, doc, currency, net, tx, total, country, exempt, reverse, has_profile in rows:
+        currency = currency.strip()
+        lines = lines_of.get(int(inv_id), [])
+        if not lines:
+            continue
+        try:
+            money.quantum(currency)
+        except money.UnknownCurrency:
+            continue
+        credit = net < 0
+        sign = Decimal(-1) if credit else Decimal(1)
+        specs = [(Decimal(a) * sign, str(code or "")) for a, code, _r in lines]
+        rates = {str(code or ""): Decimal(rate or 0) for _a, code, rate in lines}
+        reasons = []
+        erp_rates = dict(rates)
+        if has_profile:
+            area = tax.tax_area_for(country, exempt=exempt, reverse_charge=reverse)
+            for code in rates:
+                pct = setup.get((area, code))
+                if pct is not None and pct != rates[code]:
+                    erp_rates[code] = pct
+                    reasons.append(
+                        f"the ERP's VAT Posting Setup ({area}, {code}) now has"
+                        f" {pct.normalize():f} %, the invoice {rates[code].normalize():f} %"
+                    )
+        erp_tax = sum(pricing.bc_vat(specs, erp_rates, currency).values(), Decimal(0)) * sign
+        erp_total = Decimal(net) + erp_tax
+        if erp_tax != Decimal(tx) and not reasons:
+            reasons.append("the invoice's tax is not Business Central's rule on its lines")
+        if erp_tax != Decimal(tx) or erp_total != Decimal(total):
+            out.append(
+                {
+                    "document_number": str(doc),
+                    "currency": currency,
+                    "approved_tax": str(money.round_money(Decimal(tx), currency)),
+                    "erp_tax": str(money.round_money(erp_tax, currency)),
+                    "approved_total": str(money.round_money(Decimal(total), currency)),
+                    "erp_total": str(money.round_money(erp_total, currency)),
+                    "reason": "; ".join(reasons),
+                }
+            )
+    return out
 
 
 def verify_approval(conn, batch_id: int) -> str:

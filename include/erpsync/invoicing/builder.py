@@ -9,7 +9,8 @@ and groups the rest per client, contract and currency into invoices:
 * time: one line per role (or task) and rate: hours summed, priced, rounded once
   (``round(sum(hours) x rate)``, erpsync.money);
 * expenses, milestones, retainer fees: one line per item, ``round(amount)``;
-* tax per invoice and tax code: ``round(net x rate / 100)``; total = net + tax.
+* tax per invoice and tax code (Business Central's VAT Identifier), positive and negative
+  lines apart: ``round(net x rate / 100)``; total = net + tax (erpsync.invoicing.pricing).
 
 Everything is set-based SQL on temporary tables in the caller's transaction; one advisory
 lock serialises builders so two runs never reserve the same item. Document numbers are
@@ -260,9 +261,15 @@ SELECT g.invoice_id, %(batch)s, 'invoice', g.document_number, g.invoice_scope, g
        g.currency, po.po_number, %(inv_date)s, %(ps)s, %(pe)s, n.net, x.tax, n.net + x.tax, 'draft'
 FROM _inv_groups g
 JOIN _inv_tax t USING (account_id)
-JOIN (SELECT invoice_id, sum(net_amount) AS net FROM _inv_lines GROUP BY 1) n USING (invoice_id)
+JOIN (SELECT invoice_id, sum(net_amount) AS net,
+             coalesce(sum(net_amount) FILTER (WHERE net_amount >= 0), 0) AS net_pos,
+             coalesce(sum(net_amount) FILTER (WHERE net_amount < 0), 0) AS net_neg
+        FROM _inv_lines GROUP BY 1) n USING (invoice_id)
 CROSS JOIN LATERAL (
-    SELECT round(n.net * t.tax_rate / 100, (%(mu)s::jsonb ->> g.currency)::int) AS tax
+    -- Business Central's rule (erpsync.invoicing.pricing.bc_vat): VAT per document and VAT
+    -- identifier (one tax code per invoice), positive and negative lines apart
+    SELECT round(n.net_pos * t.tax_rate / 100, (%(mu)s::jsonb ->> g.currency)::int)
+           + round(n.net_neg * t.tax_rate / 100, (%(mu)s::jsonb ->> g.currency)::int) AS tax
 ) x
 LEFT JOIN LATERAL (
     SELECT c.po_number FROM core.contracts c

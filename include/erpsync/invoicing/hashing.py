@@ -7,6 +7,12 @@ item keys). Numbers are written without trailing zeros (``trim_scale``) so the s
 never changes the hash. Statuses, ERP ids, anomalies and timestamps are not content: pushing
 and posting do not change the hash, any change to what is billed does.
 
+The hashed net, tax and total are the amounts the ERP will post: they are computed by Business
+Central's VAT rule (erpsync.invoicing.pricing), and the push posts a document only when the
+ERP draft's ``totalAmountExcludingTax``, ``totalTaxAmount`` and ``totalAmountIncludingTax``
+equal them (erpsync.invoicing.push, "The ERP is the control point for totals"), so an approval
+for this hash is an approval of what the client is invoiced.
+
 Computed in SQL so a batch of a million items hashes without leaving the database.
 """
 

@@ -24,6 +24,14 @@ step and each invoice ends in the ERP exactly once:
   posting, the draft's lines are compared with the approved lines by sequence (missing ones
   are added, different or extra ones stop the invoice for a person) and the draft's net total
   must equal the approved net, so a changed draft is never posted.
+* **The ERP is the control point for totals**: the draft's ``totalAmountExcludingTax``,
+  ``totalTaxAmount`` and ``totalAmountIncludingTax`` (what Business Central will post, by its
+  VAT rule, erpsync.invoicing.pricing) must equal the approved net, tax and total to the minor
+  unit. A draft that differs (a VAT Posting Setup percent changed after approval, a tenant
+  rounding differently) is **not posted**: it is held (:class:`ErpTotalsDiffer`) with an
+  ``erp_totals_differ`` exception for finance ops showing both figures, nothing is marked
+  billed (no ``billed_items``, nothing in the PSA or CRM), and the batch is not released. A
+  document found already posted with other totals is not recorded as the invoice either.
 * **Post** (``Microsoft.NAV.post``) is idempotent by detection: a document that is no longer a
   draft is posted, its number is read back; a lost or failed post is followed by a re-read,
   never by a blind second post of an already posted document.
@@ -75,6 +83,8 @@ from erpsync.invoicing.push_erp import ERP_INVOICES, ERP_MEMOS, ErpDoc
 
 __all__ = [
     "CREATE_ATTEMPTS",
+    "ERP_TOTALS_DIFFER",
+    "ErpTotalsDiffer",
     "InvoicePushError",
     "PushIncomplete",
     "PushRefused",
@@ -127,6 +137,21 @@ class InvoicePushError(_PushProblem):
     """A problem with one invoice that a retry will not fix (a person must look)."""
 
 
+class ErpTotalsDiffer(InvoicePushError):
+    """The ERP's totals of a document differ from the approved ones: it is held, not posted."""
+
+    def __init__(self, message: str, detail: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+#: Exception reason (ops.exceptions) of a document held because its ERP totals differ.
+ERP_TOTALS_DIFFER = "erp_totals_differ"
+#: Exception reason of a document whose totals posting itself changed (it stays posted and
+#: billed; a person corrects it with a credit note). Not resolved by the push.
+ERP_POSTED_TOTALS_DIFFER = "erp_posted_totals_differ"
+
+
 class _Retryable(_PushProblem):
     """A transient problem: the invoice stays at its step; the next push continues."""
 
@@ -153,6 +178,7 @@ class PushResult:
     busy: int = 0  # worked on by another push at the same time: skipped
     uncertain: int = 0  # lost create answer, not visible in the ERP yet: retried later
     failed: int = 0
+    held: int = 0  # not posted: the ERP's totals differ from the approved ones (also failed)
     items_recorded: int = 0  # billed_items rows inserted
     harvest_invoiced: int = 0  # invoices Harvest now shows as invoiced (read back)
     ledger_only: int = 0  # invoices billed in erpsync's ledger only (reason in psa_billed_state)
@@ -412,6 +438,10 @@ def _push_locked(ctx: _Ctx, invoice: dict[str, Any]) -> None:
             ctx.result.uncertain += 1
         else:
             ctx.result.failed += 1
+        held = isinstance(exc, ErpTotalsDiffer)
+        if held:
+            ctx.result.held += 1
+            ctx.result.tax_differences.append(exc.detail)
         ctx.result.errors.append(f"{invoice['document_number']}: {message}")
         with ctx.conn.transaction():
             ctx.conn.execute(
@@ -421,7 +451,32 @@ def _push_locked(ctx: _Ctx, invoice: dict[str, Any]) -> None:
                     WHERE invoice_id = %s""",
                 (message, ctx.result.run_id, invoice_id),
             )
-            if permanent:
+            if held:
+                exceptions_queue.raise_exception(
+                    ctx.conn,
+                    ERP_TOTALS_DIFFER,
+                    "invoice",
+                    str(invoice["document_number"]),
+                    FINANCE_OPS,
+                    {
+                        "operation": "erp.invoice_push",
+                        "batch_id": invoice["batch_id"],
+                        "invoice_id": invoice_id,
+                        "error": message,
+                        **exc.detail,
+                    },
+                    ctx.run,
+                    amount_at_stake=Decimal(invoice["total"]),
+                    currency=str(invoice["currency"]).strip(),
+                )
+                _audit(
+                    ctx,
+                    "invoice.held",
+                    "invoice",
+                    invoice["document_number"],
+                    detail={"invoice_id": invoice_id, "reason": ERP_TOTALS_DIFFER, **exc.detail},
+                )
+            elif permanent:
                 exceptions_queue.raise_exception(
                     ctx.conn,
                     exceptions_queue.WRITE_BACK_FAILED,
@@ -766,12 +821,8 @@ def _post_step(ctx: _Ctx, invoice: dict[str, Any], state: dict[str, Any]) -> dic
                 raise InvoicePushError(f"the ERP refused to post: {refusal}")
         else:
             raise _Retryable(f"the document is still a draft after {POST_ATTEMPTS} posts")
-    elif abs(doc.net) != abs(_money(invoice, "net")):
-        raise InvoicePushError(
-            f"the ERP already posted {doc.number} for {invoice['document_number']} with"
-            f" {abs(doc.net)} net, the approved invoice has {abs(_money(invoice, 'net'))}"
-            f" {_currency(invoice)}: not recorded as this invoice"
-        )
+    else:
+        _check_totals(invoice, doc, posted=True)
     _record_posted(ctx, invoice, state, doc, posted_now)
     ctx.step("posted", invoice_id)
     return _state(ctx, invoice_id)
@@ -820,7 +871,40 @@ def _check_draft(ctx: _Ctx, invoice: dict[str, Any], doc: ErpDoc) -> ErpDoc:
             f"the ERP draft {doc.number} of {invoice['document_number']} totals {erp_net} net,"
             f" the approved invoice {expected_net} {_currency(invoice)}; not posted"
         )
+    _check_totals(invoice, doc, posted=False)
     return doc
+
+
+def _check_totals(invoice: dict[str, Any], doc: ErpDoc, *, posted: bool) -> None:
+    """The ERP's net, tax and total of ``doc`` must be the approved ones to the minor unit
+    (credit memos compared by absolute value: the ERP's memo amounts are positive)."""
+    approved = {k: abs(_money(invoice, k)) for k in ("net", "tax", "total")}
+    erp = {"net": abs(doc.net), "tax": abs(doc.tax), "total": abs(doc.total)}
+    if erp == approved:
+        return
+    cur = _currency(invoice)
+    detail = {
+        "document_number": str(invoice["document_number"]),
+        "erp_id": doc.id,
+        "erp_number": doc.number,
+        "erp_status": doc.status,
+        "currency": cur,
+        "approved_net": str(approved["net"]),
+        "approved_tax": str(approved["tax"]),
+        "approved_total": str(approved["total"]),
+        "erp_net": str(erp["net"]),
+        "erp_tax": str(erp["tax"]),
+        "erp_total": str(erp["total"]),
+    }
+    what = f"already posted {doc.number}" if posted else f"draft {doc.number}"
+    raise ErpTotalsDiffer(
+        f"the ERP {what} of {invoice['document_number']} totals net {erp['net']}, tax"
+        f" {erp['tax']}, total {erp['total']} {cur}; the approved invoice has net"
+        f" {approved['net']}, tax {approved['tax']}, total {approved['total']} {cur}:"
+        + (" not recorded as this invoice" if posted else " held, not posted")
+        + ", nothing marked billed",
+        detail,
+    )
 
 
 def _record_posted(
@@ -829,14 +913,20 @@ def _record_posted(
     invoice_id = int(invoice["invoice_id"])
     credit = _is_credit(ctx, invoice)
     expected_tax = abs(_money(invoice, "tax"))
+    expected_total = abs(_money(invoice, "total"))
     tax_difference = None
-    if abs(doc.tax) != expected_tax:
+    if abs(doc.tax) != expected_tax or abs(doc.total) != expected_total:
+        # the draft had the approved totals (_check_totals) and posting changed them (e.g. an
+        # Invoice Rounding line): the document is posted in the ERP, so it is recorded (its
+        # items are billed: not billing them again), and a person must correct it
         tax_difference = {
             "document_number": str(invoice["document_number"]),
             "erp_number": doc.number,
             "currency": _currency(invoice),
             "approved_tax": str(expected_tax),
             "erp_tax": str(abs(doc.tax)),
+            "approved_total": str(expected_total),
+            "erp_total": str(abs(doc.total)),
         }
     with ctx.conn.transaction():
         _update(
@@ -889,6 +979,18 @@ def _record_posted(
                 "tax_difference": tax_difference,
             },
         )
+        if tax_difference:
+            exceptions_queue.raise_exception(
+                ctx.conn,
+                ERP_POSTED_TOTALS_DIFFER,
+                "invoice",
+                str(invoice["document_number"]),
+                FINANCE_OPS,
+                {"operation": "erp.invoice_post", "posted": True, **tax_difference},
+                ctx.run,
+                amount_at_stake=expected_total,
+                currency=_currency(invoice),
+            )
     ctx.result.items_recorded += recorded
     if tax_difference:
         ctx.result.tax_differences.append(tax_difference)
@@ -1062,9 +1164,13 @@ def _resolve_failures(ctx: _Ctx, invoice: dict[str, Any]) -> None:
     """Close the push-failure exception of an invoice that is now done (the cause is gone)."""
     rows = ctx.conn.execute(
         """SELECT exception_id FROM ops.exceptions
-            WHERE reason_code = %s AND entity_type = 'invoice' AND entity_key = %s
+            WHERE reason_code IN (%s, %s) AND entity_type = 'invoice' AND entity_key = %s
               AND status = 'open'""",
-        (exceptions_queue.WRITE_BACK_FAILED, str(invoice["document_number"])),
+        (
+            exceptions_queue.WRITE_BACK_FAILED,
+            ERP_TOTALS_DIFFER,
+            str(invoice["document_number"]),
+        ),
     ).fetchall()
     for (exception_id,) in rows:
         exceptions_queue.resolve(

@@ -19,12 +19,32 @@ the ``erp`` :class:`~erpsync_sandbox.store.Store`:
   status ``Open``; ``Microsoft.NAV.cancel`` and ``Microsoft.NAV.makeCorrectiveCreditMemo``
   create ``salesCreditMemos``.
 
-Money rule (documented for the pack's reconciliation tests): all arithmetic is ``Decimal``.
-Per line: ``lineAmount = quantity x unitPrice`` rounded ROUND_HALF_UP to the currency's minor
-units (JPY 0, KWD/BHD/OMR/JOD/TND 3, else 2); ``discountAmount`` = given, else ``lineAmount x
-discountPercent / 100`` rounded the same way; ``amountExcludingTax = lineAmount -
-discountAmount``; ``totalTaxAmount = amountExcludingTax x taxPercent / 100`` rounded per line;
-document totals are the sums of the rounded line amounts. ``taxPercent`` comes from VAT Posting
+Money rule (Business Central's, for the pack's reconciliation tests): all arithmetic is
+``Decimal``. Per line: ``lineAmount = quantity x unitPrice`` rounded ROUND_HALF_UP to the
+currency's Amount Rounding Precision (here its ISO minor units: JPY 0, KWD/BHD/OMR/JOD/TND 3,
+else 2); ``discountAmount`` = given, else ``lineAmount x discountPercent / 100`` rounded the same
+way; ``amountExcludingTax = lineAmount - discountAmount``.
+
+**VAT is rounded per document and VAT Identifier, not per line** (:meth:`ErpService._recompute`).
+BaseApp's Sales Line ``UpdateVATAmounts`` (table 37, "Sales Line", SalesLine.Table.al in
+github:StefanMaron/MSDyn365BC.Code.History, BaseApp/Source/Base Application/Sales/Document/)
+sums the other lines of the document with the same ``VAT Identifier`` (and Tax Group Code) and
+the same sign of ``Amount``, and sets ``Amount Including VAT := TotalAmount + Amount +
+Round((TotalAmount + Amount) x VAT % / 100, Currency."Amount Rounding Precision",
+Currency.VATRoundingDirection()) - TotalAmountInclVAT``: each line's VAT is what brings the
+group's rounded VAT up to date, so the VAT of a group is ``round(sum of its line amounts x
+VAT % / 100)``. Posting recomputes the same per group ("VAT Amount Line", table 290, keyed by
+VAT Identifier, VAT Calculation Type, Tax Group Code, Use Tax, Positive; SalesLine
+``CalcVATAmountLines``). The rounding direction is the currency's "VAT Rounding Type" (General
+Ledger Setup's for LCY); the sandbox has it at its default, ``Nearest`` ("rounds up digits
+that are >= 0.5", https://learn.microsoft.com/en-us/previous-versions/dynamicsnav-2016/hh171814(v=nav.90)),
+i.e. half away from zero. The API's line ``totalTaxAmount`` is the line's ``Amount Including VAT
+- Amount`` (so a line's VAT is its share of the group's rounded VAT, allocated in ``sequence``
+order) and the document's ``totalTaxAmount`` / ``totalAmountIncludingTax`` are the sums over
+its lines (APIV2 salesInvoices page, "Sales Invoice Entity Aggregate"). Invoice Rounding (Sales
+& Receivables Setup) is off, its default: no rounding line is added at posting. Three lines of
+191.50 at 21 % give VAT 574.50 x 21 % = 120.645 -> 120.65 (per line it would be 3 x 40.22 =
+120.66; 40.215 rounds to 40.22). ``taxPercent`` comes from VAT Posting
 Setup, as in a Business Central company that uses VAT: the row of the customer's VAT Business
 Posting Group (the code of its ``taxAreaId``) and the line's VAT Product Posting Group (its
 ``taxCode``); a missing combination is refused as BC refuses it. VAT Posting Setup has no
@@ -1155,9 +1175,17 @@ class ErpService:
 
     def tax_percent(self, tax_code: str, cust: Mapping[str, Any], on_date: str) -> Decimal:
         """The VAT % for a line: VAT Posting Setup of (customer's bus. group, line's taxCode)."""
+        return self.vat_setup(tax_code, cust, on_date)[0]
+
+    def vat_setup(
+        self, tax_code: str, cust: Mapping[str, Any], on_date: str
+    ) -> tuple[Decimal, str]:
+        """VAT % and VAT Identifier of a line (VAT Posting Setup of the customer's VAT Bus.
+        Posting Group and the line's VAT Prod. Posting Group): the identifier groups the lines
+        whose VAT is rounded together. A row without one is grouped by its product group."""
         del on_date  # VAT Posting Setup has no validity dates
         if not tax_code:
-            return Decimal(0)
+            return Decimal(0), ""
         groups = self.store.scan_rows("taxGroups", where={"code": tax_code}, limit=1)
         if not groups:
             raise BCError(
@@ -1176,7 +1204,8 @@ class ErpService:
                 "The VAT Posting Setup does not exist. Identification fields and values:"
                 f" VAT Bus. Posting Group='{bus}',VAT Prod. Posting Group='{tax_code}'",
             )
-        return Decimal(str(setup.get("VAT_Percent") or 0))
+        identifier = str(setup.get("VAT_Identifier") or "") or tax_code
+        return Decimal(str(setup.get("VAT_Percent") or 0)), identifier
 
     def _price_line(
         self, line: dict[str, Any], cust: Mapping[str, Any], currency: str, on_date: str
@@ -1196,8 +1225,10 @@ class ErpService:
             else round_money(gross * pct / 100, currency)
         )
         excl = gross - discount
-        rate = self.tax_percent(str(line.get("taxCode") or ""), cust, on_date)
+        rate, identifier = self.vat_setup(str(line.get("taxCode") or ""), cust, on_date)
+        # the line's share of its VAT group's rounded VAT is set by _recompute
         tax = round_money(excl * rate / 100, currency)
+        line["_vatIdentifier"] = identifier
         line.update(
             {
                 "quantity": qty,
@@ -1360,6 +1391,8 @@ class ErpService:
         excl = tax = zero
         for line in lines:
             self._price_line(line, cust, currency, on_date)
+        self._allocate_vat(lines, currency)
+        for line in lines:
             excl += line["amountExcludingTax"]
             tax += line["totalTaxAmount"]
         doc["totalAmountExcludingTax"] = excl
@@ -1367,6 +1400,32 @@ class ErpService:
         doc["totalAmountIncludingTax"] = excl + tax
         doc["discountAmount"] = sum((line["discountAmount"] for line in lines), zero)
         doc["remainingAmount"] = zero if doc.get("status") == "Draft" else excl + tax
+
+    @staticmethod
+    def _allocate_vat(lines: list[dict[str, Any]], currency: str) -> None:
+        """VAT per document and VAT Identifier, as BaseApp's Sales Line ``UpdateVATAmounts``
+        (module docstring): the lines of one group (VAT Identifier, sign of the amount) in
+        ``sequence`` order each get ``round(group base so far x VAT %) - VAT of the group's
+        earlier lines``, so the group's VAT is ``round(group base x VAT %)``."""
+        groups: dict[tuple[str, Decimal, bool], tuple[Decimal, Decimal]] = {}
+        for line in sorted(lines, key=lambda ln: int(ln.get("sequence") or 0)):
+            identifier = str(line.pop("_vatIdentifier", "") or line.get("taxCode") or "")
+            excl = line["amountExcludingTax"]
+            rate = line["taxPercent"]
+            key = (identifier, rate, excl >= 0)
+            base_before, vat_before = groups.get(key, (Decimal(0), Decimal(0)))
+            base = base_before + excl
+            vat = round_money(base * rate / 100, currency)
+            line_vat = vat - vat_before
+            groups[key] = (base, vat)
+            line.update(
+                {
+                    "totalTaxAmount": line_vat,
+                    "amountIncludingTax": excl + line_vat,
+                    "netTaxAmount": line_vat,
+                    "netAmountIncludingTax": excl + line_vat,
+                }
+            )
 
     def _doc_from(self, es: EntitySet, data: dict[str, Any], cust: Mapping[str, Any]):
         doc = self._defaults(es)
