@@ -62,16 +62,19 @@ from erpsync.airflow.sync_dags import FIRM_TIMEZONE
             title="Billing period",
             description="Month to bill, YYYY-MM. Empty: the month before today (firm time zone).",
         ),
+        # Optional fields allow "null" (Airflow's Params docs: a typed field is required unless
+        # its type permits null; https://airflow.apache.org/docs/apache-airflow/stable/
+        # core-concepts/params.html and example_params_ui_tutorial.py): empty means "all".
         "clients": Param(
-            [],
-            type="array",
+            None,
+            type=["null", "array"],
             items={"type": "string"},
             title="Clients",
             description="CRM account ids to bill, one per line. Empty: every client.",
         ),
         "billing_types": Param(
-            [],
-            type="array",
+            None,
+            type=["null", "array"],
             items={"type": "string", "enum": list(billing_flow.BILLING_TYPES)},
             title="Billing types",
             description="time, expense, milestone, retainer. Empty: all of them.",

@@ -115,8 +115,14 @@ def test_a_run_bills_the_month_before_its_date_in_the_firm_time_zone():
 def test_form_mistakes_are_refused_with_the_reason():
     from airflow.sdk.exceptions import AirflowFailException
 
-    with pytest.raises(AirflowFailException, match="unknown billing types"):
+    with pytest.raises(AirflowFailException, match=r"^Billing types \(billing_types\): unknown"):
         billing_flow.plan_period_run(_context({"billing_types": ["hours"]}), FIRM_TIMEZONE)
+    with pytest.raises(AirflowFailException, match=r"^Billing period \(billing_period\).*01\.\.12"):
+        billing_flow.plan_period_run(_context({"billing_period": "2026-13"}), FIRM_TIMEZONE)
+    with pytest.raises(AirflowFailException, match=r"^Billing period \(billing_period\).*YYYY-MM"):
+        billing_flow.plan_period_run(_context({"billing_period": "13/2026"}), FIRM_TIMEZONE)
+    with pytest.raises(AirflowFailException, match=r"^Clients \(clients\): expected a list"):
+        billing_flow.plan_period_run(_context({"clients": 42}), FIRM_TIMEZONE)
     with pytest.raises(AirflowFailException, match="needs a reason"):
         billing_flow.plan_period_run(_context({"credit_note_for": "INV-1"}), FIRM_TIMEZONE)
     request = billing_flow.plan_period_run(
@@ -147,7 +153,41 @@ def test_invoice_dag_is_monthly_in_the_firm_zone_with_a_form(invoice_dag):
     assert getattr(zone, "name", zone) == FIRM_TIMEZONE
     params = invoice_dag.params
     assert {"billing_period", "clients", "billing_types", "dry_run"} <= set(params.keys())
-    assert params["dry_run"] is False and params["clients"] == []
+    assert params["dry_run"] is False
+    assert params["clients"] is None and params["billing_types"] is None
+
+
+def test_form_optional_fields_are_optional_and_bad_values_are_refused(invoice_dag):
+    """Empty Clients / Billing types mean "all": their Params allow null, which is what makes a
+    typed field optional in Airflow's form (Params docs; example_params_ui_tutorial.py). A bad
+    period or billing type is refused by the form's schema, naming the field, before any run."""
+    import copy
+
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    for name in ("billing_period", "clients", "billing_types", "credit_note_for"):
+        schema = invoice_dag.params.get_param(name).schema
+        assert "null" in schema["type"], name
+    params = copy.deepcopy(invoice_dag.params)
+    assert params.validate()["clients"] is None  # a scheduled run: every client and type
+    for conf, field in (
+        ({"billing_period": "2026-13"}, "billing_period"),
+        ({"billing_types": ["time", "hours"]}, "billing_types"),
+        ({"clients": "001A"}, "clients"),
+    ):
+        params = copy.deepcopy(invoice_dag.params)
+        with pytest.raises(ParamValidationError, match=f"param {field}"):
+            params.update(conf)  # a form value is validated as it is set
+            params.validate()
+    params = copy.deepcopy(invoice_dag.params)
+    params.update({"billing_period": "2026-12", "clients": [], "billing_types": ["time"]})
+    assert params.validate()["billing_types"] == ["time"]
+    # the planner treats null like empty: all clients, all types
+    request = billing_flow.plan_period_run(
+        _context({"billing_period": "2026-12", "clients": None, "billing_types": None}),
+        FIRM_TIMEZONE,
+    )
+    assert request["clients"] == [] and request["billing_types"] == []
     assert "Required Actions" in invoice_dag.doc_md and "Dry run" in invoice_dag.doc_md
     assert set(invoice_dag.task_dict) == {"plan_billing_run", *SHARED}
 

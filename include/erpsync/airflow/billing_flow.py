@@ -592,28 +592,34 @@ def plan_period_run(context: Any, timezone: str) -> dict:
     No billing period in the form means the month before the run's date in the firm's time
     zone (the monthly run on the 2nd bills the month that just ended)."""
     params = context.get("params") or {}
-    period = (params.get("billing_period") or "").strip()
+    period = str(params.get("billing_period") or "").strip()
     if period:
-        start, end = month_bounds(period)
+        try:
+            start, end = month_bounds(period)
+        except ValueError as exc:
+            raise _fail(f"Billing period (billing_period): {exc}") from exc
     else:
         start, end = previous_month(run_day(context, timezone))
-    credit_for = (params.get("credit_note_for") or "").strip()
+    credit_for = str(params.get("credit_note_for") or "").strip()
     request = {
         "kind": "credit_note" if credit_for else "period",
         "period_start": start.isoformat(),
         "period_end": end.isoformat(),
-        "clients": [c.strip() for c in params.get("clients") or [] if c and c.strip()],
-        "billing_types": [t for t in params.get("billing_types") or [] if t],
+        "clients": _form_list(params.get("clients"), "Clients (clients)"),
+        "billing_types": _form_list(params.get("billing_types"), "Billing types (billing_types)"),
         "dry_run": bool(params.get("dry_run")),
     }
     if credit_for:
         request["credit_note_for"] = credit_for
-        request["credit_note_reason"] = (params.get("credit_note_reason") or "").strip()
+        request["credit_note_reason"] = str(params.get("credit_note_reason") or "").strip()
         if not request["credit_note_reason"]:
             raise _fail("a credit note needs a reason (the 'Credit note reason' field)")
     unknown = sorted(set(request["billing_types"]) - set(BILLING_TYPES))
     if unknown:
-        raise _fail(f"unknown billing types {unknown}; choose from {list(BILLING_TYPES)}")
+        raise _fail(
+            f"Billing types (billing_types): unknown billing types {unknown}; choose from "
+            f"{list(BILLING_TYPES)} or leave the field empty for all"
+        )
     print(  # noqa: T201
         f"billing run requested by {prepared_by(context)}: {request['kind']} "
         f"{request['period_start']} .. {request['period_end']}, clients "
@@ -622,6 +628,18 @@ def plan_period_run(context: Any, timezone: str) -> dict:
         + (f", credit note for {credit_for}" if credit_for else "")
     )
     return request
+
+
+def _form_list(value: Any, field: str) -> list[str]:
+    """A list field of the form: empty (None, ``[]``, ``""``) means all; a string (a run
+    triggered with JSON conf or the CLI) is split on commas and new lines."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = re.split(r"[,\n]", value)
+    if not isinstance(value, list | tuple):
+        raise _fail(f"{field}: expected a list of values, got {value!r}")
+    return [str(v).strip() for v in value if v is not None and str(v).strip()]
 
 
 def check_references(request: dict) -> dict:
