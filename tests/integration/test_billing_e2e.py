@@ -498,6 +498,10 @@ def test_rejected_batch_releases_its_items(billing):
 
 
 def test_the_preparer_cannot_approve_their_own_batch(billing):
+    """A refusal followed by an approval by a second person in one run, with no manual
+    clearing: the preparer's Approve is refused (maker-checker) and audited, Airflow asks again
+    (a new try of the approval task: a new Required Action with the current summary and hash),
+    and the second person's approval is pushed."""
     crm = billing.sandbox.ctx.stores["crm"]
     client = sorted(
         {
@@ -514,21 +518,32 @@ def test_the_preparer_cannot_approve_their_own_batch(billing):
     )[0]  # not a contract whose total is checked, not the domestic (taxed) client
     billing.maker_client = client
     run = billing.start("maker_checker", DAG, {"billing_period": PERIOD, "clients": [client]})
-    billing.answer(run, "dag_test", "Approve")  # the user who triggered the run
+    first = billing.answer(run, "dag_test", "Approve")  # the user who triggered the run
+    second = billing.answer(run, "approver", "Approve", comment="four eyes")
     states = billing.finish(run)
-    assert states["approve_batch"] == "success"
-    assert states["record_decision"] == "failed"
-    assert states["push_to_erp"] == "upstream_failed"
-    batch_id, _k, status, prepared_by, decided_by, _h, _d = billing.latest_batch()
-    assert (status, prepared_by, decided_by) == ("awaiting_approval", "dag_test", None)
+    assert set(states.values()) == {"success"}, states
+    batch_id, _k, status, prepared_by, decided_by, chash, decided_hash = billing.latest_batch()
+    assert (status, prepared_by, decided_by) == ("released", "dag_test", "approver")
+    assert content_hash_shown(first.body) == content_hash_shown(second.body) == chash
+    assert chash == decided_hash
+    assert "asked again, 1 answer(s) refused" in second.subject
+    assert "cannot also approve it (maker-checker)" in second.body
     out = billing.outputs["maker_checker"]
     assert "dag_test prepared batch" in out and "cannot also approve it (maker-checker)" in out
-    assert _q(
+    trail = _q(
         billing.url,
-        "SELECT actor FROM audit.audit_log WHERE action = 'invoice_batch.approval_refused' "
-        "AND entity_id = %s AND source_run_id = %s",
+        "SELECT action, actor, detail FROM audit.audit_log WHERE entity_id = %s "
+        "AND source_run_id = %s AND action LIKE 'invoice_batch.approv%%' ORDER BY audit_id",
         (str(batch_id), billing.run_ids["maker_checker"]),
-    ) == [("dag_test",)]
+    )
+    assert [(a, actor) for a, actor, _d in trail if a != "invoice_batch.approval_requested"] == [
+        ("invoice_batch.approval_refused", "dag_test"),
+        ("invoice_batch.approved", "approver"),
+    ]
+    asked = [d for a, _actor, d in trail if a == "invoice_batch.approval_requested"]
+    assert [d["ask"] for d in asked] == [1, 2] and {d["content_hash"] for d in asked} == {chash}
+    refused = next(d for a, _actor, d in trail if a == "invoice_batch.approval_refused")
+    assert refused["reason"] == "maker_checker" and refused["shown_hash"] == chash
     billing.maker_batch = batch_id
 
 
@@ -557,9 +572,8 @@ def test_no_answer_in_time_rejects_by_default(billing):
 
 
 def test_a_batch_changed_after_it_was_shown_is_not_pushed(billing):
-    from erpsync.invoicing import decide
-    from erpsync.sync.spec import RunInfo
-
+    """An approval for a hash the batch no longer has is refused; the same run asks again with
+    the current summary and hash, and the next answer (a rejection here) is recorded."""
     client = _ready_clients(billing, 3)[2]
     billing.changed_client = client
     erp_before = len(billing.erp_invoices())
@@ -576,27 +590,29 @@ def test_a_batch_changed_after_it_was_shown_is_not_pushed(billing):
                 (batch_id,),
             )
         api.answer(pending, "Approve")
+    # asked again, in the same run, with the batch as it is now
+    again = billing.answer(run, "approver", "Reject", comment="changed after review")
     states = billing.finish(run)
-    assert states["record_decision"] == "failed"
-    assert states["push_to_erp"] == "upstream_failed"
+    assert states["approve_batch"] == "success" and states["record_decision"] == "success"
+    assert states["push_to_erp"] == "skipped"
     assert len(billing.erp_invoices()) == erp_before
     assert "changed after it was shown to approver" in billing.outputs["changed"]
+    new_hash = content_hash_shown(again.body)
+    assert new_hash and new_hash != shown_hash and "asked again" in again.subject
+    assert "changed after it was shown to approver" in again.body  # the refused answer
     assert _q(
         billing.url,
-        "SELECT status, decided_by FROM billing.invoice_batches WHERE batch_id = %s",
+        "SELECT status, decided_by, decided_hash FROM billing.invoice_batches WHERE batch_id = %s",
         (batch_id,),
-    ) == [("awaiting_approval", None)]
-    # a person rejects it (a rejection needs no hash match): its items go back to the pool
-    with psycopg.connect(billing.url) as conn:
-        decide(
-            conn,
-            RunInfo.local("cleanup"),
-            batch_id,
-            decision="reject",
-            by="approver",
-            content_hash=shown_hash,
-            comment="changed after review",
-        )
+    ) == [("rejected", "approver", new_hash)]
+    refused = _q(
+        billing.url,
+        "SELECT detail ->> 'reason', detail ->> 'shown_hash', detail ->> 'current_hash' "
+        "FROM audit.audit_log WHERE action = 'invoice_batch.approval_refused' "
+        "AND entity_id = %s",
+        (str(batch_id),),
+    )
+    assert refused == [("batch_changed", shown_hash, new_hash)]
 
 
 def test_approved_batch_is_posted_in_the_erp_and_billed_in_the_psa(billing):

@@ -28,7 +28,9 @@ SHARED = [
     "dq_gate",
     "build_batch",
     "needs_approval",
-    "approve_batch",
+    "approve_batch",  # the first ask; a refused answer is asked again by the next ones
+    "approve_batch_2",
+    "approve_batch_3",
     "record_decision",
     "push_to_erp",
     "export_files",
@@ -195,18 +197,25 @@ def test_form_optional_fields_are_optional_and_bad_values_are_refused(invoice_da
 def test_the_approval_defaults_to_reject_after_the_timeout(invoice_dag):
     from airflow.providers.standard.operators.hitl import HITLOperator
 
-    approve = invoice_dag.task_dict["approve_batch"]
-    assert isinstance(approve, HITLOperator)
-    assert approve.options == ["Approve", "Reject"] and approve.defaults == ["Reject"]
-    assert approve.response_timeout == timedelta(hours=72)
-    assert "content_hash" in approve.body and "markdown" in approve.body
+    for task_id in ("approve_batch", "approve_batch_2", "approve_batch_3"):
+        approve = invoice_dag.task_dict[task_id]
+        assert isinstance(approve, HITLOperator)
+        assert approve.options == ["Approve", "Reject"] and approve.defaults == ["Reject"]
+        assert approve.response_timeout == timedelta(hours=72)
+        assert "content_hash" in approve.body and "markdown" in approve.body
+    assert invoice_dag.task_dict["approve_batch_3"].previous_task_ids == [
+        "approve_batch",
+        "approve_batch_2",
+    ]
     assert invoice_dag.task_dict["report"].trigger_rule == "none_failed"
     # wiring: gate -> build -> approval -> decision -> push -> export -> report
     down = {t: set(invoice_dag.task_dict[t].downstream_task_ids) for t in invoice_dag.task_dict}
     assert down["plan_billing_run"] == {"dq_gate", "build_batch"}
     assert down["dq_gate"] == {"build_batch"}
     assert down["needs_approval"] == {"approve_batch"}
-    assert down["approve_batch"] == {"record_decision"}
+    assert down["approve_batch"] == {"approve_batch_2"}
+    assert down["approve_batch_2"] == {"approve_batch_3"}
+    assert down["approve_batch_3"] == {"record_decision"}
     assert down["record_decision"] == {"push_to_erp", "export_files"}
     assert down["push_to_erp"] == {"export_files"}
     assert down["export_files"] == {"report"}

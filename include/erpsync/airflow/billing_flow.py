@@ -16,10 +16,12 @@ a copy)::
 * ``approve_batch``: Airflow's :class:`~airflow.providers.standard.operators.hitl.HITLOperator`
   with the options Approve / Reject, the batch summary as Markdown, and a response timeout whose
   default is **Reject** (``ERPSYNC_APPROVAL_TIMEOUT``, default 72 h).
-* ``record_decision``: maker-checker (the responder must not be the preparer: the task fails and
-  says why, the batch stays awaiting approval) and the hash binding (the decision is recorded
-  for the hash the approver was shown; if the batch changed since, the approval is void). A
-  rejection (or the timeout) releases the batch's items for the next run.
+  An approval by the preparer (maker-checker) or for a hash the batch no longer has is refused,
+  audited, and asked again in the same run with the current summary and hash
+  (:mod:`erpsync.airflow.approval_task`).
+* ``record_decision``: records the decision for the hash the approver was shown (maker-checker
+  and the hash binding are checked again by :func:`erpsync.invoicing.decide`). A rejection (or
+  the timeout) releases the batch's items for the next run.
 * ``push_to_erp``: :func:`erpsync.invoicing.push.push_batch` (check-then-create, post, billed
   back to the PSA); failures that may pass are retried by Airflow, safely.
 * ``export_files``: the released batch as CSV and JSON files.
@@ -342,7 +344,8 @@ def record(context: Any, built: dict, response: dict | None) -> dict:
     if responder is None:
         comment = comment or "no answer before the response timeout: rejected by default"
     decision = "approve" if chosen == APPROVE else "reject"
-    shown_hash = built["content_hash"]
+    # the hash of the question the person answered (it may be a later ask than the build's)
+    shown_hash = response.get("content_hash") or built["content_hash"]
     try:
         with _connect() as conn:
             invoicing.decide(
@@ -369,8 +372,8 @@ def record(context: Any, built: dict, response: dict | None) -> dict:
             conn.commit()
         raise _fail(
             f"{by} prepared batch {batch_id} and cannot also approve it (maker-checker): {exc}. "
-            "The batch stays awaiting approval with its items reserved; clear the task "
-            "'approve_batch' (with downstream) so that another person approves or rejects it."
+            "The batch stays awaiting approval with its items reserved; run billing again for "
+            "the scope to ask for its approval."
         ) from exc
     except invoicing.BatchStateError as exc:
         # a retry after the decision was committed: the recorded decision stands
@@ -516,8 +519,9 @@ def billing_tasks(request, *, approval_timeout_: timedelta | None = None):
     Returns ``(first, last)`` tasks. Both billing DAGs call this, so a batch from a monthly run,
     an on-demand run, a credit note or an accepted milestone is built, approved, pushed and
     exported by the same code."""
-    from airflow.providers.standard.operators.hitl import HITLOperator
     from airflow.sdk import Param
+
+    from erpsync.airflow.approval_task import BatchApprovalOperator, approval_asks, ask_task_id
 
     @task(task_id="dq_gate")
     def dq_gate(**context) -> dict:
@@ -531,30 +535,42 @@ def billing_tasks(request, *, approval_timeout_: timedelta | None = None):
     def needs_approval_(built: dict) -> bool:
         return needs_approval(built)
 
-    approve_batch = HITLOperator(
-        task_id="approve_batch",
-        subject=(
-            "Approve invoice batch {{ ti.xcom_pull(task_ids='build_batch')['batch_id'] }}: "
-            "{{ ti.xcom_pull(task_ids='build_batch')['invoices'] }} invoice(s)"
-        ),
-        body="{{ ti.xcom_pull(task_ids='build_batch')['markdown'] }}" + approval_body_footer(),
-        options=[APPROVE, REJECT],
-        defaults=[REJECT],
-        params={
-            "comment": Param(
-                "",
-                type=["null", "string"],
-                title="Comment",
-                description="Why you approve or reject (kept in the audit trail).",
-            )
-        },
-        response_timeout=approval_timeout_ or approval_timeout(),
-        doc_md="Approve or reject the batch shown. No answer in time means Reject.",
-    )
+    # subject and body are rebuilt from the warehouse each time the question is asked (a
+    # refused answer is asked again, with the current summary and hash: approval_task.py)
+    asks = approval_asks()
+    ask_chain = [
+        BatchApprovalOperator(
+            task_id=ask_task_id(ask),
+            ask=ask,
+            asks=asks,
+            subject=(
+                "Approve invoice batch {{ ti.xcom_pull(task_ids='build_batch')['batch_id'] }}: "
+                "{{ ti.xcom_pull(task_ids='build_batch')['invoices'] }} invoice(s)"
+            ),
+            body="{{ ti.xcom_pull(task_ids='build_batch')['markdown'] }}" + approval_body_footer(),
+            options=[APPROVE, REJECT],
+            defaults=[REJECT],
+            params={
+                "comment": Param(
+                    "",
+                    type=["null", "string"],
+                    title="Comment",
+                    description="Why you approve or reject (kept in the audit trail).",
+                )
+            },
+            response_timeout=approval_timeout_ or approval_timeout(),
+            doc_md=(
+                "Approve or reject the batch shown. No answer in time means Reject. An approval by "
+                "the preparer, or for a batch that changed meanwhile, is refused and the current "
+                "batch is asked again."
+            ),
+        )
+        for ask in range(1, asks + 1)
+    ]
 
     @task(task_id="record_decision", retries=2)
     def record_decision(built: dict, **context) -> dict:
-        response = context["ti"].xcom_pull(task_ids="approve_batch")
+        response = context["ti"].xcom_pull(task_ids=ask_chain[-1].task_id)
         return record(context, built, response)
 
     @task(task_id="push_to_erp", pool="erp_api")
@@ -574,7 +590,10 @@ def billing_tasks(request, *, approval_timeout_: timedelta | None = None):
     gate >> built
     go = needs_approval_(built)
     decided = record_decision(built)
-    go >> approve_batch >> decided
+    go >> ask_chain[0]
+    for earlier, later in zip(ask_chain, ask_chain[1:], strict=False):
+        earlier >> later
+    ask_chain[-1] >> decided
     pushed = push_to_erp(decided)
     exported = export_files(decided)
     pushed >> exported
