@@ -756,6 +756,129 @@ def test_credit_note_goes_through_the_same_approval_and_push(billing):
     billing.credit_batch = batch_id
 
 
+def test_a_partial_credit_note_end_to_end(billing):
+    """A partial credit note from the form (one whole line, part of another) through the same
+    approval and push: its own ERP credit memo with its own lines referencing the posted
+    invoice, the ledger and PSA billed state of the credited items, the audit trail and the
+    export."""
+    from erpsync.money import quantum
+
+    inv_id, doc, erp_id, erp_number, cur = _q(
+        billing.url,
+        """SELECT i.invoice_id, i.document_number, i.erp_invoice_id, i.erp_number,
+                  i.currency::text
+             FROM billing.invoices i
+            WHERE i.batch_id = %s AND i.status = 'billed_back'
+              AND NOT EXISTS (SELECT 1 FROM billing.invoices c
+                               WHERE c.credit_of_invoice_id = i.invoice_id)
+              AND (SELECT count(*) FROM billing.invoice_lines l
+                    WHERE l.invoice_id = i.invoice_id) >= 2
+            ORDER BY i.tax = 0 DESC, i.invoice_id LIMIT 1""",
+        (billing.e2e_batch,),
+    )[0]
+    lines = _q(
+        billing.url,
+        "SELECT line_no, net_amount, item_keys FROM billing.invoice_lines WHERE invoice_id = %s "
+        "ORDER BY line_no",
+        (inv_id,),
+    )
+    (whole_no, whole_net, whole_keys), (part_no, _net, _keys) = lines[0], lines[1]
+    part = quantum(cur) * 3
+    psa = billing.sandbox.ctx.stores["psa"]
+
+    def psa_state(key: str):
+        kind, _, pid = key.partition(":")
+        body = psa.get("time_entries" if kind == "time" else "expenses", pid) or {}
+        return body.get("is_billed"), body.get("invoice")
+
+    before = {k: psa_state(k) for k in whole_keys}
+    run = billing.start(
+        "partial_credit",
+        DAG,
+        {
+            "credit_note_for": erp_number,
+            "credit_note_reason": "Travel not rebillable; rate corrected",
+            "credit_note_lines": [str(whole_no), f"{part_no}:{part}"],
+        },
+    )
+    pending = billing.answer(run, "approver", "Approve")
+    states = billing.finish(run)
+    assert set(states.values()) == {"success"}, states
+    batch_id, kind, status, _p, decided_by, chash, _d = billing.latest_batch()
+    assert (kind, status, decided_by) == ("credit_note", "released", "approver")
+    assert content_hash_shown(pending.body) == chash
+    credit_id, credit_doc, net, total, credit_erp_number = _q(
+        billing.url,
+        """SELECT invoice_id, document_number, net, total, erp_number FROM billing.invoices
+            WHERE batch_id = %s AND credit_of_invoice_id = %s""",
+        (batch_id, inv_id),
+    )[0]
+    assert net == -(whole_net + part)
+
+    # the ERP: its own credit memo, its own lines, referencing the posted invoice
+    memos = [
+        m
+        for m in billing.sandbox.ctx.stores["erp"].scan("salesCreditMemos")
+        if m["externalDocumentNumber"] == credit_doc
+    ]
+    assert len(memos) == 1
+    memo = memos[0]
+    assert (memo["invoiceId"], memo["invoiceNumber"]) == (erp_id, erp_number)
+    assert memo["status"] == "Open" and memo["number"] == credit_erp_number
+    assert Decimal(str(memo["totalAmountExcludingTax"])) == -net
+    memo_lines = billing.sandbox.ctx.stores["erp"].scan(
+        "salesCreditMemoLines", where={"parent_id": memo["id"]}
+    )
+    assert sorted(Decimal(str(m["amountExcludingTax"])) for m in memo_lines) == sorted(
+        [whole_net, part]
+    )
+    invoice = billing.sandbox.ctx.stores["erp"].get("salesInvoices", erp_id)
+    assert invoice["status"] != "Corrective"  # partly credited
+
+    # the ledger and the PSA: the items stay billed by the invoice; the wholly credited line's
+    # items are credited by the credit note; Harvest is not written
+    assert _q(
+        billing.url,
+        "SELECT DISTINCT invoice_id FROM billing.billed_items WHERE item_key = ANY(%s)",
+        (list(whole_keys),),
+    ) == [(inv_id,)]
+    assert sorted(
+        r[0]
+        for r in _q(
+            billing.url,
+            "SELECT item_key FROM billing.credited_items WHERE credit_invoice_id = %s",
+            (credit_id,),
+        )
+    ) == sorted(whole_keys)
+    assert _q(
+        billing.url,
+        "SELECT status, erpsync_items FROM billing.psa_billed_state WHERE invoice_id = %s",
+        (credit_id,),
+    ) == [("credit_note", sorted(whole_keys))]
+    assert {k: psa_state(k) for k in whole_keys} == before
+
+    # the audit trail of the run, and the export
+    actions = {
+        r[0]
+        for r in _q(
+            billing.url,
+            "SELECT action FROM audit.audit_log WHERE source_run_id = %s",
+            (billing.run_ids["partial_credit"],),
+        )
+    }
+    assert {"credit_note.prepared", "invoice_batch.approved", "invoice.posted"} <= actions
+    out = Path(billing.env["ERPSYNC_EXPORT_DIR"]) / str(batch_id)
+    exported = json.loads((out / "batch.json").read_text())
+    [row] = exported["invoices"]
+    assert (row["kind"], row["credit_of_document_number"], row["erp_number"]) == (
+        "credit_note",
+        doc,
+        credit_erp_number,
+    )
+    assert Decimal(row["net"]) == net and Decimal(row["total"]) == total
+    assert [ln["credit_of_line_no"] for ln in row["lines"]] == [whole_no, part_no]
+
+
 def test_accepted_milestone_is_billed_through_the_same_path(billing):
     """The client accepts a fixed-fee milestone in the CRM (Contract_Milestone__c; Harvest has
     no milestones): the milestone DAG's sensor pulls it, the batch is approved and pushed, and

@@ -131,6 +131,32 @@ def test_form_mistakes_are_refused_with_the_reason():
         _context({"credit_note_for": "PSI-1", "credit_note_reason": "wrong rate"}), FIRM_TIMEZONE
     )
     assert request["kind"] == "credit_note" and request["credit_note_for"] == "PSI-1"
+    assert "credit_note_lines" not in request  # the whole invoice
+    request = billing_flow.plan_period_run(
+        _context(
+            {
+                "credit_note_for": "PSI-1",
+                "credit_note_reason": "rate",
+                "credit_note_lines": ["2", " 1 : 150.50 "],
+            }
+        ),
+        FIRM_TIMEZONE,
+    )
+    assert request["credit_note_lines"] == [{"line_no": 2}, {"line_no": 1, "amount": "150.50"}]
+    for bad in (["x"], ["0"], ["1:0"]):
+        with pytest.raises(AirflowFailException, match=r"^Credit note lines \(credit_note_lines\)"):
+            billing_flow.plan_period_run(
+                _context(
+                    {
+                        "credit_note_for": "PSI-1",
+                        "credit_note_reason": "r",
+                        "credit_note_lines": bad,
+                    }
+                ),
+                FIRM_TIMEZONE,
+            )
+    with pytest.raises(AirflowFailException, match="fill 'Credit note for'"):
+        billing_flow.plan_period_run(_context({"credit_note_lines": ["2"]}), FIRM_TIMEZONE)
 
 
 def test_dry_runs_and_empty_batches_ask_nobody():

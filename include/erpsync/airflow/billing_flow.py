@@ -252,12 +252,17 @@ def build(context: Any, request: dict) -> dict:
     with _connect() as conn:
         if kind == "credit_note":
             invoice_id = _resolve_invoice(conn, str(request["credit_note_for"]))
+            lines = [
+                {**spec, "amount": Decimal(spec["amount"])} if "amount" in spec else dict(spec)
+                for spec in request.get("credit_note_lines") or []
+            ]
             result = invoicing.create_credit_note(
                 conn,
                 run,
                 invoice_id,
                 reason=request.get("credit_note_reason") or "correction",
                 prepared_by=preparer,
+                lines=lines or None,
             )
         else:
             result = invoicing.build_batch(
@@ -633,6 +638,14 @@ def plan_period_run(context: Any, timezone: str) -> dict:
         request["credit_note_reason"] = str(params.get("credit_note_reason") or "").strip()
         if not request["credit_note_reason"]:
             raise _fail("a credit note needs a reason (the 'Credit note reason' field)")
+        lines = _credit_lines(params.get("credit_note_lines"))
+        if lines:
+            request["credit_note_lines"] = lines
+    elif _form_list(params.get("credit_note_lines"), "Credit note lines (credit_note_lines)"):
+        raise _fail(
+            "Credit note lines (credit_note_lines): fill 'Credit note for' with the invoice "
+            "they belong to"
+        )
     unknown = sorted(set(request["billing_types"]) - set(BILLING_TYPES))
     if unknown:
         raise _fail(
@@ -659,6 +672,24 @@ def _form_list(value: Any, field: str) -> list[str]:
     if not isinstance(value, list | tuple):
         raise _fail(f"{field}: expected a list of values, got {value!r}")
     return [str(v).strip() for v in value if v is not None and str(v).strip()]
+
+
+def _credit_lines(value: Any) -> list[dict]:
+    """The form's credit note lines (``"2"``: all of line 2, ``"1:150.00"``: 150.00 of line 1)
+    as ``[{"line_no": 2}, {"line_no": 1, "amount": "150.00"}]`` (amounts as strings: XCom)."""
+    field = "Credit note lines (credit_note_lines)"
+    out: list[dict] = []
+    for entry in _form_list(value, field):
+        match = re.fullmatch(r"(\d+)\s*(?::\s*(\d+(?:\.\d+)?))?", entry)
+        if not match or int(match.group(1)) < 1:
+            raise _fail(f"{field}: {entry!r} is not '<line no>' or '<line no>:<amount>'")
+        spec: dict = {"line_no": int(match.group(1))}
+        if match.group(2) is not None:
+            if Decimal(match.group(2)) <= 0:
+                raise _fail(f"{field}: {entry!r}: the amount must be more than zero")
+            spec["amount"] = match.group(2)
+        out.append(spec)
+    return out
 
 
 def check_references(request: dict) -> dict:
