@@ -1022,7 +1022,18 @@ def test_a_partial_credit_note_end_to_end(env, tmp_path):
             "SELECT net_amount FROM billing.invoice_lines WHERE invoice_id = %s ORDER BY line_no",
             (inv["invoice_id"],),
         ).fetchall()
-    part = money.quantum(cur) * 7  # seven minor units of the time line
+        (rate,) = conn.execute(
+            "SELECT rate FROM billing.invoice_taxes WHERE invoice_id = %s", (inv["invoice_id"],)
+        ).fetchone()
+    # a part of the time line whose tax rounds the same per line (the ERP) and per credit note
+    # (erpsync): the ERP-bound totals of a tie are another test's subject
+    part = next(
+        money.quantum(cur) * k
+        for k in range(7, 200)
+        if money.round_money((line2 + money.quantum(cur) * k) * rate / 100, cur)
+        == money.round_money(line2 * rate / 100, cur)
+        + money.round_money(money.quantum(cur) * k * rate / 100, cur)
+    )
     expense_key = next(k for k in inv["items"] if k.startswith("expense:"))
     memos_before = {m["id"] for m in env.erp_docs("salesCreditMemos")}
 
