@@ -30,7 +30,9 @@ person has approved them.
 the firm's time zone), *Clients* (CRM account ids; empty = all), *Billing types* (time, expense,
 milestone, retainer; empty = all), *Dry run* (build and report only: no approval, nothing sent).
 To correct a posted invoice, fill *Credit note for* (its document or ERP number) and *Credit note
-reason*: the credit note goes through the same approval and push.
+reason*, and for a partial credit *Credit note lines* (`2` = all of line 2, `1:150.00` = 150.00 of
+line 1): the credit note goes through the same approval and push, and never credits more than
+was invoiced.
 
 Scheduled monthly at 06:00 on the 2nd, in the firm's time zone.
 """
@@ -62,16 +64,19 @@ from erpsync.airflow.sync_dags import FIRM_TIMEZONE
             title="Billing period",
             description="Month to bill, YYYY-MM. Empty: the month before today (firm time zone).",
         ),
+        # Optional fields allow "null" (Airflow's Params docs: a typed field is required unless
+        # its type permits null; https://airflow.apache.org/docs/apache-airflow/stable/
+        # core-concepts/params.html and example_params_ui_tutorial.py): empty means "all".
         "clients": Param(
-            [],
-            type="array",
+            None,
+            type=["null", "array"],
             items={"type": "string"},
             title="Clients",
             description="CRM account ids to bill, one per line. Empty: every client.",
         ),
         "billing_types": Param(
-            [],
-            type="array",
+            None,
+            type=["null", "array"],
             items={"type": "string", "enum": list(billing_flow.BILLING_TYPES)},
             title="Billing types",
             description="time, expense, milestone, retainer. Empty: all of them.",
@@ -87,6 +92,18 @@ from erpsync.airflow.sync_dags import FIRM_TIMEZONE
             type=["null", "string"],
             title="Credit note for",
             description="Document or ERP number of a posted invoice to correct (optional).",
+            section="Corrections",
+        ),
+        "credit_note_lines": Param(
+            None,
+            type=["null", "array"],
+            items={"type": "string", "pattern": r"^\s*\d+\s*(:\s*\d+(\.\d+)?\s*)?$"},
+            title="Credit note lines",
+            description=(
+                "Optional, for a partial credit note: one invoice line per entry, '<line no>' "
+                "(the whole line) or '<line no>:<amount>' (part of it, in the invoice currency). "
+                "Empty: the whole invoice."
+            ),
             section="Corrections",
         ),
         "credit_note_reason": Param(

@@ -498,6 +498,10 @@ def test_rejected_batch_releases_its_items(billing):
 
 
 def test_the_preparer_cannot_approve_their_own_batch(billing):
+    """A refusal followed by an approval by a second person in one run, with no manual
+    clearing: the preparer's Approve is refused (maker-checker) and audited, Airflow asks again
+    (a new try of the approval task: a new Required Action with the current summary and hash),
+    and the second person's approval is pushed."""
     crm = billing.sandbox.ctx.stores["crm"]
     client = sorted(
         {
@@ -514,21 +518,32 @@ def test_the_preparer_cannot_approve_their_own_batch(billing):
     )[0]  # not a contract whose total is checked, not the domestic (taxed) client
     billing.maker_client = client
     run = billing.start("maker_checker", DAG, {"billing_period": PERIOD, "clients": [client]})
-    billing.answer(run, "dag_test", "Approve")  # the user who triggered the run
+    first = billing.answer(run, "dag_test", "Approve")  # the user who triggered the run
+    second = billing.answer(run, "approver", "Approve", comment="four eyes")
     states = billing.finish(run)
-    assert states["approve_batch"] == "success"
-    assert states["record_decision"] == "failed"
-    assert states["push_to_erp"] == "upstream_failed"
-    batch_id, _k, status, prepared_by, decided_by, _h, _d = billing.latest_batch()
-    assert (status, prepared_by, decided_by) == ("awaiting_approval", "dag_test", None)
+    assert set(states.values()) == {"success"}, states
+    batch_id, _k, status, prepared_by, decided_by, chash, decided_hash = billing.latest_batch()
+    assert (status, prepared_by, decided_by) == ("released", "dag_test", "approver")
+    assert content_hash_shown(first.body) == content_hash_shown(second.body) == chash
+    assert chash == decided_hash
+    assert "asked again, 1 answer(s) refused" in second.subject
+    assert "cannot also approve it (maker-checker)" in second.body
     out = billing.outputs["maker_checker"]
     assert "dag_test prepared batch" in out and "cannot also approve it (maker-checker)" in out
-    assert _q(
+    trail = _q(
         billing.url,
-        "SELECT actor FROM audit.audit_log WHERE action = 'invoice_batch.approval_refused' "
-        "AND entity_id = %s AND source_run_id = %s",
+        "SELECT action, actor, detail FROM audit.audit_log WHERE entity_id = %s "
+        "AND source_run_id = %s AND action LIKE 'invoice_batch.approv%%' ORDER BY audit_id",
         (str(batch_id), billing.run_ids["maker_checker"]),
-    ) == [("dag_test",)]
+    )
+    assert [(a, actor) for a, actor, _d in trail if a != "invoice_batch.approval_requested"] == [
+        ("invoice_batch.approval_refused", "dag_test"),
+        ("invoice_batch.approved", "approver"),
+    ]
+    asked = [d for a, _actor, d in trail if a == "invoice_batch.approval_requested"]
+    assert [d["ask"] for d in asked] == [1, 2] and {d["content_hash"] for d in asked} == {chash}
+    refused = next(d for a, _actor, d in trail if a == "invoice_batch.approval_refused")
+    assert refused["reason"] == "maker_checker" and refused["shown_hash"] == chash
     billing.maker_batch = batch_id
 
 
@@ -557,9 +572,8 @@ def test_no_answer_in_time_rejects_by_default(billing):
 
 
 def test_a_batch_changed_after_it_was_shown_is_not_pushed(billing):
-    from erpsync.invoicing import decide
-    from erpsync.sync.spec import RunInfo
-
+    """An approval for a hash the batch no longer has is refused; the same run asks again with
+    the current summary and hash, and the next answer (a rejection here) is recorded."""
     client = _ready_clients(billing, 3)[2]
     billing.changed_client = client
     erp_before = len(billing.erp_invoices())
@@ -576,27 +590,29 @@ def test_a_batch_changed_after_it_was_shown_is_not_pushed(billing):
                 (batch_id,),
             )
         api.answer(pending, "Approve")
+    # asked again, in the same run, with the batch as it is now
+    again = billing.answer(run, "approver", "Reject", comment="changed after review")
     states = billing.finish(run)
-    assert states["record_decision"] == "failed"
-    assert states["push_to_erp"] == "upstream_failed"
+    assert states["approve_batch"] == "success" and states["record_decision"] == "success"
+    assert states["push_to_erp"] == "skipped"
     assert len(billing.erp_invoices()) == erp_before
     assert "changed after it was shown to approver" in billing.outputs["changed"]
+    new_hash = content_hash_shown(again.body)
+    assert new_hash and new_hash != shown_hash and "asked again" in again.subject
+    assert "changed after it was shown to approver" in again.body  # the refused answer
     assert _q(
         billing.url,
-        "SELECT status, decided_by FROM billing.invoice_batches WHERE batch_id = %s",
+        "SELECT status, decided_by, decided_hash FROM billing.invoice_batches WHERE batch_id = %s",
         (batch_id,),
-    ) == [("awaiting_approval", None)]
-    # a person rejects it (a rejection needs no hash match): its items go back to the pool
-    with psycopg.connect(billing.url) as conn:
-        decide(
-            conn,
-            RunInfo.local("cleanup"),
-            batch_id,
-            decision="reject",
-            by="approver",
-            content_hash=shown_hash,
-            comment="changed after review",
-        )
+    ) == [("rejected", "approver", new_hash)]
+    refused = _q(
+        billing.url,
+        "SELECT detail ->> 'reason', detail ->> 'shown_hash', detail ->> 'current_hash' "
+        "FROM audit.audit_log WHERE action = 'invoice_batch.approval_refused' "
+        "AND entity_id = %s",
+        (str(batch_id),),
+    )
+    assert refused == [("batch_changed", shown_hash, new_hash)]
 
 
 def test_approved_batch_is_posted_in_the_erp_and_billed_in_the_psa(billing):
@@ -738,6 +754,129 @@ def test_credit_note_goes_through_the_same_approval_and_push(billing):
     assert len(credit) == 1 and credit[0][2] == doc and credit[0][1]
     assert abs(Decimal(credit[0][0])) == Decimal(total)
     billing.credit_batch = batch_id
+
+
+def test_a_partial_credit_note_end_to_end(billing):
+    """A partial credit note from the form (one whole line, part of another) through the same
+    approval and push: its own ERP credit memo with its own lines referencing the posted
+    invoice, the ledger and PSA billed state of the credited items, the audit trail and the
+    export."""
+    from erpsync.money import quantum
+
+    inv_id, doc, erp_id, erp_number, cur = _q(
+        billing.url,
+        """SELECT i.invoice_id, i.document_number, i.erp_invoice_id, i.erp_number,
+                  i.currency::text
+             FROM billing.invoices i
+            WHERE i.batch_id = %s AND i.status = 'billed_back'
+              AND NOT EXISTS (SELECT 1 FROM billing.invoices c
+                               WHERE c.credit_of_invoice_id = i.invoice_id)
+              AND (SELECT count(*) FROM billing.invoice_lines l
+                    WHERE l.invoice_id = i.invoice_id) >= 2
+            ORDER BY i.tax = 0 DESC, i.invoice_id LIMIT 1""",
+        (billing.e2e_batch,),
+    )[0]
+    lines = _q(
+        billing.url,
+        "SELECT line_no, net_amount, item_keys FROM billing.invoice_lines WHERE invoice_id = %s "
+        "ORDER BY line_no",
+        (inv_id,),
+    )
+    (whole_no, whole_net, whole_keys), (part_no, _net, _keys) = lines[0], lines[1]
+    part = quantum(cur) * 3
+    psa = billing.sandbox.ctx.stores["psa"]
+
+    def psa_state(key: str):
+        kind, _, pid = key.partition(":")
+        body = psa.get("time_entries" if kind == "time" else "expenses", pid) or {}
+        return body.get("is_billed"), body.get("invoice")
+
+    before = {k: psa_state(k) for k in whole_keys}
+    run = billing.start(
+        "partial_credit",
+        DAG,
+        {
+            "credit_note_for": erp_number,
+            "credit_note_reason": "Travel not rebillable; rate corrected",
+            "credit_note_lines": [str(whole_no), f"{part_no}:{part}"],
+        },
+    )
+    pending = billing.answer(run, "approver", "Approve")
+    states = billing.finish(run)
+    assert set(states.values()) == {"success"}, states
+    batch_id, kind, status, _p, decided_by, chash, _d = billing.latest_batch()
+    assert (kind, status, decided_by) == ("credit_note", "released", "approver")
+    assert content_hash_shown(pending.body) == chash
+    credit_id, credit_doc, net, total, credit_erp_number = _q(
+        billing.url,
+        """SELECT invoice_id, document_number, net, total, erp_number FROM billing.invoices
+            WHERE batch_id = %s AND credit_of_invoice_id = %s""",
+        (batch_id, inv_id),
+    )[0]
+    assert net == -(whole_net + part)
+
+    # the ERP: its own credit memo, its own lines, referencing the posted invoice
+    memos = [
+        m
+        for m in billing.sandbox.ctx.stores["erp"].scan("salesCreditMemos")
+        if m["externalDocumentNumber"] == credit_doc
+    ]
+    assert len(memos) == 1
+    memo = memos[0]
+    assert (memo["invoiceId"], memo["invoiceNumber"]) == (erp_id, erp_number)
+    assert memo["status"] == "Open" and memo["number"] == credit_erp_number
+    assert Decimal(str(memo["totalAmountExcludingTax"])) == -net
+    memo_lines = billing.sandbox.ctx.stores["erp"].scan(
+        "salesCreditMemoLines", where={"parent_id": memo["id"]}
+    )
+    assert sorted(Decimal(str(m["amountExcludingTax"])) for m in memo_lines) == sorted(
+        [whole_net, part]
+    )
+    invoice = billing.sandbox.ctx.stores["erp"].get("salesInvoices", erp_id)
+    assert invoice["status"] != "Corrective"  # partly credited
+
+    # the ledger and the PSA: the items stay billed by the invoice; the wholly credited line's
+    # items are credited by the credit note; Harvest is not written
+    assert _q(
+        billing.url,
+        "SELECT DISTINCT invoice_id FROM billing.billed_items WHERE item_key = ANY(%s)",
+        (list(whole_keys),),
+    ) == [(inv_id,)]
+    assert sorted(
+        r[0]
+        for r in _q(
+            billing.url,
+            "SELECT item_key FROM billing.credited_items WHERE credit_invoice_id = %s",
+            (credit_id,),
+        )
+    ) == sorted(whole_keys)
+    assert _q(
+        billing.url,
+        "SELECT status, erpsync_items FROM billing.psa_billed_state WHERE invoice_id = %s",
+        (credit_id,),
+    ) == [("credit_note", sorted(whole_keys))]
+    assert {k: psa_state(k) for k in whole_keys} == before
+
+    # the audit trail of the run, and the export
+    actions = {
+        r[0]
+        for r in _q(
+            billing.url,
+            "SELECT action FROM audit.audit_log WHERE source_run_id = %s",
+            (billing.run_ids["partial_credit"],),
+        )
+    }
+    assert {"credit_note.prepared", "invoice_batch.approved", "invoice.posted"} <= actions
+    out = Path(billing.env["ERPSYNC_EXPORT_DIR"]) / str(batch_id)
+    exported = json.loads((out / "batch.json").read_text())
+    [row] = exported["invoices"]
+    assert (row["kind"], row["credit_of_document_number"], row["erp_number"]) == (
+        "credit_note",
+        doc,
+        credit_erp_number,
+    )
+    assert Decimal(row["net"]) == net and Decimal(row["total"]) == total
+    assert [ln["credit_of_line_no"] for ln in row["lines"]] == [whole_no, part_no]
 
 
 def test_accepted_milestone_is_billed_through_the_same_path(billing):

@@ -28,7 +28,9 @@ SHARED = [
     "dq_gate",
     "build_batch",
     "needs_approval",
-    "approve_batch",
+    "approve_batch",  # the first ask; a refused answer is asked again by the next ones
+    "approve_batch_2",
+    "approve_batch_3",
     "record_decision",
     "push_to_erp",
     "export_files",
@@ -115,14 +117,46 @@ def test_a_run_bills_the_month_before_its_date_in_the_firm_time_zone():
 def test_form_mistakes_are_refused_with_the_reason():
     from airflow.sdk.exceptions import AirflowFailException
 
-    with pytest.raises(AirflowFailException, match="unknown billing types"):
+    with pytest.raises(AirflowFailException, match=r"^Billing types \(billing_types\): unknown"):
         billing_flow.plan_period_run(_context({"billing_types": ["hours"]}), FIRM_TIMEZONE)
+    with pytest.raises(AirflowFailException, match=r"^Billing period \(billing_period\).*01\.\.12"):
+        billing_flow.plan_period_run(_context({"billing_period": "2026-13"}), FIRM_TIMEZONE)
+    with pytest.raises(AirflowFailException, match=r"^Billing period \(billing_period\).*YYYY-MM"):
+        billing_flow.plan_period_run(_context({"billing_period": "13/2026"}), FIRM_TIMEZONE)
+    with pytest.raises(AirflowFailException, match=r"^Clients \(clients\): expected a list"):
+        billing_flow.plan_period_run(_context({"clients": 42}), FIRM_TIMEZONE)
     with pytest.raises(AirflowFailException, match="needs a reason"):
         billing_flow.plan_period_run(_context({"credit_note_for": "INV-1"}), FIRM_TIMEZONE)
     request = billing_flow.plan_period_run(
         _context({"credit_note_for": "PSI-1", "credit_note_reason": "wrong rate"}), FIRM_TIMEZONE
     )
     assert request["kind"] == "credit_note" and request["credit_note_for"] == "PSI-1"
+    assert "credit_note_lines" not in request  # the whole invoice
+    request = billing_flow.plan_period_run(
+        _context(
+            {
+                "credit_note_for": "PSI-1",
+                "credit_note_reason": "rate",
+                "credit_note_lines": ["2", " 1 : 150.50 "],
+            }
+        ),
+        FIRM_TIMEZONE,
+    )
+    assert request["credit_note_lines"] == [{"line_no": 2}, {"line_no": 1, "amount": "150.50"}]
+    for bad in (["x"], ["0"], ["1:0"]):
+        with pytest.raises(AirflowFailException, match=r"^Credit note lines \(credit_note_lines\)"):
+            billing_flow.plan_period_run(
+                _context(
+                    {
+                        "credit_note_for": "PSI-1",
+                        "credit_note_reason": "r",
+                        "credit_note_lines": bad,
+                    }
+                ),
+                FIRM_TIMEZONE,
+            )
+    with pytest.raises(AirflowFailException, match="fill 'Credit note for'"):
+        billing_flow.plan_period_run(_context({"credit_note_lines": ["2"]}), FIRM_TIMEZONE)
 
 
 def test_dry_runs_and_empty_batches_ask_nobody():
@@ -147,7 +181,41 @@ def test_invoice_dag_is_monthly_in_the_firm_zone_with_a_form(invoice_dag):
     assert getattr(zone, "name", zone) == FIRM_TIMEZONE
     params = invoice_dag.params
     assert {"billing_period", "clients", "billing_types", "dry_run"} <= set(params.keys())
-    assert params["dry_run"] is False and params["clients"] == []
+    assert params["dry_run"] is False
+    assert params["clients"] is None and params["billing_types"] is None
+
+
+def test_form_optional_fields_are_optional_and_bad_values_are_refused(invoice_dag):
+    """Empty Clients / Billing types mean "all": their Params allow null, which is what makes a
+    typed field optional in Airflow's form (Params docs; example_params_ui_tutorial.py). A bad
+    period or billing type is refused by the form's schema, naming the field, before any run."""
+    import copy
+
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    for name in ("billing_period", "clients", "billing_types", "credit_note_for"):
+        schema = invoice_dag.params.get_param(name).schema
+        assert "null" in schema["type"], name
+    params = copy.deepcopy(invoice_dag.params)
+    assert params.validate()["clients"] is None  # a scheduled run: every client and type
+    for conf, field in (
+        ({"billing_period": "2026-13"}, "billing_period"),
+        ({"billing_types": ["time", "hours"]}, "billing_types"),
+        ({"clients": "001A"}, "clients"),
+    ):
+        params = copy.deepcopy(invoice_dag.params)
+        with pytest.raises(ParamValidationError, match=f"param {field}"):
+            params.update(conf)  # a form value is validated as it is set
+            params.validate()
+    params = copy.deepcopy(invoice_dag.params)
+    params.update({"billing_period": "2026-12", "clients": [], "billing_types": ["time"]})
+    assert params.validate()["billing_types"] == ["time"]
+    # the planner treats null like empty: all clients, all types
+    request = billing_flow.plan_period_run(
+        _context({"billing_period": "2026-12", "clients": None, "billing_types": None}),
+        FIRM_TIMEZONE,
+    )
+    assert request["clients"] == [] and request["billing_types"] == []
     assert "Required Actions" in invoice_dag.doc_md and "Dry run" in invoice_dag.doc_md
     assert set(invoice_dag.task_dict) == {"plan_billing_run", *SHARED}
 
@@ -155,18 +223,25 @@ def test_invoice_dag_is_monthly_in_the_firm_zone_with_a_form(invoice_dag):
 def test_the_approval_defaults_to_reject_after_the_timeout(invoice_dag):
     from airflow.providers.standard.operators.hitl import HITLOperator
 
-    approve = invoice_dag.task_dict["approve_batch"]
-    assert isinstance(approve, HITLOperator)
-    assert approve.options == ["Approve", "Reject"] and approve.defaults == ["Reject"]
-    assert approve.response_timeout == timedelta(hours=72)
-    assert "content_hash" in approve.body and "markdown" in approve.body
+    for task_id in ("approve_batch", "approve_batch_2", "approve_batch_3"):
+        approve = invoice_dag.task_dict[task_id]
+        assert isinstance(approve, HITLOperator)
+        assert approve.options == ["Approve", "Reject"] and approve.defaults == ["Reject"]
+        assert approve.response_timeout == timedelta(hours=72)
+        assert "content_hash" in approve.body and "markdown" in approve.body
+    assert invoice_dag.task_dict["approve_batch_3"].previous_task_ids == [
+        "approve_batch",
+        "approve_batch_2",
+    ]
     assert invoice_dag.task_dict["report"].trigger_rule == "none_failed"
     # wiring: gate -> build -> approval -> decision -> push -> export -> report
     down = {t: set(invoice_dag.task_dict[t].downstream_task_ids) for t in invoice_dag.task_dict}
     assert down["plan_billing_run"] == {"dq_gate", "build_batch"}
     assert down["dq_gate"] == {"build_batch"}
     assert down["needs_approval"] == {"approve_batch"}
-    assert down["approve_batch"] == {"record_decision"}
+    assert down["approve_batch"] == {"approve_batch_2"}
+    assert down["approve_batch_2"] == {"approve_batch_3"}
+    assert down["approve_batch_3"] == {"record_decision"}
     assert down["record_decision"] == {"push_to_erp", "export_files"}
     assert down["push_to_erp"] == {"export_files"}
     assert down["export_files"] == {"report"}

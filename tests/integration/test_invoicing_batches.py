@@ -909,3 +909,39 @@ def test_plausibility_holds_and_credits_are_shown_to_the_approver(conn):
     assert "`expense_credit`: 1 negative expense(s) billed as credit lines: -50.00 EUR" in md
     lines = lines_of(conn, invoice_of(conn, result.batch_id, "acc-nl")[0])
     assert any("expense:903" in keys and net < 0 for *_rest, net, _tax, keys in lines)
+
+
+def test_erp_customer_number_of_a_customer_erpsync_created(conn, tmp_path):
+    """The CRM has no ERP customer number for a client erpsync created in the ERP; the write-back
+    recorded the number the ERP answered in core.id_map.erp_number: invoices carry it and the
+    export shows it (also for an invoice built before the number was known)."""
+    for acc, number in (("acc-jp", "CUST-0042"), ("acc-kw", None)):
+        conn.execute("UPDATE core.clients SET erp_customer_no = NULL WHERE crm_id = %s", (acc,))
+        conn.execute(
+            """UPDATE core.id_map SET erp_number = %s
+                WHERE canonical_id = (SELECT canonical_id FROM core.clients WHERE crm_id = %s)""",
+            (number, acc),
+        )
+    result = period_batch(conn, clients=["acc-jp", "acc-kw", "acc-nl"])
+    numbers = dict(
+        conn.execute(
+            "SELECT account_id, erp_customer_number FROM billing.invoices WHERE batch_id = %s",
+            (result.batch_id,),
+        ).fetchall()
+    )
+    assert numbers == {"acc-jp": "CUST-0042", "acc-kw": None, "acc-nl": "Cacc-nl"}
+    # the KWD client's customer is created (and its number recorded) after the batch was built
+    conn.execute(
+        """UPDATE core.id_map SET erp_number = 'CUST-0043'
+            WHERE canonical_id = (SELECT canonical_id FROM core.clients WHERE crm_id = 'acc-kw')"""
+    )
+    decide(
+        conn, RUN, result.batch_id, decision="approve", by="bob", content_hash=result.content_hash
+    )
+    release(conn, result.batch_id)
+    files = export_batch(conn, result.batch_id, tmp_path)
+    with files[0].open(newline="") as fh:
+        by_acc = {r["account_id"]: r["erp_customer_number"] for r in csv.DictReader(fh)}
+    assert by_acc == {"acc-jp": "CUST-0042", "acc-kw": "CUST-0043", "acc-nl": "Cacc-nl"}
+    doc = json.loads(files[2].read_text())
+    assert {i["account_id"]: i["erp_customer_number"] for i in doc["invoices"]} == by_acc

@@ -16,6 +16,7 @@ locates the items' Harvest projects and dates there).
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import itertools
 import json
@@ -32,7 +33,7 @@ import pytest
 
 from erpsync import money
 from erpsync.invoicing.hashing import current_hash
-from erpsync.invoicing.push import PushIncomplete, PushRefused, push_batch
+from erpsync.invoicing.push import PushRefused, push_batch
 from erpsync.sync.spec import RunInfo
 from erpsync_sandbox.faults import FaultConfig
 from tests.conftest import make_database
@@ -961,10 +962,10 @@ def _credit_batch(env: Env, original: Batch, doc: str, *, partial: bool = False)
     return Batch(built.batch_id, {credit_doc: {"invoice_id": invoice_id, "items": [], "net": net}})
 
 
-def test_a_full_credit_note_becomes_one_posted_erp_credit_memo_and_a_partial_one_is_refused(env):
+def test_a_full_credit_note_becomes_one_posted_erp_corrective_credit_memo(env):
     original = make_batch(env, 2)
     push(env, original.batch_id).raise_if_incomplete()
-    full_doc, partial_doc = list(original.invoices)
+    full_doc = next(iter(original.invoices))
     with psycopg.connect(env.db) as conn:
         erp_ids = dict(
             conn.execute(
@@ -993,13 +994,229 @@ def test_a_full_credit_note_becomes_one_posted_erp_credit_memo_and_a_partial_one
         ).fetchone()
     assert (status, number) == ("billed_back", memos[0]["number"])
 
-    partial = _credit_batch(env, original, partial_doc, partial=True)
-    refused = push(env, partial.batch_id)
-    assert not refused.complete and refused.failed == 1
-    assert "partial credit memo" in refused.errors[0] and "read-only" in refused.errors[0]
-    with pytest.raises(PushIncomplete):
-        refused.raise_if_incomplete()
-    assert len(env.erp_docs("salesCreditMemos")) == memos_before + 1
+
+def test_a_partial_credit_note_end_to_end(env, tmp_path):
+    """A partial credit note (line 2 wholly, part of line 1) through the approval and push: its
+    own ERP credit memo (POST salesCreditMemos + salesCreditMemoLines, invoiceId = the posted
+    original), posted once; the ledger marks the wholly credited item credited (still billed,
+    never billed again); audit and export show it; a credit above what was invoiced is refused
+    when it is prepared and, if it got that far, before anything reaches the ERP."""
+    from erpsync.invoicing import (
+        CreditNoteError,
+        create_credit_note,
+        decide,
+        export_batch,
+    )
+
+    original = make_batch(env, 1)
+    push(env, original.batch_id).raise_if_incomplete()
+    doc = next(iter(original.invoices))
+    inv = original.invoices[doc]
+    cur = inv["currency"]
+    with psycopg.connect(env.db) as conn:
+        erp_id, erp_number = conn.execute(
+            "SELECT erp_invoice_id, erp_number FROM billing.invoices WHERE invoice_id = %s",
+            (inv["invoice_id"],),
+        ).fetchone()
+        (line1,), (line2,) = conn.execute(
+            "SELECT net_amount FROM billing.invoice_lines WHERE invoice_id = %s ORDER BY line_no",
+            (inv["invoice_id"],),
+        ).fetchall()
+        (rate,) = conn.execute(
+            "SELECT rate FROM billing.invoice_taxes WHERE invoice_id = %s", (inv["invoice_id"],)
+        ).fetchone()
+    # a part of the time line whose tax rounds the same per line (the ERP) and per credit note
+    # (erpsync): the ERP-bound totals of a tie are another test's subject
+    part = next(
+        money.quantum(cur) * k
+        for k in range(7, 200)
+        if money.round_money((line2 + money.quantum(cur) * k) * rate / 100, cur)
+        == money.round_money(line2 * rate / 100, cur)
+        + money.round_money(money.quantum(cur) * k * rate / 100, cur)
+    )
+    expense_key = next(k for k in inv["items"] if k.startswith("expense:"))
+    memos_before = {m["id"] for m in env.erp_docs("salesCreditMemos")}
+
+    with psycopg.connect(env.db, autocommit=True) as conn:
+        with pytest.raises(CreditNoteError, match="left to credit"):  # above what was invoiced
+            create_credit_note(
+                conn,
+                RunInfo.local("credit"),
+                inv["invoice_id"],
+                reason="too much",
+                prepared_by="maker",
+                lines=[{"line_no": 2, "amount": line2 + money.quantum(cur)}],
+            )
+        built = create_credit_note(
+            conn,
+            RunInfo.local("credit"),
+            inv["invoice_id"],
+            reason="expense not rebillable, rate correction",
+            prepared_by="maker",
+            lines=[{"line_no": 2}, {"line_no": 1, "amount": part}],
+        )
+        decide(
+            conn,
+            RunInfo.local("approve"),
+            built.batch_id,
+            decision="approve",
+            by="checker",
+            content_hash=built.content_hash,
+        )
+        credit_id, credit_doc, net, tax, total = conn.execute(
+            """SELECT invoice_id, document_number, net, tax, total FROM billing.invoices
+                WHERE batch_id = %s""",
+            (built.batch_id,),
+        ).fetchone()
+    assert net == -(line2 + part)
+
+    # a drop after the ERP committed each write: check-then-create still makes one memo
+    env.faults("erp", seed=4, drop_after_commit_rate=1.0, drop_path_contains="salesCreditMemos")
+    first = push(env, built.batch_id)
+    result = first if first.complete else push_until_released(env, built.batch_id)
+    assert result.complete
+    assert push(env, built.batch_id).erp_writes == 0  # a rerun writes nothing
+
+    memos = [m for m in env.erp_docs("salesCreditMemos") if m["id"] not in memos_before]
+    assert len(memos) == 1
+    memo = memos[0]
+    assert memo["externalDocumentNumber"] == credit_doc
+    assert (memo["invoiceId"], memo["invoiceNumber"]) == (erp_id, erp_number)
+    assert memo["status"] == "Open" and memo["number"].startswith("PSCM-")
+    assert Decimal(str(memo["totalAmountExcludingTax"])) == -net
+    assert Decimal(str(memo["totalAmountIncludingTax"])) == -total
+    erp_lines = sorted(
+        env.sandbox.ctx.stores["erp"].scan("salesCreditMemoLines", where={"parent_id": memo["id"]}),
+        key=lambda line: line["sequence"],
+    )
+    assert [Decimal(str(line["amountExcludingTax"])) for line in erp_lines] == [line2, part]
+    credited = env.sandbox.ctx.stores["erp"].get("salesInvoices", erp_id)
+    assert credited["status"] == "Open"  # partly credited: not corrected as a whole
+
+    with psycopg.connect(env.db) as conn:
+        status, number = conn.execute(
+            "SELECT status, erp_number FROM billing.invoices WHERE invoice_id = %s",
+            (credit_id,),
+        ).fetchone()
+        assert (status, number) == ("billed_back", memo["number"])
+        # the ledger: every item still billed once by the original; the expense (its line
+        # wholly credited) credited by the credit note; the time items only partly credited
+        billed = dict(
+            conn.execute(
+                "SELECT item_key, invoice_id FROM billing.billed_items WHERE item_key = ANY(%s)",
+                (inv["items"],),
+            ).fetchall()
+        )
+        assert billed == {k: inv["invoice_id"] for k in inv["items"]}
+        assert conn.execute(
+            """SELECT item_key, credited_invoice_id, erp_number FROM billing.credited_items
+                WHERE credit_invoice_id = %s""",
+            (credit_id,),
+        ).fetchall() == [(expense_key, inv["invoice_id"], memo["number"])]
+        assert conn.execute(
+            "SELECT status, erpsync_items FROM billing.psa_billed_state WHERE invoice_id = %s",
+            (credit_id,),
+        ).fetchone() == ("credit_note", [expense_key])
+        actions = {
+            r[0]
+            for r in conn.execute(
+                """SELECT action FROM audit.audit_log
+                    WHERE (entity_type = 'invoice_batch' AND entity_id = %s)
+                       OR (entity_type = 'invoice' AND entity_id = %s)""",
+                (str(built.batch_id), credit_doc),
+            ).fetchall()
+        }
+        assert {
+            "credit_note.prepared",
+            "invoice_batch.approved",
+            "invoice.pushed",
+            "invoice.posted",
+            "invoice.billed_back",
+        } <= actions
+        files = export_batch(conn, built.batch_id, tmp_path)
+    with files[0].open(newline="") as fh:
+        [row] = list(csv.DictReader(fh))
+    assert (row["kind"], row["credit_of_document_number"], row["erp_number"]) == (
+        "credit_note",
+        doc,
+        memo["number"],
+    )
+    assert Decimal(row["net"]) == net and Decimal(row["total"]) == total
+    with files[1].open(newline="") as fh:
+        lines = list(csv.DictReader(fh))
+    assert [(r["credit_of_line_no"], Decimal(r["net_amount"])) for r in lines] == [
+        ("2", -line2),
+        ("1", -part),
+    ]
+    assert lines[0]["item_keys"] == expense_key and lines[1]["item_keys"] == ""
+
+    # what is left of line 2 is nothing: a credit of it is refused when prepared
+    with psycopg.connect(env.db, autocommit=True) as conn:
+        with pytest.raises(CreditNoteError, match="already fully credited"):
+            create_credit_note(
+                conn,
+                RunInfo.local("credit"),
+                inv["invoice_id"],
+                reason="again",
+                prepared_by="maker",
+                lines=[{"line_no": 2}],
+            )
+
+
+def test_a_credit_above_what_was_invoiced_never_reaches_the_erp(env):
+    """A credit note that credits more than its invoice line invoiced (written around the
+    builder, which refuses it) is refused by the push before any ERP write."""
+    from erpsync.invoicing import create_credit_note, decide
+
+    original = make_batch(env, 1)
+    push(env, original.batch_id).raise_if_incomplete()
+    inv = next(iter(original.invoices.values()))
+    with psycopg.connect(env.db, autocommit=True) as conn:
+        built = create_credit_note(
+            conn,
+            RunInfo.local("credit"),
+            inv["invoice_id"],
+            reason="partial",
+            prepared_by="maker",
+            lines=[{"line_no": 2, "amount": money.quantum(inv["currency"])}],
+        )
+        # someone edits the draft credit note in the database: line 2 credited 1000x over
+        conn.execute(
+            """UPDATE billing.invoice_lines SET net_amount = net_amount * 100000,
+                      unit_price = unit_price * 100000
+                WHERE invoice_id = (SELECT invoice_id FROM billing.invoices
+                                     WHERE batch_id = %s)""",
+            (built.batch_id,),
+        )
+        conn.execute(
+            """UPDATE billing.invoices SET net = net * 100000, tax = tax * 100000,
+                      total = total * 100000 WHERE batch_id = %s""",
+            (built.batch_id,),
+        )
+        conn.execute(
+            """UPDATE billing.invoice_taxes SET base = base * 100000, amount = amount * 100000
+                WHERE invoice_id = (SELECT invoice_id FROM billing.invoices
+                                     WHERE batch_id = %s)""",
+            (built.batch_id,),
+        )
+        edited = current_hash(conn, built.batch_id)
+        conn.execute(
+            "UPDATE billing.invoice_batches SET content_hash = %s WHERE batch_id = %s",
+            (edited, built.batch_id),
+        )
+        decide(
+            conn,
+            RunInfo.local("approve"),
+            built.batch_id,
+            decision="approve",
+            by="checker",
+            content_hash=edited,
+        )
+    memos_before = len(env.erp_docs("salesCreditMemos"))
+    refused = push(env, built.batch_id)
+    assert not refused.complete and refused.failed == 1 and refused.erp_writes == 0
+    assert "never more than was invoiced" in refused.errors[0]
+    assert len(env.erp_docs("salesCreditMemos")) == memos_before
 
 
 # ---------------------------------------------------------------------------- fault runs

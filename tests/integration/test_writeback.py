@@ -61,6 +61,11 @@ def test_sync_and_relay_write_exactly_the_expected_records_and_a_rerun_writes_no
                     "WHERE entity_type = 'client'"
                 ).fetchall()
             }
+            erp_numbers = dict(
+                conn.execute(
+                    "SELECT canonical_id, erp_number FROM core.id_map WHERE entity_type = 'client'"
+                ).fetchall()
+            )
         new_customers = 0
         for account in accounts:
             if account["Id"] in blocked:
@@ -74,6 +79,8 @@ def test_sync_and_relay_write_exactly_the_expected_records_and_a_rerun_writes_no
             assert psa_names.count(account["Name"]) == 1, account["Name"]
             erp_id, psa_id = id_map[canonical[account["Id"]]]
             assert erp_id == matches[0]["id"] and psa_id is not None
+            # the ERP's own number, from its answer, also for customers erpsync created
+            assert erp_numbers[canonical[account["Id"]]] == matches[0]["number"]
         assert new_customers > 0
         assert len(customers) == len(customers_before) + new_customers
         # blocked clients: nothing created, existing ERP customers left as they were

@@ -522,6 +522,63 @@ def test_invoice_draft_then_post(client: httpx.Client) -> None:
     assert len(memos) == 1 and memos[0]["status"] == "Open"
 
 
+def test_a_credit_memo_with_its_own_lines_references_a_posted_invoice(
+    client: httpx.Client,
+) -> None:
+    """POST salesCreditMemos + POST salesCreditMemos({id})/salesCreditMemoLines, as documented
+    (api/dynamics_salescreditmemo_create, dynamics_salescreditmemoline_create); ``invoiceId``
+    must be a posted invoice and ``invoiceNumber`` must match it (APIV2SalesCreditMemos.Page.al
+    InvoiceIdDoesNotMatchAnInvoiceErr / InvoiceValuesDontMatchErr)."""
+    draft = new_invoice(
+        client,
+        lines=[{"description": "Consulting", "quantity": 2, "unitPrice": 150.0, "taxCode": "STD"}],
+    ).json()
+    header = {"customerNumber": "C00002", "externalDocumentNumber": "CRN-1"}
+    refused = client.post(f"{API}/salesCreditMemos", json={**header, "invoiceId": draft["id"]})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["message"].startswith(
+        'The "invoiceId" does not match to an Invoice.'
+    )
+    url = f"{API}/salesInvoices({draft['id']})"
+    assert client.post(f"{url}/Microsoft.NAV.post").status_code == 204
+    posted = client.get(url).json()
+    mismatch = client.post(
+        f"{API}/salesCreditMemos",
+        json={**header, "invoiceId": posted["id"], "invoiceNumber": "PSI-1"},
+    )
+    assert mismatch.status_code == 400 and "do not match" in mismatch.json()["error"]["message"]
+
+    created = client.post(
+        f"{API}/salesCreditMemos",
+        json={**header, "invoiceId": posted["id"], "creditMemoDate": "2026-11-20"},
+    )
+    assert created.status_code == 201, created.text
+    memo = created.json()
+    assert memo["status"] == "Draft" and memo["invoiceNumber"] == posted["number"]
+    line = client.post(
+        f"{API}/salesCreditMemos({memo['id']})/salesCreditMemoLines",
+        json={
+            "sequence": 10000,
+            "lineType": "Account",
+            "lineObjectNumber": "8000",
+            "description": "Credit: part of Consulting",
+            "quantity": 1,
+            "unitPrice": 100.0,
+            "taxCode": "STD",
+        },
+    )
+    assert line.status_code == 201, line.text
+    memo_url = f"{API}/salesCreditMemos({memo['id']})"
+    again = client.get(memo_url).json()
+    assert Decimal(str(again["totalAmountExcludingTax"])) == Decimal("100.00")
+    assert Decimal(str(again["totalTaxAmount"])) == Decimal("19.00")
+    assert client.post(f"{memo_url}/Microsoft.NAV.post").status_code == 204
+    assert client.get(memo_url).json()["status"] == "Open"
+    invoice = client.get(url).json()
+    assert invoice["status"] == "Open"  # partly credited
+    assert Decimal(str(invoice["remainingAmount"])) == Decimal("357.00") - Decimal("119.00")
+
+
 @pytest.mark.parametrize(
     ("customer", "qty", "price", "excl", "tax"),
     [

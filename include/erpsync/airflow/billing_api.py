@@ -92,7 +92,10 @@ class AirflowApi:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pending = [
-                p for p in self.pending_approvals(dag_id, run_id) if p.task_id == APPROVAL_TASK_ID
+                p
+                for p in self.pending_approvals(dag_id, run_id)
+                # approve_batch, or a later ask after a refused answer (approve_batch_2, ...)
+                if p.task_id == APPROVAL_TASK_ID or p.task_id.startswith(f"{APPROVAL_TASK_ID}_")
             ]
             if pending:
                 return pending[-1]

@@ -16,10 +16,12 @@ a copy)::
 * ``approve_batch``: Airflow's :class:`~airflow.providers.standard.operators.hitl.HITLOperator`
   with the options Approve / Reject, the batch summary as Markdown, and a response timeout whose
   default is **Reject** (``ERPSYNC_APPROVAL_TIMEOUT``, default 72 h).
-* ``record_decision``: maker-checker (the responder must not be the preparer: the task fails and
-  says why, the batch stays awaiting approval) and the hash binding (the decision is recorded
-  for the hash the approver was shown; if the batch changed since, the approval is void). A
-  rejection (or the timeout) releases the batch's items for the next run.
+  An approval by the preparer (maker-checker) or for a hash the batch no longer has is refused,
+  audited, and asked again in the same run with the current summary and hash
+  (:mod:`erpsync.airflow.approval_task`).
+* ``record_decision``: records the decision for the hash the approver was shown (maker-checker
+  and the hash binding are checked again by :func:`erpsync.invoicing.decide`). A rejection (or
+  the timeout) releases the batch's items for the next run.
 * ``push_to_erp``: :func:`erpsync.invoicing.push.push_batch` (check-then-create, post, billed
   back to the PSA); failures that may pass are retried by Airflow, safely.
 * ``export_files``: the released batch as CSV and JSON files.
@@ -250,12 +252,17 @@ def build(context: Any, request: dict) -> dict:
     with _connect() as conn:
         if kind == "credit_note":
             invoice_id = _resolve_invoice(conn, str(request["credit_note_for"]))
+            lines = [
+                {**spec, "amount": Decimal(spec["amount"])} if "amount" in spec else dict(spec)
+                for spec in request.get("credit_note_lines") or []
+            ]
             result = invoicing.create_credit_note(
                 conn,
                 run,
                 invoice_id,
                 reason=request.get("credit_note_reason") or "correction",
                 prepared_by=preparer,
+                lines=lines or None,
             )
         else:
             result = invoicing.build_batch(
@@ -342,7 +349,8 @@ def record(context: Any, built: dict, response: dict | None) -> dict:
     if responder is None:
         comment = comment or "no answer before the response timeout: rejected by default"
     decision = "approve" if chosen == APPROVE else "reject"
-    shown_hash = built["content_hash"]
+    # the hash of the question the person answered (it may be a later ask than the build's)
+    shown_hash = response.get("content_hash") or built["content_hash"]
     try:
         with _connect() as conn:
             invoicing.decide(
@@ -369,8 +377,8 @@ def record(context: Any, built: dict, response: dict | None) -> dict:
             conn.commit()
         raise _fail(
             f"{by} prepared batch {batch_id} and cannot also approve it (maker-checker): {exc}. "
-            "The batch stays awaiting approval with its items reserved; clear the task "
-            "'approve_batch' (with downstream) so that another person approves or rejects it."
+            "The batch stays awaiting approval with its items reserved; run billing again for "
+            "the scope to ask for its approval."
         ) from exc
     except invoicing.BatchStateError as exc:
         # a retry after the decision was committed: the recorded decision stands
@@ -516,8 +524,9 @@ def billing_tasks(request, *, approval_timeout_: timedelta | None = None):
     Returns ``(first, last)`` tasks. Both billing DAGs call this, so a batch from a monthly run,
     an on-demand run, a credit note or an accepted milestone is built, approved, pushed and
     exported by the same code."""
-    from airflow.providers.standard.operators.hitl import HITLOperator
     from airflow.sdk import Param
+
+    from erpsync.airflow.approval_task import BatchApprovalOperator, approval_asks, ask_task_id
 
     @task(task_id="dq_gate")
     def dq_gate(**context) -> dict:
@@ -531,30 +540,42 @@ def billing_tasks(request, *, approval_timeout_: timedelta | None = None):
     def needs_approval_(built: dict) -> bool:
         return needs_approval(built)
 
-    approve_batch = HITLOperator(
-        task_id="approve_batch",
-        subject=(
-            "Approve invoice batch {{ ti.xcom_pull(task_ids='build_batch')['batch_id'] }}: "
-            "{{ ti.xcom_pull(task_ids='build_batch')['invoices'] }} invoice(s)"
-        ),
-        body="{{ ti.xcom_pull(task_ids='build_batch')['markdown'] }}" + approval_body_footer(),
-        options=[APPROVE, REJECT],
-        defaults=[REJECT],
-        params={
-            "comment": Param(
-                "",
-                type=["null", "string"],
-                title="Comment",
-                description="Why you approve or reject (kept in the audit trail).",
-            )
-        },
-        response_timeout=approval_timeout_ or approval_timeout(),
-        doc_md="Approve or reject the batch shown. No answer in time means Reject.",
-    )
+    # subject and body are rebuilt from the warehouse each time the question is asked (a
+    # refused answer is asked again, with the current summary and hash: approval_task.py)
+    asks = approval_asks()
+    ask_chain = [
+        BatchApprovalOperator(
+            task_id=ask_task_id(ask),
+            ask=ask,
+            asks=asks,
+            subject=(
+                "Approve invoice batch {{ ti.xcom_pull(task_ids='build_batch')['batch_id'] }}: "
+                "{{ ti.xcom_pull(task_ids='build_batch')['invoices'] }} invoice(s)"
+            ),
+            body="{{ ti.xcom_pull(task_ids='build_batch')['markdown'] }}" + approval_body_footer(),
+            options=[APPROVE, REJECT],
+            defaults=[REJECT],
+            params={
+                "comment": Param(
+                    "",
+                    type=["null", "string"],
+                    title="Comment",
+                    description="Why you approve or reject (kept in the audit trail).",
+                )
+            },
+            response_timeout=approval_timeout_ or approval_timeout(),
+            doc_md=(
+                "Approve or reject the batch shown. No answer in time means Reject. An approval by "
+                "the preparer, or for a batch that changed meanwhile, is refused and the current "
+                "batch is asked again."
+            ),
+        )
+        for ask in range(1, asks + 1)
+    ]
 
     @task(task_id="record_decision", retries=2)
     def record_decision(built: dict, **context) -> dict:
-        response = context["ti"].xcom_pull(task_ids="approve_batch")
+        response = context["ti"].xcom_pull(task_ids=ask_chain[-1].task_id)
         return record(context, built, response)
 
     @task(task_id="push_to_erp", pool="erp_api")
@@ -574,7 +595,10 @@ def billing_tasks(request, *, approval_timeout_: timedelta | None = None):
     gate >> built
     go = needs_approval_(built)
     decided = record_decision(built)
-    go >> approve_batch >> decided
+    go >> ask_chain[0]
+    for earlier, later in zip(ask_chain, ask_chain[1:], strict=False):
+        earlier >> later
+    ask_chain[-1] >> decided
     pushed = push_to_erp(decided)
     exported = export_files(decided)
     pushed >> exported
@@ -592,28 +616,42 @@ def plan_period_run(context: Any, timezone: str) -> dict:
     No billing period in the form means the month before the run's date in the firm's time
     zone (the monthly run on the 2nd bills the month that just ended)."""
     params = context.get("params") or {}
-    period = (params.get("billing_period") or "").strip()
+    period = str(params.get("billing_period") or "").strip()
     if period:
-        start, end = month_bounds(period)
+        try:
+            start, end = month_bounds(period)
+        except ValueError as exc:
+            raise _fail(f"Billing period (billing_period): {exc}") from exc
     else:
         start, end = previous_month(run_day(context, timezone))
-    credit_for = (params.get("credit_note_for") or "").strip()
+    credit_for = str(params.get("credit_note_for") or "").strip()
     request = {
         "kind": "credit_note" if credit_for else "period",
         "period_start": start.isoformat(),
         "period_end": end.isoformat(),
-        "clients": [c.strip() for c in params.get("clients") or [] if c and c.strip()],
-        "billing_types": [t for t in params.get("billing_types") or [] if t],
+        "clients": _form_list(params.get("clients"), "Clients (clients)"),
+        "billing_types": _form_list(params.get("billing_types"), "Billing types (billing_types)"),
         "dry_run": bool(params.get("dry_run")),
     }
     if credit_for:
         request["credit_note_for"] = credit_for
-        request["credit_note_reason"] = (params.get("credit_note_reason") or "").strip()
+        request["credit_note_reason"] = str(params.get("credit_note_reason") or "").strip()
         if not request["credit_note_reason"]:
             raise _fail("a credit note needs a reason (the 'Credit note reason' field)")
+        lines = _credit_lines(params.get("credit_note_lines"))
+        if lines:
+            request["credit_note_lines"] = lines
+    elif _form_list(params.get("credit_note_lines"), "Credit note lines (credit_note_lines)"):
+        raise _fail(
+            "Credit note lines (credit_note_lines): fill 'Credit note for' with the invoice "
+            "they belong to"
+        )
     unknown = sorted(set(request["billing_types"]) - set(BILLING_TYPES))
     if unknown:
-        raise _fail(f"unknown billing types {unknown}; choose from {list(BILLING_TYPES)}")
+        raise _fail(
+            f"Billing types (billing_types): unknown billing types {unknown}; choose from "
+            f"{list(BILLING_TYPES)} or leave the field empty for all"
+        )
     print(  # noqa: T201
         f"billing run requested by {prepared_by(context)}: {request['kind']} "
         f"{request['period_start']} .. {request['period_end']}, clients "
@@ -622,6 +660,36 @@ def plan_period_run(context: Any, timezone: str) -> dict:
         + (f", credit note for {credit_for}" if credit_for else "")
     )
     return request
+
+
+def _form_list(value: Any, field: str) -> list[str]:
+    """A list field of the form: empty (None, ``[]``, ``""``) means all; a string (a run
+    triggered with JSON conf or the CLI) is split on commas and new lines."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = re.split(r"[,\n]", value)
+    if not isinstance(value, list | tuple):
+        raise _fail(f"{field}: expected a list of values, got {value!r}")
+    return [str(v).strip() for v in value if v is not None and str(v).strip()]
+
+
+def _credit_lines(value: Any) -> list[dict]:
+    """The form's credit note lines (``"2"``: all of line 2, ``"1:150.00"``: 150.00 of line 1)
+    as ``[{"line_no": 2}, {"line_no": 1, "amount": "150.00"}]`` (amounts as strings: XCom)."""
+    field = "Credit note lines (credit_note_lines)"
+    out: list[dict] = []
+    for entry in _form_list(value, field):
+        match = re.fullmatch(r"(\d+)\s*(?::\s*(\d+(?:\.\d+)?))?", entry)
+        if not match or int(match.group(1)) < 1:
+            raise _fail(f"{field}: {entry!r} is not '<line no>' or '<line no>:<amount>'")
+        spec: dict = {"line_no": int(match.group(1))}
+        if match.group(2) is not None:
+            if Decimal(match.group(2)) <= 0:
+                raise _fail(f"{field}: {entry!r}: the amount must be more than zero")
+            spec["amount"] = match.group(2)
+        out.append(spec)
+    return out
 
 
 def check_references(request: dict) -> dict:

@@ -94,7 +94,12 @@ def export_batch(conn, batch_id: int, out_dir: str | Path | None = None) -> list
     invoices = conn.execute(
         """SELECT i.invoice_id, i.document_number, i.kind, i.status, i.erp_invoice_id,
                   i.erp_number, i.invoice_date, i.period_start, i.period_end, i.account_id,
-                  i.client_name, i.erp_customer_number, i.opportunity_id, i.version,
+                  i.client_name,
+                  coalesce(nullif(i.erp_customer_number, ''),
+                           (SELECT m.erp_number FROM core.clients c
+                              JOIN core.id_map m ON m.canonical_id = c.canonical_id
+                             WHERE c.crm_id = i.account_id LIMIT 1)),
+                  i.opportunity_id, i.version,
                   i.po_number, i.currency::text, i.net, i.tax, i.total, o.document_number,
                   i.credit_reason
            FROM billing.invoices i

@@ -55,12 +55,22 @@ step and each invoice ends in the ERP exactly once:
   ``invoice_batch.push_refused``, each with the run, in the transaction of the state change.
 
 Credit notes (batch kind ``credit_note``, invoices with ``credit_of_invoice_id``) take the same
-path with the ERP's ``salesCreditMemos``: the sandbox (like Business Central's API v2.0 for a
-corrective memo) creates a credit memo only with ``Microsoft.NAV.makeCorrectiveCreditMemo`` on
-the posted original, copying all of its lines; ``salesCreditMemos`` and their lines are read-only
-there. So a credit note for the full original is pushed (looked up by ``invoiceId``, created,
-posted), while a partial credit note is refused with that explanation. A credit note writes no
-``billed_items`` and writes nothing to the PSA (state ``credit_note``).
+path with the ERP's ``salesCreditMemos``. A credit of the whole original is made with
+``Microsoft.NAV.makeCorrectiveCreditMemo`` on the posted original (Business Central copies every
+line; looked up by ``invoiceId``). A **partial** credit note is its own credit memo with its own
+lines: ``POST salesCreditMemos`` (customer, currency, dates, ``externalDocumentNumber`` = the
+credit note's number, ``invoiceId`` = the posted original) and one ``POST
+salesCreditMemos({id})/salesCreditMemoLines`` per line (positive quantity and price, the
+original's tax code), looked up by ``externalDocumentNumber`` before any create; its draft is
+checked line by line like an invoice before ``Microsoft.NAV.post``. Before anything is sent the
+credit is checked against what was invoiced: per original line and in total, all credit notes of
+the invoice (this one included) never exceed it. A posted credit note writes no ``billed_items``;
+the items of wholly credited lines go to ``billing.credited_items`` (the ledger says: billed by
+the invoice, credited by the credit note; they are not billed again), and the credit note's
+``psa_billed_state`` row (``credit_note``) lists them. Harvest is not written: it has no credit
+notes, and a Harvest invoice of the original stays (docs/billed-state.md).
+Vendor docs: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_salescreditmemo
+and .../api/dynamics_salescreditmemo_create, .../api/dynamics_salescreditmemoline_create.
 
 Vendor docs: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_salesinvoice
 """
@@ -102,14 +112,6 @@ FINANCE_OPS = "finance ops"
 #: Answers to a POST that prove the ERP did not commit it (the request was refused whole).
 _REFUSED_5XX = frozenset({500, 502, 503})
 _LOCK_NAMESPACE = "erpsync.invoice_push"
-
-PARTIAL_CREDIT = (
-    "the ERP offers no way to create a partial credit memo: salesCreditMemos and"
-    " salesCreditMemoLines are read-only in its API, a credit memo can only be made with"
-    " Microsoft.NAV.makeCorrectiveCreditMemo, which copies every line of the posted invoice."
-    " Credit the whole invoice (and invoice the corrected lines again), or enter the partial"
-    " credit memo in the ERP by hand"
-)
 
 
 class PushRefused(RuntimeError):
@@ -615,14 +617,26 @@ def _money(invoice: dict[str, Any], column: str) -> Decimal:
 def _create_step(ctx: _Ctx, invoice: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
     invoice_id = int(invoice["invoice_id"])
     if _is_credit(ctx, invoice):
-        original_erp_id = _original_erp_id(ctx, invoice)
+        original = _credit_original(ctx, invoice)
+        original_erp_id = original["erp_id"]
+        if original["full"]:
 
-        def lookup() -> ErpDoc | None:
-            return push_erp.find_credit_memo(ctx.erp, original_erp_id)
+            def lookup() -> ErpDoc | None:
+                return push_erp.find_credit_memo(ctx.erp, original_erp_id)
 
-        def send() -> ErpDoc | None:
-            push_erp.make_corrective_credit_memo(ctx.erp, original_erp_id)
-            return None  # 204 without a body: read it back with the lookup
+            def send() -> ErpDoc | None:
+                push_erp.make_corrective_credit_memo(ctx.erp, original_erp_id)
+                return None  # 204 without a body: read it back with the lookup
+
+        else:
+            memo = push_erp.credit_memo_body(invoice, original_erp_id)
+
+            def lookup() -> ErpDoc | None:
+                return push_erp.find_credit_memo_by_document(ctx.erp, invoice["document_number"])
+
+            def send() -> ErpDoc | None:
+                # the header; its lines are added (and checked) before posting: _check_draft
+                return ErpDoc.of(ERP_MEMOS, ctx.erp.create(ERP_MEMOS, memo))
 
         entity = ERP_MEMOS
     else:
@@ -748,8 +762,10 @@ def _line_specs(ctx: _Ctx, invoice: dict[str, Any]) -> list[push_erp.LineSpec]:
         raise InvoicePushError(f"invoice lines cannot be sent: {exc}") from None
 
 
-def _original_erp_id(ctx: _Ctx, invoice: dict[str, Any]) -> str:
-    """The ERP id of the posted invoice a credit note corrects (refused when partial)."""
+def _credit_original(ctx: _Ctx, invoice: dict[str, Any]) -> dict[str, Any]:
+    """The posted invoice a credit note corrects: its ERP id, and whether the credit note is
+    a full credit (exactly its net). Refuses a credit note that, with the invoice's other
+    credit notes, credits more than was invoiced (per line or in total)."""
     original_id = invoice.get("credit_of_invoice_id")
     if original_id is None:
         raise InvoicePushError("a credit note must name the invoice it corrects")
@@ -770,13 +786,57 @@ def _original_erp_id(ctx: _Ctx, invoice: dict[str, Any]) -> str:
         raise InvoicePushError(
             f"the corrected invoice {original['document_number']} is not posted in the ERP yet"
         )
-    if abs(_money(invoice, "net")) != abs(_money(original, "net")):
+    _check_not_above_invoiced(ctx, invoice, original)
+    full = abs(_money(invoice, "net")) == abs(_money(original, "net"))
+    return {"erp_id": str(erp_id), "full": full, "document_number": original["document_number"]}
+
+
+def _check_not_above_invoiced(ctx: _Ctx, invoice: dict[str, Any], original: dict[str, Any]) -> None:
+    """All credit notes of the original (rejected ones aside) credit at most what each of its
+    lines invoiced, and at most its net in total (the builder checks the same when the credit
+    note is prepared; checked again here, before the ERP is written)."""
+    rows = ctx.conn.execute(
+        """SELECT l.credit_of_line_no, -sum(l.net_amount) AS credited, o.net_amount AS invoiced
+             FROM billing.invoices c
+             JOIN billing.invoice_lines l ON l.invoice_id = c.invoice_id
+             LEFT JOIN billing.invoice_lines o
+                    ON o.invoice_id = c.credit_of_invoice_id AND o.line_no = l.credit_of_line_no
+            WHERE c.credit_of_invoice_id = %s AND c.status <> 'rejected'
+            GROUP BY l.credit_of_line_no, o.net_amount""",
+        (invoice["credit_of_invoice_id"],),
+    ).fetchall()
+    total = Decimal(0)
+    for line_no, credited, invoiced in rows:
+        total += Decimal(credited)
+        if line_no is not None and invoiced is not None and Decimal(credited) > Decimal(invoiced):
+            raise InvoicePushError(
+                f"the credit notes of {original['document_number']} credit {credited} on its"
+                f" line {line_no}, which invoiced {invoiced} {_currency(invoice)}: never more"
+                " than was invoiced; not sent"
+            )
+    if total > abs(_money(original, "net")):
         raise InvoicePushError(
-            f"credit note {invoice['document_number']} credits {abs(_money(invoice, 'net'))}"
-            f" of the {abs(_money(original, 'net'))} net of {original['document_number']}: "
-            + PARTIAL_CREDIT
+            f"the credit notes of {original['document_number']} credit {total}"
+            f" {_currency(invoice)}, more than the {abs(_money(original, 'net'))} it invoiced;"
+            " not sent"
         )
-    return str(erp_id)
+
+
+def _credit_line_specs(ctx: _Ctx, invoice: dict[str, Any]) -> list[push_erp.LineSpec]:
+    """The ERP lines of a credit note: a credit memo's lines are positive (quantity, price and
+    amount; the memo itself is the negative document), so the warehouse's negative credit
+    lines are sent with their signs turned."""
+    rows = []
+    for line in _lines(ctx, int(invoice["invoice_id"])):
+        turned = dict(line)
+        for column in ("net_amount", "hours", "quantity"):
+            if turned.get(column) is not None:
+                turned[column] = -Decimal(turned[column])
+        rows.append(turned)
+    try:
+        return push_erp.line_specs(rows, _currency(invoice))
+    except (money.UnknownCurrency, ValueError) as exc:
+        raise InvoicePushError(f"credit note lines cannot be sent: {exc}") from None
 
 
 # ---------------------------------------------------------------------------- step 2: post
@@ -831,8 +891,9 @@ def _post_step(ctx: _Ctx, invoice: dict[str, Any], state: dict[str, Any]) -> dic
 def _check_draft(ctx: _Ctx, invoice: dict[str, Any], doc: ErpDoc) -> ErpDoc:
     """The draft must hold exactly the approved lines (missing ones are added) and net."""
     expected_net = _money(invoice, "net")
-    if doc.entity == ERP_INVOICES:
-        specs = _line_specs(ctx, invoice)
+    partial_memo = doc.entity == ERP_MEMOS and not _credit_original(ctx, invoice)["full"]
+    if doc.entity == ERP_INVOICES or partial_memo:
+        specs = _credit_line_specs(ctx, invoice) if partial_memo else _line_specs(ctx, invoice)
         erp_lines = {
             int(line.get("sequence") or 0): line
             for line in push_erp.list_lines(ctx.erp, doc.entity, doc.id)
@@ -853,7 +914,7 @@ def _check_draft(ctx: _Ctx, invoice: dict[str, Any], doc: ErpDoc) -> ErpDoc:
         missing = [s for s in specs if s.sequence not in erp_lines]
         for spec in missing:
             try:
-                push_erp.add_line(ctx.erp, doc.id, spec)
+                push_erp.add_line(ctx.erp, doc.id, spec, doc.entity)
                 ctx.result.erp_writes += 1
             except (errors.WriteOutcomeUnknown, errors.RetryBudgetExceeded) as exc:
                 raise _Retryable(f"adding line {spec.sequence} got no answer: {exc}") from None
@@ -863,6 +924,8 @@ def _check_draft(ctx: _Ctx, invoice: dict[str, Any], doc: ErpDoc) -> ErpDoc:
                 raise InvoicePushError(f"the ERP draft {doc.id} vanished")
             doc = fresh
         erp_net = doc.net
+        if partial_memo:  # a credit memo's amounts are positive; the credit note's negative
+            erp_net, expected_net = abs(erp_net), abs(expected_net)
     else:
         erp_net = abs(doc.net)
         expected_net = abs(expected_net)
@@ -946,7 +1009,21 @@ def _record_posted(
             (doc.id, doc.number, invoice_id),
         )
         recorded = 0
-        if not credit:
+        if credit:
+            # the items of wholly credited lines: still billed by the original (never billed
+            # again), and credited by this credit note (docs/billed-state.md)
+            recorded = ctx.conn.execute(
+                """INSERT INTO billing.credited_items
+                       (item_key, credit_invoice_id, credited_invoice_id, erp_number, run_id)
+                   SELECT DISTINCT k, %s::bigint, i.credit_of_invoice_id, %s, %s
+                     FROM billing.invoices i
+                     JOIN billing.invoice_lines l ON l.invoice_id = i.invoice_id,
+                          unnest(l.item_keys) AS k
+                    WHERE i.invoice_id = %s
+                   ON CONFLICT (item_key, credit_invoice_id) DO NOTHING""",
+                (invoice_id, doc.number, ctx.result.run_id, invoice_id),
+            ).rowcount
+        else:
             recorded = ctx.conn.execute(
                 """INSERT INTO billing.billed_items
                        (item_key, invoice_id, erp_invoice_id, erp_number, billed_at, run_id)
@@ -1020,7 +1097,11 @@ def _bill_back_step(ctx: _Ctx, invoice: dict[str, Any], state: dict[str, Any]) -
     invoice_id = int(invoice["invoice_id"])
     document = str(invoice["document_number"])
     if _is_credit(ctx, invoice):
-        billed = push_psa.BilledState("credit_note", push_psa.CREDIT_NOTE_REASON)
+        billed = push_psa.BilledState(
+            "credit_note",
+            push_psa.CREDIT_NOTE_REASON,
+            erpsync_items=_item_keys(ctx, invoice_id),  # the items of wholly credited lines
+        )
     else:
         keys = _item_keys(ctx, invoice_id)
         # fixed-fee milestones live in the CRM: Status__c Invoiced + the ERP number, read back

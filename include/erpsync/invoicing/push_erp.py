@@ -39,7 +39,10 @@ __all__ = [
     "REVENUE_ACCOUNT",
     "ErpDoc",
     "LineSpec",
+    "add_line",
+    "credit_memo_body",
     "find_credit_memo",
+    "find_credit_memo_by_document",
     "find_invoice",
     "get_doc",
     "invoice_body",
@@ -237,9 +240,45 @@ def list_lines(erp, entity: str, doc_id: str) -> list[dict[str, Any]]:
     return [line for page in erp.iter_pages(f"{entity}({doc_id})/{segment}") for line in page]
 
 
-def add_line(erp, doc_id: str, spec: LineSpec) -> dict[str, Any]:
-    """POST one line to a draft invoice (not retried once sent: the caller lists again)."""
-    return erp.create(f"{ERP_INVOICES}({doc_id})/salesInvoiceLines", spec.body())
+def add_line(erp, doc_id: str, spec: LineSpec, entity: str = ERP_INVOICES) -> dict[str, Any]:
+    """POST one line to a draft invoice or credit memo (not retried once sent: the caller
+    lists again). Documented: .../api/dynamics_salesinvoiceline_create and
+    .../api/dynamics_salescreditmemoline_create
+    (``POST salesCreditMemos({id})/salesCreditMemoLines``)."""
+    segment = "salesInvoiceLines" if entity == ERP_INVOICES else "salesCreditMemoLines"
+    return erp.create(f"{entity}({doc_id})/{segment}", spec.body())
+
+
+def credit_memo_body(credit: dict[str, Any], erp_invoice_id: str) -> dict[str, Any]:
+    """The ``POST salesCreditMemos`` header of a partial credit note (its lines follow with
+    :func:`add_line`): the customer, currency, dates, the credit note's document number as
+    ``externalDocumentNumber`` (the check-then-create key) and ``invoiceId``, the posted
+    invoice it corrects (Business Central sets Applies-to Doc. No. from it).
+    https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_salescreditmemo
+    (properties externalDocumentNumber, creditMemoDate, postingDate, customerId/customerNumber,
+    currencyCode, invoiceId) and .../api/dynamics_salescreditmemo_create."""
+    if not _GUID.match(erp_invoice_id):
+        raise ValueError(f"not an ERP document id: {erp_invoice_id!r}")
+    customer_id = str(credit.get("erp_customer_id") or "")
+    body: dict[str, Any] = {
+        "externalDocumentNumber": credit["document_number"],
+        "currencyCode": str(credit["currency"]).strip(),
+        "invoiceId": erp_invoice_id,
+    }
+    if _GUID.match(customer_id):
+        body["customerId"] = customer_id
+    else:
+        body["customerNumber"] = str(credit.get("erp_customer_number") or customer_id)
+    if credit.get("invoice_date") is not None:
+        body["creditMemoDate"] = str(credit["invoice_date"])
+        body["postingDate"] = str(credit["invoice_date"])
+    return body
+
+
+def find_credit_memo_by_document(erp, document_number: str) -> ErpDoc | None:
+    """The credit memo whose ``externalDocumentNumber`` is the credit note's document number."""
+    body = erp.find_one(ERP_MEMOS, f"externalDocumentNumber eq {odata_quote(document_number)}")
+    return None if body is None else ErpDoc.of(ERP_MEMOS, body)
 
 
 def _action(erp, entity: str, doc_id: str, action: str) -> None:

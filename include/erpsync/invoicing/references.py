@@ -29,9 +29,9 @@ def unknown_references(conn, request: dict[str, Any]) -> list[str]:
         deleted = [c for c in clients if state.get(c)]
         if unknown:
             problems.append(
-                f"unknown client id(s) {unknown}: not a CRM account id erpsync knows "
-                "(core.clients); enter the Salesforce Account Id, or run the master data sync "
-                "if the account is new"
+                f"Clients (clients): unknown client id(s) {unknown}: not a CRM account id "
+                "erpsync knows (core.clients); enter the Salesforce Account Id, or run the "
+                "master data sync if the account is new"
             )
         if deleted:
             problems.append(f"client id(s) {deleted} were deleted in the CRM: nothing to bill")

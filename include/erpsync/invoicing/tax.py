@@ -114,7 +114,9 @@ def legal_note(
 TAX_RESOLUTION_SQL = """
 CREATE TEMP TABLE _inv_tax ON COMMIT DROP AS
 WITH prof AS (
-    SELECT a.account_id, cl.legal_name, cl.erp_customer_no, im.erp_id AS erp_customer_id,
+    SELECT a.account_id, cl.legal_name,
+           coalesce(im.erp_number, nullif(cl.erp_customer_no, '')) AS erp_customer_no,
+           im.erp_id AS erp_customer_id,
            cl.crm_id IS NOT NULL AS client_known, tp.crm_account_id IS NOT NULL AS has_profile,
            tp.tax_exempt, tp.exemption_reason, tp.reverse_charge, tp.country,
            coalesce(tp.vat_id_normalized, tp.vat_id) AS vat_id, tp.vat_id_valid,

@@ -226,6 +226,19 @@ def _update_id_map(conn, op: targets.Operation, row: dict, target_id: str | None
     return None
 
 
+def _record_erp_number(conn, op: targets.Operation, row: dict, delivery) -> None:
+    """The ERP's own number of the record (a customer's No.), from its answer, on the id map:
+    invoices and exports name the customer by it, also when erpsync created the customer."""
+    number = getattr(delivery, "target_number", None)
+    if op.id_map_column != "erp_id" or row["canonical_id"] is None or not number:
+        return
+    conn.execute(
+        """UPDATE core.id_map SET erp_number = %s, updated_at = now()
+            WHERE canonical_id = %s AND erp_number IS DISTINCT FROM %s""",
+        (number, row["canonical_id"], number),
+    )
+
+
 def _deliver_one(conn, row: dict, clients: TargetClients, run: Any, stats: RelayStats) -> None:
     op = targets.OPERATIONS[row["operation"]]
     secrets = clients.secrets()
@@ -260,6 +273,8 @@ def _deliver_one(conn, row: dict, clients: TargetClients, run: Any, stats: Relay
         log.warning("outbox row %s (%s) failed: %s", row["outbox_id"], op.name, message)
         return
     id_map_problem = _update_id_map(conn, op, row, delivery.target_id)
+    if not id_map_problem:
+        _record_erp_number(conn, op, row, delivery)
     result = {"action": delivery.action, **delivery.detail}
     if id_map_problem:
         result["id_map"] = id_map_problem

@@ -86,6 +86,9 @@ class Delivery:
     target_id: str | None
     writes: int
     detail: dict[str, Any] = field(default_factory=dict)
+    #: the target's own number for the record as the target answered it (Business Central
+    #: ``number``); recorded in ``core.id_map.erp_number`` next to the id
+    target_number: str | None = None
 
 
 class DeliveryError(RuntimeError):
@@ -373,10 +376,12 @@ def _deliver_bc_by_number(entity: str, row: Built | dict, clients: Any) -> Deliv
             if current is None:
                 raise
         else:
-            return Delivery("created", str(created["id"]), 1, {"number": payload["number"]})
+            number = _answered_number(created, payload)
+            return Delivery("created", str(created["id"]), 1, {"number": number}, number)
     changes = diff(current, payload)
+    number = _answered_number(current, payload)
     if not changes:
-        return Delivery("unchanged", str(current["id"]), 0, {"number": payload["number"]})
+        return Delivery("unchanged", str(current["id"]), 0, {"number": number}, number)
     try:
         bc.patch(entity, current["id"], changes, current.get("@odata.etag"))
     except Exception as exc:
@@ -386,12 +391,21 @@ def _deliver_bc_by_number(entity: str, row: Built | dict, clients: Any) -> Deliv
         if current is None:
             raise
         changes = diff(current, payload)
+        number = _answered_number(current, payload)
         if not changes:
-            return Delivery("unchanged", str(current["id"]), 0, {"number": payload["number"]})
+            return Delivery("unchanged", str(current["id"]), 0, {"number": number}, number)
         bc.patch(entity, current["id"], changes, current.get("@odata.etag"))
     return Delivery(
-        "updated", str(current["id"]), 1, {"number": payload["number"], "fields": sorted(changes)}
+        "updated", str(current["id"]), 1, {"number": number, "fields": sorted(changes)}, number
     )
+
+
+def _answered_number(record: dict[str, Any] | None, payload: dict[str, Any]) -> str | None:
+    """The ``number`` Business Central answered for the record (customers and employees return
+    it on create and read: https://learn.microsoft.com/en-us/dynamics365/business-central/
+    dev-itpro/api-reference/v2.0/resources/dynamics_customer), else the one erpsync sent."""
+    number = (record or {}).get("number") or payload.get("number")
+    return str(number) if number else None
 
 
 def _resolve_erp_codes(payload: dict[str, Any], clients: Any) -> dict[str, Any]:

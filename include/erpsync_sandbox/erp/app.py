@@ -391,16 +391,17 @@ def create_app(ctx: Any) -> FastAPI:
             summary=f"Get one of {name} by id",
             operation_id=f"get_{name}",
         )
-        if not es.writable or es.segment == "salesInvoiceLines":
+        if not es.writable or es.segment in ("salesInvoiceLines", "salesCreditMemoLines"):
             return
+        documents = ("salesInvoices", "salesCreditMemos")
 
         async def create_entity(
             request: Request, tenant: str, environment: str, company_id: str
         ) -> Response:
             scope_check(tenant, environment, company_id)
             raw = await request.body()
-            if es.segment == "salesInvoices":
-                return await run(svc.create_invoice, raw, base_url=_base(request))
+            if es.segment in documents:
+                return await run(svc.create_document, es.segment, raw, base_url=_base(request))
             return await run(svc.create, es, raw, base_url=_base(request))
 
         async def update_entity(
@@ -413,9 +414,14 @@ def create_app(ctx: Any) -> FastAPI:
         ) -> Response:
             scope_check(tenant, environment, company_id)
             raw = await request.body()
-            if es.segment == "salesInvoices":
+            if es.segment in documents:
                 return await run(
-                    svc.update_invoice, entity_id, raw, if_match, base_url=_base(request)
+                    svc.update_invoice,
+                    entity_id,
+                    raw,
+                    if_match,
+                    base_url=_base(request),
+                    segment=es.segment,
                 )
             return await run(svc.update, es, entity_id, raw, if_match, base_url=_base(request))
 
@@ -427,13 +433,13 @@ def create_app(ctx: Any) -> FastAPI:
             if_match: IfMatchHeader = None,
         ) -> Response:
             scope_check(tenant, environment, company_id)
-            if es.segment == "salesInvoices":
-                return await run(svc.delete_invoice, entity_id, if_match)
+            if es.segment in documents:
+                return await run(svc.delete_invoice, entity_id, if_match, segment=es.segment)
             return await run(svc.delete, es, entity_id, if_match)
 
         create_summary = (
-            "Create a draft sales invoice (deep insert of salesInvoiceLines; no idempotency)"
-            if es.segment == "salesInvoices"
+            f"Create a draft {es.entity_type} (deep insert of its lines; no idempotency)"
+            if es.segment in documents
             else f"Create one of {name}"
         )
         app.add_api_route(
@@ -541,7 +547,9 @@ def create_app(ctx: Any) -> FastAPI:
         ) -> Response:
             scope_check(tenant, environment, company_id)
             raw = await request.body()
-            return await run(svc.add_line, doc_id, raw, base_url=_base(request))
+            return await run(
+                svc.add_line, doc_id, raw, base_url=_base(request), segment=doc_segment
+            )
 
         async def update_line(
             request: Request,
@@ -555,7 +563,13 @@ def create_app(ctx: Any) -> FastAPI:
             scope_check(tenant, environment, company_id)
             raw = await request.body()
             return await run(
-                svc.update_line, doc_id, line_id, raw, if_match, base_url=_base(request)
+                svc.update_line,
+                doc_id,
+                line_id,
+                raw,
+                if_match,
+                base_url=_base(request),
+                segment=doc_segment,
             )
 
         async def delete_line(
@@ -567,7 +581,7 @@ def create_app(ctx: Any) -> FastAPI:
             if_match: IfMatchHeader = None,
         ) -> Response:
             scope_check(tenant, environment, company_id)
-            return await run(svc.delete_line, doc_id, line_id, if_match)
+            return await run(svc.delete_line, doc_id, line_id, if_match, segment=doc_segment)
 
         app.add_api_route(
             col,
@@ -575,7 +589,7 @@ def create_app(ctx: Any) -> FastAPI:
             methods=["POST"],
             status_code=201,
             tags=[doc_es.tag],
-            summary="Add a line to a draft sales invoice",
+            summary=f"Add a line to a draft of {doc_segment}",
             operation_id=f"create_{doc_segment}_{line_segment}",
             openapi_extra=JSON_BODY,
         )
@@ -584,7 +598,7 @@ def create_app(ctx: Any) -> FastAPI:
             update_line,
             methods=["PATCH"],
             tags=[doc_es.tag],
-            summary="Update a line of a draft sales invoice (If-Match required)",
+            summary=f"Update a line of a draft of {doc_segment} (If-Match required)",
             operation_id=f"update_{doc_segment}_{line_segment}",
             openapi_extra=JSON_BODY,
         )
@@ -594,12 +608,12 @@ def create_app(ctx: Any) -> FastAPI:
             methods=["DELETE"],
             status_code=204,
             tags=[doc_es.tag],
-            summary="Delete a line of a draft sales invoice (If-Match required)",
+            summary=f"Delete a line of a draft of {doc_segment} (If-Match required)",
             operation_id=f"delete_{doc_segment}_{line_segment}",
         )
 
     add_lines("salesInvoices", "salesInvoiceLines", writable=True)
-    add_lines("salesCreditMemos", "salesCreditMemoLines", writable=False)
+    add_lines("salesCreditMemos", "salesCreditMemoLines", writable=True)
 
     # ------------------------------------------------------------------ bound actions
 

@@ -488,6 +488,7 @@ ENTITY_SETS: dict[str, EntitySet] = {
             "salesCreditMemos",
             SALES_CREDIT_MEMO,
             "salesCreditMemos",
+            writable=True,  # POST/PATCH/DELETE salesCreditMemo are documented (resource page)
             read_only=_MEMO_RO,
         ),
         EntitySet(
@@ -496,6 +497,7 @@ ENTITY_SETS: dict[str, EntitySet] = {
             "salesCreditMemoLines",
             SALES_CREDIT_MEMO_LINE,
             "salesCreditMemos",
+            writable=True,  # POST salesCreditMemos({id})/salesCreditMemoLines is documented
             read_only=_LINE_RO,
         ),
     )

@@ -1468,20 +1468,37 @@ class ErpService:
             )
 
     def create_invoice(self, raw: bytes, *, base_url: str) -> Reply:
-        es = ENTITY_SETS["salesInvoices"]
-        line_es = ENTITY_SETS["salesInvoiceLines"]
-        data = self._validate(es, _parse_json(raw), allow_nav="salesInvoiceLines")
-        line_data = data.pop("salesInvoiceLines", None) or []
+        return self.create_document("salesInvoices", raw, base_url=base_url)
+
+    def create_document(self, segment: str, raw: bytes, *, base_url: str) -> Reply:
+        """``POST salesInvoices`` / ``POST salesCreditMemos`` (a draft; deep insert of its lines).
+
+        A credit memo may name the posted invoice it corrects: ``invoiceId`` must be a posted
+        sales invoice (``The "invoiceId" does not match to an Invoice.``) and an
+        ``invoiceNumber`` given with it must be that invoice's number (``The "invoiceId" and
+        "invoiceNumber" do not match to a specific Invoice.``): APIV2SalesCreditMemos.Page.al,
+        fields invoiceId / invoiceNumber (github.com/microsoft/ALAppExtensions,
+        Apps/W1/APIV2/app/src/pages); POST is documented at
+        https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/api/dynamics_salescreditmemo_create
+        """
+        es = ENTITY_SETS[segment]
+        line_segment = _LINE_SEGMENT[segment]
+        line_es = ENTITY_SETS[line_segment]
+        data = self._validate(es, _parse_json(raw), allow_nav=line_segment)
+        line_data = data.pop(line_segment, None) or []
         if not isinstance(line_data, list):
-            raise BCError(400, "BadRequest", "salesInvoiceLines must be a JSON array.")
+            raise BCError(400, "BadRequest", f"{line_segment} must be a JSON array.")
         with self.lock:
+            if segment == "salesCreditMemos":
+                self._memo_invoice(data)
             cust = self._customer_for(data)
             doc = self._doc_from(es, data, cust)
             lines = [
                 self._new_line(line_es, ld, doc, 10000 * (i + 1)) for i, ld in enumerate(line_data)
             ]
             self._recompute(doc, lines, cust)
-            doc["number"] = self.next_number("invoice_draft")
+            draft_series = "invoice_draft" if segment == "salesInvoices" else "memo_draft"
+            doc["number"] = self.next_number(draft_series)
             for line in lines:
                 self.store.put(
                     line_es.resource, line["id"], line, parent_id=doc["id"], stamp_field=None
@@ -1489,8 +1506,36 @@ class ErpService:
             self.store.put(es.resource, doc["id"], doc, stamp_field=STAMP)
             row = self.store.get_row(es.resource, doc["id"])
         assert row is not None
-        expand = "salesInvoiceLines" if line_data else None
+        expand = line_segment if line_data else None
         return self._entity_reply(201, es, row, base_url, expand=expand, location=True)
+
+    def _memo_invoice(self, data: dict[str, Any]) -> None:
+        """Resolve a credit memo's ``invoiceId`` / ``invoiceNumber`` to a posted invoice
+        (APIV2SalesCreditMemos: invoiceId OnValidate, invoiceNumber OnValidate)."""
+        inv_id = data.get("invoiceId")
+        if inv_id not in (None, "", ZERO_GUID):
+            inv = self.store.get("salesInvoices", str(inv_id))
+            if inv is None or inv.get("status") in (None, "Draft"):
+                raise BCError(
+                    400,
+                    "Application_DialogException",
+                    'The "invoiceId" does not match to an Invoice.',
+                )
+            if data.get("invoiceNumber") not in (None, "") and data["invoiceNumber"] != inv.get(
+                "number"
+            ):
+                raise BCError(
+                    400,
+                    "Application_DialogException",
+                    'The "invoiceId" and "invoiceNumber" do not match to a specific Invoice.',
+                )
+            data["invoiceNumber"] = inv.get("number", "")
+        elif data.get("invoiceNumber") not in (None, ""):
+            found = self.store.scan(
+                "salesInvoices", where={"number": data["invoiceNumber"]}, limit=1
+            )
+            if found and found[0].get("status") not in (None, "Draft"):
+                data["invoiceId"] = found[0]["id"]
 
     def _doc_and_lines(
         self, es: EntitySet, doc_id: str
@@ -1517,37 +1562,49 @@ class ErpService:
         self.store.put(es.resource, doc["id"], doc, stamp_field=STAMP)
 
     def update_invoice(
-        self, doc_id: str, raw: bytes, if_match: str | None, *, base_url: str
+        self,
+        doc_id: str,
+        raw: bytes,
+        if_match: str | None,
+        *,
+        base_url: str,
+        segment: str = "salesInvoices",
     ) -> Reply:
-        es = ENTITY_SETS["salesInvoices"]
+        es = ENTITY_SETS[segment]
         data = self._validate(es, _parse_json(raw))
         with self.lock:
             row, doc, lines = self._doc_and_lines(es, doc_id)
             self._check_if_match(row, if_match)
             self._require_draft(doc)
+            if segment == "salesCreditMemos" and ("invoiceId" in data or "invoiceNumber" in data):
+                self._memo_invoice(data)
             cust = self._customer_for(data, current=doc)
             doc.update(data)
             self._apply_customer(doc, cust, data)
             self._recompute(doc, lines, cust)
-            self._save_doc(es, doc, lines, "salesInvoiceLines")
+            self._save_doc(es, doc, lines, _LINE_SEGMENT[segment])
             new = self.store.get_row(es.resource, row.id)
         assert new is not None
         return self._entity_reply(200, es, new, base_url)
 
-    def delete_invoice(self, doc_id: str, if_match: str | None) -> Reply:
-        es = ENTITY_SETS["salesInvoices"]
+    def delete_invoice(
+        self, doc_id: str, if_match: str | None, *, segment: str = "salesInvoices"
+    ) -> Reply:
+        es = ENTITY_SETS[segment]
         with self.lock:
             row, doc, lines = self._doc_and_lines(es, doc_id)
             self._check_if_match(row, if_match)
             self._require_draft(doc, "deleted")
             for line in lines:
-                self.store.delete("salesInvoiceLines", line["id"])
+                self.store.delete(_LINE_SEGMENT[segment], line["id"])
             self.store.delete(es.resource, row.id)
         return Reply(204)
 
-    def add_line(self, doc_id: str, raw: bytes, *, base_url: str) -> Reply:
-        es = ENTITY_SETS["salesInvoices"]
-        line_es = ENTITY_SETS["salesInvoiceLines"]
+    def add_line(
+        self, doc_id: str, raw: bytes, *, base_url: str, segment: str = "salesInvoices"
+    ) -> Reply:
+        es = ENTITY_SETS[segment]
+        line_es = ENTITY_SETS[_LINE_SEGMENT[segment]]
         payload = _parse_json(raw)
         with self.lock:
             _row, doc, lines = self._doc_and_lines(es, doc_id)
@@ -1565,15 +1622,22 @@ class ErpService:
             line_es,
             new,
             base_url,
-            parent_segment=f"salesInvoices({doc['id']})/",
+            parent_segment=f"{segment}({doc['id']})/",
             location=True,
         )
 
     def update_line(
-        self, doc_id: str, line_id: str, raw: bytes, if_match: str | None, *, base_url: str
+        self,
+        doc_id: str,
+        line_id: str,
+        raw: bytes,
+        if_match: str | None,
+        *,
+        base_url: str,
+        segment: str = "salesInvoices",
     ) -> Reply:
-        es = ENTITY_SETS["salesInvoices"]
-        line_es = ENTITY_SETS["salesInvoiceLines"]
+        es = ENTITY_SETS[segment]
+        line_es = ENTITY_SETS[_LINE_SEGMENT[segment]]
         payload = _parse_json(raw)
         given = payload.get("discountAmount") if isinstance(payload, dict) else None
         data = self._validate(line_es, payload)
@@ -1595,12 +1659,14 @@ class ErpService:
             new = self.store.get_row(line_es.resource, line_row.id)
         assert new is not None
         return self._entity_reply(
-            200, line_es, new, base_url, parent_segment=f"salesInvoices({doc['id']})/"
+            200, line_es, new, base_url, parent_segment=f"{segment}({doc['id']})/"
         )
 
-    def delete_line(self, doc_id: str, line_id: str, if_match: str | None) -> Reply:
-        es = ENTITY_SETS["salesInvoices"]
-        line_es = ENTITY_SETS["salesInvoiceLines"]
+    def delete_line(
+        self, doc_id: str, line_id: str, if_match: str | None, *, segment: str = "salesInvoices"
+    ) -> Reply:
+        es = ENTITY_SETS[segment]
+        line_es = ENTITY_SETS[_LINE_SEGMENT[segment]]
         with self.lock:
             _row, doc, lines = self._doc_and_lines(es, doc_id)
             line_row = self._row(line_es, line_id, parent_id=doc["id"])
@@ -1722,6 +1788,13 @@ class ErpService:
         from erpsync_sandbox.erp.metadata import csdl
 
         return csdl()
+
+
+#: The line entity set of each sales document entity set.
+_LINE_SEGMENT = {
+    "salesInvoices": "salesInvoiceLines",
+    "salesCreditMemos": "salesCreditMemoLines",
+}
 
 
 def vat_setup_key(bus_group: str, prod_group: str) -> str:
