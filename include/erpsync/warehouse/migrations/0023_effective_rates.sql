@@ -36,3 +36,8 @@ SELECT opportunity_id, version, status, effective_from, applies_from,
  WHERE next_from IS NULL OR next_from > coalesce(applies_from, '-infinity'::date);
 COMMENT ON VIEW core.contract_version_periods IS
     'Per contract, the days each version is in effect (applies_from/applies_to, NULL: open); a version a later change order replaced from its own start is not listed.';
+
+-- The CRM mirror of the contracted rates (one row per person: the latest rate, which the PSA
+-- assignment carries) says from which day it applies, so earlier work at the earlier rate is
+-- not flagged rate_off_contract.
+ALTER TABLE core.contract_rate_overrides ADD COLUMN effective_from date;
