@@ -139,6 +139,33 @@ def _sync_time(url: str) -> None:
         )
 
 
+def _assert_the_firms_rate_step(sandbox, url: str) -> None:
+    """The sandbox firm's contracted rate that steps up mid-October (a dated Rate_Overrides__c
+    element): each of the person's entries on the project is priced at the rate in effect on
+    its date, whatever else holds it."""
+    opp = next(
+        o
+        for o in sandbox.ctx.stores["crm"].scan("Opportunity")
+        if "effective_from" in (o.get("Rate_Overrides__c") or "")
+    )
+    elements = json.loads(opp["Rate_Overrides__c"])
+    step = next(e for e in elements if e.get("effective_from"))
+    old = next(e for e in elements if e["user_email"] == step["user_email"] and e is not step)
+    since = dt.date.fromisoformat(step["effective_from"])
+    priced = _q(
+        url,
+        """SELECT i.item_date, i.rate, i.reason_code FROM recon.items i
+             JOIN core.people p ON p.psa_id = i.user_psa_id
+            WHERE i.item_type = 'time' AND i.opportunity_id = %s AND lower(p.email) = %s
+              AND i.rate IS NOT NULL""",
+        (opp["Id"], step["user_email"]),
+    )
+    assert {d < since for d, _r, _c in priced} == {True, False}  # work on both sides
+    for day, rate, reason in priced:
+        assert rate == Decimal(old["rate"] if day < since else step["rate"]), day
+        assert reason != "rate_differs_from_contract", day
+
+
 def test_a_change_order_effective_mid_month_prices_before_old_and_after_new(
     airflow_runtime, sandbox, monkeypatch
 ):
@@ -209,6 +236,7 @@ def test_a_change_order_effective_mid_month_prices_before_old_and_after_new(
         assert items[tid] == (version + 1, new_rate, Decimal(hours) * new_rate, "ready"), tid
     # the work before the change order was not re-priced by it
     assert all(items[t][1] == old_rate for t in before)
+    _assert_the_firms_rate_step(sandbox, url)
 
     # the month billed (dry run): one line per rate, hours summed then priced, rounded once
     airflow_runtime.run(
