@@ -282,3 +282,40 @@ def test_a_change_order_effective_mid_month_prices_before_old_and_after_new(
         (version, None, EFFECTIVE - dt.timedelta(days=1)),
         (version + 1, EFFECTIVE, None),
     ]
+
+
+@pytest.fixture(scope="module")
+def invoicing_url(pg_server_url):
+    from erpsync.runtime import database
+    from erpsync.warehouse import migrate
+    from tests.conftest import make_database
+    from tests.integration.test_invoicing_batches import seed
+
+    url = make_database(pg_server_url, "erpsync_test_inv_effective")
+    migrate.migrate(url)
+    with psycopg.connect(url) as conn:
+        seed(conn)
+    yield url
+    database.drop_database(url)
+
+
+def test_rate_off_contract_compares_only_from_the_day_the_contracted_rate_applies(invoicing_url):
+    """The approval's rate_off_contract flag: time billed at 175 against a contracted 170 is
+    flagged; once the contracted 170 applies only from a later day (a dated rate or a change
+    order), the work before it was billed at the rate in force then and is not flagged."""
+    from tests.integration.test_invoicing_batches import period_batch
+
+    def flagged(conn) -> list[dict]:
+        conn.execute("SELECT 1")  # the test's transaction: the build nests in it, rolled back
+        result = period_batch(conn)
+        return [a for a in result.anomalies if a["code"] == "rate_off_contract"]
+
+    with psycopg.connect(invoicing_url) as conn:
+        assert [a["numbers"]["contract_rate"] for a in flagged(conn)] == ["170.0000"]
+        conn.rollback()
+        conn.execute(
+            "UPDATE core.contract_rate_overrides SET effective_from = '2026-11-01'"
+            " WHERE opportunity_id = 'opp-A'"
+        )
+        assert flagged(conn) == []
+        conn.rollback()
