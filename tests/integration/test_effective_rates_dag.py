@@ -187,16 +187,28 @@ def test_a_change_order_effective_mid_month_prices_before_old_and_after_new(
         {**o, "rate": str(new_rate)} if o["user_email"] == override["user_email"] else o
         for o in json.loads(body["Rate_Overrides__c"])
     ]
-    crm.put(
-        "Opportunity",
-        opp["Id"],
-        {
-            **body,
-            "Contract_Version__c": version + 1,
-            "Change_Effective_Date__c": EFFECTIVE.isoformat(),
-            "Rate_Overrides__c": json.dumps(rates),
-        },
-    )
+    change = {**body, "Contract_Version__c": version + 1, "Rate_Overrides__c": json.dumps(rates)}
+    # first without its effective date: refused with one exception, nothing re-priced or built
+    crm.put("Opportunity", opp["Id"], dict(change))
+    from erpsync.onboarding import setup
+    from erpsync.sync.spec import RunInfo
+
+    setup.run_project_setup(run=RunInfo.local("co-undated"), conninfo=url)
+    assert _q(
+        url,
+        "SELECT version, status FROM core.contracts WHERE opportunity_id = %s ORDER BY 1",
+        (opp["Id"],),
+    )[-2:] == [(version, "adopted"), (version + 1, "invalid")]
+    assert _q(
+        url,
+        """SELECT reason_code, detail ->> 'field' FROM ops.exceptions
+            WHERE entity_type = 'opportunity' AND entity_key = %s AND status = 'open'""",
+        (opp["Id"],),
+    ) == [("contract_missing_field", "Change_Effective_Date__c")]
+    psa = sandbox.ctx.stores["psa"]
+    assert Decimal(str(psa.get("user_assignments", ua["id"])["hourly_rate"])) == old_rate
+    # then with it (the CRM user fixes the record)
+    crm.put("Opportunity", opp["Id"], {**change, "Change_Effective_Date__c": EFFECTIVE.isoformat()})
     airflow_runtime.run(
         "airflow", "dags", "test", "erpsync_project_setup", "-c", '{"full": true}', extra_env=env
     )
@@ -206,8 +218,12 @@ def test_a_change_order_effective_mid_month_prices_before_old_and_after_new(
         " WHERE opportunity_id = %s ORDER BY 1",
         (opp["Id"],),
     )[-2:] == [(version, "superseded", None), (version + 1, "complete", EFFECTIVE)]
+    assert _q(
+        url,
+        "SELECT status FROM ops.exceptions WHERE entity_type = 'opportunity' AND entity_key = %s",
+        (opp["Id"],),
+    ) == [("resolved",)]
     # Harvest's assignment now carries the new rate: time logged from here on is stamped with it
-    psa = sandbox.ctx.stores["psa"]
     assert Decimal(str(psa.get("user_assignments", ua["id"])["hourly_rate"])) == new_rate
     after = _log_time(sandbox, ua, AFTER, NEW_ID + len(BEFORE))
     _sync_time(url)
