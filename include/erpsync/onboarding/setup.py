@@ -527,9 +527,10 @@ def step_psa_assignments(ctx: StepContext) -> StepResult:
         for item in page:
             current[str((item.get("user") or {}).get("id"))] = item
     writes, ids, rates = 0, [], {}
-    # Harvest has one hourly_rate per user assignment, no dated rates: the assignment gets each
-    # person's latest rate (the last effective_from); the reconciliation prices every entry by
-    # the element in effect on its date, whatever the PSA stamped
+    # Harvest has one hourly_rate per user assignment, no dated rates
+    # (https://help.getharvest.com/api-v2/projects-api/projects/user-assignments/): the
+    # assignment gets each person's latest rate (the last effective_from); the reconciliation
+    # prices every entry by the element in effect on its date
     latest: dict[str, dict[str, Any]] = {}
     for item in sorted(ctx.contract.rate_overrides, key=lambda i: i.get("effective_from") or ""):
         latest[item["user_email"]] = item
