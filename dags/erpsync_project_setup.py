@@ -17,7 +17,9 @@ anyone retyping the contract:
    (monthly T&M periods, fixed-fee milestones or retainer periods); and writes the PSA project
    id back on the opportunity. Milestones stay in the CRM, where the client accepts them.
 4. **Change orders** (Contract Version raised in the CRM) become a new contract version: budget,
-   cap, milestones, rates and schedule are updated; earlier versions are kept as history.
+   cap, milestones, rates and schedule are updated; earlier versions are kept as history. A
+   change order needs its *Change Effective Date*: work dated before it keeps the earlier
+   version's rates (it is never re-priced), work from that day on gets the new ones.
 
 Every step is recorded, so a run that stops half-way (a system down, a dropped connection) is
 finished by the next run without creating anything twice. Every action is in the audit trail.

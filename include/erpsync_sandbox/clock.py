@@ -14,6 +14,7 @@ import json
 import random
 import threading
 import time
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -138,6 +139,33 @@ class _Day:
         return self.t
 
 
+def _raised_rates(raw: Any) -> Any:
+    """A change order's contracted rates: each person's latest rate 5 % higher (to the cent),
+    without an ``effective_from`` of its own (the change order's date applies). Unreadable
+    JSON is kept."""
+    if not raw:
+        return raw
+    try:
+        items = json.loads(raw)
+    except (TypeError, ValueError):
+        return raw
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        return raw
+    latest: dict[str, dict[str, Any]] = {}
+    for item in sorted(items, key=lambda i: str(i.get("effective_from") or "")):
+        latest[str(item.get("user_email") or "").lower()] = item
+    out = []
+    for item in latest.values():
+        item = {k: v for k, v in item.items() if k != "effective_from"}
+        try:
+            rate = Decimal(str(item.get("rate")))
+        except ArithmeticError:
+            return raw
+        item["rate"] = str((rate * Decimal("1.05")).quantize(Decimal("0.01"), ROUND_HALF_UP))
+        out.append(item)
+    return json.dumps(out)
+
+
 def advance(ctx: SandboxContext, steps: int, seed: int) -> list[dict[str, Any]]:
     """Simulate ``steps`` business days of the firm, starting the day after the clock's date.
 
@@ -148,7 +176,9 @@ def advance(ctx: SandboxContext, steps: int, seed: int) -> list[dict[str, Any]]:
       older than two days approved; a few recent unapproved entries edited and one
       hard-deleted; an expense approved.
     * CRM: a new account with a closed-won opportunity not yet set up; a contract amendment
-      (``Contract_Version__c`` + 1 with a new ``Amount`` and, if capped, a higher cap); an open
+      (``Contract_Version__c`` + 1 with a new ``Amount``, if capped a higher cap, contracted
+      rates 5 % higher, effective the next day: ``Change_Effective_Date__c``, so the day's own
+      work keeps the old rates); an open
       opportunity soft-deleted (``IsDeleted``; shows in ``queryAll`` and the deleted feed); a
       planned contract milestone whose due date has passed accepted by the client
       (``Contract_Milestone__c.Status__c = Accepted``, ``Accepted_Date__c``; Harvest has no
@@ -438,6 +468,7 @@ def _advance_crm(ctx: SandboxContext, clock: _Day, rng: random.Random) -> None:
             "Retainer_Amount__c": None,
             "Retainer_Period__c": None,
             "Contract_Version__c": 1,
+            "Change_Effective_Date__c": None,
             "PSA_Project_Id__c": None,
             "Expense_Markup_Pct__c": 0,
             "IsDeleted": False,
@@ -461,6 +492,8 @@ def _advance_crm(ctx: SandboxContext, clock: _Day, rng: random.Random) -> None:
             body["Amount"] = round(float(body["Amount"]) * 1.1, 2)
         if body.get("Cap_Value__c") is not None:
             body["Cap_Value__c"] = round(float(body["Cap_Value__c"]) * 1.2, 2)
+        body["Change_Effective_Date__c"] = (day + dt.timedelta(days=1)).isoformat()
+        body["Rate_Overrides__c"] = _raised_rates(body.get("Rate_Overrides__c"))
         body["LastModifiedDate"] = _sf(moment)
         crm.put("Opportunity", row.id, body, modstamp=to_iso(moment))
     # an open opportunity is deleted (soft: Salesforce recycle bin)

@@ -109,10 +109,11 @@ def _dirty(sandbox) -> tuple[set[str], set[str]]:
 
 def expected_invoices(sandbox) -> dict[str, dict]:
     """Per clean T&M contract: the invoice net, tax and total for the period, computed from the
-    sandbox's records with the documented rules (docs: README billing section, erpsync.money):
-    a time line per role and rate = round(sum of hours x rate); an expense line =
-    round(cost x (1 + markup)); tax per invoice = round(net x rate), the Dutch standard rate for
-    a Dutch client that is not exempt, none otherwise (export, reverse charge, exempt)."""
+        sandbox's records with the documented rules (docs: README billing section, erpsync.money):
+        a time line per role and rate = round(sum of hours x rate), the contracted rate the one in
+    effect on the entry's date (``effective_from``); an expense line =
+        round(cost x (1 + markup)); tax per invoice = round(net x rate), the Dutch standard rate for
+        a Dutch client that is not exempt, none otherwise (export, reverse charge, exempt)."""
     stores = sandbox.ctx.stores
     crm, psa = stores["crm"], stores["psa"]
     dirty_projects, dirty_accounts = _dirty(sandbox)
@@ -136,10 +137,10 @@ def expected_invoices(sandbox) -> dict[str, dict]:
         currency = opp["CurrencyIsoCode"]
         start = dt.date.fromisoformat(opp["Contract_Start__c"])
         end = min(dt.date.fromisoformat(opp["Contract_End__c"]), PERIOD_END)
-        overrides = {
-            o["user_email"]: Decimal(str(o["rate"]))
-            for o in json.loads(opp.get("Rate_Overrides__c") or "[]")
-        }
+        # contracted rates per person, each from its effective_from (none: from the start)
+        overrides: dict[str, list[tuple[str, Decimal]]] = defaultdict(list)
+        for o in json.loads(opp.get("Rate_Overrides__c") or "[]"):
+            overrides[o["user_email"]].append((o.get("effective_from") or "", Decimal(o["rate"])))
         markup = Decimal(str(opp.get("Expense_Markup_Pct__c") or 0))
         hours: dict[tuple, Decimal] = defaultdict(Decimal)
         expense_lines: list[Decimal] = []
@@ -155,7 +156,8 @@ def expected_invoices(sandbox) -> dict[str, dict]:
                 continue
             if kind == "time":
                 user = str(e["user"]["id"])
-                rate = overrides.get(emails[user], Decimal(str(e["billable_rate"])))
+                in_force = [r for d, r in sorted(overrides[emails[user]]) if d <= e["spent_date"]]
+                rate = in_force[-1] if in_force else Decimal(str(e["billable_rate"]))
                 hours[(roles[user] or "Professional services", rate)] += Decimal(str(e["hours"]))
                 keys.add(f"time:{e['id']}")
             else:

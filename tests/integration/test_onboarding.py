@@ -350,6 +350,7 @@ def test_exceptions_setup_rerun_fix_and_change_orders(sandbox, warehouse_db):
             sandbox,
             tm,
             Contract_Version__c=2,
+            Change_Effective_Date__c="2026-11-16",
             Amount=float(Decimal(str(tm_opp["Amount"])) * 2),
             Cap_Type__c="Hours",
             Cap_Value__c=640,
@@ -364,6 +365,7 @@ def test_exceptions_setup_rerun_fix_and_change_orders(sandbox, warehouse_db):
             sandbox,
             ff,
             Contract_Version__c=2,
+            Change_Effective_Date__c="2026-11-16",
             Amount=float(Decimal(str(ff_opp["Amount"])) + 5000),
         )
         changed = setup_run(warehouse_db)

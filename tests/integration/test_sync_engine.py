@@ -145,8 +145,12 @@ def expected_overrides(sandbox) -> set[tuple[str, str, Decimal]]:
     for opp in store_bodies(sandbox, "crm", "Opportunity"):
         if opp.get("IsDeleted") or not (opp.get("IsWon") and opp.get("IsClosed")):
             continue
-        for item in json.loads(opp.get("Rate_Overrides__c") or "[]"):
-            out.add((opp["Id"], item["user_email"].lower(), Decimal(str(item["rate"]))))
+        # one row per person: the latest rate (the last effective_from; none: the start)
+        latest: dict[str, Decimal] = {}
+        items = json.loads(opp.get("Rate_Overrides__c") or "[]")
+        for item in sorted(items, key=lambda i: i.get("effective_from") or ""):
+            latest[item["user_email"].lower()] = Decimal(str(item["rate"]))
+        out |= {(opp["Id"], email, rate) for email, rate in latest.items()}
     return out
 
 

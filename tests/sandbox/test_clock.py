@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,14 @@ def test_advance_business_effects(ctx: SandboxContext) -> None:
         if c["resource"] == "Opportunity" and c["op"] == "update"
     ]
     assert amended and all(o["Contract_Version__c"] >= 2 for o in amended)
+    # a change order takes effect the day after the amendment (the day's own work keeps the
+    # old rates), with no element of its rates dated on its own
+    for c in changes:
+        if c["resource"] == "Opportunity" and c["op"] == "update":
+            o = crm.get("Opportunity", c["id"])
+            effective = dt.date.fromisoformat(o["Change_Effective_Date__c"])
+            assert effective - dt.date.fromisoformat(c["at"][:10]) == dt.timedelta(days=1)
+            assert "effective_from" not in (o.get("Rate_Overrides__c") or "")
     new_opps = [
         crm.get("Opportunity", c["id"])
         for c in changes

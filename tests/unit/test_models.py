@@ -3,6 +3,7 @@ exact, and every catalogue reason code is produced by the record that earns it."
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from decimal import Decimal
 
@@ -231,6 +232,38 @@ def _rate(**changes):
 def test_each_invalid_record_gets_its_catalogue_reason_code(model, row, code):
     assert reason_of(model, row) == code
     assert code in reasons.CATALOGUE
+
+
+def test_dated_rate_overrides_map_the_latest_rate_with_the_day_it_applies_from():
+    opp = {
+        "Id": "006000000000002AAA",
+        "IsWon": True,
+        "IsClosed": True,
+        "CurrencyIsoCode": "EUR",
+        "Contract_Version__c": 3.0,
+        "Change_Effective_Date__c": "2026-03-16",
+        "Rate_Overrides__c": json.dumps(
+            [
+                {"user_email": "a@example.com", "rate": "170.00", "effective_from": "2026-04-01"},
+                {"user_email": "A@example.com", "rate": "160.00"},
+                {"user_email": "b@example.com", "rate": "99.50"},
+            ]
+        ),
+    }
+    rows = [
+        validate(ContractRateOverride, r)
+        for r in mappings.salesforce_opportunity_to_rate_overrides(opp)
+    ]
+    # one row per person (the mirror's key): the latest rate, from its own day or the change
+    # order's, whichever is later
+    assert sorted((r.user_email, r.rate, r.effective_from) for r in rows) == [
+        ("a@example.com", Decimal("170.00"), dt.date(2026, 4, 1)),
+        ("b@example.com", Decimal("99.50"), dt.date(2026, 3, 16)),
+    ]
+    first = {**opp, "Contract_Version__c": 1}  # a first version applies from the beginning
+    assert {
+        r["effective_from"] for r in mappings.salesforce_opportunity_to_rate_overrides(first)
+    } == {"2026-04-01", None}
 
 
 def test_malformed_rate_overrides_json_is_its_own_reason():

@@ -101,6 +101,8 @@ JOIN core.contract_rate_overrides o
   ON o.opportunity_id = i.opportunity_id AND lower(o.user_email) = lower(p.email)
  AND o.deleted_at IS NULL AND o.currency = i.currency
 WHERE i.item_type = 'time' AND i.rate <> o.rate
+  -- the contracted rate from the day it applies (earlier work keeps its own, migration 0023)
+  AND (o.effective_from IS NULL OR i.item_date >= o.effective_from)
 GROUP BY 1, 2, 3, 4, 5, 6
 """
 

@@ -219,6 +219,8 @@ class ContractRateOverride(Canonical):
     currency: Currency
     contract_version: int = 1
     psa_project_id: str | None = None
+    #: the first day this rate applies (a dated element, or the change order's effective date)
+    effective_from: dt.date | None = None
 
 
 #: One prebuilt validator per canonical model, reused for every record.

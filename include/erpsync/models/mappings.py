@@ -194,9 +194,18 @@ def harvest_cost_rate_to_rate_card(rec: dict) -> list[dict]:
 # ------------------------------------------------------------------ Salesforce Opportunity
 
 
+def _iso_day(value: Any) -> str | None:
+    text = _text(value)
+    return text[:10] if text and re.fullmatch(r"\d{4}-\d{2}-\d{2}", text[:10]) else None
+
+
 def salesforce_opportunity_to_rate_overrides(rec: dict) -> list[dict]:
-    """``Rate_Overrides__c`` (a JSON list of ``{user_email, role, rate}``) of a closed-won
-    opportunity -> one row per person. Other opportunities yield no rows."""
+    """``Rate_Overrides__c`` (a JSON list of ``{user_email, role, rate, effective_from}``) of a
+    closed-won opportunity -> one row per person: the person's latest contracted rate (the
+    element with the last ``effective_from``: what the PSA assignment carries), with the day it
+    applies from (its ``effective_from``, or the change order's ``Change_Effective_Date__c``
+    when later). Earlier dated rates are priced by the reconciliation from core.contracts.
+    Other opportunities yield no rows."""
     if not (rec.get("IsWon") and rec.get("IsClosed")):
         return []
     raw = rec.get("Rate_Overrides__c")
@@ -212,6 +221,15 @@ def salesforce_opportunity_to_rate_overrides(rec: dict) -> list[dict]:
         raise RecordError(
             reasons.MALFORMED_JSON_FIELD, "Rate_Overrides__c is not a list of objects"
         )
+    version = rec.get("Contract_Version__c") or 1
+    try:
+        change_order = float(version) > 1
+    except (TypeError, ValueError):
+        change_order = False
+    change_day = _iso_day(rec.get("Change_Effective_Date__c")) if change_order else None
+    latest: dict[str, dict] = {}
+    for item in sorted(items, key=lambda i: _iso_day(i.get("effective_from")) or ""):
+        latest[str(item.get("user_email") or "").strip().lower()] = item
     return [
         {
             "opportunity_id": _id(rec.get("Id")),
@@ -219,8 +237,12 @@ def salesforce_opportunity_to_rate_overrides(rec: dict) -> list[dict]:
             "role": _text(item.get("role")),
             "rate": item.get("rate"),
             "currency": item.get("currency") or rec.get("CurrencyIsoCode"),
-            "contract_version": rec.get("Contract_Version__c") or 1,
+            "contract_version": version,
             "psa_project_id": _text(rec.get("PSA_Project_Id__c")),
+            "effective_from": max(
+                (d for d in (_iso_day(item.get("effective_from")), change_day) if d),
+                default=None,
+            ),
         }
-        for item in items
+        for item in latest.values()
     ]

@@ -6,9 +6,19 @@ The CRM is the system of record for the contract (docs DESIGN.md, "who owns what
 ``Billing_Model__c`` (Time and Materials | Fixed Fee | Retainer), ``CurrencyIsoCode``,
 ``Amount``, ``Contract_Start__c``/``Contract_End__c``, ``PO_Number__c`` (required when the
 account has ``PO_Required__c``), ``Cap_Type__c``/``Cap_Value__c`` (Hours | Amount: a
-not-to-exceed cap), ``Rate_Overrides__c`` (JSON ``[{"user_email", "role", "rate"}]``),
-``Retainer_Amount__c`` / ``Retainer_Period__c``, ``Contract_Version__c`` (a change order adds 1)
-and ``PSA_Project_Id__c`` (written back once the PSA project exists).
+not-to-exceed cap), ``Rate_Overrides__c`` (JSON ``[{"user_email", "role", "rate",
+"effective_from"}]``), ``Retainer_Amount__c`` / ``Retainer_Period__c``, ``Contract_Version__c``
+(a change order adds 1), ``Change_Effective_Date__c`` (the day a change order takes effect) and
+``PSA_Project_Id__c`` (written back once the PSA project exists).
+
+**Effective dates.** A time entry is priced by the contract version in effect on its date: the
+highest version whose ``Change_Effective_Date__c`` is on or before it (the first version
+erpsync knows applies from the beginning), so a change order never re-prices work dated
+before it; a change order without the date is refused (``contract_missing_field``), never
+applied to all unbilled work. Within a version, a rate override element may carry
+``effective_from`` (``YYYY-MM-DD``): the person's rate from that day on, until the next element
+for the same person; an element without it applies from the version's own start. Which
+version and rate priced an entry stays in ``recon.items`` (``contract_version``, ``rate``).
 
 A fixed-fee contract's milestones are its child records of the custom object
 ``Contract_Milestone__c`` (``Name``, ``Amount__c``, ``Due_Date__c``, ``Status__c``; see
@@ -74,6 +84,7 @@ OPPORTUNITY_FIELDS = (
     "Retainer_Amount__c",
     "Retainer_Period__c",
     "Contract_Version__c",
+    "Change_Effective_Date__c",
     "PSA_Project_Id__c",
     "Expense_Markup_Pct__c",  # read by the reconciliation (expenses billed at cost + markup)
     "SystemModstamp",
@@ -139,6 +150,8 @@ class Contract:
     retainer_amount: Decimal | None
     retainer_period: str | None
     rate_overrides: list[dict[str, Any]] = field(default_factory=list)
+    #: the day this version takes effect (``Change_Effective_Date__c``; a change order's)
+    effective_from: dt.date | None = None
     milestones: list[dict[str, Any]] = field(default_factory=list)
     psa_project_id_in_crm: str | None = None
     modstamp: str | None = None
@@ -163,6 +176,9 @@ class Contract:
             "retainer_amount": None if self.retainer_amount is None else str(self.retainer_amount),
             "retainer_period": self.retainer_period,
             "rate_overrides": self.rate_overrides,
+            "effective_from": None
+            if self.effective_from is None
+            else self.effective_from.isoformat(),
             "milestones": [
                 {k: m[k] for k in ("name", "amount", "due_date")} for m in self.milestones
             ],
@@ -315,7 +331,33 @@ def parse(record: dict[str, Any]) -> Contract:
                 )
             )
             continue
-        overrides.append({"user_email": email, "role": item.get("role"), "rate": str(rate)})
+        out = {"user_email": email, "role": item.get("role"), "rate": str(rate)}
+        if not _blank(item.get("effective_from")):
+            since = _date(item.get("effective_from"))
+            if since is None or len(str(item["effective_from"]).strip()) != 10:
+                problems.append(
+                    _invalid(
+                        "Rate_Overrides__c",
+                        f"rate override {item!r}: effective_from is not a date (YYYY-MM-DD)",
+                        "correct effective_from in Rate Overrides in the CRM",
+                    )
+                )
+                continue
+            out["effective_from"] = since.isoformat()
+        overrides.append(out)
+    seen: set[tuple[str, str | None]] = set()
+    for item in overrides:
+        key = (item["user_email"], item.get("effective_from"))
+        if key in seen:
+            problems.append(
+                _invalid(
+                    "Rate_Overrides__c",
+                    f"two rate overrides for {key[0]} take effect on the same day"
+                    f" ({key[1] or 'the version start'})",
+                    "keep one rate per person and effective_from in Rate Overrides",
+                )
+            )
+        seen.add(key)
     milestones_raw = _milestone_records(record)
     milestones: list[dict[str, Any]] = []
     for item in milestones_raw:
@@ -380,6 +422,15 @@ def parse(record: dict[str, Any]) -> Contract:
             )
     version_raw = _decimal(record.get("Contract_Version__c"))
     version = int(version_raw) if version_raw is not None and version_raw >= 1 else 1
+    effective_from = _date(record.get("Change_Effective_Date__c"))
+    if effective_from is None and not _blank(record.get("Change_Effective_Date__c")):
+        problems.append(
+            _invalid(
+                "Change_Effective_Date__c",
+                "the change order's effective date is not a date",
+                "correct Change Effective Date on the opportunity",
+            )
+        )
     return Contract(
         opportunity_id=str(record["Id"]),
         version=version,
@@ -397,6 +448,7 @@ def parse(record: dict[str, Any]) -> Contract:
         retainer_amount=retainer_amount if model == "retainer" else None,
         retainer_period=period if model == "retainer" else None,
         rate_overrides=overrides,
+        effective_from=effective_from,
         milestones=milestones,
         psa_project_id_in_crm=None
         if _blank(record.get("PSA_Project_Id__c"))
@@ -408,12 +460,26 @@ def parse(record: dict[str, Any]) -> Contract:
 
 
 def check(
-    contract: Contract, client: ClientFacts | None, people_by_email: dict[str, str]
+    contract: Contract,
+    client: ClientFacts | None,
+    people_by_email: dict[str, str],
+    *,
+    change_order: bool = False,
 ) -> list[Problem]:
     """The contract's problems: its own (from :func:`parse`) plus the client's and the people's.
 
-    ``people_by_email``: PSA user id by lower-case e-mail (core.people)."""
+    ``people_by_email``: PSA user id by lower-case e-mail (core.people). ``change_order``: the
+    warehouse already has an earlier version, so this one must say when it takes effect."""
     problems = list(contract.problems)
+    if change_order and contract.effective_from is None:
+        problems.append(
+            _missing(
+                "Change_Effective_Date__c",
+                f"change order (version {contract.version}) has no effective date: work before"
+                " it must keep the previous version's rates",
+                "set Change Effective Date on the opportunity (the first day the change applies)",
+            )
+        )
     if client is None or not client.synced or not client.tax_profile:
         problems.append(
             Problem(

@@ -277,9 +277,9 @@ def _upsert_contract(
                (opportunity_id, version, account_id, name, owner_id, billing_model, currency,
                 amount, starts_on, ends_on, po_number, cap_type, cap_value, retainer_amount,
                 retainer_period, rate_overrides, project_code, status, problems, psa_project_id,
-                source_modstamp, payload, first_run_id, last_run_id)
+                source_modstamp, payload, first_run_id, last_run_id, effective_from)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s,
-                   %s::jsonb, %s, %s, %s::jsonb, %s, %s)
+                   %s::jsonb, %s, %s, %s::jsonb, %s, %s, %s)
            ON CONFLICT (opportunity_id, version) DO UPDATE SET
                account_id = EXCLUDED.account_id, name = EXCLUDED.name,
                owner_id = EXCLUDED.owner_id, billing_model = EXCLUDED.billing_model,
@@ -289,6 +289,7 @@ def _upsert_contract(
                cap_value = EXCLUDED.cap_value, retainer_amount = EXCLUDED.retainer_amount,
                retainer_period = EXCLUDED.retainer_period,
                rate_overrides = EXCLUDED.rate_overrides, status = EXCLUDED.status,
+               effective_from = EXCLUDED.effective_from,
                problems = EXCLUDED.problems,
                psa_project_id = COALESCE(EXCLUDED.psa_project_id, core.contracts.psa_project_id),
                source_modstamp = EXCLUDED.source_modstamp, payload = EXCLUDED.payload,
@@ -318,6 +319,7 @@ def _upsert_contract(
             json.dumps(c.payload, default=str),
             run.run_id,
             run.run_id,
+            c.effective_from,
         ),
     )
     if status == "pending":
@@ -525,7 +527,14 @@ def step_psa_assignments(ctx: StepContext) -> StepResult:
         for item in page:
             current[str((item.get("user") or {}).get("id"))] = item
     writes, ids, rates = 0, [], {}
-    for item in ctx.contract.rate_overrides:
+    # Harvest has one hourly_rate per user assignment, no dated rates
+    # (https://help.getharvest.com/api-v2/projects-api/projects/user-assignments/): the
+    # assignment gets each person's latest rate (the last effective_from); the reconciliation
+    # prices every entry by the element in effect on its date
+    latest: dict[str, dict[str, Any]] = {}
+    for item in sorted(ctx.contract.rate_overrides, key=lambda i: i.get("effective_from") or ""):
+        latest[item["user_email"]] = item
+    for item in latest.values():
         user_id = ctx.people[item["user_email"]]
         rate = Decimal(item["rate"])
         rates[item["user_email"]] = item["rate"]
@@ -764,7 +773,8 @@ def _process(
             stats.adopted += 1
             return
         client = _client_facts(conn, c.account_id, systems)
-        problems = check(c, client, people)
+        # a change order: an earlier version is in the warehouse (it must say when it applies)
+        problems = check(c, client, people, change_order=any(v < c.version for v in versions))
         if problems:
             _upsert_contract(conn, c, "invalid", code, problems, run)
             if _raise(conn, c, problems, run):

@@ -5,7 +5,9 @@ or **on_hold** with one reason from the catalogue ``recon.reasons`` (and every p
 ``problems``). Items are time entries, expenses (live ones: ``deleted_at IS NULL``), fixed-fee
 milestones (``core.contract_milestones``) and retainer fees (``billing.schedule_lines``).
 
-Billing models (the contract is the current non-superseded version for the item's PSA project):
+Billing models (the contract of a time entry or expense is the version of the PSA project's
+contract in effect on its date: a change order applies from its ``Change_Effective_Date__c``,
+so it never re-prices work dated before it; ``recon.items.contract_version`` says which):
 
 * **Time & materials**: hours x the contracted rate for the person on the entry's date
   (contract rate overrides, else the PSA's rate on the entry, else the person's rate card that

@@ -75,14 +75,18 @@ class Rows:
         status: str = "complete",
         retainer_amount: str | Decimal | None = None,
         payload: dict[str, Any] | None = None,
+        effective_from: dt.date | None = None,
+        problems: list[dict[str, Any]] | None = None,
     ) -> None:
+        """``effective_from``: a change order's effective day; ``problems``: a version that was
+        invalid (what an invalid CRM record leaves)."""
         self.conn.execute(
             """INSERT INTO core.contracts (opportunity_id, version, account_id, name,
                    billing_model, currency, starts_on, ends_on, cap_type, cap_value,
                    retainer_amount, retainer_period, rate_overrides, project_code, status,
-                   psa_project_id, payload, first_run_id, last_run_id)
+                   psa_project_id, payload, first_run_id, last_run_id, effective_from, problems)
                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s,
-                       %s::jsonb, %s, %s)""",
+                       %s::jsonb, %s, %s, %s, %s::jsonb)""",
             (
                 opportunity_id,
                 version,
@@ -103,6 +107,8 @@ class Rows:
                 json.dumps(payload or {}),
                 RUN,
                 RUN,
+                effective_from,
+                json.dumps(problems or []),
             ),
         )
 

@@ -26,11 +26,17 @@ detection reads only the dates that can hold a duplicate.
 
 Rules (module doc of :mod:`erpsync.reconcile` has the finance-facing version):
 
-* **Contract of an item**: the highest non-superseded version (status complete, adopted or
-  pending) whose ``psa_project_id`` is the item's PSA project, else (a contract not linked to
-  a PSA project yet) whose ``project_code`` is the item's project code.
+* **Contract of an item**: the version in effect on the item's date (migration 0023): among
+  the usable versions (complete, adopted, pending, or superseded after being valid) whose
+  ``psa_project_id`` is the item's PSA project, else (a contract not linked to a PSA project
+  yet) whose ``project_code`` is the item's project code, the highest one whose
+  ``effective_from`` (the change order's effective date) is on or before the date; the first
+  one applies from the beginning. So a change order never re-prices work dated before it.
+  The lookups hold one row per version and the days it covers (``eff_from`` included,
+  ``eff_to`` excluded; exactly one row per day), joined on the project and the date.
 * **T&M rate** on the entry's date: the contracted rate for the person (``rate_overrides`` of
-  that contract version), else the PSA's rate on the entry (the assignment rate or the person's
+  that contract version; an element's ``effective_from`` starts it, the person's next element
+  ends it), else the PSA's rate on the entry (the assignment rate or the person's
   rate card that day, as Harvest stamps it), else the person's billable rate card effective on
   the entry's date in ``core.rate_cards`` (in the contract currency; Harvest rates carry no
   currency, so a card without one counts as the contract's). Each entry is priced on its own
@@ -100,47 +106,82 @@ cfg AS MATERIALIZED (
 )"""
 
 
+#: The contract versions that can price an item (migration 0023): live ones, and ones a later
+#: change order superseded after they were valid (they still price the days before it).
+_USABLE = (
+    "(c.status IN ('complete', 'adopted', 'pending')"
+    " OR (c.status = 'superseded' AND c.problems = '[]'::jsonb))"
+)
+
+#: A contract lookup (``{key}``: the project it is found by): one row per usable version with
+#: the days it is in effect, ``eff_from`` (included) to ``eff_to`` (excluded). A version applies
+#: from its effective_from (the first one of the project from the beginning; one recorded
+#: before migration 0023 has none and applies from the beginning too) until a higher version
+#: takes effect: every day has exactly one row, that of the highest version already in effect.
+_VERSION_PERIODS = (
+    """
+    SELECT psa_project_id, project_code, opportunity_id, version, account_id, billing_model,
+           currency, starts_on, ends_on, cap_type, cap_value, shard, markup_pct, eff_from,
+           coalesce(eff_to, 'infinity'::date) AS eff_to,
+           -- the contract currency's FX (plausibility: rates against the rate card)
+           (SELECT cur.per_eur FROM recon.currencies cur WHERE cur.code = r.currency) AS per_eur
+      FROM (SELECT k.*, min(k.eff_from) OVER (
+                   PARTITION BY k.{key} ORDER BY k.version DESC, k.opportunity_id DESC
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS eff_to
+              FROM (SELECT c.psa_project_id, c.project_code, c.opportunity_id, c.version,
+                           c.account_id, c.billing_model, c.currency, c.starts_on, c.ends_on,
+                           c.cap_type, c.cap_value,
+                           ((hashtext(coalesce(c.opportunity_id, '')) & 2147483647) % 2)::smallint
+                               AS shard,
+                           CASE WHEN (c.payload ->> 'Expense_Markup_Pct__c')
+                                     ~ '^[0-9]+(\\.[0-9]+)?$'
+                                THEN (c.payload ->> 'Expense_Markup_Pct__c')::numeric
+                           END AS markup_pct,
+                           CASE WHEN row_number() OVER (PARTITION BY c.{key}
+                                                        ORDER BY c.version, c.opportunity_id) = 1
+                                THEN '-infinity'::date
+                                ELSE coalesce(c.effective_from, '-infinity'::date)
+                           END AS eff_from
+                      FROM core.contracts c
+                     WHERE """
+    + _USABLE
+    + """ AND c.{where}) k) r
+     WHERE eff_to IS NULL OR eff_to > eff_from
+;"""
+)
+
 #: Small lookups the fill joins, as analysed temp tables (dropped at commit) so the planner
 #: hashes them, not the million time entries.
 CREATE_LOOKUPS = (
     "DROP TABLE IF EXISTS pg_temp.ctr_id, pg_temp.ctr_code, pg_temp.ovr, pg_temp.card,"
     " pg_temp.billed_src, pg_temp.psa_cur, pg_temp.unbilled_from, pg_temp.day_over,"
     " pg_temp.people_x;"  # noqa: S608 - constant SQL, values are bound
-    "CREATE TEMP TABLE ctr_id ON COMMIT DROP AS" + """
-    SELECT DISTINCT ON (psa_project_id) psa_project_id, project_code, opportunity_id, version,
-           account_id, billing_model, currency, starts_on, ends_on, cap_type, cap_value,
-           ((hashtext(coalesce(opportunity_id, '')) & 2147483647) % 2)::smallint AS shard,
-           CASE WHEN (payload ->> 'Expense_Markup_Pct__c') ~ '^[0-9]+(\\.[0-9]+)?$'
-                THEN (payload ->> 'Expense_Markup_Pct__c')::numeric END AS markup_pct,
-           -- the contract currency's FX (plausibility: rates against the rate card)
-           (SELECT k.per_eur FROM recon.currencies k WHERE k.code = currency) AS per_eur
-      FROM core.contracts
-     WHERE status IN ('complete', 'adopted', 'pending') AND psa_project_id IS NOT NULL
-     ORDER BY psa_project_id, version DESC
-;"""
-    "CREATE TEMP TABLE ctr_code ON COMMIT DROP AS" + """
-    SELECT DISTINCT ON (project_code) psa_project_id, project_code, opportunity_id, version,
-           account_id, billing_model, currency, starts_on, ends_on, cap_type, cap_value,
-           ((hashtext(coalesce(opportunity_id, '')) & 2147483647) % 2)::smallint AS shard,
-           CASE WHEN (payload ->> 'Expense_Markup_Pct__c') ~ '^[0-9]+(\\.[0-9]+)?$'
-                THEN (payload ->> 'Expense_Markup_Pct__c')::numeric END AS markup_pct,
-           (SELECT k.per_eur FROM recon.currencies k WHERE k.code = currency) AS per_eur
-      FROM core.contracts
-     WHERE status IN ('complete', 'adopted', 'pending') AND psa_project_id IS NULL
-     ORDER BY project_code, version DESC
-;"""
-    "CREATE TEMP TABLE ovr ON COMMIT DROP AS" + """
-    SELECT DISTINCT ON (c.opportunity_id, c.version, p.psa_id)
-           c.opportunity_id, c.version, p.psa_id AS user_psa_id,
-           (o.value ->> 'rate')::numeric AS rate
-      FROM core.contracts c
-     CROSS JOIN LATERAL jsonb_array_elements(
-           CASE WHEN jsonb_typeof(c.rate_overrides) = 'array' THEN c.rate_overrides
-                ELSE '[]'::jsonb END) o
-      JOIN core.people p ON lower(p.email) = lower(o.value ->> 'user_email')
-     WHERE c.status IN ('complete', 'adopted', 'pending')
-       AND (o.value ->> 'rate') ~ '^[0-9]+(\\.[0-9]+)?$'
-     ORDER BY c.opportunity_id, c.version, p.psa_id, p.deleted_at NULLS FIRST
+    "CREATE TEMP TABLE ctr_id ON COMMIT DROP AS"
+    + _VERSION_PERIODS.format(key="psa_project_id", where="psa_project_id IS NOT NULL")
+    + "CREATE TEMP TABLE ctr_code ON COMMIT DROP AS"
+    + _VERSION_PERIODS.format(key="project_code", where="psa_project_id IS NULL")
+    + """CREATE TEMP TABLE ovr ON COMMIT DROP AS
+    -- the contracted rate per version and person, with the days it covers: an element's
+    -- effective_from (none: the version's start) until the person's next element
+    SELECT opportunity_id, version, user_psa_id, rate, eff_from,
+           coalesce(lead(eff_from) OVER (PARTITION BY opportunity_id, version, user_psa_id
+                                         ORDER BY eff_from), 'infinity'::date) AS eff_to
+      FROM (SELECT DISTINCT ON (c.opportunity_id, c.version, p.psa_id, 4)
+                   c.opportunity_id, c.version, p.psa_id AS user_psa_id,
+                   CASE WHEN (o.value ->> 'effective_from') ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}$'
+                        THEN (o.value ->> 'effective_from')::date
+                        ELSE '-infinity'::date END AS eff_from,
+                   (o.value ->> 'rate')::numeric AS rate
+              FROM core.contracts c
+             CROSS JOIN LATERAL jsonb_array_elements(
+                   CASE WHEN jsonb_typeof(c.rate_overrides) = 'array' THEN c.rate_overrides
+                        ELSE '[]'::jsonb END) o
+              JOIN core.people p ON lower(p.email) = lower(o.value ->> 'user_email')
+             WHERE """
+    + _USABLE
+    + """
+               AND (o.value ->> 'rate') ~ '^[0-9]+(\\.[0-9]+)?$'
+             ORDER BY c.opportunity_id, c.version, p.psa_id, 4, p.deleted_at NULLS FIRST) k
 ;"""
     "CREATE TEMP TABLE card ON COMMIT DROP AS" + """
     -- the person's billable rate card effective on the day (the latest that covers it)
@@ -183,6 +224,7 @@ CREATE_LOOKUPS = (
      WHERE t.deleted_at IS NULL AND t.billable AND NOT t.is_billed
        AND NOT EXISTS (SELECT 1 FROM ctr_id c
                         WHERE c.psa_project_id = t.project_psa_id
+                          AND t.spent_date >= c.eff_from AND t.spent_date < c.eff_to
                           AND c.billing_model IN ('fixed_fee', 'retainer'))
 ;"""
     "CREATE TEMP TABLE day_over ON COMMIT DROP AS" + """
@@ -260,7 +302,9 @@ t0 AS (
            {_T_SHARD} AS shard
       FROM core.time_entries t
       LEFT JOIN ctr_id c1 ON c1.psa_project_id = t.project_psa_id
+                         AND t.spent_date >= c1.eff_from AND t.spent_date < c1.eff_to
       LEFT JOIN ctr_code c2 ON c1.opportunity_id IS NULL AND c2.project_code = t.project_code
+                           AND t.spent_date >= c2.eff_from AND t.spent_date < c2.eff_to
       LEFT JOIN psa_cur pc ON t.currency IS NULL AND pc.client_psa_id = t.client_psa_id
      WHERE t.deleted_at IS NULL
        -- the shard first by the PSA project's contract (one cheap join), then exactly
@@ -301,12 +345,14 @@ cap_entries AS (
            k.opportunity_id, k.version, k.cap_type, k.currency, k.per_eur
       FROM core.time_entries t
       JOIN ctr_id k ON k.psa_project_id = t.project_psa_id
+                   AND t.spent_date >= k.eff_from AND t.spent_date < k.eff_to
      WHERE t.deleted_at IS NULL AND t.billable AND {_CAPPED.format(k="k")}
     UNION ALL
     SELECT t.psa_id, t.spent_date, t.created_at, t.hours, t.billable_rate, t.user_psa_id,
            k.opportunity_id, k.version, k.cap_type, k.currency, k.per_eur
       FROM ctr_code k
       JOIN core.time_entries t ON t.project_code = k.project_code
+                               AND t.spent_date >= k.eff_from AND t.spent_date < k.eff_to
      WHERE t.deleted_at IS NULL AND t.billable AND {_CAPPED.format(k="k")}
        AND NOT EXISTS (SELECT 1 FROM ctr_id c WHERE c.psa_project_id = t.project_psa_id)
 ),
@@ -329,6 +375,7 @@ caps AS (
               FROM cap_entries c
               LEFT JOIN ovr o ON o.opportunity_id = c.opportunity_id
                              AND o.version = c.version AND o.user_psa_id = c.user_psa_id
+                             AND c.spent_date >= o.eff_from AND c.spent_date < o.eff_to
               LEFT JOIN dups d ON d.psa_id = c.psa_id
               LEFT JOIN people_x px ON px.psa_id = c.user_psa_id
              WHERE coalesce(d.dup_rank, 1) = 1
@@ -363,6 +410,7 @@ t2 AS (
       FROM t1
       LEFT JOIN ovr o ON o.opportunity_id = t1.c_opportunity_id
                      AND o.version = t1.c_version AND o.user_psa_id = t1.user_psa_id
+                     AND t1.spent_date >= o.eff_from AND t1.spent_date < o.eff_to
       LEFT JOIN people_x p ON p.psa_id = t1.user_psa_id
       LEFT JOIN caps cu ON cu.psa_id = t1.psa_id
 ),
@@ -540,7 +588,9 @@ e1 AS (
       FROM core.expenses e
       LEFT JOIN billed_src b ON b.item_type = 'expense' AND b.source_id = e.psa_id
       LEFT JOIN ctr_id c1 ON c1.psa_project_id = e.project_psa_id
+                         AND e.spent_date >= c1.eff_from AND e.spent_date < c1.eff_to
       LEFT JOIN ctr_code c2 ON c1.opportunity_id IS NULL AND c2.project_code = e.project_code
+                           AND e.spent_date >= c2.eff_from AND e.spent_date < c2.eff_to
       LEFT JOIN recon.currencies ec ON ec.code = e.currency
      WHERE e.deleted_at IS NULL
        -- the shard first by the PSA project's contract (one cheap join), then exactly

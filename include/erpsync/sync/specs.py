@@ -218,6 +218,7 @@ CONTRACT_RATE_OVERRIDES = EntitySpec(
             "CurrencyIsoCode",
             "Rate_Overrides__c",
             "Contract_Version__c",
+            "Change_Effective_Date__c",
             "PSA_Project_Id__c",
         ),
     ),

@@ -344,6 +344,9 @@ OPPORTUNITY = SObjectSchema(
             picklist=("Monthly", "Quarterly"),
         ),
         _c("Contract_Version__c", "double", "Contract Version", precision=18, scale=0),
+        # the day a change order (Contract Version > 1) takes effect: work dated before it keeps
+        # the previous version's terms and rates
+        _c("Change_Effective_Date__c", "date", "Change Effective Date"),
         _c("PSA_Project_Id__c", "string", "PSA Project Id", 40, external_id=True),
         _c("Expense_Markup_Pct__c", "percent", "Expense Markup Pct", precision=5, scale=2),
         *_audit(),

@@ -242,6 +242,8 @@ SIZES: dict[str, Size] = {
 }
 HISTORY_END = dt.date(2026, 10, 30)
 BILLED_THROUGH = dt.date(2026, 9, 30)  # months up to here are invoiced
+#: a contracted rate that changes mid-month (effective-dated Rate_Overrides__c element)
+RATE_STEP_DAY = dt.date(2026, 10, 15)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -360,6 +362,9 @@ class Project:
     billable: bool = True
     contract_currency: str = ""
     overrides: list[dict[str, str]] = field(default_factory=list)
+    #: user id -> (first day, old rate, new rate): a contracted rate that steps up mid-month
+    #: (a dated Rate_Overrides__c element; the PSA stamps the rate in force on each entry)
+    rate_steps: dict[int, tuple[dt.date, Decimal, Decimal]] = field(default_factory=dict)
     cap_type: str | None = None
     over_cap: bool = False
     hours: Decimal = Decimal(0)
@@ -968,6 +973,22 @@ class FirmGenerator:
                 "contract currency EUR, PSA project currency USD",
                 opportunity=proj.opp_id,
             )
+        # a contracted rate effective mid-month (not a problem: work before the 15th is billed at
+        # the old rate, from the 15th at the new one; Harvest's assignment shows the new rate)
+        for proj in [
+            p
+            for p in tm_override[k:]
+            if p.starts < RATE_STEP_DAY and (p.ends is None or p.ends > RATE_STEP_DAY)
+        ][:1]:
+            ov = proj.overrides[0]
+            uid = next(p.id for p in self.people if p.email == ov["user_email"])
+            old = Decimal(ov["rate"])
+            new = old + Decimal("12.50")
+            proj.overrides.append(
+                {**ov, "rate": str(new), "effective_from": RATE_STEP_DAY.isoformat()}
+            )
+            proj.rate_steps[uid] = (RATE_STEP_DAY, old, new)
+            proj.assign_rate[uid] = new
         # planted over-cap: hours-capped active T&M projects
         capped = [p for p in self.projects if p.cap_type == "Hours" and p.active]
         for proj in capped[:k]:
@@ -1278,6 +1299,9 @@ class FirmGenerator:
         billable = proj.billable and task[3]
         if rate_override is not False:
             rate = rate_override
+        elif p.id in proj.rate_steps:
+            since, old, new = proj.rate_steps[p.id]
+            rate = new if day >= since else old
         else:
             rate = proj.assign_rate.get(p.id)
             if rate is None and billable:
@@ -1880,6 +1904,7 @@ class FirmGenerator:
             "Retainer_Amount__c": None,
             "Retainer_Period__c": None,
             "Contract_Version__c": 1,
+            "Change_Effective_Date__c": None,
             "PSA_Project_Id__c": None,
             "Expense_Markup_Pct__c": Decimal("0"),
             "IsDeleted": False,
