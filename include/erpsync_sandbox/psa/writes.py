@@ -41,6 +41,7 @@ import datetime as dt
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from erpsync_sandbox.psa.resources import BODY_PARAMS
 from erpsync_sandbox.store import Store, format_stamp
 
 
@@ -52,36 +53,13 @@ class NotFound(LookupError):
     """Harvest's 404."""
 
 
-#: ``PATCH /v2/time_entries/{id}``: the parameters Harvest documents (no ``is_billed``,
-#: ``invoice`` or lock: those are read-only).
+#: ``PATCH /v2/time_entries/{id}`` and ``PATCH /v2/expenses/{id}``: the parameters Harvest
+#: documents (one list, in :data:`erpsync_sandbox.psa.resources.BODY_PARAMS`; no ``is_billed``,
+#: ``invoice`` or lock: those are read-only; expenses have no ``external_reference`` at all).
 #: https://help.getharvest.com/api-v2/timesheets-api/timesheets/time-entries/#update-a-time-entry
-TIME_ENTRY_UPDATE_PARAMS = frozenset(
-    {
-        "project_id",
-        "task_id",
-        "spent_date",
-        "started_time",
-        "ended_time",
-        "hours",
-        "notes",
-        "external_reference",
-    }
-)
-#: ``PATCH /v2/expenses/{id}`` (expenses have no ``external_reference`` at all).
 #: https://help.getharvest.com/api-v2/expenses-api/expenses/expenses/#update-an-expense
-EXPENSE_UPDATE_PARAMS = frozenset(
-    {
-        "project_id",
-        "expense_category_id",
-        "spent_date",
-        "units",
-        "total_cost",
-        "notes",
-        "billable",
-        "receipt",
-        "delete_receipt",
-    }
-)
+TIME_ENTRY_UPDATE_PARAMS = BODY_PARAMS["update_time_entry"]
+EXPENSE_UPDATE_PARAMS = BODY_PARAMS["update_expense"]
 #: ``POST /v2/invoices`` (free-form, or based on tracked time and expenses with
 #: ``line_items_import``).
 #: https://help.getharvest.com/api-v2/invoices-api/invoices/invoices/#create-a-free-form-invoice
