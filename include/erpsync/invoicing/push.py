@@ -453,10 +453,11 @@ def _push_locked(ctx: _Ctx, invoice: dict[str, Any]) -> None:
                     WHERE invoice_id = %s""",
                 (message, ctx.result.run_id, invoice_id),
             )
-            if held:
+            if held or permanent:
+                reason = ERP_TOTALS_DIFFER if held else exceptions_queue.WRITE_BACK_FAILED
                 exceptions_queue.raise_exception(
                     ctx.conn,
-                    ERP_TOTALS_DIFFER,
+                    reason,
                     "invoice",
                     str(invoice["document_number"]),
                     FINANCE_OPS,
@@ -465,35 +466,19 @@ def _push_locked(ctx: _Ctx, invoice: dict[str, Any]) -> None:
                         "batch_id": invoice["batch_id"],
                         "invoice_id": invoice_id,
                         "error": message,
-                        **exc.detail,
+                        **(exc.detail if held else {}),
                     },
                     ctx.run,
                     amount_at_stake=Decimal(invoice["total"]),
                     currency=str(invoice["currency"]).strip(),
                 )
+            if held:
                 _audit(
                     ctx,
                     "invoice.held",
                     "invoice",
                     invoice["document_number"],
                     detail={"invoice_id": invoice_id, "reason": ERP_TOTALS_DIFFER, **exc.detail},
-                )
-            elif permanent:
-                exceptions_queue.raise_exception(
-                    ctx.conn,
-                    exceptions_queue.WRITE_BACK_FAILED,
-                    "invoice",
-                    str(invoice["document_number"]),
-                    FINANCE_OPS,
-                    {
-                        "operation": "erp.invoice_push",
-                        "batch_id": invoice["batch_id"],
-                        "invoice_id": invoice_id,
-                        "error": message,
-                    },
-                    ctx.run,
-                    amount_at_stake=Decimal(invoice["total"]),
-                    currency=str(invoice["currency"]).strip(),
                 )
     finally:
         ctx.conn.execute(
