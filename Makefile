@@ -16,7 +16,7 @@ endif
 VENV := .venv
 RUN := $(VENV)/bin
 
-.PHONY: install demo demo-once test lint format lock-check bench sandbox up celery-run clean help
+.PHONY: install browser demo demo-once test lint format lock-check bench sandbox up celery-run clean help
 
 help:
 	@sed -n '2,6p' Makefile
@@ -28,6 +28,28 @@ $(UV):
 # The project venv, exactly as locked (fails if uv.lock does not match pyproject.toml).
 install: $(UV)
 	$(UV) sync --locked --all-extras --python $(PYTHON)
+
+# The browser the console's browser tests drive: Debian's chromium (Playwright, pinned in the dev
+# group to the release whose bundled Chromium is closest to Debian's, is pointed at it; never
+# `playwright install`, which downloads browsers) and a font so screenshots render text.
+# Quick when both are present; installing them needs root (apt-get).
+BROWSER_PACKAGES := chromium fonts-dejavu-core
+browser:
+	@if command -v chromium >/dev/null && dpkg -s fonts-dejavu-core >/dev/null 2>&1; then \
+		exit 0; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing $(BROWSER_PACKAGES) with apt-get (the browser tests drive Debian's chromium)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES); \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+		sudo -n apt-get update -qq && sudo -n env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES); \
+	else \
+		echo "make browser: the browser tests need Debian's chromium and a font; as root run:" >&2; \
+		echo "  apt-get update && apt-get install -y --no-install-recommends $(BROWSER_PACKAGES)" >&2; \
+		echo "(or run make as root / with password-less sudo), then run make again" >&2; \
+		exit 1; \
+	fi
 
 lock-check: $(UV)
 	$(UV) lock --check
@@ -41,7 +63,7 @@ format: install
 	$(RUN)/ruff check --fix .
 
 # The database is started (and sized) once before pytest spreads the suite over both cores.
-test: lock-check lint
+test: lock-check lint browser
 	$(RUN)/erpsync db start
 	$(RUN)/pytest -n 2 --dist loadfile --durations=15
 
