@@ -24,6 +24,18 @@ WAREHOUSE_CONN_ID = "erpsync_warehouse"
 UI_USER = "admin"
 # A second person for maker-checker: whoever prepares an invoice batch cannot approve it.
 APPROVER_USER = "approver"
+# The console's read-only and data-engineering roles (issue 16): an auditor reads everything and
+# changes nothing (SimpleAuthManager role "viewer"), an engineer may requeue quarantined records
+# ("op"). Role names: airflow/api_fastapi/auth/managers/simple/simple_auth_manager.py.
+AUDITOR_USER = "auditor"
+ENGINEER_USER = "engineer"
+#: Every demo login: user -> (SimpleAuthManager role, key of its password in secrets.json).
+DEMO_USERS = {
+    UI_USER: ("admin", "admin_password"),
+    APPROVER_USER: ("user", "approver_password"),
+    AUDITOR_USER: ("viewer", "auditor_password"),
+    ENGINEER_USER: ("op", "engineer_password"),
+}
 API_PORT = int(os.environ.get("ERPSYNC_AIRFLOW_PORT", "8080"))
 
 
@@ -42,6 +54,8 @@ def install_secrets() -> dict[str, str]:
         "jwt_secret": lambda: secrets.token_urlsafe(32),
         "admin_password": lambda: secrets.token_urlsafe(12),
         "approver_password": lambda: secrets.token_urlsafe(12),
+        "auditor_password": lambda: secrets.token_urlsafe(12),
+        "engineer_password": lambda: secrets.token_urlsafe(12),
     }
     changed = False
     for key, make in wanted.items():
@@ -83,7 +97,9 @@ def airflow_environment(urls: DatabaseUrls, *, home: Path | None = None) -> dict
         "AIRFLOW__API__PORT": str(API_PORT),
         "AIRFLOW__API__BASE_URL": f"http://localhost:{API_PORT}",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{API_PORT}/execution/",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{UI_USER}:admin,{APPROVER_USER}:user",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+            f"{user}:{role}" for user, (role, _) in DEMO_USERS.items()
+        ),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
             home / "simple_auth_passwords.json"
         ),
@@ -110,7 +126,7 @@ def write_ui_password(home: Path) -> str:
     password = sec["admin_password"]
     home.mkdir(parents=True, exist_ok=True)
     path = home / "simple_auth_passwords.json"
-    path.write_text(json.dumps({UI_USER: password, APPROVER_USER: sec["approver_password"]}))
+    path.write_text(json.dumps({user: sec[key] for user, (_, key) in DEMO_USERS.items()}))
     path.chmod(0o600)
     return password
 

@@ -486,6 +486,12 @@ def _serve_ui(env: dict[str, str], children: list[subprocess.Popen], echo) -> in
     echo(f"login:      {airflow_env.UI_USER} / {password}")
     approver = airflow_env.install_secrets()["approver_password"]
     echo(f"approver:   {airflow_env.APPROVER_USER} / {approver}  (approves invoice batches)")
+    sec = airflow_env.install_secrets()
+    for label, user, key, note in (
+        ("auditor", airflow_env.AUDITOR_USER, "auditor_password", "reads the console, no actions"),
+        ("engineer", airflow_env.ENGINEER_USER, "engineer_password", "requeues quarantined rows"),
+    ):
+        echo(f"{label + ':':<12}{user} / {sec[key]}  ({note})")
     echo(f"logs:       {log_file}")
     echo("Press Ctrl-C to stop everything the demo started.")
     while proc.poll() is None:
