@@ -12,6 +12,7 @@ admin, approver, auditor, engineer; passwords written by ``airflow_env.write_ui_
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import subprocess
@@ -97,12 +98,18 @@ def _airflow_env(base: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def console_server(pg_server_url, tmp_path_factory):
+    with running_console_server(pg_server_url, tmp_path_factory.mktemp("console_browser")) as s:
+        yield s
+
+
+@contextlib.contextmanager
+def running_console_server(pg_server_url: str, tmp: Path):
+    """The api-server with the console on a fresh scenario warehouse (stopped and dropped after)."""
     import os
 
     from erpsync.runtime import airflow_env
     from erpsync.warehouse import migrate
 
-    tmp = tmp_path_factory.mktemp("console_browser")
     warehouse = make_database(pg_server_url, "erpsync_test_wh")
     airflow_db = make_database(pg_server_url, "erpsync_test_af")
     port = _free_port()

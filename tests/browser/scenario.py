@@ -1,10 +1,13 @@
-"""The known warehouse the browser tests look at: a client, exceptions (open and waived, with
-their audit rows), invoice batches, sync runs with counts and watermarks, and a quarantined
-record whose payload holds a secret the pages must mask.
+"""The known warehouse the browser tests look at: two clients with contracts and time, reconciled
+by the real reconciliation (so the billing cockpit has ready, on-hold and billed work and WIP,
+and the exceptions queue an ``over_cap`` and an ``unknown_project`` exception), an invalid VAT id
+and a waived exception raised through :mod:`erpsync.exceptions_queue` (each with its real audit
+rows), invoice batches, sync runs with counts and watermarks, and a quarantined record whose
+payload holds a secret the pages must mask.
 
-Exceptions are raised and waived through :mod:`erpsync.exceptions_queue` (the same calls the
-reconciliation and the write-back make, so the audit trail gets its real rows); the rest is
-inserted in SQL in the shape the pipeline writes it (migrations 0003, 0005, 0011).
+Master data and time come from :class:`erpsync.reconcile.rows.Rows` (the reconciliation tests'
+row builder); the rest is inserted in SQL in the shape the pipeline writes it (migrations 0003,
+0005, 0011).
 """
 
 from __future__ import annotations
@@ -17,9 +20,16 @@ from decimal import Decimal
 import psycopg
 
 from erpsync import exceptions_queue
+from erpsync.reconcile import run_reconcile
+from erpsync.reconcile.rows import Rows
+from erpsync.sync.spec import RunInfo
 
 CLIENT_CRM_ID = "001BRWSR0000000001"
 CLIENT_NAME = "Northwind Advisory Ltd"
+#: Northwind's capped project (10 hours): its fourth 3-hour entry goes over the cap
+CAPPED_PROJECT = "pNW"
+SECOND_CRM_ID = "001BRWSR0000000003"
+SECOND_NAME = "Contoso Legal LLP"
 #: A value planted in a quarantined payload under a secret-looking key: no page may show it.
 PLANTED_SECRET = "planted-secret-value-7f3a"
 SYNC_ENTITIES = ("clients", "time_entries")
@@ -35,8 +45,8 @@ class _Run:
 class Scenario:
     client_crm_id: str = CLIENT_CRM_ID
     client_name: str = CLIENT_NAME
-    #: exception ids by a short name: "over_cap" (open, to be waived in the test), "tax_id"
-    #: (open), "rate" (open), "waived" (waived in the scenario)
+    #: exception ids by a short name: "over_cap" and "unknown_project" (open, raised by the
+    #: reconciliation), "tax_id" (open), "waived" (waived in the scenario)
     exceptions: dict[str, int] = field(default_factory=dict)
     batches: dict[str, int] = field(default_factory=dict)
     quarantine_id: int = 0
@@ -46,30 +56,16 @@ def load(warehouse_url: str) -> Scenario:
     out = Scenario()
     now = dt.datetime.now(dt.UTC)
     with psycopg.connect(warehouse_url, autocommit=False) as conn:
-        canonical = conn.execute(
-            "INSERT INTO core.id_map (entity_type, crm_id, psa_id, erp_id) "
-            "VALUES ('client', %s, '4001', 'C00042') RETURNING canonical_id",
-            (CLIENT_CRM_ID,),
-        ).fetchone()[0]
-        conn.execute(
-            """INSERT INTO core.clients (crm_id, canonical_id, legal_name, account_number,
-                   billing_country, currency, payment_terms_days, erp_customer_no,
-                   source_record_id, row_hash, first_run_id, last_run_id)
-               VALUES (%s, %s, %s, 'ACC-0042', 'GB', 'GBP', 30, 'C00042', %s, 'h1',
-                       'scenario', 'scenario')""",
-            (CLIENT_CRM_ID, canonical, CLIENT_NAME, CLIENT_CRM_ID),
-        )
+        _work(conn, now.date())
+        run_reconcile(conn, RunInfo.local("browser_scenario"), as_of=now.date(), workers=1)
+        for reason in ("over_cap", "unknown_project"):
+            out.exceptions[reason] = conn.execute(
+                "SELECT exception_id FROM ops.exceptions "
+                "WHERE reason_code = %s AND status = 'open'",
+                (reason,),
+            ).fetchone()[0]
         run = _Run("scheduled__2026-11-30T02:00:00+00:00")
         raised = {
-            "over_cap": (
-                "over_cap",
-                "project",
-                "PRJ-NW-001",
-                "billing_ops",
-                {"account_id": CLIENT_CRM_ID, "cap": "10000.00", "billed": "11250.00"},
-                Decimal("1250.0000"),
-                "GBP",
-            ),
             "tax_id": (
                 exceptions_queue.INVALID_TAX_ID,
                 "client",
@@ -78,15 +74,6 @@ def load(warehouse_url: str) -> Scenario:
                 {"account_id": CLIENT_CRM_ID, "vat_id": "GB000000000"},
                 None,
                 None,
-            ),
-            "rate": (
-                "rate_differs_from_contract",
-                "user_assignment",
-                "PRJ-NW-001/ann.lee@example.com",
-                "project_manager",
-                {"account_id": CLIENT_CRM_ID, "contract_rate": "150", "psa_rate": "140"},
-                Decimal("480.0000"),
-                "GBP",
             ),
             "waived": (
                 "zero_amount",
@@ -191,3 +178,51 @@ def load(warehouse_url: str) -> Scenario:
         ).fetchone()[0]
         conn.commit()
     return out
+
+
+def _client(conn, crm_id: str, name: str, currency: str, country: str) -> None:
+    canonical = conn.execute(
+        "INSERT INTO core.id_map (entity_type, crm_id) VALUES ('client', %s) "
+        "RETURNING canonical_id",
+        (crm_id,),
+    ).fetchone()[0]
+    conn.execute(
+        """INSERT INTO core.clients (crm_id, canonical_id, legal_name, billing_country, currency,
+               payment_terms_days, source_record_id, row_hash, first_run_id, last_run_id)
+           VALUES (%s, %s, %s, %s, %s, 30, %s, 'h', 'scenario', 'scenario')""",
+        (crm_id, canonical, name, country, currency, crm_id),
+    )
+
+
+def _work(conn, today: dt.date) -> None:
+    """Two clients, their contracts and three months of time (dates relative to ``today``)."""
+    r = Rows(conn)
+    r.person("u1", "ann.lee@firm.example")
+    r.person("u2", "raj.patel@firm.example")
+    _client(conn, CLIENT_CRM_ID, CLIENT_NAME, "GBP", "GB")
+    _client(conn, SECOND_CRM_ID, SECOND_NAME, "EUR", "NL")
+    starts, ends = today - dt.timedelta(days=365), today + dt.timedelta(days=365)
+    r.contract(
+        "006NW1",
+        CAPPED_PROJECT,
+        account_id=CLIENT_CRM_ID,
+        currency="GBP",
+        starts_on=starts,
+        ends_on=ends,
+        cap_type="hours",
+        cap_value="10",
+    )
+    r.contract("006CT1", "pCT", account_id=SECOND_CRM_ID, starts_on=starts, ends_on=ends)
+    for i, days in enumerate((95, 70, 40, 10)):  # 12 h on a 10 h cap: the last is over it
+        day = today - dt.timedelta(days=days)
+        r.time(f"nw-{i}", "u1", CAPPED_PROJECT, day, "3", rate="150", currency="GBP", client="cNW")
+    for key, person, days, hours, status in (
+        ("ct-1", "u1", 65, "1", "approved"),
+        ("ct-2", "u2", 20, "4", "approved"),
+        ("ct-3", "u2", 5, "2", "submitted"),
+        ("ct-4", "u1", 33, "2.5", "approved"),
+    ):
+        day = today - dt.timedelta(days=days)
+        r.time(key, person, "pCT", day, hours, rate="120", status=status, client="cCT")
+    r.billed("time:ct-4")
+    r.time("x-1", "u2", "pX", today - dt.timedelta(days=12), "1", rate="100", client="cX")
