@@ -209,6 +209,8 @@ LONG_FILES_FIRST = (
     "tests/integration/test_onboarding.py",
     "tests/integration/test_billing_flow.py",
     "tests/integration/test_demo_ui.py",
+    "tests/browser/test_console_browser.py",
+    "tests/browser/test_console_fab.py",
 )
 
 

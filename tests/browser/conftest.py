@@ -102,10 +102,45 @@ def console_server(pg_server_url, tmp_path_factory):
         yield s
 
 
+@pytest.fixture(scope="session")
+def fab_console_server(pg_server_url, tmp_path_factory):
+    """The same with the FAB auth manager of the compose deployment and its roles."""
+    tmp = tmp_path_factory.mktemp("console_browser_fab")
+    with running_console_server(pg_server_url, tmp, auth="fab") as s:
+        yield s
+
+
+#: FAB users the FAB server gets: user -> role (the pack's roles, and FAB's own "User").
+FAB_USERS = {
+    "fiona": "finance_ops",
+    "audrey": "auditor",
+    "dan": "data_engineer",
+    "uma": "User",
+}
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+# The pack's roles (erpsync.deploy.roles, what `erpsync deploy create-roles` runs) and one user
+# per role, in one interpreter (FAB's `airflow users create` would start one per user).
+_FAB_SETUP = r"""
+import json, sys
+from erpsync.deploy import roles
+from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
+
+roles.create_roles()
+users = json.loads(sys.argv[1])
+with get_application_builder() as appbuilder:
+    sm = appbuilder.sm
+    for name, (role, password) in users.items():
+        email = f"{name}@example.invalid"
+        sm.add_user(name, name, "erpsync", email, [sm.find_role(role)], password)
+"""
+
+
 @contextlib.contextmanager
-def running_console_server(pg_server_url: str, tmp: Path):
-    """The api-server with the console on a fresh scenario warehouse (stopped and dropped after)."""
+def running_console_server(pg_server_url: str, tmp: Path, *, auth: str = "simple"):
+    """The api-server with the console on a fresh scenario warehouse (stopped and dropped after):
+    ``auth`` "simple" (the demo's SimpleAuthManager and users) or "fab" (FAB_USERS)."""
     import os
+    import secrets
 
     from erpsync.runtime import airflow_env
     from erpsync.warehouse import migrate
@@ -129,13 +164,27 @@ def running_console_server(pg_server_url: str, tmp: Path):
         loaded = scenario.load(warehouse)
         env = _airflow_env(base)
         env["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
+        if auth == "fab":
+            env["AIRFLOW__CORE__AUTH_MANAGER"] = FAB_AUTH_MANAGER
+            env["AIRFLOW__API__SECRET_KEY"] = secrets.token_urlsafe(32)  # FAB's session cookie
         processes.run_airflow(["db", "migrate"], env, capture=True, timeout=600)
         home = Path(env["AIRFLOW_HOME"])
-        with pytest.MonkeyPatch.context() as patch:  # the demo's own password writer
-            for key in ("AIRFLOW_HOME", "ERPSYNC_STATE_DIR"):
-                patch.setenv(key, env[key])
-            airflow_env.write_ui_password(home)
-        passwords = json.loads((home / "simple_auth_passwords.json").read_text())
+        if auth == "fab":
+            passwords = {user: secrets.token_urlsafe(12) for user in FAB_USERS}
+            users = {user: (role, passwords[user]) for user, role in FAB_USERS.items()}
+            subprocess.run(  # noqa: S603
+                [sys.executable, "-c", _FAB_SETUP, json.dumps(users)],
+                env={**os.environ, **env},
+                check=True,
+                capture_output=True,
+                timeout=600,
+            )
+        else:
+            with pytest.MonkeyPatch.context() as patch:  # the demo's own password writer
+                for key in ("AIRFLOW_HOME", "ERPSYNC_STATE_DIR"):
+                    patch.setenv(key, env[key])
+                airflow_env.write_ui_password(home)
+            passwords = json.loads((home / "simple_auth_passwords.json").read_text())
         log_file = tmp / "api-server.log"
         # one worker: two cores are shared by the whole suite
         proc = processes.spawn(
