@@ -95,6 +95,6 @@ CREATE INDEX exceptions_list_resolved_age_idx ON ops.exceptions ((resolved_at - 
     WHERE status = 'resolved';
 -- the client filter, and the free-text search (entity key starts with, any case)
 CREATE INDEX exceptions_account_idx ON ops.exceptions (account_id, status);
-CREATE INDEX exceptions_entity_key_prefix_idx ON ops.exceptions (lower(entity_key) text_pattern_ops);
+CREATE INDEX exceptions_entity_key_prefix_idx ON ops.exceptions (status, lower(entity_key) text_pattern_ops);
 -- (status, owner) is led by exceptions_list_owner_idx now
 DROP INDEX ops.exceptions_owner_idx;
