@@ -259,8 +259,8 @@ def test_detail_of_a_time_entry_shows_the_entry_its_recon_item_client_and_histor
     assert [h["action"] for h in detail.history] == ["exception.commented", "exception.raised"]
     assert all(h["detail"].get("api_token") in (None, cx.MASK) for h in detail.history)
     assert [(r.system, r.kind, r.record_id) for r in detail.refs] == [
-        ("psa", "time_entries", "T-100"),
         ("crm", "Opportunity", "006X"),
+        ("psa", "project", "P-7"),  # Harvest has no web address of a time entry
         ("crm", "Account", "001A"),
     ]
 
@@ -306,7 +306,7 @@ def test_detail_of_an_invoice_and_a_project(queue):
         invoice = cx.exception_detail(conn, ids[5])
     assert [s.title for s in project.source] == ["Contract (Salesforce opportunity)"]
     assert project.source[0].fields["name"] == "Alpha rollout"
-    assert ("psa", "projects", "P-7") in [(r.system, r.kind, r.record_id) for r in project.refs]
+    assert ("psa", "project", "P-7") in [(r.system, r.kind, r.record_id) for r in project.refs]
     assert invoice.source == [] and invoice.refs == []  # no such invoice in the warehouse
 
 

@@ -444,8 +444,9 @@ class Record:
 
 @dataclass(frozen=True)
 class SourceRef:
-    """A record in a source system: ``links.crm/psa/erp(kind, id)`` of the console builds the
-    URL (system: crm | psa | erp)."""
+    """A record in a source system; the console's ``ctx.links.<system>(kind, record_id)`` builds
+    its web address (crm: sObject + id; psa: "project" + id; erp: "customer" | "sales_invoice" |
+    "posted_sales_invoice" + the Business Central number)."""
 
     label: str
     system: str
@@ -558,67 +559,64 @@ def exception_detail(conn, exception_id: int) -> Detail | None:
             detail.source.append(Record(title, record))
         return record
 
+    def ref(label: str, system: str, kind: str, record_id: Any) -> None:
+        if record_id:
+            found = SourceRef(label, system, kind, str(record_id))
+            if found not in detail.refs:
+                detail.refs.append(found)
+
+    def opportunity(opp: Any) -> None:
+        ref("Opportunity in Salesforce", "crm", "Opportunity", opp)
+
+    def project(project_id: Any) -> None:
+        ref("Project in Harvest", "psa", "project", project_id)
+
     def recon(item_key: str | None, group: tuple | None = None) -> None:
-        if item_key or group:
-            item = _one(conn, _RECON_GROUP_ITEM if group else _RECON_ITEM, group or (item_key,))
-            if item is not None:
-                detail.recon_item = Record("Reconciliation item", item)
-                if item.get("opportunity_id"):
-                    detail.refs.append(
-                        SourceRef(
-                            "Opportunity in Salesforce",
-                            "crm",
-                            "Opportunity",
-                            item["opportunity_id"],
-                        )
-                    )
+        item = _one(conn, _RECON_GROUP_ITEM if group else _RECON_ITEM, group or (item_key,))
+        if item is not None:
+            detail.recon_item = Record("Reconciliation item", item)
+            opportunity(item.get("opportunity_id"))
+            project(item.get("project_psa_id"))
 
     if etype in ("time_entry", "expense"):
-        psa_kind = "time_entries" if etype == "time_entry" else "expenses"
-        title = "Time entry (Harvest)" if etype == "time_entry" else "Expense (Harvest)"
-        add(title, _one(conn, _TIME_ENTRY if etype == "time_entry" else _EXPENSE, (key,)))
-        detail.refs.append(SourceRef(f"{title.split(' (')[0]} in Harvest", "psa", psa_kind, key))
+        # Harvest documents no web address of a time entry or an expense: link its project
+        entry = add(
+            "Time entry (Harvest)" if etype == "time_entry" else "Expense (Harvest)",
+            _one(conn, _TIME_ENTRY if etype == "time_entry" else _EXPENSE, (key,)),
+        )
         prefix = "time" if etype == "time_entry" else "expense"
         recon(info.get("item_key") or f"{prefix}:{key}")
+        if entry:
+            project(entry.get("project_psa_id"))
     elif etype in ("milestone", "psa_item"):
         recon(key)
-    elif etype == "client":
-        detail.refs.append(SourceRef("Account in Salesforce", "crm", "Account", key))
     elif etype in ("opportunity", "project", "user_assignment", "contract_rate_override"):
         opp = {
             "opportunity": key,
             "contract_rate_override": key.split("|", 1)[0],
         }.get(etype, info.get("opportunity_id"))
         if etype == "contract_rate_override" and "|" in key:
-            add(
-                "Contracted rate (Salesforce)", _one(conn, _RATE_OVERRIDE, tuple(key.split("|", 1)))
-            )
+            rate = _one(conn, _RATE_OVERRIDE, tuple(key.split("|", 1)))
+            add("Contracted rate (Salesforce)", rate)
+        if etype == "project":
+            project(key)
         if opp:
             contract = add("Contract (Salesforce opportunity)", _one(conn, _CONTRACT, (opp,)))
-            detail.refs.append(SourceRef("Opportunity in Salesforce", "crm", "Opportunity", opp))
-            if contract and contract.get("psa_project_id") and etype != "project":
-                detail.refs.append(
-                    SourceRef("Project in Harvest", "psa", "projects", contract["psa_project_id"])
-                )
-        if etype == "project":
-            detail.refs.append(SourceRef("Project in Harvest", "psa", "projects", key))
-        if opp and etype in ("project", "user_assignment"):
-            project = key if etype == "project" else info.get("project_psa_id")
-            recon(None, (opp, ex["reason_code"], project, project))
+            opportunity(opp)
+            if contract:
+                project(contract.get("psa_project_id"))
+            if etype in ("project", "user_assignment"):
+                in_project = key if etype == "project" else info.get("project_psa_id")
+                recon(None, (opp, ex["reason_code"], in_project, in_project))
     elif etype == "invoice":
         invoice = add("Invoice (erpsync)", _one(conn, _INVOICE, (key,)))
-        if invoice and invoice.get("erp_invoice_id"):
-            detail.refs.append(
-                SourceRef(
-                    "Sales invoice in Business Central",
-                    "erp",
-                    "salesInvoices",
-                    invoice["erp_invoice_id"],
-                )
-            )
+        if invoice:
+            posted = invoice.get("status") in ("posted", "billed_back")
+            kind = "posted_sales_invoice" if posted else "sales_invoice"
+            ref("Sales invoice in Business Central", "erp", kind, invoice.get("erp_number"))
+            opportunity(invoice.get("opportunity_id"))
     elif etype == "person":
         add("Person (Harvest user)", _one(conn, _PERSON, (key,)))
-        detail.refs.append(SourceRef("User in Harvest", "psa", "users", key))
     if info.get("outbox_id") is not None:
         add("Outbox row (payload not shown)", _one(conn, _OUTBOX_BY_ID, (info["outbox_id"],)))
     elif operation:
@@ -627,10 +625,10 @@ def exception_detail(conn, exception_id: int) -> Detail | None:
         client = _one(conn, _CLIENT, (ex["account_id"],))
         if client is not None:
             detail.client = Record("Client", client)
-        if etype != "client":
-            detail.refs.append(
-                SourceRef("Account in Salesforce", "crm", "Account", ex["account_id"])
-            )
+            ref("Account in Salesforce", "crm", "Account", client["crm_id"])
+            ref("Customer in Business Central", "erp", "customer", client.get("erp_customer_no"))
+        else:
+            ref("Account in Salesforce", "crm", "Account", ex["account_id"])
     detail.history = history(conn, exception_id)
     return detail
 
