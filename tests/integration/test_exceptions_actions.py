@@ -333,3 +333,46 @@ def test_the_migration_fills_in_the_client_of_existing_exceptions(fresh_db, monk
         ).fetchall()
     assert 25 in [m.version for m in applied]
     assert rows == [("client", "001A", "Alpha GmbH"), ("time_entry", "001A", "Alpha GmbH")]
+
+
+def test_through_the_reconciliation_a_waiver_and_an_owner_hold_and_a_fix_closes(warehouse_db):
+    """The same guarantees on the reconciliation's own exceptions (run_reconcile raises them
+    and resolves those whose cause is gone)."""
+    import datetime as dt
+
+    from erpsync.reconcile import run_reconcile
+    from erpsync.reconcile.rows import Rows
+
+    def recon(conn):
+        run_reconcile(conn, RunInfo.local("reconcile"), as_of=dt.date(2026, 4, 1))
+
+    with psycopg.connect(warehouse_db) as conn:
+        r = Rows(conn)
+        r.person("u1")
+        r.person("u2")
+        r.contract("006X", "p1")  # client 001ACME
+        r.time("1", "u1", "p1", dt.date(2026, 3, 2), "2")  # no rate for u1: missing_rate
+        r.time("2", "u2", "p1", dt.date(2026, 3, 3), "3")  # nor for u2
+        conn.commit()
+        recon(conn)
+        rows = conn.execute(
+            "SELECT entity_key, exception_id, account_id FROM ops.exceptions ORDER BY 1"
+        ).fetchall()
+        (_, first, account), (_, second, _) = rows
+        eq.waive_many(conn, [first], by="maria", comment="internal training, never billed")
+        eq.assign(conn, [second], owner="jonas", by="maria")
+        conn.commit()
+        recon(conn)  # nothing fixed: the waiver and the owner hold
+        kept = conn.execute(
+            "SELECT exception_id, status, owner FROM ops.exceptions ORDER BY 1"
+        ).fetchall()
+        r.rate_card("u1", "90", dt.date(2026, 1, 1))
+        r.rate_card("u2", "90", dt.date(2026, 1, 1))
+        conn.commit()
+        recon(conn)  # both fixed: both close themselves
+        closed = conn.execute(
+            "SELECT exception_id, status FROM ops.exceptions ORDER BY 1"
+        ).fetchall()
+    assert account == "001ACME"
+    assert kept == [(first, "waived", "resource_manager"), (second, "open", "jonas")]
+    assert closed == [(first, "resolved"), (second, "resolved")]
