@@ -303,11 +303,38 @@ def test_detail_of_an_invoice_and_a_project(queue):
             (ids[2],),
         )
         project = cx.exception_detail(conn, ids[2])
+        missing_invoice = cx.exception_detail(conn, ids[5])
+        batch = conn.execute(
+            """INSERT INTO billing.invoice_batches (kind, scope_key, status, content_hash,
+                   prepared_by, prepared_run_id)
+               VALUES ('period', 's', 'draft', 'h', 'maria', 'r') RETURNING batch_id"""
+        ).fetchone()[0]
+        conn.execute(
+            """INSERT INTO billing.invoices (invoice_id, batch_id, document_number, invoice_scope,
+                   account_id, currency, invoice_date, net, tax, total, opportunity_id)
+               VALUES (7, %s, 'INV_1%%', 's', '001A', 'GBP', '2026-11-30', 840.33, 159.66,
+                       999.99, '006X')""",
+            (batch,),
+        )
+        conn.execute(
+            """INSERT INTO billing.invoice_push (invoice_id, batch_id, document_number,
+                   erp_entity, step, erp_invoice_id, erp_draft_number, failures, last_error,
+                   first_run_id, last_run_id)
+               VALUES (7, %s, 'INV_1%%', 'salesInvoices', 'created', 'bc-guid-1', 'S-INV-1001',
+                       1, 'totals differ', 'r', 'r')""",
+            (batch,),
+        )
         invoice = cx.exception_detail(conn, ids[5])
     assert [s.title for s in project.source] == ["Contract (Salesforce opportunity)"]
     assert project.source[0].fields["name"] == "Alpha rollout"
     assert ("psa", "project", "P-7") in [(r.system, r.kind, r.record_id) for r in project.refs]
-    assert invoice.source == [] and invoice.refs == []  # no such invoice in the warehouse
+    assert missing_invoice.source == [] and missing_invoice.refs == []
+    assert [s.title for s in invoice.source] == ["Invoice (erpsync)", "Push to Business Central"]
+    assert invoice.source[1].fields["last_error"] == "totals differ"
+    assert [(r.system, r.kind, r.record_id) for r in invoice.refs] == [
+        ("erp", "sales_invoice", "S-INV-1001"),
+        ("crm", "Opportunity", "006X"),
+    ]
 
 
 def test_mask_secrets_masks_nested_secret_keys_only():

@@ -510,6 +510,10 @@ _INVOICE = """SELECT invoice_id, batch_id, kind, document_number, account_id, cl
        opportunity_id, currency, invoice_date, period_start, period_end, net, tax, total,
        status, erp_invoice_id, erp_number, credit_of_invoice_id, credit_reason, anomalies
   FROM billing.invoices WHERE document_number = %s"""
+_INVOICE_PUSH = """SELECT document_number, erp_entity, step, erp_invoice_id, erp_draft_number,
+       erp_number, erp_net, erp_tax, erp_total, failures, last_error, created_at, posted_at,
+       billed_back_at, last_run_id, updated_at
+  FROM billing.invoice_push WHERE document_number = %s"""
 #: An outbox row without its payload (what is sent to the target) or result.
 _OUTBOX_COLUMNS = """outbox_id, target_system, operation, entity_type, entity_key, status,
        blocked_reason, attempts, last_error, target_id, external_ref, created_at, updated_at,
@@ -610,10 +614,22 @@ def exception_detail(conn, exception_id: int) -> Detail | None:
                 recon(None, (opp, ex["reason_code"], in_project, in_project))
     elif etype == "invoice":
         invoice = add("Invoice (erpsync)", _one(conn, _INVOICE, (key,)))
+        push = add("Push to Business Central", _one(conn, _INVOICE_PUSH, (key,)))
+        if push and push.get("erp_number"):  # posted: the posted invoice's number
+            ref(
+                "Posted sales invoice in Business Central",
+                "erp",
+                "posted_sales_invoice",
+                push["erp_number"],
+            )
+        elif push and push.get("erp_draft_number"):
+            ref(
+                "Sales invoice in Business Central",
+                "erp",
+                "sales_invoice",
+                push["erp_draft_number"],
+            )
         if invoice:
-            posted = invoice.get("status") in ("posted", "billed_back")
-            kind = "posted_sales_invoice" if posted else "sales_invoice"
-            ref("Sales invoice in Business Central", "erp", kind, invoice.get("erp_number"))
             opportunity(invoice.get("opportunity_id"))
     elif etype == "person":
         add("Person (Harvest user)", _one(conn, _PERSON, (key,)))
