@@ -14,14 +14,15 @@ from decimal import Decimal
 
 import httpx
 
-from tests.sandbox.test_erp_contract import (  # noqa: F401 - module fixtures
-    API,
-    base,
-    client,
-    erp,
-    new_invoice,
-    quiet,
-)
+from tests.sandbox import test_erp_contract as bc
+
+API = bc.API
+new_invoice = bc.new_invoice
+# the contract module's fixtures: one hand-seeded BC sandbox server for this module too
+erp = bc.erp
+base = bc.base
+client = bc.client
+quiet = bc.quiet
 
 
 def _posted(client: httpx.Client) -> dict:
