@@ -1,0 +1,124 @@
+"""Payment status end to end: an invoice pushed to the sandbox ERP by the real push, paid in
+part and then in full through the sandbox's payment control, synced back each time by
+:func:`erpsync.invoicing.payment_status.sync_payment_status` over the real connector.
+
+Business Central shows a part-payment only in ``remainingAmount`` (``lastModifiedDateTime``
+stays), so the test also proves the open-invoice read finds it, and that a rerun over an
+unchanged ERP changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import httpx
+import psycopg
+
+from erpsync import money
+from erpsync.invoicing.payment_status import sync_payment_status
+from erpsync.sync.spec import RunInfo
+from tests.integration import test_invoicing_push as push_tests
+
+env = push_tests.env  # the push tests' module fixture: small sandbox firm + warehouse
+
+
+def _sync(env, day: dt.date):
+    from erpsync.connectors.business_central import BusinessCentralClient
+
+    erp = BusinessCentralClient()
+    try:
+        with psycopg.connect(env.db) as conn:
+            return sync_payment_status(conn, erp, RunInfo.local("payments"), day=day)
+    finally:
+        erp.close()
+
+
+def _pay(env, erp_id: str, amount: Decimal) -> dict:
+    resp = httpx.post(
+        f"{env.sandbox.urls['erp']}/__admin/payments",
+        json={"invoiceId": erp_id, "amount": str(amount)},
+        timeout=10,
+    )
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def _state(env, invoice_id: int):
+    with psycopg.connect(env.db) as conn:
+        status = conn.execute(
+            """SELECT status, total_incl_tax, remaining_amount, paid_on, due_date, posting_date,
+                      erp_number
+                 FROM billing.erp_invoice_status WHERE invoice_id = %s""",
+            (invoice_id,),
+        ).fetchone()
+        history = conn.execute(
+            """SELECT valid_from, valid_to, status, remaining_amount
+                 FROM billing.erp_receivable_history WHERE invoice_id = %s ORDER BY valid_from""",
+            (invoice_id,),
+        ).fetchall()
+    return status, history
+
+
+def test_push_pay_part_sync_pay_rest_sync(env):
+    batch = push_tests.make_batch(env, 1)
+    result = push_tests.push(env, batch.batch_id)
+    assert result.complete
+    (doc, inv) = next(iter(batch.invoices.items()))
+    with psycopg.connect(env.db) as conn:
+        erp_id, erp_number = conn.execute(
+            "SELECT erp_invoice_id, erp_number FROM billing.invoices WHERE invoice_id = %s",
+            (inv["invoice_id"],),
+        ).fetchone()
+    bc = env.sandbox.ctx.stores["erp"].get("salesInvoices", erp_id)
+    total = Decimal(str(bc["totalAmountIncludingTax"]))
+    posted_on = dt.date.fromisoformat(bc["postingDate"])
+    currency = inv["currency"]
+
+    first = _sync(env, dt.date(2026, 11, 3))
+    assert first.matched >= 1 and first.new >= 1
+    status, history = _state(env, inv["invoice_id"])
+    assert status[:4] == ("Open", total, total, None)
+    assert status[4] == dt.date.fromisoformat(bc["dueDate"]) and status[5] == posted_on
+    assert status[6] == erp_number
+    assert history == [(posted_on, None, "Open", total)]
+
+    part = money.round_money(total / 3, currency)
+    _pay(env, erp_id, part)
+    assert (
+        env.sandbox.ctx.stores["erp"].get("salesInvoices", erp_id)["lastModifiedDateTime"]
+        == bc["lastModifiedDateTime"]
+    )  # BC does not stamp a part-payment
+    second = _sync(env, dt.date(2026, 11, 10))
+    assert second.open_read and second.changed == 1
+    status, history = _state(env, inv["invoice_id"])
+    assert status[:4] == ("Open", total, total - part, None)
+    assert history == [
+        (posted_on, dt.date(2026, 11, 10), "Open", total),
+        (dt.date(2026, 11, 10), None, "Open", total - part),
+    ]
+
+    rerun = _sync(env, dt.date(2026, 11, 11))
+    assert (rerun.changed, rerun.new, rerun.history_rows) == (0, 0, 0)
+    assert _state(env, inv["invoice_id"])[1] == history
+
+    _pay(env, erp_id, total - part)
+    third = _sync(env, dt.date(2026, 11, 20))
+    assert third.changed == 1
+    status, history = _state(env, inv["invoice_id"])
+    assert status[:4] == ("Paid", total, Decimal(0), dt.date(2026, 11, 20))
+    assert history[-1] == (dt.date(2026, 11, 20), None, "Paid", Decimal(0))
+    assert history[-2][1] == dt.date(2026, 11, 20)
+
+    # nothing owes anything now: no open-invoice read, and a rerun writes nothing
+    last = _sync(env, dt.date(2026, 11, 21))
+    assert (last.changed, last.new, last.history_rows) == (0, 0, 0)
+    with psycopg.connect(env.db) as conn:
+        runs = conn.execute(
+            """SELECT count(*) FROM ops.run_stats WHERE entity = 'invoice_payment_status'"""
+        ).fetchone()[0]
+        watermark = conn.execute(
+            """SELECT cursor_ts FROM ops.sync_watermarks
+                WHERE source_system = 'erp' AND entity = 'invoice_payment_status'"""
+        ).fetchone()[0]
+    assert runs == 5 and watermark is not None
