@@ -224,3 +224,58 @@ def test_payment_status_summary(scenario):
     ]
     header, table_rows = cash.table(rows)
     assert header[:3] == ["state", "currency", "invoices"] and len(table_rows) == 5
+
+
+def test_overdue_totals_per_currency(scenario):
+    with psycopg.connect(scenario) as conn:
+        totals = cash.overdue_totals(conn, as_of=D(2026, 11, 15))
+    eur, usd = totals
+    assert (eur.currency, eur.invoices, eur.remaining, eur.not_due, eur.overdue) == (
+        "EUR",
+        3,
+        Decimal("3900.00"),
+        Decimal("3000.00"),
+        Decimal("900.00"),
+    )
+    assert (eur.overdue_31_60, eur.overdue_over_90, eur.clients_overdue) == (
+        Decimal("500.00"),
+        Decimal("400.00"),
+        1,
+    )
+    assert (usd.currency, usd.overdue, usd.clients_overdue) == ("USD", Decimal("0.00"), 0)
+
+
+def test_csv_tables(scenario):
+    with psycopg.connect(scenario) as conn:
+        header, rows = cash.csv_table(conn, "cash_overdue", as_of=D(2026, 11, 15))
+        dso_header, dso_rows = cash.csv_table(conn, "cash_dso", as_of=D(2026, 11, 15), months=3)
+        with pytest.raises(KeyError):
+            cash.csv_table(conn, "nope", as_of=D(2026, 11, 15))
+        empty_header, empty = cash.csv_table(conn, "cash_overdue", as_of=D(2026, 1, 1))
+    assert header[:3] == ["account_id", "client_name", "currency"] and len(rows) == 3
+    assert dso_header[-1] == "dso" and len(dso_rows) == 4
+    assert empty == [] and empty_header == header
+
+
+def test_the_cash_partial_renders_the_numbers_and_charts(scenario):
+    from erpsync.console.web import templates
+
+    with psycopg.connect(scenario) as conn:
+        context = cash.cash_context(conn, as_of=D(2026, 11, 15), months=3)
+    html = templates.env.get_template("_cash.html").render(base="/erpsync", **context)
+    assert 'id="cash-dso"' in html and "58.1" in html and "64.9" in html
+    assert "Client acct-1" in html and "3,900.00" in html
+    assert html.count('<svg class="chart"') == 3  # DSO lines + one bucket chart per currency
+    assert 'aria-label="Days sales outstanding by month"' in html
+    assert "/erpsync/insights/cash_overdue.csv" in html
+    assert "partly paid" in html
+
+
+def test_the_cash_partial_says_when_nothing_was_synced(warehouse_db):
+    from erpsync.console.web import templates
+
+    with psycopg.connect(warehouse_db) as conn:
+        context = cash.cash_context(conn, as_of=D(2026, 11, 15))
+    html = templates.env.get_template("_cash.html").render(base="/erpsync", **context)
+    assert "No invoice payment status synced yet." in html
+    assert "No client owes anything." in html

@@ -21,14 +21,19 @@ from decimal import ROUND_HALF_UP, Decimal
 from erpsync.money import round_money
 
 __all__ = [
+    "CSV_METRICS",
     "DSO_DEFINITION",
     "OVERDUE_DEFINITION",
     "STATUS_DEFINITION",
     "ClientOverdue",
     "DsoMonth",
+    "OverdueTotal",
     "PaymentStatusRow",
+    "cash_context",
+    "csv_table",
     "dso_by_month",
     "overdue_by_client",
+    "overdue_totals",
     "payment_status_summary",
     "table",
 ]
@@ -169,7 +174,7 @@ def dso_by_month(conn, *, months: int = 12, as_of: dt.date) -> list[DsoMonth]:
     ]
 
 
-_OVERDUE = """
+_OWING = """
 WITH owing AS (
     SELECT s.account_id, s.client_name, s.currency, s.due_date, h.remaining_amount,
            %(as_of)s::date - s.due_date AS late
@@ -179,6 +184,11 @@ WITH owing AS (
        AND h.valid_from <= %(as_of)s
        AND (h.valid_to IS NULL OR h.valid_to > %(as_of)s)
 )
+"""
+
+_OVERDUE = (
+    _OWING
+    + """
 SELECT account_id, max(client_name), currency, count(*), sum(remaining_amount),
        coalesce(sum(remaining_amount) FILTER (WHERE late IS NULL OR late <= 0), 0),
        coalesce(sum(remaining_amount) FILTER (WHERE late BETWEEN 1 AND 30), 0),
@@ -192,6 +202,69 @@ SELECT account_id, max(client_name), currency, count(*), sum(remaining_amount),
  ORDER BY currency, overdue DESC, account_id
  LIMIT %(limit)s OFFSET %(offset)s
 """
+)
+
+
+_TOTALS = (
+    _OWING
+    + """
+SELECT currency, count(*), sum(remaining_amount),
+       coalesce(sum(remaining_amount) FILTER (WHERE late IS NULL OR late <= 0), 0),
+       coalesce(sum(remaining_amount) FILTER (WHERE late BETWEEN 1 AND 30), 0),
+       coalesce(sum(remaining_amount) FILTER (WHERE late BETWEEN 31 AND 60), 0),
+       coalesce(sum(remaining_amount) FILTER (WHERE late BETWEEN 61 AND 90), 0),
+       coalesce(sum(remaining_amount) FILTER (WHERE late > 90), 0),
+       coalesce(sum(remaining_amount) FILTER (WHERE late > 0), 0),
+       count(DISTINCT account_id) FILTER (WHERE late > 0)
+  FROM owing
+ GROUP BY currency
+ ORDER BY currency
+"""
+)
+
+
+@dataclass(frozen=True)
+class OverdueTotal:
+    currency: str
+    invoices: int
+    remaining: Decimal
+    not_due: Decimal
+    overdue_1_30: Decimal
+    overdue_31_60: Decimal
+    overdue_61_90: Decimal
+    overdue_over_90: Decimal
+    overdue: Decimal
+    clients_overdue: int
+
+    def buckets(self) -> list[tuple[str, Decimal]]:
+        """``(label, amount)`` per bucket, for a bar chart."""
+        return [
+            ("not due", self.not_due),
+            ("1-30", self.overdue_1_30),
+            ("31-60", self.overdue_31_60),
+            ("61-90", self.overdue_61_90),
+            ("over 90", self.overdue_over_90),
+        ]
+
+
+def overdue_totals(conn, *, as_of: dt.date) -> list[OverdueTotal]:
+    """All clients together, per currency: what is owed on ``as_of`` by days overdue."""
+    rows = conn.execute(_TOTALS, {"as_of": as_of}).fetchall()
+    return [
+        OverdueTotal(
+            currency=r[0].strip(),
+            invoices=int(r[1]),
+            remaining=_amount(r[2], r[0]),
+            not_due=_amount(r[3], r[0]),
+            overdue_1_30=_amount(r[4], r[0]),
+            overdue_31_60=_amount(r[5], r[0]),
+            overdue_61_90=_amount(r[6], r[0]),
+            overdue_over_90=_amount(r[7], r[0]),
+            overdue=_amount(r[8], r[0]),
+            clients_overdue=int(r[9]),
+        )
+        for r in rows
+    ]
 
 
 def overdue_by_client(
@@ -260,3 +333,61 @@ def payment_status_summary(
         for state, currency, n, total, remaining, synced in rows
     ]
     return sorted(out, key=lambda r: (r.currency, _STATE_ORDER.index(r.state)))
+
+
+# --------------------------------------------------------------------------- for the page
+
+#: ``/erpsync/insights/{metric}.csv`` names of the cash tables.
+CSV_METRICS = ("cash_dso", "cash_overdue", "cash_payment_status")
+#: Rows of one CSV download of the per-client table (a few pages' worth is all a page shows;
+#: the download takes them all, streamed in pages of this size).
+_CSV_PAGE = 5000
+
+
+def csv_table(
+    conn, metric: str, *, as_of: dt.date, months: int = 24
+) -> tuple[list[str], list[tuple]]:
+    """``(header, rows)`` of one cash table for ``csv_response`` (``metric`` in
+    :data:`CSV_METRICS`)."""
+    if metric == "cash_dso":
+        return table(dso_by_month(conn, months=months, as_of=as_of))
+    if metric == "cash_payment_status":
+        return table(payment_status_summary(conn, as_of=as_of))
+    if metric == "cash_overdue":
+        out: list[ClientOverdue] = []
+        while True:
+            page = overdue_by_client(conn, as_of=as_of, limit=_CSV_PAGE, offset=len(out))
+            out += page
+            if len(page) < _CSV_PAGE:
+                break
+        header, rows = table(out)
+        return header or [f.name for f in fields(ClientOverdue)], rows
+    raise KeyError(metric)
+
+
+def cash_context(conn, *, as_of: dt.date, months: int = 12, clients: int = 50) -> dict:
+    """Everything ``templates/_cash.html`` shows, as template variables (``cash_*``)."""
+    from erpsync.console.charts import bar_chart, line_chart
+
+    dso = dso_by_month(conn, months=months, as_of=as_of)
+    series: dict[str, list[tuple[str, Decimal | None]]] = {}
+    for row in dso:
+        series.setdefault(row.currency, []).append((row.month, row.dso))
+    totals = overdue_totals(conn, as_of=as_of)
+    return {
+        "cash_as_of": as_of,
+        "cash_definitions": {
+            "dso": DSO_DEFINITION,
+            "overdue": OVERDUE_DEFINITION,
+            "status": STATUS_DEFINITION,
+        },
+        "cash_dso": dso,
+        "cash_dso_chart": line_chart(series, title="Days sales outstanding by month", unit="d"),
+        "cash_overdue_totals": totals,
+        "cash_overdue_charts": [
+            bar_chart(t.buckets(), title=f"Receivables by days overdue ({t.currency})")
+            for t in totals
+        ],
+        "cash_overdue": overdue_by_client(conn, as_of=as_of, limit=clients),
+        "cash_status": payment_status_summary(conn, as_of=as_of),
+    }
