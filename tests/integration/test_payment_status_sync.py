@@ -122,3 +122,24 @@ def test_push_pay_part_sync_pay_rest_sync(env):
                 WHERE source_system = 'erp' AND entity = 'invoice_payment_status'"""
         ).fetchone()[0]
     assert runs == 5 and watermark is not None
+
+
+def test_an_invoice_pushed_behind_the_watermark_is_read_by_id_once(env):
+    _sync(env, dt.date(2026, 11, 3))
+    with psycopg.connect(env.db) as conn:  # as if the ERP's clock ran ahead of the posting
+        conn.execute(
+            """UPDATE ops.sync_watermarks SET cursor_ts = '2100-01-01T00:00:00Z'
+                WHERE source_system = 'erp' AND entity = 'invoice_payment_status'"""
+        )
+    batch = push_tests.make_batch(env, 1)
+    assert push_tests.push(env, batch.batch_id).complete
+    invoice_id = next(iter(batch.invoices.values()))["invoice_id"]
+
+    found = _sync(env, dt.date(2026, 11, 4))
+    assert (found.fetched_by_id, found.not_found, found.new) == (1, 0, 1)
+    status, history = _state(env, invoice_id)
+    assert status[0] == "Open" and status[1] == status[2] and len(history) == 1
+
+    again = _sync(env, dt.date(2026, 11, 5))
+    assert (again.fetched_by_id, again.new, again.changed) == (0, 0, 0)
+    assert again.open_read  # it still owes: the open-invoice read covers it from now on

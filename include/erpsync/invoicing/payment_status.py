@@ -12,13 +12,14 @@ fields only and server-driven paging:
 1. **Incremental** (``$filter=lastModifiedDateTime ge <watermark>``, the boundary dedupe of
    :mod:`erpsync.connectors.cursors`): new postings and status changes (Paid, Canceled,
    Corrective).
-2. **Open invoices** (``$filter=status eq 'Open'``), only while the warehouse holds an invoice
-   that still owes something: a *partial* payment changes ``remainingAmount`` without moving
-   ``lastModifiedDateTime``. ``remainingAmount`` is computed when the page is read
-   (APIV2SalesInvoices.Page.al ``GetRemainingAmount``), and codeunit 5477 "Sales Invoice
-   Aggregator" modifies the record behind the API only when the status changes
-   (``UpdateStatusIfChanged``; both in microsoft/ALAppExtensions and BaseApp), so an
-   incremental read alone would never see a part-payment.
+2. **Open invoices** (``$filter=status eq 'Open' and postingDate ge <the earliest posting date
+   of ours that still owes>``), only while the warehouse holds such an invoice: a *partial*
+   payment changes ``remainingAmount`` without moving ``lastModifiedDateTime``.
+   ``remainingAmount`` is computed when the page is read (``GetRemainingAmount`` in
+   Apps/W1/APIV2/app/src/pages/APIV2SalesInvoices.Page.al, microsoft/ALAppExtensions), and the
+   Base Application's codeunit 5477 "Sales Invoice Aggregator" modifies the record behind the
+   API only when the status changes (``UpdateStatusIfChanged``), so an incremental read alone
+   would never see a part-payment.
 3. **By id** (``GET salesInvoices({id})``) for a pushed invoice neither read returned (pushed
    before the first run with a watermark past its posting): a handful, once each.
 
@@ -188,15 +189,17 @@ def sync_payment_status(
         _keep_latest(found, (r for r in page if str(r.get("id", "")).lower() in pushed))
     stats.read += dedupe.read
 
-    # 2. open invoices: part-payments do not move lastModifiedDateTime
-    owing = any(
-        known and status == "Open" and remaining != 0
-        for *_, status, remaining, known in pushed.values()
-    )
-    if owing:
+    # 2. open invoices: part-payments do not move lastModifiedDateTime. Only from the earliest
+    #    posting date among ours that still owe (older open invoices in the ERP are not ours)
+    since = conn.execute(
+        """SELECT min(posting_date) FROM billing.erp_invoice_status
+            WHERE status = 'Open' AND remaining_amount <> 0"""
+    ).fetchone()[0]
+    if since is not None:
         stats.open_read = True
+        open_filter = f"status eq 'Open' and postingDate ge {since.isoformat()}"
         for page in erp.iter_pages(
-            ERP_ENTITY, filter="status eq 'Open'", select=SELECT, page_size=page_size
+            ERP_ENTITY, filter=open_filter, select=SELECT, page_size=page_size
         ):
             stats.read += len(page)
             _keep_latest(found, (r for r in page if str(r.get("id", "")).lower() in pushed))
