@@ -16,6 +16,7 @@ import httpx
 import psycopg
 
 from erpsync import money
+from erpsync.console import cash
 from erpsync.invoicing.payment_status import sync_payment_status
 from erpsync.sync.spec import RunInfo
 from tests.integration import test_invoicing_push as push_tests
@@ -60,6 +61,26 @@ def _state(env, invoice_id: int):
     return status, history
 
 
+def _assert_summaries(env, day: dt.date, states: dict[str, int]) -> None:
+    """The console's summaries were refreshed by the sync for ``day`` and say what the tables
+    say (the direct computation, with the refresh mark hidden)."""
+    with psycopg.connect(env.db) as conn:
+        assert cash.refreshed_through(conn) == day
+        summary = cash.payment_status_summary(conn, as_of=day)
+        dso = cash.dso_by_month(conn, months=4, as_of=day)
+        owed = cash.overdue_totals(conn, as_of=day)
+        with conn.transaction(force_rollback=True):
+            conn.execute("DELETE FROM billing.erp_cash_refresh")
+            direct = cash.payment_status_summary(conn, as_of=day)
+            assert cash.dso_by_month(conn, months=4, as_of=day) == dso
+            assert cash.overdue_totals(conn, as_of=day) == owed
+    assert [(r.currency, r.state, r.invoices, r.total, r.remaining) for r in summary] == [
+        (r.currency, r.state, r.invoices, r.total, r.remaining) for r in direct
+    ]
+    got = {r.state: r.invoices for r in summary}
+    assert {k: got.get(k, 0) for k in states} == states
+
+
 def test_push_pay_part_sync_pay_rest_sync(env):
     batch = push_tests.make_batch(env, 1)
     result = push_tests.push(env, batch.batch_id)
@@ -98,6 +119,8 @@ def test_push_pay_part_sync_pay_rest_sync(env):
         (dt.date(2026, 11, 10), None, "Open", total - part),
     ]
 
+    _assert_summaries(env, dt.date(2026, 11, 10), {"partly_paid": 1})
+
     rerun = _sync(env, dt.date(2026, 11, 11))
     assert (rerun.changed, rerun.new, rerun.history_rows) == (0, 0, 0)
     assert _state(env, inv["invoice_id"])[1] == history
@@ -109,6 +132,8 @@ def test_push_pay_part_sync_pay_rest_sync(env):
     assert status[:4] == ("Paid", total, Decimal(0), dt.date(2026, 11, 20))
     assert history[-1] == (dt.date(2026, 11, 20), None, "Paid", Decimal(0))
     assert history[-2][1] == dt.date(2026, 11, 20)
+
+    _assert_summaries(env, dt.date(2026, 11, 20), {"paid": 1})
 
     # nothing owes anything now: no open-invoice read, and a rerun writes nothing
     last = _sync(env, dt.date(2026, 11, 21))

@@ -14,7 +14,7 @@ something, the billings the posting-date index.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import astuple, dataclass, fields
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -115,23 +115,38 @@ def _ratio_days(receivables: Decimal, billings: Decimal, days: int) -> Decimal |
     return (receivables / billings * days).quantize(_CENT, rounding=ROUND_HALF_UP)
 
 
-_DSO = """
+def _month(day: dt.date) -> dt.date:
+    return day.replace(day=1)
+
+
+def _add_months(month: dt.date, n: int) -> dt.date:
+    index = month.year * 12 + month.month - 1 + n
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def _month_end(month: dt.date) -> dt.date:
+    return _add_months(month, 1) - dt.timedelta(days=1)
+
+
+#: Per month and currency from ``first`` to ``last`` (first days): receivables at the end of
+#: the month (or ``as_of``, whichever is earlier), billings of the three calendar months by
+#: posting date, and how many invoices owe. The definition; the summary stores its result.
+_MONTHLY_DIRECT = """
 WITH m AS (
     SELECT g::date AS month_start,
-           least((g + interval '1 month' - interval '1 day')::date, %(as_of)s) AS month_end,
+           least((g + interval '1 month' - interval '1 day')::date, %(as_of)s) AS point,
+           (g + interval '1 month' - interval '1 day')::date AS month_end,
            (g - interval '2 months')::date AS window_start
-      FROM generate_series(
-               date_trunc('month', %(as_of)s::date) - (%(months)s - 1) * interval '1 month',
-               date_trunc('month', %(as_of)s::date),
-               interval '1 month') AS g
+      FROM generate_series(%(first)s::date, %(last)s::date, interval '1 month') AS g
 ),
 owed AS (
-    SELECT m.month_start, s.currency, sum(h.remaining_amount) AS receivables
+    SELECT m.month_start, s.currency, sum(h.remaining_amount) AS receivables,
+           count(*) AS owing
       FROM m
       JOIN billing.erp_receivable_history h
         ON h.remaining_amount <> 0
-       AND h.valid_from <= m.month_end
-       AND (h.valid_to IS NULL OR h.valid_to > m.month_end)
+       AND h.valid_from <= m.point
+       AND (h.valid_to IS NULL OR h.valid_to > m.point)
       JOIN billing.erp_invoice_status s ON s.invoice_id = h.invoice_id
      GROUP BY 1, 2
 ),
@@ -143,37 +158,92 @@ billed AS (
        AND s.status IN ('Open', 'Paid', 'Canceled', 'Corrective')
      GROUP BY 1, 2
 )
-SELECT m.month_start, k.currency, coalesce(o.receivables, 0), coalesce(b.billings, 0),
-       m.month_end - m.window_start + 1
-  FROM m
-  JOIN (SELECT month_start, currency FROM owed
-        UNION SELECT month_start, currency FROM billed) AS k USING (month_start)
+SELECT k.month_start, k.currency, coalesce(o.receivables, 0), coalesce(b.billings, 0),
+       coalesce(o.owing, 0)
+  FROM (SELECT month_start, currency FROM owed
+        UNION SELECT month_start, currency FROM billed) AS k
   LEFT JOIN owed o USING (month_start, currency)
   LEFT JOIN billed b USING (month_start, currency)
- ORDER BY m.month_start, k.currency
+ ORDER BY 1, 2
 """
+
+_MONTHLY_SUMMARY = """
+SELECT month, currency, receivables, billings_3m, invoices_owing
+  FROM billing.erp_cash_monthly
+ WHERE month BETWEEN %(first)s AND %(last)s
+ ORDER BY 1, 2
+"""
+
+#: Far enough in the future that "the end of the month" is never capped.
+_NO_CAP = dt.date(9999, 12, 31)
+
+
+def refreshed_through(conn) -> dt.date | None:
+    """The sync date the summaries were last refreshed for (None: never)."""
+    row = conn.execute("SELECT refreshed_through FROM billing.erp_cash_refresh").fetchone()
+    return row[0] if row else None
+
+
+def refresh_dso_months(conn, *, first: dt.date, through: dt.date) -> int:
+    """Recompute ``billing.erp_cash_monthly`` for the months from ``first``'s to ``through``'s
+    (the sync date) and note ``through``; returns the rows written. Called by the
+    payment-status sync in its transaction."""
+    first, last = min(_month(first), _month(through)), _month(through)
+    conn.execute("DELETE FROM billing.erp_cash_monthly WHERE month >= %s", (first,))
+    rows = conn.execute(
+        _MONTHLY_DIRECT, {"first": first, "last": last, "as_of": _NO_CAP}
+    ).fetchall()
+    if rows:
+        with conn.cursor() as cur:
+            cur.executemany(
+                """INSERT INTO billing.erp_cash_monthly
+                       (month, currency, receivables, billings_3m, invoices_owing)
+                   VALUES (%s, %s, %s, %s, %s)""",
+                rows,
+            )
+    conn.execute(
+        """INSERT INTO billing.erp_cash_refresh (refreshed_through) VALUES (%s)
+           ON CONFLICT (singleton) DO UPDATE
+               SET refreshed_through = EXCLUDED.refreshed_through, refreshed_at = now()""",
+        (through,),
+    )
+    return len(rows)
+
+
+def _dso_rows(conn, first: dt.date, last: dt.date, as_of: dt.date) -> list[tuple]:
+    through = refreshed_through(conn)
+    if through is not None and through <= as_of and _month(through) == _month(as_of):
+        return conn.execute(_MONTHLY_SUMMARY, {"first": first, "last": last}).fetchall()
+    # a past as-of date, or no refresh this month yet: the definition, computed directly
+    return conn.execute(_MONTHLY_DIRECT, {"first": first, "last": last, "as_of": as_of}).fetchall()
 
 
 def dso_by_month(conn, *, months: int = 12, as_of: dt.date) -> list[DsoMonth]:
     """DSO per month and currency for the ``months`` months up to ``as_of``'s month (formula
     in :data:`DSO_DEFINITION` and migration 0026). Months with neither receivables nor
-    billings in a currency have no row."""
+    billings in a currency have no row. Reads ``billing.erp_cash_monthly`` when ``as_of`` is
+    on or after the last sync of its month; computes directly otherwise."""
     if months < 1:
         raise ValueError("months must be at least 1")
-    rows = conn.execute(_DSO, {"as_of": as_of, "months": months}).fetchall()
-    return [
-        DsoMonth(
-            month=month.strftime("%Y-%m"),
-            currency=currency.strip(),
-            receivables=_amount(receivables, currency),
-            billings=_amount(billings, currency),
-            days=int(days),
-            dso=_ratio_days(Decimal(receivables), Decimal(billings), int(days)),
+    last = _month(as_of)
+    first = _add_months(last, -(months - 1))
+    out = []
+    for month, currency, receivables, billings, _owing in _dso_rows(conn, first, last, as_of):
+        days = (min(_month_end(month), as_of) - _add_months(month, -2)).days + 1
+        out.append(
+            DsoMonth(
+                month=month.strftime("%Y-%m"),
+                currency=currency.strip(),
+                receivables=_amount(receivables, currency),
+                billings=_amount(billings, currency),
+                days=days,
+                dso=_ratio_days(Decimal(receivables), Decimal(billings), days),
+            )
         )
-        for month, currency, receivables, billings, days in rows
-    ]
+    return out
 
 
+#: What is owed on ``as_of``, per invoice, from the dated history (any date).
 _OWING = """
 WITH owing AS (
     SELECT s.account_id, s.client_name, s.currency, s.due_date, h.remaining_amount,
@@ -186,9 +256,25 @@ WITH owing AS (
 )
 """
 
-_OVERDUE = (
-    _OWING
-    + """
+#: The same for an ``as_of`` on or after the last sync: the latest state, through the partial
+#: index on the invoices that still owe.
+_OWING_NOW = """
+WITH owing AS (
+    SELECT account_id, client_name, currency, due_date, remaining_amount,
+           %(as_of)s::date - due_date AS late
+      FROM billing.erp_invoice_status
+     WHERE remaining_amount <> 0
+       AND status IN ('Open', 'Paid', 'Canceled', 'Corrective')
+)
+"""
+
+
+def _owing(conn, as_of: dt.date) -> str:
+    through = refreshed_through(conn)
+    return _OWING_NOW if through is not None and as_of >= through else _OWING
+
+
+_OVERDUE = """
 SELECT account_id, max(client_name), currency, count(*), sum(remaining_amount),
        coalesce(sum(remaining_amount) FILTER (WHERE late IS NULL OR late <= 0), 0),
        coalesce(sum(remaining_amount) FILTER (WHERE late BETWEEN 1 AND 30), 0),
@@ -202,12 +288,9 @@ SELECT account_id, max(client_name), currency, count(*), sum(remaining_amount),
  ORDER BY currency, overdue DESC, account_id
  LIMIT %(limit)s OFFSET %(offset)s
 """
-)
 
 
-_TOTALS = (
-    _OWING
-    + """
+_TOTALS = """
 SELECT currency, count(*), sum(remaining_amount),
        coalesce(sum(remaining_amount) FILTER (WHERE late IS NULL OR late <= 0), 0),
        coalesce(sum(remaining_amount) FILTER (WHERE late BETWEEN 1 AND 30), 0),
@@ -220,7 +303,6 @@ SELECT currency, count(*), sum(remaining_amount),
  GROUP BY currency
  ORDER BY currency
 """
-)
 
 
 @dataclass(frozen=True)
@@ -249,7 +331,7 @@ class OverdueTotal:
 
 def overdue_totals(conn, *, as_of: dt.date) -> list[OverdueTotal]:
     """All clients together, per currency: what is owed on ``as_of`` by days overdue."""
-    rows = conn.execute(_TOTALS, {"as_of": as_of}).fetchall()
+    rows = conn.execute(_owing(conn, as_of) + _TOTALS, {"as_of": as_of}).fetchall()
     return [
         OverdueTotal(
             currency=r[0].strip(),
@@ -272,7 +354,9 @@ def overdue_by_client(
 ) -> list[ClientOverdue]:
     """What each client owes on ``as_of`` per currency, by days overdue (due date to
     ``as_of``), most overdue first within each currency; one page of ``limit`` rows."""
-    rows = conn.execute(_OVERDUE, {"as_of": as_of, "limit": limit, "offset": offset}).fetchall()
+    rows = conn.execute(
+        _owing(conn, as_of) + _OVERDUE, {"as_of": as_of, "limit": limit, "offset": offset}
+    ).fetchall()
     return [
         ClientOverdue(
             account_id=r[0],
@@ -304,33 +388,81 @@ END
 """
 _STATE_ORDER = ("unpaid", "partly_paid", "paid", "canceled", "corrective", "draft")
 
-_SUMMARY = f"""
-SELECT {_STATE} AS state, currency, count(*), sum(total_incl_tax), sum(remaining_amount),
-       max(synced_at)
+_STATUS_DIRECT = f"""
+SELECT date_trunc('month', posting_date)::date AS month, currency, {_STATE} AS state,
+       count(*), sum(total_incl_tax), sum(remaining_amount), max(synced_at)
   FROM billing.erp_invoice_status
  WHERE posting_date >= %(since)s
- GROUP BY 1, 2
+   AND (%(months)s::date[] IS NULL OR date_trunc('month', posting_date)::date = ANY(%(months)s))
+ GROUP BY 1, 2, 3
 """  # noqa: S608 - _STATE is a constant, values are parameters
+
+_STATUS_SUMMARY = """
+SELECT m.month, m.currency, m.state, m.invoices, m.total, m.remaining, r.refreshed_at
+  FROM billing.erp_cash_status_monthly m CROSS JOIN billing.erp_cash_refresh r
+ WHERE m.month >= %(since)s
+"""
+
+_EPOCH = dt.date(1900, 1, 1)
+
+
+def refresh_status_months(conn, months: Iterable[dt.date] | None = None) -> int:
+    """Recompute ``billing.erp_cash_status_monthly`` for the posting ``months`` (first days;
+    None: all); returns the rows written. Called by the payment-status sync with the posting
+    months of the invoices whose state it changed."""
+    wanted = None if months is None else sorted({_month(m) for m in months})
+    if wanted == []:
+        return 0
+    if wanted is None:
+        conn.execute("DELETE FROM billing.erp_cash_status_monthly")
+    else:
+        conn.execute("DELETE FROM billing.erp_cash_status_monthly WHERE month = ANY(%s)", (wanted,))
+    rows = conn.execute(
+        _STATUS_DIRECT, {"since": wanted[0] if wanted else _EPOCH, "months": wanted}
+    ).fetchall()
+    if rows:
+        with conn.cursor() as cur:
+            cur.executemany(
+                """INSERT INTO billing.erp_cash_status_monthly
+                       (month, currency, state, invoices, total, remaining)
+                   VALUES (%s, %s, %s, %s, %s, %s)""",
+                [row[:6] for row in rows],
+            )
+    return len(rows)
 
 
 def payment_status_summary(
     conn, *, since: dt.date | None = None, as_of: dt.date | None = None
 ) -> list[PaymentStatusRow]:
     """Invoices, totals and what remains, per payment state and currency, for the invoices
-    posted since ``since`` (default: 12 months before ``as_of``, default today)."""
+    posted since ``since`` (default: the first of the month 12 months before ``as_of``,
+    default today). Reads ``billing.erp_cash_status_monthly`` for a month-aligned ``since``
+    once the sync has refreshed it; computes directly otherwise."""
     as_of = as_of or dt.date.today()
-    since = since or as_of.replace(year=as_of.year - 1, day=1)
-    rows = conn.execute(_SUMMARY, {"since": since}).fetchall()
+    since = since or _add_months(_month(as_of), -12)
+    if since.day == 1 and refreshed_through(conn) is not None:
+        rows = conn.execute(_STATUS_SUMMARY, {"since": since}).fetchall()
+    else:
+        rows = conn.execute(_STATUS_DIRECT, {"since": since, "months": None}).fetchall()
+    merged: dict[tuple[str, str], list] = {}
+    for _month_start, currency, state, n, total, remaining, synced in rows:
+        key = (currency.strip(), state)
+        acc = merged.setdefault(key, [0, Decimal(0), Decimal(0), None])
+        acc[0] += int(n)
+        acc[1] += Decimal(total)
+        acc[2] += Decimal(remaining)
+        if synced is not None and (acc[3] is None or synced > acc[3]):
+            acc[3] = synced
     out = [
         PaymentStatusRow(
             state=state,
-            currency=currency.strip(),
-            invoices=int(n),
+            currency=currency,
+            invoices=n,
             total=_amount(total, currency),
             remaining=_amount(remaining, currency),
             last_synced_at=synced,
         )
-        for state, currency, n, total, remaining, synced in rows
+        for (currency, state), (n, total, remaining, synced) in merged.items()
     ]
     return sorted(out, key=lambda r: (r.currency, _STATE_ORDER.index(r.state)))
 

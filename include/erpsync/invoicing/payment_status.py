@@ -217,8 +217,15 @@ def sync_payment_status(
         found[rid] = {k: record.get(k) for k in SELECT}
 
     stats.matched = len(found)
+    history_from: list[dt.date] = []  # earliest date whose receivables this run changed
+    status_months: set[dt.date] = set()  # posting months whose payment states changed
     for rid, record in found.items():
-        _apply(conn, pushed[rid], record, day, run.run_id, stats)
+        touched, since = _apply(conn, pushed[rid], record, day, run.run_id, stats)
+        if touched is not None:
+            status_months.add(touched)
+        if since is not None:
+            history_from.append(since)
+    _refresh_summaries(conn, day, history_from, status_months)
 
     new_watermark = dedupe.next_watermark()
     _save_watermark(conn, new_watermark, run.run_id)
@@ -229,8 +236,10 @@ def sync_payment_status(
 
 def _apply(
     conn, pushed_row: tuple, record: Mapping[str, Any], day: dt.date, run_id: str, stats
-) -> None:
-    """Upsert one invoice's status row and, when what it owes changed, its history."""
+) -> tuple[dt.date | None, dt.date | None]:
+    """Upsert one invoice's status row and, when what it owes changed, its history. Returns
+    the posting month if its payment state changed, and the first date whose receivables
+    changed (None, None when nothing did)."""
     (
         invoice_id,
         erp_id,
@@ -240,8 +249,8 @@ def _apply(
         client_name,
         currency,
         invoice_date,
-        _old_status,
-        _old_remaining,
+        old_status,
+        old_remaining,
         known,
     ) = pushed_row
     status = str(record.get("status") or " ")
@@ -284,9 +293,19 @@ def _apply(
             run_id,
         ),
     )
+    touched = (
+        posting.replace(day=1)
+        if not known
+        or (old_status, old_remaining)
+        != (
+            status,
+            remaining,
+        )
+        else None
+    )
     if status not in POSTED_STATUSES:  # a draft owes nothing yet
         stats.unchanged += 1
-        return
+        return touched, None
     current = conn.execute(
         """SELECT valid_from, status, remaining_amount FROM billing.erp_receivable_history
             WHERE invoice_id = %s AND valid_to IS NULL""",
@@ -299,13 +318,34 @@ def _apply(
         _open_period(conn, invoice_id, posting, "Open", total, run_id, stats)
         if (status, remaining) != ("Open", total):
             _change(conn, invoice_id, posting, day, status, remaining, run_id, stats)
-        return
-    valid_from, old_status, old_remaining = current
-    if (old_status, old_remaining) == (status, remaining):
+        return touched or posting.replace(day=1), posting
+    valid_from, period_status, period_remaining = current
+    if (period_status, period_remaining) == (status, remaining):
         stats.unchanged += 1
-        return
+        return touched, None
     stats.changed += 1
     _change(conn, invoice_id, valid_from, day, status, remaining, run_id, stats)
+    return touched or posting.replace(day=1), min(day, valid_from)
+
+
+def _refresh_summaries(
+    conn, day: dt.date, history_from: list[dt.date], status_months: set[dt.date]
+) -> None:
+    """Bring the console's cash summaries (migration 0026) up to date for what this run
+    changed, and roll them to ``day``'s month even when nothing changed."""
+    from erpsync.console import cash
+
+    previous = cash.refreshed_through(conn)
+    if previous is None:  # first refresh: everything synced so far
+        earliest = conn.execute(
+            "SELECT min(posting_date) FROM billing.erp_invoice_status"
+        ).fetchone()[0]
+        cash.refresh_dso_months(conn, first=earliest or day, through=day)
+        cash.refresh_status_months(conn, None)
+        return
+    through = max(day, previous)
+    cash.refresh_dso_months(conn, first=min([*history_from, previous, through]), through=through)
+    cash.refresh_status_months(conn, status_months)
 
 
 def _open_period(conn, invoice_id, start, status, remaining, run_id, stats) -> None:

@@ -73,3 +73,43 @@ CREATE INDEX erp_receivable_history_owing_idx ON billing.erp_receivable_history 
     WHERE remaining_amount <> 0;
 COMMENT ON TABLE billing.erp_receivable_history IS
     'Remaining amount of each pushed invoice as synced from Business Central, as date periods [valid_from, valid_to).';
+
+-- Summaries the console reads (a page must not aggregate every invoice per request), refreshed
+-- by the sync in the same transaction for the months its changes touch
+-- (erpsync.console.cash.refresh_dso_months / refresh_status_months); a test checks each equals
+-- the direct computation from the two tables above.
+--
+-- billing.erp_cash_monthly: per month and currency, receivables at the end of the month's last
+--   day (for the current month: the periods open at the last sync, i.e. what is owed now) and
+--   the billings of the month and the two before it. DSO = receivables / billings x days,
+--   days counted when read (to the as-of date in the current month).
+CREATE TABLE billing.erp_cash_monthly (
+    month              date           NOT NULL CHECK (extract(day FROM month) = 1),
+    currency           char(3)        NOT NULL,
+    receivables        numeric(20, 4) NOT NULL,
+    billings_3m        numeric(20, 4) NOT NULL,
+    invoices_owing     integer        NOT NULL,
+    refreshed_at       timestamptz    NOT NULL DEFAULT now(),
+    PRIMARY KEY (month, currency)
+);
+
+-- The sync date the summaries were last refreshed for (one row): the console reads them for an
+-- as-of date on or after it in the same month, else computes from the two tables above.
+CREATE TABLE billing.erp_cash_refresh (
+    singleton          boolean        PRIMARY KEY DEFAULT true CHECK (singleton),
+    refreshed_through  date           NOT NULL,
+    refreshed_at       timestamptz    NOT NULL DEFAULT now()
+);
+
+-- billing.erp_cash_status_monthly: invoices per posting month, currency and payment state
+--   (unpaid, partly_paid, paid, canceled, corrective, draft) with their totals and what remains.
+CREATE TABLE billing.erp_cash_status_monthly (
+    month         date           NOT NULL CHECK (extract(day FROM month) = 1),
+    currency      char(3)        NOT NULL,
+    state         text           NOT NULL,
+    invoices      integer        NOT NULL,
+    total         numeric(20, 4) NOT NULL,
+    remaining     numeric(20, 4) NOT NULL,
+    refreshed_at  timestamptz    NOT NULL DEFAULT now(),
+    PRIMARY KEY (month, currency, state)
+);
