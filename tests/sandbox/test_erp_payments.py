@@ -83,3 +83,24 @@ def test_payments_are_refused_on_drafts_and_bad_amounts(client: httpx.Client, ba
     assert Decimal(
         str(client.get(f"{API}/salesInvoices({inv['id']})").json()["remainingAmount"])
     ) == Decimal("357.00")
+
+
+def test_cli_pay_against_a_running_sandbox(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from erpsync_sandbox.cli import sandbox
+    from erpsync_sandbox.serve import start_sandbox
+
+    with start_sandbox(tmp_path / "state", "small", 0, services=("erp",)) as handle:
+        store = handle.ctx.stores["erp"]
+        inv = next(i for i in store.scan("salesInvoices") if i["status"] == "Open")
+        total = Decimal(str(inv["remainingAmount"]))
+        port = f"--port={handle.ports['erp']}"
+        res = CliRunner().invoke(sandbox, ["pay", inv["number"], "1", port])
+        assert res.exit_code == 0, res.output
+        assert f"remaining {total - 1}" in res.output and "status Open" in res.output
+        res = CliRunner().invoke(sandbox, ["pay", inv["id"], str(total - 1), port])
+        assert res.exit_code == 0 and "status Paid" in res.output
+        assert store.get("salesInvoices", inv["id"])["status"] == "Paid"
+        res = CliRunner().invoke(sandbox, ["pay", inv["number"], "1", port])
+        assert res.exit_code != 0 and "409" in res.output

@@ -6,9 +6,13 @@ synced from Business Central (migration 0026: ``billing.erp_invoice_status`` and
 dataclasses; money stays :class:`~decimal.Decimal` and is never added across currencies.
 Only invoices erpsync pushed are counted (the ERP's other invoices are not the pack's).
 
-Speed: one row per pushed invoice (tens of thousands on the large firm, not the million recon
-items); the month-end and as-of lookups use the partial index on the periods that owe
-something, the billings the posting-date index.
+Speed: the page asks for today. DSO and payment status then read the summaries the sync
+refreshes (``billing.erp_cash_monthly``, ``billing.erp_cash_status_monthly``: a few rows per
+month and currency); overdue reads the invoices that still owe through a partial index. A
+past as-of date is computed directly from the history (exact, slower: an audit question, not
+the page). Measured on 72,000 invoices (3,000 clients x 24 months, 20,000 still owing): DSO
+4 ms, payment status 6 ms, overdue per client 100 ms, all of :func:`cash_context` 310 ms, on
+the shared 2-core machine.
 """
 
 from __future__ import annotations
