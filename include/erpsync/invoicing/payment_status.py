@@ -20,6 +20,11 @@ fields only and server-driven paging:
    Base Application's codeunit 5477 "Sales Invoice Aggregator" modifies the record behind the
    API only when the status changes (``UpdateStatusIfChanged``), so an incremental read alone
    would never see a part-payment.
+   Filtering open invoices by status is Microsoft's own example: ``salesInvoices?$filter=
+   status eq 'Open' and ...`` ("all open (unpaid) sales invoices",
+   https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/developer/devenv-connect-apps-filtering);
+   ``$select`` of the needed fields is what Microsoft recommends for OData clients
+   (https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/webservices/odata-client-performance).
 3. **By id** (``GET salesInvoices({id})``) for a pushed invoice neither read returned (pushed
    before the first run with a watermark past its posting): a handful, once each.
 
