@@ -57,8 +57,9 @@ OVERDUE_DEFINITION = (
 )
 STATUS_DEFINITION = (
     "Payment status of the invoices erpsync pushed, from Business Central: unpaid (open, "
-    "nothing paid), partly paid (open, part of it paid), paid, canceled (a credit memo "
-    "canceled it), corrective."
+    "nothing paid), partly paid (open, part of it paid or credited), paid (nothing remains: "
+    "paid, or settled by a credit note, which Business Central also shows as Paid), canceled "
+    "(canceled in the ERP), corrective (an invoice that cancels a credit memo)."
 )
 
 _CENT = Decimal("0.1")

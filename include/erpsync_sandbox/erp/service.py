@@ -1710,17 +1710,33 @@ class ErpService:
         return Reply(204)
 
     def _settle_invoice(self, invoice_id: str, memo: Mapping[str, Any]) -> None:
-        inv = self.store.get("salesInvoices", invoice_id)
-        if inv is None:
+        """A posted credit memo applied to the invoice lowers its ``remainingAmount``; when
+        nothing remains the invoice's ledger entry is closed and the API shows ``Paid``.
+
+        Codeunit 5477 "Sales Invoice Aggregator" (``SetStatusOptionFromSalesInvoiceHeader``):
+        Cancelled -> Canceled, Corrective -> Corrective, Closed -> Paid. ``Corrective`` on an
+        invoice (Sales Invoice Header field 1311) means the invoice *cancels a credit memo*
+        (a "Cancelled Document" of source 114); a corrective credit memo that is posted,
+        rather than the invoice canceled, records no such link (only ``CancelPostedInvoice``'s
+        ``SetTrackInfoForCancellation`` does), so the fully credited invoice is Closed: Paid.
+        ``lastModifiedDateTime`` moves only when the status does (``UpdateStatusIfChanged``).
+        """
+        row = self.store.get_row("salesInvoices", invoice_id)
+        if row is None:
             return
+        inv = loads(row.body)
         currency = inv.get("currencyCode") or self.lcy()
         remaining = Decimal(str(inv.get("remainingAmount") or 0)) - Decimal(
             str(memo.get("totalAmountIncludingTax") or 0)
         )
         inv["remainingAmount"] = round_money(max(remaining, Decimal(0)), currency)
         if remaining <= 0 and inv.get("status") == "Open":
-            inv["status"] = "Corrective"
-        self.store.put("salesInvoices", invoice_id, inv, stamp_field=STAMP)
+            inv["status"] = "Paid"
+            self.store.put("salesInvoices", invoice_id, inv, stamp_field=STAMP)
+        else:
+            self.store.put(
+                "salesInvoices", invoice_id, inv, modstamp=row.modstamp, stamp_field=None
+            )
 
     def _memo_from_invoice(self, inv: dict[str, Any], lines: list[dict[str, Any]]) -> dict:
         memo_es = ENTITY_SETS["salesCreditMemos"]
