@@ -168,3 +168,78 @@ def test_an_invoice_pushed_behind_the_watermark_is_read_by_id_once(env):
     again = _sync(env, dt.date(2026, 11, 5))
     assert (again.fetched_by_id, again.new, again.changed) == (0, 0, 0)
     assert again.open_read  # it still owes: the open-invoice read covers it from now on
+
+
+class _ContractBreakingErp:
+    """An ERP answering a value Business Central does not document (a status outside
+    NAV.invoiceEntityAggregateStatus): the sandbox, being faithful, never does, so this stands
+    in for a misbehaving tenant or extension."""
+
+    def __init__(self, records: list[dict]) -> None:
+        self.records = records
+
+    def iter_pages(self, entity, *, filter=None, select=None, page_size=None):  # noqa: A002
+        assert entity == "salesInvoices" and select
+        rows = [
+            r
+            for r in self.records
+            if not filter or "status eq" not in filter or r["status"] == "Open"
+        ]
+        yield [{k: r.get(k) for k in select} for r in rows]
+
+    def get(self, entity, rid):
+        return next((r for r in self.records if r["id"] == rid), None)
+
+
+def test_a_record_outside_the_documented_contract_is_quarantined_then_loaded_once_fixed(
+    warehouse_db,
+):
+    ids = ["00000000-0000-0000-0000-00000000000a", "00000000-0000-0000-0000-00000000000b"]
+    with psycopg.connect(warehouse_db) as conn:
+        batch = conn.execute(
+            """INSERT INTO billing.invoice_batches
+                   (kind, scope_key, status, content_hash, prepared_by, prepared_run_id)
+               VALUES ('period', 'q', 'draft', '', 'm', 't') RETURNING batch_id"""
+        ).fetchone()[0]
+        for n, erp_id in enumerate(ids):
+            conn.execute(
+                """INSERT INTO billing.invoices
+                       (batch_id, document_number, invoice_scope, account_id, currency,
+                        invoice_date, net, tax, total, status, erp_invoice_id, erp_number)
+                   VALUES (%s, %s, %s, 'acct', 'EUR', '2026-11-02', 100, 0, 100, 'posted',
+                           %s, %s)""",
+                (batch, f"ES-Q-{n}", f"q-{n}", erp_id, f"PSI-{n}"),
+            )
+    record = {
+        "number": "PSI-0",
+        "postingDate": "2026-11-02",
+        "dueDate": "2026-12-02",
+        "totalAmountIncludingTax": 100,
+        "remainingAmount": 100,
+        "lastModifiedDateTime": "2026-11-02T10:00:00Z",
+    }
+    erp = _ContractBreakingErp(
+        [
+            {**record, "id": ids[0], "status": "Open"},
+            {**record, "id": ids[1], "number": "PSI-1", "status": "Disputed"},
+        ]
+    )
+    with psycopg.connect(warehouse_db) as conn:
+        first = sync_payment_status(conn, erp, RunInfo.local("q"), day=dt.date(2026, 11, 3))
+    assert (first.quarantined, first.new) == (1, 1)
+    with psycopg.connect(warehouse_db) as conn:
+        loaded = conn.execute("SELECT erp_invoice_id FROM billing.erp_invoice_status").fetchall()
+        open_rows = conn.execute(
+            """SELECT record_key, reason_code FROM ops.quarantine
+                WHERE entity = 'invoice_payment_status' AND resolved_at IS NULL"""
+        ).fetchall()
+    assert loaded == [(ids[0],)] and open_rows == [(ids[1], "invalid_status")]
+
+    erp.records[1].update(status="Open", lastModifiedDateTime="2026-11-03T10:00:00Z")
+    with psycopg.connect(warehouse_db) as conn:
+        fixed = sync_payment_status(conn, erp, RunInfo.local("q"), day=dt.date(2026, 11, 4))
+        still_open = conn.execute(
+            """SELECT count(*) FROM ops.quarantine
+                WHERE entity = 'invoice_payment_status' AND resolved_at IS NULL"""
+        ).fetchone()[0]
+    assert (fixed.quarantined, fixed.new) == (0, 1) and still_open == 0

@@ -71,7 +71,9 @@ SELECT = (
     "status",
     "lastModifiedDateTime",
 )
-#: Statuses after posting (salesInvoice ``status``, NAV.invoiceEntityAggregateStatus).
+#: Every documented salesInvoice ``status`` (NAV.invoiceEntityAggregateStatus).
+STATUSES = frozenset({" ", "Draft", "In Review", "Open", "Paid", "Canceled", "Corrective"})
+#: Statuses after posting.
 POSTED_STATUSES = frozenset({"Open", "Paid", "Canceled", "Corrective"})
 EMPTY_DATE = "0001-01-01"  # BC's blank date
 
@@ -90,6 +92,7 @@ class PaymentSyncStats:
     history_rows: int = 0  # receivable periods opened
     fetched_by_id: int = 0
     not_found: int = 0  # pushed, but the ERP has no such invoice
+    quarantined: int = 0  # records with a value outside the documented contract
     open_read: bool = False
     watermark: str | None = None
 
@@ -224,19 +227,71 @@ def sync_payment_status(
     stats.matched = len(found)
     history_from: list[dt.date] = []  # earliest date whose receivables this run changed
     status_months: set[dt.date] = set()  # posting months whose payment states changed
+    bad = {rid: reason for rid, record in found.items() if (reason := _invalid(record))}
+    _quarantine(conn, run, {rid: (bad[rid], found[rid]) for rid in bad})
+    stats.quarantined = len(bad)
     for rid, record in found.items():
+        if rid in bad:
+            continue
         touched, since = _apply(conn, pushed[rid], record, day, run.run_id, stats)
         if touched is not None:
             status_months.add(touched)
         if since is not None:
             history_from.append(since)
     _refresh_summaries(conn, day, history_from, status_months)
+    _resolve_quarantine(conn, run, [rid for rid in found if rid not in bad])
 
     new_watermark = dedupe.next_watermark()
     _save_watermark(conn, new_watermark, run.run_id)
     stats.watermark = new_watermark.modstamp.isoformat() if new_watermark.modstamp else None
     _record_run(conn, run, stats)
     return stats
+
+
+def _invalid(record: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``(reason_code, detail)`` when a value is outside salesInvoice's documented contract."""
+    status = record.get("status")
+    if status not in STATUSES:
+        return "invalid_status", f"status {status!r} is none of {sorted(STATUSES)}"
+    for name in ("totalAmountIncludingTax", "remainingAmount"):
+        try:
+            if not _money(record.get(name)).is_finite():
+                raise ValueError(name)
+        except (ArithmeticError, ValueError):
+            return "invalid_amount", f"{name} {record.get(name)!r} is not a decimal amount"
+    for name in ("postingDate", "invoiceDate", "dueDate"):
+        try:
+            _date(record.get(name))
+        except ValueError:
+            return "invalid_date", f"{name} {record.get(name)!r} is not a date"
+    return None
+
+
+def _quarantine(conn, run, bad: Mapping[str, tuple[tuple[str, str], Mapping]]) -> None:
+    """One open ``ops.quarantine`` row per record and reason (a rerun refreshes it), as the
+    sync engine keeps them; the sync-health page lists them."""
+    for rid, ((reason, detail), record) in bad.items():
+        conn.execute(
+            """INSERT INTO ops.quarantine (run_id, source_system, entity, record_key, reason_code,
+                   reason_detail, payload)
+               VALUES (%s, 'erp', %s, %s, %s, %s, %s::jsonb)
+               ON CONFLICT (source_system, entity, record_key, reason_code)
+                   WHERE resolved_at IS NULL
+               DO UPDATE SET run_id = EXCLUDED.run_id, reason_detail = EXCLUDED.reason_detail,
+                   payload = EXCLUDED.payload, quarantined_at = now()""",
+            (run.run_id, ENTITY, rid, reason, detail, json.dumps(record, default=str)),
+        )
+
+
+def _resolve_quarantine(conn, run, good: list[str]) -> None:
+    """Close the open quarantine rows of records this run read and loaded."""
+    if good:
+        conn.execute(
+            """UPDATE ops.quarantine SET resolved_at = now(), resolved_by_run = %s
+                WHERE source_system = 'erp' AND entity = %s AND resolved_at IS NULL
+                  AND record_key = ANY(%s)""",
+            (run.run_id, ENTITY, good),
+        )
 
 
 def _apply(
@@ -258,7 +313,7 @@ def _apply(
         old_remaining,
         known,
     ) = pushed_row
-    status = str(record.get("status") or " ")
+    status = str(record.get("status"))
     total = _money(record.get("totalAmountIncludingTax"))
     remaining = _money(record.get("remainingAmount"))
     posting = _date(record.get("postingDate")) or _date(record.get("invoiceDate")) or invoice_date
@@ -387,8 +442,8 @@ def _record_run(conn, run, stats: PaymentSyncStats) -> None:
     conn.execute(
         """INSERT INTO ops.run_stats (dag_id, run_id, task_id, try_number, entity, status,
                                       finished_at, records_read, records_loaded,
-                                      records_unchanged, detail)
-           VALUES (%s, %s, %s, %s, %s, 'success', now(), %s, %s, %s, %s)""",
+                                      records_unchanged, records_quarantined, detail)
+           VALUES (%s, %s, %s, %s, %s, 'success', now(), %s, %s, %s, %s, %s)""",
         (
             run.dag_id,
             run.run_id,
@@ -398,6 +453,7 @@ def _record_run(conn, run, stats: PaymentSyncStats) -> None:
             stats.read,
             stats.new + stats.changed,
             stats.unchanged,
+            stats.quarantined,
             json.dumps(stats.as_dict()),
         ),
     )
