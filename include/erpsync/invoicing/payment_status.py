@@ -233,11 +233,11 @@ def sync_payment_status(
     for rid, record in found.items():
         if rid in bad:
             continue
-        touched, since = _apply(conn, pushed[rid], record, day, run.run_id, stats)
+        touched, changed_from = _apply(conn, pushed[rid], record, day, run.run_id, stats)
         if touched is not None:
             status_months.add(touched)
-        if since is not None:
-            history_from.append(since)
+        if changed_from is not None:
+            history_from.append(changed_from)
     _refresh_summaries(conn, day, history_from, status_months)
     _resolve_quarantine(conn, run, [rid for rid in found if rid not in bad])
 
