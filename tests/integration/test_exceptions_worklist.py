@@ -391,3 +391,19 @@ def test_every_sort_of_every_tab_reads_a_large_queue_in_index_order(warehouse_db
                         ):
                             seq_scans.append((status, sort, direction, node["Node Type"]))
     assert seq_scans == []
+
+
+def test_the_benchmark_seeds_a_queue_and_times_every_page_call(warehouse_db):
+    from erpsync.bench import exceptions as bench
+
+    with psycopg.connect(warehouse_db, autocommit=True) as conn:
+        seeded = bench.seed_exceptions(conn, rows=3000, clients=40)
+        timings = bench.time_worklist(conn, repeat=1)
+        clients = conn.execute(
+            "SELECT count(*) FROM ops.exceptions WHERE client_name IS NULL"
+        ).fetchone()[0]
+    assert seeded["exceptions"] == 3000
+    assert set(seeded["per_status"]) == set(cx.STATUSES)
+    assert clients == 0
+    assert {"open_default", "detail", "search_rare_prefix", "worst_page"} <= set(timings)
+    assert all(ms >= 0 for ms in timings.values())
