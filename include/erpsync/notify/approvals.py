@@ -10,7 +10,8 @@
   time the current question was asked (the ``invoice_batch.approval_requested`` audit row),
   reminds the ``approvers`` after ``approval_reminder_after`` and tells the ``escalation`` group
   ``approval_escalate_before`` the response timeout rejects the batch. Each reminder and each
-  escalation is sent once per question (``ops.notifications_sent`` keys).
+  escalation is sent once per question (``ops.notifications_sent`` keys). A request that could
+  not be sent when the question was asked (mail server down) is sent by the next watcher run.
 
 Why a separate scheduled DAG and not a task of the billing run: in Airflow 3.3 a HITL task waits
 in the ``awaiting_input`` state with no trigger (``HITLOperator.execute`` raises
@@ -100,9 +101,9 @@ def _summary_html(conn, batch_id: int) -> tuple[str, dict]:
                 [
                     html.text(cur),
                     html.text(t["invoices"]),
-                    html.money(Decimal(str(t["net"]))),
-                    html.money(Decimal(str(t["tax"]))),
-                    html.money(Decimal(str(t["total"]))),
+                    html.money(Decimal(str(t["net"])), cur),
+                    html.money(Decimal(str(t["tax"])), cur),
+                    html.money(Decimal(str(t["total"])), cur),
                 ]
                 for cur, t in sorted(result.totals.items())
             ],
@@ -119,7 +120,7 @@ def _summary_html(conn, batch_id: int) -> tuple[str, dict]:
         html.table(
             ["Client", "Currency", "Invoices", "Total"],
             [
-                [html.text(name or acc), html.text(cur), html.text(n), html.money(total)]
+                [html.text(name or acc), html.text(cur), html.text(n), html.money(total, cur)]
                 for (acc, name, cur), (n, total) in ordered[:MAX_ROWS]
             ],
         )
@@ -246,11 +247,13 @@ def send_reminders(
     now: dt.datetime | None = None,
     send=None,
 ) -> dict[str, int]:
-    """Reminders and escalations that are due (each sent once per question)."""
+    """Reminders and escalations that are due (each sent once per question), and the request
+    itself where it failed when the question was asked."""
     now = now or conn.execute("SELECT now()").fetchone()[0]
     counts: dict[str, int] = defaultdict(int)
     for pending in pending_approvals(conn):
-        due = []
+        # the request itself again when it could not be sent when asked (skipped once sent)
+        due = ["approval_request"]
         deadline = pending.asked_at + timeout if timeout else None
         if deadline is not None and now >= deadline:
             continue  # the scheduler's timeout sweep rejects it

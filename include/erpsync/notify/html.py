@@ -13,9 +13,14 @@ def text(value: Any) -> str:
 
 
 def money(amount: Decimal | None, currency: str | None = None) -> str:
+    """``1,234.50 EUR``, ``650,000 JPY``: the currency's minor units (erpsync.money)."""
     if amount is None:
         return "-"
-    return text(f"{amount:,.2f} {currency or ''}".strip())
+    if currency:
+        from erpsync.money import minor_units
+
+        return text(f"{amount:,.{minor_units(currency)}f} {currency}")
+    return text(f"{amount:,.2f}")
 
 
 def link(url: str, label: Any) -> str:
