@@ -1,9 +1,10 @@
 """Alerts for the data engineers: a run not finished by its deadline, a task failed for good.
 
 * **Deadlines** use Airflow 3.3's deadline alerts (airflow/sdk/definitions/deadline.py of the
-  installed 3.3.2): :func:`deadline_alert` builds a ``DeadlineAlert`` measured from the run's
-  logical date (the scheduled time of a nightly sync or of the monthly billing run; a manual run
-  has its trigger time) with a :class:`~airflow.sdk.definitions.callback.SyncCallback` to
+  installed 3.3.2): :func:`deadline_alert` builds a ``DeadlineAlert`` measured from the time the
+  run was queued (``DAGRUN_QUEUED_AT``: a scheduled nightly sync or monthly billing run is queued
+  at its scheduled time; a manual run, which has no logical date in Airflow 3, when triggered),
+  with a :class:`~airflow.sdk.definitions.callback.SyncCallback` to
   :func:`deadline_missed`. The scheduler finds deadlines that passed before their run ended
   (``Deadline.handle_miss``, jobs/scheduler_job_runner.py) and hands the callback to the executor,
   which imports and calls it with ``context={"dag_run": {...}, "deadline": {...}}``
@@ -41,7 +42,7 @@ BILLING_AFTER_APPROVAL = timedelta(hours=8)
 
 
 def deadline_interval(kind: str) -> timedelta | None:
-    """The deadline of a ``sync`` or ``billing`` run after its logical date (None: off).
+    """The deadline of a ``sync`` or ``billing`` run after it was queued (None: off).
     Defaults: 4 h for a nightly sync; the approval response timeout + 8 h for the billing run
     (it waits for a person's approval first)."""
     from erpsync.notify.config import parse_duration
@@ -68,7 +69,7 @@ def deadline_alert(kind: str, what: str):
     if interval is None:
         return None
     return DeadlineAlert(
-        reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
         interval=interval,
         callback=SyncCallback(deadline_missed, kwargs={"what": what, "interval": str(interval)}),
         name=f"erpsync {kind} deadline",
@@ -113,9 +114,9 @@ def deadline_missed(context: dict | None = None, what: str = "run", interval: st
     body = html.page(
         subject,
         f"<p>The {html.text(what)} run {html.text(run_id)} of {html.text(dag_id)} "
-        f"(logical date {html.text(run.get('logical_date'))}) was still "
+        f"(queued at {html.text(run.get('queued_at'))}) was still "
         f"{html.text(run.get('state'))} at its deadline {html.text(deadline.get('deadline_time'))}"
-        f" ({html.text(interval)} after its logical date).</p>",
+        f" ({html.text(interval)} after it was queued).</p>",
         f"<p>{html.link(run_url, 'Open the run in Airflow')} to see which task holds it.</p>",
     )
     message = Message(
