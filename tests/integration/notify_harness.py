@@ -8,9 +8,11 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import os
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiosmtpd.controller import Controller
 
@@ -98,3 +100,34 @@ def smtp_connection_json(port: int) -> str:
             },
         }
     )
+
+
+def airflow_env(runtime, port: int, smtp: MailServer, **extra: str) -> dict[str, str]:
+    """The project's Airflow environment (``erpsync env``) for the session's Airflow runtime,
+    its API server on ``port``, the SMTP connection to ``smtp`` and ``extra``."""
+    import pytest
+
+    from erpsync.runtime import airflow_env as project_env
+    from erpsync.runtime import database
+
+    mp = pytest.MonkeyPatch()
+    try:
+        for key, value in runtime.env.items():
+            mp.setenv(key, value)
+        urls = database.DatabaseUrls(runtime.warehouse_url, runtime.airflow_url, embedded=False)
+        computed = project_env.airflow_environment(urls, home=Path(runtime.env["AIRFLOW_HOME"]))
+    finally:
+        mp.undo()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(runtime.env)
+    env.update(computed)
+    env.update(
+        {
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": f"http://localhost:{port}",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
+            "AIRFLOW_CONN_ERPSYNC_SMTP": smtp.connection_json(),
+            **extra,
+        }
+    )
+    return env

@@ -24,40 +24,11 @@ import httpx
 import psycopg
 import pytest
 
-from tests.integration.notify_harness import MailServer, free_port
+from tests.integration.notify_harness import MailServer, airflow_env, free_port
 
 DAG = "erpsync_master_data_sync"
 RUN_ID = "manual__notify_deadline_test"
 POOLS = ("crm_api", "psa_api", "erp_api")
-
-
-def _env(runtime, port: int, smtp: MailServer) -> dict[str, str]:
-    from erpsync.runtime import airflow_env, database
-
-    mp = pytest.MonkeyPatch()
-    try:
-        for key, value in runtime.env.items():
-            mp.setenv(key, value)
-        urls = database.DatabaseUrls(runtime.warehouse_url, runtime.airflow_url, embedded=False)
-        computed = airflow_env.airflow_environment(urls, home=Path(runtime.env["AIRFLOW_HOME"]))
-    finally:
-        mp.undo()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(runtime.env)
-    env.update(computed)
-    env.update(
-        {
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API__BASE_URL": f"http://localhost:{port}",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
-            "ERPSYNC_DEADLINE_SYNC": "15s",
-            "AIRFLOW_CONN_ERPSYNC_SMTP": smtp.connection_json(),
-            "AIRFLOW_VAR_ERPSYNC_NOTIFICATIONS": json.dumps(
-                {"data_engineers": ["data-eng@firm.example", "oncall@firm.example"]}
-            ),
-        }
-    )
-    return env
 
 
 def _airflow(env, *args: str, timeout: float = 180) -> str:
@@ -103,7 +74,15 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 def test_a_sync_held_past_its_deadline_alerts_the_data_engineers(airflow_runtime, tmp_path):
     smtp = MailServer().start()
     port = free_port()
-    env = _env(airflow_runtime, port, smtp)
+    env = airflow_env(
+        airflow_runtime,
+        port,
+        smtp,
+        ERPSYNC_DEADLINE_SYNC="15s",
+        AIRFLOW_VAR_ERPSYNC_NOTIFICATIONS=json.dumps(
+            {"data_engineers": ["data-eng@firm.example", "oncall@firm.example"]}
+        ),
+    )
     procs: list[subprocess.Popen] = []
     before: dict[str, dict] | None = None
     try:

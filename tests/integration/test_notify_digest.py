@@ -199,10 +199,13 @@ def test_mail_server_down_is_recorded_and_the_next_run_sends(conn, monkeypatch):
         counts = digest.send_digests(conn, SETTINGS)
         assert counts["sent"] == 5 and counts["failed"] == 0
         assert len(server.wait_for(5)) == 5
-        assert conn.execute(
-            "SELECT count(*) FILTER (WHERE status = 'sent' AND attempts = 3 AND sent_at IS NOT "
-            "NULL) FROM ops.notifications_sent"
-        ).fetchone()[0] == 5
+        assert (
+            conn.execute(
+                "SELECT count(*) FILTER (WHERE status = 'sent' AND attempts = 3 AND sent_at IS NOT "
+                "NULL) FROM ops.notifications_sent"
+            ).fetchone()[0]
+            == 5
+        )
         assert digest.send_digests(conn, SETTINGS)["sent"] == 0
         assert len(server.mails) == 5
     finally:
