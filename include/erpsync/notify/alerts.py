@@ -78,7 +78,11 @@ def deadline_alert(kind: str, what: str):
 
 def _record(message, settings) -> str:
     """Deliver with the warehouse ledger; without it (warehouse down), send and log."""
-    from erpsync.notify.delivery import deliver
+    from erpsync.notify.delivery import NO_RECIPIENTS, deliver
+
+    if not message.recipients:
+        log.warning("%s: no data_engineers configured, nothing sent", message.key)
+        return NO_RECIPIENTS
 
     try:
         from erpsync.warehouse import connection
