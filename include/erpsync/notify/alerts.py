@@ -1,10 +1,12 @@
 """Alerts for the data engineers: a run not finished by its deadline, a task failed for good.
 
 * **Deadlines** use Airflow 3.3's deadline alerts (airflow/sdk/definitions/deadline.py of the
-  installed 3.3.2): :func:`deadline_alert` builds a ``DeadlineAlert`` measured from the time the
-  run was queued (``DAGRUN_QUEUED_AT``: a scheduled nightly sync or monthly billing run is queued
-  at its scheduled time; a manual run, which has no logical date in Airflow 3, when triggered),
-  with a :class:`~airflow.sdk.definitions.callback.SyncCallback` to
+  installed 3.3.2; https://airflow.apache.org/docs/apache-airflow/3.3.2/howto/deadline-alerts.html,
+  where the feature is still marked experimental): :func:`deadline_alert` builds a
+  ``DeadlineAlert`` measured from the time the run was queued (``DAGRUN_QUEUED_AT``: a
+  scheduled nightly sync or monthly billing run is queued at its scheduled time; a manual run,
+  which has no logical date in Airflow 3, when triggered), with a
+  :class:`~airflow.sdk.definitions.callback.SyncCallback` to
   :func:`deadline_missed`. The scheduler finds deadlines that passed before their run ended
   (``Deadline.handle_miss``, jobs/scheduler_job_runner.py) and hands the callback to the executor,
   which imports and calls it with ``context={"dag_run": {...}, "deadline": {...}}``
