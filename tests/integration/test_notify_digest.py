@@ -235,3 +235,24 @@ def test_digest_lists_at_most_the_cap_and_the_rest_come_next(conn, mail):
     digest.send_digests(conn, capped)
     second = [m for m in mail.wait_for(2) if m.to == ["billing@firm.example"]]
     assert len(second) == 2 and "1 to look at" in second[1].subject
+
+
+def test_data_is_escaped_never_markup_or_template(conn, mail):
+    exceptions_queue.raise_exception(
+        conn,
+        "missing_rate",
+        "time_entry",
+        "<script>alert(1)</script>",
+        "billing_ops",
+        {"message": "{{ conn.erpsync_erp.password }} <img src=x>"},
+        RUN,
+    )
+    conn.commit()
+    digest.send_digests(conn, SETTINGS)
+    billing = _by_recipient(mail.wait_for(5))["billing@firm.example"]
+    assert (
+        "<script>" not in billing.html and "&lt;script&gt;alert(1)&lt;/script&gt;" in billing.html
+    )
+    assert "<img" not in billing.html
+    # shown as text, never rendered as a Jinja template
+    assert "{{ conn.erpsync_erp.password }}" in billing.html
