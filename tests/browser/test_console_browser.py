@@ -9,9 +9,13 @@ or is refused what it may not. The main pages are photographed into docs/screens
 
 from __future__ import annotations
 
+import re
+
+import httpx
 import pytest
 
 from erpsync.console import PAGES
+from tests.browser import scenario
 from tests.browser.conftest import ROLE_USERS, SCREENSHOTS
 
 pytestmark = pytest.mark.slow
@@ -123,3 +127,111 @@ def test_a_wrong_password_is_refused(console_server, page):
     page.get_by_text("Invalid credentials", exact=False).wait_for()
     assert "/auth/login" in page.url
     assert "_token" not in {c["name"] for c in page.context.cookies()}
+
+
+def test_an_unauthenticated_visitor_is_refused(console_server, page):
+    base = f"{console_server.url}/erpsync"
+    # a browser asking for a page is sent to Airflow's login, and comes back after it
+    page.goto(f"{base}/exceptions")
+    page.wait_for_url("**/auth/login**")
+    assert "next=" in page.url and "exceptions" in page.url
+    # an API client without a token gets 401, for pages, CSV downloads and actions alike
+    exception_id = console_server.scenario.exceptions["tax_id"]
+    for path in ("/", "/exceptions", "/exceptions.csv", f"/exceptions/{exception_id}"):
+        assert httpx.get(f"{base}{path}", timeout=30).status_code == 401, path
+    refused = httpx.post(
+        f"{base}/exceptions/actions",
+        json={"action": "waive", "ids": [exception_id], "comment": "no"},
+        headers={"X-Erpsync-Request": "1"},
+        timeout=30,
+    )
+    assert refused.status_code == 401
+    # and a forged token is no token
+    forged = httpx.get(f"{base}/exceptions", cookies={"_token": "forged.jwt.value"}, timeout=30)
+    assert forged.status_code in (401, 403)
+
+
+# --------------------------------------------------------------------------- acting
+
+
+def test_finance_ops_waive_an_exception_with_the_in_page_confirmation(console_server, as_user):
+    exception_id = console_server.scenario.exceptions["over_cap"]
+    page = as_user("approver")
+    frame = open_console_page(page, console_server, "Exceptions")
+    row = frame.locator("table.data tbody tr", has_text=scenario.CAPPED_PROJECT)
+    assert re.search("over.?cap", row.inner_text(), re.I)
+    assert scenario.CLIENT_NAME in row.inner_text()
+    shoot(page, "Exceptions", "exceptions")
+    # the detail view: source record, history, and the actions finance ops may take
+    row.get_by_role("link", name=str(exception_id), exact=True).click()
+    frame.locator("main h1", has_text=f"Exception {exception_id}").wait_for()
+    frame.get_by_label("Action").select_option("waive")
+    reason = "Agreed with the client: the cap was raised by phone, change order to follow"
+    frame.get_by_label("Comment / reason").fill(reason)
+    # a handle, not a locator: arming the button changes its name to the question
+    apply = frame.get_by_role("button", name="Apply", exact=True).element_handle()
+    apply.click()  # first click arms the in-page confirmation (the iframe forbids confirm())
+    assert apply.get_attribute("data-armed") == "1"
+    assert frame.locator('[data-status="waived"]').count() == 0  # nothing happened yet
+    apply.click()  # the second click acts
+    frame.locator('main h1 [data-status="waived"]').wait_for()  # the page reloads waived
+    assert f"by approver: {reason}" in frame.locator("main").inner_text()
+    shoot(page, "Exceptions", "exception_detail")
+
+
+def test_finance_ops_assign_exceptions_in_bulk(console_server, as_user):
+    page = as_user("approver")
+    frame = open_console_page(page, console_server, "Exceptions")
+    filters = frame.locator("form.filters")
+    filters.locator('select[name="reason"]').select_option("unknown_project")
+    filters.get_by_role("button", name="Filter").click()
+    rows = frame.locator("table.data tbody tr")
+    rows.filter(has_text="Unknown project").first.wait_for()
+    frame.get_by_label("Select all on this page").check()
+    count = rows.count()
+    assert frame.locator("#selected-count").inner_text() == str(count)
+    bulk = frame.locator("form#bulk")
+    bulk.get_by_label("Action").select_option("assign")
+    bulk.get_by_label("Owner").fill("raj.patel")
+    apply = bulk.get_by_role("button", name="Apply to selected").element_handle()
+    apply.click()
+    apply.click()
+    frame.get_by_role("status").filter(has_text=f"assign: {count} done").wait_for()
+    frame.locator("table.data tbody tr", has_text="raj.patel").first.wait_for()  # reloaded
+    assert rows.filter(has_text="raj.patel").count() == count
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def test_the_auditor_sees_no_action_and_a_forced_one_is_refused(console_server, as_user):
+    exception_id = console_server.scenario.exceptions["tax_id"]
+    page = as_user("auditor")
+    frame = open_console_page(page, console_server, "Exceptions")
+    frame.locator("table.data tbody tr").first.wait_for()
+    assert "read only" in frame.locator(".who").inner_text()
+    assert frame.get_by_role("button", name=re.compile("apply", re.I)).count() == 0
+    assert frame.locator('input[type="checkbox"]').count() == 0
+    frame.get_by_role("link", name=str(exception_id), exact=True).click()
+    frame.locator("main h1", has_text=f"Exception {exception_id}").wait_for()
+    assert frame.locator("form#single").count() == 0
+    # forcing it from the page the way the console's own script posts (same origin, JSON, the
+    # X-Erpsync-Request header, the auditor's cookie): the server says no
+    waive = {"action": "waive", "ids": [exception_id], "comment": "forced"}
+    status = post_from_page(page, f"{console_server.url}/erpsync/exceptions/actions", waive)
+    assert status == 403
+
+
+def test_a_state_change_without_the_consoles_header_is_refused(console_server, as_user):
+    """A cross-site form cannot add the header: a POST with finance ops' own cookie but
+    without it is refused before any route runs."""
+    page = as_user("approver")
+    open_console_page(page, console_server, "Exceptions")
+    status = post_from_page(
+        page,
+        f"{console_server.url}/erpsync/exceptions/actions",
+        "action=waive&ids=1&comment=x",
+        content_type="application/x-www-form-urlencoded",
+        console_header=False,
+    )
+    assert status == 403
