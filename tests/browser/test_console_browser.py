@@ -111,11 +111,10 @@ def shoot(page, title: str, name: str) -> None:
 # --------------------------------------------------------------------------- signing in
 
 
-@pytest.mark.parametrize("role", list(ROLE_USERS))
-def test_each_role_signs_in_through_airflows_login_page(console_server, page, role):
-    login(page, console_server, ROLE_USERS[role])
-    cookies = {c["name"] for c in page.context.cookies()}
-    assert "_token" in cookies  # the api-server's JWT cookie (COOKIE_NAME_JWT_TOKEN)
+def test_each_role_signs_in_through_airflows_login_page(signed_in):
+    for role, user in ROLE_USERS.items():
+        cookies = {c["name"] for c in signed_in(user)["cookies"]}
+        assert "_token" in cookies, role  # the api-server's JWT cookie (COOKIE_NAME_JWT_TOKEN)
 
 
 def test_a_wrong_password_is_refused(console_server, page):
