@@ -335,7 +335,9 @@ def _hitl(session, table, key_col, key, asked, answered, by):
             "k": key,
             "asked": ts(asked),
             "answered": None if answered is None else ts(answered),
-            "by": None if by is None else f'{{"id": "{by}", "name": "{by}"}}',
+            # "null": the JSON null Airflow's timeout sweep stores (responded_by = None on a
+            # sa.JSON column); None: SQL NULL
+            "by": by if by in (None, "null") else f'{{"id": "{by}", "name": "{by}"}}',
             "chosen": None if answered is None else '["Approve"]',
         },
     )
@@ -387,6 +389,16 @@ def test_approval_cycle_time_from_airflow_hitl_records(airflow_session):
         "2026-10-20 08:00",
         None,
     )
+    # run 5: timed out as the scheduler records it (JSON null responder)
+    _hitl(
+        s,
+        "hitl_detail",
+        "ti_id",
+        _ti(s, dag, "run-5", "approve_batch"),
+        "2026-10-14 08:00",
+        "2026-10-21 08:00",
+        "null",
+    )
     # milestone billing: 0.5 h (Nov)
     _hitl(
         s,
@@ -421,7 +433,7 @@ def test_approval_cycle_time_from_airflow_hitl_records(airflow_session):
     assert got["2026-09"].values == {"median": D("1.00"), "p90": D("1.00")}
     # Oct [2.5, 24]: median 13.25, p90 = 2.5 + 0.9 x 21.5 = 21.85
     assert got["2026-10"].values == {"median": D("13.25"), "p90": D("21.85")}
-    assert got["2026-10"].count == 2 and got["2026-10"].extra == {"timed_out": 1}
+    assert got["2026-10"].count == 2 and got["2026-10"].extra == {"timed_out": 2}
     assert got["2026-11"].values == {"median": D("0.50"), "p90": D("0.50")}
     assert got["2026-11"].extra == {"timed_out": 0}
 

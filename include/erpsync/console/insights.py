@@ -244,46 +244,53 @@ def time_to_invoice(conn, *, months: int, as_of: dt.date) -> list[MonthValue]:
 def approval_cycle_time(session, *, months: int, as_of: dt.date) -> list[MonthValue]:
     """Per approval question of the billing DAGs (Airflow ``hitl_detail`` of the current try,
     ``hitl_detail_history`` of earlier tries): asked (``created_at``) to answered by a person
-    (``responded_at`` with ``responded_by`` set); by month of the answer; median and p90 hours.
-    Questions closed by the response timeout (``responded_by`` NULL: the default applied) are
-    counted apart, not timed.
+    (``responded_at`` with a ``responded_by`` user); by month of the answer; median and p90
+    hours. Questions closed by the response timeout (the scheduler applies the defaults and sets
+    ``responded_by = None``, airflow/jobs/scheduler_job_runner.py) are counted apart, not timed.
 
-    ``session``: a SQLAlchemy session on Airflow's metadata DB. Model: airflow/models/hitl.py,
-    hitl_history.py (3.3.2): hitl_detail.ti_id -> task_instance.id; hitl_detail_history
-    .ti_history_id -> task_instance_history.task_instance_id (the try's own id)."""
-    from sqlalchemy import bindparam, text
+    ``session``: a SQLAlchemy session on Airflow's metadata DB. Read through Airflow's own models
+    (airflow/models/hitl.py, hitl_history.py, 3.3.2), so the columns' types apply on any backend
+    (UtcDateTime gives aware datetimes; JSON ``null`` and SQL NULL both read as None):
+    hitl_detail.ti_id -> task_instance.id; hitl_detail_history.ti_history_id ->
+    task_instance_history.task_instance_id (the earlier try's own id)."""
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.hitl_history import HITLDetailHistory
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.taskinstancehistory import TaskInstanceHistory
+    from sqlalchemy import select, union_all
 
     window, start, end = _bounds(as_of, months)
-    sql = text(
-        """SELECT h.created_at, h.responded_at, h.responded_by IS NOT NULL
-             FROM hitl_detail h JOIN task_instance ti ON ti.id = h.ti_id
-            WHERE ti.dag_id IN :dags AND ti.task_id LIKE :task
-              AND h.responded_at >= :start AND h.responded_at < :end
-           UNION ALL
-           SELECT h.created_at, h.responded_at, h.responded_by IS NOT NULL
-             FROM hitl_detail_history h
-             JOIN task_instance_history ti ON ti.task_instance_id = h.ti_history_id
-            WHERE ti.dag_id IN :dags AND ti.task_id LIKE :task
-              AND h.responded_at >= :start AND h.responded_at < :end"""
-    ).bindparams(bindparam("dags", expanding=True))
+
+    def asks(hitl, ti, key, ti_key):
+        return (
+            select(hitl.created_at, hitl.responded_at, hitl.responded_by)
+            .join(ti, ti_key == key)
+            .where(
+                ti.dag_id.in_(APPROVAL_DAGS),
+                ti.task_id.like(APPROVAL_TASK_PREFIX + "%"),
+                hitl.responded_at >= start,
+                hitl.responded_at < end,
+            )
+        )
+
     rows = session.execute(
-        sql,
-        {
-            "dags": list(APPROVAL_DAGS),
-            "task": APPROVAL_TASK_PREFIX + "%",
-            "start": start,
-            "end": end,
-        },
+        union_all(
+            asks(HITLDetail, TaskInstance, HITLDetail.ti_id, TaskInstance.id),
+            asks(
+                HITLDetailHistory,
+                TaskInstanceHistory,
+                HITLDetailHistory.ti_history_id,
+                TaskInstanceHistory.task_instance_id,
+            ),
+        )
     ).fetchall()
     answered: list[tuple[dt.date, Decimal]] = []
     timed_out: dict[dt.date, int] = {}
-    for asked, answered_at, by_person in rows:
-        answered_at = answered_at if answered_at.tzinfo else answered_at.replace(tzinfo=dt.UTC)
-        asked = asked if asked.tzinfo else asked.replace(tzinfo=dt.UTC)
+    for asked, answered_at, responded_by in rows:
         month = answered_at.astimezone(dt.UTC).date().replace(day=1)
-        if by_person:
-            seconds = (answered_at - asked) / dt.timedelta(microseconds=1)
-            answered.append((month, Decimal(int(seconds)) / Decimal(1_000_000)))
+        if responded_by:
+            micro = (answered_at - asked) // dt.timedelta(microseconds=1)
+            answered.append((month, Decimal(micro) / Decimal(1_000_000)))
         else:
             timed_out[month] = timed_out.get(month, 0) + 1
     out = _durations(window, answered, Decimal(3600))
@@ -817,11 +824,15 @@ def last_refresh(conn) -> dict[str, Any] | None:
     row = conn.execute(
         "SELECT refreshed_at, run_id, as_of, seconds FROM recon.insights_refresh"
     ).fetchone()
-    return (
-        None
-        if row is None
-        else dict(zip(("refreshed_at", "run_id", "as_of", "seconds"), row, strict=True))
-    )
+    if row is None:
+        return None
+    refreshed_at, run_id, as_of, seconds = row
+    return {
+        "refreshed_at": refreshed_at.astimezone(dt.UTC),
+        "run_id": run_id,
+        "as_of": as_of,
+        "seconds": seconds,
+    }
 
 
 def csv_rows(metric: Metric, values: list[MonthValue]) -> tuple[list[str], list[list[Any]]]:
