@@ -41,6 +41,8 @@ __all__ = [
     "AgeingRow",
     "Metric",
     "MonthValue",
+    "PageData",
+    "page_data",
     "approval_cycle_time",
     "exception_ageing",
     "exception_rate",
@@ -817,6 +819,31 @@ def refresh_summaries(conn) -> dict[str, Any]:
         "invoice_lag": lag,
         "seconds": seconds,
     }
+
+
+@dataclass(frozen=True)
+class PageData:
+    """Everything the insights page reads from the warehouse (the approval cycle time, from
+    Airflow's database, is computed apart)."""
+
+    values: dict[str, list[MonthValue]]
+    ageing: list[AgeingRow]
+    refreshed: dict[str, Any] | None
+
+
+def page_data(conn, *, months: int, as_of: dt.date) -> PageData:
+    """The insights page's warehouse data on one connection: every warehouse metric's months,
+    the exception ageing and when the summaries were rebuilt (what the page-speed benchmark
+    times)."""
+    return PageData(
+        values={
+            m.key: m.compute(conn, months=months, as_of=as_of)
+            for m in METRICS.values()
+            if m.source == "warehouse"
+        },
+        ageing=exception_ageing(conn, months=months, as_of=as_of),
+        refreshed=last_refresh(conn),
+    )
 
 
 def last_refresh(conn) -> dict[str, Any] | None:

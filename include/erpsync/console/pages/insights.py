@@ -45,17 +45,16 @@ def approval_values(
         return None, f"Airflow's metadata database could not be read ({type(exc).__name__})"
 
 
-def all_values(ctx, *, months: int, as_of: dt.date) -> dict[str, tuple[list | None, str | None]]:
-    """Every metric's months (one warehouse connection, one Airflow session)."""
-    out: dict[str, tuple[list | None, str | None]] = {}
+def all_values(ctx, *, months: int, as_of: dt.date):
+    """Every metric's months and why one could not be computed (one warehouse connection, one
+    Airflow session), with the warehouse's ageing table and last summary rebuild."""
     with ctx.warehouse() as conn:
-        for metric in insights.METRICS.values():
-            if metric.source == "warehouse":
-                out[metric.key] = (metric.compute(conn, months=months, as_of=as_of), None)
+        data = insights.page_data(conn, months=months, as_of=as_of)
+    out: dict[str, tuple[list | None, str | None]] = {k: (v, None) for k, v in data.values.items()}
     for metric in insights.METRICS.values():
         if metric.source == "airflow":
             out[metric.key] = approval_values(ctx, metric, months=months, as_of=as_of)
-    return out
+    return out, data
 
 
 def _series_for_chart(metric: insights.Metric, values: list[insights.MonthValue]) -> list[str]:
@@ -92,7 +91,7 @@ def bars(metric: insights.Metric, values: list[insights.MonthValue]):
 def insights_page(request: Request, ctx: Ctx, months: Months = 12, as_of: AsOf = None):
     day = _as_of(as_of)
     sections: list[dict[str, Any]] = []
-    computed = all_values(ctx, months=months, as_of=day)
+    computed, data = all_values(ctx, months=months, as_of=day)
     for metric in insights.METRICS.values():
         values, problem = computed[metric.key]
         section: dict[str, Any] = {"metric": metric, "problem": problem, "values": values}
@@ -101,17 +100,14 @@ def insights_page(request: Request, ctx: Ctx, months: Months = 12, as_of: AsOf =
             section.update(chart=chart(metric, values), bars=bars(metric, values))
             section.update(header=header, rows=rows)
         sections.append(section)
-    with ctx.warehouse() as conn:
-        ageing = insights.exception_ageing(conn, months=months, as_of=day)
-        refreshed = insights.last_refresh(conn)
     return render(
         request,
         ctx,
         "insights.html",
         sections=sections,
-        ageing=ageing,
+        ageing=data.ageing,
         buckets=[label for label, _b in insights.AGE_BUCKETS],
-        refreshed=refreshed,
+        refreshed=data.refreshed,
         months=months,
         as_of=day,
         query=f"months={months}" + (f"&as_of={as_of.isoformat()}" if as_of else ""),
