@@ -684,3 +684,53 @@ def test_every_metric_is_defined_and_runs_on_an_empty_warehouse(conn):
             assert [v.month for v in values] == ["2026-09", "2026-10", "2026-11"]
             header, rows = insights.csv_rows(metric, values)
             assert header[0] == "month" and len(rows) == 3
+
+
+def test_the_reconcile_task_rebuilds_the_summaries_from_a_real_reconciliation(
+    warehouse_db, monkeypatch
+):
+    """The reconcile DAG's task callable (erpsync.quality.dag_tasks.reconcile) on rows a real
+    reconciliation classifies; then an invoice posts and the push's rebuild is mirrored."""
+    from types import SimpleNamespace
+
+    from erpsync.quality import dag_tasks
+    from erpsync.reconcile.rows import Rows
+    from erpsync.warehouse import connection
+
+    with psycopg.connect(warehouse_db) as c:
+        r = Rows(c)
+        r.person("u1")
+        r.contract("006W", "p1")
+        r.rate_card("u1", "100", dt.date(2026, 1, 1))
+        r.time("old", "u1", "p1", dt.date(2026, 1, 15), "2", rate="100")  # 76 days: leakage
+        r.time("new", "u1", "p1", dt.date(2026, 3, 20), "1", rate="90")
+        r.time("held", "u1", "p1", dt.date(2026, 3, 21), "1", rate="50", status="submitted")
+        c.commit()
+    monkeypatch.setattr(connection, "connect", lambda *a, **k: psycopg.connect(warehouse_db))
+    context = {
+        "ti": SimpleNamespace(
+            dag_id="erpsync_reconcile", run_id="manual__1", task_id="reconcile", try_number=1
+        ),
+        "params": {"as_of": "2026-04-01"},
+        "dag_run": None,
+    }
+    dag_tasks.reconcile(context)
+    with psycopg.connect(warehouse_db, autocommit=True) as c:
+        assert insights.last_refresh(c)["run_id"] == "manual__1"
+        as_of = dt.date(2026, 4, 1)
+        leak = by_month(insights.leakage(c, months=4, as_of=as_of))
+        # January: 200 of 200 leaked; March: nothing (12 and 11 days old)
+        assert leak["2026-01"].extra == {"leakage_eur": D("200.00"), "potential_eur": D("200.00")}
+        assert leak["2026-03"].extra == {"leakage_eur": D("0.00"), "potential_eur": D("140.00")}
+        assert c.execute("SELECT sum(amount) FROM recon.leakage").fetchone()[0] == D(200)
+        # the March entry at 90 is invoiced (posted March 28) and the push rebuilds
+        inv = add_invoice(c, "2026-03-28 09:00")
+        bill(c, "time:new", inv, "2026-03-28 09:00")
+        insights.refresh_summaries(c)
+        assert by_month(insights.realization(c, months=3, as_of=as_of))["2026-03"].values == {
+            "realization": D("90.00")  # 1 h at 90 vs the card's 100
+        }
+        lag = by_month(insights.time_to_invoice(c, months=3, as_of=as_of))["2026-03"]
+        assert lag.values == {"median": D("8.00"), "p90": D("8.00")} and lag.count == 1
+        wip = by_month(insights.wip_days(c, months=3, as_of=as_of))["2026-03"]
+        assert wip.extra["wip_eur"] == D("250.00")  # 200 (January) + 50 (held), 90 billed
