@@ -734,3 +734,32 @@ def test_the_reconcile_task_rebuilds_the_summaries_from_a_real_reconciliation(
         assert lag.values == {"median": D("8.00"), "p90": D("8.00")} and lag.count == 1
         wip = by_month(insights.wip_days(c, months=3, as_of=as_of))["2026-03"]
         assert wip.extra["wip_eur"] == D("250.00")  # 200 (January) + 50 (held), 90 billed
+
+
+def test_a_rebuild_is_skipped_only_while_the_summaries_are_current(conn):
+    assert insights.refresh_summaries(conn, if_stale=True)["monthly_items"] == 0  # never built
+    assert insights.refresh_summaries(conn, if_stale=True) == {
+        "skipped": "the summaries are current"
+    }
+    # a reconciliation that found nothing changed does not make them stale...
+    conn.execute(
+        """INSERT INTO recon.runs (run_id, as_of, finished_at, result)
+           VALUES ('quiet', %s, clock_timestamp(), '{"skipped": true}')""",
+        (AS_OF,),
+    )
+    assert "skipped" in insights.refresh_summaries(conn, if_stale=True)
+    # ...one that recomputed does, and so does a posting
+    conn.execute(
+        """INSERT INTO recon.runs (run_id, as_of, finished_at, result)
+           VALUES ('busy', %s, clock_timestamp(), '{"items": 1}')""",
+        (AS_OF,),
+    )
+    assert "skipped" not in insights.refresh_summaries(conn, if_stale=True)
+    invoice = add_invoice(conn, "2026-01-01 00:00")
+    assert "skipped" in insights.refresh_summaries(conn, if_stale=True)  # posted long ago
+    conn.execute(
+        "UPDATE billing.invoice_push SET posted_at = clock_timestamp() WHERE invoice_id = %s",
+        (invoice,),
+    )
+    assert "skipped" not in insights.refresh_summaries(conn, if_stale=True)
+    assert "skipped" in insights.refresh_summaries(conn, if_stale=True)

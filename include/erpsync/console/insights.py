@@ -786,11 +786,28 @@ SELECT (SELECT count(*) FROM monthly), (SELECT count(*) FROM lag), (SELECT count
 """
 
 
-def refresh_summaries(conn) -> dict[str, Any]:
+#: Whether the summaries are older than what they summarise: the latest reconciliation that
+#: recomputed something (a run whose inputs had not changed records ``skipped``; its inputs
+#: include billing.billed_items, the rate cards, the settings and the FX) or the latest posting.
+STALE = """
+SELECT r.refreshed_at IS NULL
+       OR r.refreshed_at < (SELECT max(finished_at) FROM recon.runs
+                             WHERE coalesce((result ->> 'skipped')::boolean, false) IS FALSE)
+       OR r.refreshed_at < (SELECT max(posted_at) FROM billing.invoice_push
+                             WHERE posted_at IS NOT NULL)
+  FROM (SELECT 1) one
+  LEFT JOIN recon.insights_refresh r ON true
+"""
+
+
+def refresh_summaries(conn, *, if_stale: bool = False) -> dict[str, Any]:
     """Rebuild the insights summaries of migration 0029 whole, in one transaction on ``conn``
     (readers see the old summaries until it commits). Called at the end of the reconciliation
-    task and of the ERP push; returns the row counts and seconds taken."""
+    task (``if_stale``: not after a reconciliation that found nothing changed, which then stays
+    about a second) and of the ERP push; returns the row counts and seconds taken."""
     started = time.perf_counter()
+    if if_stale and not conn.execute(STALE).fetchone()[0]:
+        return {"skipped": "the summaries are current"}
     with conn.transaction():
         # one refresh at a time; a second waits and then rebuilds from what the first committed
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('erpsync.insights.refresh'))")

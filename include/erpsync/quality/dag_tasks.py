@@ -50,7 +50,7 @@ def reconcile(context: Any) -> dict:
         result = run_reconcile(conn, _run(context), as_of=_as_of(context))
         conn.commit()
         # the process-intelligence summaries (migration 0029) follow the reconciliation
-        refreshed = insights.refresh_summaries(conn)
+        refreshed = insights.refresh_summaries(conn, if_stale=True)
     summary = result.as_dict()
     print(f"insights summaries rebuilt: {refreshed}")  # noqa: T201
     states = summary.get("by_state") or {}
