@@ -82,7 +82,7 @@ def bars(metric: insights.Metric, values: list[insights.MonthValue]):
     points = [(v.month, v.extra.get(metric.bar_extra)) for v in values]
     return charts.bar_chart(
         [(m, Decimal(x)) for m, x in points if x is not None],
-        title=f"{metric.title}: {metric.bar_extra.replace('_', ' ')}",
+        title=f"{metric.title}: amount ({metric.bar_unit})",
         unit=metric.bar_unit,
     )
 
