@@ -13,6 +13,7 @@ from decimal import Decimal as D
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from erpsync.console import insights
 from erpsync.runtime import database
@@ -763,3 +764,46 @@ def test_a_rebuild_is_skipped_only_while_the_summaries_are_current(conn):
     )
     assert "skipped" not in insights.refresh_summaries(conn, if_stale=True)
     assert "skipped" in insights.refresh_summaries(conn, if_stale=True)
+
+
+def test_the_page_never_reads_the_item_tables(conn):
+    """Speed by construction: the page's warehouse data (insights.page_data) is computed by a
+    role that may not read recon.items or billing.billed_items (1,000,000+ rows each on a large
+    firm) - only the summaries and small, indexed tables."""
+    add_run(conn, "r1", AS_OF, "2026-11-20 06:00")
+    bill(
+        conn,
+        add_item(conn, "2026-10-01", "100", state="billed"),
+        add_invoice(conn, "2026-10-05 10:00"),
+        "2026-10-05 10:00",
+    )
+    add_exception(conn, "missing_rate", "2026-11-01 10:00")
+    insights.refresh_summaries(conn)
+    role = sql.Identifier(f"insights_probe_{uuid.uuid4().hex[:8]}")
+    conn.execute(sql.SQL("CREATE ROLE {}").format(role))
+    try:
+        for schema in ("recon", "billing", "ops", "core"):
+            conn.execute(
+                sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), role)
+            )
+            conn.execute(
+                sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(
+                    sql.Identifier(schema), role
+                )
+            )
+        conn.execute(
+            sql.SQL(
+                "REVOKE SELECT ON recon.items, recon.items_0, recon.items_1, billing.billed_items"
+                " FROM {}"
+            ).format(role)
+        )
+        conn.execute(sql.SQL("SET ROLE {}").format(role))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT 1 FROM recon.items LIMIT 1")
+        data = insights.page_data(conn, months=MONTHS, as_of=AS_OF)
+        assert by_month(data.values["time-to-invoice"])["2026-10"].count == 1
+        assert data.ageing[0].open == 1 and data.refreshed["run_id"] == "r1"
+    finally:
+        conn.execute("RESET ROLE")
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(role))
+        conn.execute(sql.SQL("DROP ROLE {}").format(role))
