@@ -300,7 +300,7 @@ def airflow_session(pg_server_url):
     database.drop_database(url)
 
 
-def _ti(session, dag_id, run_id, task_id, try_number=1):
+def _ti(session, dag_id, run_id, task_id, try_number=1, started=None):
     from sqlalchemy import text
 
     ti_id = uuid.uuid4()
@@ -314,10 +314,17 @@ def _ti(session, dag_id, run_id, task_id, try_number=1):
     session.execute(
         text(
             """INSERT INTO task_instance (id, task_id, dag_id, run_id, map_index, try_number,
-                                          pool, pool_slots, state)
-               VALUES (:id, :t, :d, :r, -1, :n, 'default_pool', 1, 'deferred')"""
+                                          pool, pool_slots, state, start_date)
+               VALUES (:id, :t, :d, :r, -1, :n, 'default_pool', 1, 'deferred', :s)"""
         ),
-        {"id": ti_id, "t": task_id, "d": dag_id, "r": run_id, "n": try_number},
+        {
+            "id": ti_id,
+            "t": task_id,
+            "d": dag_id,
+            "r": run_id,
+            "n": try_number,
+            "s": None if started is None else ts(started),
+        },
     )
     return ti_id
 
@@ -349,17 +356,22 @@ def test_approval_cycle_time_from_airflow_hitl_records(airflow_session):
 
     s = airflow_session
     dag = "erpsync_invoice_batches"
-    # run 1: try 1 answered (1 h, Sep 30) then cleared; try 2 answered 2.5 h (Oct 1)
-    cur = _ti(s, dag, "run-1", "approve_batch", try_number=2)
-    _hitl(s, "hitl_detail", "ti_id", cur, "2026-10-01 09:00", "2026-10-01 11:30", "bob")
+    # run 1: try 1 asked Sep 30 09:00, answered after 1 h, then cleared; try 2 started (and
+    # asked again) Oct 1 09:00 and was answered 2.5 h later. As Airflow keeps it: the current
+    # record is the first ask's (created_at Sep 30; ti_id followed the new try's id), the
+    # first try's copy is in hitl_detail_history under that try's own id.
+    cur = _ti(s, dag, "run-1", "approve_batch", try_number=2, started="2026-10-01 09:00")
+    _hitl(s, "hitl_detail", "ti_id", cur, "2026-09-30 09:00", "2026-10-01 11:30", "bob")
     old = uuid.uuid4()
     s.execute(
         text(
             """INSERT INTO task_instance_history (task_instance_id, task_id, dag_id, run_id,
-                                                  map_index, try_number, pool, pool_slots, state)
-               VALUES (:id, 'approve_batch', :d, 'run-1', -1, 1, 'default_pool', 1, 'failed')"""
+                                                  map_index, try_number, pool, pool_slots, state,
+                                                  start_date)
+               VALUES (:id, 'approve_batch', :d, 'run-1', -1, 1, 'default_pool', 1, 'failed',
+                       :s)"""
         ),
-        {"id": old, "d": dag},
+        {"id": old, "d": dag, "s": ts("2026-09-30 09:00")},
     )
     _hitl(
         s,

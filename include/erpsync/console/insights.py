@@ -250,6 +250,9 @@ def approval_cycle_time(session, *, months: int, as_of: dt.date) -> list[MonthVa
     hours. Questions closed by the response timeout (the scheduler applies the defaults and sets
     ``responded_by = None``, airflow/jobs/scheduler_job_runner.py) are counted apart, not timed.
 
+    Asked: the record's ``created_at``, or the try's ``start_date`` when later (a re-asked
+    try keeps the first ask's record).
+
     ``session``: a SQLAlchemy session on Airflow's metadata DB. Read through Airflow's own models
     (airflow/models/hitl.py, hitl_history.py, 3.3.2), so the columns' types apply on any backend
     (UtcDateTime gives aware datetimes; JSON ``null`` and SQL NULL both read as None):
@@ -265,7 +268,7 @@ def approval_cycle_time(session, *, months: int, as_of: dt.date) -> list[MonthVa
 
     def asks(hitl, ti, key, ti_key):
         return (
-            select(hitl.created_at, hitl.responded_at, hitl.responded_by)
+            select(hitl.created_at, ti.start_date, hitl.responded_at, hitl.responded_by)
             .join(ti, ti_key == key)
             .where(
                 ti.dag_id.in_(APPROVAL_DAGS),
@@ -288,7 +291,12 @@ def approval_cycle_time(session, *, months: int, as_of: dt.date) -> list[MonthVa
     ).fetchall()
     answered: list[tuple[dt.date, Decimal]] = []
     timed_out: dict[dt.date, int] = {}
-    for asked, answered_at, responded_by in rows:
+    for created_at, started, answered_at, responded_by in rows:
+        # a cleared and re-run try keeps the first ask's record (its ti_id follows the task
+        # instance's new id: ON UPDATE CASCADE; upsert_hitl_detail only clears the response,
+        # airflow/api_fastapi/execution_api/routes/hitl.py), so the try asked when it started
+        # (start_date survives the deferral: execution_api/routes/task_instances.py ti_run)
+        asked = max(created_at, started) if started is not None else created_at
         month = answered_at.astimezone(dt.UTC).date().replace(day=1)
         if responded_by:
             micro = (answered_at - asked) // dt.timedelta(microseconds=1)
@@ -611,8 +619,9 @@ METRICS: dict[str, Metric] = {
             "Approval cycle time",
             "Hours from Airflow asking for an invoice batch's approval to a person answering "
             "(Airflow's human-in-the-loop records hitl_detail and, for earlier tries, "
-            "hitl_detail_history: created_at to responded_at, tasks approve_batch* of the "
-            "billing DAGs), by month of the answer; median and 90th percentile. Questions "
+            "hitl_detail_history: created_at, or the try's start when a cleared task asked "
+            "again, to responded_at; tasks approve_batch* of the billing DAGs), by month of the "
+            "answer; median and 90th percentile. Questions "
             "closed by the response timeout (no responder) are counted apart.",
             "hours",
             ("median", "p90"),
