@@ -15,8 +15,9 @@ Speed (page well under 1 s on a firm with over 1,000,000 reconciled items): noth
 aggregates ``recon.items`` per request. The item-level metrics read the monthly summaries of
 migration 0029 (``recon.monthly_items``, ``recon.monthly_reconciled``,
 ``billing.monthly_invoice_lag``), rebuilt whole by :func:`refresh_summaries` at the end of the
-reconciliation task and of the ERP push; the others read small tables (contracts, invoices
-posted in the window, exceptions in the window, HITL records) through indexes.
+reconciliation task (when it recomputed something) and of the ERP push; the others read small
+tables (contracts, invoices posted in the window, exceptions in the window, HITL records)
+through indexes.
 
 Percentiles are ``percentile_cont`` (linear interpolation between the closest ranks, as
 PostgreSQL's ``percentile_cont`` and numpy's default). Ratios and days are Decimals, rounded half
@@ -42,13 +43,15 @@ __all__ = [
     "Metric",
     "MonthValue",
     "PageData",
-    "page_data",
     "approval_cycle_time",
     "exception_ageing",
     "exception_rate",
+    "exception_resolution",
+    "last_refresh",
     "leakage",
     "month_window",
     "onboarding_cycle_time",
+    "page_data",
     "percentile",
     "realization",
     "refresh_summaries",
