@@ -93,6 +93,15 @@ def test_metric_csvs_carry_the_exact_values(console, scenario):
     assert ageing[1] == ["missing_rate", "1", "0", "1", "0", "0", "0", ""]
 
 
+def test_the_cash_section_and_its_csvs_are_on_the_page(console, scenario):
+    client = console("auditor")
+    page = client.page(f"/erpsync/insights?{QUERY}")
+    assert 'id="cash-heading"' in page.text and "/erpsync/insights/cash_dso.csv" in page.text
+    for table in ("cash_dso", "cash_overdue", "cash_payment_status"):
+        answer = client.get(f"/erpsync/insights/{table}.csv?{QUERY}")
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/csv")
+
+
 def test_unknown_metric_and_bad_window_are_refused(console, scenario):
     client = console("finance_ops")
     assert client.get("/erpsync/insights/nothing.csv").status_code == 404

@@ -3,8 +3,9 @@ definition, a trend chart by month and its monthly table, downloadable as CSV.
 
 ``/insights?months=12`` (1-36 months ending with ``as_of``'s, default today in UTC);
 ``/insights/{metric}.csv`` the monthly table of one metric (``exception-ageing.csv``: open
-exceptions by age and reason). Reads the monthly summaries and a few small indexed tables only
-(see the module doc of :mod:`erpsync.console.insights`), never recon.items.
+exceptions by age and reason; ``cash_dso``, ``cash_overdue``, ``cash_payment_status``: the cash
+tables of :mod:`erpsync.console.cash`). Reads the monthly summaries and a few small indexed
+tables only (see the module doc of :mod:`erpsync.console.insights`), never recon.items.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 
-from erpsync.console import charts, insights
+from erpsync.console import cash, charts, insights
 from erpsync.console.web import Ctx, csv_response, render
 
 router = APIRouter()
@@ -47,14 +48,16 @@ def approval_values(
 
 def all_values(ctx, *, months: int, as_of: dt.date):
     """Every metric's months and why one could not be computed (one warehouse connection, one
-    Airflow session), with the warehouse's ageing table and last summary rebuild."""
+    Airflow session), with the warehouse's ageing table, last summary rebuild and the cash
+    section's template variables (:func:`erpsync.console.cash.cash_context`)."""
     with ctx.warehouse() as conn:
         data = insights.page_data(conn, months=months, as_of=as_of)
+        cash_vars = cash.cash_context(conn, as_of=as_of, months=months)
     out: dict[str, tuple[list | None, str | None]] = {k: (v, None) for k, v in data.values.items()}
     for metric in insights.METRICS.values():
         if metric.source == "airflow":
             out[metric.key] = approval_values(ctx, metric, months=months, as_of=as_of)
-    return out, data
+    return out, data, cash_vars
 
 
 def _series_for_chart(metric: insights.Metric, values: list[insights.MonthValue]) -> list[str]:
@@ -91,7 +94,7 @@ def bars(metric: insights.Metric, values: list[insights.MonthValue]):
 def insights_page(request: Request, ctx: Ctx, months: Months = 12, as_of: AsOf = None):
     day = _as_of(as_of)
     sections: list[dict[str, Any]] = []
-    computed, data = all_values(ctx, months=months, as_of=day)
+    computed, data, cash_vars = all_values(ctx, months=months, as_of=day)
     for metric in insights.METRICS.values():
         values, problem = computed[metric.key]
         section: dict[str, Any] = {"metric": metric, "problem": problem, "values": values}
@@ -111,9 +114,9 @@ def insights_page(request: Request, ctx: Ctx, months: Months = 12, as_of: AsOf =
         months=months,
         as_of=day,
         query=f"months={months}" + (f"&as_of={as_of.isoformat()}" if as_of else ""),
-        # the cash section (DSO, overdue receivables per client from billing.erp_invoice_status)
-        # is wired in by the cash page's author
-        cash=None,
+        # cash: DSO, overdue receivables per client and payment status, from the invoice status
+        # synced from Business Central (templates/_cash.html)
+        **cash_vars,
     )
 
 
@@ -135,6 +138,10 @@ def ageing_csv(rows: list[insights.AgeingRow]) -> tuple[list[str], list[list[Any
 @router.get("/insights/{metric}.csv")
 def insights_csv(ctx: Ctx, metric: str, months: Months = 12, as_of: AsOf = None):
     day = _as_of(as_of)
+    if metric in cash.CSV_METRICS:
+        with ctx.warehouse() as conn:
+            header, rows = cash.csv_table(conn, metric, as_of=day, months=months)
+        return csv_response(f"insights-{metric}-{day.isoformat()}.csv", header, rows)
     if metric == AGEING_KEY:
         with ctx.warehouse() as conn:
             header, rows = ageing_csv(insights.exception_ageing(conn, months=months, as_of=day))
