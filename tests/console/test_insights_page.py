@@ -63,6 +63,9 @@ def test_every_role_reads_every_metric_with_its_definition_and_chart(console, sc
     assert html.count('<svg class="chart" role="img"') >= len(insights.METRICS)
     assert 'data-metric="exception-ageing"' in html and 'id="cash"' in html
     assert "Item summaries rebuilt" in html
+    # the KPI strip: the latest month with a value (rework: October's 25.00 %)
+    strip = html[html.index('data-kpi="rework"') :]
+    assert "25.00 %" in strip[:300] and "2026-10" in strip[:400]
 
 
 def test_anonymous_callers_are_refused(console, scenario):

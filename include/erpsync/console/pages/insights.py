@@ -60,6 +60,15 @@ def all_values(ctx, *, months: int, as_of: dt.date):
     return out, data, cash_vars
 
 
+def latest(metric: insights.Metric, values: list[insights.MonthValue] | None) -> dict | None:
+    """The latest month with a value of the metric's first series, for the KPI strip."""
+    for v in reversed(values or []):
+        value = v.values.get(metric.series[0])
+        if value is not None:
+            return {"month": v.month, "value": value, "series": metric.series[0]}
+    return None
+
+
 def _series_for_chart(metric: insights.Metric, values: list[insights.MonthValue]) -> list[str]:
     names = list(metric.series)
     totals: dict[str, Decimal] = {}
@@ -97,7 +106,12 @@ def insights_page(request: Request, ctx: Ctx, months: Months = 12, as_of: AsOf =
     computed, data, cash_vars = all_values(ctx, months=months, as_of=day)
     for metric in insights.METRICS.values():
         values, problem = computed[metric.key]
-        section: dict[str, Any] = {"metric": metric, "problem": problem, "values": values}
+        section: dict[str, Any] = {
+            "metric": metric,
+            "problem": problem,
+            "values": values,
+            "latest": latest(metric, values),
+        }
         if values is not None:
             header, rows = insights.csv_rows(metric, values)
             section.update(chart=chart(metric, values), bars=bars(metric, values))
