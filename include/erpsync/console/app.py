@@ -125,6 +125,7 @@ async def _http_error(request: Request, exc: Any) -> Response:
 def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     """The console app. Tests pass settings naming their warehouse; the plugin uses Airflow's."""
     from erpsync.console.pages import exceptions, home
+    from erpsync.console.pages import insights as insights_page
 
     app = FastAPI(
         title="erpsync finance console",
@@ -139,4 +140,5 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.include_router(home.router)
     app.include_router(exceptions.router)
+    app.include_router(insights_page.router)
     return app
