@@ -35,6 +35,9 @@ def test_each_role_opens_every_console_page_from_the_airflow_menu(console_server
         assert user in who, (title, who)
         assert ("read only" in who) is (role == "auditor"), (title, who)
         assert frame.locator("main .error").count() == 0, title
+        text = frame.locator("main").inner_text()
+        for slip in ("<built-in method", "Traceback", "Undefined"):  # template slips
+            assert slip not in text, (title, slip)
 
 
 # --------------------------------------------------------------------------- acting and auditing
@@ -55,18 +58,6 @@ def find_the_waiver_in_the_audit_trail(page, server, exception_id: int) -> None:
     assert "approver" in entry.inner_text()
     assert frame.locator('[data-chain="ok"]').count() == 1  # the hash chain holds
     shoot(page, "Audit trail", "audit")
-
-
-def test_charts_are_drawn_in_the_browser(console_server, as_user):
-    page = as_user("auditor")
-    for title, shot in (("Insights", "insights"), ("Sync health", "sync"), ("Billing", "billing")):
-        frame = open_console_page(page, console_server, title)
-        chart = frame.locator('svg[role="img"]').first
-        chart.wait_for()
-        assert chart.get_attribute("aria-label")
-        box = chart.bounding_box()
-        assert box and box["width"] > 100 and box["height"] > 50, (title, box)
-        shoot(page, title, shot)
 
 
 def test_a_data_engineer_requeues_a_quarantined_record_whose_secret_stays_masked(

@@ -20,6 +20,7 @@ from decimal import Decimal
 import psycopg
 
 from erpsync import exceptions_queue
+from erpsync.console import insights
 from erpsync.reconcile import run_reconcile
 from erpsync.reconcile.rows import Rows
 from erpsync.sync.spec import RunInfo
@@ -58,6 +59,7 @@ def load(warehouse_url: str) -> Scenario:
     with psycopg.connect(warehouse_url, autocommit=False) as conn:
         _work(conn, now.date())
         run_reconcile(conn, RunInfo.local("browser_scenario"), as_of=now.date(), workers=1)
+        insights.refresh_summaries(conn)  # as the reconciliation task does after the run
         for reason in ("over_cap", "unknown_project"):
             out.exceptions[reason] = conn.execute(
                 "SELECT exception_id FROM ops.exceptions "

@@ -200,6 +200,28 @@ def test_finance_ops_assign_exceptions_in_bulk(console_server, as_user):
     assert rows.filter(has_text="raj.patel").count() == count
 
 
+# --------------------------------------------------------------------------- charts
+
+#: Pages with charts (inline SVG, role="img" with the chart's title), and their screenshot.
+CHART_PAGES = [("Insights", "insights")]
+
+
+def test_charts_are_drawn_in_the_browser(console_server, as_user):
+    page = as_user("auditor")
+    for title, shot in CHART_PAGES:
+        frame = open_console_page(page, console_server, title)
+        chart = frame.locator('svg[role="img"]').first
+        chart.wait_for()
+        assert chart.get_attribute("aria-label")
+        box = chart.bounding_box()
+        assert box and box["width"] > 100 and box["height"] > 50, (title, box)
+        # and the scenario's data is on one at least (a line or bars, not "no data yet")
+        drawn = frame.locator('svg[role="img"]').filter(has_not_text="no data yet")
+        assert drawn.count() >= 1, title
+        drawn.first.scroll_into_view_if_needed()  # the README shows a chart with data
+        shoot(page, title, shot)
+
+
 # --------------------------------------------------------------------------- refusals
 
 
