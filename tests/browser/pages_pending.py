@@ -16,6 +16,7 @@ from tests.browser.test_console_browser import (
     as_user,
     open_console_page,
     post_from_page,
+    settled,
     shoot,
     signed_in,
 )
@@ -86,6 +87,7 @@ def test_the_auditor_cannot_requeue(console_server, as_user):
     frame = open_console_page(page, console_server, "Sync health")
     frame.get_by_role("link", name="quarantine", exact=True).first.click()
     frame.locator("table.data tbody tr", has_text="001BRWSR0000000002").wait_for()
+    settled(page, "Sync health")
     assert frame.get_by_role("button", name=re.compile("requeue", re.I)).count() == 0
     assert frame.locator('input[type="checkbox"]').count() == 0
     requeue = {"ids": [console_server.scenario.quarantine_id]}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.test_console_browser import PAGE_TITLES
+from tests.browser.test_console_browser import PAGE_TITLES, open_console_page, post_from_page
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +50,19 @@ def test_the_packs_fab_roles_find_the_console_under_plugins(fab_console_server, 
     status = fab_login(page, fab_console_server, user)
     assert status == 200
     assert finance_menu(page, status) == PAGE_TITLES
+    # and the console asks FAB what each may do (erpsync.console.permissions): finance ops and
+    # data engineers act on exceptions, the auditor only reads
+    frame = open_console_page(page, fab_console_server, "Exceptions")
+    who = frame.locator(".who").inner_text()
+    assert user in who
+    may_act = user != "audrey"
+    assert ("read only" in who) is not may_act
+    assert frame.locator("form#bulk").count() == int(may_act)
+    if not may_act:
+        exception_id = fab_console_server.scenario.exceptions["tax_id"]
+        waive = {"action": "waive", "ids": [exception_id], "comment": "forced"}
+        url = f"{fab_console_server.url}/erpsync/exceptions/actions"
+        assert post_from_page(page, url, waive) == 403
 
 
 def test_fabs_own_user_role_without_plugins_read_sees_no_console_menu(fab_console_server, page):
