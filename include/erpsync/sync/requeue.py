@@ -1,0 +1,165 @@
+"""Requeue of quarantined records: after the source (or erpsync's reference data) is fixed, a
+data engineer asks from the console that a quarantined record be loaded again.
+
+The request only marks the open ``ops.quarantine`` row (``requeue_requested_at``/``_by``) and
+writes an audit row; nothing is read then. The next run of that entity's sync
+(:func:`erpsync.sync.engine.run_entity_sync`) picks up the pending requests
+(:func:`pending`), re-reads exactly those records by id with the vendor's single-record read
+(:func:`erpsync.sync.sources.read_records`) even if the watermark has passed them, loads them
+through the normal path (validation, quarantine with a reason if still bad, merge) in the same
+transaction, and marks each request with the run and its outcome (:func:`finish`):
+
+- ``loaded``: the record passed; the engine's own quarantine resolution closed the row;
+- ``quarantined``: still bad; the row stays open (refreshed with this run's reason detail), or a
+  new row holds the new reason and the old one is closed;
+- ``not_found``: the source no longer has the record; the entity's delete detection (deleted
+  feed, id-set or windowed count) confirms the delete and closes the row.
+
+Requeued records never move the watermark: a record read by id after the incremental read may
+carry a newer stamp than records the read has not seen yet.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from erpsync import audit
+
+#: Requests served per entity run (each is one vendor request); the rest wait for the next run.
+MAX_PER_RUN = 200
+
+
+@dataclass(frozen=True)
+class Pending:
+    quarantine_id: int
+    record_key: str
+    requested_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class RequestResult:
+    quarantine_id: int
+    accepted: bool
+    reason: str = ""
+
+
+def request(conn, quarantine_ids: Iterable[int], *, user: str) -> list[RequestResult]:
+    """Mark open quarantine rows for requeue by ``user`` (one audit row each); resolved rows,
+    rows without a record key and unknown ids are refused with the reason. Runs in the
+    caller's transaction."""
+    results: list[RequestResult] = []
+    for qid in dict.fromkeys(int(i) for i in quarantine_ids):
+        row = conn.execute(
+            """SELECT source_system, entity, record_key, reason_code, resolved_at,
+                      requeue_requested_at, requeued_at, requeued_by_run, requeue_outcome
+               FROM ops.quarantine WHERE quarantine_id = %s FOR UPDATE""",
+            (qid,),
+        ).fetchone()
+        if row is None:
+            results.append(RequestResult(qid, False, "no such quarantine row"))
+            continue
+        system, entity, key, reason, resolved_at, requested_at, requeued_at, by_run, outcome = row
+        if resolved_at is not None:
+            results.append(RequestResult(qid, False, "already resolved"))
+            continue
+        if key is None:
+            results.append(RequestResult(qid, False, "the record has no id to read it by"))
+            continue
+        before = {
+            "requeue_requested_at": requested_at,
+            "requeued_at": requeued_at,
+            "requeued_by_run": by_run,
+            "requeue_outcome": outcome,
+        }
+        now = conn.execute(
+            """UPDATE ops.quarantine SET requeue_requested_at = clock_timestamp(),
+                   requeue_requested_by = %s, requeued_at = NULL, requeued_by_run = NULL,
+                   requeue_outcome = NULL
+               WHERE quarantine_id = %s RETURNING requeue_requested_at""",
+            (user, qid),
+        ).fetchone()[0]
+        audit.record(
+            conn,
+            actor=user,
+            action="quarantine.requeue_requested",
+            entity_type="quarantine",
+            entity_id=str(qid),
+            before=before,
+            after={"requeue_requested_at": now, "requeue_requested_by": user},
+            detail={
+                "source_system": system,
+                "entity": entity,
+                "record_key": key,
+                "reason_code": reason,
+            },
+        )
+        results.append(RequestResult(qid, True))
+    return results
+
+
+def pending(conn, system: str, entity: str, limit: int = MAX_PER_RUN) -> list[Pending]:
+    """The oldest open requeue requests of one entity (no lock: a request made while the run
+    is going stays pending, see :func:`finish`)."""
+    rows = conn.execute(
+        """SELECT quarantine_id, record_key, requeue_requested_at FROM ops.quarantine
+           WHERE source_system = %s AND entity = %s AND resolved_at IS NULL
+             AND requeue_requested_at IS NOT NULL AND requeued_at IS NULL
+           ORDER BY requeue_requested_at, quarantine_id LIMIT %s""",
+        (system, entity, limit),
+    ).fetchall()
+    return [Pending(int(q), str(k), t) for q, k, t in rows]
+
+
+def keys(requests: list[Pending]) -> list[str]:
+    return list(dict.fromkeys(r.record_key for r in requests))
+
+
+def finish(conn, spec, run, requests: list[Pending]) -> dict[str, int]:
+    """After the merge and the quarantine resolution of ``run`` (same transaction, the run's
+    ``_sync_seen``/``_sync_gone`` still there): record on each served request the run and its
+    outcome, and an audit row each. A request renewed during the run stays pending."""
+    if not requests:
+        return {}
+    rows = conn.execute(
+        """WITH served AS (
+               SELECT * FROM unnest(%(ids)s::bigint[], %(at)s::timestamptz[]) AS s(qid, at))
+           UPDATE ops.quarantine q SET requeued_at = now(), requeued_by_run = %(run)s,
+               requeue_outcome = CASE
+                   WHEN EXISTS (SELECT 1 FROM ops.quarantine o
+                                WHERE o.source_system = q.source_system AND o.entity = q.entity
+                                  AND o.record_key = q.record_key AND o.resolved_at IS NULL
+                                  AND o.run_id = %(run)s) THEN 'quarantined'
+                   WHEN q.record_key IN (SELECT source_record_id FROM _sync_gone) THEN 'not_found'
+                   WHEN q.record_key IN (SELECT source_record_id FROM _sync_seen WHERE valid)
+                       THEN 'loaded'
+                   ELSE 'not_found' END
+           FROM served s
+           WHERE q.quarantine_id = s.qid AND q.requeue_requested_at = s.at
+           RETURNING q.quarantine_id, q.record_key, q.requeue_outcome, q.requeue_requested_by""",
+        {
+            "ids": [r.quarantine_id for r in requests],
+            "at": [r.requested_at for r in requests],
+            "run": run.run_id,
+        },
+    ).fetchall()
+    outcomes: dict[str, int] = {}
+    for qid, key, outcome, by in rows:
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        audit.record(
+            conn,
+            actor=run.actor,
+            action="quarantine.requeued",
+            entity_type="quarantine",
+            entity_id=str(qid),
+            after={"requeue_outcome": outcome, "requeued_by_run": run.run_id},
+            source=run.audit_source(),
+            detail={
+                "source_system": spec.system,
+                "entity": spec.name,
+                "record_key": key,
+                "requested_by": by,
+            },
+        )
+    return outcomes
