@@ -21,6 +21,8 @@ INSERT INTO ops.audit_chain_checkpoint DEFAULT VALUES;
 CREATE INDEX audit_log_actor_idx ON audit.audit_log (actor, audit_id DESC);
 CREATE INDEX audit_log_action_idx ON audit.audit_log (action, audit_id DESC);
 CREATE INDEX audit_log_occurred_idx ON audit.audit_log (occurred_at);
+-- a run id alone (audit_log_run_idx leads with the DAG id)
+CREATE INDEX audit_log_run_id_idx ON audit.audit_log (source_run_id, audit_id DESC);
 
 -- Requeue of a quarantined record (Action.REQUEUE in the console): the next run of the entity's
 -- sync re-reads the record by id from the source even if the watermark has passed it, loads it
