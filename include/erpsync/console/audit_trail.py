@@ -2,7 +2,8 @@
 diff, the CSV export, and the hash chain's verification status.
 
 Search is by entity (type, id), run (DAG id, run id), actor, action and date range, newest
-first, paged by keyset on ``audit_id`` (``before``): every filter has an index (migrations 0004
+first, paged by keyset on ``audit_id`` (``before``; with a date range on ``(occurred_at,
+audit_id)``): every filter has an index (migrations 0004
 and 0027), so a page costs an index range scan whatever the table's size. The CSV export
 streams the whole filtered search through a server-side cursor (never one page, never all rows
 in memory).
@@ -146,18 +147,34 @@ _COLUMNS = sql.SQL(
 )
 
 
+def _order(by_time: bool) -> sql.Composable:
+    """Newest first. With a date range, by (occurred_at, audit_id): the scan walks
+    ``audit_log_occurred_idx`` back from the range's end instead of the primary key back from
+    today (which, for a range months ago, skips every newer row first)."""
+    if by_time:
+        return sql.SQL("occurred_at DESC, audit_id DESC")
+    return sql.SQL("audit_id DESC")
+
+
 def search(
     conn, filters: AuditFilters, *, before: int | None = None, limit: int = PAGE_SIZE
 ) -> AuditPage:
     """One page of matching entries, newest first, older than ``before`` (an audit id)."""
     where, params = filters.where()
-    if before is not None:
+    by_time = filters.date_from is not None or filters.date_to is not None
+    if before is not None and by_time:
+        where = sql.SQL(
+            "{} AND (occurred_at, audit_id) < "
+            "(SELECT occurred_at, audit_id FROM audit.audit_log WHERE audit_id = %s)"
+        ).format(where)
+        params = [*params, before]
+    elif before is not None:
         where = sql.SQL("{} AND audit_id < %s").format(where)
         params = [*params, before]
     query = sql.SQL(
         """SELECT {cols}, before_state, after_state FROM audit.audit_log
-           WHERE {where} ORDER BY audit_id DESC LIMIT %s"""
-    ).format(cols=_COLUMNS, where=where)
+           WHERE {where} ORDER BY {order} LIMIT %s"""
+    ).format(cols=_COLUMNS, where=where, order=_order(by_time))
     found = conn.execute(query, [*params, limit + 1]).fetchall()
     rows = [
         AuditRow(*r[:9], changed=[d.key for d in diff(r[9], r[10]) if d.changed])
@@ -277,10 +294,11 @@ def csv_rows(conn, filters: AuditFilters, *, fetch: int = 2_000) -> Iterator[tup
     round trip: the export is not limited to a page and holds one batch in memory. The caller
     keeps ``conn`` open (in a transaction) while iterating."""
     where, params = filters.where()
+    by_time = filters.date_from is not None or filters.date_to is not None
     query = sql.SQL(
         """SELECT {cols}, before_state::text, after_state::text, detail::text, row_hash
-           FROM audit.audit_log WHERE {where} ORDER BY audit_id DESC"""
-    ).format(cols=_COLUMNS, where=where)
+           FROM audit.audit_log WHERE {where} ORDER BY {order}"""
+    ).format(cols=_COLUMNS, where=where, order=_order(by_time))
     with conn.cursor(name="erpsync_audit_csv") as cur:
         cur.itersize = fetch
         cur.execute(query, params)

@@ -20,7 +20,7 @@ INSERT INTO ops.audit_chain_checkpoint DEFAULT VALUES;
 -- filter that leads to the newest rows of that actor / action quickly, and the date range.
 CREATE INDEX audit_log_actor_idx ON audit.audit_log (actor, audit_id DESC);
 CREATE INDEX audit_log_action_idx ON audit.audit_log (action, audit_id DESC);
-CREATE INDEX audit_log_occurred_idx ON audit.audit_log (occurred_at);
+CREATE INDEX audit_log_occurred_idx ON audit.audit_log (occurred_at DESC, audit_id DESC);
 -- a run id alone (audit_log_run_idx leads with the DAG id)
 CREATE INDEX audit_log_run_id_idx ON audit.audit_log (source_run_id, audit_id DESC);
 
