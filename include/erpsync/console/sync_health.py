@@ -116,12 +116,17 @@ def overview(conn, entities: Iterable[tuple[str, str, str]] | None = None) -> li
     entities = list(entities if entities is not None else entity_specs())
     names = [e[0] for e in entities]
     last = {
-        r[0]: RunSummary(*r[1:])
+        r[0]: RunSummary(*r[2:])
         for r in conn.execute(
+            # "entity >= name ORDER BY entity, run_stat_id DESC" can only be served by
+            # run_stats_entity_idx (one probe); "entity = name ORDER BY run_stat_id DESC" may be
+            # planned as a backward scan of the primary key, which reads the whole table for an
+            # entity that never ran
             f"""SELECT e.name, r.* FROM unnest(%s::text[]) AS e(name)
                 CROSS JOIN LATERAL (
-                    SELECT {_RUN_COLUMNS} FROM ops.run_stats
-                    WHERE entity = e.name ORDER BY run_stat_id DESC LIMIT 1) r""",  # noqa: S608 - constant column list
+                    SELECT entity, {_RUN_COLUMNS} FROM ops.run_stats
+                    WHERE entity >= e.name ORDER BY entity, run_stat_id DESC LIMIT 1) r
+                WHERE r.entity = e.name""",  # noqa: S608 - constant column list
             (names,),
         ).fetchall()
     }
@@ -151,9 +156,11 @@ def overview(conn, entities: Iterable[tuple[str, str, str]] | None = None) -> li
 def trend(conn, entity: str, runs: int = TREND_RUNS) -> list[RunSummary]:
     """The entity's last ``runs`` runs, oldest first."""
     found = conn.execute(
-        f"""SELECT {_RUN_COLUMNS} FROM ops.run_stats WHERE entity = %s
-            ORDER BY run_stat_id DESC LIMIT %s""",  # noqa: S608 - constant column list
-        (entity, runs),
+        f"""SELECT {_RUN_COLUMNS} FROM (
+                SELECT * FROM ops.run_stats WHERE entity >= %s
+                ORDER BY entity, run_stat_id DESC LIMIT %s) r
+            WHERE entity = %s ORDER BY run_stat_id DESC""",  # noqa: S608 - constant column list
+        (entity, runs, entity),
     ).fetchall()
     return [RunSummary(*r) for r in reversed(found)]
 

@@ -36,9 +36,13 @@ ALTER TABLE ops.quarantine
         CHECK (requeue_outcome IN ('loaded', 'quarantined', 'not_found'));
 CREATE INDEX quarantine_requeue_pending_idx ON ops.quarantine (source_system, entity)
     WHERE resolved_at IS NULL AND requeue_requested_at IS NOT NULL AND requeued_at IS NULL;
--- the quarantine list (newest first) by entity and by reason
+-- the quarantine list (newest first): open rows, by entity, by reason, by record (also the
+-- record's other rows on the detail page)
+CREATE INDEX quarantine_open_list_idx ON ops.quarantine (quarantine_id DESC)
+    WHERE resolved_at IS NULL;
 CREATE INDEX quarantine_entity_list_idx ON ops.quarantine (entity, quarantine_id DESC);
 CREATE INDEX quarantine_reason_list_idx ON ops.quarantine (reason_code, quarantine_id DESC);
+CREATE INDEX quarantine_record_idx ON ops.quarantine (record_key, quarantine_id DESC);
 
 -- Sync health: the last run and the last 30 runs of each entity.
 CREATE INDEX run_stats_entity_idx ON ops.run_stats (entity, run_stat_id DESC);
