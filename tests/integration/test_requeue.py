@@ -202,3 +202,24 @@ def test_requests_for_resolved_or_unknown_rows_are_refused(warehouse_db):
         (False, "no such quarantine row"),
     ]
     assert rows(warehouse_db, "SELECT count(*) FROM audit.audit_log") == [(0,)]
+
+
+def test_a_request_renewed_while_a_run_serves_it_stays_pending(warehouse_db):
+    """The run serves the requests it saw when it started; one renewed meanwhile (a newer
+    ``requeue_requested_at``) is left for the next run."""
+    with psycopg.connect(warehouse_db) as conn:
+        qid = conn.execute(
+            """INSERT INTO ops.quarantine (run_id, source_system, entity, record_key,
+                   reason_code, reason_detail, payload)
+               VALUES ('r1', 'psa', 'time_entries', '7', 'x', 'y', '{}')
+               RETURNING quarantine_id"""
+        ).fetchone()[0]
+        requeue.request(conn, [qid], user="dana")
+        seen = requeue.pending(conn, "psa", "time_entries")
+        assert [p.quarantine_id for p in seen] == [qid]
+        requeue.request(conn, [qid], user="erin")  # renewed while the run reads
+        conn.execute("CREATE TEMP TABLE _sync_seen (source_record_id text, valid boolean)")
+        conn.execute("CREATE TEMP TABLE _sync_gone (source_record_id text)")
+        served = requeue.finish(conn, TIME_ENTRIES, RunInfo.local("run"), seen)
+        assert served == {}
+        assert [p.quarantine_id for p in requeue.pending(conn, "psa", "time_entries")] == [qid]

@@ -7,6 +7,9 @@
     -> enqueue write-back (outbox, same transaction) -> advance the watermark
     -> ops.run_stats row -> COMMIT
 
+Records requeued from the console (:mod:`erpsync.sync.requeue`) are re-read by id after an
+incremental read and take the same path; they never move the watermark.
+
 Everything happens in one transaction, so a run killed anywhere leaves nothing visible and the
 watermark where it was; the rerun starts from the same place. Counts (inserted, updated,
 unchanged, deleted, quarantined) come from the database (RETURNING, the server's COPY row
