@@ -125,7 +125,7 @@ def test_entities_show_last_run_watermark_counts_and_a_trend(console, warehouse_
     # the trend of the entity asked for: a chart and its runs
     trend = client.page("/erpsync/sync?entity=time_entries").text
     assert 'role="img"' in trend and "time_entries: last 3 runs" in trend
-    assert trend.split('<table class="data" id="trend">')[1].count("<tr><td>") == 3
+    assert trend.split('<table class="data" id="trend">')[1].count('<tr><td class="num">') == 3
     runs = list(csv.reader(io.StringIO(client.get("/erpsync/sync.csv?entity=time_entries").text)))
     assert runs[0] == sync_health.RUNS_CSV_HEADER
     assert [r[8] for r in runs[1:]] == ["3000", "12", "0"]

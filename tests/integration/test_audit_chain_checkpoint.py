@@ -52,7 +52,7 @@ def test_rows_are_verified_in_bounded_batches_and_new_rows_are_pending(warehouse
     ids = write(warehouse_db, 30)
     first = status(warehouse_db)
     assert (first.verified_audit_id, first.pending, first.broken) == (0, 30, False)
-    assert first.summary() == "verified up to #0 at never, 30 rows pending"
+    assert first.summary() == "not verified yet, 30 rows pending"
 
     done = verify(warehouse_db, batch=7)
     assert (done.verified_audit_id, done.pending, done.rows_verified) == (ids[-1], 0, 30)

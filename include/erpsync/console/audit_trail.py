@@ -327,8 +327,10 @@ class ChainStatus:
     def summary(self) -> str:
         if self.broken:
             return f"BROKEN at #{self.broken_audit_id}: {self.broken_reason}"
-        when = self.verified_at.strftime("%Y-%m-%d %H:%M:%S UTC") if self.verified_at else "never"
         pending = f"more than {self.pending:,}" if self.pending_capped else f"{self.pending:,}"
+        if self.verified_at is None:
+            return f"not verified yet, {pending} rows pending"
+        when = self.verified_at.strftime("%Y-%m-%d %H:%M:%S UTC")
         return f"verified up to #{self.verified_audit_id} at {when}, {pending} rows pending"
 
 
