@@ -138,3 +138,19 @@ def test_the_chain_status_is_shown_verified_on_request_and_broken_after_tamperin
     page = auditor.page("/erpsync/audit").text
     assert f"BROKEN at #{more[2]}: row content does not match its hash" in page
     assert 'data-chain="broken"' in page
+
+
+def test_an_entry_never_shows_a_credential(console, warehouse_db):
+    with psycopg.connect(warehouse_db) as conn:
+        aid = audit.record(
+            conn,
+            actor="bob",
+            action="connection.checked",
+            entity_type="system",
+            entity_id="psa",
+            before={"client_secret": "old-Secret-123"},
+            after={"client_secret": "new-Secret-456", "note": "Bearer abc.def.ghi"},
+        )
+    page = console("auditor").page(f"/erpsync/audit/{aid}").text
+    assert "Secret-123" not in page and "Secret-456" not in page and "abc.def" not in page
+    assert "<mark>client_secret</mark>" in page  # the change itself is still shown

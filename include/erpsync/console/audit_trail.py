@@ -247,7 +247,15 @@ def entry(conn, audit_id: int, *, history: int = 20) -> AuditEntry | None:
     ).fetchone()
     if found is None:
         return None
-    changes = diff(found[9], found[10])
+    from erpsync.console.sync_health import mask
+
+    # what changed is decided on the stored values; what is shown is masked (no audit row
+    # should hold a credential, and none is ever shown if one does)
+    changed = {d.key for d in diff(found[9], found[10]) if d.changed}
+    changes = [
+        DiffRow(d.key, d.before, d.after, d.key in changed)
+        for d in diff(mask(found[9]), mask(found[10]))
+    ]
     row = AuditRow(*found[:9], changed=[d.key for d in changes if d.changed])
     others: list[AuditRow] = []
     if row.entity_id is not None:
@@ -259,9 +267,9 @@ def entry(conn, audit_id: int, *, history: int = 20) -> AuditEntry | None:
         others = [r for r in page.rows if r.audit_id != row.audit_id]
     return AuditEntry(
         row=row,
-        before_state=found[9],
-        after_state=found[10],
-        detail=found[11] or {},
+        before_state=mask(found[9]),
+        after_state=mask(found[10]),
+        detail=mask(found[11] or {}),
         diff=changes,
         prev_hash=found[12],
         row_hash=found[13],
