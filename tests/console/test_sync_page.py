@@ -245,3 +245,47 @@ def test_the_masking_rule():
         "amount": 12.5,
         "empty_secret": "",
     }
+
+
+@pytest.fixture
+def sandbox_systems(tmp_path, warehouse_db, monkeypatch):
+    """The sandbox firm behind the pack's Airflow connections (as tests/integration do)."""
+    from erpsync_sandbox.serve import start_sandbox
+    from tests.integration.test_sync_engine import connection_env, lift_psa_rate_limit
+
+    handle = start_sandbox(tmp_path / "sandbox", size="small", seed=0)
+    try:
+        for key, value in connection_env(handle, warehouse_db).items():
+            monkeypatch.setenv(key, value)
+        lift_psa_rate_limit(handle)
+        yield handle
+    finally:
+        handle.stop()
+
+
+def test_requeue_from_the_page_end_to_end_against_the_sandbox(
+    console, sandbox_systems, warehouse_db
+):
+    """A data engineer requeues a fixed record on the page; the next sync run (real sandbox
+    HTTP) re-reads it by id and loads it; the page shows the run and the outcome."""
+    from tests.integration.test_requeue import fix_quietly, quarantine_row, sync_time
+
+    psa = sandbox_systems.ctx.stores["psa"]
+    sync_time(warehouse_db, "initial")
+    bad = psa.ids("time_entries")[5]
+    stamp = psa.get_row("time_entries", bad).modstamp
+    psa.update("time_entries", bad, {"hours": -1})
+    sync_time(warehouse_db, "planted")
+    fix_quietly(psa, "time_entries", bad, {"hours": 1.25}, stamp)
+    qid = quarantine_row(warehouse_db, bad)["quarantine_id"]
+
+    engineer = console("data_engineer")
+    answer = engineer.post_action("/erpsync/sync/quarantine/requeue", {"ids": [qid]})
+    assert answer.status_code == 200, answer.text
+    served = sync_time(warehouse_db, "requeued")
+    assert served.requeued == {"loaded": 1}
+    detail = engineer.page(f"/erpsync/sync/quarantine/{qid}").text
+    assert 'data-state="resolved"' in detail
+    assert f"served by run {served.run_id}: <strong>loaded</strong>" in detail
+    assert "quarantine.requeue_requested" in detail and "quarantine.requeued" in detail
+    assert engineer.user_name in detail
