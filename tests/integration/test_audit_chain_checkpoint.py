@@ -159,3 +159,18 @@ def test_search_filters_pages_and_diff(warehouse_db):
         }
         csv = list(audit_trail.csv_rows(conn, audit_trail.AuditFilters(), fetch=4))
         assert len(csv) == 13 and len(csv[0]) == len(audit_trail.CSV_HEADER)
+
+
+def test_verify_all_catches_up_in_committed_steps_and_stops_where_the_chain_broke(
+    warehouse_db, monkeypatch
+):
+    monkeypatch.setattr(audit_trail, "VERIFY_MAX_ROWS", 7)
+    ids = write(warehouse_db, 20)
+    steps = []
+    done = audit_trail.verify_all(warehouse_db, batch=3, report=steps.append)
+    assert (done.verified_audit_id, done.pending, done.broken) == (ids[-1], 0, False)
+    assert [s.verified_audit_id for s in steps] == [ids[6], ids[13], ids[19]]
+    more = write(warehouse_db, 5, start=100)
+    tamper(warehouse_db, "DELETE FROM audit.audit_log WHERE audit_id = %s", (more[1],))
+    broken = audit_trail.verify_all(warehouse_db)
+    assert broken.broken_audit_id == more[2]

@@ -397,12 +397,14 @@ def verify_pending(
     conn,
     *,
     batch: int = VERIFY_BATCH,
-    max_rows: int = VERIFY_MAX_ROWS,
+    max_rows: int | None = None,
     budget_seconds: float = 0.5,
 ) -> ChainStatus:
-    """Verify up to ``max_rows`` rows after the checkpoint, ``batch`` rows per statement, for
-    about ``budget_seconds``, and move the checkpoint (in the caller's transaction). A second
-    verifier at the same time returns the status without waiting."""
+    """Verify up to ``max_rows`` (default :data:`VERIFY_MAX_ROWS`) rows after the checkpoint,
+    ``batch`` rows per statement, for about ``budget_seconds``, and move the checkpoint (in the
+    caller's transaction). A second verifier at the same time returns the status without
+    waiting."""
+    max_rows = VERIFY_MAX_ROWS if max_rows is None else max_rows
     got = conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (_LOCK,)).fetchone()[0]
     if not got:
         return chain_status(conn)
@@ -442,6 +444,22 @@ def verify_pending(
         if time.monotonic() - started > budget_seconds:
             break
     return chain_status(conn)
+
+
+def verify_all(url: str, *, batch: int = VERIFY_BATCH, report=None) -> ChainStatus:
+    """Verify every pending row (``erpsync db verify-audit``, a nightly job or a first run on
+    a long trail), one committed transaction per :data:`VERIFY_MAX_ROWS` rows so progress
+    survives an interruption; stops at the end of the chain or where it broke."""
+    import psycopg
+
+    while True:
+        with psycopg.connect(url, application_name="erpsync-audit-verify") as conn:
+            before = _checkpoint(conn)[0]
+            status = verify_pending(conn, batch=batch, budget_seconds=float("inf"))
+        if report is not None:
+            report(status)
+        if status.broken or status.pending == 0 or status.verified_audit_id == before:
+            return status
 
 
 def _recheck_checkpoint(conn, audit_id: int, row_hash: str) -> str | None:
