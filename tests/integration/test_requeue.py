@@ -223,3 +223,90 @@ def test_a_request_renewed_while_a_run_serves_it_stays_pending(warehouse_db):
         served = requeue.finish(conn, TIME_ENTRIES, RunInfo.local("run"), seen)
         assert served == {}
         assert [p.quarantine_id for p in requeue.pending(conn, "psa", "time_entries")] == [qid]
+
+
+class _Erp:
+    """Business Central's salesInvoices as the payment status sync reads them, honouring the
+    incremental filter (``lastModifiedDateTime ge ...``) and the open filter; it can answer a
+    status Business Central does not document (the sandbox, being faithful, never does)."""
+
+    def __init__(self, records: list[dict]) -> None:
+        self.records = records
+        self.got: list[str] = []
+
+    def iter_pages(self, entity, *, filter=None, select=None, page_size=None):  # noqa: A002
+        rows = self.records
+        if filter and "lastModifiedDateTime ge " in filter:
+            since = filter.split("lastModifiedDateTime ge ")[1].split()[0]
+            rows = [r for r in rows if r["lastModifiedDateTime"] >= since]
+        if filter and "status eq 'Open'" in filter:
+            rows = [r for r in rows if r["status"] == "Open"]
+        yield [{k: r.get(k) for k in select} for r in rows]
+
+    def get(self, entity, rid):
+        self.got.append(rid)
+        return next((dict(r) for r in self.records if r["id"] == rid), None)
+
+
+def test_a_requeued_payment_status_record_is_read_by_id(warehouse_db):
+    """The payment status sync (outside the engine) serves requeues the same way: a known
+    invoice whose status became undocumented is quarantined; fixed in a way no read sees,
+    it stays quarantined until requeued; the next run GETs it by id and loads it."""
+    import datetime as dt
+
+    from erpsync.invoicing.payment_status import ENTITY, sync_payment_status
+
+    erp_id = "00000000-0000-0000-0000-0000000000c1"
+    with psycopg.connect(warehouse_db) as conn:
+        batch = conn.execute(
+            """INSERT INTO billing.invoice_batches
+                   (kind, scope_key, status, content_hash, prepared_by, prepared_run_id)
+               VALUES ('period', 'q', 'draft', '', 'm', 't') RETURNING batch_id"""
+        ).fetchone()[0]
+        conn.execute(
+            """INSERT INTO billing.invoices
+                   (batch_id, document_number, invoice_scope, account_id, currency,
+                    invoice_date, net, tax, total, status, erp_invoice_id, erp_number)
+               VALUES (%s, 'ES-Q-0', 'q-0', 'acct', 'EUR', '2026-11-02', 100, 0, 100,
+                       'posted', %s, 'PSI-0')""",
+            (batch, erp_id),
+        )
+    good = {
+        "id": erp_id,
+        "number": "PSI-0",
+        "status": "Paid",
+        "postingDate": "2026-11-02",
+        "dueDate": "2026-12-02",
+        "totalAmountIncludingTax": 100,
+        "remainingAmount": 0,
+        "lastModifiedDateTime": "2026-11-02T10:00:00Z",
+    }
+    erp = _Erp([dict(good)])
+
+    def sync(label: str, day: int):
+        with psycopg.connect(warehouse_db) as conn:
+            run = RunInfo.local(label)
+            stats = sync_payment_status(conn, erp, run, day=dt.date(2026, 11, day))
+        return run, stats
+
+    assert sync("first", 3)[1].new == 1
+    erp.records[0].update(status="Disputed", lastModifiedDateTime="2026-11-04T10:00:00Z")
+    assert sync("bad", 5)[1].quarantined == 1
+    q = quarantine_row(warehouse_db, erp_id)
+    # fixed with a stamp no read reaches (and paid: not in the open-invoice read)
+    erp.records[0].update(status="Paid", lastModifiedDateTime="2026-11-02T10:00:00Z")
+    sync("blind", 6)
+    assert quarantine_row(warehouse_db, erp_id)["resolved_at"] is None
+    assert erp.got == []
+
+    assert [r.accepted for r in request(warehouse_db, [q["quarantine_id"]])] == [True]
+    run, _stats = sync("requeued", 7)
+    assert erp.got == [erp_id]
+    done = quarantine_row(warehouse_db, erp_id)
+    assert done["resolved_by_run"] == run.run_id
+    assert (done["requeued_by_run"], done["requeue_outcome"]) == (run.run_id, "loaded")
+    assert rows(
+        warehouse_db,
+        "SELECT entity FROM ops.quarantine WHERE quarantine_id = %s",
+        (q["quarantine_id"],),
+    ) == [(ENTITY,)]

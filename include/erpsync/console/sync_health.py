@@ -108,7 +108,19 @@ def entity_specs() -> list[tuple[str, str, str]]:
     from erpsync.sync import specs, specs_time
 
     every = [*specs.ALL.values(), *specs_time.BY_NAME.values()]
-    return [(s.name, s.system, s.description) for s in every]
+    out = [(s.name, s.system, s.description) for s in every]
+    # synced outside the spec registry, with the same watermark, run stats and quarantine
+    from erpsync.invoicing import payment_status
+
+    out.append(
+        (
+            payment_status.ENTITY,
+            "erp",
+            "Payment status of the invoices erpsync pushed (Business Central salesInvoices: "
+            "status, remaining amount, due date).",
+        )
+    )
+    return out
 
 
 def overview(conn, entities: Iterable[tuple[str, str, str]] | None = None) -> list[EntityHealth]:

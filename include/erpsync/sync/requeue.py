@@ -117,36 +117,62 @@ def keys(requests: list[Pending]) -> list[str]:
 
 
 def finish(conn, spec, run, requests: list[Pending]) -> dict[str, int]:
-    """After the merge and the quarantine resolution of ``run`` (same transaction, the run's
-    ``_sync_seen``/``_sync_gone`` still there): record on each served request the run and its
-    outcome, and an audit row each. A request renewed during the run stays pending."""
+    """After the merge and the quarantine resolution of an engine run (same transaction, the
+    run's ``_sync_seen``/``_sync_gone`` still there): each served request's outcome, recorded
+    by :func:`settle`."""
+    if not requests:
+        return {}
+    rows = conn.execute(
+        """SELECT k, CASE
+                   WHEN EXISTS (SELECT 1 FROM ops.quarantine o
+                                WHERE o.source_system = %(system)s AND o.entity = %(entity)s
+                                  AND o.record_key = k AND o.resolved_at IS NULL
+                                  AND o.run_id = %(run)s) THEN 'quarantined'
+                   WHEN k IN (SELECT source_record_id FROM _sync_gone) THEN 'not_found'
+                   WHEN k IN (SELECT source_record_id FROM _sync_seen WHERE valid) THEN 'loaded'
+                   ELSE 'not_found' END
+           FROM unnest(%(keys)s::text[]) AS k""",
+        {"system": spec.system, "entity": spec.name, "run": run.run_id, "keys": keys(requests)},
+    ).fetchall()
+    return settle(
+        conn,
+        system=spec.system,
+        entity=spec.name,
+        run=run,
+        requests=requests,
+        outcomes=dict(rows),
+    )
+
+
+def settle(
+    conn, *, system: str, entity: str, run, requests: list[Pending], outcomes: dict[str, str]
+) -> dict[str, int]:
+    """Record on each served request the run and its outcome (``outcomes``: record key ->
+    ``loaded`` / ``quarantined``; a key missing there was not found at the source), and an
+    audit row each. A request renewed during the run (a newer ``requeue_requested_at`` than
+    the one served) stays pending. For syncs outside the engine (e.g.
+    :mod:`erpsync.invoicing.payment_status`), which read the requested keys by id themselves."""
     if not requests:
         return {}
     rows = conn.execute(
         """WITH served AS (
-               SELECT * FROM unnest(%(ids)s::bigint[], %(at)s::timestamptz[]) AS s(qid, at))
+               SELECT * FROM unnest(%(ids)s::bigint[], %(at)s::timestamptz[], %(outcome)s::text[])
+                   AS s(qid, at, outcome))
            UPDATE ops.quarantine q SET requeued_at = now(), requeued_by_run = %(run)s,
-               requeue_outcome = CASE
-                   WHEN EXISTS (SELECT 1 FROM ops.quarantine o
-                                WHERE o.source_system = q.source_system AND o.entity = q.entity
-                                  AND o.record_key = q.record_key AND o.resolved_at IS NULL
-                                  AND o.run_id = %(run)s) THEN 'quarantined'
-                   WHEN q.record_key IN (SELECT source_record_id FROM _sync_gone) THEN 'not_found'
-                   WHEN q.record_key IN (SELECT source_record_id FROM _sync_seen WHERE valid)
-                       THEN 'loaded'
-                   ELSE 'not_found' END
+               requeue_outcome = s.outcome
            FROM served s
            WHERE q.quarantine_id = s.qid AND q.requeue_requested_at = s.at
            RETURNING q.quarantine_id, q.record_key, q.requeue_outcome, q.requeue_requested_by""",
         {
             "ids": [r.quarantine_id for r in requests],
             "at": [r.requested_at for r in requests],
+            "outcome": [outcomes.get(r.record_key, "not_found") for r in requests],
             "run": run.run_id,
         },
     ).fetchall()
-    outcomes: dict[str, int] = {}
+    counts: dict[str, int] = {}
     for qid, key, outcome, by in rows:
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        counts[outcome] = counts.get(outcome, 0) + 1
         audit.record(
             conn,
             actor=run.actor,
@@ -156,10 +182,10 @@ def finish(conn, spec, run, requests: list[Pending]) -> dict[str, int]:
             after={"requeue_outcome": outcome, "requeued_by_run": run.run_id},
             source=run.audit_source(),
             detail={
-                "source_system": spec.system,
-                "entity": spec.name,
+                "source_system": system,
+                "entity": entity,
                 "record_key": key,
                 "requested_by": by,
             },
         )
-    return outcomes
+    return counts
