@@ -216,6 +216,18 @@ def test_the_requeue_page_offers_selection_and_refuses_bad_requests(console, war
     refused = engineer.post_action(url, {"ids": [ids["resolved"]]})
     assert refused.status_code == 409
     assert refused.json()["refused"] == [{"id": ids["resolved"], "reason": "already resolved"}]
+    with psycopg.connect(warehouse_db) as conn:
+        stray = conn.execute(
+            """INSERT INTO ops.quarantine (run_id, source_system, entity, record_key,
+                   reason_code, reason_detail, payload)
+               VALUES ('r', 'crm', 'no_such_entity', 'k', 'x', 'y', '{}')
+               RETURNING quarantine_id"""
+        ).fetchone()[0]
+    unserved = engineer.post_action(url, {"ids": [stray]})
+    assert unserved.status_code == 409
+    assert unserved.json()["refused"] == [
+        {"id": stray, "reason": "no sync re-reads crm/no_such_entity"}
+    ]
     mixed = engineer.post_action(url, {"ids": [ids["open"], ids["other"], 424242]})
     assert mixed.status_code == 200
     assert mixed.json()["requeued"] == [ids["open"], ids["other"]]

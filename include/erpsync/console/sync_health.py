@@ -469,4 +469,5 @@ def requeue(conn, quarantine_ids: Iterable[int], *, user: str):
     """Ask the next run of each record's entity to re-read it (see :mod:`erpsync.sync.requeue`)."""
     from erpsync.sync import requeue as engine_requeue
 
-    return engine_requeue.request(conn, quarantine_ids, user=user)
+    served = {(system, name) for name, system, _ in entity_specs()}
+    return engine_requeue.request(conn, quarantine_ids, user=user, served=served)

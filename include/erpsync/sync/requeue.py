@@ -22,7 +22,7 @@ carry a newer stamp than records the read has not seen yet.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from erpsync import audit
@@ -45,10 +45,17 @@ class RequestResult:
     reason: str = ""
 
 
-def request(conn, quarantine_ids: Iterable[int], *, user: str) -> list[RequestResult]:
+def request(
+    conn,
+    quarantine_ids: Iterable[int],
+    *,
+    user: str,
+    served: Collection[tuple[str, str]] | None = None,
+) -> list[RequestResult]:
     """Mark open quarantine rows for requeue by ``user`` (one audit row each); resolved rows,
-    rows without a record key and unknown ids are refused with the reason. Runs in the
-    caller's transaction."""
+    rows without a record key, unknown ids and (given ``served``, the (system, entity) pairs
+    whose sync serves requeues) rows of other entities are refused with the reason. Runs in
+    the caller's transaction."""
     results: list[RequestResult] = []
     for qid in dict.fromkeys(int(i) for i in quarantine_ids):
         row = conn.execute(
@@ -66,6 +73,9 @@ def request(conn, quarantine_ids: Iterable[int], *, user: str) -> list[RequestRe
             continue
         if key is None:
             results.append(RequestResult(qid, False, "the record has no id to read it by"))
+            continue
+        if served is not None and (system, entity) not in served:
+            results.append(RequestResult(qid, False, f"no sync re-reads {system}/{entity}"))
             continue
         before = {
             "requeue_requested_at": requested_at,
