@@ -7,7 +7,10 @@ writes an audit row; nothing is read then. The next run of that entity's sync
 (:func:`pending`), re-reads exactly those records by id with the vendor's single-record read
 (:func:`erpsync.sync.sources.read_records`) even if the watermark has passed them, loads them
 through the normal path (validation, quarantine with a reason if still bad, merge) in the same
-transaction, and marks each request with the run and its outcome (:func:`finish`):
+transaction, and marks each request with the run and its outcome (:func:`finish`). An entity
+read in full every run reads them anyway; a sync outside the engine (the payment status sync,
+:mod:`erpsync.invoicing.payment_status`) reads the keys by id itself and calls :func:`settle`.
+Outcomes:
 
 - ``loaded``: the record passed; the engine's own quarantine resolution closed the row;
 - ``quarantined``: still bad; the row stays open (refreshed with this run's reason detail), or a
