@@ -49,7 +49,7 @@ def test_a_taken_sandbox_port_stops_the_demo_before_it_starts_the_sandbox(taken_
     lines: list[str] = []
     ports = {"crm": taken_port}
     with pytest.raises(demo.DemoError) as caught:
-        demo._start_sandbox("small", lines.append, ports)
+        demo._start_sandbox("small", lines.append, ports, [])
     assert str(caught.value) == (
         f"the sandbox CRM port {taken_port} is taken (another demo or sandbox running?); "
         "set ERPSYNC_SANDBOX_CRM_PORT to a free port"

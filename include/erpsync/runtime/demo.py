@@ -244,17 +244,17 @@ def check_ports(ports: Mapping[str, tuple[int, str]]) -> None:
 
 
 def _start_sandbox(
-    size: str, echo: Echo, ports: Mapping[str, int]
-) -> subprocess.Popen[bytes] | None:
+    size: str, echo: Echo, ports: Mapping[str, int], children: list[subprocess.Popen[bytes]]
+) -> None:
     """Start the sandbox CRM/PSA/ERP on ``ports`` (if the sandbox package is installed) and
-    wait for it."""
+    wait for it; the process is added to ``children`` as it starts (the caller stops them)."""
     from importlib.util import find_spec
 
     from erpsync.settings import sandbox_port_variable
 
     if find_spec("erpsync_sandbox.cli") is None:
         echo("sandbox: not installed, skipping")
-        return None
+        return
     check_ports({f"sandbox {s.upper()}": (p, sandbox_port_variable(s)) for s, p in ports.items()})
     log_file = paths.state_dir() / "sandbox.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -273,23 +273,16 @@ def _start_sandbox(
         ],
         {},
         log_file=log_file,
+        into=children,
     )
-    try:
-        ok = all(
-            processes.wait_for_http(
-                f"http://127.0.0.1:{port}/__admin/health", timeout=180, proc=proc
-            )
-            for port in ports.values()
-        )
-    except BaseException:
-        processes.stop_group(proc)
-        raise
+    ok = all(
+        processes.wait_for_http(f"http://127.0.0.1:{port}/__admin/health", timeout=180, proc=proc)
+        for port in ports.values()
+    )
     if not ok:
-        processes.stop_group(proc)
         raise DemoError(f"the sandbox did not start; see {log_file}")
     shown = ", ".join(f"{s.upper()} :{p}" for s, p in ports.items())
     echo(f"sandbox: {shown} (log {log_file})")
-    return proc
 
 
 def _present_dags(env: dict[str, str]) -> set[str]:
@@ -343,14 +336,20 @@ def _sandbox_billing_period() -> str | None:
     return (first - dt.timedelta(days=1)).strftime("%Y-%m")
 
 
-def _start_api_server(env: dict[str, str], echo: Echo) -> tuple[subprocess.Popen[bytes], str]:
-    """An Airflow api-server on the chain's metadata database, for answering the approval."""
+def _start_api_server(
+    env: dict[str, str], echo: Echo, children: list[subprocess.Popen[bytes]]
+) -> tuple[subprocess.Popen[bytes], str]:
+    """An Airflow api-server on the chain's metadata database, for answering the approval
+    (added to ``children`` as it starts)."""
     home = paths.airflow_home()
     airflow_env.write_ui_password(home)
     log_file = home / "api-server.log"
     port = _free_port(airflow_env.API_PORT)
     proc = processes.spawn(
-        processes.airflow_command(["api-server", "--port", str(port)]), env, log_file=log_file
+        processes.airflow_command(["api-server", "--port", str(port)]),
+        env,
+        log_file=log_file,
+        into=children,
     )
     echo(f"api-server: starting on :{port} for the approval (log {log_file})")
     return proc, f"http://localhost:{port}"
@@ -407,13 +406,15 @@ def _run_with_approval(
 def run_chain(urls: database.DatabaseUrls, env: dict[str, str], echo: Echo) -> list[ChainResult]:
     """Run each present DAG of the main chain once, in order, stopping at the first failure."""
     log_file = paths.airflow_home() / "demo-chain.log"
-    driver = DagsTestDriver(env, log_file)  # warms up while the DAGs are listed
     results: list[ChainResult] = []
     api = None
+    servers: list[subprocess.Popen[bytes]] = []
+    driver: DagsTestDriver | None = None
     try:
+        driver = DagsTestDriver(env, log_file)  # warms up while the DAGs are listed
         present = _present_dags(env)
         if APPROVAL_DAGS & present:
-            api = _start_api_server(env, echo)
+            api = _start_api_server(env, echo, servers)
         for dag_id in MAIN_CHAIN:
             if dag_id not in present:
                 continue
@@ -431,9 +432,10 @@ def run_chain(urls: database.DatabaseUrls, env: dict[str, str], echo: Echo) -> l
                 echo(f"  {dag_id}: {state}; the airflow dags test output is in {log_file}")
                 break
     finally:
-        driver.stop()
-        if api is not None:
-            processes.stop_group(api[0])
+        if driver is not None:
+            driver.stop()
+        for proc in servers:
+            processes.stop_group(proc)
     return results
 
 
@@ -532,9 +534,7 @@ def run(*, once: bool, sandbox_size: str = "small", echo: Echo = print) -> int:
             check_ports({"Airflow": (airflow_env.API_PORT, "ERPSYNC_AIRFLOW_PORT")})
         ports = sandbox_ports()
         prepared = prepare(echo=echo)
-        sandbox = _start_sandbox(sandbox_size, echo, ports)
-        if sandbox:
-            children.append(sandbox)
+        _start_sandbox(sandbox_size, echo, ports, children)
         if once:
             results = run_chain(prepared.urls, prepared.env, echo)
             _print_summary(results, echo, prepared.urls.warehouse)
@@ -573,8 +573,9 @@ def _serve_ui(env: dict[str, str], children: list[subprocess.Popen[bytes]], echo
     home = paths.airflow_home()
     password = airflow_env.write_ui_password(home)
     log_file = home / "standalone.log"
-    proc = processes.spawn(processes.airflow_command(["standalone"]), env, log_file=log_file)
-    children.append(proc)
+    proc = processes.spawn(
+        processes.airflow_command(["standalone"]), env, log_file=log_file, into=children
+    )
     url = f"http://localhost:{airflow_env.API_PORT}"
     if not processes.wait_for_http(f"{url}/api/v2/monitor/health", timeout=300, proc=proc):
         echo(f"Airflow did not come up; see {log_file}")

@@ -48,11 +48,15 @@ def spawn(
     *,
     log_file: Path | None = None,
     cwd: Path | None = None,
+    into: list[subprocess.Popen[bytes]] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a long-running child in its own process group (stdout to ``log_file`` if given)."""
+    """Start a long-running child in its own process group (stdout to ``log_file`` if given).
+
+    ``into``: the caller's list of children to stop, appended to at once, so that a stop signal
+    arriving while the caller still waits for the child (or prints) cannot leave it unlisted."""
     out = open(log_file, "ab") if log_file else None  # noqa: SIM115 - owned by the child
     try:
-        return subprocess.Popen(  # noqa: S603
+        proc = subprocess.Popen(  # noqa: S603
             list(cmd),
             env={**os.environ, **env},
             stdout=out,
@@ -60,6 +64,9 @@ def spawn(
             cwd=cwd,
             start_new_session=True,
         )
+        if into is not None:
+            into.append(proc)
+        return proc
     finally:
         if out:
             out.close()
