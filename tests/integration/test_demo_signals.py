@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from tests.integration.demo_helpers import _demo_env, _free_port, _processes_mentioning
+from tests.integration.demo_helpers import _demo_env, _processes_mentioning, _sandbox_ports
 
 
 @pytest.mark.slow
@@ -25,12 +25,12 @@ def test_sigterm_stops_everything_demo_once_started(airflow_runtime, warehouse_d
     airflow_runtime.stop()
     home = airflow_runtime.env["AIRFLOW_HOME"]
     assert _processes_mentioning(home) == []
-    ports = {service: _free_port() for service in ("crm", "psa", "erp")}
+    ports = _sandbox_ports()
     env = _demo_env(
         airflow_runtime,
+        ports,
         ERPSYNC_DATABASE_URL=warehouse_db,
         ERPSYNC_SANDBOX_PSA_RATE_LIMIT="off",
-        **{f"ERPSYNC_SANDBOX_{s.upper()}_PORT": str(p) for s, p in ports.items()},
     )
     proc = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "erpsync.cli", "demo", "--once"],
