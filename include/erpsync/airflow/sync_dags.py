@@ -22,6 +22,7 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import DAG, Asset, CronTriggerTimetable, task
+from airflow.sdk.definitions.deadline import DeadlineAlert
 
 from erpsync.airflow.dag_defaults import default_args
 from erpsync.sync.spec import EntitySpec
@@ -107,12 +108,12 @@ def build_sync_dag(
     dag_id: str,
     specs: Sequence[EntitySpec],
     write_back: Sequence[str] = (),
-    also: Sequence[Callable[[], Callable]] = (),
+    also: Sequence[Callable[[], Callable[..., Any]]] = (),
     cron: str,
     doc_md: str,
     tags: list[str],
     timezone: str | None = None,
-    deadline=None,
+    deadline: DeadlineAlert | None = None,
 ) -> DAG:
     """A sync DAG on ``cron`` (nightly, hourly ...): ``sync_<entity>`` per spec (through the
     spec's ``extra["runner"]`` when it names one), then ``write_back_<system>`` per target.

@@ -149,27 +149,30 @@ def read_records(spec, keys: Sequence[str]) -> Iterator[list[dict]]:
     if isinstance(source, SalesforceQuery):
         from erpsync.connectors.salesforce import SalesforceClient
 
-        client = SalesforceClient(conn_id=CRM_CONN_ID)
+        crm = SalesforceClient(conn_id=CRM_CONN_ID)
+        close = crm.close
         fields = list(dict.fromkeys(("Id", *source.fields, source.modstamp_field, "IsDeleted")))
 
         def one(key: str) -> dict | None:
-            return client.get(source.sobject, key, fields)
+            return crm.get(source.sobject, key, fields)
 
     elif isinstance(source, HarvestList):
         from erpsync.connectors.harvest import HarvestClient
 
-        client = HarvestClient(conn_id=PSA_CONN_ID)
+        psa = HarvestClient(conn_id=PSA_CONN_ID)
+        close = psa.close
 
         def one(key: str) -> dict | None:
-            return client.get(f"{source.resource}/{quote(str(key), safe='')}")
+            return psa.get(f"{source.resource}/{quote(str(key), safe='')}")
 
     elif isinstance(source, BusinessCentralList):
         from erpsync.connectors.business_central import BusinessCentralClient
 
-        client = BusinessCentralClient(conn_id=ERP_CONN_ID)
+        erp = BusinessCentralClient(conn_id=ERP_CONN_ID)
+        close = erp.close
 
         def one(key: str) -> dict | None:
-            return client.get(source.entity, key, api=source.api)
+            return erp.get(source.entity, key, api=source.api)
 
     else:
         return
@@ -185,7 +188,7 @@ def read_records(spec, keys: Sequence[str]) -> Iterator[list[dict]]:
         if page:
             yield page
     finally:
-        client.close()
+        close()
 
 
 @dataclass(frozen=True)
