@@ -149,7 +149,9 @@ def test_an_unauthenticated_visitor_is_refused(console_server, page):
     page.locator("main h1", has_text="Exceptions").wait_for()
     # an API client without a token gets 401, for pages, CSV downloads and actions alike
     exception_id = console_server.scenario.exceptions["tax_id"]
-    for path in ("/", "/exceptions", "/exceptions.csv", f"/exceptions/{exception_id}"):
+    paths = ["/", "/exceptions", "/exceptions.csv", f"/exceptions/{exception_id}", "/insights"]
+    paths += ["/audit", "/audit.csv", "/sync", "/sync/quarantine", "/sync/quarantine/1"]
+    for path in paths:
         assert httpx.get(f"{base}{path}", timeout=30).status_code == 401, path
     refused = httpx.post(
         f"{base}/exceptions/actions",
@@ -166,7 +168,7 @@ def test_an_unauthenticated_visitor_is_refused(console_server, page):
 # --------------------------------------------------------------------------- acting
 
 
-def test_finance_ops_waive_an_exception_with_the_in_page_confirmation(console_server, as_user):
+def test_finance_ops_waive_an_exception_and_find_it_in_the_audit_trail(console_server, as_user):
     exception_id = console_server.scenario.exceptions["over_cap"]
     page = as_user("approver")
     frame = open_console_page(page, console_server, "Exceptions")
@@ -190,6 +192,25 @@ def test_finance_ops_waive_an_exception_with_the_in_page_confirmation(console_se
     settled(page, "Exceptions")
     assert f"by approver: {reason}" in frame.locator("main").inner_text()
     shoot(page, "Exceptions", "exception_detail")
+    find_the_waiver_in_the_audit_trail(page, console_server, exception_id)
+
+
+def find_the_waiver_in_the_audit_trail(page, server, exception_id: int) -> None:
+    """The audit trail, searched by entity as an auditor would, shows the waiver with the
+    Airflow user who gave it, and the hash chain's status."""
+    frame = open_console_page(page, server, "Audit trail")
+    frame.get_by_label("Entity type").fill("exception")
+    frame.get_by_label("Entity id").fill(str(exception_id))
+    frame.get_by_role("button", name="Search").click()
+    # the page the search returns renders the filter back (an attribute, unlike fill())
+    frame.locator(f'input[name="entity_id"][value="{exception_id}"]').wait_for()
+    settled(page, "Audit trail")
+    rows = frame.locator("table.data tbody tr")
+    assert all(f"exception {exception_id}" in t for t in rows.all_inner_texts())
+    entry = rows.filter(has_text="exception.waived")
+    assert "approver" in entry.inner_text()
+    assert frame.locator('[data-chain="ok"]').count() == 1  # the hash chain holds
+    shoot(page, "Audit trail", "audit")
 
 
 def test_finance_ops_assign_exceptions_in_bulk(console_server, as_user):
@@ -221,7 +242,7 @@ def test_finance_ops_assign_exceptions_in_bulk(console_server, as_user):
 # --------------------------------------------------------------------------- charts
 
 #: Pages with charts (inline SVG, role="img" with the chart's title), and their screenshot.
-CHART_PAGES = [("Insights", "insights")]
+CHART_PAGES = [("Insights", "insights"), ("Sync health", "sync")]
 
 
 def test_charts_are_drawn_in_the_browser(console_server, as_user):
@@ -274,3 +295,40 @@ def test_a_state_change_without_the_consoles_header_is_refused(console_server, a
         console_header=False,
     )
     assert status == 403
+
+
+# --------------------------------------------------------------------------- the quarantine
+
+
+def test_a_data_engineer_requeues_a_quarantined_record_whose_secret_stays_masked(
+    console_server, as_user
+):
+    page = as_user("engineer")
+    frame = open_console_page(page, console_server, "Sync health")
+    frame.get_by_role("link", name="quarantine", exact=True).first.click()
+    row = frame.locator("table.data tbody tr", has_text="001BRWSR0000000002")
+    row.get_by_role("link", name=str(console_server.scenario.quarantine_id), exact=True).click()
+    frame.get_by_text("Atlantis Partners").first.wait_for()
+    html = frame.locator("body").inner_html()
+    assert scenario.PLANTED_SECRET not in html
+    assert '"api_key": "***"' in frame.locator("main").inner_text()  # the key shown, masked
+    shoot(page, "Sync health", "quarantine_detail")
+    requeue = frame.get_by_role("button", name="Requeue this record").element_handle()
+    requeue.click()  # arms the in-page confirmation
+    assert requeue.get_attribute("data-armed") == "1"
+    requeue.click()
+    frame.locator('[data-state="requeued"]').wait_for()  # the page reloads with the new state
+    assert "asked by engineer" in frame.locator("main").inner_text()
+
+
+def test_the_auditor_cannot_requeue(console_server, as_user):
+    page = as_user("auditor")
+    frame = open_console_page(page, console_server, "Sync health")
+    frame.get_by_role("link", name="quarantine", exact=True).first.click()
+    frame.locator("table.data tbody tr", has_text="001BRWSR0000000002").wait_for()
+    settled(page, "Sync health")
+    assert frame.get_by_role("button", name=re.compile("requeue", re.I)).count() == 0
+    assert frame.locator('input[type="checkbox"]').count() == 0
+    requeue = {"ids": [console_server.scenario.quarantine_id]}
+    base = f"{console_server.url}/erpsync"
+    assert post_from_page(page, f"{base}/sync/quarantine/requeue", requeue) == 403

@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.test_console_browser import PAGE_TITLES, open_console_page, post_from_page
+from tests.browser.test_console_browser import (
+    PAGE_TITLES,
+    open_console_page,
+    post_from_page,
+    settled,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -58,11 +63,23 @@ def test_the_packs_fab_roles_find_the_console_under_plugins(fab_console_server, 
     may_act = user != "audrey"
     assert ("read only" in who) is not may_act
     assert frame.locator("form#bulk").count() == int(may_act)
+    base = f"{fab_console_server.url}/erpsync"
     if not may_act:
         exception_id = fab_console_server.scenario.exceptions["tax_id"]
         waive = {"action": "waive", "ids": [exception_id], "comment": "forced"}
-        url = f"{fab_console_server.url}/erpsync/exceptions/actions"
-        assert post_from_page(page, url, waive) == 403
+        assert post_from_page(page, f"{base}/exceptions/actions", waive) == 403
+    # only the data engineer may requeue a quarantined record (FAB: edit on the sync DAGs'
+    # task instances), finance ops and the auditor may not
+    may_requeue = user == "dan"
+    frame = open_console_page(page, fab_console_server, "Sync health")
+    frame.get_by_role("link", name="quarantine", exact=True).first.click()
+    frame.locator("table.data tbody tr", has_text="001BRWSR0000000002").wait_for()
+    settled(page, "Sync health")
+    requeue_button = frame.get_by_role("button", name="Requeue", exact=True)
+    assert requeue_button.count() == int(may_requeue)
+    if not may_requeue:
+        requeue = {"ids": [fab_console_server.scenario.quarantine_id]}
+        assert post_from_page(page, f"{base}/sync/quarantine/requeue", requeue) == 403
 
 
 def test_fabs_own_user_role_without_plugins_read_sees_no_console_menu(fab_console_server, page):
