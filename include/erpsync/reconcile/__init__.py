@@ -57,6 +57,11 @@ cap, currency differs) and per PSA user assignment (rate differs) - with the amo
 and the owner from the catalogue. A rerun refreshes them (no duplicates); a problem no longer
 found (fixed at the source and resynced) closes its exception.
 
+Totals: the run also rewrites ``recon.item_totals`` (migration 0028: per period, client,
+currency, item type, state, reason, WIP age bucket and leakage) from the per-group sums it
+computes for its own summary anyway - no extra pass over recon.items - in the same transaction
+as the items, so the billing cockpit reads totals that always match them.
+
 Reruns: an item row is written only when something about it changed (IS DISTINCT FROM); a run
 whose inputs did not change at all since the last one (same as-of date; fingerprint of every
 input table's row count and newest row version, see ``sql.FINGERPRINT``;
@@ -201,7 +206,7 @@ def _finish(bucket: dict[str, Any]) -> dict[str, Any]:
 
 
 def _summary(
-    conn, rows: list[tuple] | None = None, written_xid: int | None = None
+    conn, as_of: dt.date, rows: list[tuple] | None = None, written_xid: int | None = None
 ) -> tuple[int, dict, dict, dict, str]:
     """The counts per state (and of approved items) and per reason; and recon.items' part of the
     fingerprint (``sql.FINGERPRINT``: row count and newest row version), from the same scan
@@ -213,10 +218,10 @@ def _summary(
     reasons: dict[str, dict[str, Any]] = {}
     total = newest = 0
     if rows is None:
-        rows = conn.execute(sql.SUMMARY).fetchall()
+        rows = conn.execute(sql.SUMMARY, {"as_of": as_of}).fetchall()
     if written_xid is not None:
         newest = written_xid
-    for state, reason, is_approved, currency, n, hours, amount, xmin in rows:
+    for state, reason, is_approved, currency, n, hours, amount, *_totals_keys, xmin in rows:
         total += n
         newest = max(newest, int(xmin or 0))
         cur = None if currency is None else str(currency).strip()
@@ -232,6 +237,28 @@ def _summary(
         {r: _finish(b) for r, b in sorted(reasons.items())},
         f"{total}:{newest}",
     )
+
+
+def _store_totals(conn, rows: list[tuple]) -> int:
+    """Rewrite ``recon.item_totals`` (migration 0028, the billing cockpit's summary) from the
+    summary rows (``sql.SUMMARY``'s columns), in the run's transaction: the rows of one key
+    that two shards summed (a client with contracts in both) are added up first."""
+    merged: dict[tuple, list] = {}
+    for state, reason, approved, currency, n, hours, amount, *keys, _xmin in rows:
+        period, account, psa_client, item_type, bucket, leakage = keys
+        key = (period, account, psa_client, currency, item_type, state, reason, approved)
+        key += (bucket, bool(leakage))
+        total = merged.setdefault(key, [0, None, None])
+        total[0] += n
+        if hours is not None:
+            total[1] = hours if total[1] is None else total[1] + hours
+        if amount is not None:
+            total[2] = amount if total[2] is None else total[2] + amount
+    conn.execute(sql.DELETE_TOTALS)
+    with conn.cursor() as cur, cur.copy(sql.COPY_TOTALS) as copy:
+        for key, (n, hours, amount) in merged.items():
+            copy.write_row((*key, n, hours, amount))
+    return len(merged)
 
 
 def _problems(conn):
@@ -325,7 +352,7 @@ def _exceptions(conn, run) -> tuple[int, int, int, dict[str, int]]:
 
 def _unchanged(conn, run, run_id, as_of, last, fingerprint, started, source) -> ReconcileResult:
     """Nothing changed since the last run: record this run, recompute nothing."""
-    total, by_state, approved, reasons, _items_part = _summary(conn)
+    total, by_state, approved, reasons, _items_part = _summary(conn, as_of)
     result = ReconcileResult(
         run_id=run_id,
         as_of=as_of.isoformat(),
@@ -459,7 +486,8 @@ def _shard_worker(
                 sql.SHARD_DIFF.replace("{table}", table), {**params, "shards": [shard]}
             ).rowcount
             summary = worker.execute(
-                sql.SHARD_SUMMARY_AFTER_DIFF.replace("{table}", table), {"shard": shard}
+                sql.SHARD_SUMMARY_AFTER_DIFF.replace("{table}", table),
+                {"shard": shard, "as_of": params["as_of"]},
             ).fetchall()
         worker.commit()
     return rows, summary
@@ -624,9 +652,14 @@ def run_reconcile(
         written_xid = None
         if shard_summaries is not None and not first and (updated or inserted):
             written_xid = int(conn.execute(sql.OWN_XID).fetchone()[0])
+        summary_rows = shard_summaries
+        if summary_rows is None:
+            summary_rows = conn.execute(sql.SUMMARY, {"as_of": as_of}).fetchall()
         total, by_state, approved, reasons, items_part = _summary(
-            conn, shard_summaries, written_xid
+            conn, as_of, summary_rows, written_xid
         )
+        # the billing cockpit's totals, from the same sums, committed with the items
+        _store_totals(conn, summary_rows)
         clock.lap("summary")
         conn.execute(sql.DROP_TEMP)
         result = ReconcileResult(

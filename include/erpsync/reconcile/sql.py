@@ -856,6 +856,21 @@ FILL_STAGE_FROM = (
     "  FROM ({tables}) w ORDER BY w.item_key, w.gone"
 )
 
+#: recon.item_totals' part of a summary group (migration 0028, read by the billing cockpit),
+#: after SUMMARY's own columns: period, client, item type, the WIP age bucket against the run's
+#: as-of date (0: 0-30 days or dated later, 1: 31-60, 2: 61-90, 3: over 90) and leakage, both
+#: as recon.wip defines them. Parameter: as_of.
+_WIP = "item_type IN ('time', 'expense') AND state IN ('ready', 'on_hold')"
+_AGE = "(%(as_of)s::date - item_date)"
+TOTALS_KEYS = (
+    "period_start, account_id, client_psa_id, item_type, "
+    f"CASE WHEN {_WIP} THEN CASE WHEN {_AGE} <= 30 THEN 0 WHEN {_AGE} <= 60 THEN 1 "
+    f"WHEN {_AGE} <= 90 THEN 2 ELSE 3 END END::smallint, "
+    f"({_WIP} AND approved AND {_AGE} > (SELECT leakage_days FROM recon.settings))"
+)
+#: SUMMARY's grouping: its four keys and TOTALS_KEYS' six (columns 8-13).
+_SUMMARY_GROUP = "1, 2, 3, 4, 8, 9, 10, 11, 12, 13"
+
 # ------------------------------------------------------------------ the first reconciliation
 #: The first reconciliation (recon.items empty) builds each shard's partition whole - a new
 #: table shaped like recon.items, filled, then its indexes and keys built once from the loaded
@@ -888,9 +903,12 @@ SHARD_FILL_SUMMARY = (
     + ", first_run_id, last_run_id)\nSELECT s.item_key, "
     + _s_cols
     + ", %(run_id)s, %(run_id)s FROM src s\n"
-    "RETURNING state, reason_code, approved, currency, hours, amount)\n"
-    "SELECT state, reason_code, approved, currency, count(*), sum(hours), sum(amount)\n"
-    "  FROM filled GROUP BY 1, 2, 3, 4"
+    "RETURNING state, reason_code, approved, currency, hours, amount, period_start, account_id,"
+    " client_psa_id, item_type, item_date)\n"
+    "SELECT state, reason_code, approved, currency, count(*), sum(hours), sum(amount), "
+    + TOTALS_KEYS
+    + "\n  FROM filled GROUP BY "
+    + _SUMMARY_GROUP
 )
 #: recon.items' partitioned indexes and key constraints, as statements for one new shard table
 #: (``{table}``); attaching it then adopts them instead of building its own.
@@ -973,29 +991,42 @@ SELECT p.code, p.entity_type, p.entity_key, sum(s.amount), min(s.currency), coun
 #: A parallel worker's summary of its shard as it will be once the run applied the differences
 #: in its table ``{table}`` (``SHARD_DIFF``): the shard's rows the differences leave alone, and
 #: the new and changed ones (their row version is the run's: NULL here). Parameter: shard.
-SHARD_SUMMARY_AFTER_DIFF = """
-SELECT state, reason_code, approved, currency, count(*), sum(hours), sum(amount), max(x)
+SHARD_SUMMARY_AFTER_DIFF = (
+    "SELECT state, reason_code, approved, currency, count(*), sum(hours), sum(amount), "
+    + TOTALS_KEYS
+    + """, max(x)
   FROM (SELECT i.state, i.reason_code, i.approved, i.currency, i.hours, i.amount,
+               i.period_start, i.account_id, i.client_psa_id, i.item_type, i.item_date,
                i.xmin::text::bigint AS x
           FROM recon.items i
          WHERE i.shard = %(shard)s
            AND NOT EXISTS (SELECT 1 FROM {table} d WHERE d.item_key = i.item_key)
         UNION ALL
-        SELECT d.state, d.reason_code, d.approved, d.currency, d.hours, d.amount, NULL
+        SELECT d.state, d.reason_code, d.approved, d.currency, d.hours, d.amount,
+               d.period_start, d.account_id, d.client_psa_id, d.item_type, d.item_date, NULL
           FROM {table} d
          WHERE NOT d.gone) f
- GROUP BY 1, 2, 3, 4
-"""
+ GROUP BY """
+    + _SUMMARY_GROUP
+)
 #: The run's own transaction id as recon.items' xmin shows it (32 bits).
 OWN_XID = "SELECT pg_current_xact_id()::text::bigint % 4294967296"
 
-#: Per state, reason, approval and currency; with the newest row version (the fingerprint).
-SUMMARY = """
-SELECT state, reason_code, approved, currency, count(*), sum(hours), sum(amount),
-       max(xmin::text::bigint)
-  FROM recon.items
- GROUP BY 1, 2, 3, 4
-"""
+#: Per state, reason, approval and currency, and recon.item_totals' keys (TOTALS_KEYS); with
+#: the newest row version (the fingerprint). Parameter: as_of.
+SUMMARY = (
+    "SELECT state, reason_code, approved, currency, count(*), sum(hours), sum(amount), "
+    + TOTALS_KEYS
+    + ",\n       max(xmin::text::bigint)\n  FROM recon.items\n GROUP BY "
+    + _SUMMARY_GROUP
+)
+
+#: recon.item_totals rewritten by the run (COPY of the summary rows, merged per key).
+DELETE_TOTALS = "DELETE FROM recon.item_totals"
+COPY_TOTALS = (
+    "COPY recon.item_totals (period_start, account_id, client_psa_id, currency, item_type,"
+    " state, reason_code, approved, age_bucket, is_leakage, items, hours, amount) FROM STDIN"
+)
 
 #: Every input of the reconciliation (and its own output): a rerun whose fingerprint equals the
 #: one recorded at the end of the last run (same as-of date) has nothing to change. Any committed

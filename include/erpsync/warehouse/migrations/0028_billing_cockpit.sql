@@ -1,0 +1,57 @@
+-- The billing cockpit (issue 16, erpsync.console.billing): what it reads must answer in well
+-- under a second on the large firm (1,000,000+ recon.items), so it never groups recon.items
+-- per request. The reconciliation (erpsync.reconcile.run_reconcile) writes recon.item_totals
+-- in the same transaction as the items, from the per-group sums it already computes for its
+-- own summary (sql.SUMMARY, or the parallel workers' sums): one row per period, client,
+-- currency, item type, state, reason, approval, WIP age bucket and leakage flag.
+--
+-- WIP age and leakage are measured as recon.wip measures them: against the run's as-of date
+-- (the latest run's, which the table was written by) and recon.settings.leakage_days; the
+-- age bucket is set only for WIP (unbilled time and expenses, ready or on hold):
+-- 0 = 0-30 days (and anything dated after the as-of date), 1 = 31-60, 2 = 61-90, 3 = over 90.
+-- Amounts are the unrounded item amounts summed, in the items' currency (erpsync.money rounds
+-- them once where they are shown).
+
+CREATE TABLE recon.item_totals (
+    period_start   date     NOT NULL,
+    account_id     text,                -- CRM account (client); NULL: no contract found
+    client_psa_id  text,                -- the PSA client (shown when there is no CRM account)
+    currency       char(3),
+    item_type      text     NOT NULL,
+    state          text     NOT NULL,
+    reason_code    text,
+    approved       boolean  NOT NULL,
+    age_bucket     smallint CHECK (age_bucket BETWEEN 0 AND 3),
+    is_leakage     boolean  NOT NULL,
+    items          bigint   NOT NULL,
+    hours          numeric,
+    amount         numeric,
+    CHECK ((age_bucket IS NOT NULL) = (item_type IN ('time', 'expense')
+                                       AND state IN ('ready', 'on_hold')))
+);
+CREATE INDEX item_totals_period_idx ON recon.item_totals (period_start, account_id);
+CREATE INDEX item_totals_account_idx ON recon.item_totals (account_id, period_start);
+COMMENT ON TABLE recon.item_totals IS
+    'recon.items summed per period, client, currency, item type, state, reason, approval, WIP age bucket (0: 0-30 days, 1: 31-60, 2: 61-90, 3: over 90) and leakage; rewritten by every reconciliation in its transaction (the billing cockpit reads it).';
+
+-- A warehouse reconciled before this migration: its totals now, as of its latest run.
+INSERT INTO recon.item_totals (period_start, account_id, client_psa_id, currency, item_type,
+                               state, reason_code, approved, age_bucket, is_leakage, items,
+                               hours, amount)
+SELECT i.period_start, i.account_id, i.client_psa_id, i.currency, i.item_type, i.state,
+       i.reason_code, i.approved,
+       CASE WHEN i.item_type IN ('time', 'expense') AND i.state IN ('ready', 'on_hold') THEN
+            CASE WHEN r.as_of - i.item_date <= 30 THEN 0
+                 WHEN r.as_of - i.item_date <= 60 THEN 1
+                 WHEN r.as_of - i.item_date <= 90 THEN 2
+                 ELSE 3 END END,
+       (i.item_type IN ('time', 'expense') AND i.state IN ('ready', 'on_hold') AND i.approved
+        AND r.as_of - i.item_date > s.leakage_days),
+       count(*), sum(i.hours), sum(i.amount)
+  FROM recon.items i
+ CROSS JOIN recon.latest_run r
+ CROSS JOIN recon.settings s
+ GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10;
+
+-- The cockpit's invoice batches per period (and client: invoices_account_idx) read by index.
+CREATE INDEX invoices_period_idx ON billing.invoices (period_start, currency);
