@@ -46,6 +46,8 @@ __all__ = [
     "batch_totals",
     "batches",
     "choices",
+    "cockpit",
+    "csv_table",
     "currency_totals",
     "dq_blocks",
     "leakage",
@@ -902,3 +904,32 @@ def csv_table(conn, table: str, f: Filters) -> Csv:
             )
         return out
     raise KeyError(table)
+
+
+# ------------------------------------------------------------------ the page
+
+
+def cockpit(conn, f: Filters, *, airflow_base: str = "", batch_page: int = 1) -> dict[str, Any]:
+    """Everything the cockpit page shows, under the filters (the benchmark times this): the
+    latest run, filter choices, totals per currency, the period x client x currency table (page
+    ``f.page``), on hold by reason, WIP by age, leakage (first page), batches (page
+    ``batch_page``) with their totals per state, and the blocks in force."""
+    batch_filters = Filters(
+        period=f.period,
+        client=f.client,
+        currency=f.currency,
+        page=max(1, min(int(batch_page or 1), MAX_PAGE)),
+    )
+    first = Filters(period=f.period, client=f.client, currency=f.currency)
+    return {
+        "run": as_of(conn),
+        "choices": choices(conn),
+        "totals": currency_totals(conn, f),
+        "overview": overview(conn, f),
+        "reasons": on_hold_by_reason(conn, f),
+        "wip": wip_ageing(conn, f),
+        "leakage": leakage(conn, first),
+        "batches": batches(conn, batch_filters, airflow_base=airflow_base),
+        "batch_totals": batch_totals(conn, f),
+        "blocks": dq_blocks(conn, f, limit=100),
+    }
