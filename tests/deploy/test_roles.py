@@ -43,7 +43,10 @@ def test_what_each_role_may_do_on_paper():
 
 AUTHZ_SCRIPT = r"""
 import json
-from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+from airflow.api_fastapi.auth.managers.models.resource_details import (
+    AccessView, DagAccessEntity, DagDetails,
+)
+from erpsync.console.permissions import allowed_actions
 from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
 from airflow.providers.fab.auth_manager.fab_auth_manager import FabAuthManager
 
@@ -62,7 +65,7 @@ questions = {
     "pause the DAG": dict(method="PUT", access_entity=None, dag=PACK),
     "read another DAG": dict(method="GET", access_entity=None, dag=OTHER),
 }
-answers = {}
+answers, console = {}, {}
 with get_application_builder() as appbuilder:
     sm = appbuilder.sm
     for role in ("finance_ops", "data_engineer", "auditor"):
@@ -77,7 +80,12 @@ with get_application_builder() as appbuilder:
             for q, a in questions.items()
         }
         answers[role]["edit connections"] = am.is_authorized_connection(method="PUT", user=user)
+        console[role] = sorted(a.value for a in allowed_actions(user, am))
+        console[role] += ["see plugin menus"] if am.is_authorized_view(
+            access_view=AccessView.PLUGINS, user=user
+        ) else []
 print("ANSWERS " + json.dumps(answers))
+print("CONSOLE " + json.dumps(console))
 """
 
 
@@ -118,6 +126,7 @@ def test_the_fab_auth_manager_grants_each_role_what_it_needs_and_no_more(pg_serv
         assert summary(run("-m", "erpsync.deploy.cli", "create-roles")) == first  # idempotent
         out = run("-c", AUTHZ_SCRIPT)
         answers = json.loads(out.split("ANSWERS ", 1)[1].splitlines()[0])
+        console = json.loads(out.split("CONSOLE ", 1)[1].splitlines()[0])
     finally:
         database.drop_database(url)
 
@@ -131,3 +140,20 @@ def test_the_fab_auth_manager_grants_each_role_what_it_needs_and_no_more(pg_serv
     }
     assert allowed["auditor"] == {"read runs", "read task logs", "read the audit log"}
     assert allowed["data_engineer"] == set(answers["data_engineer"]) - {"read another DAG"}
+    # the finance console (erpsync.console.permissions): finance ops act on exceptions and
+    # batches, auditors only read, data engineers also requeue quarantined records; all three
+    # see the plugin's menu, which the 3.3 UI builds from GET /api/v2/plugins (AccessView.PLUGINS)
+    assert console["finance_ops"] == [
+        "act_batches",
+        "act_exceptions",
+        "read",
+        "see plugin menus",
+    ]
+    assert console["auditor"] == ["read", "see plugin menus"]
+    assert console["data_engineer"] == [
+        "act_batches",
+        "act_exceptions",
+        "read",
+        "requeue",
+        "see plugin menus",
+    ]

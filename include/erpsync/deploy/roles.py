@@ -17,6 +17,10 @@ only (never the global ``DAGs`` resource) plus what it may do to the things insi
 - ``auditor``: read the pack's DAGs, their runs, task instances, logs, code, versions, HITL
   details and the audit log. Nothing can be changed, not even their own profile.
 
+All three read the Airflow website and the plugins list (``can read on Plugins``), without which
+the 3.3 UI shows a FAB user no plugin menu, so no finance console; what each may do inside the
+console is decided by :mod:`erpsync.console.permissions` from the permissions above.
+
 The roles cover the DAG ids found in ``dags/`` when they are created; ``airflow-init`` runs
 ``erpsync deploy create-roles`` on every ``docker compose up``, so a new DAG of the pack is added to
 the roles on the next start. Creating them twice changes nothing (FAB's ``bulk_sync_roles``).
@@ -44,6 +48,10 @@ _UI_BASE = [
     (MENU, "Assets"),
     (MENU, "Docs"),
     (MENU, "Documentation"),
+    # the 3.3 UI builds plugin menus (the finance console) from GET /api/v2/plugins, which asks
+    # for AccessView.PLUGINS: without these a FAB user sees no console menu at all
+    (READ, "Plugins"),
+    (MENU, "Plugins"),
 ]
 
 _READ_INSIDE_DAGS = [
