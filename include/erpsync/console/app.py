@@ -124,7 +124,7 @@ async def _http_error(request: Request, exc: Any) -> Response:
 
 def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     """The console app. Tests pass settings naming their warehouse; the plugin uses Airflow's."""
-    from erpsync.console.pages import home
+    from erpsync.console.pages import billing, home
 
     app = FastAPI(
         title="erpsync finance console",
@@ -138,4 +138,5 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     app.add_exception_handler(FastAPIHTTPException, _http_error)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.include_router(home.router)
+    app.include_router(billing.router)
     return app
