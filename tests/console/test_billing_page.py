@@ -14,6 +14,7 @@ import pytest
 from erpsync import audit
 from erpsync.console import billing
 from erpsync.reconcile import run_reconcile
+from erpsync.reconcile import sql as reconcile_sql
 from erpsync.sync.spec import RunInfo
 from tests.integration.test_billing_cockpit import AS_OF, _batch, _invoice, build_firm
 
@@ -144,6 +145,7 @@ def test_pages_of_the_period_table(console, warehouse_db):
                  FROM generate_series(1, 120) g""",
             (dt.date(2026, 3, 1),),
         )
+        conn.execute(reconcile_sql.CLIENT_PERIOD_TOTALS)
     finance = console("finance_ops")
     first = finance.get("/erpsync/billing").text
     assert "page 1 of 3 (120 rows)" in first and "acc001" in first and "acc051" not in first

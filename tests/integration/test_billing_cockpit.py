@@ -48,11 +48,33 @@ def _key(row):
     return tuple("" if v is None else str(v) for v in row)
 
 
+#: recon.client_period_totals' content, straight from recon.items and recon.wip
+STRAIGHT_CLIENT = """
+SELECT i.period_start, i.account_id, i.client_psa_id, i.currency,
+       count(*) FILTER (WHERE i.state = 'ready'), sum(i.hours) FILTER (WHERE i.state = 'ready'),
+       sum(i.amount) FILTER (WHERE i.state = 'ready'),
+       count(*) FILTER (WHERE i.state = 'on_hold'),
+       sum(i.hours) FILTER (WHERE i.state = 'on_hold'),
+       sum(i.amount) FILTER (WHERE i.state = 'on_hold'),
+       count(*) FILTER (WHERE i.state = 'billed'), sum(i.hours) FILTER (WHERE i.state = 'billed'),
+       sum(i.amount) FILTER (WHERE i.state = 'billed'),
+       count(w.item_key), sum(w.amount),
+       count(*) FILTER (WHERE w.is_leakage), sum(w.hours) FILTER (WHERE w.is_leakage),
+       sum(w.amount) FILTER (WHERE w.is_leakage)
+  FROM recon.items i
+  LEFT JOIN recon.wip w ON w.item_key = i.item_key
+ GROUP BY 1, 2, 3, 4
+"""
+
+
 def assert_totals_match_items(conn, as_of=AS_OF):
     straight = sorted(conn.execute(STRAIGHT, {"as_of": as_of}).fetchall(), key=_key)
     stored = sorted(conn.execute(STORED).fetchall(), key=_key)
     assert stored == straight
     assert stored, "the scenario has items"
+    straight = sorted(conn.execute(STRAIGHT_CLIENT).fetchall(), key=_key)
+    stored = sorted(conn.execute("SELECT * FROM recon.client_period_totals").fetchall(), key=_key)
+    assert stored == straight
 
 
 def _client(conn, crm_id: str, name: str, currency: str) -> None:

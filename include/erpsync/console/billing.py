@@ -6,9 +6,10 @@ Each function takes an open psycopg connection and a :class:`Filters` and reads 
 or indexes, so the page answers in well under a second on the large firm (1,000,000+
 ``recon.items``; ``erpsync.bench.console`` times it):
 
-* item totals come from ``recon.item_totals`` (migration 0028), which every reconciliation
-  rewrites in the transaction that writes the items, from the sums it computes anyway - never a
-  grouping of recon.items per request. WIP (unbilled time and expenses, ready or on hold), its
+* item totals come from ``recon.item_totals`` and, per period, client and currency,
+  ``recon.client_period_totals`` (migration 0028), which every reconciliation rewrites in the
+  transaction that writes the items, from the sums it computes anyway - never a grouping of
+  recon.items per request. WIP (unbilled time and expenses, ready or on hold), its
   age buckets and leakage (approved WIP older than ``recon.settings.leakage_days``) are the
   ``recon.wip`` / ``recon.leakage`` definitions, measured at the latest run's as-of date;
 * batches come from ``billing.invoice_batches`` and their invoices (``invoices_batch_idx``,
@@ -58,8 +59,10 @@ __all__ = [
     "wip_ageing",
 ]
 
-#: Rows per page of the long tables (periods x clients x currencies, batches).
+#: Rows per page of the long tables (periods x clients x currencies, leakage).
 PAGE_SIZE = 50
+#: Batches per page (a batch is one row per currency of its invoices).
+BATCH_PAGE_SIZE = 20
 #: The deepest page served (offset pagination stays cheap on the summary).
 MAX_PAGE = 200
 #: recon.item_totals.age_bucket -> label (migration 0028).
@@ -271,18 +274,11 @@ def _name_rows(conn, rows: list[dict[str, Any]]) -> None:
             r["client_name"] = "(no client)"
 
 
-_STATE_SUMS = """
-       sum(items)  FILTER (WHERE state = 'ready')   AS ready_items,
-       sum(hours)  FILTER (WHERE state = 'ready')   AS ready_hours,
-       sum(amount) FILTER (WHERE state = 'ready')   AS ready_amount,
-       sum(items)  FILTER (WHERE state = 'on_hold') AS on_hold_items,
-       sum(hours)  FILTER (WHERE state = 'on_hold') AS on_hold_hours,
-       sum(amount) FILTER (WHERE state = 'on_hold') AS on_hold_amount,
-       sum(items)  FILTER (WHERE state = 'billed')  AS billed_items,
-       sum(hours)  FILTER (WHERE state = 'billed')  AS billed_hours,
-       sum(amount) FILTER (WHERE state = 'billed')  AS billed_amount,
-       sum(amount) FILTER (WHERE age_bucket IS NOT NULL) AS wip_amount,
-       sum(amount) FILTER (WHERE is_leakage)        AS leakage_amount"""
+_COLUMNS = (
+    "ready_items, ready_hours, ready_amount, on_hold_items, on_hold_hours, on_hold_amount,"
+    " billed_items, billed_hours, billed_amount, wip_amount, leakage_amount"
+)
+_SUMS = ", ".join(f"sum({c.strip()}) AS {c.strip()}" for c in _COLUMNS.split(","))
 
 _MONEY_KEYS = ("ready_amount", "on_hold_amount", "billed_amount", "wip_amount", "leakage_amount")
 
@@ -298,32 +294,37 @@ def _money_row(row: dict[str, Any], keys: Sequence[str] = _MONEY_KEYS) -> dict[s
     return row
 
 
+def _dicts(cur) -> list[dict[str, Any]]:
+    cols = [d.name for d in cur.description]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
 def overview(conn, f: Filters, *, limit: int | None = PAGE_SIZE) -> Paged:
     """Per period, client and currency: ready, on hold, billed (items, hours, amount), WIP and
-    leakage; newest period first. ``limit=None``: every row (the CSV)."""
+    leakage; newest period first (``recon.client_period_totals``, paged in its index order).
+    ``limit=None``: every row (the CSV)."""
     where, params = _totals_where(f)
     page = sql.SQL(" LIMIT %s OFFSET %s") if limit is not None else sql.SQL("")
     query = sql.SQL(
-        "SELECT period_start, account_id, client_psa_id, currency," + _STATE_SUMS + ",\n"  # noqa: S608 - constant SQL, values are bound
-        "       count(*) OVER () AS total_rows\n"
-        "  FROM recon.item_totals t WHERE {where}\n"
-        " GROUP BY 1, 2, 3, 4\n"
-        " ORDER BY period_start DESC, account_id NULLS LAST, client_psa_id, currency{page}"
+        "SELECT period_start, account_id, client_psa_id, currency, "  # noqa: S608 - constant SQL, values are bound
+        + _COLUMNS
+        + "\n  FROM recon.client_period_totals t WHERE {where}\n"
+        " ORDER BY period_start DESC, account_id, client_psa_id, currency{page}"
     ).format(where=where, page=page)
-    if limit is not None:
-        params = [*params, limit, f.offset]
-    cur = conn.execute(query, params)
-    cols = [d.name for d in cur.description]
-    rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-    total = rows[0].pop("total_rows") if rows else 0
+    rows = _dicts(conn.execute(query, [*params, limit, f.offset] if limit is not None else params))
     for r in rows:
-        r.pop("total_rows", None)
         r["currency"] = _cur(r["currency"])
         _money_row(r)
     _name_rows(conn, rows)
     if limit is None:
-        total = len(rows)
-    return Paged(rows=rows, total=total, page=f.page if limit is not None else 1)
+        return Paged(rows=rows, total=len(rows), page=1)
+    total = conn.execute(
+        sql.SQL("SELECT count(*) FROM recon.client_period_totals t WHERE {where}").format(
+            where=where
+        ),
+        params,
+    ).fetchone()[0]
+    return Paged(rows=rows, total=total, page=f.page)
 
 
 def currency_totals(conn, f: Filters) -> list[dict[str, Any]]:
@@ -331,15 +332,14 @@ def currency_totals(conn, f: Filters) -> list[dict[str, Any]]:
     where, params = _totals_where(f)
     cur = conn.execute(
         sql.SQL(
-            "SELECT currency," + _STATE_SUMS + "\n"  # noqa: S608 - constant SQL, values are bound
-            "  FROM recon.item_totals t WHERE {where} GROUP BY 1 ORDER BY 1 NULLS LAST"
+            "SELECT currency, "  # noqa: S608 - constant SQL, values are bound
+            + _SUMS
+            + "\n  FROM recon.client_period_totals t WHERE {where} GROUP BY 1 ORDER BY 1 NULLS LAST"
         ).format(where=where),
         params,
     )
-    cols = [d.name for d in cur.description]
     out = []
-    for r in cur.fetchall():
-        row = dict(zip(cols, r, strict=True))
+    for row in _dicts(cur):
         row["currency"] = _cur(row["currency"])
         out.append(_money_row(row))
     return out
@@ -440,18 +440,15 @@ def leakage(conn, f: Filters, *, limit: int | None = PAGE_SIZE) -> Paged:
     page = sql.SQL(" LIMIT %s OFFSET %s") if limit is not None else sql.SQL("")
     query = sql.SQL(
         """SELECT t.currency, t.period_start, t.account_id, t.client_psa_id,
-                  sum(t.items) AS items, sum(t.hours) AS hours, sum(t.amount) AS amount,
+                  t.leakage_items AS items, t.leakage_hours AS hours, t.leakage_amount AS amount,
                   count(*) OVER () AS total_rows
-             FROM recon.item_totals t
-            WHERE t.is_leakage AND {where}
-            GROUP BY 1, 2, 3, 4
-            ORDER BY 1, 7 DESC NULLS LAST, 2, 3{page}"""
+             FROM recon.client_period_totals t
+            WHERE t.leakage_items > 0 AND {where}
+            ORDER BY 1, 7 DESC NULLS LAST, 2, 3, 4{page}"""
     ).format(where=where, page=page)
     if limit is not None:
         params = [*params, limit, f.offset]
-    cur = conn.execute(query, params)
-    cols = [d.name for d in cur.description]
-    rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    rows = _dicts(conn.execute(query, params))
     total = rows[0]["total_rows"] if rows else 0
     for r in rows:
         r.pop("total_rows")
@@ -546,7 +543,7 @@ SELECT b.batch_id, b.kind, b.period_start, b.period_end, b.status, p.state, p.to
  GROUP BY b.batch_id, p.state, p.total_rows, inv.currency
  ORDER BY b.batch_id DESC, inv.currency"""
     ).format(where=where, page=page)
-    args = [HELD_REASON, *params] + ([limit, f.offset] if limit is not None else [])
+    args = [HELD_REASON, *params] + ([limit, (f.page - 1) * limit] if limit is not None else [])
     raw = conn.execute(query, args).fetchall()
     total = raw[0][6] if raw else 0
     awaiting = sorted({str(r[0]) for r in raw if r[5] == "awaiting_approval"})
@@ -614,6 +611,7 @@ SELECT b.batch_id, b.kind, b.period_start, b.period_end, b.status, p.state, p.to
         rows=rows,
         total=total if limit is not None else len({r["batch_id"] for r in rows}),
         page=f.page,
+        page_size=limit or PAGE_SIZE,
     )
 
 
@@ -929,7 +927,7 @@ def cockpit(conn, f: Filters, *, airflow_base: str = "", batch_page: int = 1) ->
         "reasons": on_hold_by_reason(conn, f),
         "wip": wip_ageing(conn, f),
         "leakage": leakage(conn, first),
-        "batches": batches(conn, batch_filters, airflow_base=airflow_base),
+        "batches": batches(conn, batch_filters, airflow_base=airflow_base, limit=BATCH_PAGE_SIZE),
         "batch_totals": batch_totals(conn, f),
         "blocks": dq_blocks(conn, f, limit=100),
     }

@@ -241,8 +241,9 @@ def _summary(
 
 def _store_totals(conn, rows: list[tuple]) -> int:
     """Rewrite ``recon.item_totals`` (migration 0028, the billing cockpit's summary) from the
-    summary rows (``sql.SUMMARY``'s columns), in the run's transaction: the rows of one key
-    that two shards summed (a client with contracts in both) are added up first."""
+    summary rows (``sql.SUMMARY``'s columns), in the run's transaction - the rows of one key
+    that two shards summed (a client with contracts in both) are added up first - and
+    ``recon.client_period_totals`` from it."""
     merged: dict[tuple, list] = {}
     for state, reason, approved, currency, n, hours, amount, *keys, _xmin in rows:
         period, account, psa_client, item_type, bucket, leakage = keys
@@ -258,6 +259,7 @@ def _store_totals(conn, rows: list[tuple]) -> int:
     with conn.cursor() as cur, cur.copy(sql.COPY_TOTALS) as copy:
         for key, (n, hours, amount) in merged.items():
             copy.write_row((*key, n, hours, amount))
+    conn.execute(sql.CLIENT_PERIOD_TOTALS)
     return len(merged)
 
 

@@ -1021,8 +1021,25 @@ SUMMARY = (
     + _SUMMARY_GROUP
 )
 
-#: recon.item_totals rewritten by the run (COPY of the summary rows, merged per key).
-DELETE_TOTALS = "DELETE FROM recon.item_totals"
+#: recon.item_totals rewritten by the run (COPY of the summary rows, merged per key), then
+#: recon.client_period_totals from it (migration 0028 has the same statement).
+DELETE_TOTALS = "DELETE FROM recon.item_totals; DELETE FROM recon.client_period_totals"
+CLIENT_PERIOD_TOTALS = """
+INSERT INTO recon.client_period_totals
+SELECT period_start, account_id, client_psa_id, currency,
+       coalesce(sum(items) FILTER (WHERE state = 'ready'), 0),
+       sum(hours) FILTER (WHERE state = 'ready'), sum(amount) FILTER (WHERE state = 'ready'),
+       coalesce(sum(items) FILTER (WHERE state = 'on_hold'), 0),
+       sum(hours) FILTER (WHERE state = 'on_hold'), sum(amount) FILTER (WHERE state = 'on_hold'),
+       coalesce(sum(items) FILTER (WHERE state = 'billed'), 0),
+       sum(hours) FILTER (WHERE state = 'billed'), sum(amount) FILTER (WHERE state = 'billed'),
+       coalesce(sum(items) FILTER (WHERE age_bucket IS NOT NULL), 0),
+       sum(amount) FILTER (WHERE age_bucket IS NOT NULL),
+       coalesce(sum(items) FILTER (WHERE is_leakage), 0),
+       sum(hours) FILTER (WHERE is_leakage), sum(amount) FILTER (WHERE is_leakage)
+  FROM recon.item_totals
+ GROUP BY 1, 2, 3, 4
+"""
 COPY_TOTALS = (
     "COPY recon.item_totals (period_start, account_id, client_psa_id, currency, item_type,"
     " state, reason_code, approved, age_bucket, is_leakage, items, hours, amount) FROM STDIN"

@@ -53,5 +53,51 @@ SELECT i.period_start, i.account_id, i.client_psa_id, i.currency, i.item_type, i
  CROSS JOIN recon.settings s
  GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10;
 
+-- One row per period, client and currency with the cockpit's columns, summed from
+-- recon.item_totals by the same run (the period x client table pages through it by index).
+CREATE TABLE recon.client_period_totals (
+    period_start    date     NOT NULL,
+    account_id      text,
+    client_psa_id   text,
+    currency        char(3),
+    ready_items     bigint   NOT NULL,
+    ready_hours     numeric,
+    ready_amount    numeric,
+    on_hold_items   bigint   NOT NULL,
+    on_hold_hours   numeric,
+    on_hold_amount  numeric,
+    billed_items    bigint   NOT NULL,
+    billed_hours    numeric,
+    billed_amount   numeric,
+    wip_items       bigint   NOT NULL,
+    wip_amount      numeric,
+    leakage_items   bigint   NOT NULL,
+    leakage_hours   numeric,
+    leakage_amount  numeric
+);
+CREATE INDEX client_period_totals_order_idx
+    ON recon.client_period_totals (period_start DESC, account_id, client_psa_id, currency);
+CREATE INDEX client_period_totals_account_idx
+    ON recon.client_period_totals (account_id, period_start DESC);
+CREATE INDEX client_period_totals_psa_client_idx
+    ON recon.client_period_totals (client_psa_id) WHERE account_id IS NULL;
+COMMENT ON TABLE recon.client_period_totals IS
+    'recon.item_totals per period, client and currency: ready, on hold, billed (items, hours, amount), WIP and leakage; rewritten by every reconciliation with it.';
+
+INSERT INTO recon.client_period_totals
+SELECT period_start, account_id, client_psa_id, currency,
+       coalesce(sum(items) FILTER (WHERE state = 'ready'), 0),
+       sum(hours) FILTER (WHERE state = 'ready'), sum(amount) FILTER (WHERE state = 'ready'),
+       coalesce(sum(items) FILTER (WHERE state = 'on_hold'), 0),
+       sum(hours) FILTER (WHERE state = 'on_hold'), sum(amount) FILTER (WHERE state = 'on_hold'),
+       coalesce(sum(items) FILTER (WHERE state = 'billed'), 0),
+       sum(hours) FILTER (WHERE state = 'billed'), sum(amount) FILTER (WHERE state = 'billed'),
+       coalesce(sum(items) FILTER (WHERE age_bucket IS NOT NULL), 0),
+       sum(amount) FILTER (WHERE age_bucket IS NOT NULL),
+       coalesce(sum(items) FILTER (WHERE is_leakage), 0),
+       sum(hours) FILTER (WHERE is_leakage), sum(amount) FILTER (WHERE is_leakage)
+  FROM recon.item_totals
+ GROUP BY 1, 2, 3, 4;
+
 -- The cockpit's invoice batches per period (and client: invoices_account_idx) read by index.
 CREATE INDEX invoices_period_idx ON billing.invoices (period_start, currency);
