@@ -354,7 +354,9 @@ def _exceptions(conn, run) -> tuple[int, int, int, dict[str, int]]:
 
 def _unchanged(conn, run, run_id, as_of, last, fingerprint, started, source) -> ReconcileResult:
     """Nothing changed since the last run: record this run, recompute nothing."""
-    total, by_state, approved, reasons, _items_part = _summary(conn, as_of)
+    # the totals of recon.item_totals are the last run's, still true: only the report is read
+    rows = conn.execute(sql.STATE_SUMMARY).fetchall()
+    total, by_state, approved, reasons, _items_part = _summary(conn, as_of, rows)
     result = ReconcileResult(
         run_id=run_id,
         as_of=as_of.isoformat(),

@@ -1021,6 +1021,14 @@ SUMMARY = (
     + _SUMMARY_GROUP
 )
 
+#: SUMMARY without recon.item_totals' keys: a skipped run (nothing changed) only reports.
+STATE_SUMMARY = """
+SELECT state, reason_code, approved, currency, count(*), sum(hours), sum(amount),
+       max(xmin::text::bigint)
+  FROM recon.items
+ GROUP BY 1, 2, 3, 4
+"""
+
 #: recon.item_totals rewritten by the run (COPY of the summary rows, merged per key), then
 #: recon.client_period_totals from it (migration 0028 has the same statement).
 DELETE_TOTALS = "DELETE FROM recon.item_totals; DELETE FROM recon.client_period_totals"
