@@ -497,12 +497,15 @@ def _invoice_where(f: Filters) -> tuple[sql.Composable, list[Any]]:
 #: Per batch (and currency): its state - the batch status until it is pushed, then what its
 #: invoices reached; ``held`` when one has an open ERP-totals exception.
 _BATCH_STATES = """
-inv AS (
+held AS (
+    -- the few invoices held now (exceptions_live_uq: reason, entity type, key)
+    SELECT e.entity_key FROM ops.exceptions e
+     WHERE e.reason_code = %s AND e.entity_type = 'invoice' AND e.status = 'open'
+), inv AS (
     SELECT i.batch_id, i.currency, i.status, i.net, i.tax, i.total, i.kind,
-           EXISTS (SELECT 1 FROM ops.exceptions e
-                    WHERE e.reason_code = %s AND e.entity_type = 'invoice'
-                      AND e.entity_key = i.document_number AND e.status = 'open') AS held
+           h.entity_key IS NOT NULL AS held
       FROM billing.invoices i
+      LEFT JOIN held h ON h.entity_key = i.document_number
      WHERE {where}
 ), per_batch AS (
     SELECT b.batch_id,
