@@ -12,6 +12,10 @@ warehouse and pushes it to the systems that need it:
   next run after the fix.
 - **Tax codes and tax rates** (from the ERP), with their effective dates; old rates are kept.
 - **People** (from the PSA): consultants and staff.
+- **Invoice payment status** (from the ERP): for every invoice erpsync sent, whether it is open,
+  partly paid, paid or canceled, what the client still owes and when it was due. This feeds the
+  console's cash figures: days sales outstanding by month and overdue amounts per client. A
+  payment shows from the night after the ERP recorded it.
 
 Then `write_back_erp` creates or updates ERP customers and employees and `write_back_psa`
 creates or updates PSA clients. Every write is checked first, so a rerun never creates
@@ -25,6 +29,7 @@ that fails part-way changes nothing: rerun it.
 from __future__ import annotations
 
 from erpsync.airflow.dag_defaults import tags
+from erpsync.airflow.payment_status import payment_status_task
 from erpsync.airflow.sync_dags import build_sync_dag
 from erpsync.sync.specs import MASTER_DATA
 
@@ -32,6 +37,7 @@ dag = build_sync_dag(
     dag_id="erpsync_master_data_sync",
     specs=MASTER_DATA,
     write_back=("erp", "psa"),
+    also=(payment_status_task,),
     cron="30 1 * * *",
     doc_md=__doc__,
     tags=tags("master-data", "crm", "psa", "erp"),

@@ -1,10 +1,10 @@
 """``erpsync sandbox ...``: command line for the sandbox CRM/PSA/ERP services.
 
 The click group :data:`sandbox` is mounted by the lead under the ``erpsync`` CLI
-(``erpsync sandbox serve|generate|advance|reset|faults``); it also runs standalone with
+(``erpsync sandbox serve|generate|advance|reset|faults|pay``); it also runs standalone with
 ``python -m erpsync_sandbox.cli``. Commands that change a running sandbox (``advance``,
-``reset``, ``faults``) talk to its ``/__admin`` endpoints; ``advance`` and ``reset`` fall back to
-the state directory when no sandbox answers.
+``reset``, ``faults``, ``pay``) talk to its ``/__admin`` endpoints; ``advance`` and ``reset``
+fall back to the state directory when no sandbox answers.
 """
 
 from __future__ import annotations
@@ -263,6 +263,30 @@ def faults(
         if resp.status_code >= 400:
             raise click.ClickException(f"{svc}: {resp.status_code} {resp.text}")
         click.echo(f"{svc}: {json.dumps(resp.json(), sort_keys=True)}")
+
+
+@sandbox.command()
+@click.argument("invoice")
+@click.argument("amount")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=DEFAULT_PORTS["erp"], show_default=True)
+def pay(invoice: str, amount: str, host: str, port: int) -> None:
+    """The client pays AMOUNT of the posted ERP sales INVOICE (its number, e.g. PSI-000123, or
+    its id) in a running sandbox: remainingAmount drops, status Paid when nothing remains.
+    A sandbox control (Business Central's API cannot post a customer payment)."""
+    key = "invoiceId" if len(invoice) == 36 and invoice.count("-") == 4 else "number"
+    resp = _try_admin(
+        "POST", _admin_url(host, port) + "/payments", json={key: invoice, "amount": amount}
+    )
+    if resp is None:
+        raise click.ClickException(f"no sandbox ERP at {_admin_url(host, port)}")
+    if resp.status_code >= 400:
+        raise click.ClickException(f"{resp.status_code} {resp.text}")
+    data = resp.json()
+    click.echo(
+        f"{data['number']}: paid {data['amount']}, remaining {data['remainingAmount']},"
+        f" status {data['status']}"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -986,7 +986,9 @@ def test_a_full_credit_note_becomes_one_posted_erp_corrective_credit_memo(env):
     assert len(env.erp_docs("salesCreditMemos")) == memos_before + 1 and len(memos) == 1
     assert memos[0]["status"] == "Open" and memos[0]["number"].startswith("PSCM-")
     credited = env.sandbox.ctx.stores["erp"].get("salesInvoices", erp_ids[full_doc])
-    assert credited["status"] == "Corrective"
+    # fully credited: BC closes the invoice's ledger entry, the API says Paid (Corrective is
+    # an invoice that cancels a credit memo; erpsync_sandbox.erp.service._settle_invoice)
+    assert credited["status"] == "Paid" and Decimal(str(credited["remainingAmount"])) == 0
     with psycopg.connect(env.db) as conn:
         status, number = conn.execute(
             "SELECT status, erp_number FROM billing.invoices WHERE invoice_id = %s",

@@ -57,6 +57,7 @@ def test_master_data_sync_dag_runs_against_the_sandbox(airflow_runtime, sandbox,
         "sync_tax_codes": "success",
         "sync_tax_rates": "success",
         "sync_people": "success",
+        "sync_invoice_payment_status": "success",
         "write_back_erp": "success",
         "write_back_psa": "success",
     }
@@ -70,7 +71,14 @@ def test_master_data_sync_dag_runs_against_the_sandbox(airflow_runtime, sandbox,
     assert clients == accounts
     assert sorted(stats) == sorted(
         (name, f"sync_{name}", "success")
-        for name in ("clients", "tax_profiles", "tax_codes", "tax_rates", "people")
+        for name in (
+            "clients",
+            "tax_profiles",
+            "tax_codes",
+            "tax_rates",
+            "people",
+            "invoice_payment_status",
+        )
     )
 
 
@@ -114,6 +122,10 @@ def test_the_sync_dags_declare_tasks_pools_assets_and_the_firm_schedule():
     assert master["write_back_erp"].upstream_task_ids == {
         f"sync_{n}" for n in ("clients", "tax_profiles", "tax_codes", "tax_rates", "people")
     }
+    # the ERP read of invoice payment status (cash), beside the syncs, in the ERP's pool
+    payments = master["sync_invoice_payment_status"]
+    assert payments.pool == "erp_api" and payments.upstream_task_ids == set()
+    assert [a.uri for a in payments.outlets] == ["erpsync://warehouse/billing/erp_invoice_status"]
     for dag in dags.values():
         zone = dag.timetable.timezone
         assert getattr(zone, "name", zone) == sync_dags.FIRM_TIMEZONE

@@ -17,7 +17,7 @@ matches airflow_settings.yaml).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pendulum
 from airflow.sdk import DAG, Asset, CronTriggerTimetable, task
@@ -95,13 +95,16 @@ def build_sync_dag(
     dag_id: str,
     specs: Sequence[EntitySpec],
     write_back: Sequence[str] = (),
+    also: Sequence[Callable[[], Callable]] = (),
     cron: str,
     doc_md: str,
     tags: list[str],
     timezone: str | None = None,
 ) -> DAG:
     """A sync DAG on ``cron`` (nightly, hourly ...): ``sync_<entity>`` per spec (through the
-    spec's ``extra["runner"]`` when it names one), then ``write_back_<system>`` per target."""
+    spec's ``extra["runner"]`` when it names one), then ``write_back_<system>`` per target.
+    ``also``: factories of further tasks that read a system but are no entity spec (the invoice
+    payment status); they run alongside the syncs."""
     unknown = sorted(set(write_back) - set(POOLS))
     if unknown:
         raise ValueError(f"{dag_id}: unknown write-back targets {unknown}")
@@ -117,6 +120,8 @@ def build_sync_dag(
         max_active_runs=1,
     ) as dag:
         syncs = [_sync_task(spec)() for spec in specs]
+        for factory in also:
+            factory()()
         for target in write_back:
             _write_back_task(target)().set_upstream(syncs)
     return dag

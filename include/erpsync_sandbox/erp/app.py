@@ -22,7 +22,9 @@ URL and the credentials:
   for a missing or bad bearer token.
 
 Business logic lives in :mod:`erpsync_sandbox.erp.service`; ``$filter`` parsing in
-:mod:`erpsync_sandbox.erp.odata`. Extra admin route: ``GET|PUT /__admin/limits``.
+:mod:`erpsync_sandbox.erp.odata`. Extra admin routes: ``GET|PUT /__admin/limits``, and
+``POST /__admin/payments`` (a client pays part or all of a posted sales invoice: BC's API
+documents no way to post a customer payment, see :meth:`ErpService.apply_payment`).
 
 Vendor reference: docs/reference/vendor-apis.md section 3 and
 https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/
@@ -38,7 +40,7 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 import orjson
-from fastapi import FastAPI, Header, Request, Response
+from fastapi import Body, FastAPI, Header, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 
@@ -49,6 +51,7 @@ from erpsync_sandbox.erp.entities import ENTITY_SETS, VAT_POSTING_SETUP_SERVICE,
 from erpsync_sandbox.erp.limits import Limiter, LimitMiddleware, LimitSettings
 from erpsync_sandbox.erp.metadata import csdl
 from erpsync_sandbox.erp.service import BCError, ErpService, Reply
+from erpsync_sandbox.store import change_source, dumps
 
 __all__ = ["create_app"]
 
@@ -297,6 +300,27 @@ def create_app(ctx: Any) -> FastAPI:
     def put_limits(settings: LimitSettings) -> dict[str, Any]:
         limiter.set(settings)
         return limiter.snapshot()
+
+    # ------------------------------------------------------------------ admin: payments
+
+    @app.post(
+        "/__admin/payments",
+        tags=["admin"],
+        summary="Sandbox control: a client pays (part of) a posted sales invoice",
+    )
+    def post_payment(body: dict[str, Any] = Body(...)) -> Response:  # noqa: B008
+        """``{"invoiceId": id | "number": posted number, "amount": 100.5}`` -> the invoice's
+        ``id, number, amount, remainingAmount, status, lastModifiedDateTime`` after payment."""
+        token = change_source.set("control")
+        try:
+            result = svc.apply_payment(
+                invoice_id=body.get("invoiceId"),
+                number=body.get("number"),
+                amount=body.get("amount"),
+            )
+        finally:
+            change_source.reset(token)
+        return Response(dumps(result), headers={"Content-Type": "application/json"})
 
     # ------------------------------------------------------------------ companies, $metadata
 

@@ -1710,17 +1710,33 @@ class ErpService:
         return Reply(204)
 
     def _settle_invoice(self, invoice_id: str, memo: Mapping[str, Any]) -> None:
-        inv = self.store.get("salesInvoices", invoice_id)
-        if inv is None:
+        """A posted credit memo applied to the invoice lowers its ``remainingAmount``; when
+        nothing remains the invoice's ledger entry is closed and the API shows ``Paid``.
+
+        Codeunit 5477 "Sales Invoice Aggregator" (``SetStatusOptionFromSalesInvoiceHeader``):
+        Cancelled -> Canceled, Corrective -> Corrective, Closed -> Paid. ``Corrective`` on an
+        invoice (Sales Invoice Header field 1311) means the invoice *cancels a credit memo*
+        (a "Cancelled Document" of source 114); a corrective credit memo that is posted,
+        rather than the invoice canceled, records no such link (only ``CancelPostedInvoice``'s
+        ``SetTrackInfoForCancellation`` does), so the fully credited invoice is Closed: Paid.
+        ``lastModifiedDateTime`` moves only when the status does (``UpdateStatusIfChanged``).
+        """
+        row = self.store.get_row("salesInvoices", invoice_id)
+        if row is None:
             return
+        inv = loads(row.body)
         currency = inv.get("currencyCode") or self.lcy()
         remaining = Decimal(str(inv.get("remainingAmount") or 0)) - Decimal(
             str(memo.get("totalAmountIncludingTax") or 0)
         )
         inv["remainingAmount"] = round_money(max(remaining, Decimal(0)), currency)
         if remaining <= 0 and inv.get("status") == "Open":
-            inv["status"] = "Corrective"
-        self.store.put("salesInvoices", invoice_id, inv, stamp_field=STAMP)
+            inv["status"] = "Paid"
+            self.store.put("salesInvoices", invoice_id, inv, stamp_field=STAMP)
+        else:
+            self.store.put(
+                "salesInvoices", invoice_id, inv, modstamp=row.modstamp, stamp_field=None
+            )
 
     def _memo_from_invoice(self, inv: dict[str, Any], lines: list[dict[str, Any]]) -> dict:
         memo_es = ENTITY_SETS["salesCreditMemos"]
@@ -1780,6 +1796,85 @@ class ErpService:
             self.store.put(memo_es.resource, memo["id"], memo, stamp_field=STAMP)
         location = self.entity_url(base_url, memo_es, memo["id"])
         return Reply(204, None, {"Location": location})
+
+    # ------------------------------------------------------------------ sandbox control: payments
+
+    def apply_payment(
+        self, *, invoice_id: str | None = None, number: str | None = None, amount: Any
+    ) -> dict[str, Any]:
+        """Sandbox control (``POST /__admin/payments``, not a vendor route): the client pays
+        ``amount`` of a posted sales invoice, as a posted customer payment applied to it would.
+
+        Business Central API v2.0 documents recording a payment (``customerPayments`` in a
+        ``customerPaymentJournals`` batch, with ``appliesToInvoiceId``) but no action that posts
+        that journal: the resource page lists none and the page source has an empty
+        ``actions`` block (dynamics_customerPaymentJournal.md; APIV2CustPaymJournals.Page.al in
+        microsoft/ALAppExtensions). Posting happens in the BC client, so the sandbox offers it
+        as a control operation like its faults and clock.
+
+        What follows is what BC's API shows after such a posting:
+
+        * ``remainingAmount`` is computed at read time from the posted invoice's customer
+          ledger entry (APIV2SalesInvoices.Page.al ``GetRemainingAmount`` ->
+          ``SalesInvoiceHeader.GetRemainingAmount()``): it drops by the payment.
+        * ``status`` becomes ``Paid`` when the ledger entry closes (codeunit 5477 "Sales Invoice
+          Aggregator", ``SetStatusOptionFromSalesInvoiceHeader``: ``Closed`` -> Paid).
+        * ``lastModifiedDateTime`` (the aggregate's SystemModifiedAt) moves **only when the
+          status changes**: ``UpdateStatusIfChanged`` modifies the aggregate record only if
+          the status differs. A partial payment changes ``remainingAmount`` and leaves
+          ``lastModifiedDateTime`` as it was.
+
+        Refused (409): an invoice that is not ``Open`` (draft, paid, canceled, corrective), an
+        amount that is not positive or exceeds ``remainingAmount`` (the sandbox does not model
+        overpayments or customer credit).
+        """
+        es = ENTITY_SETS["salesInvoices"]
+        with self.lock:
+            if invoice_id:
+                row = self._row(es, invoice_id)
+            else:
+                found = self.store.scan_rows(es.resource, where={"number": number}, limit=2)
+                if len(found) != 1:
+                    raise BCError(404, "Internal_RecordNotFound", f"No posted invoice {number}.")
+                row = found[0]
+            doc = loads(row.body)
+            currency = doc.get("currencyCode") or self.lcy()
+            if doc.get("status") != "Open":
+                raise BCError(
+                    409,
+                    "Application_DialogException",
+                    f"Invoice {doc.get('number')} has status {doc.get('status')}: only an open"
+                    " posted invoice can be paid.",
+                )
+            try:
+                paid = Decimal(str(amount))
+            except (ArithmeticError, ValueError) as exc:
+                raise BCError(409, "BadRequest", f"amount {amount!r} is not a number") from exc
+            if round_money(paid, currency) != paid:
+                raise BCError(
+                    409, "BadRequest", f"amount {paid} has more decimals than {currency} has"
+                )
+            remaining = Decimal(str(doc.get("remainingAmount") or 0))
+            if paid <= 0 or paid > remaining:
+                raise BCError(
+                    409,
+                    "BadRequest",
+                    f"amount {paid} must be above 0 and at most the remaining {remaining}",
+                )
+            doc["remainingAmount"] = round_money(remaining - paid, currency)
+            if doc["remainingAmount"] == 0:
+                doc["status"] = "Paid"
+                self.store.put(es.resource, row.id, doc, stamp_field=STAMP)
+            else:  # same modstamp: the aggregate record is not modified
+                self.store.put(es.resource, row.id, doc, modstamp=row.modstamp, stamp_field=None)
+        return {
+            "id": doc["id"],
+            "number": doc.get("number"),
+            "amount": paid,
+            "remainingAmount": doc["remainingAmount"],
+            "status": doc["status"],
+            "lastModifiedDateTime": doc.get(STAMP),
+        }
 
     # ------------------------------------------------------------------ metadata
 
