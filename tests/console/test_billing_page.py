@@ -69,6 +69,8 @@ def test_every_role_reads_the_cockpit(console, firm, role):
         assert f"/erpsync/billing/{table}.csv" in html
     # read only: no form posts anything from this page
     assert "data-post" not in html
+    # the console's Content-Security-Policy allows no inline script or style
+    assert "<script>" not in html and " style=" not in html and "onclick" not in html
 
 
 def test_anonymous_callers_are_refused(console, firm):
