@@ -37,10 +37,12 @@ SELECT i.period_start, i.account_id, i.client_psa_id, i.currency, i.item_type, i
   LEFT JOIN recon.wip w ON w.item_key = i.item_key
  GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 """
+#: (a key may have a row per shard: readers add them up)
 STORED = """
 SELECT period_start, account_id, client_psa_id, currency, item_type, state, reason_code,
-       approved, age_bucket, is_leakage, items, hours, amount
+       approved, age_bucket, is_leakage, sum(items), sum(hours), sum(amount)
   FROM recon.item_totals
+ GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 """
 
 
@@ -153,9 +155,23 @@ def recon(conn, workers=None, label="cockpit"):
 
 def test_totals_match_the_items_after_serial_parallel_first_and_rerun(conn):
     build_firm(conn)
+    # a second contract of Acme's in the other shard (006A: shard 1, 006A2: shard 0), so both
+    # workers sum a row for Acme's March
+    shard = "SELECT (hashtext(%s) & 2147483647) %% 2"
+    assert conn.execute(shard, ("006A",)).fetchone() != conn.execute(shard, ("006A2",)).fetchone()
+    r = Rows(conn)
+    r.contract("006A2", "pA2", account_id="001ACME")
+    r.time("a2-mar", "u1", "pA2", D(2026, 3, 12), "2", rate="100")
+    conn.commit()
     # a parallel first reconciliation (each shard's partition built by its own worker)
     assert recon(conn, workers=2).workers == 2
     assert_totals_match_items(conn)
+    both = conn.execute(
+        """SELECT count(*), sum(amount) FROM recon.item_totals
+            WHERE account_id = '001ACME' AND period_start = '2026-03-01' AND state = 'ready'
+              AND item_type = 'time'"""
+    ).fetchone()
+    assert both == (2, Decimal("300"))  # a row per shard (a-mar1 100, a2-mar 200), added up
     # a parallel rerun that changes items (the workers' differences, then the merge)
     conn.execute(
         "UPDATE core.time_entries SET approval_status = 'approved' WHERE psa_id = 'a-mar2'"

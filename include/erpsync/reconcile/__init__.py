@@ -239,28 +239,40 @@ def _summary(
     )
 
 
-def _store_totals(conn, rows: list[tuple]) -> int:
+def _store_totals(conn, rows: list[tuple]) -> list[tuple]:
     """Rewrite ``recon.item_totals`` (migration 0028, the billing cockpit's summary) from the
-    summary rows (``sql.SUMMARY``'s columns), in the run's transaction - the rows of one key
-    that two shards summed (a client with contracts in both) are added up first - and
-    ``recon.client_period_totals`` from it."""
-    merged: dict[tuple, list] = {}
-    for state, reason, approved, currency, n, hours, amount, *keys, _xmin in rows:
-        period, account, psa_client, item_type, bucket, leakage = keys
-        key = (period, account, psa_client, currency, item_type, state, reason, approved)
-        key += (bucket, bool(leakage))
-        total = merged.setdefault(key, [0, None, None])
-        total[0] += n
-        if hours is not None:
-            total[1] = hours if total[1] is None else total[1] + hours
-        if amount is not None:
-            total[2] = amount if total[2] is None else total[2] + amount
+    summary rows (``sql.SUMMARY``'s columns) and ``recon.client_period_totals`` from it, in the
+    run's transaction. The rows go in as they come - a key two shards both summed (a client
+    with contracts in both) has a row from each; readers add them up - and the summary by
+    state, reason, approval and currency is read back from them, so Python loops once over
+    the rows. Returns that summary (``sql.STATE_SUMMARY``'s columns, every row carrying the
+    newest row version of ``rows``)."""
+    newest = 0
     conn.execute(sql.DELETE_TOTALS)
     with conn.cursor() as cur, cur.copy(sql.COPY_TOTALS) as copy:
-        for key, (n, hours, amount) in merged.items():
-            copy.write_row((*key, n, hours, amount))
+        for state, reason, approved, currency, n, hours, amount, *keys, xmin in rows:
+            period, account, psa_client, item_type, bucket, leakage = keys
+            copy.write_row(
+                (
+                    period,
+                    account,
+                    psa_client,
+                    currency,
+                    item_type,
+                    state,
+                    reason,
+                    approved,
+                    bucket,
+                    bool(leakage),
+                    n,
+                    hours,
+                    amount,
+                )
+            )
+            if xmin is not None and int(xmin) > newest:
+                newest = int(xmin)
     conn.execute(sql.CLIENT_PERIOD_TOTALS)
-    return len(merged)
+    return [(*r, newest) for r in conn.execute(sql.STATE_SUMMARY_OF_TOTALS).fetchall()]
 
 
 def _problems(conn):
@@ -659,11 +671,12 @@ def run_reconcile(
         summary_rows = shard_summaries
         if summary_rows is None:
             summary_rows = conn.execute(sql.SUMMARY, {"as_of": as_of}).fetchall()
+        # the billing cockpit's totals, from the same sums, committed with the items; the
+        # run's own summary is read back from them
+        state_rows = _store_totals(conn, summary_rows)
         total, by_state, approved, reasons, items_part = _summary(
-            conn, as_of, summary_rows, written_xid
+            conn, as_of, state_rows, written_xid
         )
-        # the billing cockpit's totals, from the same sums, committed with the items
-        _store_totals(conn, summary_rows)
         clock.lap("summary")
         conn.execute(sql.DROP_TEMP)
         result = ReconcileResult(

@@ -1029,7 +1029,14 @@ SELECT state, reason_code, approved, currency, count(*), sum(hours), sum(amount)
  GROUP BY 1, 2, 3, 4
 """
 
-#: recon.item_totals rewritten by the run (COPY of the summary rows, merged per key), then
+#: STATE_SUMMARY's sums (without the row version) read back from recon.item_totals.
+STATE_SUMMARY_OF_TOTALS = """
+SELECT state, reason_code, approved, currency, sum(items)::bigint, sum(hours), sum(amount)
+  FROM recon.item_totals
+ GROUP BY 1, 2, 3, 4
+"""
+
+#: recon.item_totals rewritten by the run (COPY of the summary rows as they come), then
 #: recon.client_period_totals from it (migration 0028 has the same statement).
 DELETE_TOTALS = "DELETE FROM recon.item_totals; DELETE FROM recon.client_period_totals"
 CLIENT_PERIOD_TOTALS = """

@@ -2,8 +2,9 @@
 -- under a second on the large firm (1,000,000+ recon.items), so it never groups recon.items
 -- per request. The reconciliation (erpsync.reconcile.run_reconcile) writes recon.item_totals
 -- in the same transaction as the items, from the per-group sums it already computes for its
--- own summary (sql.SUMMARY, or the parallel workers' sums): one row per period, client,
--- currency, item type, state, reason, approval, WIP age bucket and leakage flag.
+-- own summary (sql.SUMMARY, or the parallel workers' sums): per period, client, currency,
+-- item type, state, reason, approval, WIP age bucket and leakage flag, one row per shard that
+-- has such items (a client's contracts may be in both shards): readers sum them.
 --
 -- WIP age and leakage are measured as recon.wip measures them: against the run's as-of date
 -- (the latest run's, which the table was written by) and recon.settings.leakage_days; the
