@@ -43,7 +43,7 @@ import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
 from erpsync.airflow import billing_flow
-from erpsync.airflow.dag_defaults import default_args, tags
+from erpsync.airflow.dag_defaults import deadline, default_args, tags
 from erpsync.airflow.sync_dags import FIRM_TIMEZONE
 
 
@@ -56,6 +56,7 @@ from erpsync.airflow.sync_dags import FIRM_TIMEZONE
     tags=tags("billing", "erp", "psa"),
     doc_md=__doc__,
     max_active_runs=1,
+    deadline=deadline("billing", "monthly billing run"),
     params={
         "billing_period": Param(
             None,

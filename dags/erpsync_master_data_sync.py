@@ -28,7 +28,7 @@ that fails part-way changes nothing: rerun it.
 
 from __future__ import annotations
 
-from erpsync.airflow.dag_defaults import tags
+from erpsync.airflow.dag_defaults import deadline, tags
 from erpsync.airflow.payment_status import payment_status_task
 from erpsync.airflow.sync_dags import build_sync_dag
 from erpsync.sync.specs import MASTER_DATA
@@ -41,4 +41,5 @@ dag = build_sync_dag(
     cron="30 1 * * *",
     doc_md=__doc__,
     tags=tags("master-data", "crm", "psa", "erp"),
+    deadline=deadline("sync", "nightly master data sync"),
 )

@@ -20,7 +20,7 @@ part-way changes nothing: rerun it.
 
 from __future__ import annotations
 
-from erpsync.airflow.dag_defaults import tags
+from erpsync.airflow.dag_defaults import deadline, tags
 from erpsync.airflow.sync_dags import build_sync_dag
 from erpsync.sync.specs import RATES
 
@@ -31,4 +31,5 @@ dag = build_sync_dag(
     cron="30 2 * * *",
     doc_md=__doc__,
     tags=tags("rates", "crm", "psa"),
+    deadline=deadline("sync", "nightly rates sync"),
 )

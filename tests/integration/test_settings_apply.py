@@ -39,7 +39,7 @@ def clean_airflow(airflow_runtime):
 
 def test_applying_twice_changes_nothing(clean_airflow):
     first = clean_airflow.run("settings", "apply")
-    assert "10 created, 0 updated, 0 unchanged" in first.stdout
+    assert "12 created, 0 updated, 0 unchanged" in first.stdout
     after_first = _metadata_snapshot(clean_airflow.airflow_url)
     assert {c[0] for c in after_first["connections"]} >= {
         "erpsync_crm",
@@ -52,7 +52,7 @@ def test_applying_twice_changes_nothing(clean_airflow):
     assert "sandbox-crm-secret" not in str(stored["erpsync_crm"])
 
     second = clean_airflow.run("settings", "apply")
-    assert "0 created, 0 updated, 10 unchanged" in second.stdout
+    assert "0 created, 0 updated, 12 unchanged" in second.stdout
     assert _metadata_snapshot(clean_airflow.airflow_url) == after_first
 
 
@@ -63,7 +63,7 @@ def test_a_changed_value_is_updated_and_only_it(clean_airflow, tmp_path):
     changed = tmp_path / "settings.yaml"
     changed.write_text(yaml.safe_dump(data))
     result = clean_airflow.run("settings", "apply", "--file", str(changed))
-    assert "0 created, 1 updated, 9 unchanged (updated: pool psa_api)" in result.stdout
+    assert "0 created, 1 updated, 11 unchanged (updated: pool psa_api)" in result.stdout
 
 
 def test_a_malformed_file_fails_precisely_and_changes_nothing(clean_airflow, tmp_path):

@@ -26,6 +26,10 @@ on without asking anybody; the last ask's answer goes to ``record_decision``. Wh
 was refused the last one fails and nothing is pushed.
 
 A Reject (or the timeout's default Reject) is never refused: it only ever stops billing.
+
+Each ask tells the approvers at once by e-mail (summary and the Required Actions link:
+:func:`erpsync.notify.approvals.notify_approval_requested`); reminders and the escalation come
+from the ``erpsync_approval_reminders`` DAG. A mail problem never stops the ask.
 """
 
 from __future__ import annotations
@@ -153,6 +157,18 @@ class BatchApprovalOperator(HITLOperator):
             f"approve_batch: asking for batch {batch_id} (ask {self.ask} of {self.asks}), hash "
             f"{shown_hash}, prepared by {prepared_by}"
         )
+        # the approvers are told at once (summary + Required Actions link); a mail failure is
+        # logged and recorded, never raised: the question is asked all the same
+        from erpsync.notify.approvals import notify_approval_requested
+
+        outcome = notify_approval_requested(
+            batch_id=batch_id,
+            dag_id=run.dag_id,
+            run_id=run.run_id,
+            task_id=run.task_id,
+            timeout=self.response_timeout,
+        )
+        print(f"approve_batch: approvers notified: {outcome}")  # noqa: T201
         return super().execute(context)
 
     @staticmethod

@@ -429,6 +429,10 @@ def push(context: Any, decision: dict) -> dict:
             )
     except invoice_push.PushRefused as exc:
         raise _fail(f"batch {batch_id} is not pushed: {exc}") from exc
+    from erpsync.console import insights
+
+    with _connect() as conn:  # time to invoice, WIP days and rework see what was posted
+        insights.refresh_summaries(conn)
     data = _json_safe(_as_dict(result))
     counts = ", ".join(
         f"{k} {v}" for k, v in data.items() if isinstance(v, int) and k != "batch_id" and v

@@ -34,13 +34,18 @@ MIN_RETRIES = 2
 
 
 def default_args(**overrides) -> dict:
-    """Owner, retries with exponential backoff, and anything a DAG overrides."""
+    """Owner, retries with exponential backoff, an alert to the data engineers when a task fails
+    after its last retry (with its log link: erpsync.notify.alerts), and anything a DAG
+    overrides."""
+    from erpsync.notify.alerts import TaskFailureNotifier
+
     args = {
         "owner": OWNER,
         "retries": 3,
         "retry_delay": timedelta(seconds=30),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
+        "on_failure_callback": TaskFailureNotifier(),
     }
     args.update(overrides)
     if args["retries"] < MIN_RETRIES:
@@ -54,3 +59,12 @@ def tags(*names: str) -> list[str]:
     if unknown:
         raise ValueError(f"tags not in the erpsync vocabulary: {unknown}")
     return ["erpsync", *[n for n in names if n != "erpsync"]]
+
+
+def deadline(kind: str, what: str):
+    """The deadline alert of a nightly sync (``kind="sync"``) or of the monthly billing run
+    (``"billing"``): the data engineers are told when a run has not finished in time
+    (erpsync.notify.alerts.deadline_alert; None when turned off)."""
+    from erpsync.notify.alerts import deadline_alert
+
+    return deadline_alert(kind, what)

@@ -100,11 +100,14 @@ def build_sync_dag(
     doc_md: str,
     tags: list[str],
     timezone: str | None = None,
+    deadline=None,
 ) -> DAG:
     """A sync DAG on ``cron`` (nightly, hourly ...): ``sync_<entity>`` per spec (through the
     spec's ``extra["runner"]`` when it names one), then ``write_back_<system>`` per target.
     ``also``: factories of further tasks that read a system but are no entity spec (the invoice
-    payment status); they run alongside the syncs."""
+    payment status); they run alongside the syncs.
+
+    ``deadline``: a DeadlineAlert (dag_defaults.deadline) for the nightly syncs."""
     unknown = sorted(set(write_back) - set(POOLS))
     if unknown:
         raise ValueError(f"{dag_id}: unknown write-back targets {unknown}")
@@ -118,6 +121,7 @@ def build_sync_dag(
         tags=tags,
         doc_md=doc_md,
         max_active_runs=1,
+        deadline=deadline,
     ) as dag:
         syncs = [_sync_task(spec)() for spec in specs]
         for factory in also:

@@ -124,7 +124,8 @@ async def _http_error(request: Request, exc: Any) -> Response:
 
 def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     """The console app. Tests pass settings naming their warehouse; the plugin uses Airflow's."""
-    from erpsync.console.pages import billing, home
+    from erpsync.console.pages import billing, exceptions, home
+    from erpsync.console.pages import insights as insights_page
 
     app = FastAPI(
         title="erpsync finance console",
@@ -139,4 +140,6 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.include_router(home.router)
     app.include_router(billing.router)
+    app.include_router(exceptions.router)
+    app.include_router(insights_page.router)
     return app

@@ -42,12 +42,17 @@ def refresh_milestones(context: Any) -> dict:
 
 def reconcile(context: Any) -> dict:
     """Classify every item (recon.items) in one transaction; log the counts per state."""
+    from erpsync.console import insights
     from erpsync.reconcile import run_reconcile
     from erpsync.warehouse import connection
 
     with connection.connect() as conn:
         result = run_reconcile(conn, _run(context), as_of=_as_of(context))
+        conn.commit()
+        # the process-intelligence summaries (migration 0029) follow the reconciliation
+        refreshed = insights.refresh_summaries(conn, if_stale=True)
     summary = result.as_dict()
+    print(f"insights summaries rebuilt: {refreshed}")  # noqa: T201
     states = summary.get("by_state") or {}
     print(  # noqa: T201
         "reconciliation: "
