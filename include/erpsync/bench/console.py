@@ -308,6 +308,19 @@ def build_warehouse(url: str, size: dict[str, int]) -> dict[str, Any]:
     return counts
 
 
+def _refresh_page_summaries(url: str) -> dict[str, Any]:
+    """The summaries other pages read that the pipeline's tasks (not the reconciliation engine)
+    rebuild: the insights page's (migration 0029), as the reconciliation task does."""
+    import psycopg
+
+    try:
+        from erpsync.console.insights import refresh_summaries
+    except ImportError:  # a branch without the insights page
+        return {}
+    with psycopg.connect(url) as conn:
+        return refresh_summaries(conn)
+
+
 def ensure_warehouse(
     size_name: str, *, fresh: bool = False, server_url: str | None = None
 ) -> tuple[str, dict[str, Any], bool]:
@@ -319,7 +332,13 @@ def ensure_warehouse(
     url = database.with_database(_admin_url(server_url), f"erpsync_bench_console_{size['entries']}")
     counts = None if fresh else _built(url)
     if counts is not None:
-        migrate.migrate(url)  # migrations added since it was built apply to it too
+        try:
+            migrate.migrate(url)  # migrations added since it was built apply to it too
+        except migrate.MigrationError as exc:  # built by an older edit of a migration
+            _log(f"  the kept warehouse cannot be migrated ({exc}): rebuilding it")
+            counts = None
+    if counts is not None:
+        _log(f"  page summaries refreshed: {_refresh_page_summaries(url)}")
         import psycopg
 
         with psycopg.connect(url, autocommit=True) as conn:
@@ -327,7 +346,9 @@ def ensure_warehouse(
         return url, counts, True
     database.drop_database(url)
     database.ensure_database(url)
-    return url, build_warehouse(url, size), False
+    counts = build_warehouse(url, size)
+    _log(f"  page summaries refreshed: {_refresh_page_summaries(url)}")
+    return url, counts, False
 
 
 class _Airflow:
