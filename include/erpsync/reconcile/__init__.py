@@ -239,40 +239,23 @@ def _summary(
     )
 
 
-def _store_totals(conn, rows: list[tuple]) -> list[tuple]:
-    """Rewrite ``recon.item_totals`` (migration 0028, the billing cockpit's summary) from the
-    summary rows (``sql.SUMMARY``'s columns) and ``recon.client_period_totals`` from it, in the
-    run's transaction. The rows go in as they come - a key two shards both summed (a client
-    with contracts in both) has a row from each; readers add them up - and the summary by
-    state, reason, approval and currency is read back from them, so Python loops once over
-    the rows. Returns that summary (``sql.STATE_SUMMARY``'s columns, every row carrying the
-    newest row version of ``rows``)."""
-    newest = 0
+def _store_totals(conn, as_of: dt.date, work_tables: list[str] | None) -> list[tuple] | None:
+    """Rewrite ``recon.item_totals`` (migration 0028, the billing cockpit's summary) and
+    ``recon.client_period_totals`` from it, in the run's transaction, server-side: from the
+    parallel workers' sums in their work tables (``work_tables``: their shard tables; call it
+    before they are dropped), else in one pass over recon.items (``sql.TOTALS_SERIAL``), whose
+    state summary (``sql.STATE_SUMMARY``'s columns) is returned (None after the workers: they
+    returned theirs)."""
     conn.execute(sql.DELETE_TOTALS)
-    with conn.cursor() as cur, cur.copy(sql.COPY_TOTALS) as copy:
-        for state, reason, approved, currency, n, hours, amount, *keys, xmin in rows:
-            period, account, psa_client, item_type, bucket, leakage = keys
-            copy.write_row(
-                (
-                    period,
-                    account,
-                    psa_client,
-                    currency,
-                    item_type,
-                    state,
-                    reason,
-                    approved,
-                    bucket,
-                    bool(leakage),
-                    n,
-                    hours,
-                    amount,
-                )
-            )
-            if xmin is not None and int(xmin) > newest:
-                newest = int(xmin)
+    rows = None
+    if work_tables:
+        # the names are the run's own (see _shard_tables)
+        union = " UNION ALL ".join(f"SELECT * FROM {t}_totals" for t in work_tables)  # noqa: S608
+        conn.execute(sql.TOTALS_FROM_WORK.replace("{tables}", union))
+    else:
+        rows = conn.execute(sql.TOTALS_SERIAL, {"as_of": as_of}).fetchall()
     conn.execute(sql.CLIENT_PERIOD_TOTALS)
-    return [(*r, newest) for r in conn.execute(sql.STATE_SUMMARY_OF_TOTALS).fetchall()]
+    return rows
 
 
 def _problems(conn):
@@ -458,12 +441,12 @@ def _build_shard_summed(
 ) -> tuple[int, list[tuple]]:
     """``_build_shard``, summing the partition up as it is written (``sql.SUMMARY``'s rows)."""
     conn.execute(sql.SHARD_TABLE.replace("{table}", table).replace("%(shard)s", str(int(shard))))
-    rows = conn.execute(
-        sql.SHARD_FILL_SUMMARY.replace("{table}", table), {**params, "shards": [shard]}
-    ).fetchall()
+    conn.execute(sql.TOTALS_TABLE.replace("{table}", table))
+    conn.execute(sql.SHARD_FILL_SUMMARY.replace("{table}", table), {**params, "shards": [shard]})
     own_xid = int(conn.execute(sql.OWN_XID).fetchone()[0])  # every row's version
     _index_shard(conn, table)
-    return sum(r[4] for r in rows), [(*r, own_xid) for r in rows]
+    rows = conn.execute(sql.STATE_SUMMARY_OF_WORK.replace("{table}", table)).fetchall()
+    return sum(r[4] for r in rows), [(*r[:7], own_xid) for r in rows]
 
 
 def _index_shard(conn, table: str) -> None:
@@ -501,10 +484,12 @@ def _shard_worker(
             rows = worker.execute(
                 sql.SHARD_DIFF.replace("{table}", table), {**params, "shards": [shard]}
             ).rowcount
-            summary = worker.execute(
+            worker.execute(sql.TOTALS_TABLE.replace("{table}", table))
+            worker.execute(
                 sql.SHARD_SUMMARY_AFTER_DIFF.replace("{table}", table),
                 {"shard": shard, "as_of": params["as_of"]},
-            ).fetchall()
+            )
+            summary = worker.execute(sql.STATE_SUMMARY_OF_WORK.replace("{table}", table)).fetchall()
         worker.commit()
     return rows, summary
 
@@ -626,7 +611,7 @@ def run_reconcile(
         n_workers = _parallel_workers(workers, own_transaction, _entries(parts))
         conn.execute(_HASH_JOINS_ONLY)
         _drop_work_tables(conn)
-        shard_summaries = None  # the first parallel run's, from its workers
+        shard_summaries = None  # a parallel run's, from its workers
         clock.lap("inputs")
         if first:
             # the first reconciliation: each shard's partition built whole, then swapped in
@@ -661,6 +646,9 @@ def run_reconcile(
             updated = conn.execute(sql.UPDATE_CHANGED, params).rowcount
             inserted = conn.execute(sql.INSERT_NEW, params).rowcount
             deleted = conn.execute(sql.DELETE_GONE).rowcount
+        if shard_summaries is not None:
+            # the billing cockpit's totals from the workers' sums, before their tables go
+            _store_totals(conn, as_of, tables)
         _drop_work_tables(conn)
         clock.lap("apply")
         seen, raised, resolved, problems = _exceptions(conn, run)
@@ -668,12 +656,10 @@ def run_reconcile(
         written_xid = None
         if shard_summaries is not None and not first and (updated or inserted):
             written_xid = int(conn.execute(sql.OWN_XID).fetchone()[0])
-        summary_rows = shard_summaries
-        if summary_rows is None:
-            summary_rows = conn.execute(sql.SUMMARY, {"as_of": as_of}).fetchall()
-        # the billing cockpit's totals, from the same sums, committed with the items; the
-        # run's own summary is read back from them
-        state_rows = _store_totals(conn, summary_rows)
+        state_rows = shard_summaries
+        if state_rows is None:
+            # a serial run: the cockpit's totals and the run's own summary in one pass
+            state_rows = _store_totals(conn, as_of, None)
         total, by_state, approved, reasons, items_part = _summary(
             conn, as_of, state_rows, written_xid
         )

@@ -905,9 +905,10 @@ SHARD_FILL_SUMMARY = (
     + ", %(run_id)s, %(run_id)s FROM src s\n"
     "RETURNING state, reason_code, approved, currency, hours, amount, period_start, account_id,"
     " client_psa_id, item_type, item_date)\n"
+    "INSERT INTO {table}_totals\n"
     "SELECT state, reason_code, approved, currency, count(*), sum(hours), sum(amount), "
     + TOTALS_KEYS
-    + "\n  FROM filled GROUP BY "
+    + ", NULL\n  FROM filled GROUP BY "
     + _SUMMARY_GROUP
 )
 #: recon.items' partitioned indexes and key constraints, as statements for one new shard table
@@ -992,6 +993,7 @@ SELECT p.code, p.entity_type, p.entity_key, sum(s.amount), min(s.currency), coun
 #: in its table ``{table}`` (``SHARD_DIFF``): the shard's rows the differences leave alone, and
 #: the new and changed ones (their row version is the run's: NULL here). Parameter: shard.
 SHARD_SUMMARY_AFTER_DIFF = (
+    "INSERT INTO {table}_totals\n"
     "SELECT state, reason_code, approved, currency, count(*), sum(hours), sum(amount), "
     + TOTALS_KEYS
     + """, max(x)
@@ -1021,6 +1023,45 @@ SUMMARY = (
     + _SUMMARY_GROUP
 )
 
+#: A parallel worker's sums (``SUMMARY``'s columns, named), in its work table next to its shard
+#: table ``{table}`` (committed by the worker, read by the run into recon.item_totals, dropped
+#: with the other work tables): the totals never travel through Python.
+TOTALS_TABLE = (
+    "CREATE UNLOGGED TABLE {table}_totals (state text, reason_code text, approved boolean,"
+    " currency char(3), items bigint, hours numeric, amount numeric, period_start date,"
+    " account_id text, client_psa_id text, item_type text, age_bucket smallint,"
+    " is_leakage boolean, newest bigint)"
+)
+#: The worker's summary by state, reason, approval and currency, from its work table.
+STATE_SUMMARY_OF_WORK = (
+    "SELECT state, reason_code, approved, currency, sum(items)::bigint, sum(hours), sum(amount),"
+    " max(newest) FROM {table}_totals GROUP BY 1, 2, 3, 4"
+)
+_TOTALS_COLS = (
+    "period_start, account_id, client_psa_id, currency, item_type, state, reason_code,"
+    " approved, age_bucket, is_leakage, items, hours, amount"
+)
+#: The workers' sums into recon.item_totals ({tables}: a UNION ALL of their work tables), as
+#: they come: a key both shards summed (a client with contracts in both) has a row from each.
+TOTALS_FROM_WORK = (
+    "INSERT INTO recon.item_totals (" + _TOTALS_COLS + ")\n"  # noqa: S608 - constant SQL
+    "SELECT " + _TOTALS_COLS + " FROM ({tables}) w"
+)
+#: A serial run: SUMMARY into recon.item_totals, and the state summary (with the newest row
+#: version) returned, in one pass over recon.items. Parameter: as_of.
+TOTALS_SERIAL = (
+    "WITH s (state, reason_code, approved, currency, items, hours, amount, period_start,"
+    " account_id, client_psa_id, item_type, age_bucket, is_leakage, newest) AS (\n"
+    + SUMMARY
+    + "\n), stored AS (INSERT INTO recon.item_totals ("
+    + _TOTALS_COLS
+    + ") SELECT "
+    + _TOTALS_COLS
+    + " FROM s)\n"
+    "SELECT state, reason_code, approved, currency, sum(items)::bigint, sum(hours), sum(amount),"
+    " max(newest) FROM s GROUP BY 1, 2, 3, 4"
+)
+
 #: SUMMARY without recon.item_totals' keys: a skipped run (nothing changed) only reports.
 STATE_SUMMARY = """
 SELECT state, reason_code, approved, currency, count(*), sum(hours), sum(amount),
@@ -1029,15 +1070,8 @@ SELECT state, reason_code, approved, currency, count(*), sum(hours), sum(amount)
  GROUP BY 1, 2, 3, 4
 """
 
-#: STATE_SUMMARY's sums (without the row version) read back from recon.item_totals.
-STATE_SUMMARY_OF_TOTALS = """
-SELECT state, reason_code, approved, currency, sum(items)::bigint, sum(hours), sum(amount)
-  FROM recon.item_totals
- GROUP BY 1, 2, 3, 4
-"""
-
-#: recon.item_totals rewritten by the run (COPY of the summary rows as they come), then
-#: recon.client_period_totals from it (migration 0028 has the same statement).
+#: recon.item_totals emptied by the run (then filled by TOTALS_FROM_WORK or TOTALS_SERIAL),
+#: then recon.client_period_totals from it (migration 0028 has the same statement).
 DELETE_TOTALS = "DELETE FROM recon.item_totals; DELETE FROM recon.client_period_totals"
 CLIENT_PERIOD_TOTALS = """
 INSERT INTO recon.client_period_totals
@@ -1055,10 +1089,7 @@ SELECT period_start, account_id, client_psa_id, currency,
   FROM recon.item_totals
  GROUP BY 1, 2, 3, 4
 """
-COPY_TOTALS = (
-    "COPY recon.item_totals (period_start, account_id, client_psa_id, currency, item_type,"
-    " state, reason_code, approved, age_bucket, is_leakage, items, hours, amount) FROM STDIN"
-)
+
 
 #: Every input of the reconciliation (and its own output): a rerun whose fingerprint equals the
 #: one recorded at the end of the last run (same as-of date) has nothing to change. Any committed
