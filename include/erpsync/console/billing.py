@@ -186,7 +186,7 @@ class Paged:
 
 
 def _totals_where(f: Filters, alias: str = "t") -> tuple[sql.Composable, list[Any]]:
-    """The filters on recon.item_totals (only those set: each can use the summary's indexes)."""
+    """The filters on the totals tables (only those set: the period one uses their index)."""
     a = sql.Identifier(alias)
     conds: list[sql.Composable] = []
     params: list[Any] = []
@@ -301,7 +301,8 @@ def _dicts(cur) -> list[dict[str, Any]]:
 
 def overview(conn, f: Filters, *, limit: int | None = PAGE_SIZE) -> Paged:
     """Per period, client and currency: ready, on hold, billed (items, hours, amount), WIP and
-    leakage; newest period first (``recon.client_period_totals``, paged in its index order).
+    leakage; newest period first (``recon.client_period_totals``: one row per key, filtered by
+    period through its index, else read whole - tens of thousands of rows on the large firm).
     ``limit=None``: every row (the CSV)."""
     where, params = _totals_where(f)
     page = sql.SQL(" LIMIT %s OFFSET %s") if limit is not None else sql.SQL("")

@@ -30,8 +30,10 @@ CREATE TABLE recon.item_totals (
     CHECK ((age_bucket IS NOT NULL) = (item_type IN ('time', 'expense')
                                        AND state IN ('ready', 'on_hold')))
 );
-CREATE INDEX item_totals_period_idx ON recon.item_totals (period_start, account_id);
-CREATE INDEX item_totals_account_idx ON recon.item_totals (account_id, period_start);
+-- one narrow index: every run rewrites the table in its transaction (text keys with many
+-- duplicates tripled that write on the large firm); the cockpit reads it filtered by period,
+-- else whole (tens of thousands of rows)
+CREATE INDEX item_totals_period_idx ON recon.item_totals (period_start);
 COMMENT ON TABLE recon.item_totals IS
     'recon.items summed per period, client, currency, item type, state, reason, approval, WIP age bucket (0: 0-30 days, 1: 31-60, 2: 61-90, 3: over 90) and leakage; rewritten by every reconciliation in its transaction (the billing cockpit reads it).';
 
@@ -55,7 +57,7 @@ SELECT i.period_start, i.account_id, i.client_psa_id, i.currency, i.item_type, i
  GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10;
 
 -- One row per period, client and currency with the cockpit's columns, summed from
--- recon.item_totals by the same run (the period x client table pages through it by index).
+-- recon.item_totals by the same run (the period x client table pages through it).
 CREATE TABLE recon.client_period_totals (
     period_start    date     NOT NULL,
     account_id      text,
@@ -76,12 +78,7 @@ CREATE TABLE recon.client_period_totals (
     leakage_hours   numeric,
     leakage_amount  numeric
 );
-CREATE INDEX client_period_totals_order_idx
-    ON recon.client_period_totals (period_start DESC, account_id, client_psa_id, currency);
-CREATE INDEX client_period_totals_account_idx
-    ON recon.client_period_totals (account_id, period_start DESC);
-CREATE INDEX client_period_totals_psa_client_idx
-    ON recon.client_period_totals (client_psa_id) WHERE account_id IS NULL;
+CREATE INDEX client_period_totals_period_idx ON recon.client_period_totals (period_start);
 COMMENT ON TABLE recon.client_period_totals IS
     'recon.item_totals per period, client and currency: ready, on hold, billed (items, hours, amount), WIP and leakage; rewritten by every reconciliation with it.';
 
