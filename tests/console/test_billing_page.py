@@ -69,6 +69,11 @@ def test_every_role_reads_the_cockpit(console, firm, role):
         assert f"/erpsync/billing/{table}.csv" in html
     # read only: no form posts anything from this page
     assert "data-post" not in html
+    # counts are numbers (a dict row's "items" key, not its method)
+    assert "built-in method" not in html
+    assert (
+        '<td>0-30 days</td><td class="num">5</td><td class="num">7</td><td class="num">540.00</td>'
+    ) in html  # EUR WIP 0-30 days: 5 items, 7 hours
     # the console's Content-Security-Policy allows no inline script or style
     assert "<script>" not in html and " style=" not in html and "onclick" not in html
 
