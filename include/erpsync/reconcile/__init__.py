@@ -206,22 +206,22 @@ def _finish(bucket: dict[str, Any]) -> dict[str, Any]:
 
 
 def _summary(
-    conn, as_of: dt.date, rows: list[tuple] | None = None, written_xid: int | None = None
+    conn, rows: list[tuple] | None = None, written_xid: int | None = None
 ) -> tuple[int, dict, dict, dict, str]:
     """The counts per state (and of approved items) and per reason; and recon.items' part of the
     fingerprint (``sql.FINGERPRINT``: row count and newest row version), from the same scan
-    (``rows``: ``sql.SUMMARY``'s rows already read, e.g. per shard by the parallel workers; rows
-    of the same group add up; ``written_xid``: the run's transaction id when it wrote rows the
-    workers could not see written)."""
+    (``rows``: ``sql.STATE_SUMMARY``'s rows already read, e.g. per shard by the parallel
+    workers; rows of the same group add up; ``written_xid``: the run's transaction id when it
+    wrote rows the workers could not see written)."""
     by_state = {s: _bucket() for s in STATES}
     approved = {s: _bucket() for s in STATES}
     reasons: dict[str, dict[str, Any]] = {}
     total = newest = 0
     if rows is None:
-        rows = conn.execute(sql.SUMMARY, {"as_of": as_of}).fetchall()
+        rows = conn.execute(sql.STATE_SUMMARY).fetchall()
     if written_xid is not None:
         newest = written_xid
-    for state, reason, is_approved, currency, n, hours, amount, *_totals_keys, xmin in rows:
+    for state, reason, is_approved, currency, n, hours, amount, xmin in rows:
         total += n
         newest = max(newest, int(xmin or 0))
         cur = None if currency is None else str(currency).strip()
@@ -349,9 +349,8 @@ def _exceptions(conn, run) -> tuple[int, int, int, dict[str, int]]:
 
 def _unchanged(conn, run, run_id, as_of, last, fingerprint, started, source) -> ReconcileResult:
     """Nothing changed since the last run: record this run, recompute nothing."""
-    # the totals of recon.item_totals are the last run's, still true: only the report is read
-    rows = conn.execute(sql.STATE_SUMMARY).fetchall()
-    total, by_state, approved, reasons, _items_part = _summary(conn, as_of, rows)
+    # recon.item_totals is the last run's, still true: only the state summary is read
+    total, by_state, approved, reasons, _items_part = _summary(conn)
     result = ReconcileResult(
         run_id=run_id,
         as_of=as_of.isoformat(),
@@ -439,7 +438,8 @@ def _build_shard(conn, table: str, shard: int, params: dict[str, Any]) -> int:
 def _build_shard_summed(
     conn, table: str, shard: int, params: dict[str, Any]
 ) -> tuple[int, list[tuple]]:
-    """``_build_shard``, summing the partition up as it is written (``sql.SUMMARY``'s rows)."""
+    """``_build_shard``, summing the partition up as it is written (``sql.SUMMARY``: into the
+    worker's totals table, read back by state for the run's summary)."""
     conn.execute(sql.SHARD_TABLE.replace("{table}", table).replace("%(shard)s", str(int(shard))))
     conn.execute(sql.TOTALS_TABLE.replace("{table}", table))
     conn.execute(sql.SHARD_FILL_SUMMARY.replace("{table}", table), {**params, "shards": [shard]})
@@ -660,9 +660,7 @@ def run_reconcile(
         if state_rows is None:
             # a serial run: the cockpit's totals and the run's own summary in one pass
             state_rows = _store_totals(conn, as_of, None)
-        total, by_state, approved, reasons, items_part = _summary(
-            conn, as_of, state_rows, written_xid
-        )
+        total, by_state, approved, reasons, items_part = _summary(conn, state_rows, written_xid)
         clock.lap("summary")
         conn.execute(sql.DROP_TEMP)
         result = ReconcileResult(
