@@ -147,6 +147,19 @@ def db_migrate() -> None:
     )
 
 
+@db.command("verify-audit")
+def db_verify_audit() -> None:
+    """Verify the audit trail's hash chain from its checkpoint to the newest row (the console
+    shows the status; this catches up a long trail). Exits 1 if the chain is broken."""
+    from erpsync.console import audit_trail
+    from erpsync.runtime import database
+
+    urls = database.resolve(start=True)
+    status = audit_trail.verify_all(urls.warehouse, report=lambda s: click.echo(s.summary()))
+    if status.broken:
+        raise click.ClickException(status.summary())
+
+
 # --------------------------------------------------------------------------- settings
 @main.group("settings")
 def settings_group() -> None:

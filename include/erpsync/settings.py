@@ -10,12 +10,17 @@ Schema reference: astronomer/astro-cli ``settings/types.go``.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+if TYPE_CHECKING:
+    from airflow.models.connection import Connection
 
 
 class SettingsError(ValueError):
@@ -118,7 +123,7 @@ class SettingsFile(_Strict):
 _ID_FIELD = {"connections": "conn_id", "pools": "pool_name", "variables": "variable_name"}
 
 
-def _describe(raw: dict, loc: tuple) -> str:
+def _describe(raw: dict[str, Any], loc: tuple[int | str, ...]) -> str:
     """Turn a pydantic error location into ``airflow.connections[1] (conn_id 'x'): field``."""
     parts: list[str] = []
     entry_label = ""
@@ -146,8 +151,58 @@ def _describe(raw: dict, loc: tuple) -> str:
     return f"{where}: {'.'.join(rest)}" if rest else where
 
 
-def load(path: Path) -> SettingsFile:
-    """Parse and validate the whole file, or raise SettingsError naming every fault."""
+#: The system connections the sandbox (``erpsync sandbox serve``) stands in for, by service.
+SANDBOX_CONNECTIONS = {"crm": "erpsync_crm", "psa": "erpsync_psa", "erp": "erpsync_erp"}
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def sandbox_port_variable(service: str) -> str:
+    """The environment variable that moves a sandbox service (``ERPSYNC_SANDBOX_PSA_PORT``): the
+    sandbox serves on it and its connection here points at it (the sandbox CLI reads it too)."""
+    return f"ERPSYNC_SANDBOX_{service.upper()}_PORT"
+
+
+def _sandbox_connection(spec: ConnectionSpec) -> str | None:
+    """The sandbox service a connection points at (a system connection on this machine)."""
+    for service, conn_id in SANDBOX_CONNECTIONS.items():
+        if spec.conn_id == conn_id and (spec.conn_host or "") in _LOOPBACK and not spec.conn_uri:
+            return service
+    return None
+
+
+def _move_sandbox_ports(path: Path, settings: SettingsFile, env: Mapping[str, str]) -> None:
+    """Point the sandbox connections at ``ERPSYNC_SANDBOX_<SERVICE>_PORT`` where it is set."""
+    for spec in settings.airflow.connections:
+        service = _sandbox_connection(spec)
+        variable = sandbox_port_variable(service) if service else ""
+        value = env.get(variable, "").strip() if service else ""
+        if not value:
+            continue
+        if not value.isdigit() or not 0 < int(value) < 65536:
+            raise SettingsError(
+                f"{path}: connection {spec.conn_id}: {variable}={value!r} is not a port number "
+                "(1-65535); nothing applied"
+            )
+        spec.conn_port = int(value)
+
+
+def sandbox_ports(settings: SettingsFile) -> dict[str, int]:
+    """The ports the sandbox connections point at (after ``ERPSYNC_SANDBOX_*_PORT``), by
+    service: where ``make demo`` serves the sandbox. A connection pointed elsewhere (a real
+    tenant) is left out."""
+    ports: dict[str, int] = {}
+    for spec in settings.airflow.connections:
+        service = _sandbox_connection(spec)
+        if service and spec.conn_port:
+            ports[service] = spec.conn_port
+    return ports
+
+
+def load(path: Path, env: Mapping[str, str] | None = None) -> SettingsFile:
+    """Parse and validate the whole file, or raise SettingsError naming every fault.
+
+    The sandbox connections' ports follow ``ERPSYNC_SANDBOX_<SERVICE>_PORT`` when set (from
+    ``env``, default the process environment), so a moved sandbox and its connections agree."""
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -167,6 +222,7 @@ def load(path: Path) -> SettingsFile:
             f"{path}: invalid settings, nothing applied:\n" + "\n".join(problems)
         ) from None
     _check_unique(path, settings)
+    _move_sandbox_ports(path, settings, os.environ if env is None else env)
     return settings
 
 
@@ -254,40 +310,45 @@ def apply(settings: SettingsFile) -> ApplyReport:
                 report.updated.append(label)
             else:
                 report.unchanged.append(label)
-        for spec in settings.airflow.pools:
-            label = f"pool {spec.pool_name}"
-            pool = session.query(Pool).filter(Pool.pool == spec.pool_name).one_or_none()
+        for pool_spec in settings.airflow.pools:
+            label = f"pool {pool_spec.pool_name}"
+            pool = session.query(Pool).filter(Pool.pool == pool_spec.pool_name).one_or_none()
             if pool is None:
                 session.add(
                     Pool(
-                        pool=spec.pool_name,
-                        slots=spec.pool_slot,
-                        description=spec.pool_description,
+                        pool=pool_spec.pool_name,
+                        slots=pool_spec.pool_slot,
+                        description=pool_spec.pool_description,
                         include_deferred=False,
                     )
                 )
                 report.created.append(label)
-            elif (pool.slots, pool.description or "") != (spec.pool_slot, spec.pool_description):
-                pool.slots = spec.pool_slot
-                pool.description = spec.pool_description
+            elif (pool.slots, pool.description or "") != (
+                pool_spec.pool_slot,
+                pool_spec.pool_description,
+            ):
+                pool.slots = pool_spec.pool_slot
+                pool.description = pool_spec.pool_description
                 report.updated.append(label)
             else:
                 report.unchanged.append(label)
-        for spec in settings.airflow.variables:
-            label = f"variable {spec.variable_name}"
-            var = session.query(Variable).filter(Variable.key == spec.variable_name).one_or_none()
+        for var_spec in settings.airflow.variables:
+            label = f"variable {var_spec.variable_name}"
+            var = (
+                session.query(Variable).filter(Variable.key == var_spec.variable_name).one_or_none()
+            )
             if var is None:
-                session.add(Variable(key=spec.variable_name, val=spec.variable_value))
+                session.add(Variable(key=var_spec.variable_name, val=var_spec.variable_value))
                 report.created.append(label)
-            elif var.val != spec.variable_value:
-                var.set_val(spec.variable_value)
+            elif var.val != var_spec.variable_value:
+                var.set_val(var_spec.variable_value)
                 report.updated.append(label)
             else:
                 report.unchanged.append(label)
     return report
 
 
-def _connection_state(conn) -> dict[str, Any]:
+def _connection_state(conn: Connection) -> dict[str, Any]:
     return {
         "conn_type": conn.conn_type,
         "host": conn.host or None,
@@ -299,7 +360,7 @@ def _connection_state(conn) -> dict[str, Any]:
     }
 
 
-def _set_connection(conn, wanted: dict[str, Any]) -> None:
+def _set_connection(conn: Connection, wanted: dict[str, Any]) -> None:
     conn.conn_type = wanted["conn_type"]
     conn.host = wanted["host"]
     conn.schema = wanted["schema"]

@@ -22,7 +22,12 @@ import httpx
 from erpsync_sandbox.common import DEFAULT_PORTS, SERVICES, SandboxConfig, SandboxContext
 from erpsync_sandbox.faults import Burst429, FaultConfig, faults_from_env
 from erpsync_sandbox.generator.firm import SIZES
-from erpsync_sandbox.serve import default_state_dir, serve_forever, start_sandbox
+from erpsync_sandbox.serve import (
+    PortTakenError,
+    default_state_dir,
+    serve_forever,
+    start_sandbox,
+)
 
 __all__ = ["sandbox"]
 
@@ -56,9 +61,28 @@ def sandbox() -> None:
 @click.option("--seed", type=int, default=None, help="Generator seed.")
 @_state_dir_option
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--crm-port", type=int, default=DEFAULT_PORTS["crm"], show_default=True)
-@click.option("--psa-port", type=int, default=DEFAULT_PORTS["psa"], show_default=True)
-@click.option("--erp-port", type=int, default=DEFAULT_PORTS["erp"], show_default=True)
+# ERPSYNC_SANDBOX_<SERVICE>_PORT moves a service (SandboxConfig.from_env, `make demo`)
+@click.option(
+    "--crm-port",
+    type=int,
+    default=DEFAULT_PORTS["crm"],
+    envvar="ERPSYNC_SANDBOX_CRM_PORT",
+    show_default=True,
+)
+@click.option(
+    "--psa-port",
+    type=int,
+    default=DEFAULT_PORTS["psa"],
+    envvar="ERPSYNC_SANDBOX_PSA_PORT",
+    show_default=True,
+)
+@click.option(
+    "--erp-port",
+    type=int,
+    default=DEFAULT_PORTS["erp"],
+    envvar="ERPSYNC_SANDBOX_ERP_PORT",
+    show_default=True,
+)
 @click.option("--reset", is_flag=True, help="Regenerate the firm before serving.")
 @click.option(
     "--fault-service",
@@ -135,7 +159,7 @@ def serve(
             reset=reset,
             log_level=log_level,
         )
-    except ValueError as exc:
+    except (ValueError, PortTakenError) as exc:
         raise click.ClickException(str(exc)) from exc
     ctx = handle.ctx
     click.echo(

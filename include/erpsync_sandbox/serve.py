@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -27,7 +28,14 @@ import uvicorn
 from erpsync_sandbox.common import SERVICES, SandboxConfig, SandboxContext
 from erpsync_sandbox.faults import FaultConfig
 
-__all__ = ["SandboxHandle", "default_state_dir", "prepare_firm", "serve_forever", "start_sandbox"]
+__all__ = [
+    "PortTakenError",
+    "SandboxHandle",
+    "default_state_dir",
+    "prepare_firm",
+    "serve_forever",
+    "start_sandbox",
+]
 
 log = logging.getLogger("erpsync_sandbox.serve")
 
@@ -74,6 +82,25 @@ class SandboxHandle:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class PortTakenError(OSError):
+    """A sandbox service's port is in use: the message names the service, port and the way to
+    move it."""
+
+
+def _check_port_free(service: str, host: str, port: int) -> None:
+    if not port:
+        return  # ephemeral: always free
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise PortTakenError(
+                f"sandbox {service.upper()}: port {port} on {host} is taken ({exc.strerror}); "
+                f"move it with --{service}-port or ERPSYNC_SANDBOX_{service.upper()}_PORT"
+            ) from None
 
 
 def _load_create_app(service: str) -> Any:
@@ -127,11 +154,12 @@ def start_sandbox(
                 handle.skipped[service] = f"{type(exc).__name__}: {exc}"
                 log.warning("sandbox: not mounting %s service (%s)", service, exc)
                 continue
-            app = create_app(ctx)
             if isinstance(ports, Mapping):
                 port = int(ports.get(service, 0))
             else:
                 port = int(ports or 0)
+            _check_port_free(service, host, port)
+            app = create_app(ctx)
             server = uvicorn.Server(
                 uvicorn.Config(
                     app,

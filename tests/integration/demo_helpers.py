@@ -14,9 +14,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _demo_env(airflow_runtime, **extra) -> dict[str, str]:
+def _sandbox_ports() -> dict[str, int]:
+    """Free ports for a demo's sandbox: the demo tests run beside each other (and beside other
+    checkouts' demos), and a demo refuses to start on a taken port."""
+    return {service: _free_port() for service in ("crm", "psa", "erp")}
+
+
+def _demo_env(
+    airflow_runtime, sandbox_ports: dict[str, int] | None = None, **extra
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(airflow_runtime.env)
+    ports = sandbox_ports or _sandbox_ports()
+    env.update({f"ERPSYNC_SANDBOX_{s.upper()}_PORT": str(p) for s, p in ports.items()})
     env.update(extra)
     return env
 

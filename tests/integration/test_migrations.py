@@ -8,6 +8,7 @@ import pytest
 
 from erpsync import audit
 from erpsync.warehouse import migrate
+from tests.entity_lists import core_tables, every_spec
 
 EXPECTED_SCHEMAS = {"raw", "core", "recon", "billing", "ops", "audit"}
 
@@ -49,6 +50,8 @@ def test_first_migrate_creates_every_schema_and_core_table(fresh_db):
         "audit.audit_log",
         "ops.schema_migrations",
     } <= tables
+    # every entity's core table (derived from the specs: a new spec needs its migration)
+    assert set(core_tables(every_spec())) <= tables
 
 
 def test_migrating_twice_changes_nothing(fresh_db):

@@ -10,6 +10,8 @@ from decimal import Decimal
 import psycopg
 import pytest
 
+from erpsync.sync import specs
+from tests.entity_lists import sync_task_ids
 from tests.integration.test_preflight_dag import _task_states
 from tests.integration.test_sync_engine import connection_env
 
@@ -52,14 +54,9 @@ def test_master_data_sync_dag_runs_against_the_sandbox(airflow_runtime, sandbox,
     states = _task_states(airflow_runtime.airflow_url, "erpsync_master_data_sync")
     run_id = states.pop("__run_id__")[0]
     assert {t: s for t, (s, _n) in states.items()} == {
-        "sync_clients": "success",
-        "sync_tax_profiles": "success",
-        "sync_tax_codes": "success",
-        "sync_tax_rates": "success",
-        "sync_people": "success",
-        "sync_invoice_payment_status": "success",
-        "write_back_erp": "success",
-        "write_back_psa": "success",
+        t: "success"
+        for t in sync_task_ids(specs.MASTER_DATA)
+        | {"sync_invoice_payment_status", "write_back_erp", "write_back_psa"}
     }
     accounts = len(sandbox.ctx.stores["crm"].ids("Account"))
     with psycopg.connect(warehouse) as conn:
@@ -70,15 +67,8 @@ def test_master_data_sync_dag_runs_against_the_sandbox(airflow_runtime, sandbox,
         ).fetchall()
     assert clients == accounts
     assert sorted(stats) == sorted(
-        (name, f"sync_{name}", "success")
-        for name in (
-            "clients",
-            "tax_profiles",
-            "tax_codes",
-            "tax_rates",
-            "people",
-            "invoice_payment_status",
-        )
+        [(spec.name, f"sync_{spec.name}", "success") for spec in specs.MASTER_DATA]
+        + [("invoice_payment_status", "sync_invoice_payment_status", "success")]
     )
 
 
@@ -98,37 +88,35 @@ def test_the_sync_dags_declare_tasks_pools_assets_and_the_firm_schedule():
 
     rates = dags["erpsync_rates_sync"]
     tasks = {t.task_id: t for t in rates.tasks}
-    assert set(tasks) == {
-        "sync_billable_rates",
-        "sync_cost_rates",
-        "sync_psa_clients",  # the currency Harvest prices a client's time in
-        "sync_contract_rate_overrides",
-        "write_back_psa",
-    }
+    # psa_clients: the currency Harvest prices a client's time in
+    assert {"sync_billable_rates", "sync_psa_clients"} <= sync_task_ids(specs.RATES)
+    assert set(tasks) == sync_task_ids(specs.RATES) | {"write_back_psa"}
     assert tasks["sync_billable_rates"].pool == "psa_api"
     assert tasks["sync_contract_rate_overrides"].pool == "crm_api"
-    assert tasks["write_back_psa"].upstream_task_ids == {
-        "sync_billable_rates",
-        "sync_cost_rates",
-        "sync_psa_clients",
-        "sync_contract_rate_overrides",
-    }
+    assert tasks["write_back_psa"].upstream_task_ids == sync_task_ids(specs.RATES)
     assert [a.uri for a in tasks["sync_cost_rates"].outlets] == [
         "erpsync://warehouse/core/rate_cards"
     ]
     master = {t.task_id: t for t in dags["erpsync_master_data_sync"].tasks}
     assert master["sync_tax_rates"].pool == "erp_api"
     assert [a.uri for a in master["sync_clients"].outlets] == ["erpsync://warehouse/core/clients"]
-    assert master["write_back_erp"].upstream_task_ids == {
-        f"sync_{n}" for n in ("clients", "tax_profiles", "tax_codes", "tax_rates", "people")
-    }
+    assert master["write_back_erp"].upstream_task_ids == sync_task_ids(specs.MASTER_DATA)
     # the ERP read of invoice payment status (cash), beside the syncs, in the ERP's pool
     payments = master["sync_invoice_payment_status"]
     assert payments.pool == "erp_api" and payments.upstream_task_ids == set()
     assert [a.uri for a in payments.outlets] == ["erpsync://warehouse/billing/erp_invoice_status"]
-    for dag in dags.values():
+    for dag, entity_specs in (
+        (dags["erpsync_master_data_sync"], specs.MASTER_DATA),
+        (rates, specs.RATES),
+    ):
         zone = dag.timetable.timezone
         assert getattr(zone, "name", zone) == sync_dags.FIRM_TIMEZONE
+        # every entity: its task in its system's pool, publishing its core table, in the docs
+        for spec in entity_specs:
+            task = dag.get_task(f"sync_{spec.name}")
+            assert task.pool == sync_dags.POOLS[spec.system]
+            assert [a.uri for a in task.outlets] == [spec.asset_uri]
+            assert f"`sync_{spec.name}`" in dag.doc_md
 
 
 def test_rates_sync_dag_runs_against_the_sandbox(airflow_runtime, sandbox, warehouse):
@@ -141,11 +129,7 @@ def test_rates_sync_dag_runs_against_the_sandbox(airflow_runtime, sandbox, wareh
     states = _task_states(airflow_runtime.airflow_url, "erpsync_rates_sync")
     run_id = states.pop("__run_id__")[0]
     assert {t: s for t, (s, _n) in states.items()} == {
-        "sync_billable_rates": "success",
-        "sync_cost_rates": "success",
-        "sync_psa_clients": "success",
-        "sync_contract_rate_overrides": "success",
-        "write_back_psa": "success",
+        t: "success" for t in sync_task_ids(specs.RATES) | {"write_back_psa"}
     }
     psa = sandbox.ctx.stores["psa"]
     rate_rows = len(psa.ids("billable_rates")) + len(psa.ids("cost_rates"))
@@ -159,12 +143,7 @@ def test_rates_sync_dag_runs_against_the_sandbox(airflow_runtime, sandbox, wareh
             ("erpsync_rates_sync", run_id),
         ).fetchall()
     assert live_rate_cards == rate_rows
-    assert sorted(e for (e,) in entities) == [
-        "billable_rates",
-        "contract_rate_overrides",
-        "cost_rates",
-        "psa_clients",
-    ]
+    assert sorted(e for (e,) in entities) == sorted(spec.name for spec in specs.RATES)
     # the planted assignments whose rate differs from the contract now carry the contract rate
     manifest = sandbox.ctx.manifest()
     drifted = [p for p in manifest["problems"] if p["kind"] == "rate_differs_from_contract"]

@@ -23,19 +23,9 @@ import pytest
 from erpsync.runtime.database import connection_parts
 from erpsync.sync import engine, specs
 from erpsync.sync.spec import RunInfo
+from tests.entity_lists import core_tables
 
 REPO = Path(__file__).resolve().parents[2]
-
-CORE_TABLES = (
-    "core.clients",
-    "core.tax_profiles",
-    "core.tax_codes",
-    "core.tax_rates",
-    "core.vat_posting_setup",
-    "core.people",
-    "core.rate_cards",
-    "core.contract_rate_overrides",
-)
 
 
 @pytest.fixture
@@ -125,7 +115,7 @@ def fingerprint(url: str) -> dict[str, list]:
     with psycopg.connect(url) as conn:
         out = {
             table: conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()  # noqa: S608
-            for table in (*CORE_TABLES, "core.id_map")
+            for table in (*core_tables(specs.ALL.values()), "core.id_map")
         }
         out["outbox"] = conn.execute("SELECT count(*) FROM ops.outbox").fetchall()
         return out

@@ -83,9 +83,9 @@ def connections(sandbox, warehouse_url: str, credentials: dict | None = None) ->
 
 
 def all_specs():
-    from erpsync.sync import specs
+    from tests.entity_lists import nightly_specs
 
-    return (*specs.MASTER_DATA, *specs.RATES)
+    return nightly_specs()
 
 
 def client_specs():
@@ -194,16 +194,6 @@ def store_snapshot(sandbox) -> dict[str, list[str]]:
     return snap
 
 
-_CORE_TABLES = (
-    "core.clients",
-    "core.tax_profiles",
-    "core.tax_codes",
-    "core.tax_rates",
-    "core.vat_posting_setup",
-    "core.people",
-    "core.rate_cards",
-    "core.contract_rate_overrides",
-)
 _CORE_VOLATILE = {
     "canonical_id",
     "source_modstamp",
@@ -216,10 +206,12 @@ _CORE_VOLATILE = {
 def warehouse_snapshot(url: str) -> dict[str, list]:
     """Core tables without run ids, stamps and canonical ids; outbox rows by entity and outcome;
     exceptions by cause."""
+    from tests.entity_lists import core_tables
+
     snap: dict[str, list] = {}
     with psycopg.connect(url) as conn:
-        for table in _CORE_TABLES:
-            cur = conn.execute(f"SELECT * FROM {table}")  # noqa: S608 - fixed table names
+        for table in core_tables(all_specs()):  # the nightly specs' tables
+            cur = conn.execute(f"SELECT * FROM {table}")  # noqa: S608 - the specs' table names
             names = [c.name for c in cur.description]
             rows = [
                 json.dumps(

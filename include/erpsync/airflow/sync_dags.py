@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pendulum
 from airflow.sdk import DAG, Asset, CronTriggerTimetable, task
+from airflow.sdk.definitions.deadline import DeadlineAlert
 
 from erpsync.airflow.dag_defaults import default_args
 from erpsync.sync.spec import EntitySpec
@@ -40,14 +42,14 @@ def asset_for(core_table: str) -> Asset:
     return Asset(name=f"erpsync_{schema}_{table}", uri=f"erpsync://warehouse/{schema}/{table}")
 
 
-def _sync_task(spec: EntitySpec):
+def _sync_task(spec: EntitySpec) -> Any:
     @task(
         task_id=f"sync_{spec.name}",
         pool=POOLS[spec.system],
         outlets=[asset_for(spec.core_table)],
         doc_md=spec.description or None,
     )
-    def sync(**context) -> dict:
+    def sync(**context: Any) -> dict[str, Any]:
         from erpsync.sync import engine, specs
         from erpsync.sync.spec import RunInfo
 
@@ -62,14 +64,15 @@ def _sync_task(spec: EntitySpec):
             )
         else:
             stats = engine.run_entity_sync(entity, run=RunInfo.from_context(context))
-        return stats.as_dict()
+        summary: dict[str, Any] = stats.as_dict()
+        return summary
 
     return sync
 
 
-def _write_back_task(target: str):
+def _write_back_task(target: str) -> Any:
     @task(task_id=f"write_back_{target}", pool=POOLS[target], outlets=[ID_MAP_ASSET])
-    def write_back(**context) -> dict:
+    def write_back(**context: Any) -> dict[str, Any]:
         from dataclasses import asdict, is_dataclass
 
         from erpsync.sync.spec import RunInfo
@@ -90,24 +93,37 @@ def _write_back_task(target: str):
     return write_back
 
 
+def entities_doc(specs: Sequence[EntitySpec]) -> str:
+    """The "Entities" section of a sync DAG's docs: one line per spec (task, system, core
+    table, the spec's description)."""
+    lines = ["#### Entities", ""]
+    for spec in specs:
+        about = f": {spec.description}" if spec.description else ""
+        lines.append(f"- `sync_{spec.name}` ({spec.system.upper()} to `{spec.core_table}`){about}")
+    return "\n".join(lines) + "\n"
+
+
 def build_sync_dag(
     *,
     dag_id: str,
     specs: Sequence[EntitySpec],
     write_back: Sequence[str] = (),
-    also: Sequence[Callable[[], Callable]] = (),
+    also: Sequence[Callable[[], Callable[..., Any]]] = (),
     cron: str,
     doc_md: str,
     tags: list[str],
     timezone: str | None = None,
-    deadline=None,
+    deadline: DeadlineAlert | None = None,
 ) -> DAG:
     """A sync DAG on ``cron`` (nightly, hourly ...): ``sync_<entity>`` per spec (through the
     spec's ``extra["runner"]`` when it names one), then ``write_back_<system>`` per target.
     ``also``: factories of further tasks that read a system but are no entity spec (the invoice
     payment status); they run alongside the syncs.
 
-    ``deadline``: a DeadlineAlert (dag_defaults.deadline) for the nightly syncs."""
+    ``deadline``: a DeadlineAlert (dag_defaults.deadline) for the nightly syncs.
+
+    The DAG's docs are ``doc_md`` followed by its entities, listed from the specs
+    (:func:`entities_doc`), so a new spec shows up in the UI without a docs edit."""
     unknown = sorted(set(write_back) - set(POOLS))
     if unknown:
         raise ValueError(f"{dag_id}: unknown write-back targets {unknown}")
@@ -119,7 +135,7 @@ def build_sync_dag(
         catchup=False,
         default_args=default_args(),
         tags=tags,
-        doc_md=doc_md,
+        doc_md=doc_md.rstrip() + "\n\n" + entities_doc(specs),
         max_active_runs=1,
         deadline=deadline,
     ) as dag:

@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:  # pragma: no cover -
     parser.add_argument("--clients", type=int, default=3000)
     args = parser.parse_args(argv)
     admin = os.environ.get("ERPSYNC_DATABASE_URL") or database._embedded_server_url(start=True)
+    assert admin is not None, "no PostgreSQL server"
     url = database.with_database(admin, f"erpsync_bench_exceptions_{uuid.uuid4().hex[:8]}")
     database.ensure_database(url)
     try:

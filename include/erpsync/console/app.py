@@ -124,7 +124,7 @@ async def _http_error(request: Request, exc: Any) -> Response:
 
 def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     """The console app. Tests pass settings naming their warehouse; the plugin uses Airflow's."""
-    from erpsync.console.pages import billing, exceptions, home
+    from erpsync.console.pages import audit, billing, exceptions, home, sync
     from erpsync.console.pages import insights as insights_page
 
     app = FastAPI(
@@ -142,4 +142,6 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     app.include_router(billing.router)
     app.include_router(exceptions.router)
     app.include_router(insights_page.router)
+    app.include_router(audit.router)
+    app.include_router(sync.router)
     return app

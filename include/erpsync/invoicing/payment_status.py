@@ -48,6 +48,7 @@ from erpsync.connectors.cursors import (
     bc_incremental_filter,
     parse_modstamp,
 )
+from erpsync.sync import requeue
 
 __all__ = [
     "ENTITY",
@@ -212,9 +213,12 @@ def sync_payment_status(
             stats.read += len(page)
             _keep_latest(found, (r for r in page if str(r.get("id", "")).lower() in pushed))
 
-    # 3. pushed invoices no read returned and never synced: one GET each
+    # 3. pushed invoices no read returned and never synced, and quarantined ones a data
+    #    engineer requeued in the console (erpsync.sync.requeue): one GET each
+    requests = requeue.pending(conn, "erp", ENTITY)
+    requeued = set(requeue.keys(requests))
     for rid, row in pushed.items():
-        if rid in found or row[-1]:
+        if rid in found or (row[-1] and rid not in requeued):
             continue
         record = erp.get(ERP_ENTITY, rid)
         stats.fetched_by_id += 1
@@ -240,6 +244,14 @@ def sync_payment_status(
             history_from.append(changed_from)
     _refresh_summaries(conn, day, history_from, status_months)
     _resolve_quarantine(conn, run, [rid for rid in found if rid not in bad])
+    requeue.settle(
+        conn,
+        system="erp",
+        entity=ENTITY,
+        run=run,
+        requests=requests,
+        outcomes={rid: "quarantined" if rid in bad else "loaded" for rid in found},
+    )
 
     new_watermark = dedupe.next_watermark()
     _save_watermark(conn, new_watermark, run.run_id)

@@ -65,7 +65,8 @@ def deadline_interval(kind: str) -> timedelta | None:
 def deadline_alert(kind: str, what: str):
     """A ``DeadlineAlert`` for a DAG (``deadline=``), or None when turned off. Parse-time cheap:
     no database, no Variable."""
-    from airflow.sdk import DeadlineAlert, DeadlineReference, SyncCallback
+    from airflow.sdk.definitions.callback import SyncCallback
+    from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
     interval = deadline_interval(kind)
     if interval is None:

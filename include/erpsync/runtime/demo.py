@@ -2,8 +2,15 @@
 
 ``run(once=False)`` prepares everything (database, migrations, settings), starts the sandbox
 systems and ``airflow standalone`` (scheduler, dag-processor, api-server, triggerer) and prints
-the UI address and login; Ctrl-C (or SIGTERM) stops every process it started, including the
-embedded database if the demo started it.
+the UI address and login. Every signal that stops the demo (Ctrl-C, SIGTERM from a CI runner,
+systemd or ``timeout``, SIGHUP, SIGQUIT) stops every process it started, in both modes,
+including the embedded database if the demo started it.
+
+Ports: the sandbox serves where its connections in ``airflow_settings.yaml`` point (CRM 18001,
+PSA 18002, ERP 18003), moved with ``ERPSYNC_SANDBOX_CRM_PORT`` / ``_PSA_PORT`` / ``_ERP_PORT``
+(the connections follow, :func:`erpsync.settings.load`); Airflow's with ``ERPSYNC_AIRFLOW_PORT``
+(8080). A port that is taken stops the demo before it starts anything, naming the port and the
+variable that moves it.
 
 ``run(once=True)`` prepares the same way, then runs the pack's main chain once as real DAG runs
 (``airflow dags test``, one after another in one Airflow CLI process, its output in
@@ -27,8 +34,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
+from types import FrameType
 
 from erpsync import paths
 from erpsync.runtime import airflow_env, database, processes
@@ -59,8 +69,24 @@ class ChainResult:
     note: str = ""
 
 
-class _Stop(Exception):
-    pass
+#: Where the demo reports progress (``print``, ``click.echo``).
+Echo = Callable[[str], object]
+
+#: The signals that stop the demo (and so everything it started). SIGKILL cannot be caught.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+class _Stop(BaseException):
+    """Raised in the main thread by a stop signal. A BaseException, so that no ``except
+    Exception`` on the way (a retry loop, a health poll) can swallow it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class DemoError(RuntimeError):
+    """The demo cannot start (a port taken ...): the message says what to do."""
 
 
 #: Runs ``airflow dags test`` commands one after another in ONE interpreter: the Airflow CLI's
@@ -99,11 +125,19 @@ for line in sys.stdin:
 """
 
 
+#: ``airflow dags test`` of Airflow 3.3.2 runs a DAG with deadline alerts to the end, then fails
+#: while marking the run successful (``DagRun.update_state`` looks the alerts up by their
+#: serialized form: "can't adapt type 'dict'"; apache/airflow#73428, fix in #73430). Deadlines are
+#: the scheduler's business, not a test run's: the driver parses the DAGs with them off.
+DAGS_TEST_DEADLINES_OFF = {"ERPSYNC_DEADLINE_SYNC": "off", "ERPSYNC_DEADLINE_BILLING": "off"}
+
+
 class DagsTestDriver:
     """One long-lived Airflow CLI interpreter that runs ``airflow dags test`` commands in turn.
 
     ``env`` is the interpreter's environment (added to this process's unless ``inherit`` is
-    false); a run's own variables can be given with :meth:`start`."""
+    false); a run's own variables can be given with :meth:`start`. Deadline alerts are off in
+    it (:data:`DAGS_TEST_DEADLINES_OFF`)."""
 
     def __init__(self, env: dict[str, str], log_file: Path, *, inherit: bool = True) -> None:
         self.log_file = log_file
@@ -113,7 +147,7 @@ class DagsTestDriver:
         try:
             self.proc = subprocess.Popen(  # noqa: S603 - fixed executable, arguments are ours
                 [sys.executable, "-c", _DRIVER],
-                env={**os.environ, **env} if inherit else dict(env),
+                env={**(os.environ if inherit else {}), **env, **DAGS_TEST_DEADLINES_OFF},
                 stdin=subprocess.PIPE,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -136,8 +170,10 @@ class DagsTestDriver:
         self._offsets[label] = self.log_file.stat().st_size
         request = {"label": label, "argv": ["dags", "test", dag_id, *args], "env": env or {}}
         try:
-            self.proc.stdin.write((json.dumps(request) + "\n").encode())
-            self.proc.stdin.flush()
+            stdin = self.proc.stdin
+            assert stdin is not None  # opened with stdin=PIPE
+            stdin.write((json.dumps(request) + "\n").encode())
+            stdin.flush()
         except OSError:  # the interpreter is gone: the run's state (from the database) says so
             pass
         return label
@@ -181,13 +217,53 @@ class DagsTestDriver:
         processes.stop_group(self.proc)
 
 
-def _start_sandbox(size: str, echo) -> subprocess.Popen | None:
-    """Start the sandbox CRM/PSA/ERP (if the sandbox package is installed) and wait for it."""
+def sandbox_ports() -> dict[str, int]:
+    """Where the demo serves the sandbox: the ports its connections in ``airflow_settings.yaml``
+    point at, after ``ERPSYNC_SANDBOX_<SERVICE>_PORT`` (:func:`erpsync.settings.load`)."""
+    from erpsync import settings
+
+    return settings.sandbox_ports(settings.load(paths.settings_file()))
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether nothing listens on ``host:port`` (a bind would succeed)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def check_ports(ports: Mapping[str, tuple[int, str]]) -> None:
+    """Raise :class:`DemoError` naming each taken port and the variable that moves it;
+    ``ports`` maps a label ("sandbox PSA") to (port, environment variable)."""
+    taken = [
+        f"the {label} port {port} is taken (another demo or sandbox running?); "
+        f"set {variable} to a free port"
+        for label, (port, variable) in ports.items()
+        if not port_free(port)
+    ]
+    if taken:
+        raise DemoError("; ".join(taken))
+
+
+def _start_sandbox(
+    size: str, echo: Echo, ports: Mapping[str, int], children: list[subprocess.Popen[bytes]]
+) -> None:
+    """Start the sandbox CRM/PSA/ERP on ``ports`` (if the sandbox package is installed) and
+    wait for it; the process is added to ``children`` as it starts (the caller stops them)."""
     from importlib.util import find_spec
+
+    from erpsync.settings import sandbox_port_variable
 
     if find_spec("erpsync_sandbox.cli") is None:
         echo("sandbox: not installed, skipping")
-        return None
+        return
+    check_ports({f"sandbox {s.upper()}": (p, sandbox_port_variable(s)) for s, p in ports.items()})
     log_file = paths.state_dir() / "sandbox.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     proc = processes.spawn(
@@ -201,19 +277,20 @@ def _start_sandbox(size: str, echo) -> subprocess.Popen | None:
             size,
             "--state-dir",
             str(paths.state_dir() / "sandbox"),
+            *(arg for s, p in ports.items() for arg in (f"--{s}-port", str(p))),
         ],
         {},
         log_file=log_file,
+        into=children,
     )
     ok = all(
         processes.wait_for_http(f"http://127.0.0.1:{port}/__admin/health", timeout=180, proc=proc)
-        for port in (18001, 18002, 18003)
+        for port in ports.values()
     )
     if not ok:
-        processes.stop_group(proc)
-        raise RuntimeError(f"the sandbox did not start; see {log_file}")
-    echo(f"sandbox: CRM :18001, PSA :18002, ERP :18003 (log {log_file})")
-    return proc
+        raise DemoError(f"the sandbox did not start; see {log_file}")
+    shown = ", ".join(f"{s.upper()} :{p}" for s, p in ports.items())
+    echo(f"sandbox: {shown} (log {log_file})")
 
 
 def _present_dags(env: dict[str, str]) -> set[str]:
@@ -246,7 +323,7 @@ def _free_port(preferred: int) -> int:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return sock.getsockname()[1]
+            return int(sock.getsockname()[1])
     raise RuntimeError("no free port for the Airflow api-server")
 
 
@@ -256,22 +333,31 @@ def _sandbox_billing_period() -> str | None:
 
     import httpx
 
+    psa = sandbox_ports().get("psa")
+    if psa is None:
+        return None
     try:
-        now = httpx.get("http://127.0.0.1:18002/__admin/clock", timeout=5).json()["now"]
+        now = httpx.get(f"http://127.0.0.1:{psa}/__admin/clock", timeout=5).json()["now"]
     except (httpx.HTTPError, KeyError, ValueError):
         return None
     first = dt.date.fromisoformat(str(now)[:10]).replace(day=1)
     return (first - dt.timedelta(days=1)).strftime("%Y-%m")
 
 
-def _start_api_server(env: dict[str, str], echo) -> tuple[subprocess.Popen, str]:
-    """An Airflow api-server on the chain's metadata database, for answering the approval."""
+def _start_api_server(
+    env: dict[str, str], echo: Echo, children: list[subprocess.Popen[bytes]]
+) -> tuple[subprocess.Popen[bytes], str]:
+    """An Airflow api-server on the chain's metadata database, for answering the approval
+    (added to ``children`` as it starts)."""
     home = paths.airflow_home()
     airflow_env.write_ui_password(home)
     log_file = home / "api-server.log"
     port = _free_port(airflow_env.API_PORT)
     proc = processes.spawn(
-        processes.airflow_command(["api-server", "--port", str(port)]), env, log_file=log_file
+        processes.airflow_command(["api-server", "--port", str(port)]),
+        env,
+        log_file=log_file,
+        into=children,
     )
     echo(f"api-server: starting on :{port} for the approval (log {log_file})")
     return proc, f"http://localhost:{port}"
@@ -280,8 +366,8 @@ def _start_api_server(env: dict[str, str], echo) -> tuple[subprocess.Popen, str]
 def _run_with_approval(
     dag_id: str,
     driver: DagsTestDriver,
-    api: tuple[subprocess.Popen, str],
-    echo,
+    api: tuple[subprocess.Popen[bytes], str],
+    echo: Echo,
 ) -> str:
     """``airflow dags test`` the DAG; approve its batch through the REST API as ``approver``."""
     from erpsync.airflow.billing_api import AirflowApi, content_hash_shown
@@ -325,16 +411,18 @@ def _run_with_approval(
     return note
 
 
-def run_chain(urls: database.DatabaseUrls, env: dict[str, str], echo) -> list[ChainResult]:
+def run_chain(urls: database.DatabaseUrls, env: dict[str, str], echo: Echo) -> list[ChainResult]:
     """Run each present DAG of the main chain once, in order, stopping at the first failure."""
     log_file = paths.airflow_home() / "demo-chain.log"
-    driver = DagsTestDriver(env, log_file)  # warms up while the DAGs are listed
     results: list[ChainResult] = []
     api = None
+    servers: list[subprocess.Popen[bytes]] = []
+    driver: DagsTestDriver | None = None
     try:
+        driver = DagsTestDriver(env, log_file)  # warms up while the DAGs are listed
         present = _present_dags(env)
         if APPROVAL_DAGS & present:
-            api = _start_api_server(env, echo)
+            api = _start_api_server(env, echo, servers)
         for dag_id in MAIN_CHAIN:
             if dag_id not in present:
                 continue
@@ -352,9 +440,10 @@ def run_chain(urls: database.DatabaseUrls, env: dict[str, str], echo) -> list[Ch
                 echo(f"  {dag_id}: {state}; the airflow dags test output is in {log_file}")
                 break
     finally:
-        driver.stop()
-        if api is not None:
-            processes.stop_group(api[0])
+        if driver is not None:
+            driver.stop()
+        for proc in servers:
+            processes.stop_group(proc)
     return results
 
 
@@ -388,16 +477,17 @@ def billing_summary(warehouse_url: str) -> list[str]:
     lines.append(
         f"{'client':34} {'cur':3} {'inv':>4} {'posted':>6} {'net':>14} {'tax':>12} {'total':>14}"
     )
-    grand: dict[str, list] = {}
+    counts: dict[str, int] = {}
+    totals: dict[str, Decimal] = {}
     for client, cur, n, net, tax, total, posted in invoices:
         lines.append(
             f"{str(client)[:34]:34} {cur:3} {n:4d} {posted:6d} {round_money(net, cur):>14,} "
             f"{round_money(tax, cur):>12,} {round_money(total, cur):>14,}"
         )
-        g = grand.setdefault(cur, [0, 0])
-        g[0] += n
-        g[1] += total
-    for cur, (n, total) in sorted(grand.items()):
+        counts[cur] = counts.get(cur, 0) + n
+        totals[cur] = totals.get(cur, Decimal(0)) + total
+    for cur, n in sorted(counts.items()):
+        total = totals[cur]
         lines.append(
             f"{'TOTAL':34} {cur:3} {n:4d} {'':6} {'':>14} {'':>12} {round_money(total, cur):>14,}"
         )
@@ -413,7 +503,9 @@ def billing_summary(warehouse_url: str) -> list[str]:
     return lines
 
 
-def _print_summary(results: list[ChainResult], echo, warehouse_url: str | None = None) -> None:
+def _print_summary(
+    results: list[ChainResult], echo: Echo, warehouse_url: str | None = None
+) -> None:
     echo("")
     echo("erpsync main chain")
     echo(f"{'DAG':32} {'state':10} {'seconds':>8}")
@@ -426,21 +518,31 @@ def _print_summary(results: list[ChainResult], echo, warehouse_url: str | None =
             echo(line)
 
 
-def run(*, once: bool, sandbox_size: str = "small", echo=print) -> int:
+def run(*, once: bool, sandbox_size: str = "small", echo: Echo = print) -> int:
+    """The demo; returns the exit code (128 + the signal's number when a signal stopped it)."""
     from erpsync.runtime.setup import prepare
 
     db_was_running = database.embedded_running()
-    children: list[subprocess.Popen] = []
+    children: list[subprocess.Popen[bytes]] = []
+    stopping: list[int] = []
 
-    def _on_signal(signum, _frame):
-        raise _Stop()
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        if stopping:  # a second signal while stopping: let the clean-up finish
+            return
+        stopping.append(signum)
+        raise _Stop(signum)
 
-    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {  # a signal ignored on purpose (nohup: SIGHUP) stays ignored
+        s: signal.signal(s, _on_signal)
+        for s in STOP_SIGNALS
+        if signal.getsignal(s) is not signal.SIG_IGN
+    }
     try:
+        if not once:
+            check_ports({"Airflow": (airflow_env.API_PORT, "ERPSYNC_AIRFLOW_PORT")})
+        ports = sandbox_ports()
         prepared = prepare(echo=echo)
-        sandbox = _start_sandbox(sandbox_size, echo)
-        if sandbox:
-            children.append(sandbox)
+        _start_sandbox(sandbox_size, echo, ports, children)
         if once:
             results = run_chain(prepared.urls, prepared.env, echo)
             _print_summary(results, echo, prepared.urls.warehouse)
@@ -454,10 +556,14 @@ def run(*, once: bool, sandbox_size: str = "small", echo=print) -> int:
             echo("all DAG runs succeeded")
             return 0
         return _serve_ui(prepared.env, children, echo)
-    except _Stop:
-        echo("\nstopping ...")
-        return 130
+    except _Stop as stop:
+        echo(f"\n{signal.Signals(stop.signum).name}: stopping ...")
+        return 128 + stop.signum
+    except DemoError as exc:
+        echo(f"erpsync demo: {exc}")
+        return 1
     finally:
+        stopping.append(0)  # from here on a signal does not interrupt the clean-up
         for proc in reversed(children):
             processes.stop_group(proc)
         if prepared_db_started(db_was_running):
@@ -471,12 +577,13 @@ def prepared_db_started(db_was_running: bool) -> bool:
     return not db_was_running and database.embedded_running()
 
 
-def _serve_ui(env: dict[str, str], children: list[subprocess.Popen], echo) -> int:
+def _serve_ui(env: dict[str, str], children: list[subprocess.Popen[bytes]], echo: Echo) -> int:
     home = paths.airflow_home()
     password = airflow_env.write_ui_password(home)
     log_file = home / "standalone.log"
-    proc = processes.spawn(processes.airflow_command(["standalone"]), env, log_file=log_file)
-    children.append(proc)
+    proc = processes.spawn(
+        processes.airflow_command(["standalone"]), env, log_file=log_file, into=children
+    )
     url = f"http://localhost:{airflow_env.API_PORT}"
     if not processes.wait_for_http(f"{url}/api/v2/monitor/health", timeout=300, proc=proc):
         echo(f"Airflow did not come up; see {log_file}")
@@ -491,4 +598,4 @@ def _serve_ui(env: dict[str, str], children: list[subprocess.Popen], echo) -> in
     while proc.poll() is None:
         time.sleep(1)
     echo(f"airflow standalone exited with code {proc.returncode}; see {log_file}")
-    return proc.returncode or 1
+    return int(proc.returncode or 1)

@@ -1,6 +1,7 @@
 """Starting and stopping the processes erpsync runs for an operator: Airflow commands, the
-sandbox, ``airflow standalone``. Each long-running child gets its own process group so that
-stopping it stops everything it spawned, and nothing is left behind after Ctrl-C.
+sandbox, ``airflow standalone``. Each long-running child gets its own process group, and
+stopping it stops its group and every process below it (:func:`stop_group`), so nothing is
+left behind after Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import psutil
 
 
 def airflow_command(args: Sequence[str]) -> list[str]:
@@ -26,7 +29,7 @@ def run_airflow(
     check: bool = True,
     capture: bool = False,
     timeout: float | None = None,
-) -> subprocess.CompletedProcess:
+) -> subprocess.CompletedProcess[str]:
     """Run one Airflow CLI command to completion with the project's Airflow environment."""
     full_env = {**os.environ, **env}
     return subprocess.run(  # noqa: S603 - fixed executable, arguments are ours
@@ -45,11 +48,15 @@ def spawn(
     *,
     log_file: Path | None = None,
     cwd: Path | None = None,
-) -> subprocess.Popen:
-    """Start a long-running child in its own process group (stdout to ``log_file`` if given)."""
+    into: list[subprocess.Popen[bytes]] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a long-running child in its own process group (stdout to ``log_file`` if given).
+
+    ``into``: the caller's list of children to stop, appended to at once, so that a stop signal
+    arriving while the caller still waits for the child (or prints) cannot leave it unlisted."""
     out = open(log_file, "ab") if log_file else None  # noqa: SIM115 - owned by the child
     try:
-        return subprocess.Popen(  # noqa: S603
+        proc = subprocess.Popen(  # noqa: S603
             list(cmd),
             env={**os.environ, **env},
             stdout=out,
@@ -57,30 +64,70 @@ def spawn(
             cwd=cwd,
             start_new_session=True,
         )
+        if into is not None:
+            into.append(proc)
+        return proc
     finally:
         if out:
             out.close()
 
 
-def stop_group(proc: subprocess.Popen, *, grace: float = 30.0) -> None:
-    """SIGTERM the child's whole process group, then SIGKILL whatever outlives ``grace``."""
-    if proc.poll() is not None and not _group_alive(proc.pid):
+def stop_group(proc: subprocess.Popen[bytes], *, grace: float = 30.0) -> None:
+    """SIGTERM the child, its process group and every process below it, then SIGKILL whatever
+    outlives ``grace``.
+
+    The process group alone is not enough: Airflow's task supervisor puts each task runner in a
+    process group of its own (``airflow/sdk/execution_time/supervisor.py``, ``os.setpgid(0, 0)``
+    after the fork), so ``killpg`` on ``airflow dags test`` or ``airflow standalone`` misses the
+    running task, which is re-parented to init and keeps running. The tree is read before the
+    first signal (an orphan leaves it) and re-read while waiting (late children join it)."""
+    tree = _descendants([proc.pid]) if proc.poll() is None else []
+    if proc.poll() is not None and not _group_alive(proc.pid) and not tree:
         return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
+    _signal_tree(proc.pid, tree, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         proc.poll()
-        if not _group_alive(proc.pid):
+        tree = _alive(tree)
+        tree += [p for p in _descendants([p.pid for p in tree]) if p not in tree]
+        if not _group_alive(proc.pid) and not tree:
             return
         time.sleep(0.2)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    _signal_tree(proc.pid, _alive(tree), signal.SIGKILL)
     proc.wait(timeout=10)
+
+
+def _descendants(pids: Sequence[int]) -> list[psutil.Process]:
+    found: list[psutil.Process] = []
+    for pid in pids:
+        try:
+            found += psutil.Process(pid).children(recursive=True)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _alive(procs: Sequence[psutil.Process]) -> list[psutil.Process]:
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.Error:
+            continue
+    return out
+
+
+def _signal_tree(pgid: int, tree: Sequence[psutil.Process], sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for p in tree:
+        try:
+            p.send_signal(sig)  # psutil checks the pid was not reused since the snapshot
+        except psutil.Error:
+            continue
 
 
 def _group_alive(pgid: int) -> bool:
@@ -93,7 +140,7 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def wait_for_http(url: str, *, timeout: float, proc: subprocess.Popen | None = None) -> bool:
+def wait_for_http(url: str, *, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
     """Poll ``url`` until it answers with any HTTP status (True) or ``timeout`` passes (False)."""
     import httpx
 

@@ -7,6 +7,9 @@
     -> enqueue write-back (outbox, same transaction) -> advance the watermark
     -> ops.run_stats row -> COMMIT
 
+Records requeued from the console (:mod:`erpsync.sync.requeue`) are re-read by id after an
+incremental read and take the same path; they never move the watermark.
+
 Everything happens in one transaction, so a run killed anywhere leaves nothing visible and the
 watermark where it was; the rerun starts from the same place. Counts (inserted, updated,
 unchanged, deleted, quarantined) come from the database (RETURNING, the server's COPY row
@@ -45,7 +48,7 @@ from erpsync.models.reasons import (
     RecordError,
     from_validation_error,
 )
-from erpsync.sync import sources, storable
+from erpsync.sync import requeue, sources, storable
 from erpsync.sync.spec import DeleteMode, EntitySpec, RunInfo, SyncStats
 from erpsync.writeback import outbox
 
@@ -303,6 +306,9 @@ def _run(conn, spec, run, *, pages, full, deleted_ids, timings=None) -> SyncStat
     stats.mode = read.mode
     if pages is None:
         pages = sources.read_pages(spec, read)
+    # records a data engineer requeued from the console (erpsync.sync.requeue): re-read by id
+    # after the read below unless this read is a full one (which reads them anyway)
+    requeued = requeue.pending(conn, spec.system, spec.name)
 
     _create_staging(conn, spec)
     # raw rows this run id already has (an Airflow run cleared after it committed): counted
@@ -313,6 +319,14 @@ def _run(conn, spec, run, *, pages, full, deleted_ids, timings=None) -> SyncStat
         (run.run_id, spec.system, spec.name),
     ).fetchone()[0]
     copied = _load(conn, spec, run, pages, stats, clock)
+    # the watermark comes from the read alone: a record re-read by id may carry a newer stamp
+    # than records the read has not reached yet
+    read_max = conn.execute("SELECT max(source_modstamp) FROM _sync_seen").fetchone()[0]
+    if requeued and read.mode == "incremental":
+        again = _load(
+            conn, spec, run, sources.read_records(spec, requeue.keys(requeued)), stats, clock
+        )
+        copied = {name: copied[name] + again[name] for name in copied}
     if feed is not None and feed.ids:
         with conn.cursor().copy("COPY _sync_gone (source_record_id) FROM STDIN") as copy:
             for rid in feed.ids:
@@ -339,10 +353,11 @@ def _run(conn, spec, run, *, pages, full, deleted_ids, timings=None) -> SyncStat
 
     stats.quarantined = _quarantine_count(conn, spec, run)
     _resolve_quarantine(conn, spec, run)
+    stats.requeued = requeue.finish(conn, spec, run, requeued)
 
     stats.written_back = _enqueue_write_back(conn, spec, stats.changed_keys, run)
 
-    new_ts = conn.execute("SELECT max(source_modstamp) FROM _sync_seen").fetchone()[0]
+    new_ts = read_max
     # A record changed while we paged may have been passed over while a later one was seen:
     # never move the watermark past the moment the read began (re-reading is harmless).
     if new_ts is not None and read_started is not None:
@@ -385,6 +400,7 @@ def _run(conn, spec, run, *, pages, full, deleted_ids, timings=None) -> SyncStat
                     "landed_raw": stats.loaded,
                     "watermark": stats.watermark,
                     "actor": run.actor,
+                    "requeued": stats.requeued,
                 }
             ),
         ),

@@ -12,6 +12,7 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 CRM_CONN_ID = "erpsync_crm"
 PSA_CONN_ID = "erpsync_psa"
@@ -120,6 +121,74 @@ def _salesforce_pages(source: SalesforceQuery, read: Read) -> Iterator[list[dict
         soql += f" WHERE {source.modstamp_field} >= {sf_datetime(read.since)}"
     soql += f" ORDER BY {source.modstamp_field}, Id"
     yield from client.query(soql, include_deleted=read.since is not None)
+
+
+#: Records re-read by id in one run (requeue): each is one request, within the vendor's limits.
+REQUEUE_PAGE = 100
+
+
+def read_records(spec, keys: Sequence[str]) -> Iterator[list[dict]]:
+    """The records ``keys`` of ``spec`` re-read one by one with the vendor's documented
+    single-record read (a requeue from the console, see :mod:`erpsync.sync.requeue`), in pages
+    of :data:`REQUEUE_PAGE`. A record the source no longer has is left out (its delete is for
+    the entity's delete detection to confirm). Sources read in full every run (nested Harvest
+    rates, BC web-service pages) have no such read and yield nothing: their full read covers
+    the records.
+
+    - Salesforce: sObject Rows ``GET /services/data/vXX.X/sobjects/{sobject}/{id}?fields=...``
+      (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_get_field_values.htm),
+      the same field list as the SOQL read;
+    - Harvest: ``GET /v2/{resource}/{id}``, e.g. "Retrieve a time entry"
+      (https://help.getharvest.com/api-v2/timesheets-api/timesheets/time-entries/), the object
+      the list returns (plus a few fields the list leaves out);
+    - Business Central: ``GET .../companies({id})/{entity}({id})``
+      (MicrosoftDocs/dynamics365smb-devitpro-pb dev-itpro/api-reference/v2.0/api/
+      dynamics_customer_get.md and the other ``*_get.md`` pages).
+    """
+    source = spec.source
+    if isinstance(source, SalesforceQuery):
+        from erpsync.connectors.salesforce import SalesforceClient
+
+        crm = SalesforceClient(conn_id=CRM_CONN_ID)
+        close = crm.close
+        fields = list(dict.fromkeys(("Id", *source.fields, source.modstamp_field, "IsDeleted")))
+
+        def one(key: str) -> dict | None:
+            return crm.get(source.sobject, key, fields)
+
+    elif isinstance(source, HarvestList):
+        from erpsync.connectors.harvest import HarvestClient
+
+        psa = HarvestClient(conn_id=PSA_CONN_ID)
+        close = psa.close
+
+        def one(key: str) -> dict | None:
+            return psa.get(f"{source.resource}/{quote(str(key), safe='')}")
+
+    elif isinstance(source, BusinessCentralList):
+        from erpsync.connectors.business_central import BusinessCentralClient
+
+        erp = BusinessCentralClient(conn_id=ERP_CONN_ID)
+        close = erp.close
+
+        def one(key: str) -> dict | None:
+            return erp.get(source.entity, key, api=source.api)
+
+    else:
+        return
+    try:
+        page: list[dict] = []
+        for key in keys:
+            record = one(key)
+            if record is not None:
+                page.append(record)
+            if len(page) >= REQUEUE_PAGE:
+                yield page
+                page = []
+        if page:
+            yield page
+    finally:
+        close()
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,8 @@ class SyncStats:
     written_back: int = 0  # outbox rows enqueued
     changed_keys: list[str] = field(default_factory=list)
     watermark: str | None = None
+    #: requeued quarantine records served by this run, by outcome (erpsync.sync.requeue)
+    requeued: dict[str, int] = field(default_factory=dict)
 
     @property
     def changed(self) -> int:
