@@ -225,10 +225,12 @@ def _log(message: str) -> None:
 def _admin_url(server_url: str | None = None) -> str:
     from erpsync.runtime import database
 
-    external = os.environ.get("ERPSYNC_DATABASE_URL")
-    return server_url or database.with_database(
-        external or database._embedded_server_url(start=True), "postgres"
-    )
+    if server_url:
+        return server_url
+    server = os.environ.get("ERPSYNC_DATABASE_URL") or database._embedded_server_url(start=True)
+    if server is None:
+        raise RuntimeError("no PostgreSQL server: set ERPSYNC_DATABASE_URL")
+    return database.with_database(server, "postgres")
 
 
 def _built(url: str) -> dict[str, Any] | None:
@@ -238,7 +240,7 @@ def _built(url: str) -> dict[str, Any] | None:
     try:
         with psycopg.connect(url, connect_timeout=10) as conn:
             row = conn.execute("SELECT to_regclass('bench_console.built') IS NOT NULL").fetchone()
-            if not row[0]:
+            if row is None or not row[0]:
                 return None
             found = conn.execute("SELECT counts FROM bench_console.built").fetchone()
             return None if found is None else dict(found[0])
@@ -275,29 +277,17 @@ def build_warehouse(url: str, size: dict[str, int]) -> dict[str, Any]:
         conn.execute("SET LOCAL synchronous_commit = off")
         for statement in CONSOLE_DATA:
             conn.execute(statement, params)
-        counts.update(
-            dict(
-                zip(
-                    (
-                        "exceptions",
-                        "audit_rows",
-                        "invoice_batches",
-                        "invoices",
-                        "quarantine",
-                        "run_stats",
-                    ),
-                    conn.execute(
-                        """SELECT (SELECT count(*) FROM ops.exceptions),
-                                  (SELECT count(*) FROM audit.audit_log),
-                                  (SELECT count(*) FROM billing.invoice_batches),
-                                  (SELECT count(*) FROM billing.invoices),
-                                  (SELECT count(*) FROM ops.quarantine),
-                                  (SELECT count(*) FROM ops.run_stats)"""
-                    ).fetchone(),
-                    strict=True,
-                )
-            )
-        )
+        found = conn.execute(
+            """SELECT (SELECT count(*) FROM ops.exceptions),
+                      (SELECT count(*) FROM audit.audit_log),
+                      (SELECT count(*) FROM billing.invoice_batches),
+                      (SELECT count(*) FROM billing.invoices),
+                      (SELECT count(*) FROM ops.quarantine),
+                      (SELECT count(*) FROM ops.run_stats)"""
+        ).fetchone()
+        assert found is not None  # one row, always
+        names = ("exceptions", "audit_rows", "invoice_batches", "invoices", "quarantine")
+        counts.update(dict(zip((*names, "run_stats"), found, strict=True)))
         conn.commit()
         conn.autocommit = True
         conn.execute("VACUUM ANALYZE")
@@ -359,7 +349,7 @@ class _Airflow:
     def __init__(self, admin_url: str) -> None:
         self.admin_url = admin_url
         self.metadata_url: str | None = None
-        self.manager = None
+        self.manager: Any = None
 
     def __enter__(self) -> _Airflow:
         import tempfile
@@ -388,11 +378,11 @@ class _Airflow:
         }
         for (section, key), value in values.items():
             conf.set(section, key, value)
-        settings.reconfigure_orm()
+        settings.reconfigure_orm()  # type: ignore[no-untyped-call]
         from airflow.models import import_all_models
         from airflow.models.base import Base
 
-        import_all_models()
+        import_all_models()  # type: ignore[no-untyped-call]
         Base.metadata.create_all(settings.engine)
         from airflow.api_fastapi.app import create_auth_manager, purge_cached_app
 
@@ -404,7 +394,7 @@ class _Airflow:
     def token(self) -> str:
         from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 
-        return self.manager.generate_jwt(SimpleAuthManagerUser(username=USER[0], role=USER[1]))
+        return str(self.manager.generate_jwt(SimpleAuthManagerUser(username=USER[0], role=USER[1])))
 
     def __exit__(self, *exc: Any) -> None:
         from airflow import settings
@@ -416,7 +406,7 @@ class _Airflow:
             database.drop_database(self.metadata_url)
 
 
-def _served_paths(app) -> list[str]:
+def _served_paths(app: Any) -> list[str]:
     paths = []
     for route in app.routes:
         path = getattr(route, "path", None)
@@ -436,7 +426,7 @@ def _route_present(url: str, paths: list[str]) -> bool:
     return False
 
 
-def _fill(conn) -> dict[str, str]:
+def _fill(conn: Any) -> dict[str, str]:
     """Real ids for the detail pages (an open exception, a recent audit row, a quarantined
     record, the client with the most totals)."""
 
@@ -458,7 +448,9 @@ def _fill(conn) -> dict[str, str]:
     }
 
 
-def time_pages(url: str, *, runs: int = 7, pages: list[tuple[str, str]] | None = None):
+def time_pages(
+    url: str, *, runs: int = 7, pages: list[tuple[str, str]] | None = None
+) -> list[dict[str, Any]]:
     """Fetch each page ``runs`` times (after one warm-up) through the console app, as the
     finance user; returns one report entry per page."""
     import psycopg
