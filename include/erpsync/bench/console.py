@@ -190,9 +190,12 @@ PAGES: list[tuple[str, str]] = [
     ("audit", "/audit"),
     ("audit: one entity", "/audit?entity_type=exception&entity_id=17"),
     ("audit: one actor and action", "/audit?actor=fiona.finance&action=exception.waive"),
+    ("audit: one month", "/audit?from=2026-06-01&to=2026-06-30"),
     ("audit entry", "/audit/{audit_id}"),
     ("sync", "/sync"),
+    ("sync: one entity", "/sync?entity=time_entries"),
     ("sync: quarantine", "/sync/quarantine"),
+    ("sync: quarantine, one reason", "/sync/quarantine?system=psa&reason=negative_hours"),
     ("sync: quarantined record", "/sync/quarantine/{quarantine_id}"),
 ]
 
