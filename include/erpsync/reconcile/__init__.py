@@ -484,7 +484,6 @@ def _shard_worker(
             rows = worker.execute(
                 sql.SHARD_DIFF.replace("{table}", table), {**params, "shards": [shard]}
             ).rowcount
-            worker.execute(sql.TOTALS_TABLE.replace("{table}", table))
             worker.execute(
                 sql.SHARD_SUMMARY_AFTER_DIFF.replace("{table}", table),
                 {"shard": shard, "as_of": params["as_of"]},

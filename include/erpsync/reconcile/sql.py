@@ -870,6 +870,11 @@ TOTALS_KEYS = (
 )
 #: SUMMARY's grouping: its four keys and TOTALS_KEYS' six (columns 8-13).
 _SUMMARY_GROUP = "1, 2, 3, 4, 8, 9, 10, 11, 12, 13"
+#: SUMMARY's columns, named (a parallel worker's totals table, TOTALS_TABLE).
+_TOTALS_TABLE_COLS = (
+    "state, reason_code, approved, currency, items, hours, amount, period_start, account_id,"
+    " client_psa_id, item_type, age_bucket, is_leakage, newest"
+)
 
 # ------------------------------------------------------------------ the first reconciliation
 #: The first reconciliation (recon.items empty) builds each shard's partition whole - a new
@@ -993,7 +998,8 @@ SELECT p.code, p.entity_type, p.entity_key, sum(s.amount), min(s.currency), coun
 #: in its table ``{table}`` (``SHARD_DIFF``): the shard's rows the differences leave alone, and
 #: the new and changed ones (their row version is the run's: NULL here). Parameter: shard.
 SHARD_SUMMARY_AFTER_DIFF = (
-    "INSERT INTO {table}_totals\n"
+    # CREATE TABLE AS, not INSERT: PostgreSQL may read the shard with parallel workers for it
+    "CREATE UNLOGGED TABLE {table}_totals (" + _TOTALS_TABLE_COLS + ") AS\n"
     "SELECT state, reason_code, approved, currency, count(*), sum(hours), sum(amount), "
     + TOTALS_KEYS
     + """, max(x)
