@@ -95,6 +95,7 @@ bench: install
 	-$(RUN)/erpsync bench
 	-$(RUN)/python -m erpsync.bench.reconcile
 	-$(RUN)/python -m erpsync.bench.invoicing
+	-$(RUN)/python -m erpsync.bench.console
 
 clean:
 	-$(RUN)/erpsync db stop

@@ -124,7 +124,7 @@ async def _http_error(request: Request, exc: Any) -> Response:
 
 def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     """The console app. Tests pass settings naming their warehouse; the plugin uses Airflow's."""
-    from erpsync.console.pages import audit, exceptions, home, sync
+    from erpsync.console.pages import audit, billing, exceptions, home, sync
     from erpsync.console.pages import insights as insights_page
 
     app = FastAPI(
@@ -139,6 +139,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     app.add_exception_handler(FastAPIHTTPException, _http_error)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.include_router(home.router)
+    app.include_router(billing.router)
     app.include_router(exceptions.router)
     app.include_router(insights_page.router)
     app.include_router(audit.router)

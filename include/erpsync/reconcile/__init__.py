@@ -57,6 +57,11 @@ cap, currency differs) and per PSA user assignment (rate differs) - with the amo
 and the owner from the catalogue. A rerun refreshes them (no duplicates); a problem no longer
 found (fixed at the source and resynced) closes its exception.
 
+Totals: the run also rewrites ``recon.item_totals`` (migration 0028: per period, client,
+currency, item type, state, reason, WIP age bucket and leakage) from the per-group sums it
+computes for its own summary anyway - no extra pass over recon.items - in the same transaction
+as the items, so the billing cockpit reads totals that always match them.
+
 Reruns: an item row is written only when something about it changed (IS DISTINCT FROM); a run
 whose inputs did not change at all since the last one (same as-of date; fingerprint of every
 input table's row count and newest row version, see ``sql.FINGERPRINT``;
@@ -205,15 +210,15 @@ def _summary(
 ) -> tuple[int, dict, dict, dict, str]:
     """The counts per state (and of approved items) and per reason; and recon.items' part of the
     fingerprint (``sql.FINGERPRINT``: row count and newest row version), from the same scan
-    (``rows``: ``sql.SUMMARY``'s rows already read, e.g. per shard by the parallel workers; rows
-    of the same group add up; ``written_xid``: the run's transaction id when it wrote rows the
-    workers could not see written)."""
+    (``rows``: ``sql.STATE_SUMMARY``'s rows already read, e.g. per shard by the parallel
+    workers; rows of the same group add up; ``written_xid``: the run's transaction id when it
+    wrote rows the workers could not see written)."""
     by_state = {s: _bucket() for s in STATES}
     approved = {s: _bucket() for s in STATES}
     reasons: dict[str, dict[str, Any]] = {}
     total = newest = 0
     if rows is None:
-        rows = conn.execute(sql.SUMMARY).fetchall()
+        rows = conn.execute(sql.STATE_SUMMARY).fetchall()
     if written_xid is not None:
         newest = written_xid
     for state, reason, is_approved, currency, n, hours, amount, xmin in rows:
@@ -232,6 +237,25 @@ def _summary(
         {r: _finish(b) for r, b in sorted(reasons.items())},
         f"{total}:{newest}",
     )
+
+
+def _store_totals(conn, as_of: dt.date, work_tables: list[str] | None) -> list[tuple] | None:
+    """Rewrite ``recon.item_totals`` (migration 0028, the billing cockpit's summary) and
+    ``recon.client_period_totals`` from it, in the run's transaction, server-side: from the
+    parallel workers' sums in their work tables (``work_tables``: their shard tables; call it
+    before they are dropped), else in one pass over recon.items (``sql.TOTALS_SERIAL``), whose
+    state summary (``sql.STATE_SUMMARY``'s columns) is returned (None after the workers: they
+    returned theirs)."""
+    conn.execute(sql.DELETE_TOTALS)
+    rows = None
+    if work_tables:
+        # the names are the run's own (see _shard_tables)
+        union = " UNION ALL ".join(f"SELECT * FROM {t}_totals" for t in work_tables)  # noqa: S608
+        conn.execute(sql.TOTALS_FROM_WORK.replace("{tables}", union))
+    else:
+        rows = conn.execute(sql.TOTALS_SERIAL, {"as_of": as_of}).fetchall()
+    conn.execute(sql.CLIENT_PERIOD_TOTALS)
+    return rows
 
 
 def _problems(conn):
@@ -325,6 +349,7 @@ def _exceptions(conn, run) -> tuple[int, int, int, dict[str, int]]:
 
 def _unchanged(conn, run, run_id, as_of, last, fingerprint, started, source) -> ReconcileResult:
     """Nothing changed since the last run: record this run, recompute nothing."""
+    # recon.item_totals is the last run's, still true: only the state summary is read
     total, by_state, approved, reasons, _items_part = _summary(conn)
     result = ReconcileResult(
         run_id=run_id,
@@ -413,14 +438,15 @@ def _build_shard(conn, table: str, shard: int, params: dict[str, Any]) -> int:
 def _build_shard_summed(
     conn, table: str, shard: int, params: dict[str, Any]
 ) -> tuple[int, list[tuple]]:
-    """``_build_shard``, summing the partition up as it is written (``sql.SUMMARY``'s rows)."""
+    """``_build_shard``, summing the partition up as it is written (``sql.SUMMARY``: into the
+    worker's totals table, read back by state for the run's summary)."""
     conn.execute(sql.SHARD_TABLE.replace("{table}", table).replace("%(shard)s", str(int(shard))))
-    rows = conn.execute(
-        sql.SHARD_FILL_SUMMARY.replace("{table}", table), {**params, "shards": [shard]}
-    ).fetchall()
+    conn.execute(sql.TOTALS_TABLE.replace("{table}", table))
+    conn.execute(sql.SHARD_FILL_SUMMARY.replace("{table}", table), {**params, "shards": [shard]})
     own_xid = int(conn.execute(sql.OWN_XID).fetchone()[0])  # every row's version
     _index_shard(conn, table)
-    return sum(r[4] for r in rows), [(*r, own_xid) for r in rows]
+    rows = conn.execute(sql.STATE_SUMMARY_OF_WORK.replace("{table}", table)).fetchall()
+    return sum(r[4] for r in rows), [(*r[:7], own_xid) for r in rows]
 
 
 def _index_shard(conn, table: str) -> None:
@@ -458,9 +484,11 @@ def _shard_worker(
             rows = worker.execute(
                 sql.SHARD_DIFF.replace("{table}", table), {**params, "shards": [shard]}
             ).rowcount
-            summary = worker.execute(
-                sql.SHARD_SUMMARY_AFTER_DIFF.replace("{table}", table), {"shard": shard}
-            ).fetchall()
+            worker.execute(
+                sql.SHARD_SUMMARY_AFTER_DIFF.replace("{table}", table),
+                {"shard": shard, "as_of": params["as_of"]},
+            )
+            summary = worker.execute(sql.STATE_SUMMARY_OF_WORK.replace("{table}", table)).fetchall()
         worker.commit()
     return rows, summary
 
@@ -582,7 +610,7 @@ def run_reconcile(
         n_workers = _parallel_workers(workers, own_transaction, _entries(parts))
         conn.execute(_HASH_JOINS_ONLY)
         _drop_work_tables(conn)
-        shard_summaries = None  # the first parallel run's, from its workers
+        shard_summaries = None  # a parallel run's, from its workers
         clock.lap("inputs")
         if first:
             # the first reconciliation: each shard's partition built whole, then swapped in
@@ -617,6 +645,9 @@ def run_reconcile(
             updated = conn.execute(sql.UPDATE_CHANGED, params).rowcount
             inserted = conn.execute(sql.INSERT_NEW, params).rowcount
             deleted = conn.execute(sql.DELETE_GONE).rowcount
+        if shard_summaries is not None:
+            # the billing cockpit's totals from the workers' sums, before their tables go
+            _store_totals(conn, as_of, tables)
         _drop_work_tables(conn)
         clock.lap("apply")
         seen, raised, resolved, problems = _exceptions(conn, run)
@@ -624,9 +655,11 @@ def run_reconcile(
         written_xid = None
         if shard_summaries is not None and not first and (updated or inserted):
             written_xid = int(conn.execute(sql.OWN_XID).fetchone()[0])
-        total, by_state, approved, reasons, items_part = _summary(
-            conn, shard_summaries, written_xid
-        )
+        state_rows = shard_summaries
+        if state_rows is None:
+            # a serial run: the cockpit's totals and the run's own summary in one pass
+            state_rows = _store_totals(conn, as_of, None)
+        total, by_state, approved, reasons, items_part = _summary(conn, state_rows, written_xid)
         clock.lap("summary")
         conn.execute(sql.DROP_TEMP)
         result = ReconcileResult(

@@ -856,6 +856,26 @@ FILL_STAGE_FROM = (
     "  FROM ({tables}) w ORDER BY w.item_key, w.gone"
 )
 
+#: recon.item_totals' part of a summary group (migration 0028, read by the billing cockpit),
+#: after SUMMARY's own columns: period, client, item type, the WIP age bucket against the run's
+#: as-of date (0: 0-30 days or dated later, 1: 31-60, 2: 61-90, 3: over 90) and leakage, both
+#: as recon.wip defines them. Parameter: as_of.
+_WIP = "item_type IN ('time', 'expense') AND state IN ('ready', 'on_hold')"
+_AGE = "(%(as_of)s::date - item_date)"
+TOTALS_KEYS = (
+    "period_start, account_id, client_psa_id, item_type, "
+    f"CASE WHEN {_WIP} THEN CASE WHEN {_AGE} <= 30 THEN 0 WHEN {_AGE} <= 60 THEN 1 "
+    f"WHEN {_AGE} <= 90 THEN 2 ELSE 3 END END::smallint, "
+    f"({_WIP} AND approved AND {_AGE} > (SELECT leakage_days FROM recon.settings))"
+)
+#: SUMMARY's grouping: its four keys and TOTALS_KEYS' six (columns 8-13).
+_SUMMARY_GROUP = "1, 2, 3, 4, 8, 9, 10, 11, 12, 13"
+#: SUMMARY's columns, named (a parallel worker's totals table, TOTALS_TABLE).
+_TOTALS_TABLE_COLS = (
+    "state, reason_code, approved, currency, items, hours, amount, period_start, account_id,"
+    " client_psa_id, item_type, age_bucket, is_leakage, newest"
+)
+
 # ------------------------------------------------------------------ the first reconciliation
 #: The first reconciliation (recon.items empty) builds each shard's partition whole - a new
 #: table shaped like recon.items, filled, then its indexes and keys built once from the loaded
@@ -888,9 +908,13 @@ SHARD_FILL_SUMMARY = (
     + ", first_run_id, last_run_id)\nSELECT s.item_key, "
     + _s_cols
     + ", %(run_id)s, %(run_id)s FROM src s\n"
-    "RETURNING state, reason_code, approved, currency, hours, amount)\n"
-    "SELECT state, reason_code, approved, currency, count(*), sum(hours), sum(amount)\n"
-    "  FROM filled GROUP BY 1, 2, 3, 4"
+    "RETURNING state, reason_code, approved, currency, hours, amount, period_start, account_id,"
+    " client_psa_id, item_type, item_date)\n"
+    "INSERT INTO {table}_totals\n"
+    "SELECT state, reason_code, approved, currency, count(*), sum(hours), sum(amount), "
+    + TOTALS_KEYS
+    + ", NULL\n  FROM filled GROUP BY "
+    + _SUMMARY_GROUP
 )
 #: recon.items' partitioned indexes and key constraints, as statements for one new shard table
 #: (``{table}``); attaching it then adopts them instead of building its own.
@@ -973,29 +997,105 @@ SELECT p.code, p.entity_type, p.entity_key, sum(s.amount), min(s.currency), coun
 #: A parallel worker's summary of its shard as it will be once the run applied the differences
 #: in its table ``{table}`` (``SHARD_DIFF``): the shard's rows the differences leave alone, and
 #: the new and changed ones (their row version is the run's: NULL here). Parameter: shard.
-SHARD_SUMMARY_AFTER_DIFF = """
-SELECT state, reason_code, approved, currency, count(*), sum(hours), sum(amount), max(x)
+SHARD_SUMMARY_AFTER_DIFF = (
+    # CREATE TABLE AS, not INSERT: PostgreSQL may read the shard with parallel workers for it
+    "CREATE UNLOGGED TABLE {table}_totals (" + _TOTALS_TABLE_COLS + ") AS\n"
+    "SELECT state, reason_code, approved, currency, count(*), sum(hours), sum(amount), "
+    + TOTALS_KEYS
+    + """, max(x)
   FROM (SELECT i.state, i.reason_code, i.approved, i.currency, i.hours, i.amount,
+               i.period_start, i.account_id, i.client_psa_id, i.item_type, i.item_date,
                i.xmin::text::bigint AS x
           FROM recon.items i
          WHERE i.shard = %(shard)s
            AND NOT EXISTS (SELECT 1 FROM {table} d WHERE d.item_key = i.item_key)
         UNION ALL
-        SELECT d.state, d.reason_code, d.approved, d.currency, d.hours, d.amount, NULL
+        SELECT d.state, d.reason_code, d.approved, d.currency, d.hours, d.amount,
+               d.period_start, d.account_id, d.client_psa_id, d.item_type, d.item_date, NULL
           FROM {table} d
          WHERE NOT d.gone) f
- GROUP BY 1, 2, 3, 4
-"""
+ GROUP BY """
+    + _SUMMARY_GROUP
+)
 #: The run's own transaction id as recon.items' xmin shows it (32 bits).
 OWN_XID = "SELECT pg_current_xact_id()::text::bigint % 4294967296"
 
-#: Per state, reason, approval and currency; with the newest row version (the fingerprint).
-SUMMARY = """
+#: Per state, reason, approval and currency, and recon.item_totals' keys (TOTALS_KEYS); with
+#: the newest row version (the fingerprint). Parameter: as_of.
+SUMMARY = (
+    "SELECT state, reason_code, approved, currency, count(*), sum(hours), sum(amount), "
+    + TOTALS_KEYS
+    + ",\n       max(xmin::text::bigint)\n  FROM recon.items\n GROUP BY "
+    + _SUMMARY_GROUP
+)
+
+#: A parallel worker's sums (``SUMMARY``'s columns, named), in its work table next to its shard
+#: table ``{table}`` (committed by the worker, read by the run into recon.item_totals, dropped
+#: with the other work tables): the totals never travel through Python.
+TOTALS_TABLE = (
+    "CREATE UNLOGGED TABLE {table}_totals (state text, reason_code text, approved boolean,"
+    " currency char(3), items bigint, hours numeric, amount numeric, period_start date,"
+    " account_id text, client_psa_id text, item_type text, age_bucket smallint,"
+    " is_leakage boolean, newest bigint)"
+)
+#: The worker's summary by state, reason, approval and currency, from its work table.
+STATE_SUMMARY_OF_WORK = (
+    "SELECT state, reason_code, approved, currency, sum(items)::bigint, sum(hours), sum(amount),"
+    " max(newest) FROM {table}_totals GROUP BY 1, 2, 3, 4"
+)
+_TOTALS_COLS = (
+    "period_start, account_id, client_psa_id, currency, item_type, state, reason_code,"
+    " approved, age_bucket, is_leakage, items, hours, amount"
+)
+#: The workers' sums into recon.item_totals ({tables}: a UNION ALL of their work tables), as
+#: they come: a key both shards summed (a client with contracts in both) has a row from each.
+TOTALS_FROM_WORK = (
+    "INSERT INTO recon.item_totals (" + _TOTALS_COLS + ")\n"  # noqa: S608 - constant SQL
+    "SELECT " + _TOTALS_COLS + " FROM ({tables}) w"
+)
+#: A serial run: SUMMARY into recon.item_totals, and the state summary (with the newest row
+#: version) returned, in one pass over recon.items. Parameter: as_of.
+TOTALS_SERIAL = (
+    "WITH s (state, reason_code, approved, currency, items, hours, amount, period_start,"
+    " account_id, client_psa_id, item_type, age_bucket, is_leakage, newest) AS (\n"
+    + SUMMARY
+    + "\n), stored AS (INSERT INTO recon.item_totals ("
+    + _TOTALS_COLS
+    + ") SELECT "
+    + _TOTALS_COLS
+    + " FROM s)\n"
+    "SELECT state, reason_code, approved, currency, sum(items)::bigint, sum(hours), sum(amount),"
+    " max(newest) FROM s GROUP BY 1, 2, 3, 4"
+)
+
+#: SUMMARY without recon.item_totals' keys: a skipped run (nothing changed) only reports.
+STATE_SUMMARY = """
 SELECT state, reason_code, approved, currency, count(*), sum(hours), sum(amount),
        max(xmin::text::bigint)
   FROM recon.items
  GROUP BY 1, 2, 3, 4
 """
+
+#: recon.item_totals emptied by the run (then filled by TOTALS_FROM_WORK or TOTALS_SERIAL),
+#: then recon.client_period_totals from it (migration 0028 has the same statement).
+DELETE_TOTALS = "DELETE FROM recon.item_totals; DELETE FROM recon.client_period_totals"
+CLIENT_PERIOD_TOTALS = """
+INSERT INTO recon.client_period_totals
+SELECT period_start, account_id, client_psa_id, currency,
+       coalesce(sum(items) FILTER (WHERE state = 'ready'), 0),
+       sum(hours) FILTER (WHERE state = 'ready'), sum(amount) FILTER (WHERE state = 'ready'),
+       coalesce(sum(items) FILTER (WHERE state = 'on_hold'), 0),
+       sum(hours) FILTER (WHERE state = 'on_hold'), sum(amount) FILTER (WHERE state = 'on_hold'),
+       coalesce(sum(items) FILTER (WHERE state = 'billed'), 0),
+       sum(hours) FILTER (WHERE state = 'billed'), sum(amount) FILTER (WHERE state = 'billed'),
+       coalesce(sum(items) FILTER (WHERE age_bucket IS NOT NULL), 0),
+       sum(amount) FILTER (WHERE age_bucket IS NOT NULL),
+       coalesce(sum(items) FILTER (WHERE is_leakage), 0),
+       sum(hours) FILTER (WHERE is_leakage), sum(amount) FILTER (WHERE is_leakage)
+  FROM recon.item_totals
+ GROUP BY 1, 2, 3, 4
+"""
+
 
 #: Every input of the reconciliation (and its own output): a rerun whose fingerprint equals the
 #: one recorded at the end of the last run (same as-of date) has nothing to change. Any committed
