@@ -151,6 +151,7 @@ def test_an_unauthenticated_visitor_is_refused(console_server, page):
     exception_id = console_server.scenario.exceptions["tax_id"]
     paths = ["/", "/exceptions", "/exceptions.csv", f"/exceptions/{exception_id}", "/insights"]
     paths += ["/audit", "/audit.csv", "/sync", "/sync/quarantine", "/sync/quarantine/1"]
+    paths += ["/billing", "/billing/overview.csv"]
     for path in paths:
         assert httpx.get(f"{base}{path}", timeout=30).status_code == 401, path
     refused = httpx.post(
@@ -163,6 +164,26 @@ def test_an_unauthenticated_visitor_is_refused(console_server, page):
     # and a forged token is no token
     forged = httpx.get(f"{base}/exceptions", cookies={"_token": "forged.jwt.value"}, timeout=30)
     assert forged.status_code in (401, 403)
+
+
+# --------------------------------------------------------------------------- every page, every role
+
+
+@pytest.mark.parametrize("role", list(ROLE_USERS))
+def test_each_role_opens_every_console_page_from_the_airflow_menu(console_server, as_user, role):
+    user = ROLE_USERS[role]
+    page = as_user(user)
+    for title in PAGE_TITLES:
+        frame = open_console_page(page, console_server, title)
+        # the console's own top bar names the signed-in Airflow user, and says read only
+        # to whoever may not act
+        who = frame.locator(".who").inner_text()
+        assert user in who, (title, who)
+        assert ("read only" in who) is (role == "auditor"), (title, who)
+        assert frame.locator("main .error").count() == 0, title
+        text = frame.locator("main").inner_text()
+        for slip in ("<built-in method", "Traceback", "Undefined"):  # template slips
+            assert slip not in text, (title, slip)
 
 
 # --------------------------------------------------------------------------- acting
@@ -247,7 +268,7 @@ def test_finance_ops_assign_exceptions_in_bulk(console_server, as_user):
 # --------------------------------------------------------------------------- charts
 
 #: Pages with charts (inline SVG, role="img" with the chart's title), and their screenshot.
-CHART_PAGES = [("Insights", "insights"), ("Sync health", "sync")]
+CHART_PAGES = [("Insights", "insights"), ("Sync health", "sync"), ("Billing", "billing")]
 
 
 def test_charts_are_drawn_in_the_browser(console_server, as_user):
