@@ -16,7 +16,7 @@ endif
 VENV := .venv
 RUN := $(VENV)/bin
 
-.PHONY: install browser demo demo-once test lint typecheck format lock-check bench sandbox up celery-run clean help
+.PHONY: install browser demo demo-once screenshots test lint typecheck format lock-check bench sandbox up celery-run clean help
 
 help:
 	@sed -n '2,6p' Makefile
@@ -71,6 +71,11 @@ format: install
 test: lock-check lint typecheck browser
 	$(RUN)/erpsync db start
 	$(RUN)/pytest -n 2 --dist loadfile --durations=15
+
+# The README's screenshots, taken by the browser tests of the finance console.
+screenshots: install browser
+	$(RUN)/erpsync db start
+	ERPSYNC_SCREENSHOTS=$(CURDIR)/docs/screenshots $(RUN)/pytest tests/browser/test_console_browser.py -q
 
 demo: install
 	$(RUN)/erpsync demo

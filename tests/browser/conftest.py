@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -28,8 +29,13 @@ from erpsync.runtime import database, processes
 from tests.browser import chromium, scenario
 from tests.conftest import make_database
 
-#: Where the tests put the screenshots the README shows.
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+#: Where the tests put their screenshots: the git-ignored .erpsync/screenshots/ on every run (so
+#: `make test` leaves the work tree clean), docs/screenshots/ (the README's pictures) when
+#: ERPSYNC_SCREENSHOTS names it, as `make screenshots` does.
+SCREENSHOTS = Path(
+    os.environ.get("ERPSYNC_SCREENSHOTS")
+    or Path(__file__).resolve().parents[2] / ".erpsync" / "screenshots"
+)
 
 #: The demo's logins by console role (SimpleAuthManager roles: admin, user, viewer, op).
 ROLE_USERS = {

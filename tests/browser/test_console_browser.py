@@ -4,7 +4,8 @@ against a real Airflow api-server with the erpsync console plugin (tests/browser
 Each role logs in through Airflow's own login page (the SimpleAuthManager form) with the demo's
 users, opens the console pages through the Airflow UI's navigation (Plugins > Finance > page: a
 plugin page with a ``url_route`` is an iframe titled by its view name) and does what its role may,
-or is refused what it may not. The main pages are photographed into docs/screenshots/.
+or is refused what it may not. The main pages are photographed (``make screenshots`` puts
+them in docs/screenshots/).
 """
 
 from __future__ import annotations
