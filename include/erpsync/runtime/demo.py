@@ -599,6 +599,7 @@ def _serve_ui(env: dict[str, str], children: list[subprocess.Popen[bytes]], echo
         ("engineer", airflow_env.ENGINEER_USER, "engineer_password", "requeues quarantined rows"),
     ):
         echo(f"{label + ':':<12}{user} / {sec[key]}  ({note})")
+    echo(f"console:    {url}/erpsync/  (in the UI: Plugins > Finance)")
     echo(f"logs:       {log_file}")
     echo("Press Ctrl-C to stop everything the demo started.")
     while proc.poll() is None:
