@@ -101,6 +101,8 @@ bench: install
 	-$(RUN)/python -m erpsync.bench.reconcile
 	-$(RUN)/python -m erpsync.bench.invoicing
 	-$(RUN)/python -m erpsync.bench.console
+	-$(RUN)/python -m erpsync.bench.exceptions
+	-$(RUN)/python -m erpsync.bench.cash
 
 clean:
 	-$(RUN)/erpsync db stop
