@@ -4,6 +4,7 @@ headers, CSV, charts) behaves."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import io
 from decimal import Decimal
@@ -141,7 +142,10 @@ def test_a_csv_keeps_money_exact_and_defuses_formulas():
     async def body():
         return "".join([chunk async for chunk in response.body_iterator])
 
-    rows = list(csv.reader(io.StringIO(asyncio.run(body()))))
+    # a fresh event loop in its own thread: another test in this worker may have left one running
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        text = pool.submit(asyncio.run, body()).result()
+    rows = list(csv.reader(io.StringIO(text)))
     assert rows == [["who", "amount"], ["'=HYPERLINK(1)", "1234.5600"], ["x", ""]]
 
 
