@@ -720,192 +720,121 @@ def _period(d: dt.date | None) -> str:
     return d.strftime("%Y-%m") if d else ""
 
 
+#: Per download: (header, row key) per column; a key ending in "@month" is a date shown as YYYY-MM.
+_CSV_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "overview": [
+        ("period", "period_start@month"),
+        ("client_id", "client"),
+        ("client", "client_name"),
+        ("currency", "currency"),
+        *[
+            (f"{state}_{what}", f"{state}_{what}")
+            for state in ("ready", "on_hold", "billed")
+            for what in ("items", "hours", "amount")
+        ],
+        ("wip_amount", "wip_amount"),
+        ("leakage_amount", "leakage_amount"),
+    ],
+    "on_hold": [
+        ("period", "period_start@month"),
+        ("client_id", "client"),
+        ("client", "client_name"),
+        ("currency", "currency"),
+        ("reason_code", "reason_code"),
+        ("items", "items"),
+        ("hours", "hours"),
+        ("amount", "amount"),
+    ],
+    "batches": [
+        (key, key)
+        for key in (
+            "batch_id",
+            "kind",
+            "period_start",
+            "period_end",
+            "state",
+            "status",
+            "currency",
+            "invoices",
+            "held_invoices",
+            "net",
+            "tax",
+            "total",
+            "prepared_by",
+            "prepared_at",
+            "decided_by",
+            "decided_at",
+            "released_at",
+        )
+    ],
+    "batch_totals": [
+        (key, key) for key in ("state", "currency", "batches", "invoices", "net", "tax", "total")
+    ],
+    "wip": [
+        ("currency", "currency"),
+        ("age_bucket", "bucket"),
+        ("items", "items"),
+        ("hours", "hours"),
+        ("amount", "amount"),
+        ("on_hold_amount", "on_hold_amount"),
+    ],
+    "leakage": [
+        ("currency", "currency"),
+        ("period", "period_start@month"),
+        ("client_id", "client"),
+        ("client", "client_name"),
+        ("items", "items"),
+        ("hours", "hours"),
+        ("amount", "amount"),
+    ],
+    "dq_blocks": [
+        (key, key)
+        for key in (
+            "block_id",
+            "scope_type",
+            "scope_key",
+            "scope_name",
+            "suite",
+            "expectation",
+            "detail",
+            "since",
+            "last_seen",
+            "last_run_id",
+        )
+    ],
+}
+
+
+def _csv_rows(conn, table: str, f: Filters) -> list[dict[str, Any]]:
+    if table == "overview":
+        return overview(conn, f, limit=None).rows
+    if table == "on_hold":
+        return on_hold(conn, f, limit=None).rows
+    if table == "batches":
+        return batches(conn, f, limit=None).rows
+    if table == "batch_totals":
+        return batch_totals(conn, f)
+    if table == "wip":
+        return wip_ageing(conn, f)
+    if table == "leakage":
+        return leakage(conn, f, limit=None).rows
+    if table == "dq_blocks":
+        return dq_blocks(conn, f, limit=100_000)
+    raise KeyError(table)
+
+
 def csv_table(conn, table: str, f: Filters) -> Csv:
     """Every row of ``table`` (one of ``TABLES``) under the filters, for the download."""
-    if table == "overview":
-        p = overview(conn, f, limit=None)
-        out = Csv(
+    columns = _CSV_COLUMNS[table]
+    out = Csv([header for header, _ in columns])
+    for r in _csv_rows(conn, table, f):
+        out.rows.append(
             [
-                "period",
-                "client_id",
-                "client",
-                "currency",
-                "ready_items",
-                "ready_hours",
-                "ready_amount",
-                "on_hold_items",
-                "on_hold_hours",
-                "on_hold_amount",
-                "billed_items",
-                "billed_hours",
-                "billed_amount",
-                "wip_amount",
-                "leakage_amount",
+                _period(r[key.removesuffix("@month")]) if key.endswith("@month") else r[key]
+                for _, key in columns
             ]
         )
-        for r in p.rows:
-            out.rows.append(
-                [
-                    _period(r["period_start"]),
-                    r["client"],
-                    r["client_name"],
-                    r["currency"],
-                    r["ready_items"],
-                    r["ready_hours"],
-                    r["ready_amount"],
-                    r["on_hold_items"],
-                    r["on_hold_hours"],
-                    r["on_hold_amount"],
-                    r["billed_items"],
-                    r["billed_hours"],
-                    r["billed_amount"],
-                    r["wip_amount"],
-                    r["leakage_amount"],
-                ]
-            )
-        return out
-    if table == "on_hold":
-        p = on_hold(conn, f, limit=None)
-        out = Csv(
-            ["period", "client_id", "client", "currency", "reason_code", "items", "hours", "amount"]
-        )
-        for r in p.rows:
-            out.rows.append(
-                [
-                    _period(r["period_start"]),
-                    r["client"],
-                    r["client_name"],
-                    r["currency"],
-                    r["reason_code"],
-                    r["items"],
-                    r["hours"],
-                    r["amount"],
-                ]
-            )
-        return out
-    if table == "batches":
-        p = batches(conn, f, limit=None)
-        out = Csv(
-            [
-                "batch_id",
-                "kind",
-                "period_start",
-                "period_end",
-                "state",
-                "status",
-                "currency",
-                "invoices",
-                "held_invoices",
-                "net",
-                "tax",
-                "total",
-                "prepared_by",
-                "prepared_at",
-                "decided_by",
-                "decided_at",
-                "released_at",
-            ]
-        )
-        for r in p.rows:
-            out.rows.append(
-                [
-                    r["batch_id"],
-                    r["kind"],
-                    r["period_start"],
-                    r["period_end"],
-                    r["state"],
-                    r["status"],
-                    r["currency"],
-                    r["invoices"],
-                    r["held_invoices"],
-                    r["net"],
-                    r["tax"],
-                    r["total"],
-                    r["prepared_by"],
-                    r["prepared_at"],
-                    r["decided_by"],
-                    r["decided_at"],
-                    r["released_at"],
-                ]
-            )
-        return out
-    if table == "batch_totals":
-        out = Csv(["state", "currency", "batches", "invoices", "net", "tax", "total"])
-        for r in batch_totals(conn, f):
-            out.rows.append(
-                [
-                    r["state"],
-                    r["currency"],
-                    r["batches"],
-                    r["invoices"],
-                    r["net"],
-                    r["tax"],
-                    r["total"],
-                ]
-            )
-        return out
-    if table == "wip":
-        out = Csv(["currency", "age_bucket", "items", "hours", "amount", "on_hold_amount"])
-        for r in wip_ageing(conn, f):
-            out.rows.append(
-                [
-                    r["currency"],
-                    r["bucket"],
-                    r["items"],
-                    r["hours"],
-                    r["amount"],
-                    r["on_hold_amount"],
-                ]
-            )
-        return out
-    if table == "leakage":
-        p = leakage(conn, f, limit=None)
-        out = Csv(["currency", "period", "client_id", "client", "items", "hours", "amount"])
-        for r in p.rows:
-            out.rows.append(
-                [
-                    r["currency"],
-                    _period(r["period_start"]),
-                    r["client"],
-                    r["client_name"],
-                    r["items"],
-                    r["hours"],
-                    r["amount"],
-                ]
-            )
-        return out
-    if table == "dq_blocks":
-        out = Csv(
-            [
-                "block_id",
-                "scope_type",
-                "scope_key",
-                "scope_name",
-                "suite",
-                "expectation",
-                "detail",
-                "since",
-                "last_seen",
-                "last_run_id",
-            ]
-        )
-        for r in dq_blocks(conn, f, limit=100_000):
-            out.rows.append(
-                [
-                    r["block_id"],
-                    r["scope_type"],
-                    r["scope_key"],
-                    r["scope_name"],
-                    r["suite"],
-                    r["expectation"],
-                    r["detail"],
-                    r["since"],
-                    r["last_seen"],
-                    r["last_run_id"],
-                ]
-            )
-        return out
-    raise KeyError(table)
+    return out
 
 
 # ------------------------------------------------------------------ the page
