@@ -97,13 +97,13 @@ def main() -> int:
     finally:
         conn.close()
         database.drop_database(db)
-    print(  # noqa: T201
+    print(
         f"{n} records: wall {wall:.1f} s, server backend CPU {server:.1f} s,"
         f" client CPU {client:.1f} s"
     )
     for name, (cpu, took) in steps.items():
-        print(f"  {name:<18} server CPU {cpu:6.2f} s   wall {took:6.2f} s")  # noqa: T201
-    print("  engine stages (s):", {k: round(v, 2) for k, v in timings.items()})  # noqa: T201
+        print(f"  {name:<18} server CPU {cpu:6.2f} s   wall {took:6.2f} s")
+    print("  engine stages (s):", {k: round(v, 2) for k, v in timings.items()})
     return 0
 
 

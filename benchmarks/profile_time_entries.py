@@ -76,14 +76,14 @@ def main() -> int:
         started = time.perf_counter()
         func()
         took = time.perf_counter() - started
-        print(f"{label:<24} {took / n * 1e6:6.1f} us per record ({n} records)")  # noqa: T201
+        print(f"{label:<24} {took / n * 1e6:6.1f} us per record ({n} records)")
     profile = cProfile.Profile()
     profile.enable()
     codec_path()
     profile.disable()
     buf = io.StringIO()
     pstats.Stats(profile, stream=buf).sort_stats("tottime").print_stats(12)
-    print(buf.getvalue())  # noqa: T201
+    print(buf.getvalue())
     return 0
 
 

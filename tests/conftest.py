@@ -127,7 +127,7 @@ class AirflowRuntime:
         if args[:3] == ("airflow", "dags", "test"):
             result = self._dags_test(list(args[3:]), extra_env, timeout)
         else:
-            result = subprocess.run(  # noqa: S603
+            result = subprocess.run(
                 [sys.executable, "-m", "erpsync.cli", *args],
                 env=self._process_env(extra_env),
                 capture_output=True,
@@ -148,7 +148,7 @@ class AirflowRuntime:
         from erpsync.runtime.demo import DagsTestDriver
 
         base = self._process_env(extra_env)
-        exported = subprocess.run(  # noqa: S603 - what `erpsync airflow` sets for Airflow
+        exported = subprocess.run(
             [sys.executable, "-m", "erpsync.cli", "env"],
             env=base,
             capture_output=True,

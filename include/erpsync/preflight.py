@@ -60,13 +60,13 @@ def check_configuration(get_connection, get_variable) -> dict[str, str]:
     for conn_id in SYSTEM_CONNECTIONS.values():
         try:
             get_connection(conn_id)
-        except Exception:  # Airflow raises its own not-found type per version
+        except Exception:  # noqa: BLE001 - Airflow raises its own not-found type per version
             missing.append(f"connection {conn_id}")
     values = {}
     for key in REQUIRED_VARIABLES:
         try:
             values[key] = get_variable(key)
-        except Exception:
+        except Exception:  # noqa: BLE001 - as above, for Variables
             missing.append(f"variable {key}")
     if missing:
         raise PreflightError(

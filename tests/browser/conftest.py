@@ -79,7 +79,7 @@ def _free_port() -> int:
 
 
 def _erpsync(args: list[str], env: dict[str, str], timeout: float = 600) -> str:
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [sys.executable, "-m", "erpsync.cli", *args],
         env=env,
         capture_output=True,
@@ -178,7 +178,7 @@ def running_console_server(pg_server_url: str, tmp: Path, *, auth: str = "simple
         if auth == "fab":
             passwords = {user: secrets.token_urlsafe(12) for user in FAB_USERS}
             users = {user: (role, passwords[user]) for user, role in FAB_USERS.items()}
-            subprocess.run(  # noqa: S603
+            subprocess.run(
                 [sys.executable, "-c", _FAB_SETUP, json.dumps(users)],
                 env={**os.environ, **env},
                 check=True,

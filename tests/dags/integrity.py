@@ -20,7 +20,7 @@ PARSE_TIMES: dict[str, float] = {}
 @functools.cache
 def probe(dag_file: str) -> dict:
     """Parse ``dag_file`` in a fresh interpreter and return the probe's report."""
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [sys.executable, str(PROBE), dag_file],
         capture_output=True,
         text=True,

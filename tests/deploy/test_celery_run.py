@@ -113,7 +113,7 @@ class _Side:
             shutil.copy2(secrets, state / "secrets.json")
 
     def erpsync(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run(  # noqa: S603
+        return subprocess.run(
             [sys.executable, "-m", "erpsync.cli", *args],
             env=self.env,
             capture_output=True,
@@ -197,7 +197,7 @@ def test_main_chain_on_two_celery_workers_equals_the_local_executor_run(
         assert setup.returncode == 0, setup.stdout[-3000:] + setup.stderr[-3000:]
         celery = _Side("celery", tmp_path, pg_server_url, two_sandboxes[1].urls, template=local)
         report_file = tmp_path / "celery_report.json"
-        proc = subprocess.Popen(  # noqa: S603
+        proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",

@@ -87,7 +87,7 @@ def test_the_dockerfiles_lock_export_matches_uv_lock():
     args = [
         a for a in line.split() if not a.startswith("--output-file") and a != "/requirements.txt"
     ]
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [_uv(), "export", *args],
         cwd=PROJECT,
         capture_output=True,
@@ -223,7 +223,7 @@ def test_the_locked_celery_works_with_the_locked_celery_provider():
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env["AIRFLOW__CORE__EXECUTOR"] = "CeleryExecutor"
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [
             sys.executable,
             "-c",

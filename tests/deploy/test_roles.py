@@ -106,7 +106,7 @@ def test_the_fab_auth_manager_grants_each_role_what_it_needs_and_no_more(pg_serv
         )
 
         def run(*cmd: str) -> str:
-            result = subprocess.run(  # noqa: S603
+            result = subprocess.run(
                 [sys.executable, *cmd], env=env, capture_output=True, text=True, timeout=300
             )
             assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -32,7 +32,7 @@ class _Collect:
     def __init__(self) -> None:
         self.mails: list[Mail] = []
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+    async def handle_DATA(self, server, session, envelope):
         msg = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
         body = msg.get_body(preferencelist=("html", "plain"))
         self.mails.append(

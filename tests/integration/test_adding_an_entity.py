@@ -73,7 +73,7 @@ def new_entity(monkeypatch):
 def test_the_readme_snippets_are_ruff_formatted():
     snippets = readme_snippets()
     for name in ("model", "mapper", "spec"):
-        result = subprocess.run(  # noqa: S603
+        result = subprocess.run(
             [str(Path(sys.executable).parent / "ruff"), "format", "--diff", "-"],
             input=snippets[name],
             capture_output=True,

@@ -306,9 +306,9 @@ def _airflow_env(runtime, sandbox, warehouse: str, port: int) -> dict[str, str]:
 
 
 def _spawn(env: dict[str, str], args: list[str], log: Path) -> subprocess.Popen:
-    out = open(log, "wb")  # noqa: SIM115 - owned by the child
+    out = open(log, "wb")
     try:
-        return subprocess.Popen(  # noqa: S603
+        return subprocess.Popen(
             [sys.executable, "-m", "airflow", *args],
             env=env,
             stdout=out,

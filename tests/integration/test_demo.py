@@ -15,7 +15,7 @@ def test_demo_once_runs_the_main_chain_and_exits_zero(airflow_runtime, warehouse
     # PSA/ERP ids in core.id_map the demo's fresh sandbox does not have.
     # Harvest's 100-requests-per-15-s limit is proven by the sandbox and connector tests; here
     # it would only make the chain wait out Retry-After, so the demo's sandbox runs without it.
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [sys.executable, "-m", "erpsync.cli", "demo", "--once"],
         env=_demo_env(
             airflow_runtime, ERPSYNC_SANDBOX_PSA_RATE_LIMIT="off", ERPSYNC_DATABASE_URL=warehouse_db

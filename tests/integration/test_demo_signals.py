@@ -32,7 +32,7 @@ def test_sigterm_stops_everything_demo_once_started(airflow_runtime, warehouse_d
         ERPSYNC_DATABASE_URL=warehouse_db,
         ERPSYNC_SANDBOX_PSA_RATE_LIMIT="off",
     )
-    proc = subprocess.Popen(  # noqa: S603
+    proc = subprocess.Popen(
         [sys.executable, "-m", "erpsync.cli", "demo", "--once"],
         env=env,
         stdout=subprocess.PIPE,

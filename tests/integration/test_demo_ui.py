@@ -25,7 +25,7 @@ def test_demo_serves_a_healthy_ui_and_ctrl_c_stops_everything(airflow_runtime):
     port = _free_port()
     env = _demo_env(airflow_runtime, ERPSYNC_AIRFLOW_PORT=str(port))
     home = env["AIRFLOW_HOME"]
-    proc = subprocess.Popen(  # noqa: S603
+    proc = subprocess.Popen(
         [sys.executable, "-m", "erpsync.cli", "demo"],
         env=env,
         stdout=subprocess.PIPE,

@@ -32,7 +32,7 @@ POOLS = ("crm_api", "psa_api", "erp_api")
 
 
 def _airflow(env, *args: str, timeout: float = 180) -> str:
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [sys.executable, "-m", "airflow", *args],
         env=env,
         capture_output=True,
@@ -44,9 +44,9 @@ def _airflow(env, *args: str, timeout: float = 180) -> str:
 
 
 def _spawn(env, args: list[str], log: Path) -> subprocess.Popen:
-    out = open(log, "wb")  # noqa: SIM115 - owned by the child
+    out = open(log, "wb")
     try:
-        return subprocess.Popen(  # noqa: S603
+        return subprocess.Popen(
             [sys.executable, "-m", "airflow", *args],
             env=env,
             stdout=out,
@@ -146,7 +146,7 @@ def test_a_sync_held_past_its_deadline_alerts_the_data_engineers(airflow_runtime
         _stop(procs)
         smtp.stop()
         # leave the session's Airflow as it was for the other test files
-        subprocess.run(  # noqa: S603
+        subprocess.run(
             [sys.executable, "-m", "airflow", "dags", "delete", "-y", DAG],
             env=env,
             capture_output=True,
@@ -159,6 +159,6 @@ def test_a_sync_held_past_its_deadline_alerts_the_data_engineers(airflow_runtime
                 if old
                 else ["pools", "delete", pool]
             )
-            subprocess.run(  # noqa: S603
+            subprocess.run(
                 [sys.executable, "-m", "airflow", *args], env=env, capture_output=True, timeout=120
             )

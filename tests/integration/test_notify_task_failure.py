@@ -63,7 +63,7 @@ DAG_FILE = textwrap.dedent(
 def _dags_test(env, dag_file) -> subprocess.CompletedProcess:
     # the probe's own folder is the DAG bundle of this run (dags test parses files inside it)
     env = {**env, "AIRFLOW__CORE__DAGS_FOLDER": str(dag_file.parent)}
-    return subprocess.run(  # noqa: S603
+    return subprocess.run(
         [sys.executable, "-m", "airflow", "dags", "test", DAG, "-f", str(dag_file)],
         env=env,
         capture_output=True,
@@ -121,7 +121,7 @@ def test_failure_after_the_last_retry_mails_the_log_link(airflow_runtime, tmp_pa
     try:
         result = _dags_test(down, dag_file)
     finally:  # leave the session's Airflow without the probe DAG
-        subprocess.run(  # noqa: S603
+        subprocess.run(
             [sys.executable, "-m", "airflow", "dags", "delete", "-y", DAG],
             env=down,
             capture_output=True,

@@ -178,7 +178,7 @@ class _ContractBreakingErp:
     def __init__(self, records: list[dict]) -> None:
         self.records = records
 
-    def iter_pages(self, entity, *, filter=None, select=None, page_size=None):  # noqa: A002
+    def iter_pages(self, entity, *, filter=None, select=None, page_size=None):
         assert entity == "salesInvoices" and select
         rows = [
             r

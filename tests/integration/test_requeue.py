@@ -234,7 +234,7 @@ class _Erp:
         self.records = records
         self.got: list[str] = []
 
-    def iter_pages(self, entity, *, filter=None, select=None, page_size=None):  # noqa: A002
+    def iter_pages(self, entity, *, filter=None, select=None, page_size=None):
         rows = self.records
         if filter and "lastModifiedDateTime ge " in filter:
             since = filter.split("lastModifiedDateTime ge ")[1].split()[0]

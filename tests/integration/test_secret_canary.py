@@ -108,7 +108,7 @@ def test_no_canary_in_logs_errors_returns_or_the_warehouse(sandbox, warehouse_db
             returned.append(json.dumps(st.as_dict()))
         last_errors = _last_errors(warehouse_db)
         for spec in (specs.PEOPLE, specs.TAX_CODES):
-            with pytest.raises(Exception) as failed:  # noqa: PT011 - any connector error
+            with pytest.raises(Exception) as failed:
                 run_entity_sync(spec, run=run, conninfo=warehouse_db, full=True)
             record_error(failed.value)
         for service in ("psa", "erp"):
@@ -117,7 +117,7 @@ def test_no_canary_in_logs_errors_returns_or_the_warehouse(sandbox, warehouse_db
     # error path 2: wrong credentials, refused by every system
     with h.connections(sandbox, warehouse_db, _credentials(lambda name: WRONG)):
         for spec in (specs.CLIENTS, specs.PEOPLE, specs.TAX_CODES):
-            with pytest.raises(Exception) as refused:  # noqa: PT011 - any connector error
+            with pytest.raises(Exception) as refused:
                 run_entity_sync(spec, run=run, conninfo=warehouse_db, full=True)
             record_error(refused.value)
         for system in ("erp", "psa"):

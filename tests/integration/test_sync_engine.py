@@ -459,7 +459,7 @@ KILLED_SYNC = textwrap.dedent(
 
 def test_a_process_killed_mid_load_leaves_nothing_and_the_rerun_loads_once(systems, warehouse_db):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "include"), str(REPO)])}
-    proc = subprocess.Popen(  # noqa: S603
+    proc = subprocess.Popen(
         [sys.executable, "-c", KILLED_SYNC],
         env=env,
         stdout=subprocess.PIPE,

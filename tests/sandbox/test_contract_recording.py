@@ -42,7 +42,7 @@ def crm(sandbox, monkeypatch, private_contract_log):
         _conn(
             sandbox.urls["crm"],
             login="erpsync-sandbox",
-            password="sandbox-crm-secret",  # noqa: S106 - the sandbox's public demo secret
+            password="sandbox-crm-secret",
             extra={"token_path": "/services/oauth2/token"},
         ),
     )
@@ -57,7 +57,7 @@ def psa(sandbox, monkeypatch, private_contract_log):
         "AIRFLOW_CONN_ERPSYNC_PSA",
         _conn(
             sandbox.urls["psa"],
-            password="sandbox-psa-token",  # noqa: S106 - the sandbox's public demo token
+            password="sandbox-psa-token",
             extra={"account_id": "100200", "user_agent": "erpsync tests (t@example.com)"},
         ),
     )

@@ -200,14 +200,14 @@ def test_concurrent_writers_and_readers(tmp_path: Path) -> None:
             for i in range(150):
                 store.put("r", f"{n}-{i}", {"n": n, "i": i})
                 store.count("r")
-        except BaseException as exc:  # pragma: no cover - reported below
+        except BaseException as exc:  # noqa: BLE001 # pragma: no cover - reported below
             errors.append(exc)
 
     def reader() -> None:
         try:
             for _ in range(100):
                 store.scan("r", raw=True, limit=50)
-        except BaseException as exc:  # pragma: no cover
+        except BaseException as exc:  # noqa: BLE001 # pragma: no cover - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]

@@ -73,7 +73,7 @@ sys.exit(demo.run(once=True))
 
 @pytest.mark.parametrize("sig", demo.STOP_SIGNALS, ids=lambda s: s.name)
 def test_every_stop_signal_stops_what_the_demo_started(sig, tmp_path):
-    proc = subprocess.Popen(  # noqa: S603
+    proc = subprocess.Popen(
         [sys.executable, "-c", _DEMO],
         stdout=subprocess.PIPE,
         text=True,

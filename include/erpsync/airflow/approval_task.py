@@ -103,7 +103,7 @@ class BatchApprovalOperator(HITLOperator):
         for task_id in reversed(self.previous_task_ids):
             earlier_answer = ti.xcom_pull(task_ids=task_id)
             if earlier_answer and not earlier_answer.get("refused"):
-                print(  # noqa: T201
+                print(
                     f"approve_batch: {task_id} has an answer that stands "
                     f"({(earlier_answer.get('chosen_options') or ['?'])[0]}): nobody is asked"
                 )
@@ -153,7 +153,7 @@ class BatchApprovalOperator(HITLOperator):
             f" (asked again, {len(earlier)} answer(s) refused)" if earlier else ""
         )
         self.body = markdown + self._footer(batch_id, prepared_by, shown_hash, earlier)
-        print(  # noqa: T201
+        print(
             f"approve_batch: asking for batch {batch_id} (ask {self.ask} of {self.asks}), hash "
             f"{shown_hash}, prepared by {prepared_by}"
         )
@@ -168,7 +168,7 @@ class BatchApprovalOperator(HITLOperator):
             task_id=run.task_id,
             timeout=self.response_timeout,
         )
-        print(f"approve_batch: approvers notified: {outcome}")  # noqa: T201
+        print(f"approve_batch: approvers notified: {outcome}")
         return super().execute(context)
 
     @staticmethod
@@ -263,7 +263,7 @@ class BatchApprovalOperator(HITLOperator):
                 },
             )
             conn.commit()
-        print(f"approve_batch: answer refused: {message}")  # noqa: T201
+        print(f"approve_batch: answer refused: {message}")
         if self.ask >= self.asks:
             raise ApprovalRefused(
                 f"{message}; batch {batch_id} was asked {self.asks} time(s) in this run and no "

@@ -208,7 +208,7 @@ def check_dq_gate(context: Any) -> dict:
         scoped.setdefault(scope, []).append(
             f"{_get(block, 'scope_key')} ({_get(block, 'suite')}: {_get(block, 'expectation')})"
         )
-    print(  # noqa: T201
+    print(
         f"data-quality gate: read {len(blocks)} active critical block(s): "
         + (
             "; ".join(f"{scope} -> {', '.join(keys)}" for scope, keys in sorted(scoped.items()))
@@ -223,7 +223,7 @@ def check_dq_gate(context: Any) -> dict:
             "reconcile run clear the block, then run billing again."
         )
     if scoped:
-        print(  # noqa: T201
+        print(
             "items of the blocked clients/contracts are held (reason dq_blocked); "
             "everything else is billed"
         )
@@ -298,7 +298,7 @@ def build(context: Any, request: dict) -> dict:
         "anomalies": len(data.get("anomalies") or []),
         "markdown": markdown,
     }
-    print(  # noqa: T201
+    print(
         f"build_batch: {kind} batch {batch_id} prepared by {preparer} "
         f"({'dry run, ' if summary['dry_run'] else ''}period {summary['period_start']} .. "
         f"{summary['period_end']}): read the ready items, created {n_invoices} invoice draft(s) "
@@ -312,10 +312,10 @@ def build(context: Any, request: dict) -> dict:
 def needs_approval(built: dict) -> bool:
     """False (stop before the approval) for a dry run or a batch with nothing to invoice."""
     if built.get("dry_run"):
-        print("dry run: built and reported only; nothing is asked, pushed or posted")  # noqa: T201
+        print("dry run: built and reported only; nothing is asked, pushed or posted")
         return False
     if not built.get("invoices"):
-        print("nothing to invoice in this run: no approval is asked")  # noqa: T201
+        print("nothing to invoice in this run: no approval is asked")
         return False
     return True
 
@@ -389,7 +389,7 @@ def record(context: Any, built: dict, response: dict | None) -> dict:
             ).fetchone()
         if not row or row[1] != by or (row[0] == "rejected") != (decision == "reject"):
             raise _fail(f"batch {batch_id} cannot be {decision}d now: {exc}") from exc
-        print(f"record_decision: batch {batch_id} was already {row[0]} by {by}")  # noqa: T201
+        print(f"record_decision: batch {batch_id} was already {row[0]} by {by}")
     except invoicing.BatchChangedError as exc:
         raise _fail(
             f"batch {batch_id} changed after it was shown to {by} (hash {shown_hash}): the "
@@ -398,7 +398,7 @@ def record(context: Any, built: dict, response: dict | None) -> dict:
         ) from exc
     verb = "approved" if decision == "approve" else "rejected"
     how = " (response timeout, default Reject)" if responder is None else ""
-    print(  # noqa: T201
+    print(
         f"record_decision: batch {batch_id} {verb} by {by}{how} for content hash {shown_hash}; "
         f"prepared by {built.get('prepared_by')}; {built.get('invoices')} invoice(s), totals "
         f"{totals_line(built.get('totals'))}"
@@ -437,7 +437,7 @@ def push(context: Any, decision: dict) -> dict:
     counts = ", ".join(
         f"{k} {v}" for k, v in data.items() if isinstance(v, int) and k != "batch_id" and v
     )
-    print(  # noqa: T201
+    print(
         f"push_to_erp: batch {batch_id} ({data.get('batch_status')}): "
         f"{counts or 'nothing to do'}; totals {totals_line(data.get('totals'))}"
         + (f"; errors: {'; '.join(data['errors'][:5])}" if data.get("errors") else "")
@@ -468,7 +468,7 @@ def export(context: Any, decision: dict) -> dict:
     with _connect() as conn:
         files = invoicing.export_batch(conn, batch_id, target)
     names = [str(f) for f in files]
-    print(f"export_files: batch {batch_id}: wrote {len(names)} file(s): {', '.join(names)}")  # noqa: T201
+    print(f"export_files: batch {batch_id}: wrote {len(names)} file(s): {', '.join(names)}")
     return {"batch_id": batch_id, "files": names}
 
 
@@ -507,7 +507,7 @@ def report(context: Any) -> dict:
         + (", ".join(f"{k} {v}" for k, v in pushed.items() if isinstance(v, int)) or "nothing"),
         f"  files:   {', '.join(exported.get('files', [])) or 'none'}",
     ]
-    print("\n".join(lines))  # noqa: T201
+    print("\n".join(lines))
     return {
         "batch_id": batch_id,
         "outcome": outcome,
@@ -656,7 +656,7 @@ def plan_period_run(context: Any, timezone: str) -> dict:
             f"Billing types (billing_types): unknown billing types {unknown}; choose from "
             f"{list(BILLING_TYPES)} or leave the field empty for all"
         )
-    print(  # noqa: T201
+    print(
         f"billing run requested by {prepared_by(context)}: {request['kind']} "
         f"{request['period_start']} .. {request['period_end']}, clients "
         f"{request['clients'] or 'all'}, types {request['billing_types'] or 'all'}"
@@ -743,7 +743,7 @@ def poke_milestones(context: Any):
         refreshed = refresh_milestones(conn, run)
         conn.commit()
         keys = [r[0] for r in conn.execute(ACCEPTED_UNBILLED_SQL).fetchall()]
-    print(  # noqa: T201
+    print(
         f"milestones: {pulled.read} CRM record(s) read ({pulled.mode}), acceptance refreshed "
         f"({_json_safe(refreshed)}); "
         f"{len(keys)} accepted and not billed yet: {', '.join(keys) or 'none'}"
@@ -760,7 +760,7 @@ def plan_milestone_run(context: Any, keys: list[str], timezone: str) -> dict:
         result = run_reconcile(conn, _run(context), as_of=day)
         conn.commit()
     summary = _json_safe(_as_dict(result))
-    print(f"reconcile before milestone billing: {summary}")  # noqa: T201
+    print(f"reconcile before milestone billing: {summary}")
     start = day.replace(day=1)
     request = {
         "kind": "milestone",
@@ -771,5 +771,5 @@ def plan_milestone_run(context: Any, keys: list[str], timezone: str) -> dict:
         "clients": [],
         "dry_run": False,
     }
-    print(f"milestone billing requested for {len(keys)} milestone(s): {', '.join(keys)}")  # noqa: T201
+    print(f"milestone billing requested for {len(keys)} milestone(s): {', '.join(keys)}")
     return request

@@ -49,7 +49,7 @@ def payment_status_task():
                 stats = sync_payment_status(conn, erp, run, day=day)
         finally:
             erp.close()
-        print(f"invoice payment status as of {day}: {stats.as_dict()}")  # noqa: T201
+        print(f"invoice payment status as of {day}: {stats.as_dict()}")
         return stats.as_dict()
 
     return sync_invoice_payment_status

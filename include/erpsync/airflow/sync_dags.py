@@ -79,7 +79,7 @@ def _write_back_task(target: str) -> Any:
         from erpsync.writeback import relay
 
         result = relay.run_outbox(target, run=RunInfo.from_context(context))
-        print(f"write-back to {target.upper()}: {result}")  # noqa: T201
+        print(f"write-back to {target.upper()}: {result}")
         if getattr(result, "left_pending", 0):
             # Transient failures: fail the task so Airflow retries it with backoff; the rows
             # stay pending and the retry sends them (check-then-create, so never twice).

@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:  # pragma: no cover -
     out = paths.project_dir() / "benchmarks" / "results" / "cash.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))  # noqa: T201
+    print(json.dumps(result, indent=2))
     return result
 
 

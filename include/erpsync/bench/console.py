@@ -222,7 +222,7 @@ SIZES = {
 
 
 def _log(message: str) -> None:
-    print(message, flush=True)  # noqa: T201
+    print(message, flush=True)
 
 
 def _admin_url(server_url: str | None = None) -> str:

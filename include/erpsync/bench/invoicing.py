@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         items=args.items, clients=args.clients, keep_db=args.keep_db, out=args.out
     )
     summary = {k: v for k, v in report.items() if k not in ("held", "totals")}
-    print(json.dumps(summary, indent=2))  # noqa: T201
+    print(json.dumps(summary, indent=2))
     return 0 if report["within_target"] else 1
 
 

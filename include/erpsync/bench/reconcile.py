@@ -197,7 +197,7 @@ _GENERATE = [
 
 
 def _log(message: str) -> None:
-    print(message, flush=True)  # noqa: T201
+    print(message, flush=True)
 
 
 def generate(conninfo: str, entries: int) -> dict[str, int]:

@@ -36,7 +36,7 @@ EDIT_MARK = " [bench edit "
 
 
 def _log(message: str) -> None:
-    print(message, flush=True)  # noqa: T201
+    print(message, flush=True)
 
 
 def _free_port() -> int:
@@ -68,7 +68,7 @@ class PsaService:
             str(state_dir),
             str(self.port),
         ]
-        self.proc = subprocess.Popen(cmd, env=_env())  # noqa: S603
+        self.proc = subprocess.Popen(cmd, env=_env())
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         import httpx
@@ -110,7 +110,7 @@ def _run_worker(cmd: list[str], *, timeout: float) -> dict[str, Any]:
     sampler.start()
     started = time.perf_counter()
     try:
-        proc = subprocess.run(  # noqa: S603
+        proc = subprocess.run(
             cmd, env=_env(), capture_output=True, text=True, timeout=timeout, check=False
         )
     finally:
@@ -145,14 +145,12 @@ def ensure_dlt_venv() -> Path:
     uv = shutil.which("uv")
     if uv:
         if not python.exists():
-            subprocess.run([uv, "venv", "--python", sys.executable, str(venv)], check=True)  # noqa: S603
-        subprocess.run(  # noqa: S603
-            [uv, "pip", "install", "--python", str(python), DLT_PIN], check=True
-        )
+            subprocess.run([uv, "venv", "--python", sys.executable, str(venv)], check=True)
+        subprocess.run([uv, "pip", "install", "--python", str(python), DLT_PIN], check=True)
     else:
         if not python.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)  # noqa: S603
-        subprocess.run([str(python), "-m", "pip", "install", "-q", DLT_PIN], check=True)  # noqa: S603
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", DLT_PIN], check=True)
     marker.write_text(DLT_PIN + "\n")
     return python
 

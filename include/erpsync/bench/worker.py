@@ -57,7 +57,7 @@ def psa_connection(url: str) -> str:
 
 
 def emit(result: dict[str, Any]) -> None:
-    print(RESULT_PREFIX + json.dumps(result, default=str), flush=True)  # noqa: T201
+    print(RESULT_PREFIX + json.dumps(result, default=str), flush=True)
 
 
 def serve(state_dir: str, port: int) -> None:

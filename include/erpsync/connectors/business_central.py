@@ -186,7 +186,7 @@ class BusinessCentralClient(VendorClient):
         service: str,
         *,
         filter: str | None = None,
-        page_size: int | None = None,  # noqa: A002
+        page_size: int | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
         """Pages of a page published as an OData V4 web service (e.g. ``VATPostingSetup``)."""
         params = {"$filter": filter} if filter else {}
@@ -212,7 +212,7 @@ class BusinessCentralClient(VendorClient):
         self,
         entity: str,
         *,
-        filter: str | None = None,  # noqa: A002 - OData's own name
+        filter: str | None = None,
         select: Sequence[str] | str | None = None,
         expand: Sequence[str] | str | None = None,
         orderby: str | None = None,

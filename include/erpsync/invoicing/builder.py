@@ -556,7 +556,7 @@ def build_batch(
 
 
 def _temp(conn, name: str) -> None:
-    conn.execute(f"DROP TABLE IF EXISTS {name}")  # noqa: S608 - fixed internal names
+    conn.execute(f"DROP TABLE IF EXISTS {name}")
 
 
 def _build(

@@ -276,7 +276,7 @@ _NUMBERS: dict[tuple[type, int | float], tuple[str, str]] = {}
 _HASH_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
-class _Reject(Exception):  # noqa: N818 - control flow inside the codec only
+class _Reject(Exception):
     pass
 
 

@@ -91,14 +91,14 @@ def _record(message, settings) -> str:
         from erpsync.warehouse import connection
 
         conn = connection.connect()
-    except Exception:  # noqa: BLE001 - an alert must still go out when the warehouse is down
+    except Exception:
         log.exception("warehouse unreachable: alert %s sent without the ledger", message.key)
         from erpsync.notify.delivery import smtp_sender
 
         try:
             smtp_sender(settings)(message)
             return "sent"
-        except Exception:  # noqa: BLE001 - logged; nothing else can be done here
+        except Exception:
             log.exception("alert %s could not be sent", message.key)
             return "failed"
     with conn:
@@ -147,7 +147,7 @@ class TaskFailureNotifier(BaseNotifier):
     def notify(self, context: Any) -> None:
         try:
             self._notify(context)
-        except Exception:  # noqa: BLE001 - a notification never changes the task's outcome
+        except Exception:
             log.exception("task failure alert could not be sent")
 
     def _notify(self, context: Any) -> None:

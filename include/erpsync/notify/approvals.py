@@ -234,7 +234,7 @@ def notify_approval_requested(
                 conn, settings, pending, kind="approval_request", timeout=timeout
             )
             return deliver(conn, message, settings, send=send)
-    except Exception:  # noqa: BLE001 - the business task goes on; the failure is logged
+    except Exception:
         log.exception("approval notification for batch %s could not be sent", batch_id)
         return "failed"
 

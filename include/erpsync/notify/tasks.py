@@ -20,7 +20,7 @@ def send_exception_digests(context: Any) -> dict:
     settings = config.load()
     with connection.connect() as conn:
         counts = digest.send_digests(conn, settings, run=RunInfo.from_context(context))
-    print(f"exception digests: {counts}")  # noqa: T201
+    print(f"exception digests: {counts}")
     if counts["failed"]:
         raise DigestsNotSent(
             f"{counts['failed']} digest(s) could not be sent (recorded in "
@@ -37,6 +37,6 @@ def send_approval_reminders(context: Any) -> dict:
     settings = config.load()
     with connection.connect() as conn:
         counts = approvals.send_reminders(conn, settings, timeout=approval_timeout())
-    print(f"approval reminders and escalations: {counts or 'none due'}")  # noqa: T201
+    print(f"approval reminders and escalations: {counts or 'none due'}")
     # a failed one is recorded and sent by the next run, 15 minutes later
     return counts

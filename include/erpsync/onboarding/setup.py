@@ -828,7 +828,7 @@ def _process(
                 result = REMOTE_STEPS[step](ctx)
                 with conn.transaction():
                     _record_step(conn, ctx, step, result, run)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure of a step is recorded, scrubbed, for a person
             from erpsync.writeback.relay import scrub
 
             error = scrub(f"{type(exc).__name__}: {exc}", systems.secrets())

@@ -34,7 +34,7 @@ SELECT t.crm_account_id, t.country, t.vat_id, t.vat_id_valid, t.tax_exempt, t.re
        t.crm_account_id AS scope_client, NULL::text AS scope_contract
   FROM core.tax_profiles t
   LEFT JOIN core.clients c ON c.crm_id = t.crm_account_id AND c.deleted_at IS NULL
- WHERE t.deleted_at IS NULL""",  # noqa: S608 - constant SQL, no value interpolated
+ WHERE t.deleted_at IS NULL""",
     "people": """
 SELECT p.psa_id, p.email, lower(p.email) AS email_lower, p.is_active,
        NULL::text AS scope_client, NULL::text AS scope_contract

@@ -33,7 +33,7 @@ def refresh_milestones(context: Any) -> dict:
     pulled = pull_crm_milestones(run)
     with connection.connect() as conn:
         outcome = refresh(conn, run)
-    print(  # noqa: T201
+    print(
         f"milestones from the CRM: {pulled.read} record(s) read ({pulled.mode}); "
         f"acceptance refreshed: {outcome}"
     )
@@ -52,9 +52,9 @@ def reconcile(context: Any) -> dict:
         # the process-intelligence summaries (migration 0029) follow the reconciliation
         refreshed = insights.refresh_summaries(conn, if_stale=True)
     summary = result.as_dict()
-    print(f"insights summaries rebuilt: {refreshed}")  # noqa: T201
+    print(f"insights summaries rebuilt: {refreshed}")
     states = summary.get("by_state") or {}
-    print(  # noqa: T201
+    print(
         "reconciliation: "
         + ", ".join(f"{state} {v.get('items', v)}" for state, v in states.items())
         + f"; exceptions raised {summary.get('exceptions_raised')}, "
@@ -74,7 +74,7 @@ def data_quality(context: Any, suites: list[str] | None = None) -> dict:
     from erpsync.warehouse import connection
 
     result = quality.run_suites(connection.conninfo(), _run(context), suites=suites, docs=True)
-    print(result.summary())  # noqa: T201
+    print(result.summary())
     return result.as_dict()
 
 
@@ -88,9 +88,9 @@ def finance_report(context: Any) -> str:
         active = quality.active_blocks(conn)
         table = finance_table(conn, as_of=_as_of(context))
     if active:
-        print(  # noqa: T201
+        print(
             "Held by data quality (not invoiced until the check passes again):\n"
             + "\n".join(f"  - {b.describe()}" for b in active)
         )
-    print(table)  # noqa: T201
+    print(table)
     return f"{len(active)} data-quality blocks active"

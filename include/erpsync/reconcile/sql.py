@@ -155,7 +155,7 @@ _VERSION_PERIODS = (
 CREATE_LOOKUPS = (
     "DROP TABLE IF EXISTS pg_temp.ctr_id, pg_temp.ctr_code, pg_temp.ovr, pg_temp.card,"
     " pg_temp.billed_src, pg_temp.psa_cur, pg_temp.unbilled_from, pg_temp.day_over,"
-    " pg_temp.people_x;"  # noqa: S608 - constant SQL, values are bound
+    " pg_temp.people_x;"
     "CREATE TEMP TABLE ctr_id ON COMMIT DROP AS"
     + _VERSION_PERIODS.format(key="psa_project_id", where="psa_project_id IS NOT NULL")
     + "CREATE TEMP TABLE ctr_code ON COMMIT DROP AS"
@@ -687,7 +687,7 @@ expense_items AS (
            END,
            shard
       FROM e4
-)"""  # noqa: S608 - constant SQL, values are bound
+)"""
 
 # --------------------------------------------------------------------------- fees
 
@@ -800,7 +800,7 @@ _set = ", ".join(f"{c} = s.{c}" for c in DATA_COLUMNS)
 
 #: The stage: only what differs from recon.items (new, changed, or gone), dropped at commit.
 CREATE_STAGE = (
-    "DROP TABLE IF EXISTS pg_temp.recon_stage; "  # noqa: S608 - constant SQL, values are bound
+    "DROP TABLE IF EXISTS pg_temp.recon_stage; "
     "CREATE TEMP TABLE recon_stage ON COMMIT DROP AS "
     "SELECT item_key, " + _cols + ", false AS gone, false AS known FROM recon.items WITH NO DATA"
 )
@@ -808,7 +808,7 @@ CREATE_STAGE = (
 #: Every item of the given shards classified (``src``: item_key + DATA_COLUMNS). Parameters:
 #: as_of, shards.
 CLASSIFY = (
-    "WITH"  # noqa: S608 - constant SQL, values are bound
+    "WITH"
     + _CONTRACTS
     + ","
     + _TIME
@@ -827,7 +827,7 @@ CLASSIFY = (
 #: gone; columns: item_key, DATA_COLUMNS, gone, known. Parameters: as_of, shards.
 _DIFF = (
     CLASSIFY
-    + "SELECT coalesce(s.item_key, i.item_key), "  # noqa: S608 - constant SQL
+    + "SELECT coalesce(s.item_key, i.item_key), "
     + _s_cols
     + ", s.item_key IS NULL, i.item_key IS NOT NULL\n"
     "  FROM src s FULL JOIN (SELECT * FROM recon.items i WHERE i.shard"
@@ -849,7 +849,7 @@ SHARD_DIFF = "CREATE UNLOGGED TABLE {table} (item_key, " + _cols + ", gone, know
 #: in the other's: one row, the new one, known when recon.items has it (an update that moves it
 #: to its new partition, not an insert).
 FILL_STAGE_FROM = (
-    "INSERT INTO recon_stage\n"  # noqa: S608 - constant SQL, values are bound
+    "INSERT INTO recon_stage\n"
     "SELECT DISTINCT ON (w.item_key) w.item_key, "
     + ", ".join(f"w.{c}" for c in DATA_COLUMNS)
     + ", w.gone, w.gone OR EXISTS (SELECT 1 FROM recon.items i WHERE i.item_key = w.item_key)\n"
@@ -890,7 +890,7 @@ SHARD_TABLE = (
 )
 #: Parameters: as_of, shards (the one shard), run_id.
 SHARD_FILL = (
-    "INSERT INTO {table} (item_key, "  # noqa: S608 - constant SQL, values are bound
+    "INSERT INTO {table} (item_key, "
     + _cols
     + ", first_run_id, last_run_id)\n"
     + CLASSIFY
@@ -903,7 +903,7 @@ SHARD_FILL = (
 #: summary is the run's for this shard, without reading the rows back.
 SHARD_FILL_SUMMARY = (
     CLASSIFY.rstrip()
-    + ",\nfilled AS (INSERT INTO {table} (item_key, "  # noqa: S608 - constant SQL, values bound
+    + ",\nfilled AS (INSERT INTO {table} (item_key, "
     + _cols
     + ", first_run_id, last_run_id)\nSELECT s.item_key, "
     + _s_cols
@@ -943,12 +943,12 @@ SHARD_SWAP = (
 )
 
 UPDATE_CHANGED = (
-    f"UPDATE recon.items i SET {_set}, last_run_id = %(run_id)s, updated_at = now() "  # noqa: S608
+    f"UPDATE recon.items i SET {_set}, last_run_id = %(run_id)s, updated_at = now() "
     f"FROM recon_stage s WHERE i.item_key = s.item_key AND s.known AND NOT s.gone"
 )
 
 INSERT_NEW = (
-    f"INSERT INTO recon.items (item_key, {_cols}, first_run_id, last_run_id) "  # noqa: S608
+    f"INSERT INTO recon.items (item_key, {_cols}, first_run_id, last_run_id) "
     f"SELECT s.item_key, {_s_cols}, %(run_id)s, %(run_id)s FROM recon_stage s "
     f"WHERE NOT s.known"
 )
@@ -1050,7 +1050,7 @@ _TOTALS_COLS = (
 #: The workers' sums into recon.item_totals ({tables}: a UNION ALL of their work tables), as
 #: they come: a key both shards summed (a client with contracts in both) has a row from each.
 TOTALS_FROM_WORK = (
-    "INSERT INTO recon.item_totals (" + _TOTALS_COLS + ")\n"  # noqa: S608 - constant SQL
+    "INSERT INTO recon.item_totals (" + _TOTALS_COLS + ")\n"
     "SELECT " + _TOTALS_COLS + " FROM ({tables}) w"
 )
 #: A serial run: SUMMARY into recon.item_totals, and the state summary (with the newest row
@@ -1122,23 +1122,21 @@ INPUT_TABLES = (
     "ops.exceptions",
 )
 _COUNTS = ", ".join(
-    f"(SELECT count(*) || ':' || coalesce(max(xmin::text::bigint), 0) FROM {t})"  # noqa: S608
+    f"(SELECT count(*) || ':' || coalesce(max(xmin::text::bigint), 0) FROM {t})"
     for t in INPUT_TABLES
 )
-FINGERPRINT = "SELECT md5(concat_ws('|', %(as_of)s::text, " + _COUNTS + "))"  # noqa: S608
+FINGERPRINT = "SELECT md5(concat_ws('|', %(as_of)s::text, " + _COUNTS + "))"
 
 #: The fingerprint's parts, one per INPUT_TABLES entry (``FINGERPRINT`` = md5 of the as-of date
 #: and these, joined by ``|``); at the end of a run only the run's own outputs are re-read
 #: (recon.items, ops.exceptions): the inputs' parts are the ones read before the run computed
 #: anything, so a source change committed while it ran is never mistaken for one it has seen.
-FINGERPRINT_PARTS = "SELECT ARRAY[" + _COUNTS + "]"  # noqa: S608
+FINGERPRINT_PARTS = "SELECT ARRAY[" + _COUNTS + "]"
 #: The same, and (parameter ``export``: the run has its own transaction) the snapshot they were
 #: read in, for the parallel workers (``SET TRANSACTION SNAPSHOT``): every worker classifies
 #: exactly the data the fingerprint describes.
 FINGERPRINT_PARTS_AND_SNAPSHOT = (
-    "SELECT ARRAY["  # noqa: S608 - constant SQL
-    + _COUNTS
-    + "], CASE WHEN %(export)s THEN pg_export_snapshot() END"
+    "SELECT ARRAY[" + _COUNTS + "], CASE WHEN %(export)s THEN pg_export_snapshot() END"
 )
 
 #: The parallel workers' tables (migration 0015): UNLOGGED, written by a worker, read and

@@ -143,9 +143,9 @@ class DagsTestDriver:
         self.log_file = log_file
         self._offsets: dict[str, int] = {}
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        out = open(log_file, "wb")  # noqa: SIM115 - owned by the child; a fresh log per driver
+        out = open(log_file, "wb")
         try:
-            self.proc = subprocess.Popen(  # noqa: S603 - fixed executable, arguments are ours
+            self.proc = subprocess.Popen(
                 [sys.executable, "-c", _DRIVER],
                 env={**(os.environ if inherit else {}), **env, **DAGS_TEST_DEADLINES_OFF},
                 stdin=subprocess.PIPE,

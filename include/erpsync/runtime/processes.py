@@ -32,7 +32,7 @@ def run_airflow(
 ) -> subprocess.CompletedProcess[str]:
     """Run one Airflow CLI command to completion with the project's Airflow environment."""
     full_env = {**os.environ, **env}
-    return subprocess.run(  # noqa: S603 - fixed executable, arguments are ours
+    return subprocess.run(
         airflow_command(args),
         env=full_env,
         check=check,
@@ -54,9 +54,9 @@ def spawn(
 
     ``into``: the caller's list of children to stop, appended to at once, so that a stop signal
     arriving while the caller still waits for the child (or prints) cannot leave it unlisted."""
-    out = open(log_file, "ab") if log_file else None  # noqa: SIM115 - owned by the child
+    out = open(log_file, "ab") if log_file else None
     try:
-        proc = subprocess.Popen(  # noqa: S603
+        proc = subprocess.Popen(
             list(cmd),
             env={**os.environ, **env},
             stdout=out,

@@ -216,7 +216,7 @@ def run_entity_sync(
         raise
     finally:
         conn.close()
-    print(f"erpsync sync {spec.system}/{spec.name} run {run.run_id}\n{stats.table()}")  # noqa: T201
+    print(f"erpsync sync {spec.system}/{spec.name} run {run.run_id}\n{stats.table()}")
     return stats
 
 
@@ -246,7 +246,7 @@ def _record_failure(conn, spec: EntitySpec, run: RunInfo, exc: BaseException) ->
                     ),
                 ),
             )
-    except Exception:  # noqa: BLE001 - never mask the original failure
+    except Exception:
         log.warning("could not record the failed run of %s", spec.name, exc_info=True)
 
 

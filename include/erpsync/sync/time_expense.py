@@ -132,7 +132,7 @@ def sync_entity(
         if own_client:
             client.close()
     if check.ran:
-        print(check.summary())  # noqa: T201 - task log
+        print(check.summary())
     return stats
 
 

@@ -955,7 +955,7 @@ def create_app(ctx: SandboxContext) -> FastAPI:
         request: Request,
         update_only: bool = Query(
             False,
-            alias="updateOnly",  # noqa: B008
+            alias="updateOnly",
             description="never create; 404 when nothing matches",
         ),
     ) -> Response:

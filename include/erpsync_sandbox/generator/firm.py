@@ -2102,7 +2102,7 @@ class FirmGenerator:
                 created,
                 StageName="Closed Lost"
                 if lost
-                else rng.choice(["Proposal/Price Quote", "Negotiation/Review", "Qualification"]),  # noqa: E501
+                else rng.choice(["Proposal/Price Quote", "Negotiation/Review", "Qualification"]),
                 IsWon=False,
                 IsClosed=lost,
                 Probability=0 if lost else rng.choice([10, 30, 60, 80]),

@@ -523,7 +523,7 @@ def create_app(ctx: SandboxContext) -> FastAPI:
             description=_list_doc(spec),
         )
 
-        def one(request: Request, id: str) -> Response:  # noqa: A002 - Harvest's name
+        def one(request: Request, id: str) -> Response:
             return serve_one(name, id)
 
         v2.add_api_route(
@@ -568,7 +568,7 @@ def create_app(ctx: SandboxContext) -> FastAPI:
             description=_list_doc(spec),
         )
 
-        def one(parent_id: str, id: str) -> Response:  # noqa: A002
+        def one(parent_id: str, id: str) -> Response:
             return serve_one(name, id, require_parent(parent_resource, parent_id))
 
         v2.add_api_route(
@@ -651,11 +651,11 @@ def create_app(ctx: SandboxContext) -> FastAPI:
             payload = await _payload(request, f"create_{name}")
             return _json(await run_in_threadpool(create, payload), 201)
 
-        async def patch(request: Request, id: str) -> Response:  # noqa: A002
+        async def patch(request: Request, id: str) -> Response:
             payload = await _payload(request, f"update_{name}")
             return _json(await run_in_threadpool(update, _int_id(id), payload))
 
-        def delete(id: str) -> Response:  # noqa: A002
+        def delete(id: str) -> Response:
             rid = _int_id(id)
             if remove is None:
                 if not store.delete(name, rid):
@@ -709,12 +709,12 @@ def create_app(ctx: SandboxContext) -> FastAPI:
             payload = await _payload(request, f"create_{name}")
             return _json(await run_in_threadpool(create, pid, payload), 201)
 
-        async def patch(request: Request, parent_id: str, id: str) -> Response:  # noqa: A002
+        async def patch(request: Request, parent_id: str, id: str) -> Response:
             pid = require_parent("projects", parent_id)
             payload = await _payload(request, f"update_{name}")
             return _json(await run_in_threadpool(update, pid, _int_id(id), payload))
 
-        def delete(parent_id: str, id: str) -> Response:  # noqa: A002
+        def delete(parent_id: str, id: str) -> Response:
             writer.delete_child(name, require_parent("projects", parent_id), _int_id(id))
             return deleted()
 
@@ -772,14 +772,14 @@ def create_app(ctx: SandboxContext) -> FastAPI:
         summary="Update a time entry (documented parameters; is_billed/invoice are read-only)",
         openapi_extra=_body_doc("update_time_entry"),
     )
-    async def update_time_entry(request: Request, id: str) -> Response:  # noqa: A002
+    async def update_time_entry(request: Request, id: str) -> Response:
         payload = await _payload(request)
         extra = undocumented_params(payload, TIME_ENTRY_UPDATE_PARAMS)
         note_undocumented(request, "PATCH /v2/time_entries/{id}", extra)
         return _json(await run_in_threadpool(writer.update_time_entry, _int_id(id), payload))
 
     @v2.delete("/time_entries/{id}", tags=["Time entries"], summary="Delete a time entry (hard)")
-    def delete_time_entry(id: str) -> Response:  # noqa: A002
+    def delete_time_entry(id: str) -> Response:
         if not store.delete("time_entries", _int_id(id)):
             raise HarvestError(404, NOT_FOUND)
         return deleted()
@@ -794,14 +794,14 @@ def create_app(ctx: SandboxContext) -> FastAPI:
         tags=["Expenses"],
         summary="Update an expense (documented parameters; is_billed/invoice are read-only)",
     )
-    async def update_expense(request: Request, id: str) -> Response:  # noqa: A002
+    async def update_expense(request: Request, id: str) -> Response:
         payload = await _payload(request)
         extra = undocumented_params(payload, EXPENSE_UPDATE_PARAMS)
         note_undocumented(request, "PATCH /v2/expenses/{id}", extra)
         return _json(await run_in_threadpool(writer.update_expense, _int_id(id), payload))
 
     @v2.delete("/expenses/{id}", tags=["Expenses"], summary="Delete an expense (hard)")
-    def delete_expense(id: str) -> Response:  # noqa: A002
+    def delete_expense(id: str) -> Response:
         if not store.delete("expenses", _int_id(id)):
             raise HarvestError(404, NOT_FOUND)
         return deleted()
@@ -827,7 +827,7 @@ def create_app(ctx: SandboxContext) -> FastAPI:
         tags=["Invoices"],
         summary="Delete an invoice (the time and expenses it imported are uninvoiced again)",
     )
-    async def delete_invoice(id: str) -> Response:  # noqa: A002
+    async def delete_invoice(id: str) -> Response:
         await run_in_threadpool(writer.delete_invoice, _int_id(id))
         return deleted()
 
