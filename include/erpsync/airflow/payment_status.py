@@ -1,4 +1,4 @@
-"""The Airflow task that brings invoice payment status back from the ERP (issue 16, cash).
+"""The Airflow task that brings invoice payment status back from the ERP (cash).
 
 Runs in the nightly master data sync (the DAG whose other ERP reads are the tax codes and
 rates): :func:`erpsync.invoicing.payment_status.sync_payment_status` in one warehouse

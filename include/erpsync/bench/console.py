@@ -1,5 +1,5 @@
 """Console page-speed benchmark: every finance-console page on the large firm, each answered in
-well under a second (issue 16), timed as an HTTP GET through the real console app.
+well under a second, timed as an HTTP GET through the real console app.
 
 The warehouse: the large firm of :mod:`erpsync.bench.reconcile` (``generate``: 3,000 clients,
 ~4,200 contracts, 1,000,000+ time entries, ~100,000 expenses), reconciled once (so

@@ -130,7 +130,7 @@ _GENERATE = [
                    WHEN x.i %% 3 = 0 THEN 'submitted' ELSE 'approved' END,
               x.day <= date '2026-10-14', x.billable AND x.day <= date '2026-09-30' AND x.tm,
               -- the person's rate card (EUR), in the contract currency at the firm's FX
-              -- (recon.currencies): a plausible rate (issue 14: rate_off_card)
+              -- (recon.currencies): a plausible rate (rate_off_card)
               CASE WHEN x.billable THEN
                    round((95 + (x.u %% 5) * 45
                           + CASE WHEN x.day >= date '2026-09-01' THEN 10 ELSE 0 END)

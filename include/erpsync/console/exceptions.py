@@ -1,4 +1,4 @@
-"""The exceptions worklist of the finance console: what its pages read (issue 16).
+"""The exceptions worklist of the finance console: what its pages read.
 
 Pure functions over an open psycopg connection, used by ``console/pages/exceptions.py`` and
 timed by the page-speed benchmark:

@@ -1,4 +1,4 @@
-"""Process intelligence (issue 16): where the time between "signed" and "invoiced" goes.
+"""Process intelligence: where the time between "signed" and "invoiced" goes.
 
 One registry (:data:`METRICS`) of the metrics the insights page shows. Each has a key (its URL
 and CSV name), a title, a one-sentence definition (formula, source, unit) shown on the page, a

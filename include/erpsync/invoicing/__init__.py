@@ -1,4 +1,4 @@
-"""Invoice batches (issue 7): build, approve, correct and export invoices.
+"""Invoice batches: build, approve, correct and export invoices.
 
 The public API (the DAGs in ``dags/erpsync_invoice_batches.py`` and
 ``dags/erpsync_milestone_billing.py`` call these, the ERP push lives in ``push.py``):

@@ -12,7 +12,7 @@ inform the approver; they never block a batch.
   (``core.contract_rate_overrides``).
 * ``possible_duplicate``: two or more items with the same person, date, task and hours
   (time) or the same person, date and amount (expenses) on one invoice.
-* ``expense_credit``: negative expenses billed as negative lines (issue 14). Harvest documents
+* ``expense_credit``: negative expenses billed as negative lines. Harvest documents
   an expense's ``total_cost`` as a decimal with no sign restriction
   (https://help.getharvest.com/api-v2/expenses-api/expenses/expenses/), and a credit in
   Harvest is a negative line (https://support.getharvest.com/hc/en-us/articles/360048686611):

@@ -1,7 +1,7 @@
 """The CRM side of the invoice push: a billed fixed-fee milestone is marked Invoiced in the CRM.
 
 A contract's milestones live in the CRM as ``Contract_Milestone__c`` records (Harvest has no
-milestones: issue 13, audit H16-H18). After the ERP posts an invoice, each of its milestone
+milestones: audit H16-H18). After the ERP posts an invoice, each of its milestone
 items gets ``Status__c = Invoiced`` and ``Invoice_Number__c`` = the posted ERP number, with the
 documented ``PATCH /services/data/vXX.X/sobjects/Contract_Milestone__c/{id}`` (204 No Content),
 and the record is read back: the mark is recorded only when the CRM shows both values.

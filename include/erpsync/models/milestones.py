@@ -1,6 +1,6 @@
 """A fixed-fee contract's milestone as the CRM holds it: Salesforce ``Contract_Milestone__c``.
 
-Harvest has no milestone resource (issue 13, audit H16-H18), so a contract's milestones and the
+Harvest has no milestone resource (audit H16-H18), so a contract's milestones and the
 client's acceptance are records of the custom object ``Contract_Milestone__c``, a master-detail
 child of the Opportunity, shipped as Salesforce DX metadata in
 ``vendor/salesforce/force-app/main/default/objects/Contract_Milestone__c/``:

@@ -1,4 +1,4 @@
-"""Notifications (issue 19): tell the right person, through Airflow's notifier interface.
+"""Notifications: tell the right person, through Airflow's notifier interface.
 
 * :mod:`erpsync.notify.digest`: the daily exception digest per owner (``erpsync_notifications``
   DAG);

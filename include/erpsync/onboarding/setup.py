@@ -4,7 +4,7 @@ the contracted rates; a fixed-fee contract a Harvest fixed-fee project, ``is_fix
 invalid one becomes one exception and nothing else.
 
 A fixed-fee contract's milestones are not copied anywhere: Harvest has no milestone resource
-(issue 13, audit H16-H18). They are the opportunity's ``Contract_Milestone__c`` records in the
+(audit H16-H18). They are the opportunity's ``Contract_Milestone__c`` records in the
 CRM, read here with the opportunity (one SOQL query per 200 fixed-fee opportunities) and
 written to ``core.contract_milestones`` with their CRM id; the client accepts them in the CRM
 (:mod:`erpsync.reconcile.milestones`).

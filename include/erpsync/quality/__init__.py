@@ -1,4 +1,4 @@
-"""Data quality (issue 6): Great Expectations suites on the warehouse and the invoicing blocks
+"""Data quality: Great Expectations suites on the warehouse and the invoicing blocks
 that critical failures open.
 
 * :func:`run_suites` runs the version-controlled suites (``great_expectations/expectations``)

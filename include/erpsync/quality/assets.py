@@ -77,7 +77,7 @@ SELECT e.psa_id, e.spent_date, e.total_cost, e.units, e.currency, e.billable, e.
     "recon_items": """
 SELECT i.item_key, i.item_type, i.state, i.reason_code, i.hours, i.rate, i.amount, i.currency,
        i.account_id, i.opportunity_id, pg_typeof(i.amount)::text AS amount_type,
-       -- a negative expense is a credit (issue 14): only other negative amounts fail
+       -- a negative expense is a credit: only other negative amounts fail
        CASE WHEN i.item_type = 'expense' AND i.amount < 0 THEN 0 ELSE i.amount END
            AS amount_except_credits,
        ((i.state = 'on_hold') = (i.reason_code IS NOT NULL)) AS reason_code_iff_on_hold,

@@ -26,7 +26,7 @@ so it never re-prices work dated before it; ``recon.items.contract_version`` say
   limits per category (``recon.expense_policy``, e.g. Hotel 250 EUR per night).
 * **Locked period**: items dated on or before ``recon.settings.lock_date`` (NULL: no lock) are
   held ``locked_period``.
-* **Plausibility** (issue 14; bounds in ``recon.settings``, migration 0021, changed through the
+* **Plausibility** (bounds in ``recon.settings``, migration 0021, changed through the
   audited :func:`erpsync.reconcile.policy.update_settings`): a billable T&M entry with more
   hours than ``max_hours_per_entry`` (24) is held ``hours_over_entry_limit``; when a person's
   hours on one date (every live entry, billable or not) exceed ``max_hours_per_person_day``

@@ -2,7 +2,7 @@
 
 The client's acceptance of a fixed-fee milestone is recorded in the CRM, on the milestone's
 ``Contract_Milestone__c`` record (``Status__c`` Accepted, ``Accepted_Date__c``): Harvest has
-no milestone resource (issue 13, audit H16-H18). :func:`pull_crm_milestones` syncs those
+no milestone resource (audit H16-H18). :func:`pull_crm_milestones` syncs those
 records into ``core.crm_milestones`` through the ordinary sync engine (SOQL incremental on
 ``SystemModstamp`` with queryAll, deletions from the ``Contract_Milestone__c/deleted`` feed);
 :func:`refresh_milestones` then carries their acceptance onto the milestones of current

@@ -24,7 +24,7 @@ WAREHOUSE_CONN_ID = "erpsync_warehouse"
 UI_USER = "admin"
 # A second person for maker-checker: whoever prepares an invoice batch cannot approve it.
 APPROVER_USER = "approver"
-# The console's read-only and data-engineering roles (issue 16): an auditor reads everything and
+# The console's read-only and data-engineering roles: an auditor reads everything and
 # changes nothing (SimpleAuthManager role "viewer"), an engineer may requeue quarantined records
 # ("op"). Role names: airflow/api_fastapi/auth/managers/simple/simple_auth_manager.py.
 AUDITOR_USER = "auditor"

@@ -52,7 +52,7 @@ validity dates: a line is taxed at the percentage set up when it is priced. Exem
 reverse-charge and export lines carry their own tax codes (``EXEMPT``, ``REVERSE``, ``EXPORT``
 at 0 %); the customer's ``taxLiable`` flag does not change the VAT rate.
 
-Strictness (issue 13): a body property the entity type lacks answers 400 ``BadRequest`` "The
+Strictness: a body property the entity type lacks answers 400 ``BadRequest`` "The
 property 'x' does not exist on type 'Microsoft.NAV.customer'. Make sure to only use property
 names that are defined by the type."; a read-only one (``Editable = false`` on the API page)
 answers 400 ``BadRequest_InvalidOperation`` "Control 'x' is read-only" (the codes listed on
