@@ -17,7 +17,7 @@ Reason codes are named constants here, not literals scattered over the code base
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -326,6 +326,23 @@ def _cause(row: dict[str, Any]) -> dict[str, Any]:
 _NOT_FOUND = "no such exception"
 
 
+def _each(
+    conn,
+    ids: Iterable[int],
+    act: Callable[[int, dict[str, Any]], ActionOutcome],
+) -> list[ActionOutcome]:
+    """Lock the rows of ``ids`` and ``act`` on each one that exists, in the order asked; an id
+    with no row is skipped as not found. The bulk actions below share this loop."""
+    wanted = _ids(ids)
+    rows = _lock(conn, wanted)
+    return [
+        act(exception_id, rows[exception_id])
+        if exception_id in rows
+        else ActionOutcome(exception_id, SKIPPED, _NOT_FOUND)
+        for exception_id in wanted
+    ]
+
+
 def assign(
     conn, ids: Iterable[int], *, owner: str, by: str, run: Any = None
 ) -> list[ActionOutcome]:
@@ -334,20 +351,12 @@ def assign(
     owner = _required(owner, "an assignment needs the owner to assign to")
     by = _required(by, "an assignment needs the name of who assigns it")
     source = _source(run)
-    wanted = _ids(ids)
-    rows = _lock(conn, wanted)
-    out = []
-    for exception_id in wanted:
-        row = rows.get(exception_id)
-        if row is None:
-            out.append(ActionOutcome(exception_id, SKIPPED, _NOT_FOUND))
-            continue
+
+    def act(exception_id: int, row: dict[str, Any]) -> ActionOutcome:
         if row["status"] == "resolved":
-            out.append(ActionOutcome(exception_id, SKIPPED, "resolved: reopen it first"))
-            continue
+            return ActionOutcome(exception_id, SKIPPED, "resolved: reopen it first")
         if row["owner"] == owner and row["assigned_by"] is not None:
-            out.append(ActionOutcome(exception_id, SKIPPED, f"already assigned to {owner}"))
-            continue
+            return ActionOutcome(exception_id, SKIPPED, f"already assigned to {owner}")
         conn.execute(
             """UPDATE ops.exceptions SET owner = %s, assigned_by = %s, assigned_at = now()
                 WHERE exception_id = %s""",
@@ -364,8 +373,9 @@ def assign(
             source=source,
             detail=_cause(row),
         )
-        out.append(ActionOutcome(exception_id, DONE))
-    return out
+        return ActionOutcome(exception_id, DONE)
+
+    return _each(conn, ids, act)
 
 
 def comment(
@@ -376,14 +386,8 @@ def comment(
     text = _required(text, "a comment needs text")
     by = _required(by, "a comment needs the name of who writes it")
     source = _source(run)
-    wanted = _ids(ids)
-    rows = _lock(conn, wanted)
-    out = []
-    for exception_id in wanted:
-        row = rows.get(exception_id)
-        if row is None:
-            out.append(ActionOutcome(exception_id, SKIPPED, _NOT_FOUND))
-            continue
+
+    def act(exception_id: int, row: dict[str, Any]) -> ActionOutcome:
         audit.record(
             conn,
             actor=by,
@@ -394,8 +398,9 @@ def comment(
             source=source,
             detail={**_cause(row), "status": row["status"]},
         )
-        out.append(ActionOutcome(exception_id, DONE))
-    return out
+        return ActionOutcome(exception_id, DONE)
+
+    return _each(conn, ids, act)
 
 
 def waive_many(
@@ -404,23 +409,16 @@ def waive_many(
     """:func:`waive` each open exception of ``ids``; waived and resolved ones are skipped."""
     by = _required(by, "a waiver needs the name of who waives it")
     comment = _required(comment, "a waiver needs a comment saying why")
-    wanted = _ids(ids)
-    rows = _lock(conn, wanted)
-    out = []
-    for exception_id in wanted:
-        row = rows.get(exception_id)
-        if row is None:
-            out.append(ActionOutcome(exception_id, SKIPPED, _NOT_FOUND))
-        elif row["status"] == "waived":
-            out.append(
-                ActionOutcome(exception_id, SKIPPED, f"already waived by {row['waived_by']}")
-            )
-        elif row["status"] == "resolved":
-            out.append(ActionOutcome(exception_id, SKIPPED, "resolved: nothing to waive"))
-        else:
-            waive(conn, exception_id, by=by, comment=comment, run=run)
-            out.append(ActionOutcome(exception_id, DONE))
-    return out
+
+    def act(exception_id: int, row: dict[str, Any]) -> ActionOutcome:
+        if row["status"] == "waived":
+            return ActionOutcome(exception_id, SKIPPED, f"already waived by {row['waived_by']}")
+        if row["status"] == "resolved":
+            return ActionOutcome(exception_id, SKIPPED, "resolved: nothing to waive")
+        waive(conn, exception_id, by=by, comment=comment, run=run)
+        return ActionOutcome(exception_id, DONE)
+
+    return _each(conn, ids, act)
 
 
 def reopen(
@@ -432,17 +430,10 @@ def reopen(
     by = _required(by, "reopening needs the name of who reopens it")
     note = (comment or "").strip() or None
     source = _source(run)
-    wanted = _ids(ids)
-    rows = _lock(conn, wanted)
-    out = []
-    for exception_id in wanted:
-        row = rows.get(exception_id)
-        if row is None:
-            out.append(ActionOutcome(exception_id, SKIPPED, _NOT_FOUND))
-            continue
+
+    def act(exception_id: int, row: dict[str, Any]) -> ActionOutcome:
         if row["status"] == "open":
-            out.append(ActionOutcome(exception_id, SKIPPED, "already open"))
-            continue
+            return ActionOutcome(exception_id, SKIPPED, "already open")
         if row["status"] == "resolved":
             live = conn.execute(
                 """SELECT exception_id FROM ops.exceptions
@@ -451,8 +442,7 @@ def reopen(
                 (row["reason_code"], row["entity_type"], row["entity_key"], exception_id),
             ).fetchone()
             if live is not None:
-                out.append(ActionOutcome(exception_id, SKIPPED, _live_elsewhere(int(live[0]))))
-                continue
+                return ActionOutcome(exception_id, SKIPPED, _live_elsewhere(int(live[0])))
         try:
             with conn.transaction():  # a savepoint: a row raised meanwhile fails only this id
                 conn.execute(
@@ -463,8 +453,7 @@ def reopen(
                     (exception_id,),
                 )
         except psycopg.errors.UniqueViolation:
-            out.append(ActionOutcome(exception_id, SKIPPED, _live_elsewhere(None)))
-            continue
+            return ActionOutcome(exception_id, SKIPPED, _live_elsewhere(None))
         before = {"status": row["status"]}
         if row["status"] == "waived":
             before.update(waived_by=row["waived_by"], waive_comment=row["waive_comment"])
@@ -481,8 +470,9 @@ def reopen(
             source=source,
             detail=_cause(row),
         )
-        out.append(ActionOutcome(exception_id, DONE))
-    return out
+        return ActionOutcome(exception_id, DONE)
+
+    return _each(conn, ids, act)
 
 
 def _live_elsewhere(other: int | None) -> str:
