@@ -27,12 +27,14 @@ Intermediate results (rates x hours before rounding, FX) carry full ``numeric`` 
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Literal
 
 from erpsync.models.reference import CURRENCY_MINOR_UNITS
 
 __all__ = [
     "ROUNDING",
     "UnknownCurrency",
+    "as_text",
     "minor_units",
     "quantum",
     "round_money",
@@ -80,3 +82,32 @@ def to_minor(amount: Decimal, currency: str) -> int:
 def from_minor(units: int, currency: str) -> Decimal:
     """The inverse of :func:`to_minor`."""
     return Decimal(units).scaleb(-minor_units(currency)).quantize(quantum(currency))
+
+
+def as_text(
+    amount: Decimal | int | str | None,
+    currency: str | None = None,
+    *,
+    grouped: bool = False,
+    unknown: Literal["raw", "raise"] = "raw",
+    empty: str = "-",
+) -> str:
+    """``amount`` as text for a report, a log line, an export or a mail.
+
+    With a ``currency`` the amount is rounded to its minor units by the one rule
+    (:func:`round_money`, so ``Decimal("12.5")`` EUR reads ``12.50``); a currency without a
+    minor-unit rule shows the amount as it is (``unknown="raw"``, for texts that describe bad
+    data) or raises :class:`UnknownCurrency` (``unknown="raise"``, for documents). Without a
+    currency (a figure summed over currencies, a count of money) the amount is shown as it is.
+    ``grouped`` adds thousands separators (``1,234.50``); ``None`` reads ``empty``.
+    """
+    if amount is None:
+        return empty
+    value = amount if isinstance(amount, Decimal) else Decimal(str(amount))
+    if currency is not None:
+        try:
+            value = round_money(value, currency)
+        except UnknownCurrency:
+            if unknown == "raise":
+                raise
+    return f"{value:,}" if grouped else str(value)

@@ -68,6 +68,7 @@ from erpsync.connectors.errors import (
     VendorError,
     WriteOutcomeUnknown,
 )
+from erpsync.redaction import is_secret_name
 
 __all__ = [
     "IDEMPOTENT_METHODS",
@@ -90,23 +91,6 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CONDITIONAL_METHODS = frozenset({"PUT", "PATCH", "DELETE"})
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
-#: Airflow's sensitive field names (``[core] sensitive_var_conn_names`` defaults) plus a few.
-SENSITIVE_WORDS = (
-    "access_token",
-    "api_key",
-    "apikey",
-    "authorization",
-    "passphrase",
-    "passwd",
-    "password",
-    "private_key",
-    "secret",
-    "token",
-    "keyfile_dict",
-    "service_account",
-    "credential",
-)
-_LOCATION_SUFFIXES = ("_path", "_url", "_uri", "_endpoint", "_type")
 _MIN_SECRET_LEN = 4
 _MAX_MESSAGE = 300
 
@@ -209,15 +193,8 @@ def is_idempotent(method: str, headers: Mapping[str, str] | None = None) -> bool
 
 
 def sensitive_extra_names(extras: Mapping[str, Any]) -> list[str]:
-    """Names of connection extras that hold credentials (by Airflow's naming rule)."""
-    out = []
-    for name in extras:
-        low = str(name).lower()
-        if low.endswith(_LOCATION_SUFFIXES):
-            continue
-        if any(word in low for word in SENSITIVE_WORDS):
-            out.append(name)
-    return out
+    """Connection extras holding credentials (:func:`~erpsync.redaction.is_secret_name`)."""
+    return [name for name in extras if is_secret_name(name)]
 
 
 class Redactor:

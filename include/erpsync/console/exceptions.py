@@ -29,6 +29,8 @@ from typing import Any
 
 from psycopg import sql
 
+from erpsync import redaction
+
 __all__ = [
     "COUNT_CAP",
     "CSV_HEADER",
@@ -415,23 +417,13 @@ def export_rows(conn, f: Filters, *, cap: int = EXPORT_CAP) -> list[list]:
 
 # ------------------------------------------------------------------ detail
 
-_SECRET_KEY = re.compile(
-    r"(password|passwd|passphrase|secret|token|api[_-]?key|authori[sz]ation|credential|bearer"
-    r"|cookie)",
-    re.IGNORECASE,
-)
 MASK = "********"
 
 
 def mask_secrets(value: Any) -> Any:
-    """``value`` with every value under a secret-looking key replaced by a mask (recursively)."""
-    if isinstance(value, Mapping):
-        return {
-            k: MASK if _SECRET_KEY.search(str(k)) else mask_secrets(v) for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [mask_secrets(v) for v in value]
-    return value
+    """``value`` with every value under a secret name (:func:`erpsync.redaction.is_secret_name`)
+    replaced by a mask, recursively."""
+    return redaction.mask_values(value, MASK)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ never a scan of the reconciliation items."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+
+from erpsync import money
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,10 @@ def attention(conn) -> list[Tile]:
         "SELECT count(*) FROM ops.quarantine WHERE resolved_at IS NULL"
     ).fetchone()[0]
     blocks = conn.execute("SELECT count(*) FROM ops.dq_active_blocks").fetchone()[0]
-    stake = ", ".join(f"{_money(amount)} {cur}" for cur, amount in at_stake) or "nothing at stake"
+    stake = (
+        ", ".join(f"{money.as_text(amount, cur, grouped=True)} {cur}" for cur, amount in at_stake)
+        or "nothing at stake"
+    )
     return [
         Tile("exceptions", "Open exceptions", int(open_count), stake, "/exceptions?status=open"),
         Tile(
@@ -47,7 +51,3 @@ def attention(conn) -> list[Tile]:
         Tile("quarantine", "Records in quarantine", int(quarantined), "", "/sync/quarantine"),
         Tile("dq_blocks", "Data-quality blocks in force", int(blocks), "", "/billing"),
     ]
-
-
-def _money(amount: Decimal) -> str:
-    return f"{amount.quantize(Decimal('0.01')):,}"

@@ -8,8 +8,8 @@ entity read ``run_stats_entity_idx`` backwards; the quarantine list pages by key
 ``quarantine_id``; the CSV export streams the filtered list through a server-side cursor.
 
 Masking reuses the project's rules: payload keys that name a credential by Airflow's
-sensitive-name rule (:func:`erpsync.connectors.http.sensitive_extra_names`) are replaced
-whole, and every text is scrubbed with :func:`erpsync.writeback.relay.scrub` (secrets Airflow
+sensitive-name rule (:func:`erpsync.redaction.is_secret_name`) are replaced
+whole, and every text is scrubbed with :func:`erpsync.redaction.scrub` (secrets Airflow
 knows, bearer/basic tokens, ``password=...``-like fragments), the rule the write-back uses for
 the error text it stores.
 """
@@ -24,6 +24,8 @@ from typing import Any
 
 from psycopg import sql
 
+from erpsync import redaction
+
 PAGE_SIZE = 50
 TREND_RUNS = 30
 MASK = "***"
@@ -33,23 +35,15 @@ STATUSES = ("open", "requeued", "resolved", "all")
 # ------------------------------------------------------------------ masking
 
 
-def _sensitive(key: str) -> bool:
-    from erpsync.connectors.http import sensitive_extra_names
-
-    return bool(sensitive_extra_names({key: None}))
-
-
 def mask_text(text: Any) -> str:
-    from erpsync.writeback.relay import scrub
-
-    return scrub(str(text))
+    return redaction.scrub(str(text))
 
 
 def mask(value: Any) -> Any:
     """A copy of a payload safe to show: credential-named keys masked whole, texts scrubbed."""
     if isinstance(value, dict):
         return {
-            k: MASK if _sensitive(str(k)) and v not in (None, "") else mask(v)
+            k: MASK if redaction.is_secret_name(k) and v not in (None, "") else mask(v)
             for k, v in value.items()
         }
     if isinstance(value, list):

@@ -13,6 +13,10 @@ CURRENCY_MINOR_UNITS: dict[str, int] = {
     "KWD": 3, "BHD": 3, "OMR": 3, "JOD": 3, "TND": 3, "LYD": 3, "IQD": 3,
 }  # fmt: skip
 
+#: The currencies the firm contracts and bills in (DESIGN.md "Money and control rules"): an
+#: opportunity in another currency is refused at onboarding. A subset of CURRENCY_MINOR_UNITS.
+FIRM_CURRENCIES: frozenset[str] = frozenset({"EUR", "USD", "GBP", "CHF", "DKK", "JPY", "KWD"})
+
 COUNTRIES: frozenset[str] = frozenset(
     """AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ
     BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO

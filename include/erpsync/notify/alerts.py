@@ -153,7 +153,7 @@ class TaskFailureNotifier(BaseNotifier):
     def _notify(self, context: Any) -> None:
         from erpsync.notify import config, html
         from erpsync.notify.delivery import Message
-        from erpsync.writeback.relay import scrub
+        from erpsync.redaction import scrub
 
         ti = context["ti"]
         error = context.get("exception")

@@ -65,7 +65,7 @@ def smtp_sender(settings: NotifySettings) -> Callable[[Message], None]:
 
 
 def _scrub(error: BaseException) -> str:
-    from erpsync.writeback.relay import scrub
+    from erpsync.redaction import scrub
 
     return scrub(f"{type(error).__name__}: {error}")
 

@@ -244,7 +244,7 @@ def render(digest: Digest, settings: NotifySettings) -> Message:
 def _short(message: str | None) -> str:
     if not message:
         return ""
-    from erpsync.writeback.relay import scrub
+    from erpsync.redaction import scrub
 
     one_line = " ".join(scrub(message).split())
     return one_line if len(one_line) <= MESSAGE_CHARS else one_line[: MESSAGE_CHARS - 1] + "…"

@@ -38,6 +38,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from erpsync.models.billing_terms import BILLING_MODEL_LABELS, CAP_TYPE_LABELS, BillingModel
+from erpsync.models.reference import FIRM_CURRENCIES
+
 __all__ = [
     "CONTRACT_CLIENT_NOT_READY",
     "CONTRACT_INVALID_FIELD",
@@ -90,15 +93,7 @@ OPPORTUNITY_FIELDS = (
     "SystemModstamp",
 )
 
-BILLING_MODELS = {
-    "Time and Materials": "time_and_materials",
-    "Fixed Fee": "fixed_fee",
-    "Retainer": "retainer",
-}
-CAP_TYPES = {"Hours": "hours", "Amount": "amount"}
 RETAINER_PERIODS = {"Monthly": "monthly", "Quarterly": "quarterly"}
-#: Minor units per currency (the firm's currencies; DESIGN.md "Money and control rules").
-CURRENCY_DECIMALS = {"EUR": 2, "USD": 2, "GBP": 2, "CHF": 2, "DKK": 2, "JPY": 0, "KWD": 3}
 
 
 @dataclass(frozen=True)
@@ -245,7 +240,7 @@ def parse(record: dict[str, Any]) -> Contract:
     itself (client checks come from :func:`check`)."""
     problems: list[Problem] = []
     model_raw = record.get("Billing_Model__c")
-    model = BILLING_MODELS.get(model_raw) if not _blank(model_raw) else None
+    model = BILLING_MODEL_LABELS.get(model_raw) if not _blank(model_raw) else None
     if _blank(model_raw):
         problems.append(
             _missing(
@@ -270,12 +265,12 @@ def parse(record: dict[str, Any]) -> Contract:
                 "CurrencyIsoCode", "the contract currency is empty", "set the opportunity currency"
             )
         )
-    elif currency not in CURRENCY_DECIMALS:
+    elif currency not in FIRM_CURRENCIES:
         problems.append(
             _invalid(
                 "CurrencyIsoCode",
                 f"currency {currency!r} is not billed by the firm",
-                "use one of " + ", ".join(sorted(CURRENCY_DECIMALS)),
+                "use one of " + ", ".join(sorted(FIRM_CURRENCIES)),
             )
         )
     amount = _decimal(record.get("Amount"))
@@ -300,7 +295,7 @@ def parse(record: dict[str, Any]) -> Contract:
     cap_type = None
     cap_value = _decimal(record.get("Cap_Value__c"))
     if not _blank(record.get("Cap_Type__c")):
-        cap_type = CAP_TYPES.get(record["Cap_Type__c"])
+        cap_type = CAP_TYPE_LABELS.get(record["Cap_Type__c"])
         if cap_type is None:
             problems.append(
                 _invalid(
@@ -381,7 +376,7 @@ def parse(record: dict[str, Any]) -> Contract:
                 "crm_id": None if _blank(item.get("Id")) else str(item["Id"]),
             }
         )
-    if model == "fixed_fee":
+    if model == BillingModel.FIXED_FEE:
         if not milestones_raw:
             problems.append(
                 _missing(
@@ -403,7 +398,7 @@ def parse(record: dict[str, Any]) -> Contract:
     retainer_amount = _decimal(record.get("Retainer_Amount__c"))
     period_raw = record.get("Retainer_Period__c")
     period = RETAINER_PERIODS.get(period_raw) if not _blank(period_raw) else None
-    if model == "retainer":
+    if model == BillingModel.RETAINER:
         if retainer_amount is None:
             problems.append(
                 _missing(
@@ -445,8 +440,8 @@ def parse(record: dict[str, Any]) -> Contract:
         po_number=None if _blank(record.get("PO_Number__c")) else str(record["PO_Number__c"]),
         cap_type=cap_type,
         cap_value=cap_value if cap_type else None,
-        retainer_amount=retainer_amount if model == "retainer" else None,
-        retainer_period=period if model == "retainer" else None,
+        retainer_amount=retainer_amount if model == BillingModel.RETAINER else None,
+        retainer_period=period if model == BillingModel.RETAINER else None,
         rate_overrides=overrides,
         effective_from=effective_from,
         milestones=milestones,

@@ -13,6 +13,8 @@ import json
 from decimal import Decimal
 from typing import Any
 
+from erpsync.models.billing_terms import milestone_item_key
+
 RUN = "rows"
 _ids = itertools.count(1)
 
@@ -238,7 +240,7 @@ class Rows:
                 dt.datetime(2026, 1, 1, tzinfo=dt.UTC) if accepted else None,
             ),
         )
-        return f"milestone:{opportunity_id}:{version}:{seq}"
+        return milestone_item_key(opportunity_id, version, seq)
 
     def retainer_schedule(
         self,

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from erpsync import audit, exceptions_queue
+from erpsync.redaction import is_secret_name, scrub
 from erpsync.writeback import targets
 
 __all__ = ["MAX_ATTEMPTS", "RelayStats", "TargetClients", "run_outbox", "scrub"]
@@ -31,30 +31,6 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
 CONN_IDS = {"crm": "erpsync_crm", "psa": "erpsync_psa", "erp": "erpsync_erp"}
-
-_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[^\s\"',;&]+")
-_SECRETISH = re.compile(
-    r"(?i)((?<![\w-])(?:password|passwd|secret|client_secret|token|access_token|api[_-]?key)"
-    r"[\"']?\s*[:=]\s*[\"']?)[^\s\"',;&]+"
-)
-
-
-def scrub(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
-    """Text safe to store or log: secrets Airflow knows replaced (``mask_secret``), known
-    secret values given by the caller replaced, credential-looking fragments cut, bounded."""
-    out = str(text)
-    for secret in extra_secrets:
-        if secret and len(secret) >= 4:
-            out = out.replace(secret, "***")
-    try:
-        from airflow.sdk.log import redact
-
-        out = str(redact(out))
-    except Exception:  # noqa: BLE001 - the masker is a best effort on top of our own scrub
-        log.debug("airflow secrets masker unavailable; own scrub only")
-    out = _BEARER.sub(lambda m: m.group(1) + " ***", out)
-    out = _SECRETISH.sub(lambda m: m.group(1) + "***", out)
-    return out[:2000]
 
 
 @dataclass
@@ -163,7 +139,7 @@ class TargetClients:
                 if conn.password:
                     found.append(conn.password)
                 for key, value in (conn.extra_dejson or {}).items():
-                    if isinstance(value, str) and _secret_key(key):
+                    if isinstance(value, str) and is_secret_name(key):
                         found.append(value)
         except ImportError:
             log.debug("airflow not importable; no connection secrets to scrub")
@@ -172,12 +148,6 @@ class TargetClients:
 
 def _name_key(name: Any) -> str:
     return " ".join(str(name or "").split()).casefold()
-
-
-def _secret_key(key: str) -> bool:
-    if key.lower().endswith(("_path", "_url", "_uri", "_endpoint", "_type")):
-        return False  # where a secret lives, not the secret
-    return bool(re.search(r"(?i)secret|token|password|passwd|key|auth|credential", key))
 
 
 _CLAIM = """
