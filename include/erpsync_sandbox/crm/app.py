@@ -65,7 +65,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from erpsync_sandbox.common import SandboxContext, make_base_app
+from erpsync_sandbox.common import make_base_app
+from erpsync_sandbox.context import SandboxContext
 from erpsync_sandbox.contract import undocumented
 from erpsync_sandbox.store import Store, format_stamp, parse_iso, to_iso
 

@@ -72,7 +72,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from erpsync_sandbox.common import SandboxContext, make_base_app
+from erpsync_sandbox.common import make_base_app
+from erpsync_sandbox.context import SandboxContext
 from erpsync_sandbox.contract import undocumented
 from erpsync_sandbox.psa.paging import (
     Cursor,
