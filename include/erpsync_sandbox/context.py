@@ -166,7 +166,8 @@ class SandboxContext:
     @property
     def erp_company_id(self) -> str | None:
         """The Business Central company id (GUID) the generator created."""
-        return self.stores["erp"].meta_get("company_id")
+        company_id = self.stores["erp"].meta_get("company_id")
+        return None if company_id is None else str(company_id)
 
     @property
     def info(self) -> dict[str, Any]:
@@ -180,7 +181,8 @@ class SandboxContext:
         path = self.state_dir / "manifest.json"
         if not path.exists():
             return {"generated": False, "problems": [], "counts": {}}
-        return json.loads(path.read_text())
+        manifest: dict[str, Any] = json.loads(path.read_text())
+        return manifest
 
     # ------------------------------------------------------------------ state
 
@@ -202,10 +204,12 @@ class SandboxContext:
 
 
 def read_info(state_dir: Path) -> dict[str, Any]:
+    """``sandbox.json`` of ``state_dir`` (empty before the firm is generated)."""
     path = state_dir / "sandbox.json"
     if not path.exists():
         return {}
-    return json.loads(path.read_text())
+    info: dict[str, Any] = json.loads(path.read_text())
+    return info
 
 
 def write_info(state_dir: Path, info: dict[str, Any]) -> None:
