@@ -1,7 +1,8 @@
 """Discovery: API versions, the resources of a version, org limits, describe global.
 
-https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_versions.htm,
-.../resources_discoveryresource.htm, .../resources_limits.htm, .../resources_describeGlobal.htm
+The REST resources table (Versions, Resources by Version, Limits, Describe Global):
+https://developer.salesforce.com/docs/atlas.en-us.214.0.api_rest.meta/api_rest/resources_list.htm
+and https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_describeGlobal.htm
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""The OAuth 2.0 token endpoint (client credentials and username-password flows).
+"""The OAuth 2.0 token endpoint (client credentials; password grant for older clients).
 
 https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_client_credentials_flow.htm
-and .../sf.remoteaccess_oauth_username_password_flow.htm; sessions: :mod:`erpsync_sandbox.crm.auth`.
+Sessions and grants: :mod:`erpsync_sandbox.crm.auth`.
 """
 
 from __future__ import annotations

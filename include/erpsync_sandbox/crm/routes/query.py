@@ -2,8 +2,9 @@
 
 SOQL subset: :mod:`erpsync_sandbox.crm.soql`; batches, cursors and their limits:
 :mod:`erpsync_sandbox.crm.query`.
-https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_query.htm and
-.../resources_queryall.htm; batch size: .../headers_queryoptions.htm
+https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_query.htm
+(``queryAll`` also returns soft-deleted rows); batch size:
+https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/headers_queryoptions.htm
 """
 
 from __future__ import annotations

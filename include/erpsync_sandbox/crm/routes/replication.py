@@ -1,7 +1,8 @@
 """Replication feeds: ``sobjects/{type}/deleted`` and ``sobjects/{type}/updated``.
 
 https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_getdeleted.htm
-and .../resources_getupdated.htm (seconds of ``start``/``end`` ignored; 600,000 ids at most).
+and https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_getupdated.htm
+(seconds of ``start``/``end`` ignored; more than 600,000 ids: ``EXCEEDED_ID_LIMIT``).
 """
 
 from __future__ import annotations

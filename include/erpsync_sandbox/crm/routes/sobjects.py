@@ -1,9 +1,10 @@
 """sObject resources: basic info, describe, create, retrieve, update, delete, and retrieve or
 upsert by external id.
 
-https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_sobject_basic_info.htm,
-.../resources_sobject_describe.htm, .../resources_sobject_retrieve.htm,
-.../dome_upsert.htm (external ids only; 201 created, 200 updated from v46.0, 300 ambiguous).
+https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_sobject_describe.htm,
+https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_sobject_retrieve.htm,
+https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_upsert.htm
+(external ids only; 201 created, 200 updated from v46.0, 300 ambiguous).
 """
 
 from __future__ import annotations

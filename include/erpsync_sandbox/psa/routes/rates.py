@@ -1,7 +1,8 @@
 """User rate cards: ``POST /v2/users/{id}/billable_rates`` and ``cost_rates``.
 
 A new rate ends the previous one (Harvest:
-https://help.getharvest.com/api-v2/users-api/users/billable-rates/ and .../cost-rates/).
+https://help.getharvest.com/api-v2/users-api/users/billable-rates/ and
+https://help.getharvest.com/api-v2/users-api/users/cost-rates/).
 """
 
 from __future__ import annotations

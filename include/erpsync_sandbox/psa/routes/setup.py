@@ -1,9 +1,13 @@
 """Writes of the firm's set-up records: clients, contacts, projects, tasks, project task and
-user assignments, and user rate cards (billable and cost rates).
+user assignments.
 
-Harvest: POST/PATCH/DELETE per resource (https://help.getharvest.com/api-v2/clients-api/,
-.../projects-api/, .../tasks-api/); ``POST /v2/users/{id}/billable_rates`` and ``cost_rates``
-end the previous rate. Validation and storage: :class:`erpsync_sandbox.psa.writes.PsaWriter`.
+Harvest: POST/PATCH/DELETE per resource:
+https://help.getharvest.com/api-v2/clients-api/clients/clients/,
+https://help.getharvest.com/api-v2/projects-api/projects/projects/,
+https://help.getharvest.com/api-v2/tasks-api/tasks/tasks/,
+https://help.getharvest.com/api-v2/projects-api/projects/task-assignments/ and
+https://help.getharvest.com/api-v2/projects-api/projects/user-assignments/. Rate cards:
+:mod:`.rates`. Validation and storage: :class:`erpsync_sandbox.psa.writes.PsaWriter`.
 """
 
 from __future__ import annotations
