@@ -19,7 +19,8 @@ from typing import Any
 import click
 import httpx
 
-from erpsync_sandbox.common import DEFAULT_PORTS, SERVICES, SandboxConfig, SandboxContext
+from erpsync_sandbox import lifecycle
+from erpsync_sandbox.context import DEFAULT_PORTS, SERVICES, SandboxConfig, SandboxContext
 from erpsync_sandbox.faults import Burst429, FaultConfig, faults_from_env
 from erpsync_sandbox.generator.firm import SIZES
 from erpsync_sandbox.serve import (
@@ -186,7 +187,7 @@ def generate(size: str, seed: int, state_dir: Path | None) -> None:
     ctx = SandboxContext.open(state, size=size, seed=seed)
     t0 = time.monotonic()
     try:
-        manifest = ctx.generate(size=size, seed=seed)
+        manifest = lifecycle.generate(ctx, size=size, seed=seed)
     finally:
         ctx.close()
     click.echo(f"generated {size} firm (seed {seed}) in {time.monotonic() - t0:.1f}s -> {state}")
@@ -221,7 +222,7 @@ def advance(steps: int, seed: int | None, state_dir: Path | None, host: str, por
     try:
         if not ctx.is_generated():
             raise click.ClickException(f"no firm in {state}: run `sandbox generate` first")
-        changes = ctx.advance(steps, seed)
+        changes = lifecycle.advance(ctx, steps, seed)
         click.echo(f"advanced {steps} step(s): {len(changes)} changes, now {ctx.clock.now()}")
     finally:
         ctx.close()

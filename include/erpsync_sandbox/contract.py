@@ -11,7 +11,9 @@ the documented contract calls :func:`undocumented` (whatever it then answers), a
 * a request that matches no route at all is undocumented by definition ("no such route");
 * a route whose handler declares its query parameters (FastAPI ``Query`` arguments, and no raw
   ``Request`` that could read others) documents exactly those: any other query parameter is
-  noted ("query parameter 'x'"), as FastAPI itself would silently drop it;
+  noted ("query parameter 'x'"), as FastAPI itself would silently drop it; a dependency
+  marked with :func:`state_dependency` takes the ``Request`` only to reach the app's state
+  object, so it does not count as reading raw query parameters;
 * when ``ERPSYNC_SANDBOX_CONTRACT_LOG`` names a file, every non-admin request is appended to it
   as one JSON line ``{service, method, route, path, status, user_agent, undocumented}``.
 
@@ -25,9 +27,9 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -38,6 +40,7 @@ __all__ = [
     "declared_query_params",
     "is_pack_request",
     "read_log",
+    "state_dependency",
     "undocumented",
     "violations",
 ]
@@ -46,6 +49,21 @@ CONTRACT_LOG_ENV = "ERPSYNC_SANDBOX_CONTRACT_LOG"
 
 _STATE_KEY = "erpsync.undocumented"
 _write_lock = threading.Lock()
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+#: Dependencies that take the raw ``Request`` only to return ``request.app.state``'s objects.
+_STATE_ONLY: set[Callable[..., Any]] = set()
+
+
+def state_dependency(fn: _F) -> _F:
+    """Mark ``fn`` (a FastAPI dependency) as reading only the app's state, never the query.
+
+    The service routers reach their shared state (context, store, limiters) through such a
+    dependency; without the mark, its ``Request`` parameter would make every route look as if
+    it read query parameters by hand and switch the undeclared-parameter check off."""
+    _STATE_ONLY.add(fn)
+    return fn
 
 
 def undocumented(request: Any, what: str) -> None:
@@ -63,6 +81,8 @@ def _route_template(scope: Scope) -> str | None:
 
 
 def _reads_raw_request(dependant: Any) -> bool:
+    if dependant.call in _STATE_ONLY:
+        return False
     if dependant.request_param_name or dependant.http_connection_param_name:
         return True
     return any(_reads_raw_request(sub) for sub in dependant.dependencies)

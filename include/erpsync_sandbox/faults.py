@@ -35,12 +35,11 @@ import os
 import random
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-if TYPE_CHECKING:
-    from erpsync_sandbox.store import Store
+from erpsync_sandbox.store import Store, change_source
 
 __all__ = [
     "Burst429",
@@ -255,8 +254,6 @@ class Faults:
             rows = store.scan_rows(resource, order="seq", after=(seq - 1,), limit=1)
             if rows and rows[0].id not in ids:
                 ids.append(rows[0].id)
-        from erpsync_sandbox.store import change_source
-
         token = change_source.set("fault")
         try:
             return store.touch(resource, ids)

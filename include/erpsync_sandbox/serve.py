@@ -25,7 +25,8 @@ from typing import Any
 
 import uvicorn
 
-from erpsync_sandbox.common import SERVICES, SandboxConfig, SandboxContext
+from erpsync_sandbox import lifecycle
+from erpsync_sandbox.context import SERVICES, SandboxConfig, SandboxContext
 from erpsync_sandbox.faults import FaultConfig
 
 __all__ = [
@@ -142,7 +143,7 @@ def start_sandbox(
             )
     if reset or not info.get("generated"):
         t0 = time.monotonic()
-        ctx.generate(size=size or "small", seed=0 if seed is None else seed)
+        lifecycle.generate(ctx, size=size or "small", seed=0 if seed is None else seed)
         log.info("generated %s firm (seed %s) in %.1fs", ctx.size, ctx.seed, time.monotonic() - t0)
     ctx.config.host = host
     handle = SandboxHandle(ctx=ctx, urls={}, ports={})
@@ -205,7 +206,7 @@ def prepare_firm(state_dir: Path | str, size: str, seed: int, reuse: bool) -> di
         seconds = 0.0
         if not (reuse and same):
             started = time.perf_counter()
-            ctx.generate(size=size, seed=seed)
+            lifecycle.generate(ctx, size=size, seed=seed)
             seconds = time.perf_counter() - started
         store = ctx.stores["psa"]
         store.checkpoint()

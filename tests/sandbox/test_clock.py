@@ -9,14 +9,15 @@ from typing import Any
 
 import pytest
 
+from erpsync_sandbox import lifecycle
 from erpsync_sandbox.clock import CLOCK_START, BusinessClock
-from erpsync_sandbox.common import SandboxContext
+from erpsync_sandbox.context import SandboxContext
 
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> Any:
     context = SandboxContext.open(tmp_path / "state", size="small", seed=3)
-    context.generate()
+    lifecycle.generate(context)
     yield context
     context.close()
 
@@ -38,7 +39,7 @@ def test_clock_flows_persists_and_never_goes_back(tmp_path: Path) -> None:
 
 def test_advance_change_log_matches_the_stores(ctx: SandboxContext) -> None:
     start_seq = ctx.changes.last_seq()
-    changes = ctx.advance(3, 99)
+    changes = lifecycle.advance(ctx, 3, 99)
     assert changes and all(c["source"] == "advance" for c in changes)
     assert [c["seq"] for c in changes] == list(range(start_seq + 1, start_seq + 1 + len(changes)))
     assert ctx.clock.now() >= "2026-11-05T18:00:00.000000Z"
@@ -74,7 +75,7 @@ def test_advance_change_log_matches_the_stores(ctx: SandboxContext) -> None:
 
 
 def test_advance_business_effects(ctx: SandboxContext) -> None:
-    changes = ctx.advance(2, 5)
+    changes = lifecycle.advance(ctx, 2, 5)
     psa, crm, erp = ctx.stores["psa"], ctx.stores["crm"], ctx.stores["erp"]
     accepted = [
         crm.get("Contract_Milestone__c", c["id"])
@@ -127,10 +128,13 @@ def test_advance_is_deterministic(tmp_path: Path) -> None:
     logs = []
     for name in ("a", "b"):
         context = SandboxContext.open(tmp_path / name, size="small", seed=3)
-        context.generate()
+        lifecycle.generate(context)
         context.clock.freeze()  # same starting "now" for both firms
         logs.append(
-            [(c["at"], c["system"], c["resource"], c["op"], c["id"]) for c in context.advance(2, 8)]
+            [
+                (c["at"], c["system"], c["resource"], c["op"], c["id"])
+                for c in lifecycle.advance(context, 2, 8)
+            ]
         )
         context.close()
     assert logs[0] == logs[1]

@@ -181,3 +181,35 @@ def test_only_the_controller_starts_the_log(monkeypatch):
     path = contract_log.start(controller)
     assert path is not None and path.exists() and path.read_text() == ""
     assert contract_log.os.environ[contract.CONTRACT_LOG_ENV] == str(path)
+
+
+def test_state_dependencies_keep_the_undeclared_query_check(tmp_path):
+    """The routers reach their service state through a dependency that takes the raw Request
+    (contract.state_dependency); a route whose handler reads no raw Request still has its
+    query parameters checked, exactly as when the handlers were closures."""
+    from erpsync_sandbox.context import SandboxContext
+    from erpsync_sandbox.contract import declared_query_params
+    from erpsync_sandbox.erp.app import create_app as erp_app
+    from erpsync_sandbox.psa.app import create_app as psa_app
+
+    ctx = SandboxContext.open(tmp_path / "state")
+    try:
+        routes = {
+            (route.name, method): route
+            for app in (erp_app(ctx), psa_app(ctx))
+            for route in app.router.routes
+            for method in getattr(route, "methods", None) or ()
+        }
+        # no raw Request in the handler: only the declared parameters are documented
+        assert declared_query_params(routes[("delete_entity", "DELETE")]) == frozenset()
+        assert declared_query_params(routes[("post_invoice", "POST")]) == frozenset()
+        assert declared_query_params(routes[("accounts", "GET")]) == frozenset()
+        assert declared_query_params(routes[("get_changes", "GET")]) == {
+            "since",
+            "limit",
+            "source",
+        }
+        # a handler that takes the raw Request may read any parameter itself
+        assert declared_query_params(routes[("list_entities", "GET")]) is None
+    finally:
+        ctx.close()

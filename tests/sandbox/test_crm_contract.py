@@ -20,7 +20,8 @@ import httpx
 import pytest
 import uvicorn
 
-from erpsync_sandbox.common import SandboxContext
+from erpsync_sandbox import lifecycle
+from erpsync_sandbox.context import SandboxContext
 from erpsync_sandbox.crm.app import create_app
 from erpsync_sandbox.crm.schema import salesforce_id
 from erpsync_sandbox.store import format_stamp, to_iso
@@ -875,7 +876,7 @@ def test_small_firm_incremental_sync_follows_the_change_log(tmp_path: Path) -> N
     """Generated firm + clock advance: SystemModstamp incremental reads, queryAll and the
     deleted feed report exactly what the change log says changed."""
     ctx = SandboxContext.open(tmp_path / "state")
-    ctx.generate(size="small", seed=3)
+    lifecycle.generate(ctx, size="small", seed=3)
     store = ctx.stores["crm"]
     server, thread, port = _serve(create_app(ctx))
     http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
@@ -905,7 +906,7 @@ def test_small_firm_incremental_sync_follows_the_change_log(tmp_path: Path) -> N
         )
         assert {r["Id"] for r in crm.query(q)["records"]} == set(planted)
 
-        changes = [c for c in ctx.advance(3, seed=11) if c["system"] == "crm"]
+        changes = [c for c in lifecycle.advance(ctx, 3, seed=11) if c["system"] == "crm"]
         assert changes, "advance made no CRM changes"
         ctx.clock.set(ctx.clock.now_dt() + dt.timedelta(minutes=2))
         now = ctx.clock.now_dt()

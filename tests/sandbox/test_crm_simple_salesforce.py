@@ -30,7 +30,7 @@ from simple_salesforce.exceptions import (
     SalesforceResourceNotFound,
 )
 
-from erpsync_sandbox.common import SandboxContext
+from erpsync_sandbox.context import SandboxContext
 from erpsync_sandbox.crm.app import create_app
 from erpsync_sandbox.crm.schema import salesforce_id
 from erpsync_sandbox.store import format_stamp, to_iso

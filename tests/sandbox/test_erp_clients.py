@@ -31,7 +31,7 @@ from pybusinesscentral.api.sales_invoice_api import SalesInvoiceApi
 from pybusinesscentral.exceptions import ApiException
 from pybusinesscentral.models import PostSalesInvoiceRequest, SalesInvoiceLine
 
-from erpsync_sandbox.common import SandboxContext
+from erpsync_sandbox.context import SandboxContext
 from erpsync_sandbox.erp.app import create_app
 from tests.sandbox.tls import self_signed
 

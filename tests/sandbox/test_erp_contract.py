@@ -20,7 +20,7 @@ import httpx
 import pytest
 import uvicorn
 
-from erpsync_sandbox.common import SandboxContext
+from erpsync_sandbox.context import SandboxContext
 from erpsync_sandbox.erp.app import create_app
 
 COMPANY = "5d115c9c-44e3-ea11-bb43-000d3a2feca1"

@@ -14,7 +14,8 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from erpsync_sandbox.common import SandboxContext, make_base_app
+from erpsync_sandbox.common import make_base_app
+from erpsync_sandbox.context import SandboxContext
 from erpsync_sandbox.faults import FaultConfig, Faults, error_body, faults_from_env
 
 

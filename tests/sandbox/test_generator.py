@@ -13,7 +13,8 @@ import pytest
 from stdnum.eu import vat as eu_vat
 from stdnum.gb import vat as gb_vat
 
-from erpsync_sandbox.common import SandboxContext
+from erpsync_sandbox import lifecycle
+from erpsync_sandbox.context import SandboxContext
 from erpsync_sandbox.generator import PROBLEM_KINDS
 from erpsync_sandbox.generator.firm import NO_ID
 
@@ -25,7 +26,7 @@ def vat_ok(vat_id: str) -> bool:
 def build(path: Path, seed: int) -> tuple[SandboxContext, dict[str, Any], float]:
     ctx = SandboxContext.open(path, size="small", seed=seed)
     t0 = time.monotonic()
-    manifest = ctx.generate()
+    manifest = lifecycle.generate(ctx)
     return ctx, manifest, time.monotonic() - t0
 
 

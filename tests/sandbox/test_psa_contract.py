@@ -27,7 +27,8 @@ import httpx
 import pytest
 import uvicorn
 
-from erpsync_sandbox.common import SandboxContext
+from erpsync_sandbox import lifecycle
+from erpsync_sandbox.context import SandboxContext
 from erpsync_sandbox.contract import CONTRACT_LOG_ENV, read_log
 from erpsync_sandbox.psa.app import create_app
 from erpsync_sandbox.psa.ratelimit import RATE_LIMIT_ENV, TokenBuckets, parse_rate_limit
@@ -1373,7 +1374,7 @@ def small_firm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Psa]
     for var in ("ERPSYNC_SANDBOX_FAULTS", "ERPSYNC_SANDBOX_FAULTS_PSA"):
         monkeypatch.delenv(var, raising=False)
     ctx = SandboxContext.open(tmp_path / "small", size="small", seed=1)
-    ctx.generate(size="small", seed=1)
+    lifecycle.generate(ctx, size="small", seed=1)
     app = create_app(ctx)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -27,8 +27,10 @@ from pathlib import Path
 import httpx
 import orjson
 
+from erpsync_sandbox.context import SandboxContext
 from erpsync_sandbox.store import format_stamp, to_iso
 
+from .app import create_app
 from .schema import salesforce_id
 
 QUERIES = {
@@ -51,8 +53,6 @@ QUERIES = {
 
 def seed(state_dir: Path, records: int) -> None:
     """Write ``records`` synthetic Accounts into ``state_dir``'s CRM store."""
-    from erpsync_sandbox.common import SandboxContext
-
     ctx = SandboxContext.open(state_dir)
     base = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
     rows = []
@@ -94,11 +94,7 @@ def seed(state_dir: Path, records: int) -> None:
 
 
 def _serve(state_dir: str, port: int) -> None:
-    import uvicorn
-
-    from erpsync_sandbox.common import SandboxContext
-
-    from .app import create_app
+    import uvicorn  # only in the server process
 
     ctx = SandboxContext.open(state_dir)
     uvicorn.run(create_app(ctx), host="127.0.0.1", port=port, log_level="warning")

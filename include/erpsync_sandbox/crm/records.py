@@ -25,6 +25,7 @@ from .auth import USER_ID
 from .schema import (
     BOOLEAN_TYPES,
     NUMBER_TYPES,
+    SCHEMAS,
     TEXT_TYPES,
     FieldDef,
     SObjectSchema,
@@ -308,8 +309,6 @@ def soft_delete(store: Store, schema: SObjectSchema, rid: str) -> bool:
     https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/relationships_among_objects.htm)."""
     if not store.delete(schema.name, rid, soft=True, set_fields={"IsDeleted": True}):
         return False
-    from .schema import SCHEMAS
-
     for child in SCHEMAS.values():
         for f in child.fields:
             if f.relationship_name and schema.name in f.reference_to:

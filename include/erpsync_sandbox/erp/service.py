@@ -98,6 +98,7 @@ from erpsync_sandbox.erp.entities import (
     VAT_POSTING_SETUP_SERVICE,
     EntitySet,
 )
+from erpsync_sandbox.erp.metadata import csdl
 from erpsync_sandbox.erp.odata import (
     ODataError,
     parse_filter,
@@ -1880,8 +1881,6 @@ class ErpService:
 
     def metadata(self) -> bytes:
         """A minimal CSDL ``$metadata`` document for the entity sets the sandbox serves."""
-        from erpsync_sandbox.erp.metadata import csdl
-
         return csdl()
 
 

@@ -7,12 +7,10 @@ which problems it plants. Sizes: :data:`SIZES` (``small``, ``medium``, ``large``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from erpsync_sandbox.context import SandboxContext
 from erpsync_sandbox.generator.firm import GENERATOR_VERSION, SIZES, FirmGenerator, generate_into
-
-if TYPE_CHECKING:
-    from erpsync_sandbox.common import SandboxContext
 
 __all__ = ["GENERATOR_VERSION", "SIZES", "FirmGenerator", "generate_firm"]
 

@@ -24,15 +24,12 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from erpsync_sandbox.context import SandboxContext, write_info
 from erpsync_sandbox.crm.countries import label_for as country_label
 from erpsync_sandbox.generator.ids import guid, invalid_vat, sf_id, valid_vat
-from erpsync_sandbox.store import dumps, to_iso
-
-if TYPE_CHECKING:
-    from erpsync_sandbox.common import SandboxContext
-    from erpsync_sandbox.store import Store
+from erpsync_sandbox.store import Store, dumps, to_iso
 
 GENERATOR_VERSION = 1
 UTC = dt.UTC
@@ -2150,8 +2147,6 @@ class FirmGenerator:
 
 def generate_into(ctx: SandboxContext, *, size: str, seed: int) -> dict[str, Any]:
     """Generate the firm into ``ctx``'s stores; write ``manifest.json`` and ``sandbox.json``."""
-    from erpsync_sandbox.common import write_info
-
     gen = FirmGenerator(ctx.stores, size=size, seed=seed)
     bulk = [store.bulk() for store in ctx.stores.values()]
     for b in bulk:
