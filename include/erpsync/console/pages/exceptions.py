@@ -134,7 +134,11 @@ def _required(value: str | None, message: str) -> str:
     return value.strip()
 
 
-@router.post("/exceptions/actions", dependencies=[require(Action.ACT_EXCEPTIONS)])
+# response_model=None: FastAPI would otherwise take the return annotation as a response model and
+# validate the answer with it (fastapi/routing.py, APIRoute.__init__); the dict goes out as built.
+@router.post(
+    "/exceptions/actions", dependencies=[require(Action.ACT_EXCEPTIONS)], response_model=None
+)
 def exceptions_action(body: ActionRequest, ctx: Ctx) -> dict[str, Any]:
     """Apply one action to the ids, in one transaction; the outcome of each id."""
     by = ctx.user_name
