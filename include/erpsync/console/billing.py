@@ -30,7 +30,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import quote
 
 from psycopg import Connection, sql
@@ -210,7 +210,16 @@ def _totals_where(f: Filters, alias: str = "t") -> tuple[sql.Composable, list[An
     return sql.SQL(" AND ").join(conds), params
 
 
-def as_of(conn: Connection[TupleRow]) -> dict[str, Any]:
+class LatestRun(TypedDict):
+    """The latest finished reconciliation (None before the first) and the leakage threshold."""
+
+    run_id: str | None
+    as_of: dt.date | None
+    finished_at: dt.datetime | None
+    leakage_days: int
+
+
+def as_of(conn: Connection[TupleRow]) -> LatestRun:
     """The latest finished reconciliation (the totals are its) and the leakage threshold."""
     row = one(
         conn.execute(
@@ -843,9 +852,24 @@ def csv_table(conn: Connection[TupleRow], table: str, f: Filters) -> Csv:
 # ------------------------------------------------------------------ the page
 
 
+class Cockpit(TypedDict):
+    """The cockpit page's template variables (:func:`cockpit`)."""
+
+    run: LatestRun
+    choices: dict[str, list[str]]
+    totals: list[dict[str, Any]]
+    overview: Paged
+    reasons: list[dict[str, Any]]
+    wip: list[dict[str, Any]]
+    leakage: Paged
+    batches: Paged
+    batch_totals: list[dict[str, Any]]
+    blocks: list[dict[str, Any]]
+
+
 def cockpit(
     conn: Connection[TupleRow], f: Filters, *, airflow_base: str = "", batch_page: int = 1
-) -> dict[str, Any]:
+) -> Cockpit:
     """Everything the cockpit page shows, under the filters (the benchmark times this): the
     latest run, filter choices, totals per currency, the period x client x currency table (page
     ``f.page``), on hold by reason, WIP by age, leakage (first page), batches (page

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from psycopg import Connection
 from psycopg.rows import TupleRow
@@ -876,7 +876,7 @@ class PageData:
 
     values: dict[str, list[MonthValue]]
     ageing: list[AgeingRow]
-    refreshed: dict[str, Any] | None
+    refreshed: SummaryRefresh | None
 
 
 def page_data(conn: Connection[TupleRow], *, months: int, as_of: dt.date) -> PageData:
@@ -894,7 +894,16 @@ def page_data(conn: Connection[TupleRow], *, months: int, as_of: dt.date) -> Pag
     )
 
 
-def last_refresh(conn: Connection[TupleRow]) -> dict[str, Any] | None:
+class SummaryRefresh(TypedDict):
+    """The last rebuild of the summaries (``recon.insights_refresh``)."""
+
+    refreshed_at: dt.datetime
+    run_id: str | None
+    as_of: dt.date | None
+    seconds: Decimal | None
+
+
+def last_refresh(conn: Connection[TupleRow]) -> SummaryRefresh | None:
     """When the summaries were last rebuilt (None: never)."""
     row = conn.execute(
         "SELECT refreshed_at, run_id, as_of, seconds FROM recon.insights_refresh"
