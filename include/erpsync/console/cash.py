@@ -21,7 +21,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import astuple, dataclass, fields
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from psycopg import Connection
 from psycopg.rows import TupleRow
@@ -30,6 +30,7 @@ from erpsync.money import round_money
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
+    from markupsafe import Markup
 
 __all__ = [
     "CSV_METRICS",
@@ -513,9 +514,22 @@ def csv_table(
     raise KeyError(metric)
 
 
+class CashContext(TypedDict):
+    """The template variables of ``templates/_cash.html`` (:func:`cash_context`)."""
+
+    cash_as_of: dt.date
+    cash_definitions: dict[str, str]
+    cash_dso: list[DsoMonth]
+    cash_dso_chart: Markup
+    cash_overdue_totals: list[OverdueTotal]
+    cash_overdue_charts: list[Markup]
+    cash_overdue: list[ClientOverdue]
+    cash_status: list[PaymentStatusRow]
+
+
 def cash_context(
     conn: Connection[TupleRow], *, as_of: dt.date, months: int = 12, clients: int = 50
-) -> dict[str, Any]:
+) -> CashContext:
     """Everything ``templates/_cash.html`` shows, as template variables (``cash_*``)."""
     from erpsync.console.charts import bar_chart, line_chart
 

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 from psycopg import Connection, sql
 from psycopg.rows import TupleRow
@@ -338,12 +338,19 @@ def tab_counts(conn: Connection[TupleRow], f: Filters) -> dict[str, int]:
 _OPTION_COLUMNS = ("reason_code", "entity_type", "owner", "currency")
 
 
-def filter_options(
-    conn: Connection[TupleRow], status: str, *, limit: int = 200
-) -> dict[str, list[Any]]:
+class FilterOptions(TypedDict):
+    """What the filter form's select boxes offer (:func:`filter_options`)."""
+
+    reason_code: list[tuple[str, str]]  # (code, label)
+    entity_type: list[str]
+    owner: list[str]
+    currency: list[str]
+
+
+def filter_options(conn: Connection[TupleRow], status: str, *, limit: int = 200) -> FilterOptions:
     """The values present in one status tab for the select boxes: reasons (code, label),
     entity types, owners, currencies. A loose index scan: one index probe per value."""
-    out: dict[str, list[Any]] = {}
+    found: dict[str, list[Any]] = {}
     for column in _OPTION_COLUMNS:
         query = sql.SQL(
             """WITH RECURSIVE v(x) AS (
@@ -356,15 +363,18 @@ def filter_options(
                )
                SELECT x FROM v WHERE x IS NOT NULL LIMIT %(limit)s"""
         ).format(c=sql.Identifier(column))
-        out[column] = [r[0] for r in conn.execute(query, {"s": status, "limit": limit})]
+        found[column] = [r[0] for r in conn.execute(query, {"s": status, "limit": limit})]
     labels: dict[str, str] = dict(
         conn.execute(
-            "SELECT code, label FROM recon.reasons WHERE code = ANY(%s)", (out["reason_code"],)
+            "SELECT code, label FROM recon.reasons WHERE code = ANY(%s)", (found["reason_code"],)
         ).fetchall()
     )
-    out["reason_code"] = [(c, reason_label(c, labels.get(c))) for c in out["reason_code"]]
-    out["currency"] = [str(c).strip() for c in out["currency"]]
-    return out
+    return FilterOptions(
+        reason_code=[(c, reason_label(c, labels.get(c))) for c in found["reason_code"]],
+        entity_type=found["entity_type"],
+        owner=found["owner"],
+        currency=[str(c).strip() for c in found["currency"]],
+    )
 
 
 CSV_HEADER = [

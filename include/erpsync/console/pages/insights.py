@@ -77,7 +77,7 @@ def approval_values(
 
 def all_values(
     ctx: ConsoleContext, *, months: int, as_of: dt.date
-) -> tuple[Computed, insights.PageData, dict[str, Any]]:
+) -> tuple[Computed, insights.PageData, cash.CashContext]:
     """Every metric's months and why one could not be computed (one warehouse connection, one
     Airflow session), with the warehouse's ageing table, last summary rebuild and the cash
     section's template variables (:func:`erpsync.console.cash.cash_context`)."""
