@@ -26,7 +26,7 @@ from fastapi.exceptions import HTTPException as FastAPIHTTPException
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from erpsync.console.web import STATIC_DIR, ConsoleSettings
 
@@ -47,7 +47,8 @@ SECURITY_HEADERS = {
 
 
 def settings_of(request: Request) -> ConsoleSettings:
-    return request.app.state.console_settings
+    settings: ConsoleSettings = request.app.state.console_settings
+    return settings
 
 
 def _same_origin(request: Request) -> bool:
@@ -77,7 +78,7 @@ def _own_hosts(request: Request) -> set[str]:
 class CrossSiteGuard(BaseHTTPMiddleware):
     """Refuse state-changing requests that a page on another site could have sent."""
 
-    async def dispatch(self, request: Request, call_next):
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         if request.method not in SAFE_METHODS:
             content_type = request.headers.get("content-type", "").split(";")[0].strip()
             reason = None

@@ -22,11 +22,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from psycopg import sql
+from psycopg import Connection, sql
+from psycopg.rows import TupleRow
+
+from erpsync.console.db import scalar
 
 PAGE_SIZE = 50
 #: rows re-hashed per statement, and per call of :func:`verify_pending` at most
@@ -147,6 +150,23 @@ _COLUMNS = sql.SQL(
 )
 
 
+def _audit_row(r: tuple[Any, ...], *, changed: list[str]) -> AuditRow:
+    """An :class:`AuditRow` of a row that starts with :data:`_COLUMNS`."""
+    audit_id, occurred_at, actor, action, entity_type, entity_id, dag_id, run_id, task_id = r[:9]
+    return AuditRow(
+        audit_id,
+        occurred_at,
+        actor,
+        action,
+        entity_type,
+        entity_id,
+        dag_id,
+        run_id,
+        task_id,
+        changed,
+    )
+
+
 def _order(by_time: bool) -> sql.Composable:
     """Newest first. With a date range, by (occurred_at, audit_id): the scan walks
     ``audit_log_occurred_idx`` back from the range's end instead of the primary key back from
@@ -157,7 +177,11 @@ def _order(by_time: bool) -> sql.Composable:
 
 
 def search(
-    conn, filters: AuditFilters, *, before: int | None = None, limit: int = PAGE_SIZE
+    conn: Connection[TupleRow],
+    filters: AuditFilters,
+    *,
+    before: int | None = None,
+    limit: int = PAGE_SIZE,
 ) -> AuditPage:
     """One page of matching entries, newest first, older than ``before`` (an audit id)."""
     where, params = filters.where()
@@ -177,7 +201,7 @@ def search(
     ).format(cols=_COLUMNS, where=where, order=_order(by_time))
     found = conn.execute(query, [*params, limit + 1]).fetchall()
     rows = [
-        AuditRow(*r[:9], changed=[d.key for d in diff(r[9], r[10]) if d.changed])
+        _audit_row(r, changed=[d.key for d in diff(r[9], r[10]) if d.changed])
         for r in found[:limit]
     ]
     next_before = rows[-1].audit_id if len(found) > limit else None
@@ -229,7 +253,7 @@ class AuditEntry:
     row: AuditRow
     before_state: Any
     after_state: Any
-    detail: dict
+    detail: dict[str, Any]
     diff: list[DiffRow]
     prev_hash: str
     row_hash: str
@@ -237,7 +261,7 @@ class AuditEntry:
     history: list[AuditRow] = field(default_factory=list)
 
 
-def entry(conn, audit_id: int, *, history: int = 20) -> AuditEntry | None:
+def entry(conn: Connection[TupleRow], audit_id: int, *, history: int = 20) -> AuditEntry | None:
     found = conn.execute(
         sql.SQL(
             """SELECT {cols}, before_state, after_state, detail, prev_hash, row_hash
@@ -256,7 +280,7 @@ def entry(conn, audit_id: int, *, history: int = 20) -> AuditEntry | None:
         DiffRow(d.key, d.before, d.after, d.key in changed)
         for d in diff(mask(found[9]), mask(found[10]))
     ]
-    row = AuditRow(*found[:9], changed=[d.key for d in changes if d.changed])
+    row = _audit_row(found, changed=[d.key for d in changes if d.changed])
     others: list[AuditRow] = []
     if row.entity_id is not None:
         page = search(
@@ -297,7 +321,9 @@ CSV_HEADER = [
 ]
 
 
-def csv_rows(conn, filters: AuditFilters, *, fetch: int = 2_000) -> Iterator[tuple]:
+def csv_rows(
+    conn: Connection[TupleRow], filters: AuditFilters, *, fetch: int = 2_000
+) -> Iterator[tuple[Any, ...]]:
     """Every matching entry (newest first) through a server-side cursor, ``fetch`` rows per
     round trip: the export is not limited to a page and holds one batch in memory. The caller
     keeps ``conn`` open (in a transaction) while iterating."""
@@ -347,7 +373,7 @@ _CHECKPOINT = """SELECT verified_audit_id, verified_row_hash, verified_at, rows_
                   FROM ops.audit_chain_checkpoint"""
 
 
-def _checkpoint(conn, *, lock: bool = False) -> tuple:
+def _checkpoint(conn: Connection[TupleRow], *, lock: bool = False) -> tuple[Any, ...]:
     row = conn.execute(_CHECKPOINT + " FOR UPDATE" if lock else _CHECKPOINT).fetchone()
     if row is None:  # the migration inserts the row; recreated if someone removed it
         conn.execute("INSERT INTO ops.audit_chain_checkpoint DEFAULT VALUES ON CONFLICT DO NOTHING")
@@ -355,14 +381,16 @@ def _checkpoint(conn, *, lock: bool = False) -> tuple:
     return row
 
 
-def chain_status(conn) -> ChainStatus:
+def chain_status(conn: Connection[TupleRow]) -> ChainStatus:
     """The checkpoint and how many rows wait after it (read only, bounded)."""
     verified_id, _hash, verified_at, rows_verified, broken_id, reason, detected = _checkpoint(conn)
-    pending = conn.execute(
-        """SELECT count(*) FROM (SELECT 1 FROM audit.audit_log WHERE audit_id > %s
+    pending = scalar(
+        conn.execute(
+            """SELECT count(*) FROM (SELECT 1 FROM audit.audit_log WHERE audit_id > %s
                                  ORDER BY audit_id LIMIT %s) t""",
-        (verified_id, PENDING_COUNT_CAP + 1),
-    ).fetchone()[0]
+            (verified_id, PENDING_COUNT_CAP + 1),
+        )
+    )
     return ChainStatus(
         verified_audit_id=verified_id,
         verified_at=verified_at,
@@ -394,7 +422,7 @@ ORDER BY audit_id
 
 
 def verify_pending(
-    conn,
+    conn: Connection[TupleRow],
     *,
     batch: int = VERIFY_BATCH,
     max_rows: int | None = None,
@@ -405,7 +433,7 @@ def verify_pending(
     caller's transaction). A second verifier at the same time returns the status without
     waiting."""
     max_rows = VERIFY_MAX_ROWS if max_rows is None else max_rows
-    got = conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (_LOCK,)).fetchone()[0]
+    got = scalar(conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (_LOCK,)))
     if not got:
         return chain_status(conn)
     verified_id, verified_hash, _at, _rows, broken_id, _reason, _detected = _checkpoint(
@@ -429,10 +457,12 @@ def verify_pending(
             _mark_broken(conn, bad[0][0], bad[0][1])
             return chain_status(conn)
         last_id, last_hash = found[-1][0], found[-1][1]
-        checked = conn.execute(
-            "SELECT count(*) FROM audit.audit_log WHERE audit_id > %s AND audit_id <= %s",
-            (verified_id, last_id),
-        ).fetchone()[0]
+        checked = scalar(
+            conn.execute(
+                "SELECT count(*) FROM audit.audit_log WHERE audit_id > %s AND audit_id <= %s",
+                (verified_id, last_id),
+            )
+        )
         conn.execute(
             """UPDATE ops.audit_chain_checkpoint SET verified_audit_id = %s,
                    verified_row_hash = %s, verified_at = now(),
@@ -446,7 +476,9 @@ def verify_pending(
     return chain_status(conn)
 
 
-def verify_all(url: str, *, batch: int = VERIFY_BATCH, report=None) -> ChainStatus:
+def verify_all(
+    url: str, *, batch: int = VERIFY_BATCH, report: Callable[[ChainStatus], object] | None = None
+) -> ChainStatus:
     """Verify every pending row (``erpsync db verify-audit``, a nightly job or a first run on
     a long trail), one committed transaction per :data:`VERIFY_MAX_ROWS` rows so progress
     survives an interruption; stops at the end of the chain or where it broke."""
@@ -462,7 +494,7 @@ def verify_all(url: str, *, batch: int = VERIFY_BATCH, report=None) -> ChainStat
             return status
 
 
-def _recheck_checkpoint(conn, audit_id: int, row_hash: str) -> str | None:
+def _recheck_checkpoint(conn: Connection[TupleRow], audit_id: int, row_hash: str) -> str | None:
     """The verified row must still be there with the hash it had (a cheap guard for the rows
     behind the checkpoint: rewriting history means rewriting this row's hash too)."""
     if audit_id == 0:
@@ -478,7 +510,7 @@ def _recheck_checkpoint(conn, audit_id: int, row_hash: str) -> str | None:
     return None
 
 
-def _mark_broken(conn, audit_id: int, reason: str) -> None:
+def _mark_broken(conn: Connection[TupleRow], audit_id: int, reason: str) -> None:
     conn.execute(
         """UPDATE ops.audit_chain_checkpoint SET broken_audit_id = %s, broken_reason = %s,
                broken_detected_at = now()""",

@@ -30,12 +30,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import quote
 
-from psycopg import sql
+from psycopg import Connection, sql
+from psycopg.rows import TupleRow
 
 from erpsync import money
+from erpsync.console.db import dicts, one, scalar
 
 __all__ = [
     "AGE_BUCKETS",
@@ -208,18 +210,29 @@ def _totals_where(f: Filters, alias: str = "t") -> tuple[sql.Composable, list[An
     return sql.SQL(" AND ").join(conds), params
 
 
-def as_of(conn) -> dict[str, Any]:
+class LatestRun(TypedDict):
+    """The latest finished reconciliation (None before the first) and the leakage threshold."""
+
+    run_id: str | None
+    as_of: dt.date | None
+    finished_at: dt.datetime | None
+    leakage_days: int
+
+
+def as_of(conn: Connection[TupleRow]) -> LatestRun:
     """The latest finished reconciliation (the totals are its) and the leakage threshold."""
-    row = conn.execute(
-        """SELECT r.run_id, r.as_of, r2.finished_at, s.leakage_days
-             FROM recon.settings s
-             LEFT JOIN recon.latest_run r ON true
-             LEFT JOIN recon.runs r2 ON r2.run_id = r.run_id"""
-    ).fetchone()
+    row = one(
+        conn.execute(
+            """SELECT r.run_id, r.as_of, r2.finished_at, s.leakage_days
+                 FROM recon.settings s
+                 LEFT JOIN recon.latest_run r ON true
+                 LEFT JOIN recon.runs r2 ON r2.run_id = r.run_id"""
+        )
+    )
     return {"run_id": row[0], "as_of": row[1], "finished_at": row[2], "leakage_days": row[3]}
 
 
-def choices(conn) -> dict[str, list[str]]:
+def choices(conn: Connection[TupleRow]) -> dict[str, list[str]]:
     """The periods (newest first) and currencies the totals have, for the filter form."""
     periods = [
         r[0].strftime("%Y-%m")
@@ -236,7 +249,9 @@ def choices(conn) -> dict[str, list[str]]:
     return {"periods": periods, "currencies": currencies}
 
 
-def _client_names(conn, accounts: set[str], psa_clients: set[str]) -> dict[tuple[str, str], str]:
+def _client_names(
+    conn: Connection[TupleRow], accounts: set[str], psa_clients: set[str]
+) -> dict[tuple[str, str], str]:
     """Names of the clients on a page (primary-key lookups)."""
     names: dict[tuple[str, str], str] = {}
     if accounts:
@@ -254,7 +269,7 @@ def _client_names(conn, accounts: set[str], psa_clients: set[str]) -> dict[tuple
     return names
 
 
-def _name_rows(conn, rows: list[dict[str, Any]]) -> None:
+def _name_rows(conn: Connection[TupleRow], rows: list[dict[str, Any]]) -> None:
     names = _client_names(
         conn,
         {r["account_id"] for r in rows if r["account_id"]},
@@ -294,12 +309,7 @@ def _money_row(row: dict[str, Any], keys: Sequence[str] = _MONEY_KEYS) -> dict[s
     return row
 
 
-def _dicts(cur) -> list[dict[str, Any]]:
-    cols = [d.name for d in cur.description]
-    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-
-
-def overview(conn, f: Filters, *, limit: int | None = PAGE_SIZE) -> Paged:
+def overview(conn: Connection[TupleRow], f: Filters, *, limit: int | None = PAGE_SIZE) -> Paged:
     """Per period, client and currency: ready, on hold, billed (items, hours, amount), WIP and
     leakage; newest period first (``recon.client_period_totals``: one row per key, filtered by
     period through its index, else read whole - tens of thousands of rows on the large firm).
@@ -312,23 +322,25 @@ def overview(conn, f: Filters, *, limit: int | None = PAGE_SIZE) -> Paged:
         + "\n  FROM recon.client_period_totals t WHERE {where}\n"
         " ORDER BY period_start DESC, account_id, client_psa_id, currency{page}"
     ).format(where=where, page=page)
-    rows = _dicts(conn.execute(query, [*params, limit, f.offset] if limit is not None else params))
+    rows = dicts(conn.execute(query, [*params, limit, f.offset] if limit is not None else params))
     for r in rows:
         r["currency"] = _cur(r["currency"])
         _money_row(r)
     _name_rows(conn, rows)
     if limit is None:
         return Paged(rows=rows, total=len(rows), page=1)
-    total = conn.execute(
-        sql.SQL("SELECT count(*) FROM recon.client_period_totals t WHERE {where}").format(
-            where=where
-        ),
-        params,
-    ).fetchone()[0]
+    total = scalar(
+        conn.execute(
+            sql.SQL("SELECT count(*) FROM recon.client_period_totals t WHERE {where}").format(
+                where=where
+            ),
+            params,
+        )
+    )
     return Paged(rows=rows, total=total, page=f.page)
 
 
-def currency_totals(conn, f: Filters) -> list[dict[str, Any]]:
+def currency_totals(conn: Connection[TupleRow], f: Filters) -> list[dict[str, Any]]:
     """The filtered totals per currency (the cockpit's headline figures)."""
     where, params = _totals_where(f)
     cur = conn.execute(
@@ -340,13 +352,13 @@ def currency_totals(conn, f: Filters) -> list[dict[str, Any]]:
         params,
     )
     out = []
-    for row in _dicts(cur):
+    for row in dicts(cur):
         row["currency"] = _cur(row["currency"])
         out.append(_money_row(row))
     return out
 
 
-def on_hold_by_reason(conn, f: Filters) -> list[dict[str, Any]]:
+def on_hold_by_reason(conn: Connection[TupleRow], f: Filters) -> list[dict[str, Any]]:
     """On hold per reason and currency (filtered), with the reason's label and owner."""
     where, params = _totals_where(f)
     rows = conn.execute(
@@ -375,7 +387,7 @@ def on_hold_by_reason(conn, f: Filters) -> list[dict[str, Any]]:
     ]
 
 
-def on_hold(conn, f: Filters, *, limit: int | None = PAGE_SIZE) -> Paged:
+def on_hold(conn: Connection[TupleRow], f: Filters, *, limit: int | None = PAGE_SIZE) -> Paged:
     """On hold per period, client, currency and reason (the detail of ``on_hold_by_reason``)."""
     where, params = _totals_where(f)
     page = sql.SQL(" LIMIT %s OFFSET %s") if limit is not None else sql.SQL("")
@@ -390,9 +402,7 @@ def on_hold(conn, f: Filters, *, limit: int | None = PAGE_SIZE) -> Paged:
     ).format(where=where, page=page)
     if limit is not None:
         params = [*params, limit, f.offset]
-    cur = conn.execute(query, params)
-    cols = [d.name for d in cur.description]
-    rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    rows = dicts(conn.execute(query, params))
     total = rows[0]["total_rows"] if rows else 0
     for r in rows:
         r.pop("total_rows")
@@ -402,7 +412,7 @@ def on_hold(conn, f: Filters, *, limit: int | None = PAGE_SIZE) -> Paged:
     return Paged(rows=rows, total=total if limit is not None else len(rows), page=f.page)
 
 
-def wip_ageing(conn, f: Filters) -> list[dict[str, Any]]:
+def wip_ageing(conn: Connection[TupleRow], f: Filters) -> list[dict[str, Any]]:
     """Unbilled WIP per currency and age bucket (``AGE_BUCKETS``), ready and on hold; every
     bucket is listed for each currency, empty ones with zero."""
     where, params = _totals_where(f)
@@ -434,7 +444,7 @@ def wip_ageing(conn, f: Filters) -> list[dict[str, Any]]:
     return out
 
 
-def leakage(conn, f: Filters, *, limit: int | None = PAGE_SIZE) -> Paged:
+def leakage(conn: Connection[TupleRow], f: Filters, *, limit: int | None = PAGE_SIZE) -> Paged:
     """Leakage (approved WIP older than the threshold) per period, client and currency, the
     largest first within each currency."""
     where, params = _totals_where(f)
@@ -449,7 +459,7 @@ def leakage(conn, f: Filters, *, limit: int | None = PAGE_SIZE) -> Paged:
     ).format(where=where, page=page)
     if limit is not None:
         params = [*params, limit, f.offset]
-    rows = _dicts(conn.execute(query, params))
+    rows = dicts(conn.execute(query, params))
     total = rows[0]["total_rows"] if rows else 0
     for r in rows:
         r.pop("total_rows")
@@ -522,7 +532,9 @@ held AS (
 )"""
 
 
-def batches(conn, f: Filters, *, airflow_base: str = "", limit: int | None = PAGE_SIZE) -> Paged:
+def batches(
+    conn: Connection[TupleRow], f: Filters, *, airflow_base: str = "", limit: int | None = PAGE_SIZE
+) -> Paged:
     """The invoice batches with invoices in the filter, newest first: one row per batch and
     currency with its state, invoice count and totals; an awaiting batch links to the Required
     Actions page of the task that asks for its approval (from its latest
@@ -619,7 +631,7 @@ SELECT b.batch_id, b.kind, b.period_start, b.period_end, b.status, p.state, p.to
     )
 
 
-def batch_totals(conn, f: Filters) -> list[dict[str, Any]]:
+def batch_totals(conn: Connection[TupleRow], f: Filters) -> list[dict[str, Any]]:
     """Per batch state and currency: batches, invoices and totals (every batch in the filter),
     in lifecycle order."""
     where, params = _invoice_where(f)
@@ -659,7 +671,7 @@ SELECT p.state, inv.currency, count(DISTINCT p.batch_id), count(*), sum(inv.net)
 # ------------------------------------------------------------------ data-quality blocks
 
 
-def dq_blocks(conn, f: Filters, *, limit: int = 500) -> list[dict[str, Any]]:
+def dq_blocks(conn: Connection[TupleRow], f: Filters, *, limit: int = 500) -> list[dict[str, Any]]:
     """The data-quality blocks in force that hold the filtered client's items (all of them
     without a client filter): scope 'all', the client, or one of its contracts."""
     conds = [sql.SQL("true")]
@@ -805,7 +817,7 @@ _CSV_COLUMNS: dict[str, list[tuple[str, str]]] = {
 }
 
 
-def _csv_rows(conn, table: str, f: Filters) -> list[dict[str, Any]]:
+def _csv_rows(conn: Connection[TupleRow], table: str, f: Filters) -> list[dict[str, Any]]:
     if table == "overview":
         return overview(conn, f, limit=None).rows
     if table == "on_hold":
@@ -823,7 +835,7 @@ def _csv_rows(conn, table: str, f: Filters) -> list[dict[str, Any]]:
     raise KeyError(table)
 
 
-def csv_table(conn, table: str, f: Filters) -> Csv:
+def csv_table(conn: Connection[TupleRow], table: str, f: Filters) -> Csv:
     """Every row of ``table`` (one of ``TABLES``) under the filters, for the download."""
     columns = _CSV_COLUMNS[table]
     out = Csv([header for header, _ in columns])
@@ -840,7 +852,24 @@ def csv_table(conn, table: str, f: Filters) -> Csv:
 # ------------------------------------------------------------------ the page
 
 
-def cockpit(conn, f: Filters, *, airflow_base: str = "", batch_page: int = 1) -> dict[str, Any]:
+class Cockpit(TypedDict):
+    """The cockpit page's template variables (:func:`cockpit`)."""
+
+    run: LatestRun
+    choices: dict[str, list[str]]
+    totals: list[dict[str, Any]]
+    overview: Paged
+    reasons: list[dict[str, Any]]
+    wip: list[dict[str, Any]]
+    leakage: Paged
+    batches: Paged
+    batch_totals: list[dict[str, Any]]
+    blocks: list[dict[str, Any]]
+
+
+def cockpit(
+    conn: Connection[TupleRow], f: Filters, *, airflow_base: str = "", batch_page: int = 1
+) -> Cockpit:
     """Everything the cockpit page shows, under the filters (the benchmark times this): the
     latest run, filter choices, totals per currency, the period x client x currency table (page
     ``f.page``), on hold by reason, WIP by age, leakage (first page), batches (page

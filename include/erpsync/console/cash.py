@@ -21,8 +21,16 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import astuple, dataclass, fields
 from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING, Any, TypedDict
+
+from psycopg import Connection
+from psycopg.rows import TupleRow
 
 from erpsync.money import round_money
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+    from markupsafe import Markup
 
 __all__ = [
     "CSV_METRICS",
@@ -101,14 +109,14 @@ class PaymentStatusRow:
     last_synced_at: dt.datetime | None
 
 
-def table(items: Sequence) -> tuple[list[str], list[tuple]]:
+def table(items: Sequence[DataclassInstance]) -> tuple[list[str], list[tuple[Any, ...]]]:
     """``(header, rows)`` of a list of these dataclasses, for ``csv_response``."""
     if not items:
         return [], []
     return [f.name for f in fields(items[0])], [astuple(i) for i in items]
 
 
-def _amount(value, currency: str) -> Decimal:
+def _amount(value: Decimal | int | str, currency: str) -> Decimal:
     """A stored amount (numeric(20, 4)) shown with its currency's minor units; exact, since
     every stored amount is already rounded to them."""
     return round_money(Decimal(value), currency.strip())
@@ -183,13 +191,13 @@ SELECT month, currency, receivables, billings_3m, invoices_owing
 _NO_CAP = dt.date(9999, 12, 31)
 
 
-def refreshed_through(conn) -> dt.date | None:
+def refreshed_through(conn: Connection[TupleRow]) -> dt.date | None:
     """The sync date the summaries were last refreshed for (None: never)."""
     row = conn.execute("SELECT refreshed_through FROM billing.erp_cash_refresh").fetchone()
     return row[0] if row else None
 
 
-def refresh_dso_months(conn, *, first: dt.date, through: dt.date) -> int:
+def refresh_dso_months(conn: Connection[TupleRow], *, first: dt.date, through: dt.date) -> int:
     """Recompute ``billing.erp_cash_monthly`` for the months from ``first``'s to ``through``'s
     (the sync date) and note ``through``; returns the rows written. Called by the
     payment-status sync in its transaction."""
@@ -215,7 +223,9 @@ def refresh_dso_months(conn, *, first: dt.date, through: dt.date) -> int:
     return len(rows)
 
 
-def _dso_rows(conn, first: dt.date, last: dt.date, as_of: dt.date) -> list[tuple]:
+def _dso_rows(
+    conn: Connection[TupleRow], first: dt.date, last: dt.date, as_of: dt.date
+) -> list[tuple[Any, ...]]:
     through = refreshed_through(conn)
     if through is not None and through <= as_of and _month(through) == _month(as_of):
         return conn.execute(_MONTHLY_SUMMARY, {"first": first, "last": last}).fetchall()
@@ -223,7 +233,7 @@ def _dso_rows(conn, first: dt.date, last: dt.date, as_of: dt.date) -> list[tuple
     return conn.execute(_MONTHLY_DIRECT, {"first": first, "last": last, "as_of": as_of}).fetchall()
 
 
-def dso_by_month(conn, *, months: int = 12, as_of: dt.date) -> list[DsoMonth]:
+def dso_by_month(conn: Connection[TupleRow], *, months: int = 12, as_of: dt.date) -> list[DsoMonth]:
     """DSO per month and currency for the ``months`` months up to ``as_of``'s month (formula
     in :data:`DSO_DEFINITION` and migration 0026). Months with neither receivables nor
     billings in a currency have no row. Reads ``billing.erp_cash_monthly`` when ``as_of`` is
@@ -274,7 +284,7 @@ WITH owing AS (
 """
 
 
-def _owing(conn, as_of: dt.date) -> str:
+def _owing(conn: Connection[TupleRow], as_of: dt.date) -> str:
     through = refreshed_through(conn)
     return _OWING_NOW if through is not None and as_of >= through else _OWING
 
@@ -334,7 +344,7 @@ class OverdueTotal:
         ]
 
 
-def overdue_totals(conn, *, as_of: dt.date) -> list[OverdueTotal]:
+def overdue_totals(conn: Connection[TupleRow], *, as_of: dt.date) -> list[OverdueTotal]:
     """All clients together, per currency: what is owed on ``as_of`` by days overdue."""
     rows = conn.execute(_owing(conn, as_of) + _TOTALS, {"as_of": as_of}).fetchall()
     return [
@@ -355,7 +365,7 @@ def overdue_totals(conn, *, as_of: dt.date) -> list[OverdueTotal]:
 
 
 def overdue_by_client(
-    conn, *, as_of: dt.date, limit: int = 100, offset: int = 0
+    conn: Connection[TupleRow], *, as_of: dt.date, limit: int = 100, offset: int = 0
 ) -> list[ClientOverdue]:
     """What each client owes on ``as_of`` per currency, by days overdue (due date to
     ``as_of``), most overdue first within each currency; one page of ``limit`` rows."""
@@ -411,7 +421,9 @@ SELECT m.month, m.currency, m.state, m.invoices, m.total, m.remaining, r.refresh
 _EPOCH = dt.date(1900, 1, 1)
 
 
-def refresh_status_months(conn, months: Iterable[dt.date] | None = None) -> int:
+def refresh_status_months(
+    conn: Connection[TupleRow], months: Iterable[dt.date] | None = None
+) -> int:
     """Recompute ``billing.erp_cash_status_monthly`` for the posting ``months`` (first days;
     None: all); returns the rows written. Called by the payment-status sync with the posting
     months of the invoices whose state it changed."""
@@ -437,7 +449,7 @@ def refresh_status_months(conn, months: Iterable[dt.date] | None = None) -> int:
 
 
 def payment_status_summary(
-    conn, *, since: dt.date | None = None, as_of: dt.date | None = None
+    conn: Connection[TupleRow], *, since: dt.date | None = None, as_of: dt.date | None = None
 ) -> list[PaymentStatusRow]:
     """Invoices, totals and what remains, per payment state and currency, for the invoices
     posted since ``since`` (default: the first of the month 12 months before ``as_of``,
@@ -449,7 +461,7 @@ def payment_status_summary(
         rows = conn.execute(_STATUS_SUMMARY, {"since": since}).fetchall()
     else:
         rows = conn.execute(_STATUS_DIRECT, {"since": since, "months": None}).fetchall()
-    merged: dict[tuple[str, str], list] = {}
+    merged: dict[tuple[str, str], list[Any]] = {}
     for _month_start, currency, state, n, total, remaining, synced in rows:
         key = (currency.strip(), state)
         acc = merged.setdefault(key, [0, Decimal(0), Decimal(0), None])
@@ -482,8 +494,8 @@ _CSV_PAGE = 5000
 
 
 def csv_table(
-    conn, metric: str, *, as_of: dt.date, months: int = 24
-) -> tuple[list[str], list[tuple]]:
+    conn: Connection[TupleRow], metric: str, *, as_of: dt.date, months: int = 24
+) -> tuple[list[str], list[tuple[Any, ...]]]:
     """``(header, rows)`` of one cash table for ``csv_response`` (``metric`` in
     :data:`CSV_METRICS`)."""
     if metric == "cash_dso":
@@ -502,7 +514,22 @@ def csv_table(
     raise KeyError(metric)
 
 
-def cash_context(conn, *, as_of: dt.date, months: int = 12, clients: int = 50) -> dict:
+class CashContext(TypedDict):
+    """The template variables of ``templates/_cash.html`` (:func:`cash_context`)."""
+
+    cash_as_of: dt.date
+    cash_definitions: dict[str, str]
+    cash_dso: list[DsoMonth]
+    cash_dso_chart: Markup
+    cash_overdue_totals: list[OverdueTotal]
+    cash_overdue_charts: list[Markup]
+    cash_overdue: list[ClientOverdue]
+    cash_status: list[PaymentStatusRow]
+
+
+def cash_context(
+    conn: Connection[TupleRow], *, as_of: dt.date, months: int = 12, clients: int = 50
+) -> CashContext:
     """Everything ``templates/_cash.html`` shows, as template variables (``cash_*``)."""
     from erpsync.console.charts import bar_chart, line_chart
 

@@ -25,11 +25,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
-from psycopg import sql
+from psycopg import Connection, sql
+from psycopg.rows import TupleRow
 
 from erpsync import redaction
+from erpsync.console.db import dicts
 
 __all__ = [
     "COUNT_CAP",
@@ -188,7 +190,9 @@ def reason_label(code: str, label: str | None) -> str:
 _LIKE_ESCAPE = re.compile(r"([\\%_])")
 
 
-def _where(conn, f: Filters, *, with_status: bool) -> tuple[sql.Composed, dict[str, Any]]:
+def _where(
+    conn: Connection[TupleRow], f: Filters, *, with_status: bool
+) -> tuple[sql.Composable, dict[str, Any]]:
     """The WHERE clause of ``f`` (without the status when ``with_status`` is False)."""
     parts: list[sql.Composable] = []
     params: dict[str, Any] = {}
@@ -218,7 +222,7 @@ def _where(conn, f: Filters, *, with_status: bool) -> tuple[sql.Composed, dict[s
     return sql.SQL(" AND ").join(parts), params
 
 
-def _client_accounts(conn, client: str) -> list[str]:
+def _client_accounts(conn: Connection[TupleRow], client: str) -> list[str]:
     """The CRM Account ids a client filter means: the id itself, or clients whose name contains
     it (core.clients is the firm's client list: thousands of rows, not the queue)."""
     pattern = "%" + _LIKE_ESCAPE.sub(r"\\\1", client) + "%"
@@ -235,6 +239,7 @@ def _order(f: Filters) -> sql.Composed:
     """ORDER BY of the sort, every column in one direction so one index serves it (forwards or
     backwards), exception_id last as the tie-breaker."""
     direction = sql.SQL("DESC" if f.dir == "desc" else "ASC")
+    exprs: list[sql.Composable]
     if f.sort == "age":
         if f.status == "resolved":
             exprs = [sql.SQL("(e.resolved_at - e.first_seen_at)")]
@@ -256,7 +261,7 @@ _ROW_COLUMNS = sql.SQL(
 )
 
 
-def _row(r: tuple) -> Row:
+def _row(r: tuple[Any, ...]) -> Row:
     values = list(r)
     values[3] = reason_label(values[2], values[3])
     values[10] = None if values[10] is None else str(values[10]).strip()
@@ -296,7 +301,7 @@ def _select(f: Filters, where: sql.Composable, *, sort_matches: bool = False) ->
     )
 
 
-def worklist(conn, f: Filters) -> Worklist:
+def worklist(conn: Connection[TupleRow], f: Filters) -> Worklist:
     """One page of the worklist and the count of each status tab under the same filters."""
     counts = tab_counts(conn, f)
     where, params = _where(conn, f, with_status=True)
@@ -314,7 +319,7 @@ def worklist(conn, f: Filters) -> Worklist:
     )
 
 
-def tab_counts(conn, f: Filters) -> dict[str, int]:
+def tab_counts(conn: Connection[TupleRow], f: Filters) -> dict[str, int]:
     """Exceptions per status under ``f``'s other filters; a count above COUNT_CAP is
     COUNT_CAP + 1 (shown "10,000+")."""
     where, params = _where(conn, f, with_status=False)
@@ -333,10 +338,19 @@ def tab_counts(conn, f: Filters) -> dict[str, int]:
 _OPTION_COLUMNS = ("reason_code", "entity_type", "owner", "currency")
 
 
-def filter_options(conn, status: str, *, limit: int = 200) -> dict[str, list]:
+class FilterOptions(TypedDict):
+    """What the filter form's select boxes offer (:func:`filter_options`)."""
+
+    reason_code: list[tuple[str, str]]  # (code, label)
+    entity_type: list[str]
+    owner: list[str]
+    currency: list[str]
+
+
+def filter_options(conn: Connection[TupleRow], status: str, *, limit: int = 200) -> FilterOptions:
     """The values present in one status tab for the select boxes: reasons (code, label),
     entity types, owners, currencies. A loose index scan: one index probe per value."""
-    out: dict[str, list] = {}
+    found: dict[str, list[Any]] = {}
     for column in _OPTION_COLUMNS:
         query = sql.SQL(
             """WITH RECURSIVE v(x) AS (
@@ -349,15 +363,18 @@ def filter_options(conn, status: str, *, limit: int = 200) -> dict[str, list]:
                )
                SELECT x FROM v WHERE x IS NOT NULL LIMIT %(limit)s"""
         ).format(c=sql.Identifier(column))
-        out[column] = [r[0] for r in conn.execute(query, {"s": status, "limit": limit})]
-    labels = dict(
+        found[column] = [r[0] for r in conn.execute(query, {"s": status, "limit": limit})]
+    labels: dict[str, str] = dict(
         conn.execute(
-            "SELECT code, label FROM recon.reasons WHERE code = ANY(%s)", (out["reason_code"],)
+            "SELECT code, label FROM recon.reasons WHERE code = ANY(%s)", (found["reason_code"],)
         ).fetchall()
     )
-    out["reason_code"] = [(c, reason_label(c, labels.get(c))) for c in out["reason_code"]]
-    out["currency"] = [str(c).strip() for c in out["currency"]]
-    return out
+    return FilterOptions(
+        reason_code=[(c, reason_label(c, labels.get(c))) for c in found["reason_code"]],
+        entity_type=found["entity_type"],
+        owner=found["owner"],
+        currency=[str(c).strip() for c in found["currency"]],
+    )
 
 
 CSV_HEADER = [
@@ -381,12 +398,14 @@ CSV_HEADER = [
 ]
 
 
-def export_rows(conn, f: Filters, *, cap: int = EXPORT_CAP) -> list[list]:
+def export_rows(
+    conn: Connection[TupleRow], f: Filters, *, cap: int = EXPORT_CAP
+) -> list[list[Any]]:
     """Every row of the filtered tab in the page's order (not one page), up to ``cap`` rows;
     a last row says when the cap cut the list."""
     where, params = _where(conn, f, with_status=True)
     rows = conn.execute(_select(f, where), {**params, "limit": cap + 1, "offset": 0}).fetchall()
-    out: list[list] = []
+    out: list[list[Any]] = []
     for r in rows[:cap]:
         row = _row(r)
         out.append(
@@ -458,12 +477,14 @@ class Detail:
     refs: list[SourceRef] = field(default_factory=list)
 
 
-def _one(conn, query: str, params: tuple) -> dict[str, Any] | None:
+def _one(conn: Connection[TupleRow], query: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
     cur = conn.execute(query, params)
     row = cur.fetchone()
     if row is None:
         return None
-    return mask_secrets(dict(zip([c.name for c in cur.description], row, strict=True)))
+    cols = [c.name for c in cur.description or ()]
+    masked: dict[str, Any] = mask_secrets(dict(zip(cols, row, strict=True)))
+    return masked
 
 
 #: What is shown of a time entry / an expense (PSA): the fields a person checks, no bookkeeping.
@@ -524,7 +545,7 @@ _RATE_OVERRIDE = """SELECT opportunity_id, user_email, role, rate, currency, con
 _OPERATION_PREFIX = re.compile(r"^([a-z]+\.[a-z_]+):(.*)$")
 
 
-def exception_detail(conn, exception_id: int) -> Detail | None:
+def exception_detail(conn: Connection[TupleRow], exception_id: int) -> Detail | None:
     """One exception and everything a person needs to act on it, or None if there is none."""
     ex = _one(
         conn,
@@ -567,7 +588,7 @@ def exception_detail(conn, exception_id: int) -> Detail | None:
     def project(project_id: Any) -> None:
         ref("Project in Harvest", "psa", "project", project_id)
 
-    def recon(item_key: str | None, group: tuple | None = None) -> None:
+    def recon(item_key: str | None, group: tuple[Any, ...] | None = None) -> None:
         item = _one(conn, _RECON_GROUP_ITEM if group else _RECON_ITEM, group or (item_key,))
         if item is not None:
             detail.recon_item = Record("Reconciliation item", item)
@@ -641,7 +662,9 @@ def exception_detail(conn, exception_id: int) -> Detail | None:
     return detail
 
 
-def history(conn, exception_id: int, *, limit: int = 200) -> list[dict[str, Any]]:
+def history(
+    conn: Connection[TupleRow], exception_id: int, *, limit: int = 200
+) -> list[dict[str, Any]]:
     """The exception's audit rows, newest first (audit_log_entity_idx)."""
     cur = conn.execute(
         """SELECT audit_id, occurred_at, actor, action, before_state, after_state,
@@ -651,5 +674,4 @@ def history(conn, exception_id: int, *, limit: int = 200) -> list[dict[str, Any]
             ORDER BY audit_id DESC LIMIT %s""",
         (str(exception_id), limit),
     )
-    names = [c.name for c in cur.description]
-    return [mask_secrets(dict(zip(names, r, strict=True))) for r in cur.fetchall()]
+    return [mask_secrets(row) for row in dicts(cur)]

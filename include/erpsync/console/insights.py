@@ -33,9 +33,18 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
+from psycopg import Connection
+from psycopg.rows import TupleRow
+
+from erpsync.console.db import one, scalar
 from erpsync.money import ROUNDING
+
+if TYPE_CHECKING:
+    import uuid
+
+    from sqlalchemy.orm import Session
 
 __all__ = [
     "METRICS",
@@ -200,7 +209,9 @@ def _durations(
 # ---------------------------------------------------------------------------------- metrics
 
 
-def onboarding_cycle_time(conn, *, months: int, as_of: dt.date) -> list[MonthValue]:
+def onboarding_cycle_time(
+    conn: Connection[TupleRow], *, months: int, as_of: dt.date
+) -> list[MonthValue]:
     """Per contract (opportunity): first seen closed-won (the earliest ``core.contracts.created_at``
     of its versions: when project setup first read it) to project ready (the earliest
     ``completed_at``: every setup step done); by month of ready; median and p90 in days."""
@@ -217,7 +228,7 @@ def onboarding_cycle_time(conn, *, months: int, as_of: dt.date) -> list[MonthVal
     return _durations(window, rows, DAY_SECONDS)
 
 
-def time_to_invoice(conn, *, months: int, as_of: dt.date) -> list[MonthValue]:
+def time_to_invoice(conn: Connection[TupleRow], *, months: int, as_of: dt.date) -> list[MonthValue]:
     """Per billed time entry and expense: work date to the UTC day its invoice was posted in
     the ERP (``billing.invoice_push.posted_at``); by month of posting; median and p90 days
     (summary ``billing.monthly_invoice_lag``)."""
@@ -246,7 +257,7 @@ def time_to_invoice(conn, *, months: int, as_of: dt.date) -> list[MonthValue]:
     return out
 
 
-def approval_cycle_time(session, *, months: int, as_of: dt.date) -> list[MonthValue]:
+def approval_cycle_time(session: Session, *, months: int, as_of: dt.date) -> list[MonthValue]:
     """Per approval question of the billing DAGs (Airflow ``hitl_detail`` of the current try,
     ``hitl_detail_history`` of earlier tries): asked (``created_at``) to answered by a person
     (``responded_at`` with a ``responded_by`` user); by month of the answer; median and p90
@@ -265,11 +276,17 @@ def approval_cycle_time(session, *, months: int, as_of: dt.date) -> list[MonthVa
     from airflow.models.hitl_history import HITLDetailHistory
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.taskinstancehistory import TaskInstanceHistory
-    from sqlalchemy import select, union_all
+    from sqlalchemy import Select, select, union_all
+    from sqlalchemy.orm import InstrumentedAttribute
 
     window, start, end = _bounds(as_of, months)
 
-    def asks(hitl, ti, key, ti_key):
+    def asks(
+        hitl: type[HITLDetail] | type[HITLDetailHistory],
+        ti: type[TaskInstance] | type[TaskInstanceHistory],
+        key: InstrumentedAttribute[uuid.UUID],
+        ti_key: InstrumentedAttribute[uuid.UUID],
+    ) -> Select[*tuple[Any, ...]]:
         return (
             select(hitl.created_at, ti.start_date, hitl.responded_at, hitl.responded_by)
             .join(ti, ti_key == key)
@@ -313,7 +330,7 @@ def approval_cycle_time(session, *, months: int, as_of: dt.date) -> list[MonthVa
     ]
 
 
-def _recon_reasons(conn) -> list[str]:
+def _recon_reasons(conn: Connection[TupleRow]) -> list[str]:
     return [
         r[0]
         for r in conn.execute(
@@ -322,13 +339,13 @@ def _recon_reasons(conn) -> list[str]:
     ]
 
 
-def exception_rate(conn, *, months: int, as_of: dt.date) -> list[MonthValue]:
+def exception_rate(conn: Connection[TupleRow], *, months: int, as_of: dt.date) -> list[MonthValue]:
     """Exceptions the reconciliation raised in the month (``ops.exceptions`` first seen then,
     reasons of ``recon.reasons`` that raise one) per 100 items it reconciled for the first time
     that month (``recon.monthly_reconciled``); in total and per reason; percent."""
     window, start, end = _bounds(as_of, months)
     reasons = _recon_reasons(conn)
-    items = dict(
+    items: dict[dt.date, Decimal] = dict(
         conn.execute(
             """SELECT run_month, sum(items) FROM recon.monthly_reconciled
                 WHERE run_month >= %s AND run_month <= %s GROUP BY 1""",
@@ -362,7 +379,9 @@ def exception_rate(conn, *, months: int, as_of: dt.date) -> list[MonthValue]:
     return out
 
 
-def exception_resolution(conn, *, months: int, as_of: dt.date) -> list[MonthValue]:
+def exception_resolution(
+    conn: Connection[TupleRow], *, months: int, as_of: dt.date
+) -> list[MonthValue]:
     """Exceptions resolved in the month (fixed at the source, ``status = 'resolved'``; waived
     ones are not): average days from first seen to resolved (``ops.exceptions``)."""
     window, start, end = _bounds(as_of, months)
@@ -394,7 +413,7 @@ class AgeingRow:
     average_days_to_resolve: Decimal | None
 
 
-def exception_ageing(conn, *, months: int, as_of: dt.date) -> list[AgeingRow]:
+def exception_ageing(conn: Connection[TupleRow], *, months: int, as_of: dt.date) -> list[AgeingRow]:
     """Per reason: open exceptions by age (days from first seen to ``as_of``, buckets
     :data:`AGE_BUCKETS`) and the average days to resolve those resolved in the window."""
     _window, start, end = _bounds(as_of, months)
@@ -437,7 +456,7 @@ def exception_ageing(conn, *, months: int, as_of: dt.date) -> list[AgeingRow]:
     return sorted(by_reason.values(), key=lambda r: (-r.open, r.reason_code))
 
 
-def rework(conn, *, months: int, as_of: dt.date) -> list[MonthValue]:
+def rework(conn: Connection[TupleRow], *, months: int, as_of: dt.date) -> list[MonthValue]:
     """Credit notes posted in the ERP in the month per 100 invoices posted in it
     (``billing.invoices.kind``, posting time ``billing.invoice_push.posted_at``); percent."""
     window, start, end = _bounds(as_of, months)
@@ -468,13 +487,13 @@ def rework(conn, *, months: int, as_of: dt.date) -> list[MonthValue]:
     return out
 
 
-def _eur_rows(conn, sql: str, params: Sequence[Any]) -> list[tuple]:
+def _eur_rows(conn: Connection[TupleRow], sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
     """Summary rows whose amounts the query converts to EUR: ``amount / c.per_eur``, joined
     ``recon.currencies c`` (currencies without a rate drop out)."""
     return conn.execute(sql, params).fetchall()
 
 
-def realization(conn, *, months: int, as_of: dt.date) -> list[MonthValue]:
+def realization(conn: Connection[TupleRow], *, months: int, as_of: dt.date) -> list[MonthValue]:
     """Billed time's value (hours x the rate it was billed at) / (the same hours x the person's
     standard rate: the billable rate card in ``core.rate_cards`` on the work day); by work month,
     both in EUR; time without a rate card is left out; percent (summary
@@ -508,7 +527,7 @@ def realization(conn, *, months: int, as_of: dt.date) -> list[MonthValue]:
     return out
 
 
-def wip_days(conn, *, months: int, as_of: dt.date) -> list[MonthValue]:
+def wip_days(conn: Connection[TupleRow], *, months: int, as_of: dt.date) -> list[MonthValue]:
     """Unbilled WIP at the month's end (time and expenses worked by then, ready or on hold now,
     or billed after that month) / average daily billings over the 3 months ending then (time and
     expenses posted, per calendar day up to ``as_of``); both in EUR; days (summary
@@ -554,7 +573,7 @@ def wip_days(conn, *, months: int, as_of: dt.date) -> list[MonthValue]:
     return out
 
 
-def leakage(conn, *, months: int, as_of: dt.date) -> list[MonthValue]:
+def leakage(conn: Connection[TupleRow], *, months: int, as_of: dt.date) -> list[MonthValue]:
     """By work month: leakage (``recon.leakage`` at the latest reconciliation: approved,
     unbilled billable time and expenses older than ``recon.settings.leakage_days``) in EUR, and
     its share of the potential revenue (the month's billable time and expenses: ready, on hold
@@ -812,13 +831,13 @@ SELECT r.refreshed_at IS NULL
 """
 
 
-def refresh_summaries(conn, *, if_stale: bool = False) -> dict[str, Any]:
+def refresh_summaries(conn: Connection[TupleRow], *, if_stale: bool = False) -> dict[str, Any]:
     """Rebuild the insights summaries of migration 0029 whole, in one transaction on ``conn``
     (readers see the old summaries until it commits). Called at the end of the reconciliation
     task (``if_stale``: not after a reconciliation that found nothing changed, which then stays
     about a second) and of the ERP push; returns the row counts and seconds taken."""
     started = time.perf_counter()
-    if if_stale and not conn.execute(STALE).fetchone()[0]:
+    if if_stale and not scalar(conn.execute(STALE)):
         return {"skipped": "the summaries are current"}
     with conn.transaction():
         # one refresh at a time; a second waits and then rebuilds from what the first committed
@@ -832,7 +851,7 @@ def refresh_summaries(conn, *, if_stale: bool = False) -> dict[str, Any]:
         conn.execute("DELETE FROM recon.monthly_items")
         conn.execute("DELETE FROM recon.monthly_reconciled")
         conn.execute("DELETE FROM billing.monthly_invoice_lag")
-        items, lag, reconciled = conn.execute(REFRESH).fetchone()
+        items, lag, reconciled = one(conn.execute(REFRESH))
         seconds = round(time.perf_counter() - started, 3)
         conn.execute(
             """INSERT INTO recon.insights_refresh (id, refreshed_at, run_id, as_of, seconds)
@@ -857,10 +876,10 @@ class PageData:
 
     values: dict[str, list[MonthValue]]
     ageing: list[AgeingRow]
-    refreshed: dict[str, Any] | None
+    refreshed: SummaryRefresh | None
 
 
-def page_data(conn, *, months: int, as_of: dt.date) -> PageData:
+def page_data(conn: Connection[TupleRow], *, months: int, as_of: dt.date) -> PageData:
     """The insights page's warehouse data on one connection: every warehouse metric's months,
     the exception ageing and when the summaries were rebuilt (what the page-speed benchmark
     times)."""
@@ -875,7 +894,16 @@ def page_data(conn, *, months: int, as_of: dt.date) -> PageData:
     )
 
 
-def last_refresh(conn) -> dict[str, Any] | None:
+class SummaryRefresh(TypedDict):
+    """The last rebuild of the summaries (``recon.insights_refresh``)."""
+
+    refreshed_at: dt.datetime
+    run_id: str | None
+    as_of: dt.date | None
+    seconds: Decimal | None
+
+
+def last_refresh(conn: Connection[TupleRow]) -> SummaryRefresh | None:
     """When the summaries were last rebuilt (None: never)."""
     row = conn.execute(
         "SELECT refreshed_at, run_id, as_of, seconds FROM recon.insights_refresh"

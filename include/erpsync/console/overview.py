@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from psycopg import Connection
+from psycopg.rows import TupleRow
+
 from erpsync import money
+from erpsync.console.db import scalar
 
 
 @dataclass(frozen=True)
@@ -17,24 +21,24 @@ class Tile:
     href: str  # path under the console
 
 
-def attention(conn) -> list[Tile]:
+def attention(conn: Connection[TupleRow]) -> list[Tile]:
     """Open exceptions (and their amount at stake per currency), batches waiting for an
     approver, records in quarantine, data-quality blocks in force."""
-    open_count = conn.execute(
-        "SELECT count(*) FROM ops.exceptions WHERE status = 'open'"
-    ).fetchone()[0]
+    open_count = scalar(conn.execute("SELECT count(*) FROM ops.exceptions WHERE status = 'open'"))
     at_stake = conn.execute(
         """SELECT currency, sum(amount_at_stake) FROM ops.exceptions
             WHERE status = 'open' AND amount_at_stake IS NOT NULL AND currency IS NOT NULL
             GROUP BY currency ORDER BY currency"""
     ).fetchall()
-    waiting = conn.execute(
-        "SELECT count(*) FROM billing.invoice_batches WHERE status = 'awaiting_approval'"
-    ).fetchone()[0]
-    quarantined = conn.execute(
-        "SELECT count(*) FROM ops.quarantine WHERE resolved_at IS NULL"
-    ).fetchone()[0]
-    blocks = conn.execute("SELECT count(*) FROM ops.dq_active_blocks").fetchone()[0]
+    waiting = scalar(
+        conn.execute(
+            "SELECT count(*) FROM billing.invoice_batches WHERE status = 'awaiting_approval'"
+        )
+    )
+    quarantined = scalar(
+        conn.execute("SELECT count(*) FROM ops.quarantine WHERE resolved_at IS NULL")
+    )
+    blocks = scalar(conn.execute("SELECT count(*) FROM ops.dq_active_blocks"))
     stake = (
         ", ".join(f"{money.as_text(amount, cur, grouped=True)} {cur}" for cur, amount in at_stake)
         or "nothing at stake"

@@ -27,7 +27,10 @@ import enum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from airflow.api_fastapi.auth.managers.base_auth_manager import BaseAuthManager
+    from airflow.api_fastapi.auth.managers.base_auth_manager import (
+        BaseAuthManager,
+        ResourceMethod,
+    )
     from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 
 #: The DAG whose runs raise and resolve the exceptions queue.
@@ -45,7 +48,7 @@ class Action(enum.Enum):
     REQUEUE = "requeue"
 
 
-def allowed(action: Action, user: BaseUser, auth_manager: BaseAuthManager) -> bool:
+def allowed(action: Action, user: BaseUser, auth_manager: BaseAuthManager[BaseUser]) -> bool:
     """Whether ``user`` may do ``action``, as ``auth_manager`` decides."""
     from airflow.api_fastapi.auth.managers.models.resource_details import (
         AccessView,
@@ -53,7 +56,7 @@ def allowed(action: Action, user: BaseUser, auth_manager: BaseAuthManager) -> bo
         DagDetails,
     )
 
-    def dag(method, dag_id: str, entity: DagAccessEntity | None = None) -> bool:
+    def dag(method: ResourceMethod, dag_id: str, entity: DagAccessEntity | None = None) -> bool:
         return bool(
             auth_manager.is_authorized_dag(
                 method=method, access_entity=entity, details=DagDetails(id=dag_id), user=user
@@ -73,5 +76,5 @@ def allowed(action: Action, user: BaseUser, auth_manager: BaseAuthManager) -> bo
     raise ValueError(f"unknown console action {action!r}")
 
 
-def allowed_actions(user: BaseUser, auth_manager: BaseAuthManager) -> frozenset[Action]:
+def allowed_actions(user: BaseUser, auth_manager: BaseAuthManager[BaseUser]) -> frozenset[Action]:
     return frozenset(a for a in Action if allowed(a, user, auth_manager))

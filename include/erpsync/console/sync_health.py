@@ -20,11 +20,15 @@ import datetime as dt
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from psycopg import sql
+from psycopg import Connection, sql
+from psycopg.rows import TupleRow
 
 from erpsync import redaction
+
+if TYPE_CHECKING:
+    from erpsync.sync.requeue import RequestResult
 
 PAGE_SIZE = 50
 TREND_RUNS = 30
@@ -102,7 +106,7 @@ def entity_specs() -> list[tuple[str, str, str]]:
     from erpsync.sync import specs, specs_time
 
     every = [*specs.ALL.values(), *specs_time.BY_NAME.values()]
-    out = [(s.name, s.system, s.description) for s in every]
+    out: list[tuple[str, str, str]] = [(s.name, s.system, s.description) for s in every]
     # synced outside the spec registry, with the same watermark, run stats and quarantine
     from erpsync.invoicing import payment_status
 
@@ -117,7 +121,9 @@ def entity_specs() -> list[tuple[str, str, str]]:
     return out
 
 
-def overview(conn, entities: Iterable[tuple[str, str, str]] | None = None) -> list[EntityHealth]:
+def overview(
+    conn: Connection[TupleRow], entities: Iterable[tuple[str, str, str]] | None = None
+) -> list[EntityHealth]:
     """One row per entity: last run (one index probe each), watermark, open quarantine."""
     entities = list(entities if entities is not None else entity_specs())
     names = [e[0] for e in entities]
@@ -159,7 +165,7 @@ def overview(conn, entities: Iterable[tuple[str, str, str]] | None = None) -> li
     return out
 
 
-def trend(conn, entity: str, runs: int = TREND_RUNS) -> list[RunSummary]:
+def trend(conn: Connection[TupleRow], entity: str, runs: int = TREND_RUNS) -> list[RunSummary]:
     """The entity's last ``runs`` runs, oldest first."""
     found = conn.execute(
         f"""SELECT {_RUN_COLUMNS} FROM (
@@ -269,10 +275,10 @@ _Q_COLUMNS = sql.SQL(
 )
 
 
-def _row(r: tuple) -> QuarantineRow:
-    r = list(r)
-    r[6] = mask_text(r[6])  # a vendor message may echo what it was sent
-    return QuarantineRow(*r)
+def _row(r: tuple[Any, ...]) -> QuarantineRow:
+    values = list(r)
+    values[6] = mask_text(values[6])  # a vendor message may echo what it was sent
+    return QuarantineRow(*values)
 
 
 @dataclass(frozen=True)
@@ -284,7 +290,11 @@ class QuarantinePage:
 
 
 def quarantine_list(
-    conn, filters: QuarantineFilters, *, before: int | None = None, limit: int = PAGE_SIZE
+    conn: Connection[TupleRow],
+    filters: QuarantineFilters,
+    *,
+    before: int | None = None,
+    limit: int = PAGE_SIZE,
 ) -> QuarantinePage:
     where, params = filters.where()
     if before is not None:
@@ -301,7 +311,7 @@ def quarantine_list(
     return QuarantinePage(rows, filters, before, next_before)
 
 
-def reasons(conn) -> list[str]:
+def reasons(conn: Connection[TupleRow]) -> list[str]:
     """The reason codes in the quarantine (for the filter's choices; a loose index scan)."""
     return [
         r[0]
@@ -325,10 +335,10 @@ class QuarantineDetail:
     #: the record's other quarantine rows (newest first)
     others: list[QuarantineRow] = field(default_factory=list)
     #: audit entries about this row (requeue requested / served): (audit_id, at, actor, action)
-    audit: list[tuple] = field(default_factory=list)
+    audit: list[tuple[Any, ...]] = field(default_factory=list)
 
 
-def quarantine_detail(conn, quarantine_id: int) -> QuarantineDetail | None:
+def quarantine_detail(conn: Connection[TupleRow], quarantine_id: int) -> QuarantineDetail | None:
     found = conn.execute(
         sql.SQL("SELECT {cols}, payload FROM ops.quarantine WHERE quarantine_id = %s").format(
             cols=_Q_COLUMNS
@@ -386,7 +396,9 @@ QUARANTINE_CSV_HEADER = [
 ]
 
 
-def quarantine_csv_rows(conn, filters: QuarantineFilters, *, fetch: int = 2_000) -> Iterator:
+def quarantine_csv_rows(
+    conn: Connection[TupleRow], filters: QuarantineFilters, *, fetch: int = 2_000
+) -> Iterator[tuple[Any, ...]]:
     """Every matching row (payloads left out: the detail page shows them masked), streamed."""
     where, params = filters.where()
     query = sql.SQL(
@@ -434,7 +446,9 @@ RUNS_CSV_HEADER = [
 ]
 
 
-def runs_csv_rows(conn, entity: str | None = None) -> Iterator[tuple]:
+def runs_csv_rows(
+    conn: Connection[TupleRow], entity: str | None = None
+) -> Iterator[tuple[Any, ...]]:
     """The overview (each entity's last run) or, for ``entity``, its trend, as CSV rows."""
     if entity:
         pairs = [(entity, r) for r in trend(conn, entity)]
@@ -459,7 +473,9 @@ def runs_csv_rows(conn, entity: str | None = None) -> Iterator[tuple]:
         )
 
 
-def requeue(conn, quarantine_ids: Iterable[int], *, user: str):
+def requeue(
+    conn: Connection[TupleRow], quarantine_ids: Iterable[int], *, user: str
+) -> list[RequestResult]:
     """Ask the next run of each record's entity to re-read it (see :mod:`erpsync.sync.requeue`)."""
     from erpsync.sync import requeue as engine_requeue
 

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote, urlsplit
 
 from fastapi import Depends, HTTPException, Request, status
@@ -34,6 +34,13 @@ from fastapi.templating import Jinja2Templates
 
 from erpsync.console import PAGES
 from erpsync.console.permissions import Action, allowed_actions
+
+if TYPE_CHECKING:
+    import psycopg
+    from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
+    from airflow.models.connection import Connection
+    from psycopg.rows import TupleRow
+    from sqlalchemy.orm import Session
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -103,7 +110,7 @@ class SourceLinks:
         """Read the pack's three connections (hosts and extras only; never a secret)."""
         from airflow.models.connection import Connection
 
-        def get(conn_id: str):
+        def get(conn_id: str) -> Connection | None:
             try:
                 return Connection.get_connection_from_secrets(conn_id)
             except Exception:  # noqa: BLE001 - an absent connection just means no links
@@ -154,7 +161,7 @@ class ConsoleSettings:
         return self._links_cache
 
     @contextlib.contextmanager
-    def warehouse(self) -> Iterator[Any]:
+    def warehouse(self) -> Iterator[psycopg.Connection[TupleRow]]:
         import psycopg
 
         if self.warehouse_url:
@@ -165,7 +172,7 @@ class ConsoleSettings:
             yield conn
 
 
-def _warehouse_conninfo() -> dict:
+def _warehouse_conninfo() -> dict[str, Any]:
     """libpq parameters of the warehouse connection, resolved as the API server resolves
     connections (secrets backends, environment, then the metadata database)."""
     from airflow.models.connection import Connection
@@ -188,7 +195,7 @@ def _warehouse_conninfo() -> dict:
 class ConsoleContext:
     """The current request's user, what they may do, and the console's data sources."""
 
-    user: Any
+    user: BaseUser
     user_name: str
     actions: frozenset[Action]
     base: str
@@ -201,11 +208,11 @@ class ConsoleContext:
     def links(self) -> SourceLinks:
         return self.settings.source_links()
 
-    def warehouse(self):
+    def warehouse(self) -> contextlib.AbstractContextManager[psycopg.Connection[TupleRow]]:
         return self.settings.warehouse()
 
     @contextlib.contextmanager
-    def airflow_session(self) -> Iterator[Any]:
+    def airflow_session(self) -> Iterator[Session]:
         """A SQLAlchemy session on Airflow's metadata database (HITL records), read-only use."""
         from airflow.utils.session import create_session
 
@@ -253,7 +260,7 @@ async def console_context(request: Request) -> ConsoleContext:
 Ctx = Annotated[ConsoleContext, Depends(console_context)]
 
 
-def require(action: Action):
+def require(action: Action) -> Any:
     """A route dependency: 403 unless the user may do ``action``."""
 
     def check(ctx: Ctx) -> None:

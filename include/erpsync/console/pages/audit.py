@@ -8,8 +8,11 @@ records a verification, it changes no business data.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from erpsync.console import audit_trail
 from erpsync.console.permissions import Action
@@ -24,7 +27,7 @@ def _before(request: Request) -> int | None:
 
 
 @router.get("/audit", response_class=HTMLResponse)
-def audit_page(request: Request, ctx: Ctx):
+def audit_page(request: Request, ctx: Ctx) -> HTMLResponse:
     filters = audit_trail.AuditFilters.from_params(request.query_params)
     with ctx.warehouse() as conn:
         page = audit_trail.search(conn, filters, before=_before(request))
@@ -33,10 +36,10 @@ def audit_page(request: Request, ctx: Ctx):
 
 
 @router.get("/audit.csv")
-def audit_csv(request: Request, ctx: Ctx):
+def audit_csv(request: Request, ctx: Ctx) -> StreamingResponse:
     filters = audit_trail.AuditFilters.from_params(request.query_params)
 
-    def rows():
+    def rows() -> Iterator[tuple[Any, ...]]:
         # the connection lives as long as the download: the export streams the whole search
         with ctx.warehouse() as conn:
             yield from audit_trail.csv_rows(conn, filters)
@@ -45,7 +48,7 @@ def audit_csv(request: Request, ctx: Ctx):
 
 
 @router.get("/audit/{audit_id}", response_class=HTMLResponse)
-def audit_entry(request: Request, ctx: Ctx, audit_id: int):
+def audit_entry(request: Request, ctx: Ctx, audit_id: int) -> HTMLResponse:
     with ctx.warehouse() as conn:
         entry = audit_trail.entry(conn, audit_id)
     if entry is None:
@@ -54,7 +57,7 @@ def audit_entry(request: Request, ctx: Ctx, audit_id: int):
 
 
 @router.post("/audit/verify", dependencies=[require(Action.READ)])
-def audit_verify(ctx: Ctx):
+def audit_verify(ctx: Ctx) -> JSONResponse:
     with ctx.warehouse() as conn:
         chain = audit_trail.verify_pending(conn)
     return JSONResponse(

@@ -9,11 +9,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 
 from erpsync.console import billing
 from erpsync.console.charts import bar_chart
-from erpsync.console.web import Ctx, csv_response, render
+from erpsync.console.web import ConsoleContext, Ctx, csv_response, render
 
 router = APIRouter()
 
@@ -21,14 +21,16 @@ router = APIRouter()
 MAX_CHARTS = 4
 
 
-def _filters(period, client, currency, page) -> billing.Filters:
+def _filters(
+    period: str | None, client: str | None, currency: str | None, page: str | int | None
+) -> billing.Filters:
     try:
         return billing.Filters.parse(period=period, client=client, currency=currency, page=page)
     except ValueError as exc:
         raise HTTPException(400, f"Bad filter: {exc}") from None
 
 
-def airflow_base(ctx) -> str:
+def airflow_base(ctx: ConsoleContext) -> str:
     """The Airflow UI's path: the console is mounted at ``<Airflow base>/erpsync``."""
     return ctx.base.removesuffix("/erpsync")
 
@@ -42,7 +44,7 @@ def billing_page(
     currency: str | None = None,
     page: str | None = None,
     batch_page: str | None = None,
-):
+) -> HTMLResponse:
     f = _filters(period, client, currency, page)
     try:
         bpage = int(batch_page or 1)
@@ -76,7 +78,7 @@ def billing_csv(
     period: str | None = None,
     client: str | None = None,
     currency: str | None = None,
-):
+) -> StreamingResponse:
     if table not in billing.TABLES:
         raise HTTPException(404, f"No billing table {table!r}")
     f = _filters(period, client, currency, 1)

@@ -10,17 +10,17 @@ sees the pages, without the action controls when they may not act.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Request, status
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from erpsync import exceptions_queue, money
 from erpsync.console import exceptions as worklist_data
 from erpsync.console.permissions import Action
-from erpsync.console.web import Ctx, csv_response, render, require
+from erpsync.console.web import ConsoleContext, Ctx, csv_response, render, require
 
 router = APIRouter()
 
@@ -53,7 +53,7 @@ def _url(base: str, path: str, query: dict[str, str]) -> str:
 
 
 @router.get("/exceptions", response_class=HTMLResponse)
-def exceptions_page(request: Request, ctx: Ctx):
+def exceptions_page(request: Request, ctx: Ctx) -> HTMLResponse:
     filters = worklist_data.Filters.from_query(request.query_params)
     with ctx.warehouse() as conn:
         page = worklist_data.worklist(conn, filters)
@@ -87,20 +87,20 @@ def exceptions_page(request: Request, ctx: Ctx):
 
 
 @router.get("/exceptions.csv")
-def exceptions_csv(request: Request, ctx: Ctx):
+def exceptions_csv(request: Request, ctx: Ctx) -> StreamingResponse:
     filters = worklist_data.Filters.from_query(request.query_params)
     with ctx.warehouse() as conn:
         rows = worklist_data.export_rows(conn, filters)
     return csv_response(f"exceptions-{filters.status}.csv", worklist_data.CSV_HEADER, rows)
 
 
-def _link(ctx, ref: worklist_data.SourceRef) -> str | None:
+def _link(ctx: ConsoleContext, ref: worklist_data.SourceRef) -> str | None:
     build = {"crm": ctx.links.crm, "psa": ctx.links.psa, "erp": ctx.links.erp}.get(ref.system)
     return build(ref.kind, ref.record_id) if build else None
 
 
 @router.get("/exceptions/{exception_id}", response_class=HTMLResponse)
-def exception_page(request: Request, ctx: Ctx, exception_id: int):
+def exception_page(request: Request, ctx: Ctx, exception_id: int) -> HTMLResponse:
     with ctx.warehouse() as conn:
         detail = worklist_data.exception_detail(conn, exception_id)
     if detail is None:
@@ -134,8 +134,12 @@ def _required(value: str | None, message: str) -> str:
     return value.strip()
 
 
-@router.post("/exceptions/actions", dependencies=[require(Action.ACT_EXCEPTIONS)])
-def exceptions_action(body: ActionRequest, ctx: Ctx):
+# response_model=None: FastAPI would otherwise take the return annotation as a response model and
+# validate the answer with it (fastapi/routing.py, APIRoute.__init__); the dict goes out as built.
+@router.post(
+    "/exceptions/actions", dependencies=[require(Action.ACT_EXCEPTIONS)], response_model=None
+)
+def exceptions_action(body: ActionRequest, ctx: Ctx) -> dict[str, Any]:
     """Apply one action to the ids, in one transaction; the outcome of each id."""
     by = ctx.user_name
     if body.action == "assign":

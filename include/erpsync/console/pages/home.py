@@ -12,7 +12,7 @@ router = APIRouter()
 
 
 @router.get("/", response_class=HTMLResponse)
-def home(request: Request, ctx: Ctx):
+def home(request: Request, ctx: Ctx) -> HTMLResponse:
     with ctx.warehouse() as conn:
         tiles = attention(conn)
     return render(request, ctx, "home.html", tiles=tiles)

@@ -11,14 +11,16 @@ tables only (see the module doc of :mod:`erpsync.console.insights`), never recon
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
+from markupsafe import Markup
 
 from erpsync.console import cash, charts, insights
-from erpsync.console.web import Ctx, csv_response, render
+from erpsync.console.web import ConsoleContext, Ctx, csv_response, render
 
 router = APIRouter()
 
@@ -33,8 +35,35 @@ def _as_of(as_of: dt.date | None) -> dt.date:
     return as_of or dt.datetime.now(dt.UTC).date()
 
 
+#: Each metric's months (None when they could not be read) and why not.
+Computed = dict[str, tuple[list[insights.MonthValue] | None, str | None]]
+
+
+@dataclass(frozen=True)
+class Latest:
+    """The latest month with a value of a metric's first series (the KPI strip)."""
+
+    month: str
+    value: Decimal
+    series: str
+
+
+@dataclass
+class MetricSection:
+    """One metric on the page: its chart(s) and monthly table, or why it could not be read."""
+
+    metric: insights.Metric
+    problem: str | None
+    values: list[insights.MonthValue] | None
+    latest: Latest | None
+    chart: Markup | None = None
+    bars: Markup | None = None
+    header: list[str] = field(default_factory=list)
+    rows: list[list[Any]] = field(default_factory=list)
+
+
 def approval_values(
-    ctx, metric: insights.Metric, *, months: int, as_of: dt.date
+    ctx: ConsoleContext, metric: insights.Metric, *, months: int, as_of: dt.date
 ) -> tuple[list[insights.MonthValue] | None, str | None]:
     """A metric read from Airflow's metadata database, or None and why it could not be read."""
     from sqlalchemy.exc import SQLAlchemyError
@@ -46,26 +75,28 @@ def approval_values(
         return None, f"Airflow's metadata database could not be read ({type(exc).__name__})"
 
 
-def all_values(ctx, *, months: int, as_of: dt.date):
+def all_values(
+    ctx: ConsoleContext, *, months: int, as_of: dt.date
+) -> tuple[Computed, insights.PageData, cash.CashContext]:
     """Every metric's months and why one could not be computed (one warehouse connection, one
     Airflow session), with the warehouse's ageing table, last summary rebuild and the cash
     section's template variables (:func:`erpsync.console.cash.cash_context`)."""
     with ctx.warehouse() as conn:
         data = insights.page_data(conn, months=months, as_of=as_of)
         cash_vars = cash.cash_context(conn, as_of=as_of, months=months)
-    out: dict[str, tuple[list | None, str | None]] = {k: (v, None) for k, v in data.values.items()}
+    out: Computed = {k: (v, None) for k, v in data.values.items()}
     for metric in insights.METRICS.values():
         if metric.source == "airflow":
             out[metric.key] = approval_values(ctx, metric, months=months, as_of=as_of)
     return out, data, cash_vars
 
 
-def latest(metric: insights.Metric, values: list[insights.MonthValue] | None) -> dict | None:
+def latest(metric: insights.Metric, values: list[insights.MonthValue] | None) -> Latest | None:
     """The latest month with a value of the metric's first series, for the KPI strip."""
     for v in reversed(values or []):
         value = v.values.get(metric.series[0])
         if value is not None:
-            return {"month": v.month, "value": value, "series": metric.series[0]}
+            return Latest(month=v.month, value=value, series=metric.series[0])
     return None
 
 
@@ -80,7 +111,7 @@ def _series_for_chart(metric: insights.Metric, values: list[insights.MonthValue]
     return names + extra
 
 
-def chart(metric: insights.Metric, values: list[insights.MonthValue]):
+def chart(metric: insights.Metric, values: list[insights.MonthValue]) -> Markup:
     series = {
         name: [(v.month, v.values.get(name)) for v in values]
         for name in _series_for_chart(metric, values)
@@ -88,7 +119,7 @@ def chart(metric: insights.Metric, values: list[insights.MonthValue]):
     return charts.line_chart(series, title=f"{metric.title} ({metric.unit})", unit=metric.unit)
 
 
-def bars(metric: insights.Metric, values: list[insights.MonthValue]):
+def bars(metric: insights.Metric, values: list[insights.MonthValue]) -> Markup | None:
     if metric.bar_extra is None:
         return None
     points = [(v.month, v.extra.get(metric.bar_extra)) for v in values]
@@ -100,22 +131,18 @@ def bars(metric: insights.Metric, values: list[insights.MonthValue]):
 
 
 @router.get("/insights", response_class=HTMLResponse)
-def insights_page(request: Request, ctx: Ctx, months: Months = 12, as_of: AsOf = None):
+def insights_page(
+    request: Request, ctx: Ctx, months: Months = 12, as_of: AsOf = None
+) -> HTMLResponse:
     day = _as_of(as_of)
-    sections: list[dict[str, Any]] = []
+    sections: list[MetricSection] = []
     computed, data, cash_vars = all_values(ctx, months=months, as_of=day)
     for metric in insights.METRICS.values():
         values, problem = computed[metric.key]
-        section: dict[str, Any] = {
-            "metric": metric,
-            "problem": problem,
-            "values": values,
-            "latest": latest(metric, values),
-        }
+        section = MetricSection(metric, problem, values, latest(metric, values))
         if values is not None:
-            header, rows = insights.csv_rows(metric, values)
-            section.update(chart=chart(metric, values), bars=bars(metric, values))
-            section.update(header=header, rows=rows)
+            section.header, section.rows = insights.csv_rows(metric, values)
+            section.chart, section.bars = chart(metric, values), bars(metric, values)
         sections.append(section)
     return render(
         request,
@@ -150,12 +177,14 @@ def ageing_csv(rows: list[insights.AgeingRow]) -> tuple[list[str], list[list[Any
 
 
 @router.get("/insights/{metric}.csv")
-def insights_csv(ctx: Ctx, metric: str, months: Months = 12, as_of: AsOf = None):
+def insights_csv(
+    ctx: Ctx, metric: str, months: Months = 12, as_of: AsOf = None
+) -> StreamingResponse:
     day = _as_of(as_of)
     if metric in cash.CSV_METRICS:
         with ctx.warehouse() as conn:
-            header, rows = cash.csv_table(conn, metric, as_of=day, months=months)
-        return csv_response(f"insights-{metric}-{day.isoformat()}.csv", header, rows)
+            cash_header, cash_rows = cash.csv_table(conn, metric, as_of=day, months=months)
+        return csv_response(f"insights-{metric}-{day.isoformat()}.csv", cash_header, cash_rows)
     if metric == AGEING_KEY:
         with ctx.warehouse() as conn:
             header, rows = ageing_csv(insights.exception_ageing(conn, months=months, as_of=day))

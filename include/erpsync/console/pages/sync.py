@@ -7,10 +7,13 @@ next run of the entity's sync re-reads the records by id).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from markupsafe import Markup
 from pydantic import BaseModel, Field
 
 from erpsync.console import charts, sync_health
@@ -28,11 +31,15 @@ def _before(request: Request) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def trend_chart(entity: str, runs: list[sync_health.RunSummary]):
+def trend_chart(entity: str, runs: list[sync_health.RunSummary]) -> Markup:
     """Read, loaded and quarantined per run, oldest first. The x labels are the runs' numbers
     (01 = the oldest shown; the chart sorts labels as text and has room for short ones); the
     table under the chart gives each number's time."""
-    series: dict[str, list] = {"read": [], "loaded": [], "quarantined": []}
+    series: dict[str, list[tuple[str, Decimal | None]]] = {
+        "read": [],
+        "loaded": [],
+        "quarantined": [],
+    }
     for n, r in enumerate(runs, 1):
         label = f"{n:02d}"
         series["read"].append((label, Decimal(r.read)))
@@ -42,14 +49,14 @@ def trend_chart(entity: str, runs: list[sync_health.RunSummary]):
 
 
 @router.get("/sync", response_class=HTMLResponse)
-def sync_page(request: Request, ctx: Ctx):
+def sync_page(request: Request, ctx: Ctx) -> HTMLResponse:
     wanted = request.query_params.get("entity", "")
     with ctx.warehouse() as conn:
         entities = sync_health.overview(conn)
         names = [e.entity for e in entities]
         if wanted not in names:
-            ran = [e for e in entities if e.last_run is not None]
-            wanted = max(ran, key=lambda e: e.last_run.run_stat_id).entity if ran else ""
+            ran = [(e.last_run.run_stat_id, e.entity) for e in entities if e.last_run is not None]
+            wanted = max(ran, key=lambda run: run[0])[1] if ran else ""
         runs = sync_health.trend(conn, wanted) if wanted else []
     chart = trend_chart(wanted, runs) if wanted else None
     return render(
@@ -58,7 +65,7 @@ def sync_page(request: Request, ctx: Ctx):
 
 
 @router.get("/sync.csv")
-def sync_csv(request: Request, ctx: Ctx):
+def sync_csv(request: Request, ctx: Ctx) -> StreamingResponse:
     entity = request.query_params.get("entity", "").strip()[:100]
     with ctx.warehouse() as conn:
         rows = list(sync_health.runs_csv_rows(conn, entity or None))  # a few dozen rows
@@ -67,7 +74,7 @@ def sync_csv(request: Request, ctx: Ctx):
 
 
 @router.get("/sync/quarantine", response_class=HTMLResponse)
-def quarantine_page(request: Request, ctx: Ctx):
+def quarantine_page(request: Request, ctx: Ctx) -> HTMLResponse:
     filters = sync_health.QuarantineFilters.from_params(request.query_params)
     with ctx.warehouse() as conn:
         page = sync_health.quarantine_list(conn, filters, before=_before(request))
@@ -86,10 +93,10 @@ def quarantine_page(request: Request, ctx: Ctx):
 
 
 @router.get("/sync/quarantine.csv")
-def quarantine_csv(request: Request, ctx: Ctx):
+def quarantine_csv(request: Request, ctx: Ctx) -> StreamingResponse:
     filters = sync_health.QuarantineFilters.from_params(request.query_params)
 
-    def rows():
+    def rows() -> Iterator[tuple[Any, ...]]:
         with ctx.warehouse() as conn:
             yield from sync_health.quarantine_csv_rows(conn, filters)
 
@@ -97,7 +104,7 @@ def quarantine_csv(request: Request, ctx: Ctx):
 
 
 @router.get("/sync/quarantine/{quarantine_id}", response_class=HTMLResponse)
-def quarantine_detail_page(request: Request, ctx: Ctx, quarantine_id: int):
+def quarantine_detail_page(request: Request, ctx: Ctx, quarantine_id: int) -> HTMLResponse:
     with ctx.warehouse() as conn:
         detail = sync_health.quarantine_detail(conn, quarantine_id)
     if detail is None:
@@ -110,7 +117,7 @@ class RequeueBody(BaseModel):
 
 
 @router.post("/sync/quarantine/requeue", dependencies=[require(Action.REQUEUE)])
-def requeue(body: RequeueBody, ctx: Ctx):
+def requeue(body: RequeueBody, ctx: Ctx) -> JSONResponse:
     with ctx.warehouse() as conn:
         results = sync_health.requeue(conn, body.ids, user=ctx.user_name)
     accepted = [r.quarantine_id for r in results if r.accepted]
