@@ -15,12 +15,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import time
 import uuid
+from collections.abc import Iterable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from erpsync import paths
 from erpsync.runtime import database
@@ -28,6 +33,49 @@ from erpsync.runtime import database
 PERIOD_START = dt.date(2026, 10, 1)
 PERIOD_END = dt.date(2026, 10, 31)
 TARGET_SECONDS = 60.0
+
+#: The sandbox's ERP tax groups (code, name, kind) and the rates the benchmark and the invoicing
+#: golden tests use (tests/support/invoicing_data.py re-exports them).
+TAX_CODES = [
+    ("STANDARD", "Standard VAT", "VAT"),
+    ("REVERSE", "EU reverse charge (0%)", "VAT"),
+    ("EXEMPT", "Exempt supply (0%)", "VAT"),
+    ("EXPORT", "Outside scope / export (0%)", "VAT"),
+]
+TaxRate = tuple[str, str, str, str, str, str | None]  # erp_id, code, country, percent, from, to
+TAX_RATES: list[TaxRate] = [
+    ("rate-nl-std", "STANDARD", "NL", "21", "2012-10-01", None),
+    ("rate-be-std-old", "STANDARD", "BE", "21", "1996-01-01", "2026-08-31"),
+    ("rate-be-std", "STANDARD", "BE", "22", "2026-09-01", None),
+    ("rate-reverse", "REVERSE", "", "0", "2000-01-01", None),
+    ("rate-exempt", "EXEMPT", "", "0", "2000-01-01", None),
+    ("rate-export", "EXPORT", "", "0", "2000-01-01", None),
+]
+_SEED_RUN = "devdata"
+
+
+def _h(*parts: object) -> str:
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
+
+
+def add_tax_setup(conn: psycopg.Connection[Any], rates: Iterable[TaxRate] = TAX_RATES) -> None:
+    """The ERP tax codes and ``rates`` in ``core.tax_codes`` / ``core.tax_rates`` (idempotent)."""
+    run = _SEED_RUN
+    for code, name, kind in TAX_CODES:
+        conn.execute(
+            """INSERT INTO core.tax_codes (code, erp_id, display_name, tax_type, source_record_id,
+                   row_hash, first_run_id, last_run_id)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (code) DO NOTHING""",
+            (code, f"tg-{code}", name, kind, f"tg-{code}", _h(code), run, run),
+        )
+    for erp_id, code, country, pct, start, end in rates:
+        conn.execute(
+            """INSERT INTO core.tax_rates (erp_id, tax_code, country, rate_percent, valid_from,
+                   valid_to, source_record_id, row_hash, first_run_id, last_run_id)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (erp_id) DO NOTHING""",
+            (erp_id, code, country, Decimal(pct), start, end, erp_id, _h(erp_id), run, run),
+        )
+
 
 # client index % 20 -> (country, currency, exempt, reverse charge)
 _PROFILE_SQL = """
@@ -112,15 +160,9 @@ _SETUP = [
 ]
 
 
-def _seed(conn, items: int, clients: int) -> None:
-    from erpsync.invoicing import devdata
-
-    devdata.ensure_upstream_tables(conn)
-    devdata.add_tax_setup(conn)
-    devdata.add_tax_setup(
-        conn,
-        [("rate-gb-std", "STANDARD", "GB", "20", "2011-01-04", None)],
-    )
+def _seed(conn: psycopg.Connection[Any], items: int, clients: int) -> None:
+    add_tax_setup(conn)
+    add_tax_setup(conn, [("rate-gb-std", "STANDARD", "GB", "20", "2011-01-04", None)])
     for sql in _SETUP:
         # the SQL uses % for modulo: doubled so psycopg does not read it as a placeholder
         sql = sql.replace("<PROFILE>", _PROFILE_SQL).replace(" % ", " %% ")
@@ -137,8 +179,6 @@ def run_invoicing_bench(
 ) -> dict[str, Any]:
     """Build the month's invoice batch over ``items`` generated recon items; return the report
     (and write it to ``out``, default ``benchmarks/results/invoicing.json``)."""
-    import psycopg
-
     from erpsync.invoicing import approval_markdown, build_batch, current_hash
     from erpsync.sync.spec import RunInfo
     from erpsync.warehouse import migrate
