@@ -19,7 +19,8 @@ from decimal import Decimal
 from typing import Any
 
 from erpsync import audit
-from erpsync.invoicing.builder import _jsonable, _run_parts, load_result
+from erpsync.invoicing.builder import load_result
+from erpsync.invoicing.common import jsonable, run_parts
 from erpsync.invoicing.errors import BatchChangedError, BatchStateError, MakerCheckerError
 from erpsync.invoicing.hashing import current_hash
 
@@ -41,7 +42,7 @@ class Decision:
     comment: str | None = None
 
     def as_dict(self) -> dict:
-        return _jsonable(
+        return jsonable(
             {
                 "batch_id": self.batch_id,
                 "decision": self.decision,
@@ -82,7 +83,7 @@ def decide(
     if not by or not str(by).strip():
         raise ValueError("the deciding user is required")
     by = str(by).strip()
-    run_id, actor, source = _run_parts(run)
+    run_id, actor, source = run_parts(run)
     with conn.transaction():
         row = conn.execute(
             """SELECT status, prepared_by, content_hash, kind FROM billing.invoice_batches

@@ -29,10 +29,10 @@ import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
-from typing import Any
 
 from erpsync import audit
 from erpsync.invoicing import anomalies, tax
+from erpsync.invoicing.common import jsonable, run_parts
 from erpsync.invoicing.errors import BatchStateError
 from erpsync.invoicing.hashing import compute_hash
 from erpsync.models.reference import CURRENCY_MINOR_UNITS
@@ -47,18 +47,6 @@ BUILD_LOCK_KEY = 7_011_001
 DOCUMENT_PREFIX = {"period": "INV", "milestone": "INV", "credit_note": "CRN"}
 #: Hold reasons the builder itself adds (the reconciliation's own are in recon.reasons).
 HOLD_DQ_BLOCKED = "dq_blocked"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 @dataclass(frozen=True)
@@ -85,7 +73,7 @@ class BatchResult:
         return self.status == "dry_run"
 
     def as_dict(self) -> dict:
-        return _jsonable(asdict(self))
+        return jsonable(asdict(self))
 
 
 def _as_date(value: dt.date | str) -> dt.date:
@@ -111,15 +99,8 @@ def _split_billing_types(values: Iterable[str] | None) -> tuple[list[str] | None
     return item_types, models
 
 
-def _run_parts(run: Any) -> tuple[str, str, audit.Source]:
-    run_id = str(getattr(run, "run_id", None) or run)
-    actor = str(getattr(run, "actor", None) or "unknown")
-    source = run.audit_source() if hasattr(run, "audit_source") else audit.Source(run_id=run_id)
-    return run_id, actor, source
-
-
 def scope_hash(payload: dict) -> str:
-    return hashlib.sha256(json.dumps(_jsonable(payload), sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(jsonable(payload), sort_keys=True).encode()).hexdigest()
 
 
 # ------------------------------------------------------------------------------------- SQL
@@ -511,7 +492,7 @@ def build_batch(
         "invoice_date": inv_date,
     }
     scope_key = scope_hash(scope)
-    run_id, actor, source = _run_parts(run)
+    run_id, actor, source = run_parts(run)
 
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (BUILD_LOCK_KEY,))
@@ -667,7 +648,7 @@ def _build(
                        content_hash = %s, updated_at = now(),
                        decision_comment = 'rebuilt with nothing left to bill'
                    WHERE batch_id = %s""",
-                (run_id, json.dumps(_jsonable(summary)), "", existing[0]),
+                (run_id, json.dumps(jsonable(summary)), "", existing[0]),
             )
             audit.record(
                 conn,
@@ -687,9 +668,9 @@ def _build(
             action="invoice_batch.nothing_to_bill",
             entity_type="invoice_batch_scope",
             entity_id=scope_key,
-            after=_jsonable(scope),
+            after=jsonable(scope),
             source=source,
-            detail=_jsonable(summary),
+            detail=jsonable(summary),
         )
         return BatchResult(
             batch_id=None,
@@ -729,7 +710,7 @@ def _build(
                 ps,
                 pe,
                 scope_key,
-                json.dumps(_jsonable({**scope, "home_country": home})),
+                json.dumps(jsonable({**scope, "home_country": home})),
                 prepared_by,
                 run_id,
             ),
@@ -771,7 +752,7 @@ def _build(
                prepared_run_id = %s, prepared_at = now(), decided_by = NULL, decided_hash = NULL,
                decided_at = NULL, decided_run_id = NULL, decision_comment = NULL, updated_at = now()
            WHERE batch_id = %s""",
-        (status, new_hash, json.dumps(_jsonable(summary)), prepared_by, run_id, batch_id),
+        (status, new_hash, json.dumps(jsonable(summary)), prepared_by, run_id, batch_id),
     )
     result = load_result(conn, batch_id, rebuilt=bool(existing))
     after = {
@@ -794,7 +775,7 @@ def _build(
             before={"status": existing[1], "content_hash": existing[2]},
             after=after,
             source=source,
-            detail=_jsonable(scope),
+            detail=jsonable(scope),
         )
         if existing[1] == "approved":
             audit.record(
@@ -817,7 +798,7 @@ def _build(
             entity_id=str(batch_id),
             after=after,
             source=source,
-            detail=_jsonable(scope),
+            detail=jsonable(scope),
         )
     return result
 

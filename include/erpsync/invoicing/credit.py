@@ -27,11 +27,10 @@ from erpsync import audit
 from erpsync.invoicing.builder import (
     BUILD_LOCK_KEY,
     BatchResult,
-    _jsonable,
-    _run_parts,
     load_result,
     scope_hash,
 )
+from erpsync.invoicing.common import jsonable, run_parts
 from erpsync.invoicing.errors import BatchStateError, CreditNoteError
 from erpsync.invoicing.hashing import compute_hash
 from erpsync.money import round_money
@@ -67,7 +66,7 @@ def create_credit_note(
     if not prepared_by or not prepared_by.strip():
         raise ValueError("prepared_by is required: the approver must be someone else")
     prepared_by = prepared_by.strip()
-    run_id, actor, source = _run_parts(run)
+    run_id, actor, source = run_parts(run)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (BUILD_LOCK_KEY,))
         orig = conn.execute(
@@ -239,7 +238,7 @@ def create_credit_note(
                 pe,
                 scope_key,
                 json.dumps(
-                    _jsonable(
+                    jsonable(
                         {
                             "credit_of_invoice_id": invoice_id,
                             "credit_of": doc,

@@ -89,6 +89,7 @@ from psycopg import sql
 from erpsync import audit, exceptions_queue, money
 from erpsync.connectors import errors
 from erpsync.invoicing import push_crm, push_erp, push_psa
+from erpsync.invoicing.hashing import current_hash
 from erpsync.invoicing.push_erp import ERP_INVOICES, ERP_MEMOS, ErpDoc
 
 __all__ = [
@@ -312,15 +313,6 @@ def _audit(ctx: _Ctx, action: str, entity_type: str, entity_id: Any, after=None,
     )
 
 
-def _current_hash(conn, batch_id: int) -> str:
-    try:
-        from erpsync.invoicing import current_hash
-    except ImportError:  # the package exports it; the module holds it
-        from erpsync.invoicing.hashing import current_hash
-
-    return current_hash(conn, batch_id)
-
-
 def _push(conn, run, batch_id, erp, psa, settle_seconds, on_step, mirror=True) -> PushResult:
     result = PushResult(batch_id=batch_id, run_id=str(getattr(run, "run_id", "")))
     batch = _one(
@@ -381,7 +373,7 @@ def _check_pushable(ctx: _Ctx, batch: dict[str, Any]) -> None:
             " batch is pushed to the ERP"
         )
     else:
-        current = _current_hash(ctx.conn, batch_id)
+        current = current_hash(ctx.conn, batch_id)
         if not batch["decided_hash"] or current != batch["decided_hash"]:
             reason = (
                 f"invoice batch {batch_id} changed after it was approved (content hash now"

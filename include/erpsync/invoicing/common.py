@@ -1,0 +1,49 @@
+"""Small helpers every invoicing module shares: JSON-safe values and the parts of a run.
+
+Public so the builder, approval, credit notes and the push (and other packages, e.g. the data
+quality blocks) import one copy instead of each other's private helpers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any, Protocol
+
+from erpsync import audit
+
+__all__ = ["RunLike", "jsonable", "run_parts"]
+
+
+class RunLike(Protocol):
+    """The run behind an action: :class:`erpsync.sync.spec.RunInfo` is one."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def actor(self) -> str: ...
+
+    def audit_source(self) -> audit.Source: ...
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with Decimals as strings, dates as ISO text and tuples as lists (for JSON).
+
+    Typed ``Any`` in and out: it keeps the shape of what it is given (a dict stays a dict)."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def run_parts(run: RunLike | str) -> tuple[str, str, audit.Source]:
+    """(run id, actor, audit source) of ``run``; a bare run id has an unknown actor."""
+    if isinstance(run, str):
+        return run, "unknown", audit.Source(run_id=run)
+    return str(run.run_id or run), str(run.actor or "unknown"), run.audit_source()
