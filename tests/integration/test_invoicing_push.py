@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 
 import psycopg
 import pytest
@@ -193,7 +194,7 @@ def push(env: Env, batch_id: int, settle: float = SETTLE, **kwargs):
     erp, psa = _clients()
     try:
         return push_batch(
-            env.db,
+            partial(psycopg.connect, env.db),
             RunInfo.local("push"),
             batch_id,
             erp=erp,
