@@ -10,9 +10,16 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any, Protocol
 
+import psycopg
+from psycopg.rows import TupleRow
+
 from erpsync import audit
 
-__all__ = ["RunLike", "jsonable", "run_parts"]
+__all__ = ["Connection", "RunLike", "jsonable", "run_parts"]
+
+#: A warehouse connection as the invoicing functions take it (tuple rows by default; a query
+#: that returns more than two columns asks its cursor for named rows).
+Connection = psycopg.Connection[TupleRow]
 
 
 class RunLike(Protocol):

@@ -90,20 +90,14 @@ from psycopg.rows import dict_row
 from erpsync import audit, exceptions_queue, money
 from erpsync.connectors import errors
 from erpsync.invoicing import push_crm, push_erp, push_psa
-from erpsync.invoicing.common import RunLike
+from erpsync.invoicing.common import Connection, RunLike
 from erpsync.invoicing.hashing import current_hash
 from erpsync.invoicing.push_erp import ERP_INVOICES, ERP_MEMOS, ErpDoc
 
 if TYPE_CHECKING:
-    import psycopg
-    from psycopg.rows import TupleRow
-
     from erpsync.connectors.business_central import BusinessCentralClient
     from erpsync.connectors.harvest import HarvestClient
     from erpsync.connectors.salesforce import SalesforceClient
-
-    #: The warehouse connection the push works on (autocommit; tuple rows by default).
-    Connection = psycopg.Connection[TupleRow]
 
 __all__ = [
     "CREATE_ATTEMPTS",
