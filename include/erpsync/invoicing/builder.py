@@ -32,7 +32,7 @@ from decimal import Decimal
 from typing import Any
 
 from psycopg import sql
-from psycopg.rows import class_row
+from psycopg.rows import class_row, dict_row
 
 from erpsync import audit
 from erpsync.invoicing import anomalies, tax
@@ -73,10 +73,12 @@ class BatchResult:
     content_hash: str | None
     period_start: dt.date | None
     period_end: dt.date | None
-    invoices: tuple[dict, ...] = ()
-    totals: dict = field(default_factory=dict)  # currency -> {invoices, net, tax, total}
-    held: dict = field(default_factory=dict)  # reason -> {items, amounts: {currency: amount}}
-    anomalies: tuple[dict, ...] = ()
+    invoices: tuple[dict[str, Any], ...] = ()
+    #: currency -> {invoices, net, tax, total}
+    totals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: reason -> {items, amounts: {currency: amount}}
+    held: dict[str, dict[str, Any]] = field(default_factory=dict)
+    anomalies: tuple[dict[str, Any], ...] = ()
     items: int = 0
     prepared_by: str | None = None
     rebuilt: bool = False
@@ -86,8 +88,9 @@ class BatchResult:
     def dry_run(self) -> bool:
         return self.status == "dry_run"
 
-    def as_dict(self) -> dict:
-        return jsonable(asdict(self))
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = jsonable(asdict(self))
+        return out
 
 
 def _as_date(value: dt.date | str) -> dt.date:
@@ -113,7 +116,7 @@ def _split_billing_types(values: Iterable[str] | None) -> tuple[list[str] | None
     return item_types, models
 
 
-def scope_hash(payload: dict) -> str:
+def scope_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(jsonable(payload), sort_keys=True).encode()).hexdigest()
 
 
@@ -170,8 +173,8 @@ _RESERVED_ELSEWHERE_SQL = "".join(
 _ON_HOLD_SQL = "".join(
     (
         """
-SELECT coalesce(i.reason_code, 'unspecified'), i.currency::text, count(*),
-       sum(coalesce(i.amount, i.hours * i.rate))
+SELECT coalesce(i.reason_code, 'unspecified') AS reason, i.currency::text AS currency,
+       count(*) AS items, sum(coalesce(i.amount, i.hours * i.rate)) AS amount
 FROM recon.items i
 WHERE i.state = 'on_hold'
 """,
@@ -311,18 +314,23 @@ def _round_report(amount: Decimal | None, currency: str | None) -> str | None:
         return str(amount)
 
 
-def _dq_scope(conn) -> tuple[bool, list[str], list[str], list[dict]]:
+def _dicts(
+    conn: Connection, query: str, params: Mapping[str, object] | Sequence[object] | None = None
+) -> list[dict[str, Any]]:
+    """The rows of ``query`` as dicts by column name (psycopg's ``dict_row``)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query, params).fetchall()
+
+
+def _dq_scope(conn: Connection) -> tuple[bool, list[str], list[str], list[dict[str, Any]]]:
     """(all blocked, blocked clients, blocked contracts, the active blocks) from ops.dq_blocks."""
-    exists = conn.execute("SELECT to_regclass('ops.dq_blocks')").fetchone()[0]
-    if exists is None:
+    if _scalar(conn, "SELECT to_regclass('ops.dq_blocks')") is None:
         return False, [], [], []
-    rows = conn.execute(
+    blocks = _dicts(
+        conn,
         """SELECT scope_type, scope_key, suite, expectation FROM ops.dq_blocks
-           WHERE status = 'active' ORDER BY scope_type, scope_key, suite, expectation"""
-    ).fetchall()
-    blocks = [
-        {"scope_type": r[0], "scope_key": r[1], "suite": r[2], "expectation": r[3]} for r in rows
-    ]
+           WHERE status = 'active' ORDER BY scope_type, scope_key, suite, expectation""",
+    )
     return (
         any(b["scope_type"] == "all" for b in blocks),
         sorted({b["scope_key"] for b in blocks if b["scope_type"] == "client"}),
@@ -331,33 +339,29 @@ def _dq_scope(conn) -> tuple[bool, list[str], list[str], list[dict]]:
     )
 
 
-def _held(conn, params: dict) -> list[dict]:
-    rows = []
-    for reason, cur, n, amount in conn.execute(_ON_HOLD_SQL, params).fetchall():
-        rows.append(
-            {
-                "reason": reason,
-                "source": "reconciliation",
-                "currency": cur,
-                "items": n,
-                "amount": amount,
-            }
+def _held(conn: Connection, params: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = [
+        {"reason": r["reason"], "source": "reconciliation", "currency": r["currency"],
+         "items": r["items"], "amount": r["amount"]}
+        for r in _dicts(conn, _ON_HOLD_SQL, params)
+    ]  # fmt: skip
+    rows += [
+        {"reason": r["reason"], "source": "invoicing", "currency": r["currency"],
+         "items": r["items"], "amount": r["amount"]}
+        for r in _dicts(
+            conn,
+            """SELECT hold_reason AS reason, currency, count(*) AS items, sum(amount) AS amount
+               FROM _inv_items WHERE hold_reason IS NOT NULL GROUP BY 1, 2""",
         )
-    for reason, cur, n, amount in conn.execute(
-        """SELECT hold_reason, currency, count(*), sum(amount) FROM _inv_items
-           WHERE hold_reason IS NOT NULL GROUP BY 1, 2"""
-    ).fetchall():
-        rows.append(
-            {"reason": reason, "source": "invoicing", "currency": cur, "items": n, "amount": amount}
-        )
+    ]  # fmt: skip
     rows.sort(key=lambda r: (r["reason"], r["source"], r["currency"] or ""))
     for r in rows:
         r["amount"] = _round_report(r["amount"], r["currency"])
     return rows
 
 
-def held_by_reason(rows: list[dict]) -> dict:
-    out: dict[str, dict] = {}
+def held_by_reason(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
     for r in rows:
         entry = out.setdefault(r["reason"], {"items": 0, "amounts": {}, "source": r["source"]})
         entry["items"] += r["items"]
@@ -368,83 +372,83 @@ def held_by_reason(rows: list[dict]) -> dict:
     return out
 
 
-def _totals(conn, batch_id: int) -> dict:
-    rows = conn.execute(
-        """SELECT currency::text, count(*), sum(net), sum(tax), sum(total)
+def _totals(conn: Connection, batch_id: int) -> dict[str, dict[str, Any]]:
+    rows = _dicts(
+        conn,
+        """SELECT currency::text AS currency, count(*) AS invoices, sum(net) AS net,
+                  sum(tax) AS tax, sum(total) AS total
            FROM billing.invoices WHERE batch_id = %s GROUP BY 1 ORDER BY 1""",
         (batch_id,),
-    ).fetchall()
+    )
     return {
-        cur: {
-            "invoices": n,
-            "net": _round_report(net, cur),
-            "tax": _round_report(tx, cur),
-            "total": _round_report(total, cur),
+        r["currency"]: {
+            "invoices": r["invoices"],
+            "net": _round_report(r["net"], r["currency"]),
+            "tax": _round_report(r["tax"], r["currency"]),
+            "total": _round_report(r["total"], r["currency"]),
         }
-        for cur, n, net, tx, total in rows
+        for r in rows
     }
 
 
+@dataclass(frozen=True)
+class _StoredBatch:
+    kind: str
+    status: str
+    content_hash: str | None
+    period_start: dt.date | None
+    period_end: dt.date | None
+    summary: dict[str, Any]
+    prepared_by: str | None
+
+
 def load_result(
-    conn, batch_id: int, *, rebuilt: bool = False, unchanged: bool = False
+    conn: Connection, batch_id: int, *, rebuilt: bool = False, unchanged: bool = False
 ) -> BatchResult:
     """The :class:`BatchResult` of a stored batch (as approval and push see it)."""
-    row = conn.execute(
-        """SELECT kind, status, content_hash, period_start, period_end, summary, prepared_by
-           FROM billing.invoice_batches WHERE batch_id = %s""",
-        (batch_id,),
-    ).fetchone()
-    if row is None:
+    with conn.cursor(row_factory=class_row(_StoredBatch)) as cur:
+        batch = cur.execute(
+            """SELECT kind, status, content_hash, period_start, period_end, summary, prepared_by
+               FROM billing.invoice_batches WHERE batch_id = %s""",
+            (batch_id,),
+        ).fetchone()
+    if batch is None:
         raise BatchStateError(f"invoice batch {batch_id} does not exist")
-    kind, status, chash, ps, pe, summary, prepared_by = row
     invoices = []
     flags = []
-    for r in conn.execute(
+    for r in _dicts(
+        conn,
         """SELECT i.invoice_id, i.document_number, i.kind, i.account_id, i.client_name,
-                  i.opportunity_id, i.version, i.currency::text, i.po_number, i.net, i.tax,
-                  i.total, i.status, i.credit_of_invoice_id, i.anomalies,
-                  (SELECT count(*) FROM billing.invoice_lines l WHERE l.invoice_id = i.invoice_id),
+                  i.opportunity_id, i.version, i.currency::text AS currency, i.po_number, i.net,
+                  i.tax, i.total, i.status, i.credit_of_invoice_id, i.anomalies,
+                  (SELECT count(*) FROM billing.invoice_lines l
+                    WHERE l.invoice_id = i.invoice_id) AS lines,
                   (SELECT string_agg(tax_code, ',' ORDER BY tax_code) FROM billing.invoice_taxes t
-                    WHERE t.invoice_id = i.invoice_id)
+                    WHERE t.invoice_id = i.invoice_id) AS tax_codes
            FROM billing.invoices i WHERE i.batch_id = %s
            ORDER BY i.account_id, i.opportunity_id NULLS FIRST, i.currency, i.invoice_id""",
         (batch_id,),
-    ).fetchall():
-        inv = {
-            "invoice_id": r[0],
-            "document_number": r[1],
-            "kind": r[2],
-            "account_id": r[3],
-            "client_name": r[4],
-            "opportunity_id": r[5],
-            "version": r[6],
-            "currency": r[7],
-            "po_number": r[8],
-            "net": _round_report(r[9], r[7]),
-            "tax": _round_report(r[10], r[7]),
-            "total": _round_report(r[11], r[7]),
-            "status": r[12],
-            "credit_of_invoice_id": r[13],
-            "anomalies": r[14],
-            "lines": r[15],
-            "tax_codes": r[16],
-        }
-        invoices.append(inv)
-        for a in r[14] or []:
-            flags.append({"invoice_id": r[0], "document_number": r[1], **a})
+    ):
+        for money_column in ("net", "tax", "total"):
+            r[money_column] = _round_report(r[money_column], r["currency"])
+        invoices.append(r)
+        for a in r["anomalies"] or []:
+            flags.append(
+                {"invoice_id": r["invoice_id"], "document_number": r["document_number"], **a}
+            )
     return BatchResult(
         batch_id=batch_id,
-        kind=kind,
-        status=status,
-        content_hash=chash,
-        period_start=ps,
-        period_end=pe,
+        kind=batch.kind,
+        status=batch.status,
+        content_hash=batch.content_hash,
+        period_start=batch.period_start,
+        period_end=batch.period_end,
         invoices=tuple(invoices),
         totals=_totals(conn, batch_id),
-        held=held_by_reason(summary.get("held", [])),
+        held=held_by_reason(batch.summary.get("held", [])),
         anomalies=tuple(flags),
-        items=int(summary.get("items_billed", 0)),
-        prepared_by=prepared_by,
+        items=int(batch.summary.get("items_billed", 0)),
+        prepared_by=batch.prepared_by,
         rebuilt=rebuilt,
         unchanged=unchanged,
     )
