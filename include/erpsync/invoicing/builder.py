@@ -26,17 +26,24 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from psycopg import sql
-from psycopg.rows import class_row, dict_row
+from psycopg.rows import class_row
 
 from erpsync import audit
 from erpsync.invoicing import anomalies, tax
-from erpsync.invoicing.common import Connection, RunLike, jsonable, run_parts
+from erpsync.invoicing.common import (
+    Connection,
+    RunLike,
+    dict_rows,
+    jsonable,
+    run_parts,
+    scalar,
+)
 from erpsync.invoicing.errors import BatchStateError
 from erpsync.invoicing.hashing import compute_hash
 from erpsync.models.reference import CURRENCY_MINOR_UNITS
@@ -314,19 +321,11 @@ def _round_report(amount: Decimal | None, currency: str | None) -> str | None:
         return str(amount)
 
 
-def _dicts(
-    conn: Connection, query: str, params: Mapping[str, object] | Sequence[object] | None = None
-) -> list[dict[str, Any]]:
-    """The rows of ``query`` as dicts by column name (psycopg's ``dict_row``)."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(query, params).fetchall()
-
-
 def _dq_scope(conn: Connection) -> tuple[bool, list[str], list[str], list[dict[str, Any]]]:
     """(all blocked, blocked clients, blocked contracts, the active blocks) from ops.dq_blocks."""
-    if _scalar(conn, "SELECT to_regclass('ops.dq_blocks')") is None:
+    if scalar(conn, "SELECT to_regclass('ops.dq_blocks')") is None:
         return False, [], [], []
-    blocks = _dicts(
+    blocks = dict_rows(
         conn,
         """SELECT scope_type, scope_key, suite, expectation FROM ops.dq_blocks
            WHERE status = 'active' ORDER BY scope_type, scope_key, suite, expectation""",
@@ -343,12 +342,12 @@ def _held(conn: Connection, params: dict[str, Any]) -> list[dict[str, Any]]:
     rows = [
         {"reason": r["reason"], "source": "reconciliation", "currency": r["currency"],
          "items": r["items"], "amount": r["amount"]}
-        for r in _dicts(conn, _ON_HOLD_SQL, params)
+        for r in dict_rows(conn, _ON_HOLD_SQL, params)
     ]  # fmt: skip
     rows += [
         {"reason": r["reason"], "source": "invoicing", "currency": r["currency"],
          "items": r["items"], "amount": r["amount"]}
-        for r in _dicts(
+        for r in dict_rows(
             conn,
             """SELECT hold_reason AS reason, currency, count(*) AS items, sum(amount) AS amount
                FROM _inv_items WHERE hold_reason IS NOT NULL GROUP BY 1, 2""",
@@ -373,7 +372,7 @@ def held_by_reason(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _totals(conn: Connection, batch_id: int) -> dict[str, dict[str, Any]]:
-    rows = _dicts(
+    rows = dict_rows(
         conn,
         """SELECT currency::text AS currency, count(*) AS invoices, sum(net) AS net,
                   sum(tax) AS tax, sum(total) AS total
@@ -416,7 +415,7 @@ def load_result(
         raise BatchStateError(f"invoice batch {batch_id} does not exist")
     invoices = []
     flags = []
-    for r in _dicts(
+    for r in dict_rows(
         conn,
         """SELECT i.invoice_id, i.document_number, i.kind, i.account_id, i.client_name,
                   i.opportunity_id, i.version, i.currency::text AS currency, i.po_number, i.net,
@@ -608,15 +607,6 @@ def _temp(conn: Connection, name: str) -> None:
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
 
 
-def _scalar(
-    conn: Connection, query: str, params: Mapping[str, object] | Sequence[object] | None = None
-) -> Any:
-    """The first column of the one row ``query`` returns."""
-    row = conn.execute(query, params).fetchone()
-    assert row is not None, query
-    return row[0]
-
-
 def _build(conn: Connection, req: BuildRequest, existing: ExistingBatch | None) -> BatchResult:
     """One build: clear the batch it replaces, stage the candidates, then either report an
     empty scope or number, insert, flag, hash and record the batch."""
@@ -749,7 +739,7 @@ def _stage_candidates(
     ):
         _temp(conn, name)
     conn.execute(_CANDIDATES_SQL, params)
-    reserved_elsewhere = int(_scalar(conn, _RESERVED_ELSEWHERE_SQL, params))
+    reserved_elsewhere = int(scalar(conn, _RESERVED_ELSEWHERE_SQL, params))
     conn.execute(
         """CREATE TEMP TABLE _inv_accounts ON COMMIT DROP AS
            SELECT DISTINCT account_id FROM _inv_items WHERE hold_reason IS NULL"""
@@ -773,7 +763,7 @@ def _stage_candidates(
         items_read=int(read[0]),
         items_billable=int(read[1]),
         held_rows=held_rows,
-        n_invoices=int(_scalar(conn, "SELECT count(*) FROM _inv_groups")),
+        n_invoices=int(scalar(conn, "SELECT count(*) FROM _inv_groups")),
     )
 
 
@@ -861,7 +851,7 @@ def _number_invoices(
 def _insert_batch(conn: Connection, req: BuildRequest) -> int:
     """A new draft batch row for the scope; returns its id."""
     return int(
-        _scalar(
+        scalar(
             conn,
             """INSERT INTO billing.invoice_batches
                    (kind, period_start, period_end, scope_key, params, status, content_hash,

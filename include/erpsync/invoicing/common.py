@@ -7,19 +7,31 @@ quality blocks) import one copy instead of each other's private helpers.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
 import psycopg
-from psycopg.rows import TupleRow
+from psycopg.rows import TupleRow, dict_row
 
 from erpsync import audit
 
-__all__ = ["Connection", "RunLike", "jsonable", "run_parts"]
+__all__ = [
+    "Connection",
+    "Params",
+    "RunLike",
+    "dict_one",
+    "dict_rows",
+    "jsonable",
+    "run_parts",
+    "scalar",
+]
 
 #: A warehouse connection as the invoicing functions take it (tuple rows by default; a query
 #: that returns more than two columns asks its cursor for named rows).
 Connection = psycopg.Connection[TupleRow]
+#: Query parameters: named (``%(name)s``) or positional (``%s``).
+Params = Mapping[str, object] | Sequence[object] | None
 
 
 class RunLike(Protocol):
@@ -54,3 +66,22 @@ def run_parts(run: RunLike | str) -> tuple[str, str, audit.Source]:
     if isinstance(run, str):
         return run, "unknown", audit.Source(run_id=run)
     return str(run.run_id or run), str(run.actor or "unknown"), run.audit_source()
+
+
+def dict_rows(conn: Connection, query: str, params: Params = None) -> list[dict[str, Any]]:
+    """The rows of ``query`` as dicts by column name (psycopg's ``dict_row``)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query, params).fetchall()
+
+
+def dict_one(conn: Connection, query: str, params: Params = None) -> dict[str, Any] | None:
+    """The first row of ``query`` as a dict by column name, or None."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query, params).fetchone()
+
+
+def scalar(conn: Connection, query: str, params: Params = None) -> Any:
+    """The first column of the one row ``query`` returns (it must return a row)."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None, query
+    return row[0]

@@ -34,7 +34,7 @@ from erpsync.invoicing.builder import (
     load_result,
     scope_hash,
 )
-from erpsync.invoicing.common import Connection, RunLike, jsonable, run_parts
+from erpsync.invoicing.common import Connection, RunLike, jsonable, run_parts, scalar
 from erpsync.invoicing.errors import BatchStateError, CreditNoteError
 from erpsync.invoicing.hashing import compute_hash
 from erpsync.money import round_money
@@ -118,12 +118,6 @@ def _amount(value: Any, currency: str) -> Decimal:
             f"credit amount {value} has more decimals than {currency} allows; round it first"
         )
     return amount
-
-
-def _scalar(conn: Connection, query: str, params: Sequence[object]) -> Any:
-    row = conn.execute(query, params).fetchone()
-    assert row is not None, query
-    return row[0]
 
 
 def create_credit_note(
@@ -353,7 +347,7 @@ def _create_batch(
         "lines": canonical,
     }
     return int(
-        _scalar(
+        scalar(
             conn,
             """INSERT INTO billing.invoice_batches
                    (kind, period_start, period_end, scope_key, params, status, content_hash,
@@ -376,7 +370,7 @@ def _create_batch(
 def _next_number(conn: Connection, orig: OriginalInvoice) -> str:
     """``CRN-<yyyymm of the original>-<digest of its number>-<n>``: the n-th credit note."""
     n = int(
-        _scalar(
+        scalar(
             conn,
             """SELECT count(*) FROM billing.invoices
                WHERE credit_of_invoice_id = %s AND document_number IS NOT NULL""",
@@ -400,7 +394,7 @@ def _insert_credit_invoice(
     and period; dated today); returns its id."""
     today = dt.datetime.now(dt.UTC).date()
     return int(
-        _scalar(
+        scalar(
             conn,
             """INSERT INTO billing.invoices
                    (batch_id, kind, document_number, invoice_scope, account_id, client_name,

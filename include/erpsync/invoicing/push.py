@@ -79,18 +79,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 from psycopg import sql
-from psycopg.rows import dict_row
 
 from erpsync import audit, exceptions_queue, money
 from erpsync.connectors import errors
 from erpsync.invoicing import push_crm, push_erp, push_psa
-from erpsync.invoicing.common import Connection, RunLike
+from erpsync.invoicing.common import Connection, RunLike, dict_one, dict_rows, scalar
 from erpsync.invoicing.hashing import current_hash
 from erpsync.invoicing.push_erp import ERP_INVOICES, ERP_MEMOS, ErpDoc
 
@@ -311,24 +310,6 @@ def _autocommit(conn: Connection) -> Connection:
     return conn
 
 
-def _rows(conn: Connection, query: str, params: Sequence[object]) -> list[dict[str, Any]]:
-    """The rows of ``query`` as dicts by column name (psycopg's ``dict_row``)."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(query, params).fetchall()
-
-
-def _one(conn: Connection, query: str, params: Sequence[object]) -> dict[str, Any] | None:
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(query, params).fetchone()
-
-
-def _scalar(conn: Connection, query: str, params: Sequence[object]) -> Any:
-    """The first column of the one row ``query`` returns."""
-    row = conn.execute(query, params).fetchone()
-    assert row is not None, query
-    return row[0]
-
-
 def _audit(ctx: _Ctx, action: str, entity_type: str, entity_id: Any, after=None, detail=None):
     audit.record(
         ctx.conn,
@@ -353,7 +334,7 @@ def _push(
     mirror: bool = True,
 ) -> PushResult:
     result = PushResult(batch_id=batch_id, run_id=str(getattr(run, "run_id", "")))
-    batch = _one(
+    batch = dict_one(
         conn,
         """SELECT batch_id, kind, status, decided_hash, decided_by
                  FROM billing.invoice_batches WHERE batch_id = %s""",
@@ -442,7 +423,7 @@ def _check_pushable(ctx: _Ctx, batch: dict[str, Any]) -> None:
 
 
 def _invoices(conn, batch_id: int) -> list[dict[str, Any]]:
-    return _rows(
+    return dict_rows(
         conn,
         """SELECT * FROM billing.invoices
                 WHERE batch_id = %s AND status <> 'rejected'
@@ -459,7 +440,7 @@ def _push_locked(ctx: _Ctx, invoice: dict[str, Any]) -> None:
     from erpsync.writeback.relay import scrub
 
     invoice_id = int(invoice["invoice_id"])
-    got = _scalar(
+    got = scalar(
         ctx.conn,
         "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
         (_lock_key(invoice_id),),
@@ -571,7 +552,7 @@ def _ensure_state(ctx: _Ctx, invoice: dict[str, Any]) -> dict[str, Any]:
 
 
 def _state(ctx: _Ctx, invoice_id: int) -> dict[str, Any]:
-    row = _one(
+    row = dict_one(
         ctx.conn,
         """SELECT *, extract(epoch FROM now() - create_unknown_since)::float8 AS unknown_age
                  FROM billing.invoice_push WHERE invoice_id = %s""",
@@ -608,7 +589,7 @@ def _update(ctx: _Ctx, invoice_id: int, **fields: Any) -> None:
 
 
 def _lines(ctx: _Ctx, invoice_id: int) -> list[dict[str, Any]]:
-    return _rows(
+    return dict_rows(
         ctx.conn,
         "SELECT * FROM billing.invoice_lines WHERE invoice_id = %s ORDER BY line_no",
         (invoice_id,),
@@ -793,7 +774,7 @@ def _credit_original(ctx: _Ctx, invoice: dict[str, Any]) -> dict[str, Any]:
     original_id = invoice.get("credit_of_invoice_id")
     if original_id is None:
         raise InvoicePushError("a credit note must name the invoice it corrects")
-    original = _one(
+    original = dict_one(
         ctx.conn,
         """SELECT i.document_number, i.net, i.currency, i.erp_invoice_id,
                       p.erp_invoice_id AS pushed_id, p.step
@@ -1292,12 +1273,12 @@ def _resolve_failures(ctx: _Ctx, invoice: dict[str, Any]) -> None:
 def _finish(ctx: _Ctx) -> None:
     batch_id = ctx.result.batch_id
     with ctx.conn.transaction():
-        status = _scalar(
+        status = scalar(
             ctx.conn,
             "SELECT status FROM billing.invoice_batches WHERE batch_id = %s FOR UPDATE",
             (batch_id,),
         )
-        remaining = _scalar(
+        remaining = scalar(
             ctx.conn,
             """SELECT count(*) FROM billing.invoices i
                  LEFT JOIN billing.invoice_push p ON p.invoice_id = i.invoice_id
@@ -1325,7 +1306,7 @@ def _finish(ctx: _Ctx) -> None:
 
 
 def _fill_totals(ctx: _Ctx) -> None:
-    rows = _rows(
+    rows = dict_rows(
         ctx.conn,
         """SELECT i.currency, count(*) AS invoices, sum(i.net) AS net, sum(i.tax) AS tax,
                   sum(i.total) AS total, sum(p.erp_net) AS erp_net, sum(p.erp_tax) AS erp_tax,
