@@ -9,10 +9,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import psycopg
-from psycopg.rows import TupleRow, dict_row
+from psycopg.rows import TupleRow, class_row, dict_row
 
 from erpsync import audit
 
@@ -20,6 +20,7 @@ __all__ = [
     "Connection",
     "Params",
     "RunLike",
+    "class_rows",
     "dict_one",
     "dict_rows",
     "jsonable",
@@ -30,6 +31,8 @@ __all__ = [
 #: A warehouse connection as the invoicing functions take it (tuple rows by default; a query
 #: that returns more than two columns asks its cursor for named rows).
 Connection = psycopg.Connection[TupleRow]
+T = TypeVar("T")
+
 #: Query parameters: named (``%(name)s``) or positional (``%s``).
 Params = Mapping[str, object] | Sequence[object] | None
 
@@ -85,3 +88,9 @@ def scalar(conn: Connection, query: str, params: Params = None) -> Any:
     row = conn.execute(query, params).fetchone()
     assert row is not None, query
     return row[0]
+
+
+def class_rows(conn: Connection, row_type: type[T], query: str, params: Params = None) -> list[T]:
+    """The rows of ``query`` as ``row_type`` instances, by column name (``class_row``)."""
+    with conn.cursor(row_factory=class_row(row_type)) as cur:
+        return cur.execute(query, params).fetchall()
