@@ -89,7 +89,13 @@ from psycopg import sql
 from erpsync import audit, exceptions_queue, money
 from erpsync.connectors import errors
 from erpsync.invoicing import push_crm, push_erp, push_psa
-from erpsync.invoicing.common import Connection, RunLike, dict_one, dict_rows, scalar
+from erpsync.invoicing.common import (
+    Connection,
+    RunLike,
+    dict_one,
+    dict_rows,
+    scalar,
+)
 from erpsync.invoicing.hashing import current_hash
 from erpsync.invoicing.push_erp import ERP_INVOICES, ERP_MEMOS, ErpDoc
 
@@ -209,7 +215,8 @@ class PushResult:
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["complete"] = self.complete
-        return json.loads(json.dumps(out, default=str))
+        safe: dict[str, Any] = json.loads(json.dumps(out, default=str))
+        return safe
 
     def raise_if_incomplete(self) -> None:
         """Raise :class:`PushIncomplete` unless the batch is released (for Airflow retries)."""
@@ -310,16 +317,23 @@ def _autocommit(conn: Connection) -> Connection:
     return conn
 
 
-def _audit(ctx: _Ctx, action: str, entity_type: str, entity_id: Any, after=None, detail=None):
+def _audit(
+    ctx: _Ctx,
+    action: str,
+    entity_type: str,
+    entity_id: object,
+    after: dict[str, Any] | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
     audit.record(
         ctx.conn,
-        actor=str(getattr(ctx.run, "actor", "unknown")),
+        actor=str(ctx.run.actor),
         action=action,
         entity_type=entity_type,
         entity_id=str(entity_id),
         before=None,
         after=after,
-        source=ctx.run.audit_source() if hasattr(ctx.run, "audit_source") else None,
+        source=ctx.run.audit_source(),
         detail=detail or {},
     )
 
@@ -422,7 +436,7 @@ def _check_pushable(ctx: _Ctx, batch: dict[str, Any]) -> None:
     raise PushRefused(reason)
 
 
-def _invoices(conn, batch_id: int) -> list[dict[str, Any]]:
+def _invoices(conn: Connection, batch_id: int) -> list[dict[str, Any]]:
     return dict_rows(
         conn,
         """SELECT * FROM billing.invoices
@@ -462,10 +476,11 @@ def _push_locked(ctx: _Ctx, invoice: dict[str, Any]) -> None:
             ctx.result.uncertain += 1
         else:
             ctx.result.failed += 1
-        held = isinstance(exc, ErpTotalsDiffer)
-        if held:
+        held_detail = exc.detail if isinstance(exc, ErpTotalsDiffer) else None
+        held = held_detail is not None
+        if held_detail is not None:
             ctx.result.held += 1
-            ctx.result.tax_differences.append(exc.detail)
+            ctx.result.tax_differences.append(held_detail)
         ctx.result.errors.append(f"{invoice['document_number']}: {message}")
         with ctx.conn.transaction():
             ctx.conn.execute(
@@ -488,7 +503,7 @@ def _push_locked(ctx: _Ctx, invoice: dict[str, Any]) -> None:
                         "batch_id": invoice["batch_id"],
                         "invoice_id": invoice_id,
                         "error": message,
-                        **(exc.detail if held else {}),
+                        **(held_detail or {}),
                     },
                     ctx.run,
                     amount_at_stake=Decimal(invoice["total"]),
@@ -500,7 +515,11 @@ def _push_locked(ctx: _Ctx, invoice: dict[str, Any]) -> None:
                     "invoice.held",
                     "invoice",
                     invoice["document_number"],
-                    detail={"invoice_id": invoice_id, "reason": ERP_TOTALS_DIFFER, **exc.detail},
+                    detail={
+                        "invoice_id": invoice_id,
+                        "reason": ERP_TOTALS_DIFFER,
+                        **(held_detail or {}),
+                    },
                 )
     finally:
         ctx.conn.execute(
@@ -567,7 +586,7 @@ _COUNTERS = frozenset({"create_requests", "post_requests"})
 
 def _update(ctx: _Ctx, invoice_id: int, **fields: Any) -> None:
     """Update the push row (inside the caller's transaction, or autocommitted alone)."""
-    sets = []
+    sets: list[sql.Composable] = []
     values: list[Any] = []
     for name, value in fields.items():
         if name in _COUNTERS:
@@ -707,7 +726,13 @@ def _create_step(ctx: _Ctx, invoice: dict[str, Any], state: dict[str, Any]) -> d
     return _state(ctx, invoice_id)
 
 
-def _create_once(ctx: _Ctx, invoice, state, lookup, send) -> tuple[ErpDoc, bool]:
+def _create_once(
+    ctx: _Ctx,
+    invoice: dict[str, Any],
+    state: dict[str, Any],
+    lookup: Callable[[], ErpDoc | None],
+    send: Callable[[], ErpDoc | None],
+) -> tuple[ErpDoc, bool]:
     """Send the create (at most ``CREATE_ATTEMPTS`` times, and only while the ERP provably
     has not got it); returns (document, found_by_lookup)."""
     invoice_id = int(invoice["invoice_id"])
