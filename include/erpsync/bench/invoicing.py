@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 
 from erpsync import paths
+from erpsync.invoicing.common import Connection, scalar
 from erpsync.runtime import database
 
 PERIOD_START = dt.date(2026, 10, 1)
@@ -58,7 +59,7 @@ def _h(*parts: object) -> str:
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
 
 
-def add_tax_setup(conn: psycopg.Connection[Any], rates: Iterable[TaxRate] = TAX_RATES) -> None:
+def add_tax_setup(conn: Connection, rates: Iterable[TaxRate] = TAX_RATES) -> None:
     """The ERP tax codes and ``rates`` in ``core.tax_codes`` / ``core.tax_rates`` (idempotent)."""
     run = _SEED_RUN
     for code, name, kind in TAX_CODES:
@@ -160,7 +161,7 @@ _SETUP = [
 ]
 
 
-def _seed(conn: psycopg.Connection[Any], items: int, clients: int) -> None:
+def _seed(conn: Connection, items: int, clients: int) -> None:
     add_tax_setup(conn)
     add_tax_setup(conn, [("rate-gb-std", "STANDARD", "GB", "20", "2011-01-04", None)])
     for sql in _SETUP:
@@ -188,6 +189,7 @@ def run_invoicing_bench(
         or os.environ.get("ERPSYNC_DATABASE_URL")
         or database._embedded_server_url(start=True)
     )
+    assert admin, "no PostgreSQL server to run the benchmark on"
     db = database.with_database(admin, f"erpsync_bench_invoicing_{uuid.uuid4().hex[:8]}")
     database.ensure_database(db)
     try:
@@ -197,7 +199,7 @@ def run_invoicing_bench(
             _seed(conn, items, clients)
             conn.commit()
             seed_s = time.perf_counter() - t0
-            n_items = conn.execute("SELECT count(*) FROM recon.items").fetchone()[0]
+            n_items = scalar(conn, "SELECT count(*) FROM recon.items")
             run = RunInfo(
                 dag_id="bench",
                 run_id=f"bench-{uuid.uuid4().hex[:8]}",
@@ -210,6 +212,7 @@ def run_invoicing_bench(
             )
             conn.commit()
             build_s = time.perf_counter() - t0
+            assert result.batch_id is not None, "the benchmark month has nothing to bill"
             t0 = time.perf_counter()
             chash = current_hash(conn, result.batch_id)
             hash_s = time.perf_counter() - t0
@@ -222,12 +225,13 @@ def run_invoicing_bench(
             )
             conn.commit()
             rebuild_s = time.perf_counter() - t0
-            lines = conn.execute(
+            lines = scalar(
+                conn,
                 "SELECT count(*) FROM billing.invoice_lines l "
                 "JOIN billing.invoices i USING (invoice_id) "
                 "WHERE i.batch_id = %s",
                 (result.batch_id,),
-            ).fetchone()[0]
+            )
     finally:
         if not keep_db:
             database.drop_database(db)
