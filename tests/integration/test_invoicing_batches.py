@@ -29,12 +29,12 @@ from erpsync.invoicing import (
     export_batch,
     verify_approval,
 )
-from erpsync.invoicing import devdata as dd
 from erpsync.invoicing.export import INVOICE_COLUMNS, LINE_COLUMNS
 from erpsync.runtime import database
 from erpsync.sync.spec import RunInfo
 from erpsync.warehouse import migrate
 from tests.conftest import make_database
+from tests.support import invoicing_data as dd
 
 PS, PE = dt.date(2026, 10, 1), dt.date(2026, 10, 31)
 RUN = RunInfo(dag_id="test", run_id="run-1", task_id="build", actor="alice")
@@ -42,7 +42,6 @@ PERIOD = {"period_start": PS, "period_end": PE}
 
 
 def seed(conn) -> None:
-    dd.ensure_upstream_tables(conn)
     dd.add_tax_setup(conn)
     dd.add_client(
         conn, "acc-nl", name="Dutch Client BV", country="NL", vat_id="NL001", vat_valid=True

@@ -9,15 +9,14 @@ import threading
 import psycopg
 
 from erpsync.invoicing import build_batch
-from erpsync.invoicing import devdata as dd
 from erpsync.sync.spec import RunInfo
+from tests.support import invoicing_data as dd
 
 PERIOD = {"period_start": dt.date(2026, 10, 1), "period_end": dt.date(2026, 10, 31)}
 
 
 def test_concurrent_builds_never_share_an_item(warehouse_db):
     with psycopg.connect(warehouse_db) as conn:
-        dd.ensure_upstream_tables(conn)
         dd.add_tax_setup(conn)
         dd.add_client(conn, "acc-1", country="NL")
         dd.add_contract(conn, "opp-1", "acc-1")

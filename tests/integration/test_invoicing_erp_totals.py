@@ -280,15 +280,14 @@ def test_the_approval_summary_flags_the_erps_computation_before_anyone_approves(
 
 @pytest.fixture(scope="module")
 def build_conn(pg_server_url):
-    from erpsync.invoicing import devdata as dd
     from erpsync.runtime import database
     from erpsync.warehouse import migrate
     from tests.conftest import make_database
+    from tests.support import invoicing_data as dd
 
     url = make_database(pg_server_url, "erpsync_test_erptotals_build")
     migrate.migrate(url)
     with psycopg.connect(url) as c:
-        dd.ensure_upstream_tables(c)
         dd.add_tax_setup(c)
         for acc, cur in (("c-eur", "EUR"), ("c-jpy", "JPY"), ("c-kwd", "KWD"), ("c-usd", "USD")):
             dd.add_client(c, acc, country="NL", currency=cur)
@@ -315,9 +314,9 @@ BUILDER_GOLDENS = [
 def test_the_builder_taxes_invoices_as_business_central_does(build_conn, account, amounts, tax):
     import datetime as dt
 
-    from erpsync.invoicing import devdata as dd
     from erpsync.invoicing.builder import build_batch
     from erpsync.sync.spec import RunInfo
+    from tests.support import invoicing_data as dd
 
     class _Undo(Exception):
         pass

@@ -13,12 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from erpsync.invoicing import build_batch
-from erpsync.invoicing import devdata as dd
 from erpsync.invoicing.pricing import amount_line_net, price_invoice, time_line_net
 from erpsync.runtime import database
 from erpsync.sync.spec import RunInfo
 from erpsync.warehouse import migrate
 from tests.conftest import make_database
+from tests.support import invoicing_data as dd
 
 CLIENTS = {"c-eur": "EUR", "c-jpy": "JPY", "c-kwd": "KWD", "c-usd": "USD"}
 RUN = RunInfo(dag_id="test", run_id="prop", task_id="build", actor="alice")
@@ -29,7 +29,6 @@ def conn(pg_server_url):
     url = make_database(pg_server_url, "erpsync_test_invprop")
     migrate.migrate(url)
     with psycopg.connect(url) as c:
-        dd.ensure_upstream_tables(c)
         dd.add_tax_setup(c)
         for acc, cur in CLIENTS.items():
             dd.add_client(c, acc, country="NL", currency=cur)

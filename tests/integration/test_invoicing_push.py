@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 
 import psycopg
 import pytest
@@ -193,7 +194,7 @@ def push(env: Env, batch_id: int, settle: float = SETTLE, **kwargs):
     erp, psa = _clients()
     try:
         return push_batch(
-            env.db,
+            partial(psycopg.connect, env.db),
             RunInfo.local("push"),
             batch_id,
             erp=erp,
@@ -752,7 +753,7 @@ def test_a_milestone_line_is_billed_in_the_ledger_and_never_sent_to_harvest(env)
 def _accepted_crm_milestone(env: Env, opportunity: str, n: int = 0) -> dict:
     """The n-th milestone the client accepted in the CRM, set up as the warehouse milestone
     ``opportunity``/1/1 (what project setup and the acceptance refresh leave)."""
-    from erpsync.invoicing import devdata
+    from tests.support import invoicing_data as devdata
 
     crm_ms = [
         m

@@ -22,9 +22,9 @@ import psycopg
 import pytest
 
 from erpsync.invoicing import build_batch
-from erpsync.invoicing import devdata as dd
 from erpsync.sync.spec import RunInfo
 from tests.integration.notify_harness import MailServer, airflow_env, free_port
+from tests.support import invoicing_data as dd
 
 DAG = "erpsync_notify_approval_probe"
 APPROVERS = ["controller@firm.example", "finance-lead@firm.example"]
@@ -71,7 +71,6 @@ DAG_FILE = textwrap.dedent(
 def _batch(url: str) -> int:
     run = RunInfo(dag_id="test", run_id="build-1", task_id="build_batch", actor="alice")
     with psycopg.connect(url) as c:
-        dd.ensure_upstream_tables(c)
         dd.add_tax_setup(c)
         dd.add_client(c, "acc-nl", name="Dutch Client BV", country="NL", vat_id="NL001")
         dd.add_contract(c, "opp-A", "acc-nl")

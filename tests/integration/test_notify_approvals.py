@@ -14,11 +14,11 @@ import pytest
 
 from erpsync import audit
 from erpsync.invoicing import build_batch
-from erpsync.invoicing import devdata as dd
 from erpsync.notify import approvals
 from erpsync.notify.config import NotifySettings
 from erpsync.sync.spec import RunInfo
 from tests.integration.notify_harness import MailServer, free_port, smtp_connection_json
+from tests.support import invoicing_data as dd
 
 BASE = "https://airflow.firm.example"
 DAG, RUN_ID, TASK = (
@@ -52,7 +52,6 @@ def batch(warehouse_db):
     client), and the approval task's ``approval_requested`` audit row."""
     run = RunInfo(dag_id=DAG, run_id=RUN_ID, task_id="build_batch", actor="scheduler")
     with psycopg.connect(warehouse_db) as c:
-        dd.ensure_upstream_tables(c)
         dd.add_tax_setup(c)
         dd.add_client(c, "acc-nl", name="Dutch Client BV", country="NL", vat_id="NL001")
         dd.add_client(c, "acc-jp", name="Tokyo KK", country="JP", currency="JPY")

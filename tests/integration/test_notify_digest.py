@@ -12,11 +12,11 @@ import psycopg
 import pytest
 
 from erpsync import exceptions_queue
-from erpsync.invoicing import devdata as dd
 from erpsync.notify import digest
 from erpsync.notify.config import NotifySettings
 from erpsync.sync.spec import RunInfo
 from tests.integration.notify_harness import FROM, MailServer, free_port, smtp_connection_json
+from tests.support import invoicing_data as dd
 
 BASE = "https://airflow.firm.example"
 RUN = RunInfo(dag_id="test", run_id="recon-1", task_id="reconcile", actor="scheduler")

@@ -15,19 +15,68 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import time
 import uuid
+from collections.abc import Iterable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from erpsync import paths
+from erpsync.invoicing.common import Connection, scalar
 from erpsync.runtime import database
 
 PERIOD_START = dt.date(2026, 10, 1)
 PERIOD_END = dt.date(2026, 10, 31)
 TARGET_SECONDS = 60.0
+
+#: The sandbox's ERP tax groups (code, name, kind) and the rates the benchmark and the invoicing
+#: golden tests use (tests/support/invoicing_data.py re-exports them).
+TAX_CODES = [
+    ("STANDARD", "Standard VAT", "VAT"),
+    ("REVERSE", "EU reverse charge (0%)", "VAT"),
+    ("EXEMPT", "Exempt supply (0%)", "VAT"),
+    ("EXPORT", "Outside scope / export (0%)", "VAT"),
+]
+TaxRate = tuple[str, str, str, str, str, str | None]  # erp_id, code, country, percent, from, to
+TAX_RATES: list[TaxRate] = [
+    ("rate-nl-std", "STANDARD", "NL", "21", "2012-10-01", None),
+    ("rate-be-std-old", "STANDARD", "BE", "21", "1996-01-01", "2026-08-31"),
+    ("rate-be-std", "STANDARD", "BE", "22", "2026-09-01", None),
+    ("rate-reverse", "REVERSE", "", "0", "2000-01-01", None),
+    ("rate-exempt", "EXEMPT", "", "0", "2000-01-01", None),
+    ("rate-export", "EXPORT", "", "0", "2000-01-01", None),
+]
+_SEED_RUN = "devdata"
+
+
+def _h(*parts: object) -> str:
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
+
+
+def add_tax_setup(conn: Connection, rates: Iterable[TaxRate] = TAX_RATES) -> None:
+    """The ERP tax codes and ``rates`` in ``core.tax_codes`` / ``core.tax_rates`` (idempotent)."""
+    run = _SEED_RUN
+    for code, name, kind in TAX_CODES:
+        conn.execute(
+            """INSERT INTO core.tax_codes (code, erp_id, display_name, tax_type, source_record_id,
+                   row_hash, first_run_id, last_run_id)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (code) DO NOTHING""",
+            (code, f"tg-{code}", name, kind, f"tg-{code}", _h(code), run, run),
+        )
+    for erp_id, code, country, pct, start, end in rates:
+        conn.execute(
+            """INSERT INTO core.tax_rates (erp_id, tax_code, country, rate_percent, valid_from,
+                   valid_to, source_record_id, row_hash, first_run_id, last_run_id)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (erp_id) DO NOTHING""",
+            (erp_id, code, country, Decimal(pct), start, end, erp_id, _h(erp_id), run, run),
+        )
+
 
 # client index % 20 -> (country, currency, exempt, reverse charge)
 _PROFILE_SQL = """
@@ -112,15 +161,9 @@ _SETUP = [
 ]
 
 
-def _seed(conn, items: int, clients: int) -> None:
-    from erpsync.invoicing import devdata
-
-    devdata.ensure_upstream_tables(conn)
-    devdata.add_tax_setup(conn)
-    devdata.add_tax_setup(
-        conn,
-        [("rate-gb-std", "STANDARD", "GB", "20", "2011-01-04", None)],
-    )
+def _seed(conn: Connection, items: int, clients: int) -> None:
+    add_tax_setup(conn)
+    add_tax_setup(conn, [("rate-gb-std", "STANDARD", "GB", "20", "2011-01-04", None)])
     for sql in _SETUP:
         # the SQL uses % for modulo: doubled so psycopg does not read it as a placeholder
         sql = sql.replace("<PROFILE>", _PROFILE_SQL).replace(" % ", " %% ")
@@ -137,8 +180,6 @@ def run_invoicing_bench(
 ) -> dict[str, Any]:
     """Build the month's invoice batch over ``items`` generated recon items; return the report
     (and write it to ``out``, default ``benchmarks/results/invoicing.json``)."""
-    import psycopg
-
     from erpsync.invoicing import approval_markdown, build_batch, current_hash
     from erpsync.sync.spec import RunInfo
     from erpsync.warehouse import migrate
@@ -148,6 +189,7 @@ def run_invoicing_bench(
         or os.environ.get("ERPSYNC_DATABASE_URL")
         or database._embedded_server_url(start=True)
     )
+    assert admin, "no PostgreSQL server to run the benchmark on"
     db = database.with_database(admin, f"erpsync_bench_invoicing_{uuid.uuid4().hex[:8]}")
     database.ensure_database(db)
     try:
@@ -157,7 +199,7 @@ def run_invoicing_bench(
             _seed(conn, items, clients)
             conn.commit()
             seed_s = time.perf_counter() - t0
-            n_items = conn.execute("SELECT count(*) FROM recon.items").fetchone()[0]
+            n_items = scalar(conn, "SELECT count(*) FROM recon.items")
             run = RunInfo(
                 dag_id="bench",
                 run_id=f"bench-{uuid.uuid4().hex[:8]}",
@@ -170,6 +212,7 @@ def run_invoicing_bench(
             )
             conn.commit()
             build_s = time.perf_counter() - t0
+            assert result.batch_id is not None, "the benchmark month has nothing to bill"
             t0 = time.perf_counter()
             chash = current_hash(conn, result.batch_id)
             hash_s = time.perf_counter() - t0
@@ -182,12 +225,13 @@ def run_invoicing_bench(
             )
             conn.commit()
             rebuild_s = time.perf_counter() - t0
-            lines = conn.execute(
+            lines = scalar(
+                conn,
                 "SELECT count(*) FROM billing.invoice_lines l "
                 "JOIN billing.invoices i USING (invoice_id) "
                 "WHERE i.batch_id = %s",
                 (result.batch_id,),
-            ).fetchone()[0]
+            )
     finally:
         if not keep_db:
             database.drop_database(db)

@@ -31,9 +31,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
+from erpsync.invoicing.common import Connection, class_rows
 from erpsync.money import round_money
+
+#: One flag: ``{"code", "message", "numbers"}`` (stored in ``billing.invoices.anomalies``).
+Flag = dict[str, Any]
 
 HISTORY_MIN_MONTHS = 2
 HISTORY_HIGH = Decimal("2")
@@ -134,8 +140,8 @@ WITH b AS (
            count(*) OVER (PARTITION BY invoice_id) AS groups
     FROM d
 )
-SELECT r.invoice_id, r.item_type, nullif(r.person, ''), r.item_date, r.task,
-       nullif(r.hours, -1), nullif(r.amount, -1), r.currency,
+SELECT r.invoice_id, r.item_type, nullif(r.person, '') AS person, r.item_date, r.task,
+       nullif(r.hours, -1) AS hours, nullif(r.amount, -1) AS amount, r.currency,
        array_agg(b.item_key ORDER BY b.item_key) AS keys, r.groups
 FROM ranked r
 JOIN b USING (invoice_id, item_type, person, item_date, task, hours, amount, currency)
@@ -145,19 +151,78 @@ GROUP BY r.invoice_id, r.item_type, r.person, r.item_date, r.task, r.hours, r.am
 """
 
 
-def _money(amount: Decimal, currency: str) -> str:
+@dataclass(frozen=True)
+class _HistoryRow:
+    ids: list[int]
+    account_id: str
+    currency: str
+    net: Decimal
+    months: int
+    median: Decimal
+    low: Decimal
+    high: Decimal
+
+
+@dataclass(frozen=True)
+class _SpikeRow:
+    invoice_id: int
+    user_psa_id: str
+    hours: Decimal
+    period_hours: Decimal | None
+    hist_hours: Decimal
+    hist_first: dt.date
+
+
+@dataclass(frozen=True)
+class _RateRow:
+    invoice_id: int
+    user_psa_id: str
+    email: str
+    rate: Decimal
+    contract_rate: Decimal
+    currency: str
+    hours: Decimal
+    items: int
+
+
+@dataclass(frozen=True)
+class _CreditRow:
+    invoice_id: int
+    currency: str
+    items: int
+    amount: Decimal
+    keys: list[str]
+
+
+@dataclass(frozen=True)
+class _DuplicateRow:
+    invoice_id: int
+    item_type: str
+    person: str | None
+    item_date: dt.date
+    task: str
+    hours: Decimal | None
+    amount: Decimal | None
+    currency: str
+    keys: list[str]
+    groups: int
+
+
+def _money(amount: Decimal | None, currency: str) -> str:
     try:
+        if amount is None:  # an expense without an amount: shown as is
+            return str(amount)
         return str(round_money(Decimal(amount), currency))
     except Exception:  # noqa: BLE001 - an unknown currency is shown unrounded
         return str(amount)
 
 
-def _cap(found: list[dict]) -> None:
+def _cap(found: list[Flag]) -> None:
     """Keep at most MAX_FLAGS_PER_KIND flags of each kind; say how many more there were."""
-    by_code: dict[str, list[dict]] = defaultdict(list)
+    by_code: dict[str, list[Flag]] = defaultdict(list)
     for f in found:
         by_code[f["code"]].append(f)
-    kept: list[dict] = []
+    kept: list[Flag] = []
     for code, group in by_code.items():
         total = max([len(group)] + [f["numbers"].get("groups_on_invoice", 0) for f in group])
         kept += group[:MAX_FLAGS_PER_KIND]
@@ -173,15 +238,14 @@ def _cap(found: list[dict]) -> None:
     found[:] = kept
 
 
-def credit_flags(conn, max_keys: int = MAX_FLAGS_PER_KIND) -> dict[int, list[dict]]:
+def credit_flags(conn: Connection, max_keys: int = MAX_FLAGS_PER_KIND) -> dict[int, list[Flag]]:
     """``expense_credit`` flags per invoice of the builder's ``_inv_billable``: the negative
     expenses on it, counted and summed per currency (the first ``max_keys`` item keys)."""
-    out: dict[int, list[dict]] = defaultdict(list)
-    for invoice_id, cur, items, amount, keys in conn.execute(
-        _CREDIT_SQL, {"max_flags": max_keys}
-    ).fetchall():
-        total = _money(amount, cur)
-        out[invoice_id].append(
+    out: dict[int, list[Flag]] = defaultdict(list)
+    for row in class_rows(conn, _CreditRow, _CREDIT_SQL, {"max_flags": max_keys}):
+        cur, items = row.currency, row.items
+        total = _money(row.amount, cur)
+        out[row.invoice_id].append(
             {
                 "code": "expense_credit",
                 "message": (
@@ -192,7 +256,7 @@ def credit_flags(conn, max_keys: int = MAX_FLAGS_PER_KIND) -> dict[int, list[dic
                     "items": items,
                     "amount": total,
                     "currency": cur,
-                    "item_keys": list(keys),
+                    "item_keys": list(row.keys),
                 },
             }
         )
@@ -200,11 +264,11 @@ def credit_flags(conn, max_keys: int = MAX_FLAGS_PER_KIND) -> dict[int, list[dic
 
 
 def flag_batch(
-    conn, batch_id: int, *, period_start: dt.date, period_end: dt.date, kind: str
+    conn: Connection, batch_id: int, *, period_start: dt.date, period_end: dt.date, kind: str
 ) -> int:
     """Compute the flags of every invoice in the batch and store them in
     ``billing.invoices.anomalies``. Returns the number of flags."""
-    flags: dict[int, list[dict]] = defaultdict(list)
+    flags: dict[int, list[Flag]] = defaultdict(list)
     days = Decimal((period_end - period_start).days + 1)
     params = {
         "batch": batch_id,
@@ -216,9 +280,9 @@ def flag_batch(
     }
     if kind == "period":
         scale = days / AVG_MONTH_DAYS
-        for ids, account, cur, net, months, median, low, high in conn.execute(
-            _HISTORY_SQL, params
-        ).fetchall():
+        for h in class_rows(conn, _HistoryRow, _HISTORY_SQL, params):
+            account, cur, net, months = h.account_id, h.currency, h.net, h.months
+            median, low, high = h.median, h.low, h.high
             expected = Decimal(median) * scale
             if expected <= 0:
                 continue
@@ -243,20 +307,19 @@ def flag_batch(
                     "currency": cur,
                 },
             }
-            for invoice_id in ids:
+            for invoice_id in h.ids:
                 flags[invoice_id].append(flag)
-        for invoice_id, user, hours, period_hours, hist_hours, hist_first in conn.execute(
-            _SPIKE_SQL, params
-        ).fetchall():
-            hist_days = Decimal(max((period_start - hist_first).days, 28))
+        for sp in class_rows(conn, _SpikeRow, _SPIKE_SQL, params):
+            user, hours, hist_hours = sp.user_psa_id, sp.hours, sp.hist_hours
+            hist_days = Decimal(max((period_start - sp.hist_first).days, 28))
             expected = (Decimal(hist_hours) / hist_days * days).quantize(Decimal("0.01"))
-            period_hours = Decimal(period_hours or 0)
+            period_hours = Decimal(sp.period_hours or 0)
             if expected <= 0:
                 continue
             ratio = (period_hours / expected).quantize(Decimal("0.01"))
             if ratio < SPIKE_RATIO or period_hours - expected < SPIKE_MIN_EXTRA_HOURS:
                 continue
-            flags[invoice_id].append(
+            flags[sp.invoice_id].append(
                 {
                     "code": "hours_spike",
                     "message": (
@@ -275,10 +338,10 @@ def flag_batch(
                     },
                 }
             )
-    for invoice_id, user, email, rate, contract_rate, cur, hours, items in conn.execute(
-        _RATE_SQL
-    ).fetchall():
-        flags[invoice_id].append(
+    for ra in class_rows(conn, _RateRow, _RATE_SQL):
+        user, email, rate, contract_rate = ra.user_psa_id, ra.email, ra.rate, ra.contract_rate
+        cur, hours, items = ra.currency, ra.hours, ra.items
+        flags[ra.invoice_id].append(
             {
                 "code": "rate_off_contract",
                 "message": (
@@ -297,25 +360,29 @@ def flag_batch(
                 },
             }
         )
-    for invoice_id, itype, user, day, task, hours, amount, cur, keys, groups in conn.execute(
-        _DUPLICATE_SQL, params
-    ).fetchall():
+    for d in class_rows(conn, _DuplicateRow, _DUPLICATE_SQL, params):
+        cur, keys = d.currency, d.keys
         what = (
-            f"{hours} h of {task or 'time'}" if itype == "time" else f"{_money(amount, cur)} {cur}"
+            f"{d.hours} h of {d.task or 'time'}"
+            if d.item_type == "time"
+            else f"{_money(d.amount, cur)} {cur}"
         )
-        flags[invoice_id].append(
+        flags[d.invoice_id].append(
             {
                 "code": "possible_duplicate",
-                "message": f"{len(keys)} {itype} items of {user} on {day} with the same {what}",
+                "message": (
+                    f"{len(keys)} {d.item_type} items of {d.person} on {d.item_date} with the"
+                    f" same {what}"
+                ),
                 "numbers": {
-                    "item_type": itype,
-                    "person": user,
-                    "date": day.isoformat(),
-                    "hours": None if hours is None else str(hours),
-                    "amount": None if amount is None else _money(amount, cur),
+                    "item_type": d.item_type,
+                    "person": d.person,
+                    "date": d.item_date.isoformat(),
+                    "hours": None if d.hours is None else str(d.hours),
+                    "amount": None if d.amount is None else _money(d.amount, cur),
                     "count": len(keys),
                     "item_keys": list(keys),
-                    "groups_on_invoice": groups,
+                    "groups_on_invoice": d.groups,
                 },
             }
         )

@@ -19,7 +19,16 @@ from decimal import Decimal
 from typing import Any
 
 from erpsync import audit
-from erpsync.invoicing.builder import _jsonable, _run_parts, load_result
+from erpsync.invoicing.builder import load_result
+from erpsync.invoicing.common import (
+    Connection,
+    RunLike,
+    dict_one,
+    dict_rows,
+    jsonable,
+    run_parts,
+    scalar,
+)
 from erpsync.invoicing.errors import BatchChangedError, BatchStateError, MakerCheckerError
 from erpsync.invoicing.hashing import current_hash
 
@@ -40,8 +49,8 @@ class Decision:
     items_released: int = 0
     comment: str | None = None
 
-    def as_dict(self) -> dict:
-        return _jsonable(
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = jsonable(
             {
                 "batch_id": self.batch_id,
                 "decision": self.decision,
@@ -53,6 +62,7 @@ class Decision:
                 "comment": self.comment,
             }
         )
+        return out
 
 
 def _same_person(a: str, b: str) -> bool:
@@ -60,8 +70,8 @@ def _same_person(a: str, b: str) -> bool:
 
 
 def decide(
-    conn,
-    run: Any,
+    conn: Connection,
+    run: RunLike | str,
     batch_id: int,
     *,
     decision: str,
@@ -82,16 +92,17 @@ def decide(
     if not by or not str(by).strip():
         raise ValueError("the deciding user is required")
     by = str(by).strip()
-    run_id, actor, source = _run_parts(run)
+    run_id, actor, source = run_parts(run)
     with conn.transaction():
-        row = conn.execute(
+        row = dict_one(
+            conn,
             """SELECT status, prepared_by, content_hash, kind FROM billing.invoice_batches
                WHERE batch_id = %s FOR UPDATE""",
             (batch_id,),
-        ).fetchone()
+        )
         if row is None:
             raise BatchStateError(f"invoice batch {batch_id} does not exist")
-        status, prepared_by, stored_hash, kind = row
+        status, prepared_by, stored_hash = row["status"], row["prepared_by"], row["content_hash"]
         if status != "awaiting_approval":
             raise BatchStateError(
                 f"invoice batch {batch_id} is {status}, not awaiting approval: "
@@ -112,13 +123,14 @@ def decide(
                     "the approval is void; review the current batch and approve that"
                 )
         new_status = "approved" if decision == "approve" else "rejected"
-        decided = conn.execute(
+        decided: dt.datetime = scalar(
+            conn,
             """UPDATE billing.invoice_batches
                SET status = %s, decided_by = %s, decided_hash = %s, decided_at = now(),
                    decided_run_id = %s, decision_comment = %s, updated_at = now()
                WHERE batch_id = %s RETURNING decided_at""",
             (new_status, by, now_hash, run_id, comment, batch_id),
-        ).fetchone()[0]
+        )
         conn.execute(
             "UPDATE billing.invoices SET status = %s, updated_at = now() WHERE batch_id = %s",
             ("approved" if decision == "approve" else "rejected", batch_id),
@@ -131,11 +143,12 @@ def decide(
                    WHERE batch_id = %s AND active""",
                 (batch_id,),
             ).rowcount
-        totals = conn.execute(
-            """SELECT currency::text, count(*), sum(total) FROM billing.invoices
-               WHERE batch_id = %s GROUP BY 1 ORDER BY 1""",
+        totals = dict_rows(
+            conn,
+            """SELECT currency::text AS currency, count(*) AS invoices, sum(total) AS total
+               FROM billing.invoices WHERE batch_id = %s GROUP BY 1 ORDER BY 1""",
             (batch_id,),
-        ).fetchall()
+        )
         audit.record(
             conn,
             actor=by,
@@ -148,10 +161,18 @@ def decide(
                 "decided_by": by,
                 "content_hash": now_hash,
                 "items_released": released,
-                "totals": {c: {"invoices": n, "total": str(t)} for c, n, t in totals},
+                "totals": {
+                    t["currency"]: {"invoices": t["invoices"], "total": str(t["total"])}
+                    for t in totals
+                },
             },
             source=source,
-            detail={"comment": comment, "kind": kind, "run_actor": actor, "run_id": run_id},
+            detail={
+                "comment": comment,
+                "kind": row["kind"],
+                "run_actor": actor,
+                "run_id": run_id,
+            },
         )
     return Decision(
         batch_id=batch_id,
@@ -165,19 +186,23 @@ def decide(
     )
 
 
-def _md(text: Any) -> str:
+def _md(text: object) -> str:
     return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
 
 
-def approval_markdown(conn, batch_id: int) -> str:
+def approval_markdown(conn: Connection, batch_id: int) -> str:
     """The approver's summary: totals per client and currency, items held and why, anomalies."""
     result = load_result(conn, batch_id)
-    row = conn.execute(
+    row = dict_one(
+        conn,
         """SELECT summary, prepared_by, prepared_run_id, decided_by, decided_hash, params
            FROM billing.invoice_batches WHERE batch_id = %s""",
         (batch_id,),
-    ).fetchone()
-    summary, prepared_by, prepared_run, decided_by, decided_hash, params = row
+    )
+    assert row is not None  # load_result raised for a missing batch
+    summary, params = row["summary"], row["params"]
+    prepared_by, prepared_run = row["prepared_by"], row["prepared_run_id"]
+    decided_by, decided_hash = row["decided_by"], row["decided_hash"]
     now_hash = current_hash(conn, batch_id)
     title = {
         "period": "Invoice batch",
@@ -218,7 +243,7 @@ def approval_markdown(conn, batch_id: int) -> str:
         "| Client | Currency | Invoices | Net | Tax | Total |",
         "|---|---|---:|---:|---:|---:|",
     ]
-    per_client: dict[tuple[str, str, str], list] = {}
+    per_client: dict[tuple[str, str, str], list[Any]] = {}
     for inv in result.invoices:
         key = (inv["account_id"], inv["client_name"] or "", inv["currency"])
         agg = per_client.setdefault(key, [0, Decimal(0), Decimal(0), Decimal(0)])
@@ -247,12 +272,13 @@ def approval_markdown(conn, batch_id: int) -> str:
         # say which bound of recon.settings the items broke)
         codes = sorted({h["reason"] for h in held_rows})
         out += [""] + [
-            f"- `{_md(code)}` ({_md(label)}): {_md(description)}"
-            for code, label, description in conn.execute(
+            f"- `{_md(r['code'])}` ({_md(r['label'])}): {_md(r['description'])}"
+            for r in dict_rows(
+                conn,
                 "SELECT code, label, description FROM recon.reasons WHERE code = ANY(%s)"
                 " ORDER BY precedence",
                 (codes,),
-            ).fetchall()
+            )
         ]
     else:
         out.append("No items held in this scope.")
@@ -309,7 +335,7 @@ def approval_markdown(conn, batch_id: int) -> str:
     return "\n".join(out) + "\n"
 
 
-def erp_total_differences(conn, batch_id: int) -> list[dict[str, str]]:
+def erp_total_differences(conn: Connection, batch_id: int) -> list[dict[str, str]]:
     """Invoices of the batch whose tax or total differs from what Business Central computes.
 
     Before approval erpsync has the ERP's inputs from documented calls: the lines it will send
@@ -325,37 +351,44 @@ def erp_total_differences(conn, batch_id: int) -> list[dict[str, str]]:
     from erpsync import money
     from erpsync.invoicing import pricing, tax
 
-    rows = conn.execute(
-        """SELECT i.invoice_id, i.document_number, i.currency::text, i.net, i.tax, i.total,
-                  tp.country, coalesce(tp.tax_exempt, false), coalesce(tp.reverse_charge, false),
-                  tp.crm_account_id IS NOT NULL
+    rows = dict_rows(
+        conn,
+        """SELECT i.invoice_id, i.document_number, i.currency::text AS currency, i.net, i.tax,
+                  i.total, tp.country, coalesce(tp.tax_exempt, false) AS exempt,
+                  coalesce(tp.reverse_charge, false) AS reverse_charge,
+                  tp.crm_account_id IS NOT NULL AS has_profile
              FROM billing.invoices i
              LEFT JOIN core.tax_profiles tp
                     ON tp.crm_account_id = i.account_id AND tp.deleted_at IS NULL
             WHERE i.batch_id = %s AND i.status <> 'rejected'
             ORDER BY i.document_number""",
         (batch_id,),
-    ).fetchall()
-    lines_of: dict[int, list[tuple]] = {}
-    for inv_id, *line in conn.execute(
+    )
+    lines_of: dict[int, list[tuple[Decimal, str | None, Decimal | None]]] = {}
+    for line in dict_rows(
+        conn,
         """SELECT l.invoice_id, l.net_amount, l.tax_code, l.tax_rate
              FROM billing.invoice_lines l JOIN billing.invoices i USING (invoice_id)
             WHERE i.batch_id = %s AND i.status <> 'rejected'
             ORDER BY l.invoice_id, l.line_no""",
         (batch_id,),
-    ).fetchall():
-        lines_of.setdefault(int(inv_id), []).append(tuple(line))
+    ):
+        lines_of.setdefault(int(line["invoice_id"]), []).append(
+            (line["net_amount"], line["tax_code"], line["tax_rate"])
+        )
     setup = {
-        (str(bus), str(code)): Decimal(pct)
-        for bus, code, pct in conn.execute(
+        (str(r["vat_bus_posting_group"]), str(r["tax_code"])): Decimal(r["rate_percent"])
+        for r in dict_rows(
+            conn,
             """SELECT vat_bus_posting_group, tax_code, rate_percent FROM core.vat_posting_setup
-                WHERE deleted_at IS NULL AND NOT blocked"""
-        ).fetchall()
+                WHERE deleted_at IS NULL AND NOT blocked""",
+        )
     }
     out: list[dict[str, str]] = []
-    for inv_id, doc, currency, net, tx, total, country, exempt, reverse, has_profile in rows:
-        currency = currency.strip()
-        lines = lines_of.get(int(inv_id), [])
+    for r in rows:
+        doc, net, tx, total = r["document_number"], r["net"], r["tax"], r["total"]
+        currency = str(r["currency"]).strip()
+        lines = lines_of.get(int(r["invoice_id"]), [])
         if not lines:
             continue
         try:
@@ -368,8 +401,10 @@ def erp_total_differences(conn, batch_id: int) -> list[dict[str, str]]:
         rates = {str(code or ""): Decimal(rate or 0) for _a, code, rate in lines}
         reasons = []
         erp_rates = dict(rates)
-        if has_profile:
-            area = tax.tax_area_for(country, exempt=exempt, reverse_charge=reverse)
+        if r["has_profile"]:
+            area = tax.tax_area_for(
+                r["country"], exempt=r["exempt"], reverse_charge=r["reverse_charge"]
+            )
             for code in rates:
                 pct = setup.get((area, code))
                 if pct is not None and pct != rates[code]:
@@ -397,7 +432,7 @@ def erp_total_differences(conn, batch_id: int) -> list[dict[str, str]]:
     return out
 
 
-def verify_approval(conn, batch_id: int) -> str:
+def verify_approval(conn: Connection, batch_id: int) -> str:
     """The batch's decided hash if it is approved (or pushing) and its content still hashes to
     it; else :class:`BatchStateError` / :class:`BatchChangedError` (for the pusher)."""
     row = conn.execute(

@@ -31,8 +31,19 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from psycopg import sql
+from psycopg.rows import class_row
+
 from erpsync import audit
 from erpsync.invoicing import anomalies, tax
+from erpsync.invoicing.common import (
+    Connection,
+    RunLike,
+    dict_rows,
+    jsonable,
+    run_parts,
+    scalar,
+)
 from erpsync.invoicing.errors import BatchStateError
 from erpsync.invoicing.hashing import compute_hash
 from erpsync.models.reference import CURRENCY_MINOR_UNITS
@@ -45,20 +56,18 @@ BILLING_MODELS = ("time_and_materials", "fixed_fee", "retainer")
 #: pg_advisory_xact_lock key serialising batch builders (and credit notes).
 BUILD_LOCK_KEY = 7_011_001
 DOCUMENT_PREFIX = {"period": "INV", "milestone": "INV", "credit_note": "CRN"}
+#: Customer-facing wording of invoice lines (SQL parameters of the line builder, _LINES_SQL):
+#: a time line without a role/task label, and the prefixes of expense, milestone and retainer
+#: lines. Changing one changes every new invoice (and its content hash).
+LINE_WORDING = {
+    "w_time_default": "Professional services",
+    "w_expense": "Expense ",
+    "w_expense_default": "expense",
+    "w_milestone": "Milestone: ",
+    "w_retainer": "Retainer fee ",
+}
 #: Hold reasons the builder itself adds (the reconciliation's own are in recon.reasons).
 HOLD_DQ_BLOCKED = "dq_blocked"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 @dataclass(frozen=True)
@@ -71,10 +80,12 @@ class BatchResult:
     content_hash: str | None
     period_start: dt.date | None
     period_end: dt.date | None
-    invoices: tuple[dict, ...] = ()
-    totals: dict = field(default_factory=dict)  # currency -> {invoices, net, tax, total}
-    held: dict = field(default_factory=dict)  # reason -> {items, amounts: {currency: amount}}
-    anomalies: tuple[dict, ...] = ()
+    invoices: tuple[dict[str, Any], ...] = ()
+    #: currency -> {invoices, net, tax, total}
+    totals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: reason -> {items, amounts: {currency: amount}}
+    held: dict[str, dict[str, Any]] = field(default_factory=dict)
+    anomalies: tuple[dict[str, Any], ...] = ()
     items: int = 0
     prepared_by: str | None = None
     rebuilt: bool = False
@@ -84,8 +95,9 @@ class BatchResult:
     def dry_run(self) -> bool:
         return self.status == "dry_run"
 
-    def as_dict(self) -> dict:
-        return _jsonable(asdict(self))
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = jsonable(asdict(self))
+        return out
 
 
 def _as_date(value: dt.date | str) -> dt.date:
@@ -111,15 +123,8 @@ def _split_billing_types(values: Iterable[str] | None) -> tuple[list[str] | None
     return item_types, models
 
 
-def _run_parts(run: Any) -> tuple[str, str, audit.Source]:
-    run_id = str(getattr(run, "run_id", None) or run)
-    actor = str(getattr(run, "actor", None) or "unknown")
-    source = run.audit_source() if hasattr(run, "audit_source") else audit.Source(run_id=run_id)
-    return run_id, actor, source
-
-
-def scope_hash(payload: dict) -> str:
-    return hashlib.sha256(json.dumps(_jsonable(payload), sort_keys=True).encode()).hexdigest()
+def scope_hash(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(jsonable(payload), sort_keys=True).encode()).hexdigest()
 
 
 # ------------------------------------------------------------------------------------- SQL
@@ -175,8 +180,8 @@ _RESERVED_ELSEWHERE_SQL = "".join(
 _ON_HOLD_SQL = "".join(
     (
         """
-SELECT coalesce(i.reason_code, 'unspecified'), i.currency::text, count(*),
-       sum(coalesce(i.amount, i.hours * i.rate))
+SELECT coalesce(i.reason_code, 'unspecified') AS reason, i.currency::text AS currency,
+       count(*) AS items, sum(coalesce(i.amount, i.hours * i.rate)) AS amount
 FROM recon.items i
 WHERE i.state = 'on_hold'
 """,
@@ -213,7 +218,7 @@ WITH src AS (
 ), time_lines AS (
     SELECT invoice_id, 1 AS kind_order, 'time'::text AS kind,
            coalesce(nullif(btrim(CASE WHEN %(by_task)s THEN task_name ELSE role END), ''),
-                    'Professional services') AS label,
+                    %(w_time_default)s::text) AS label,
            sum(hours) AS hours, sum(hours) AS quantity, rate AS unit_price,
            round(sum(hours) * rate, max(mu)) AS net_amount,
            array_agg(item_key ORDER BY item_key) AS item_keys
@@ -224,11 +229,11 @@ WITH src AS (
            CASE item_type WHEN 'expense' THEN 2 WHEN 'milestone' THEN 3 ELSE 4 END AS kind_order,
            item_type AS kind,
            CASE item_type
-                WHEN 'expense' THEN 'Expense ' || item_date::text || ': '
-                                    || coalesce(nullif(btrim(task_name), ''), 'expense')
-                WHEN 'milestone' THEN 'Milestone: '
+                WHEN 'expense' THEN %(w_expense)s::text || item_date::text || ': '
+                     || coalesce(nullif(btrim(task_name), ''), %(w_expense_default)s::text)
+                WHEN 'milestone' THEN %(w_milestone)s::text
                      || coalesce(nullif(btrim(task_name), ''), source_id, item_key)
-                ELSE 'Retainer fee ' || to_char(item_date, 'YYYY-MM')
+                ELSE %(w_retainer)s::text || to_char(item_date, 'YYYY-MM')
                      || coalesce(': ' || nullif(btrim(task_name), ''), '')
            END AS label,
            NULL::numeric AS hours, 1::numeric AS quantity, round(amount, mu) AS unit_price,
@@ -316,18 +321,15 @@ def _round_report(amount: Decimal | None, currency: str | None) -> str | None:
         return str(amount)
 
 
-def _dq_scope(conn) -> tuple[bool, list[str], list[str], list[dict]]:
+def _dq_scope(conn: Connection) -> tuple[bool, list[str], list[str], list[dict[str, Any]]]:
     """(all blocked, blocked clients, blocked contracts, the active blocks) from ops.dq_blocks."""
-    exists = conn.execute("SELECT to_regclass('ops.dq_blocks')").fetchone()[0]
-    if exists is None:
+    if scalar(conn, "SELECT to_regclass('ops.dq_blocks')") is None:
         return False, [], [], []
-    rows = conn.execute(
+    blocks = dict_rows(
+        conn,
         """SELECT scope_type, scope_key, suite, expectation FROM ops.dq_blocks
-           WHERE status = 'active' ORDER BY scope_type, scope_key, suite, expectation"""
-    ).fetchall()
-    blocks = [
-        {"scope_type": r[0], "scope_key": r[1], "suite": r[2], "expectation": r[3]} for r in rows
-    ]
+           WHERE status = 'active' ORDER BY scope_type, scope_key, suite, expectation""",
+    )
     return (
         any(b["scope_type"] == "all" for b in blocks),
         sorted({b["scope_key"] for b in blocks if b["scope_type"] == "client"}),
@@ -336,33 +338,29 @@ def _dq_scope(conn) -> tuple[bool, list[str], list[str], list[dict]]:
     )
 
 
-def _held(conn, params: dict) -> list[dict]:
-    rows = []
-    for reason, cur, n, amount in conn.execute(_ON_HOLD_SQL, params).fetchall():
-        rows.append(
-            {
-                "reason": reason,
-                "source": "reconciliation",
-                "currency": cur,
-                "items": n,
-                "amount": amount,
-            }
+def _held(conn: Connection, params: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = [
+        {"reason": r["reason"], "source": "reconciliation", "currency": r["currency"],
+         "items": r["items"], "amount": r["amount"]}
+        for r in dict_rows(conn, _ON_HOLD_SQL, params)
+    ]  # fmt: skip
+    rows += [
+        {"reason": r["reason"], "source": "invoicing", "currency": r["currency"],
+         "items": r["items"], "amount": r["amount"]}
+        for r in dict_rows(
+            conn,
+            """SELECT hold_reason AS reason, currency, count(*) AS items, sum(amount) AS amount
+               FROM _inv_items WHERE hold_reason IS NOT NULL GROUP BY 1, 2""",
         )
-    for reason, cur, n, amount in conn.execute(
-        """SELECT hold_reason, currency, count(*), sum(amount) FROM _inv_items
-           WHERE hold_reason IS NOT NULL GROUP BY 1, 2"""
-    ).fetchall():
-        rows.append(
-            {"reason": reason, "source": "invoicing", "currency": cur, "items": n, "amount": amount}
-        )
+    ]  # fmt: skip
     rows.sort(key=lambda r: (r["reason"], r["source"], r["currency"] or ""))
     for r in rows:
         r["amount"] = _round_report(r["amount"], r["currency"])
     return rows
 
 
-def held_by_reason(rows: list[dict]) -> dict:
-    out: dict[str, dict] = {}
+def held_by_reason(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
     for r in rows:
         entry = out.setdefault(r["reason"], {"items": 0, "amounts": {}, "source": r["source"]})
         entry["items"] += r["items"]
@@ -373,83 +371,83 @@ def held_by_reason(rows: list[dict]) -> dict:
     return out
 
 
-def _totals(conn, batch_id: int) -> dict:
-    rows = conn.execute(
-        """SELECT currency::text, count(*), sum(net), sum(tax), sum(total)
+def _totals(conn: Connection, batch_id: int) -> dict[str, dict[str, Any]]:
+    rows = dict_rows(
+        conn,
+        """SELECT currency::text AS currency, count(*) AS invoices, sum(net) AS net,
+                  sum(tax) AS tax, sum(total) AS total
            FROM billing.invoices WHERE batch_id = %s GROUP BY 1 ORDER BY 1""",
         (batch_id,),
-    ).fetchall()
+    )
     return {
-        cur: {
-            "invoices": n,
-            "net": _round_report(net, cur),
-            "tax": _round_report(tx, cur),
-            "total": _round_report(total, cur),
+        r["currency"]: {
+            "invoices": r["invoices"],
+            "net": _round_report(r["net"], r["currency"]),
+            "tax": _round_report(r["tax"], r["currency"]),
+            "total": _round_report(r["total"], r["currency"]),
         }
-        for cur, n, net, tx, total in rows
+        for r in rows
     }
 
 
+@dataclass(frozen=True)
+class _StoredBatch:
+    kind: str
+    status: str
+    content_hash: str | None
+    period_start: dt.date | None
+    period_end: dt.date | None
+    summary: dict[str, Any]
+    prepared_by: str | None
+
+
 def load_result(
-    conn, batch_id: int, *, rebuilt: bool = False, unchanged: bool = False
+    conn: Connection, batch_id: int, *, rebuilt: bool = False, unchanged: bool = False
 ) -> BatchResult:
     """The :class:`BatchResult` of a stored batch (as approval and push see it)."""
-    row = conn.execute(
-        """SELECT kind, status, content_hash, period_start, period_end, summary, prepared_by
-           FROM billing.invoice_batches WHERE batch_id = %s""",
-        (batch_id,),
-    ).fetchone()
-    if row is None:
+    with conn.cursor(row_factory=class_row(_StoredBatch)) as cur:
+        batch = cur.execute(
+            """SELECT kind, status, content_hash, period_start, period_end, summary, prepared_by
+               FROM billing.invoice_batches WHERE batch_id = %s""",
+            (batch_id,),
+        ).fetchone()
+    if batch is None:
         raise BatchStateError(f"invoice batch {batch_id} does not exist")
-    kind, status, chash, ps, pe, summary, prepared_by = row
     invoices = []
     flags = []
-    for r in conn.execute(
+    for r in dict_rows(
+        conn,
         """SELECT i.invoice_id, i.document_number, i.kind, i.account_id, i.client_name,
-                  i.opportunity_id, i.version, i.currency::text, i.po_number, i.net, i.tax,
-                  i.total, i.status, i.credit_of_invoice_id, i.anomalies,
-                  (SELECT count(*) FROM billing.invoice_lines l WHERE l.invoice_id = i.invoice_id),
+                  i.opportunity_id, i.version, i.currency::text AS currency, i.po_number, i.net,
+                  i.tax, i.total, i.status, i.credit_of_invoice_id, i.anomalies,
+                  (SELECT count(*) FROM billing.invoice_lines l
+                    WHERE l.invoice_id = i.invoice_id) AS lines,
                   (SELECT string_agg(tax_code, ',' ORDER BY tax_code) FROM billing.invoice_taxes t
-                    WHERE t.invoice_id = i.invoice_id)
+                    WHERE t.invoice_id = i.invoice_id) AS tax_codes
            FROM billing.invoices i WHERE i.batch_id = %s
            ORDER BY i.account_id, i.opportunity_id NULLS FIRST, i.currency, i.invoice_id""",
         (batch_id,),
-    ).fetchall():
-        inv = {
-            "invoice_id": r[0],
-            "document_number": r[1],
-            "kind": r[2],
-            "account_id": r[3],
-            "client_name": r[4],
-            "opportunity_id": r[5],
-            "version": r[6],
-            "currency": r[7],
-            "po_number": r[8],
-            "net": _round_report(r[9], r[7]),
-            "tax": _round_report(r[10], r[7]),
-            "total": _round_report(r[11], r[7]),
-            "status": r[12],
-            "credit_of_invoice_id": r[13],
-            "anomalies": r[14],
-            "lines": r[15],
-            "tax_codes": r[16],
-        }
-        invoices.append(inv)
-        for a in r[14] or []:
-            flags.append({"invoice_id": r[0], "document_number": r[1], **a})
+    ):
+        for money_column in ("net", "tax", "total"):
+            r[money_column] = _round_report(r[money_column], r["currency"])
+        invoices.append(r)
+        for a in r["anomalies"] or []:
+            flags.append(
+                {"invoice_id": r["invoice_id"], "document_number": r["document_number"], **a}
+            )
     return BatchResult(
         batch_id=batch_id,
-        kind=kind,
-        status=status,
-        content_hash=chash,
-        period_start=ps,
-        period_end=pe,
+        kind=batch.kind,
+        status=batch.status,
+        content_hash=batch.content_hash,
+        period_start=batch.period_start,
+        period_end=batch.period_end,
         invoices=tuple(invoices),
         totals=_totals(conn, batch_id),
-        held=held_by_reason(summary.get("held", [])),
+        held=held_by_reason(batch.summary.get("held", [])),
         anomalies=tuple(flags),
-        items=int(summary.get("items_billed", 0)),
-        prepared_by=prepared_by,
+        items=int(batch.summary.get("items_billed", 0)),
+        prepared_by=batch.prepared_by,
         rebuilt=rebuilt,
         unchanged=unchanged,
     )
@@ -459,9 +457,63 @@ class _Unchanged(Exception):
     """Raised inside the rebuild savepoint to undo a rebuild whose content did not change."""
 
 
+@dataclass(frozen=True)
+class ExistingBatch:
+    """The open batch of the same scope that a build replaces (rebuilt in place)."""
+
+    batch_id: int
+    status: str
+    content_hash: str
+    decided_by: str | None
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What :func:`build_batch` was asked for, checked and normalised (the build's input)."""
+
+    scope: dict[str, Any]  # kind, period, clients, billing types, milestone keys, grouping, date
+    scope_key: str
+    home: str
+    inv_date: dt.date
+    item_types: list[str] | None
+    models: list[str] | None
+    dry_run: bool
+    prepared_by: str
+    time_grouping: str
+    run_id: str
+    actor: str
+    source: audit.Source
+
+    @property
+    def kind(self) -> str:
+        return str(self.scope["kind"])
+
+    @property
+    def period_start(self) -> dt.date:
+        ps: dt.date = self.scope["period_start"]
+        return ps
+
+    @property
+    def period_end(self) -> dt.date:
+        pe: dt.date = self.scope["period_end"]
+        return pe
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """The candidate items of a build, staged in ``_inv_items`` / ``_inv_groups``."""
+
+    blocks: list[dict[str, Any]]
+    reserved_elsewhere: int
+    items_read: int
+    items_billable: int
+    held_rows: list[dict[str, Any]]
+    n_invoices: int
+
+
 def build_batch(
-    conn,
-    run,
+    conn: Connection,
+    run: RunLike | str,
     *,
     period_start: dt.date | str,
     period_end: dt.date | str,
@@ -495,7 +547,6 @@ def build_batch(
         raise ValueError("time_grouping must be 'role' or 'task'")
     prepared_by = str(prepared_by).strip()
     inv_date = _as_date(invoice_date) if invoice_date else pe
-    home = tax.home_country(home_country)
     kind = "milestone" if milestone_keys else "period"
     mkeys = sorted({str(k) for k in milestone_keys}) if milestone_keys else None
     clients_l = sorted({str(c) for c in clients}) if clients else None
@@ -510,117 +561,174 @@ def build_batch(
         "time_grouping": time_grouping,
         "invoice_date": inv_date,
     }
-    scope_key = scope_hash(scope)
-    run_id, actor, source = _run_parts(run)
+    run_id, actor, source = run_parts(run)
+    request = BuildRequest(
+        scope=scope,
+        scope_key=scope_hash(scope),
+        home=tax.home_country(home_country),
+        inv_date=inv_date,
+        item_types=item_types,
+        models=models,
+        dry_run=dry_run,
+        prepared_by=prepared_by,
+        time_grouping=time_grouping,
+        run_id=run_id,
+        actor=actor,
+        source=source,
+    )
 
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (BUILD_LOCK_KEY,))
-        existing = None
-        if not dry_run:
-            existing = conn.execute(
-                """SELECT batch_id, status, content_hash, decided_by FROM billing.invoice_batches
-                   WHERE scope_key = %s AND status IN ('awaiting_approval', 'approved')
-                   ORDER BY batch_id DESC LIMIT 1 FOR UPDATE""",
-                (scope_key,),
-            ).fetchone()
-
-        def build(previous):  # the same scope either way; only the batch it replaces differs
-            return _build(
-                conn,
-                scope,
-                scope_key,
-                home,
-                inv_date,
-                item_types,
-                models,
-                dry_run,
-                prepared_by,
-                time_grouping,
-                run_id,
-                actor,
-                source,
-                previous,
-            )
-
+        existing = None if dry_run else _existing_batch(conn, request.scope_key)
         if existing is None:
-            return build(None)
-        batch_id, old_status, old_hash, old_decider = existing
+            return _build(conn, request, None)
         try:
             with conn.transaction():
-                result = build((batch_id, old_status, old_hash, old_decider))
-                if result.content_hash == old_hash:
+                result = _build(conn, request, existing)
+                if result.content_hash == existing.content_hash:
                     raise _Unchanged
                 return result
         except _Unchanged:
-            return load_result(conn, batch_id, rebuilt=True, unchanged=True)
+            return load_result(conn, existing.batch_id, rebuilt=True, unchanged=True)
 
 
-def _temp(conn, name: str) -> None:
-    conn.execute(f"DROP TABLE IF EXISTS {name}")
+def _existing_batch(conn: Connection, scope_key: str) -> ExistingBatch | None:
+    """The open (awaiting approval or approved) batch of the scope, locked."""
+    with conn.cursor(row_factory=class_row(ExistingBatch)) as cur:
+        return cur.execute(
+            """SELECT batch_id, status, content_hash, decided_by FROM billing.invoice_batches
+               WHERE scope_key = %s AND status IN ('awaiting_approval', 'approved')
+               ORDER BY batch_id DESC LIMIT 1 FOR UPDATE""",
+            (scope_key,),
+        ).fetchone()
 
 
-def _build(
-    conn,
-    scope,
-    scope_key,
-    home,
-    inv_date,
-    item_types,
-    models,
-    dry_run,
-    prepared_by,
-    time_grouping,
-    run_id,
-    actor,
-    source,
-    existing,
-) -> BatchResult:
-    ps, pe, kind = scope["period_start"], scope["period_end"], scope["kind"]
+def _temp(conn: Connection, name: str) -> None:
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def _build(conn: Connection, req: BuildRequest, existing: ExistingBatch | None) -> BatchResult:
+    """One build: clear the batch it replaces, stage the candidates, then either report an
+    empty scope or number, insert, flag, hash and record the batch."""
+    params, blocks = _params(conn, req, existing)
+    previous_numbers = _clear_old_batch(conn, existing.batch_id) if existing else []
+    staged = _stage_candidates(conn, params, blocks)
+    if staged.n_invoices == 0:
+        return _empty(conn, req, existing, staged)
+    _number_invoices(conn, params, previous_numbers, req.dry_run)
+    batch_id = existing.batch_id if existing else _insert_batch(conn, req)
+    params["batch"] = batch_id
+    _insert_invoices(conn, params, req.dry_run)
+    n_flags = anomalies.flag_batch(
+        conn, batch_id, period_start=req.period_start, period_end=req.period_end, kind=req.kind
+    )
+    new_hash = compute_hash(conn, batch_id)
+    if existing and new_hash == existing.content_hash:
+        return BatchResult(
+            batch_id=batch_id,
+            kind=req.kind,
+            status=existing.status,
+            content_hash=new_hash,
+            period_start=req.period_start,
+            period_end=req.period_end,
+        )
+    summary = {
+        "held": staged.held_rows,
+        "dq_blocks": staged.blocks,
+        "items_read": staged.items_read,
+        "items_billed": staged.items_billable,
+        "reserved_elsewhere": staged.reserved_elsewhere,
+        "anomalies": n_flags,
+        "home_country": req.home,
+        "invoice_date": req.inv_date,
+    }
+    status = "dry_run" if req.dry_run else "awaiting_approval"
+    conn.execute(
+        """UPDATE billing.invoice_batches
+           SET status = %s, content_hash = %s, summary = %s::jsonb, prepared_by = %s,
+               prepared_run_id = %s, prepared_at = now(), decided_by = NULL, decided_hash = NULL,
+               decided_at = NULL, decided_run_id = NULL, decision_comment = NULL, updated_at = now()
+           WHERE batch_id = %s""",
+        (status, new_hash, json.dumps(jsonable(summary)), req.prepared_by, req.run_id, batch_id),
+    )
+    result = load_result(conn, batch_id, rebuilt=bool(existing))
+    after = {
+        "status": status,
+        "content_hash": new_hash,
+        "invoices": len(result.invoices),
+        "items": staged.items_billable,
+        "totals": result.totals,
+        "held": result.held,
+        "anomalies": n_flags,
+        "prepared_by": req.prepared_by,
+    }
+    _audit_prepared(conn, req, existing, batch_id, new_hash, after)
+    return result
+
+
+def _params(
+    conn: Connection, req: BuildRequest, existing: ExistingBatch | None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The SQL parameters of the build (scope, data-quality blocks, tax, wording) and the
+    active data-quality blocks."""
     dq_all, dq_clients, dq_contracts, blocks = _dq_scope(conn)
     params = {
-        "ps": ps,
-        "pe": pe,
-        "kind": kind,
-        "mkeys": scope["milestone_keys"],
-        "clients": scope["clients"],
-        "itypes": item_types,
-        "models": models,
+        "ps": req.period_start,
+        "pe": req.period_end,
+        "kind": req.kind,
+        "mkeys": req.scope["milestone_keys"],
+        "clients": req.scope["clients"],
+        "itypes": req.item_types,
+        "models": req.models,
         "dq_all": dq_all,
         "dq_clients": dq_clients,
         "dq_contracts": dq_contracts,
         "mu": json.dumps(CURRENCY_MINOR_UNITS),
-        "self_batch": existing[0] if existing else 0,
-        "home": home,
-        "inv_date": inv_date,
-        "by_task": time_grouping == "task",
-        "prefix": DOCUMENT_PREFIX[kind],
+        "self_batch": existing.batch_id if existing else 0,
+        "home": req.home,
+        "inv_date": req.inv_date,
+        "by_task": req.time_grouping == "task",
+        "prefix": DOCUMENT_PREFIX[req.kind],
         "note_exempt": tax.LEGAL_NOTES[tax.EXEMPT],
         "note_reverse": tax.LEGAL_NOTES[tax.REVERSE],
         "note_export": tax.LEGAL_NOTES[tax.EXPORT],
+        **LINE_WORDING,
         **tax.tax_sql_params(),
     }
-    previous_numbers: list[tuple[str, str]] = []
     if existing:
-        batch_id = existing[0]
-        params["batch"] = batch_id
-        previous_numbers = conn.execute(
-            """SELECT invoice_scope, document_number FROM billing.invoices
-               WHERE batch_id = %s AND document_number IS NOT NULL""",
-            (batch_id,),
-        ).fetchall()
-        conn.execute("DELETE FROM billing.batch_items WHERE batch_id = %s", (batch_id,))
-        conn.execute(
-            """DELETE FROM billing.invoice_taxes WHERE invoice_id IN
-                   (SELECT invoice_id FROM billing.invoices WHERE batch_id = %s)""",
-            (batch_id,),
-        )
-        conn.execute(
-            """DELETE FROM billing.invoice_lines WHERE invoice_id IN
-                   (SELECT invoice_id FROM billing.invoices WHERE batch_id = %s)""",
-            (batch_id,),
-        )
-        conn.execute("DELETE FROM billing.invoices WHERE batch_id = %s", (batch_id,))
+        params["batch"] = existing.batch_id
+    return params, blocks
 
+
+def _clear_old_batch(conn: Connection, batch_id: int) -> list[tuple[str, str]]:
+    """Empty the batch being rebuilt (its reservations, invoices, lines and taxes) and return
+    its (invoice scope, document number) pairs, so the rebuild reuses the numbers."""
+    previous = conn.execute(
+        """SELECT invoice_scope, document_number FROM billing.invoices
+           WHERE batch_id = %s AND document_number IS NOT NULL""",
+        (batch_id,),
+    ).fetchall()
+    conn.execute("DELETE FROM billing.batch_items WHERE batch_id = %s", (batch_id,))
+    conn.execute(
+        """DELETE FROM billing.invoice_taxes WHERE invoice_id IN
+               (SELECT invoice_id FROM billing.invoices WHERE batch_id = %s)""",
+        (batch_id,),
+    )
+    conn.execute(
+        """DELETE FROM billing.invoice_lines WHERE invoice_id IN
+               (SELECT invoice_id FROM billing.invoices WHERE batch_id = %s)""",
+        (batch_id,),
+    )
+    conn.execute("DELETE FROM billing.invoices WHERE batch_id = %s", (batch_id,))
+    return [(str(scope), str(number)) for scope, number in previous]
+
+
+def _stage_candidates(
+    conn: Connection, params: dict[str, Any], blocks: list[dict[str, Any]]
+) -> _Staged:
+    """The scope's ready items in ``_inv_items`` (with a hold reason where they cannot be
+    billed: data-quality block, unknown type or currency, no rate, no tax), their clients' tax
+    in ``_inv_tax`` and one row per invoice in ``_inv_groups``."""
     for name in (
         "_inv_items",
         "_inv_accounts",
@@ -631,7 +739,7 @@ def _build(
     ):
         _temp(conn, name)
     conn.execute(_CANDIDATES_SQL, params)
-    reserved_elsewhere = conn.execute(_RESERVED_ELSEWHERE_SQL, params).fetchone()[0]
+    reserved_elsewhere = int(scalar(conn, _RESERVED_ELSEWHERE_SQL, params))
     conn.execute(
         """CREATE TEMP TABLE _inv_accounts ON COMMIT DROP AS
            SELECT DISTINCT account_id FROM _inv_items WHERE hold_reason IS NULL"""
@@ -646,180 +754,179 @@ def _build(
     read = conn.execute(
         "SELECT count(*), count(*) FILTER (WHERE hold_reason IS NULL) FROM _inv_items"
     ).fetchone()
+    assert read is not None
     held_rows = _held(conn, params)
     conn.execute(_GROUPS_SQL, params)
-    n_invoices = conn.execute("SELECT count(*) FROM _inv_groups").fetchone()[0]
+    return _Staged(
+        blocks=blocks,
+        reserved_elsewhere=reserved_elsewhere,
+        items_read=int(read[0]),
+        items_billable=int(read[1]),
+        held_rows=held_rows,
+        n_invoices=int(scalar(conn, "SELECT count(*) FROM _inv_groups")),
+    )
 
-    if n_invoices == 0:
-        summary = {
-            "held": held_rows,
-            "dq_blocks": blocks,
-            "items_read": read[0],
-            "items_billed": 0,
-            "reserved_elsewhere": reserved_elsewhere,
-        }
-        if existing:
-            # everything the batch held has gone (on hold, billed elsewhere): nothing to approve
-            conn.execute(
-                """UPDATE billing.invoice_batches
-                   SET status = 'rejected', decided_by = 'erpsync', decided_at = now(),
-                       decided_run_id = %s, decided_hash = NULL, summary = %s::jsonb,
-                       content_hash = %s, updated_at = now(),
-                       decision_comment = 'rebuilt with nothing left to bill'
-                   WHERE batch_id = %s""",
-                (run_id, json.dumps(_jsonable(summary)), "", existing[0]),
-            )
-            audit.record(
-                conn,
-                actor=actor,
-                action="invoice_batch.emptied_on_rebuild",
-                entity_type="invoice_batch",
-                entity_id=str(existing[0]),
-                before={"status": existing[1], "content_hash": existing[2]},
-                after={"status": "rejected"},
-                source=source,
-                detail=summary,
-            )
-            return load_result(conn, existing[0], rebuilt=True)
+
+def _empty(
+    conn: Connection, req: BuildRequest, existing: ExistingBatch | None, staged: _Staged
+) -> BatchResult:
+    """Nothing to bill in the scope: a batch being rebuilt is rejected (nothing is left to
+    approve); otherwise only the held items are reported."""
+    summary = {
+        "held": staged.held_rows,
+        "dq_blocks": staged.blocks,
+        "items_read": staged.items_read,
+        "items_billed": 0,
+        "reserved_elsewhere": staged.reserved_elsewhere,
+    }
+    if existing:
+        # everything the batch held has gone (on hold, billed elsewhere): nothing to approve
+        conn.execute(
+            """UPDATE billing.invoice_batches
+               SET status = 'rejected', decided_by = 'erpsync', decided_at = now(),
+                   decided_run_id = %s, decided_hash = NULL, summary = %s::jsonb,
+                   content_hash = %s, updated_at = now(),
+                   decision_comment = 'rebuilt with nothing left to bill'
+               WHERE batch_id = %s""",
+            (req.run_id, json.dumps(jsonable(summary)), "", existing.batch_id),
+        )
         audit.record(
             conn,
-            actor=actor,
-            action="invoice_batch.nothing_to_bill",
-            entity_type="invoice_batch_scope",
-            entity_id=scope_key,
-            after=_jsonable(scope),
-            source=source,
-            detail=_jsonable(summary),
+            actor=req.actor,
+            action="invoice_batch.emptied_on_rebuild",
+            entity_type="invoice_batch",
+            entity_id=str(existing.batch_id),
+            before={"status": existing.status, "content_hash": existing.content_hash},
+            after={"status": "rejected"},
+            source=req.source,
+            detail=summary,
         )
-        return BatchResult(
-            batch_id=None,
-            kind=kind,
-            status="empty",
-            content_hash=None,
-            period_start=ps,
-            period_end=pe,
-            held=held_by_reason(held_rows),
-            prepared_by=prepared_by,
-        )
+        return load_result(conn, existing.batch_id, rebuilt=True)
+    audit.record(
+        conn,
+        actor=req.actor,
+        action="invoice_batch.nothing_to_bill",
+        entity_type="invoice_batch_scope",
+        entity_id=req.scope_key,
+        after=jsonable(req.scope),
+        source=req.source,
+        detail=jsonable(summary),
+    )
+    return BatchResult(
+        batch_id=None,
+        kind=req.kind,
+        status="empty",
+        content_hash=None,
+        period_start=req.period_start,
+        period_end=req.period_end,
+        held=held_by_reason(staged.held_rows),
+        prepared_by=req.prepared_by,
+    )
 
+
+def _number_invoices(
+    conn: Connection,
+    params: dict[str, Any],
+    previous_numbers: list[tuple[str, str]],
+    dry_run: bool,
+) -> None:
+    """Invoice ids for every group and (not for a dry run) document numbers: the rebuilt
+    batch's own where the invoice scope is the same, else the next of the scope."""
     conn.execute(
         "UPDATE _inv_groups "
         "SET invoice_id = nextval(pg_get_serial_sequence('billing.invoices', 'invoice_id'))"
     )
-    if not dry_run:
-        if previous_numbers:
-            conn.execute(
-                """UPDATE _inv_groups g SET document_number = p.document_number
-                   FROM unnest(%s::text[], %s::text[]) AS p(invoice_scope, document_number)
-                   WHERE p.invoice_scope = g.invoice_scope""",
-                ([s for s, _ in previous_numbers], [d for _, d in previous_numbers]),
-            )
-        conn.execute(_NUMBERS_SQL, params)
+    if dry_run:
+        return
+    if previous_numbers:
+        conn.execute(
+            """UPDATE _inv_groups g SET document_number = p.document_number
+               FROM unnest(%s::text[], %s::text[]) AS p(invoice_scope, document_number)
+               WHERE p.invoice_scope = g.invoice_scope""",
+            ([s for s, _ in previous_numbers], [d for _, d in previous_numbers]),
+        )
+    conn.execute(_NUMBERS_SQL, params)
 
-    if existing:
-        batch_id = existing[0]
-    else:
-        batch_id = conn.execute(
+
+def _insert_batch(conn: Connection, req: BuildRequest) -> int:
+    """A new draft batch row for the scope; returns its id."""
+    return int(
+        scalar(
+            conn,
             """INSERT INTO billing.invoice_batches
                    (kind, period_start, period_end, scope_key, params, status, content_hash,
                     prepared_by, prepared_run_id)
                VALUES (%s, %s, %s, %s, %s::jsonb, 'draft', '', %s, %s) RETURNING batch_id""",
             (
-                kind,
-                ps,
-                pe,
-                scope_key,
-                json.dumps(_jsonable({**scope, "home_country": home})),
-                prepared_by,
-                run_id,
+                req.kind,
+                req.period_start,
+                req.period_end,
+                req.scope_key,
+                json.dumps(jsonable({**req.scope, "home_country": req.home})),
+                req.prepared_by,
+                req.run_id,
             ),
-        ).fetchone()[0]
-    params["batch"] = batch_id
+        )
+    )
+
+
+def _insert_invoices(conn: Connection, params: dict[str, Any], dry_run: bool) -> None:
+    """The staged groups become invoices, lines and taxes of batch ``params['batch']``; their
+    items are reserved for it (not for a dry run)."""
     conn.execute(_BILLABLE_SQL)
     conn.execute(_LINES_SQL, params)
     conn.execute(_INVOICES_SQL, params)
     conn.execute(_LINES_INSERT_SQL, params)
     conn.execute(_TAXES_INSERT_SQL, params)
-    items_billed = read[1]
     if not dry_run:
         conn.execute(_RESERVE_SQL, params)
-    n_flags = anomalies.flag_batch(conn, batch_id, period_start=ps, period_end=pe, kind=kind)
-    new_hash = compute_hash(conn, batch_id)
-    summary = {
-        "held": held_rows,
-        "dq_blocks": blocks,
-        "items_read": read[0],
-        "items_billed": items_billed,
-        "reserved_elsewhere": reserved_elsewhere,
-        "anomalies": n_flags,
-        "home_country": home,
-        "invoice_date": inv_date,
-    }
-    status = "dry_run" if dry_run else "awaiting_approval"
-    if existing and new_hash == existing[2]:
-        return BatchResult(
-            batch_id=batch_id,
-            kind=kind,
-            status=existing[1],
-            content_hash=new_hash,
-            period_start=ps,
-            period_end=pe,
+
+
+def _audit_prepared(
+    conn: Connection,
+    req: BuildRequest,
+    existing: ExistingBatch | None,
+    batch_id: int,
+    new_hash: str | None,
+    after: dict[str, Any],
+) -> None:
+    """The audit rows of a prepared (or rebuilt, or dry-run) batch; a rebuild of an approved
+    batch also records that its approval is void."""
+    if existing is None:
+        audit.record(
+            conn,
+            actor=req.actor,
+            action="invoice_batch.dry_run" if req.dry_run else "invoice_batch.prepared",
+            entity_type="invoice_batch",
+            entity_id=str(batch_id),
+            after=after,
+            source=req.source,
+            detail=jsonable(req.scope),
         )
-    conn.execute(
-        """UPDATE billing.invoice_batches
-           SET status = %s, content_hash = %s, summary = %s::jsonb, prepared_by = %s,
-               prepared_run_id = %s, prepared_at = now(), decided_by = NULL, decided_hash = NULL,
-               decided_at = NULL, decided_run_id = NULL, decision_comment = NULL, updated_at = now()
-           WHERE batch_id = %s""",
-        (status, new_hash, json.dumps(_jsonable(summary)), prepared_by, run_id, batch_id),
+        return
+    audit.record(
+        conn,
+        actor=req.actor,
+        action="invoice_batch.rebuilt",
+        entity_type="invoice_batch",
+        entity_id=str(batch_id),
+        before={"status": existing.status, "content_hash": existing.content_hash},
+        after=after,
+        source=req.source,
+        detail=jsonable(req.scope),
     )
-    result = load_result(conn, batch_id, rebuilt=bool(existing))
-    after = {
-        "status": status,
-        "content_hash": new_hash,
-        "invoices": len(result.invoices),
-        "items": items_billed,
-        "totals": result.totals,
-        "held": result.held,
-        "anomalies": n_flags,
-        "prepared_by": prepared_by,
-    }
-    if existing:
+    if existing.status == "approved":
         audit.record(
             conn,
-            actor=actor,
-            action="invoice_batch.rebuilt",
+            actor=req.actor,
+            action="invoice_batch.approval_voided",
             entity_type="invoice_batch",
             entity_id=str(batch_id),
-            before={"status": existing[1], "content_hash": existing[2]},
-            after=after,
-            source=source,
-            detail=_jsonable(scope),
+            before={"decided_by": existing.decided_by, "decided_hash": existing.content_hash},
+            after={"content_hash": new_hash},
+            source=req.source,
+            detail={"why": "the batch content changed after approval"},
         )
-        if existing[1] == "approved":
-            audit.record(
-                conn,
-                actor=actor,
-                action="invoice_batch.approval_voided",
-                entity_type="invoice_batch",
-                entity_id=str(batch_id),
-                before={"decided_by": existing[3], "decided_hash": existing[2]},
-                after={"content_hash": new_hash},
-                source=source,
-                detail={"why": "the batch content changed after approval"},
-            )
-    else:
-        audit.record(
-            conn,
-            actor=actor,
-            action="invoice_batch.dry_run" if dry_run else "invoice_batch.prepared",
-            entity_type="invoice_batch",
-            entity_id=str(batch_id),
-            after=after,
-            source=source,
-            detail=_jsonable(scope),
-        )
-    return result
 
 
 def money_str(amount: Decimal, currency: str) -> str:

@@ -18,6 +18,8 @@ Computed in SQL so a batch of a million items hashes without leaving the databas
 
 from __future__ import annotations
 
+from erpsync.invoicing.common import Connection
+
 HASH_VERSION = "erpsync-invoice-batch-v1"
 
 _HASH_SQL = """
@@ -64,13 +66,13 @@ WHERE b.batch_id = %(batch)s
 """
 
 
-def compute_hash(conn, batch_id: int) -> str | None:
+def compute_hash(conn: Connection, batch_id: int) -> str | None:
     """The hash of the batch's content as stored now (None if there is no such batch)."""
     row = conn.execute(_HASH_SQL, {"batch": batch_id, "version": HASH_VERSION}).fetchone()
     return None if row is None else str(row[0])
 
 
-def current_hash(conn, batch_id: int) -> str:
+def current_hash(conn: Connection, batch_id: int) -> str:
     """The hash of batch ``batch_id`` as it is in the warehouse now (recomputed, not the stored
     ``content_hash``): compare it with ``decided_hash`` before pushing."""
     value = compute_hash(conn, batch_id)

@@ -82,17 +82,31 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from psycopg import sql
 
 from erpsync import audit, exceptions_queue, money
 from erpsync.connectors import errors
 from erpsync.invoicing import push_crm, push_erp, push_psa
+from erpsync.invoicing.common import (
+    Connection,
+    RunLike,
+    dict_one,
+    dict_rows,
+    scalar,
+)
+from erpsync.invoicing.hashing import current_hash
 from erpsync.invoicing.push_erp import ERP_INVOICES, ERP_MEMOS, ErpDoc
+
+if TYPE_CHECKING:
+    from erpsync.connectors.business_central import BusinessCentralClient
+    from erpsync.connectors.harvest import HarvestClient
+    from erpsync.connectors.salesforce import SalesforceClient
 
 __all__ = [
     "CREATE_ATTEMPTS",
+    "ConnectionFactory",
     "ERP_TOTALS_DIFFER",
     "ErpTotalsDiffer",
     "InvoicePushError",
@@ -201,7 +215,8 @@ class PushResult:
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["complete"] = self.complete
-        return json.loads(json.dumps(out, default=str))
+        safe: dict[str, Any] = json.loads(json.dumps(out, default=str))
+        return safe
 
     def raise_if_incomplete(self) -> None:
         """Raise :class:`PushIncomplete` unless the batch is released (for Airflow retries)."""
@@ -209,17 +224,31 @@ class PushResult:
             raise PushIncomplete(self)
 
 
+class ConnectionFactory(Protocol):
+    """Opens a new warehouse connection (:func:`erpsync.warehouse.connection.connect` is one)."""
+
+    def __call__(self) -> Connection: ...
+
+
+@dataclass(frozen=True)
+class _Clients:
+    erp: BusinessCentralClient
+    psa: HarvestClient
+    crm: SalesforceClient | None
+
+
 @dataclass
 class _Ctx:
-    conn: Any
-    run: Any
-    erp: Any
-    psa: Any
+    conn: Connection
+    run: RunLike
+    erp: BusinessCentralClient
+    psa: HarvestClient
     result: PushResult
     settle_seconds: float | None
     on_step: Callable[[str, int], None] | None
     kind: str
     harvest_invoices: bool = True
+    crm: SalesforceClient | None = None  # built on first use by push_crm when not given
 
     def step(self, name: str, invoice_id: int) -> None:
         if self.on_step is not None:
@@ -236,23 +265,27 @@ class _Ctx:
 
 
 def push_batch(
-    conn_factory_or_conninfo: Any,
-    run: Any,
+    connect: ConnectionFactory,
+    run: RunLike,
     batch_id: int,
     *,
-    erp: Any,
-    psa: Any,
+    erp: BusinessCentralClient,
+    psa: HarvestClient,
+    crm: SalesforceClient | None = None,
     settle_seconds: float | None = None,
     on_step: Callable[[str, int], None] | None = None,
     harvest_invoices: bool = True,
 ) -> PushResult:
     """Push the approved batch ``batch_id`` to the ERP and bill its items back in the PSA.
 
-    ``conn_factory_or_conninfo``: a libpq conninfo / URL, a dict of libpq keywords, or a
-    callable returning a new psycopg connection (it is used in autocommit mode and closed).
+    ``connect``: returns a new warehouse connection (e.g.
+    :func:`erpsync.warehouse.connection.connect`); the push uses it in autocommit mode, so each
+    step commits before the next external call, and closes it.
     ``run``: a :class:`~erpsync.sync.spec.RunInfo` (``run_id``, ``actor``, ``audit_source()``).
-    ``erp`` / ``psa``: a :class:`~erpsync.connectors.business_central.BusinessCentralClient` and
-    a :class:`~erpsync.connectors.harvest.HarvestClient`.
+    ``erp`` / ``psa`` / ``crm``: the open vendor clients (the caller opens and closes them);
+    ``crm`` is only used for fixed-fee milestones (when None, a
+    :class:`~erpsync.connectors.salesforce.SalesforceClient` on its default connection is opened
+    on first use: :mod:`erpsync.invoicing.push_crm`).
     ``settle_seconds``: how long after a create whose answer was lost the ERP must still not
     show the document before it is created again (default: twice the ERP read timeout + 10 s).
     ``on_step(step, invoice_id)``: called at each step boundary (``create_sent``,
@@ -267,72 +300,74 @@ def push_batch(
     exception for a person when a retry cannot help) and counted; call
     :meth:`PushResult.raise_if_incomplete` to fail the task so Airflow retries it.
     """
-    conn = _connect(conn_factory_or_conninfo)
+    conn = _autocommit(connect())
     try:
-        return _push(conn, run, int(batch_id), erp, psa, settle_seconds, on_step, harvest_invoices)
+        ctx_clients = _Clients(erp=erp, psa=psa, crm=crm)
+        return _push(
+            conn, run, int(batch_id), ctx_clients, settle_seconds, on_step, harvest_invoices
+        )
     finally:
         conn.close()
 
 
-def _connect(target: Any):
-    import psycopg
-
-    if callable(target):
-        conn = target()
-        if not conn.autocommit:
-            conn.rollback()
-            conn.autocommit = True
-        return conn
-    if isinstance(target, dict):
-        return psycopg.connect(**target, autocommit=True)
-    return psycopg.connect(str(target), autocommit=True)
+def _autocommit(conn: Connection) -> Connection:
+    if not conn.autocommit:
+        conn.rollback()
+        conn.autocommit = True
+    return conn
 
 
-def _rows(cur) -> list[dict[str, Any]]:
-    names = [c.name for c in cur.description]
-    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-
-
-def _one(cur) -> dict[str, Any] | None:
-    rows = _rows(cur)
-    return rows[0] if rows else None
-
-
-def _audit(ctx: _Ctx, action: str, entity_type: str, entity_id: Any, after=None, detail=None):
+def _audit(
+    ctx: _Ctx,
+    action: str,
+    entity_type: str,
+    entity_id: object,
+    after: dict[str, Any] | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
     audit.record(
         ctx.conn,
-        actor=str(getattr(ctx.run, "actor", "unknown")),
+        actor=str(ctx.run.actor),
         action=action,
         entity_type=entity_type,
         entity_id=str(entity_id),
         before=None,
         after=after,
-        source=ctx.run.audit_source() if hasattr(ctx.run, "audit_source") else None,
+        source=ctx.run.audit_source(),
         detail=detail or {},
     )
 
 
-def _current_hash(conn, batch_id: int) -> str:
-    try:
-        from erpsync.invoicing import current_hash
-    except ImportError:  # the package exports it; the module holds it
-        from erpsync.invoicing.hashing import current_hash
-
-    return current_hash(conn, batch_id)
-
-
-def _push(conn, run, batch_id, erp, psa, settle_seconds, on_step, mirror=True) -> PushResult:
+def _push(
+    conn: Connection,
+    run: RunLike,
+    batch_id: int,
+    clients: _Clients,
+    settle_seconds: float | None,
+    on_step: Callable[[str, int], None] | None,
+    mirror: bool = True,
+) -> PushResult:
     result = PushResult(batch_id=batch_id, run_id=str(getattr(run, "run_id", "")))
-    batch = _one(
-        conn.execute(
-            """SELECT batch_id, kind, status, decided_hash, decided_by
+    batch = dict_one(
+        conn,
+        """SELECT batch_id, kind, status, decided_hash, decided_by
                  FROM billing.invoice_batches WHERE batch_id = %s""",
-            (batch_id,),
-        )
+        (batch_id,),
     )
     if batch is None:
         raise PushRefused(f"invoice batch {batch_id} does not exist")
-    ctx = _Ctx(conn, run, erp, psa, result, settle_seconds, on_step, str(batch["kind"]), mirror)
+    ctx = _Ctx(
+        conn,
+        run,
+        clients.erp,
+        clients.psa,
+        result,
+        settle_seconds,
+        on_step,
+        str(batch["kind"]),
+        mirror,
+        crm=clients.crm,
+    )
     result.kind = ctx.kind
     result.batch_status = str(batch["status"])
     invoices = _invoices(conn, batch_id)
@@ -381,7 +416,7 @@ def _check_pushable(ctx: _Ctx, batch: dict[str, Any]) -> None:
             " batch is pushed to the ERP"
         )
     else:
-        current = _current_hash(ctx.conn, batch_id)
+        current = current_hash(ctx.conn, batch_id)
         if not batch["decided_hash"] or current != batch["decided_hash"]:
             reason = (
                 f"invoice batch {batch_id} changed after it was approved (content hash now"
@@ -401,14 +436,13 @@ def _check_pushable(ctx: _Ctx, batch: dict[str, Any]) -> None:
     raise PushRefused(reason)
 
 
-def _invoices(conn, batch_id: int) -> list[dict[str, Any]]:
-    return _rows(
-        conn.execute(
-            """SELECT * FROM billing.invoices
+def _invoices(conn: Connection, batch_id: int) -> list[dict[str, Any]]:
+    return dict_rows(
+        conn,
+        """SELECT * FROM billing.invoices
                 WHERE batch_id = %s AND status <> 'rejected'
                 ORDER BY invoice_id""",
-            (batch_id,),
-        )
+        (batch_id,),
     )
 
 
@@ -420,9 +454,11 @@ def _push_locked(ctx: _Ctx, invoice: dict[str, Any]) -> None:
     from erpsync.writeback.relay import scrub
 
     invoice_id = int(invoice["invoice_id"])
-    got = ctx.conn.execute(
-        "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (_lock_key(invoice_id),)
-    ).fetchone()[0]
+    got = scalar(
+        ctx.conn,
+        "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+        (_lock_key(invoice_id),),
+    )
     if not got:
         ctx.result.busy += 1
         log.info("invoice %s is being pushed by another run: skipped", invoice["document_number"])
@@ -440,10 +476,11 @@ def _push_locked(ctx: _Ctx, invoice: dict[str, Any]) -> None:
             ctx.result.uncertain += 1
         else:
             ctx.result.failed += 1
-        held = isinstance(exc, ErpTotalsDiffer)
-        if held:
+        held_detail = exc.detail if isinstance(exc, ErpTotalsDiffer) else None
+        held = held_detail is not None
+        if held_detail is not None:
             ctx.result.held += 1
-            ctx.result.tax_differences.append(exc.detail)
+            ctx.result.tax_differences.append(held_detail)
         ctx.result.errors.append(f"{invoice['document_number']}: {message}")
         with ctx.conn.transaction():
             ctx.conn.execute(
@@ -466,7 +503,7 @@ def _push_locked(ctx: _Ctx, invoice: dict[str, Any]) -> None:
                         "batch_id": invoice["batch_id"],
                         "invoice_id": invoice_id,
                         "error": message,
-                        **(exc.detail if held else {}),
+                        **(held_detail or {}),
                     },
                     ctx.run,
                     amount_at_stake=Decimal(invoice["total"]),
@@ -478,7 +515,11 @@ def _push_locked(ctx: _Ctx, invoice: dict[str, Any]) -> None:
                     "invoice.held",
                     "invoice",
                     invoice["document_number"],
-                    detail={"invoice_id": invoice_id, "reason": ERP_TOTALS_DIFFER, **exc.detail},
+                    detail={
+                        "invoice_id": invoice_id,
+                        "reason": ERP_TOTALS_DIFFER,
+                        **(held_detail or {}),
+                    },
                 )
     finally:
         ctx.conn.execute(
@@ -530,12 +571,11 @@ def _ensure_state(ctx: _Ctx, invoice: dict[str, Any]) -> dict[str, Any]:
 
 
 def _state(ctx: _Ctx, invoice_id: int) -> dict[str, Any]:
-    row = _one(
-        ctx.conn.execute(
-            """SELECT *, extract(epoch FROM now() - create_unknown_since)::float8 AS unknown_age
+    row = dict_one(
+        ctx.conn,
+        """SELECT *, extract(epoch FROM now() - create_unknown_since)::float8 AS unknown_age
                  FROM billing.invoice_push WHERE invoice_id = %s""",
-            (invoice_id,),
-        )
+        (invoice_id,),
     )
     assert row is not None
     return row
@@ -546,7 +586,7 @@ _COUNTERS = frozenset({"create_requests", "post_requests"})
 
 def _update(ctx: _Ctx, invoice_id: int, **fields: Any) -> None:
     """Update the push row (inside the caller's transaction, or autocommitted alone)."""
-    sets = []
+    sets: list[sql.Composable] = []
     values: list[Any] = []
     for name, value in fields.items():
         if name in _COUNTERS:
@@ -568,11 +608,10 @@ def _update(ctx: _Ctx, invoice_id: int, **fields: Any) -> None:
 
 
 def _lines(ctx: _Ctx, invoice_id: int) -> list[dict[str, Any]]:
-    return _rows(
-        ctx.conn.execute(
-            "SELECT * FROM billing.invoice_lines WHERE invoice_id = %s ORDER BY line_no",
-            (invoice_id,),
-        )
+    return dict_rows(
+        ctx.conn,
+        "SELECT * FROM billing.invoice_lines WHERE invoice_id = %s ORDER BY line_no",
+        (invoice_id,),
     )
 
 
@@ -687,7 +726,13 @@ def _create_step(ctx: _Ctx, invoice: dict[str, Any], state: dict[str, Any]) -> d
     return _state(ctx, invoice_id)
 
 
-def _create_once(ctx: _Ctx, invoice, state, lookup, send) -> tuple[ErpDoc, bool]:
+def _create_once(
+    ctx: _Ctx,
+    invoice: dict[str, Any],
+    state: dict[str, Any],
+    lookup: Callable[[], ErpDoc | None],
+    send: Callable[[], ErpDoc | None],
+) -> tuple[ErpDoc, bool]:
     """Send the create (at most ``CREATE_ATTEMPTS`` times, and only while the ERP provably
     has not got it); returns (document, found_by_lookup)."""
     invoice_id = int(invoice["invoice_id"])
@@ -754,15 +799,14 @@ def _credit_original(ctx: _Ctx, invoice: dict[str, Any]) -> dict[str, Any]:
     original_id = invoice.get("credit_of_invoice_id")
     if original_id is None:
         raise InvoicePushError("a credit note must name the invoice it corrects")
-    original = _one(
-        ctx.conn.execute(
-            """SELECT i.document_number, i.net, i.currency, i.erp_invoice_id,
+    original = dict_one(
+        ctx.conn,
+        """SELECT i.document_number, i.net, i.currency, i.erp_invoice_id,
                       p.erp_invoice_id AS pushed_id, p.step
                  FROM billing.invoices i
                  LEFT JOIN billing.invoice_push p ON p.invoice_id = i.invoice_id
                 WHERE i.invoice_id = %s""",
-            (original_id,),
-        )
+        (original_id,),
     )
     if original is None:
         raise InvoicePushError(f"the corrected invoice {original_id} does not exist")
@@ -1254,17 +1298,19 @@ def _resolve_failures(ctx: _Ctx, invoice: dict[str, Any]) -> None:
 def _finish(ctx: _Ctx) -> None:
     batch_id = ctx.result.batch_id
     with ctx.conn.transaction():
-        status = ctx.conn.execute(
+        status = scalar(
+            ctx.conn,
             "SELECT status FROM billing.invoice_batches WHERE batch_id = %s FOR UPDATE",
             (batch_id,),
-        ).fetchone()[0]
-        remaining = ctx.conn.execute(
+        )
+        remaining = scalar(
+            ctx.conn,
             """SELECT count(*) FROM billing.invoices i
                  LEFT JOIN billing.invoice_push p ON p.invoice_id = i.invoice_id
                 WHERE i.batch_id = %s AND i.status <> 'rejected'
                   AND p.step IS DISTINCT FROM 'billed_back'""",
             (batch_id,),
-        ).fetchone()[0]
+        )
         if status == "pushing" and remaining == 0:
             ctx.conn.execute(
                 """UPDATE billing.invoice_batches
@@ -1285,29 +1331,26 @@ def _finish(ctx: _Ctx) -> None:
 
 
 def _fill_totals(ctx: _Ctx) -> None:
-    rows = ctx.conn.execute(
-        """SELECT i.currency, count(*), sum(i.net), sum(i.tax), sum(i.total),
-                  sum(p.erp_net), sum(p.erp_tax), sum(p.erp_total)
+    rows = dict_rows(
+        ctx.conn,
+        """SELECT i.currency, count(*) AS invoices, sum(i.net) AS net, sum(i.tax) AS tax,
+                  sum(i.total) AS total, sum(p.erp_net) AS erp_net, sum(p.erp_tax) AS erp_tax,
+                  sum(p.erp_total) AS erp_total
              FROM billing.invoices i
              JOIN billing.invoice_push p ON p.invoice_id = i.invoice_id
             WHERE i.batch_id = %s AND p.step IN ('posted', 'billed_back')
             GROUP BY i.currency ORDER BY i.currency""",
         (ctx.result.batch_id,),
-    ).fetchall()
+    )
     totals = {}
-    for currency, count, net, tax, total, erp_net, erp_tax, erp_total in rows:
-        cur = str(currency).strip()
+    for row in rows:
+        cur = str(row["currency"]).strip()
 
-        def fmt(value: Any, cur: str = cur) -> str:
+        def fmt(value: Decimal | None, cur: str = cur) -> str:
             return str(money.round_money(Decimal(value or 0), cur))
 
-        totals[cur] = {
-            "invoices": str(count),
-            "net": fmt(net),
-            "tax": fmt(tax),
-            "total": fmt(total),
-            "erp_net": fmt(erp_net),
-            "erp_tax": fmt(erp_tax),
-            "erp_total": fmt(erp_total),
+        totals[cur] = {"invoices": str(row["invoices"])} | {
+            column: fmt(row[column])
+            for column in ("net", "tax", "total", "erp_net", "erp_tax", "erp_total")
         }
     ctx.result.totals = totals

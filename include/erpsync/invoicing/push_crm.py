@@ -20,10 +20,15 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from erpsync import exceptions_queue
+from erpsync.invoicing.common import Connection
 from erpsync.models.milestones import MILESTONE_SOBJECT
+
+if TYPE_CHECKING:
+    from erpsync.connectors.salesforce import SalesforceClient
+    from erpsync.invoicing.push import _Ctx
 
 __all__ = ["CrmMarkNotApplied", "CrmMarkOutcome", "bill_back_milestones", "mark_milestone"]
 
@@ -49,7 +54,9 @@ def _shows(body: dict[str, Any], number: str) -> bool:
     return body.get("Status__c") == INVOICED and str(body.get("Invoice_Number__c") or "") == number
 
 
-def mark_milestone(crm, record_id: str | None, *, erp_number: str) -> CrmMarkOutcome:
+def mark_milestone(
+    crm: SalesforceClient, record_id: str | None, *, erp_number: str
+) -> CrmMarkOutcome:
     """Mark one CRM milestone Invoiced with ``erp_number`` (idempotent; reads first and after).
 
     ``crm``: a :class:`~erpsync.connectors.salesforce.SalesforceClient` (``get``/``update``)."""
@@ -84,7 +91,7 @@ def mark_milestone(crm, record_id: str | None, *, erp_number: str) -> CrmMarkOut
     )
 
 
-def _crm_id(conn, item_key: str) -> str | None:
+def _crm_id(conn: Connection, item_key: str) -> str | None:
     _kind, _, rest = item_key.partition(":")
     opportunity_id, version, seq = rest.rsplit(":", 2)
     row = conn.execute(
@@ -95,18 +102,17 @@ def _crm_id(conn, item_key: str) -> str | None:
     return None if row is None or not row[0] else str(row[0])
 
 
-def _client(ctx):
-    crm = getattr(ctx, "crm", None)
-    if crm is None:
+def _client(ctx: _Ctx) -> SalesforceClient:
+    """The push's CRM client; when the caller gave none, one on the default connection."""
+    if ctx.crm is None:
         from erpsync.connectors.salesforce import SalesforceClient
 
-        crm = SalesforceClient(conn_id=CRM_CONN_ID)
-        ctx.crm = crm
-    return crm
+        ctx.crm = SalesforceClient(conn_id=CRM_CONN_ID)
+    return ctx.crm
 
 
 def bill_back_milestones(
-    ctx, invoice: dict[str, Any], erp_number: str, keys: list[str]
+    ctx: _Ctx, invoice: dict[str, Any], erp_number: str, keys: list[str]
 ) -> dict[str, int]:
     """Mark the invoice's milestone items Invoiced in the CRM; each outcome is recorded in
     ``billing.push_crm_marks`` (a retry skips recorded keys). ``ctx``: the push context

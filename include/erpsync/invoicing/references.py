@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from erpsync.invoicing.common import Connection
+
 __all__ = ["unknown_references"]
 
 
-def unknown_references(conn, request: dict[str, Any]) -> list[str]:
+def unknown_references(conn: Connection, request: dict[str, Any]) -> list[str]:
     """One problem per reference of ``request`` (the planned form) that does not resolve."""
     problems: list[str] = []
     clients = [str(c) for c in request.get("clients") or []]

@@ -164,7 +164,7 @@ LEFT JOIN LATERAL (
 """
 
 
-def tax_sql_params() -> dict:
+def tax_sql_params() -> dict[str, str | list[str]]:
     """The tax-area parameters of :data:`TAX_RESOLUTION_SQL`."""
     areas = tax_areas()
     return {

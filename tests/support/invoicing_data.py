@@ -1,12 +1,9 @@
-"""Hand-built warehouse rows for invoicing tests and the invoicing benchmark.
-
-``ensure_upstream_tables`` creates, only where they are missing, the tables other helpers own
-(RECON's ``recon.items`` and ``billing.billed_items``, DQ's ``ops.dq_blocks``) with the columns
-of the round-3 contract, so the builder can be exercised on a scratch database before (or
-without) migrations 0009/0010. When those migrations are applied it does nothing.
+"""Hand-built warehouse rows for the invoicing tests (seeding data only: the tables are the
+migrated warehouse's, from the ``warehouse_db`` fixture or ``erpsync.warehouse.migrate``).
 
 The ``add_*`` helpers insert master data with the bookkeeping columns filled, so a golden
-test reads like its scenario.
+test reads like its scenario. The ERP tax setup is the invoicing benchmark's
+(:func:`erpsync.bench.invoicing.add_tax_setup`), re-exported here.
 """
 
 from __future__ import annotations
@@ -14,102 +11,28 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-UPSTREAM_DDL = [
-    """CREATE TABLE IF NOT EXISTS recon.items (
-        item_key text PRIMARY KEY,
-        item_type text NOT NULL,
-        source_id text,
-        account_id text,
-        client_psa_id text,
-        opportunity_id text,
-        contract_version integer,
-        project_psa_id text,
-        user_psa_id text,
-        task_psa_id text,
-        task_name text,
-        role text,
-        item_date date,
-        period_start date,
-        hours numeric,
-        quantity numeric,
-        rate numeric,
-        currency char(3),
-        amount numeric,
-        approved boolean,
-        state text NOT NULL CHECK (state IN ('ready', 'billed', 'non_billable', 'on_hold')),
-        reason_code text,
-        reason_detail jsonb,
-        first_run_id text,
-        last_run_id text,
-        updated_at timestamptz NOT NULL DEFAULT now())""",
-    """CREATE TABLE IF NOT EXISTS billing.billed_items (
-        item_key text PRIMARY KEY,
-        invoice_id bigint,
-        erp_invoice_id text,
-        erp_number text,
-        billed_at timestamptz NOT NULL DEFAULT now(),
-        run_id text)""",
-    """CREATE TABLE IF NOT EXISTS ops.dq_blocks (
-        block_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        scope_type text NOT NULL CHECK (scope_type IN ('all', 'client', 'contract')),
-        scope_key text NOT NULL,
-        suite text NOT NULL,
-        expectation text NOT NULL,
-        detail jsonb NOT NULL DEFAULT '{}'::jsonb,
-        status text NOT NULL CHECK (status IN ('active', 'cleared')),
-        first_run_id text,
-        last_run_id text,
-        created_at timestamptz NOT NULL DEFAULT now(),
-        cleared_at timestamptz)""",
+from erpsync.bench.invoicing import TAX_CODES, TAX_RATES, add_tax_setup
+
+__all__ = [
+    "TAX_CODES",
+    "TAX_RATES",
+    "add_client",
+    "add_contract",
+    "add_dq_block",
+    "add_item",
+    "add_person",
+    "add_rate_override",
+    "add_tax_setup",
 ]
 
 RUN = "devdata"
 
-#: The sandbox's ERP tax groups and the rates the golden tests use.
-TAX_CODES = [
-    ("STANDARD", "Standard VAT", "VAT"),
-    ("REVERSE", "EU reverse charge (0%)", "VAT"),
-    ("EXEMPT", "Exempt supply (0%)", "VAT"),
-    ("EXPORT", "Outside scope / export (0%)", "VAT"),
-]
-TAX_RATES = [  # erp_id, code, country, percent, from, to
-    ("rate-nl-std", "STANDARD", "NL", "21", "2012-10-01", None),
-    ("rate-be-std-old", "STANDARD", "BE", "21", "1996-01-01", "2026-08-31"),
-    ("rate-be-std", "STANDARD", "BE", "22", "2026-09-01", None),
-    ("rate-reverse", "REVERSE", "", "0", "2000-01-01", None),
-    ("rate-exempt", "EXEMPT", "", "0", "2000-01-01", None),
-    ("rate-export", "EXPORT", "", "0", "2000-01-01", None),
-]
-
 
 def _h(*parts: Any) -> str:
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
-
-
-def ensure_upstream_tables(conn) -> None:
-    for ddl in UPSTREAM_DDL:
-        conn.execute(ddl)
-
-
-def add_tax_setup(conn, rates: Iterable[tuple] = TAX_RATES) -> None:
-    for code, name, kind in TAX_CODES:
-        conn.execute(
-            """INSERT INTO core.tax_codes (code, erp_id, display_name, tax_type, source_record_id,
-                   row_hash, first_run_id, last_run_id)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (code) DO NOTHING""",
-            (code, f"tg-{code}", name, kind, f"tg-{code}", _h(code), RUN, RUN),
-        )
-    for erp_id, code, country, pct, start, end in rates:
-        conn.execute(
-            """INSERT INTO core.tax_rates (erp_id, tax_code, country, rate_percent, valid_from,
-                   valid_to, source_record_id, row_hash, first_run_id, last_run_id)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (erp_id) DO NOTHING""",
-            (erp_id, code, country, Decimal(pct), start, end, erp_id, _h(erp_id), RUN, RUN),
-        )
 
 
 def add_client(
