@@ -39,23 +39,17 @@ Scheduled monthly at 06:00 on the 2nd, in the firm's time zone.
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
 from erpsync.airflow import billing_flow
-from erpsync.airflow.dag_defaults import deadline, default_args, tags
-from erpsync.airflow.sync_dags import FIRM_TIMEZONE
+from erpsync.airflow.dag_defaults import FIRM_TIMEZONE, dag_kwargs, deadline, tags
 
 
 @dag(
     dag_id="erpsync_invoice_batches",
     schedule=CronTriggerTimetable("0 6 2 * *", timezone=FIRM_TIMEZONE),
-    start_date=pendulum.datetime(2026, 1, 1, tz=FIRM_TIMEZONE),
-    catchup=False,
-    default_args=default_args(),
     tags=tags("billing", "erp", "psa"),
     doc_md=__doc__,
-    max_active_runs=1,
     deadline=deadline("billing", "monthly billing run"),
     params={
         "billing_period": Param(
@@ -115,6 +109,7 @@ from erpsync.airflow.sync_dags import FIRM_TIMEZONE
             section="Corrections",
         ),
     },
+    **dag_kwargs(),
 )
 def erpsync_invoice_batches():
     @task

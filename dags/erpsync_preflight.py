@@ -19,22 +19,18 @@ audit trail with who triggered it.
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import dag, task
 
-from erpsync.airflow.dag_defaults import default_args, tags
+from erpsync.airflow.dag_defaults import dag_kwargs, tags
 from erpsync.airflow.errors import fail_without_retry
 
 
 @dag(
     dag_id="erpsync_preflight",
     schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    default_args=default_args(),
     tags=tags("ops"),
     doc_md=__doc__,
-    max_active_runs=1,
+    **dag_kwargs(),
 )
 def erpsync_preflight():
     @task
@@ -112,4 +108,4 @@ def erpsync_preflight():
     record_result(check_warehouse(), check_configuration(), systems, tenants)
 
 
-erpsync_preflight()
+dag = erpsync_preflight()

@@ -30,22 +30,17 @@ changed since the last run).
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
-from erpsync.airflow.dag_defaults import default_args, tags
-from erpsync.airflow.sync_dags import FIRM_TIMEZONE, asset_for
+from erpsync.airflow.dag_defaults import FIRM_TIMEZONE, dag_kwargs, tags
+from erpsync.airflow.sync_dags import asset_for
 
 
 @dag(
     dag_id="erpsync_project_setup",
     schedule=CronTriggerTimetable("*/15 * * * *", timezone=FIRM_TIMEZONE),
-    start_date=pendulum.datetime(2026, 1, 1, tz=FIRM_TIMEZONE),
-    catchup=False,
-    default_args=default_args(),
     tags=tags("onboarding", "crm", "psa", "erp"),
     doc_md=__doc__,
-    max_active_runs=1,
     params={
         "full": Param(
             False,
@@ -54,6 +49,7 @@ from erpsync.airflow.sync_dags import FIRM_TIMEZONE, asset_for
             description="Off: only opportunities changed since the last run (plus unfinished).",
         )
     },
+    **dag_kwargs(),
 )
 def erpsync_project_setup():
     @task(
@@ -80,4 +76,4 @@ def erpsync_project_setup():
     set_up_projects()
 
 
-erpsync_project_setup()
+dag = erpsync_project_setup()
