@@ -38,9 +38,9 @@ from erpsync.airflow.sync_dags import asset_for
 def erpsync_data_quality():
     @task(outlets=[asset_for("ops.dq_blocks")])
     def run_all_suites(**context) -> dict:
-        from erpsync.quality import dag_tasks
+        from erpsync.airflow import reconcile_tasks
 
-        return dag_tasks.data_quality(context)
+        return reconcile_tasks.data_quality(context)
 
     run_all_suites()
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
-from erpsync.airflow import billing_flow
+from erpsync.airflow import billing_tasks
 from erpsync.airflow.dag_defaults import FIRM_TIMEZONE, dag_kwargs, deadline, tags
 
 
@@ -72,7 +72,7 @@ from erpsync.airflow.dag_defaults import FIRM_TIMEZONE, dag_kwargs, deadline, ta
         "billing_types": Param(
             None,
             type=["null", "array"],
-            items={"type": "string", "enum": list(billing_flow.BILLING_TYPES)},
+            items={"type": "string", "enum": list(billing_tasks.BILLING_TYPES)},
             title="Billing types",
             description="time, expense, milestone, retainer. Empty: all of them.",
         ),
@@ -114,11 +114,11 @@ from erpsync.airflow.dag_defaults import FIRM_TIMEZONE, dag_kwargs, deadline, ta
 def erpsync_invoice_batches():
     @task
     def plan_billing_run(**context) -> dict:
-        request = billing_flow.plan_period_run(context, FIRM_TIMEZONE)
-        return billing_flow.check_references(request)  # typed ids resolve, or no run
+        request = billing_tasks.plan_period_run(context, FIRM_TIMEZONE)
+        return billing_tasks.check_references(request)  # typed ids resolve, or no run
 
     request = plan_billing_run()
-    first, _last = billing_flow.billing_tasks(request)
+    first, _last = billing_tasks.billing_tasks(request)
     request >> first
 
 

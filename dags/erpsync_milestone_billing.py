@@ -25,7 +25,7 @@ from datetime import timedelta
 
 from airflow.sdk import CronTriggerTimetable, dag, task
 
-from erpsync.airflow import billing_flow
+from erpsync.airflow import billing_tasks
 from erpsync.airflow.dag_defaults import FIRM_TIMEZONE, dag_kwargs, tags
 
 
@@ -46,14 +46,14 @@ def erpsync_milestone_billing():
         pool="crm_api",
     )
     def wait_for_accepted_milestones(**context):
-        return billing_flow.poke_milestones(context)
+        return billing_tasks.poke_milestones(context)
 
     @task
     def plan_milestone_billing(keys: list[str], **context) -> dict:
-        return billing_flow.plan_milestone_run(context, keys, FIRM_TIMEZONE)
+        return billing_tasks.plan_milestone_run(context, keys, FIRM_TIMEZONE)
 
     request = plan_milestone_billing(wait_for_accepted_milestones())
-    first, _last = billing_flow.billing_tasks(request)
+    first, _last = billing_tasks.billing_tasks(request)
     request >> first
 
 

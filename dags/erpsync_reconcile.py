@@ -65,27 +65,27 @@ DQ_BLOCKS = asset_for("ops.dq_blocks")
 def erpsync_reconcile():
     @task(pool="crm_api")
     def refresh_milestones(**context) -> dict:
-        from erpsync.quality import dag_tasks
+        from erpsync.airflow import reconcile_tasks
 
-        return dag_tasks.refresh_milestones(context)
+        return reconcile_tasks.refresh_milestones(context)
 
     @task
     def reconcile(**context) -> dict:
-        from erpsync.quality import dag_tasks
+        from erpsync.airflow import reconcile_tasks
 
-        return dag_tasks.reconcile(context)
+        return reconcile_tasks.reconcile(context)
 
     @task(outlets=[RECON_RESULTS, DQ_BLOCKS])
     def data_quality_gate(**context) -> dict:
-        from erpsync.quality import dag_tasks
+        from erpsync.airflow import reconcile_tasks
 
-        return dag_tasks.data_quality(context)
+        return reconcile_tasks.data_quality(context)
 
     @task
     def finance_table(**context) -> str:
-        from erpsync.quality import dag_tasks
+        from erpsync.airflow import reconcile_tasks
 
-        return dag_tasks.finance_report(context)
+        return reconcile_tasks.finance_report(context)
 
     refresh_milestones() >> reconcile() >> data_quality_gate() >> finance_table()
 

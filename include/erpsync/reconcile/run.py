@@ -185,6 +185,21 @@ class ReconcileResult:
     def as_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self), default=str))
 
+    def summary(self) -> str:
+        """One log line: items per state, exceptions raised and resolved, and how the run
+        went (skipped, or workers and seconds per step)."""
+        return (
+            "reconciliation: "
+            + ", ".join(f"{state} {v.get('items', v)}" for state, v in self.by_state.items())
+            + f"; exceptions raised {self.exceptions_raised}, "
+            f"resolved {self.exceptions_resolved}; "
+            + (
+                "nothing changed since the last run, nothing recomputed"
+                if self.skipped
+                else f"{self.workers} worker(s), seconds per step {self.timings}"
+            )
+        )
+
 
 def _bucket() -> dict[str, Any]:
     return {"items": 0, "hours": Decimal(0), "amounts": {}}
