@@ -64,7 +64,8 @@ def data_quality(context: Any, suites: list[str] | None = None) -> dict[str, Any
     from erpsync import quality
     from erpsync.warehouse import connection
 
-    result = quality.run_suites(connection.conninfo(), _run(context), suites=suites, docs=True)
+    with connection.connect() as conn:
+        result = quality.run_suites(conn, _run(context), suites=suites, docs=True)
     print(result.summary())
     return result.as_dict()
 
