@@ -57,21 +57,9 @@ def erpsync_project_setup():
         outlets=[asset_for("core.contracts"), asset_for("billing.schedules")],
     )
     def set_up_projects(**context) -> dict:
-        from erpsync.onboarding import setup
-        from erpsync.sync.spec import RunInfo
+        from erpsync.airflow import project_setup_tasks
 
-        stats = setup.run_project_setup(
-            run=RunInfo.from_context(context), full=bool(context["params"].get("full"))
-        )
-        print(
-            f"project setup: {stats.read} read, {stats.completed} set up, {stats.adopted} "
-            f"recorded as set up before erpsync, {stats.invalid} with an exception, "
-            f"{stats.new_versions} change orders, {stats.exceptions_resolved} exceptions closed"
-        )
-        if stats.failed:
-            # recorded per step; the retry (or the next run) resumes where each one stopped
-            raise RuntimeError(f"setup steps failed, will resume: {stats.failed}")
-        return stats.as_dict()
+        return project_setup_tasks.set_up_projects(context)
 
     set_up_projects()
 
