@@ -87,12 +87,22 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from erpsync import audit, exceptions_queue, money
 from erpsync.reconcile import sql
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from erpsync.sync.spec import RunInfo
+
+#: one row of ``sql.STATE_SUMMARY`` (state, reason, approved, currency, items, hours, amount,
+#: newest row version)
+SummaryRow = tuple[Any, ...]
 
 __all__ = [
     "ENTRY_REASONS",
@@ -183,7 +193,8 @@ class ReconcileResult:
     workers: int = 1
 
     def as_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self), default=str))
+        out: dict[str, Any] = json.loads(json.dumps(asdict(self), default=str))
+        return out
 
     def summary(self) -> str:
         """One log line: items per state, exceptions raised and resolved, and how the run
@@ -205,7 +216,13 @@ def _bucket() -> dict[str, Any]:
     return {"items": 0, "hours": Decimal(0), "amounts": {}}
 
 
-def _add(bucket: dict[str, Any], n: int, hours, amount, currency) -> None:
+def _add(
+    bucket: dict[str, Any],
+    n: int,
+    hours: Decimal | None,
+    amount: Decimal | None,
+    currency: str | None,
+) -> None:
     bucket["items"] += n
     bucket["hours"] += Decimal(hours or 0)
     if amount is not None and currency:
@@ -221,8 +238,10 @@ def _finish(bucket: dict[str, Any]) -> dict[str, Any]:
 
 
 def _summary(
-    conn, rows: list[tuple] | None = None, written_xid: int | None = None
-) -> tuple[int, dict, dict, dict, str]:
+    conn: psycopg.Connection[Any],
+    rows: Sequence[SummaryRow] | None = None,
+    written_xid: int | None = None,
+) -> tuple[int, dict[str, Any], dict[str, Any], dict[str, Any], str]:
     """The counts per state (and of approved items) and per reason; and recon.items' part of the
     fingerprint (``sql.FINGERPRINT``: row count and newest row version), from the same scan
     (``rows``: ``sql.STATE_SUMMARY``'s rows already read, e.g. per shard by the parallel
@@ -254,7 +273,9 @@ def _summary(
     )
 
 
-def _store_totals(conn, as_of: dt.date, work_tables: list[str] | None) -> list[tuple] | None:
+def _store_totals(
+    conn: psycopg.Connection[Any], as_of: dt.date, work_tables: list[str] | None
+) -> list[SummaryRow] | None:
     """Rewrite ``recon.item_totals`` (migration 0028, the billing cockpit's summary) and
     ``recon.client_period_totals`` from it, in the run's transaction, server-side: from the
     parallel workers' sums in their work tables (``work_tables``: their shard tables; call it
@@ -273,7 +294,9 @@ def _store_totals(conn, as_of: dt.date, work_tables: list[str] | None) -> list[t
     return rows
 
 
-def _problems(conn):
+def _problems(
+    conn: psycopg.Connection[Any],
+) -> Iterator[tuple[str, str, str, str, dict[str, Any], Decimal | None, str | None]]:
     """Every problem found, at the level a person fixes it: ``(reason, entity_type, key, owner,
     detail, amount, currency)`` per time entry / expense (``sql.ENTRY_PROBLEMS``), then per PSA
     project or user assignment (``sql.GROUP_PROBLEMS``)."""
@@ -330,7 +353,9 @@ def _problems(conn):
         yield reason, entity_type, key, owner, context, amount, currency
 
 
-def _exceptions(conn, run) -> tuple[int, int, int, dict[str, int]]:
+def _exceptions(
+    conn: psycopg.Connection[Any], run: RunInfo
+) -> tuple[int, int, int, dict[str, int]]:
     """Raise / refresh one exception per problem; resolve those whose problem is gone."""
     failing: dict[tuple[str, str], list[str]] = {}
     raised = seen = 0
@@ -362,7 +387,16 @@ def _exceptions(conn, run) -> tuple[int, int, int, dict[str, int]]:
     return seen, raised, resolved, counts
 
 
-def _unchanged(conn, run, run_id, as_of, last, fingerprint, started, source) -> ReconcileResult:
+def _unchanged(
+    conn: psycopg.Connection[Any],
+    run: RunInfo,
+    run_id: str,
+    as_of: dt.date,
+    last: Any,
+    fingerprint: str,
+    started: float,
+    source: audit.Source,
+) -> ReconcileResult:
     """Nothing changed since the last run: record this run, recompute nothing."""
     # recon.item_totals is the last run's, still true: only the state summary is read
     total, by_state, approved, reasons, _items_part = _summary(conn)
@@ -432,7 +466,7 @@ def _parallel_workers(requested: int | None, own_transaction: bool, entries: int
     return max(1, min(os.cpu_count() or 1, sql.SHARDS))
 
 
-def _connect_kwargs(conn) -> dict[str, Any]:
+def _connect_kwargs(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     """How to open another connection to the same database as the same user."""
     kwargs: dict[str, Any] = dict(conn.info.get_parameters())
     if conn.info.password:
@@ -440,38 +474,46 @@ def _connect_kwargs(conn) -> dict[str, Any]:
     return kwargs
 
 
-def _build_shard(conn, table: str, shard: int, params: dict[str, Any]) -> int:
+def _build_shard(
+    conn: psycopg.Connection[Any], table: str, shard: int, params: dict[str, Any]
+) -> int:
     """One shard's new partition, in ``conn``'s transaction: created, filled, then indexed."""
     conn.execute(sql.SHARD_TABLE.replace("{table}", table).replace("%(shard)s", str(int(shard))))
     filled = conn.execute(
         sql.SHARD_FILL.replace("{table}", table), {**params, "shards": [shard]}
     ).rowcount
     _index_shard(conn, table)
-    return filled
+    return int(filled)
 
 
 def _build_shard_summed(
-    conn, table: str, shard: int, params: dict[str, Any]
-) -> tuple[int, list[tuple]]:
+    conn: psycopg.Connection[Any], table: str, shard: int, params: dict[str, Any]
+) -> tuple[int, list[SummaryRow]]:
     """``_build_shard``, summing the partition up as it is written (``sql.SUMMARY``: into the
     worker's totals table, read back by state for the run's summary)."""
     conn.execute(sql.SHARD_TABLE.replace("{table}", table).replace("%(shard)s", str(int(shard))))
     conn.execute(sql.TOTALS_TABLE.replace("{table}", table))
     conn.execute(sql.SHARD_FILL_SUMMARY.replace("{table}", table), {**params, "shards": [shard]})
-    own_xid = int(conn.execute(sql.OWN_XID).fetchone()[0])  # every row's version
+    ((xid,),) = conn.execute(sql.OWN_XID).fetchall()
+    own_xid = int(xid)  # every row's version
     _index_shard(conn, table)
     rows = conn.execute(sql.STATE_SUMMARY_OF_WORK.replace("{table}", table)).fetchall()
     return sum(r[4] for r in rows), [(*r[:7], own_xid) for r in rows]
 
 
-def _index_shard(conn, table: str) -> None:
+def _index_shard(conn: psycopg.Connection[Any], table: str) -> None:
     for (statement,) in conn.execute(sql.SHARD_INDEXES.replace("{table}", table)).fetchall():
         conn.execute(statement)
 
 
 def _shard_worker(
-    connect: dict[str, Any], snapshot: str, shard: int, table: str, first: bool, params: dict
-) -> tuple[int, list[tuple] | None]:
+    connect: dict[str, Any],
+    snapshot: str,
+    shard: int,
+    table: str,
+    first: bool,
+    params: dict[str, Any],
+) -> tuple[int, list[SummaryRow] | None]:
     """One parallel worker: its own connection, reading the run's snapshot, commits its shard's
     table (the new partition the first time, else the shard's differences) and sums up its
     shard as the run will leave it. Returns the table's row count and the summary rows."""
@@ -509,8 +551,8 @@ def _shard_worker(
 
 
 def _shards_in_parallel(
-    conn, snapshot: str, workers: int, first: bool, params: dict[str, Any]
-) -> tuple[list[str], list[tuple[int, list[tuple] | None]]]:
+    conn: psycopg.Connection[Any], snapshot: str, workers: int, first: bool, params: dict[str, Any]
+) -> tuple[list[str], list[tuple[int, list[SummaryRow] | None]]]:
     """Every shard at once, one worker (connection, core) each, all reading the run's snapshot.
 
     Returns the workers' tables (``recon_work.r<tag>_<shard>``, committed: only this run reads
@@ -538,7 +580,7 @@ def _shard_tables() -> list[str]:
     return [f"{sql.WORK_SCHEMA}.r{tag}_{shard}" for shard in range(sql.SHARDS)]
 
 
-def _swap_in(conn, tables: list[str]) -> None:
+def _swap_in(conn: psycopg.Connection[Any], tables: list[str]) -> None:
     """The new shard tables become recon.items' partitions, in the run's transaction."""
     for shard, table in enumerate(tables):
         conn.execute(
@@ -553,7 +595,7 @@ def _union(tables: list[str]) -> str:
     return " UNION ALL ".join(f"SELECT * FROM {table}" for table in tables)  # noqa: S608
 
 
-def _drop_work_tables(conn) -> None:
+def _drop_work_tables(conn: psycopg.Connection[Any]) -> None:
     """Drop the parallel workers' tables: this run's once read, a failed earlier run's at the
     start (runs never overlap: advisory lock)."""
     from psycopg import sql as pgsql
@@ -573,7 +615,11 @@ def _entries(parts: list[str]) -> int:
 
 
 def run_reconcile(
-    conn, run, *, as_of: dt.date | None = None, workers: int | None = None
+    conn: psycopg.Connection[Any],
+    run: RunInfo,
+    *,
+    as_of: dt.date | None = None,
+    workers: int | None = None,
 ) -> ReconcileResult:
     """Reconcile everything in one transaction on ``conn`` (see the module doc).
 
@@ -613,15 +659,15 @@ def run_reconcile(
         )
         # the inputs' fingerprint and, for parallel workers, the snapshot it was read in
         clock = _Clock()
-        parts, snapshot = conn.execute(
+        ((parts, snapshot),) = conn.execute(
             sql.FINGERPRINT_PARTS_AND_SNAPSHOT, {"export": own_transaction}
-        ).fetchone()
+        ).fetchall()
         parts = list(parts)
         fingerprint = _fingerprint(as_of, parts)
         last = conn.execute(sql.LAST_FINGERPRINT).fetchone()
         if last is not None and last[0] == fingerprint:
             return _unchanged(conn, run, run_id, as_of, last[1], fingerprint, started, source)
-        first = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM recon.items)").fetchone()[0]
+        ((first,),) = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM recon.items)").fetchall()
         n_workers = _parallel_workers(workers, own_transaction, _entries(parts))
         conn.execute(_HASH_JOINS_ONLY)
         _drop_work_tables(conn)
@@ -669,7 +715,8 @@ def run_reconcile(
         clock.lap("exceptions")
         written_xid = None
         if shard_summaries is not None and not first and (updated or inserted):
-            written_xid = int(conn.execute(sql.OWN_XID).fetchone()[0])
+            ((xid,),) = conn.execute(sql.OWN_XID).fetchall()
+            written_xid = int(xid)
         state_rows = shard_summaries
         if state_rows is None:
             # a serial run: the cockpit's totals and the run's own summary in one pass
@@ -698,9 +745,8 @@ def run_reconcile(
         summary = result.as_dict()
         # the run's own outputs, as they are now (the inputs' parts stay as read at the start)
         parts[sql.INPUT_TABLES.index("recon.items")] = items_part
-        parts[sql.INPUT_TABLES.index("ops.exceptions")] = conn.execute(
-            sql.EXCEPTIONS_PART
-        ).fetchone()[0]
+        ((exceptions_part,),) = conn.execute(sql.EXCEPTIONS_PART).fetchall()
+        parts[sql.INPUT_TABLES.index("ops.exceptions")] = exceptions_part
         summary["inputs_fingerprint"] = _fingerprint(as_of, parts)
         conn.execute(
             "UPDATE recon.runs SET finished_at = clock_timestamp(), result = %s::jsonb "
