@@ -22,29 +22,25 @@ version-controlled in `great_expectations/expectations/`.
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import CronTriggerTimetable, dag, task
 
-from erpsync.airflow.dag_defaults import default_args, tags
-from erpsync.airflow.sync_dags import FIRM_TIMEZONE, asset_for
+from erpsync.airflow.dag_defaults import FIRM_TIMEZONE, dag_kwargs, tags
+from erpsync.airflow.sync_dags import asset_for
 
 
 @dag(
     dag_id="erpsync_data_quality",
     schedule=CronTriggerTimetable("30 3 * * *", timezone=FIRM_TIMEZONE),
-    start_date=pendulum.datetime(2026, 1, 1, tz=FIRM_TIMEZONE),
-    catchup=False,
-    default_args=default_args(),
     tags=tags("data-quality", "ops"),
     doc_md=__doc__,
-    max_active_runs=1,
+    **dag_kwargs(),
 )
 def erpsync_data_quality():
     @task(outlets=[asset_for("ops.dq_blocks")])
     def run_all_suites(**context) -> dict:
-        from erpsync.quality import dag_tasks
+        from erpsync.airflow import reconcile_tasks
 
-        return dag_tasks.data_quality(context)
+        return reconcile_tasks.data_quality(context)
 
     run_all_suites()
 

@@ -39,23 +39,17 @@ Scheduled monthly at 06:00 on the 2nd, in the firm's time zone.
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
-from erpsync.airflow import billing_flow
-from erpsync.airflow.dag_defaults import deadline, default_args, tags
-from erpsync.airflow.sync_dags import FIRM_TIMEZONE
+from erpsync.airflow import billing_tasks
+from erpsync.airflow.dag_defaults import FIRM_TIMEZONE, dag_kwargs, deadline, tags
 
 
 @dag(
     dag_id="erpsync_invoice_batches",
     schedule=CronTriggerTimetable("0 6 2 * *", timezone=FIRM_TIMEZONE),
-    start_date=pendulum.datetime(2026, 1, 1, tz=FIRM_TIMEZONE),
-    catchup=False,
-    default_args=default_args(),
     tags=tags("billing", "erp", "psa"),
     doc_md=__doc__,
-    max_active_runs=1,
     deadline=deadline("billing", "monthly billing run"),
     params={
         "billing_period": Param(
@@ -78,7 +72,7 @@ from erpsync.airflow.sync_dags import FIRM_TIMEZONE
         "billing_types": Param(
             None,
             type=["null", "array"],
-            items={"type": "string", "enum": list(billing_flow.BILLING_TYPES)},
+            items={"type": "string", "enum": list(billing_tasks.BILLING_TYPES)},
             title="Billing types",
             description="time, expense, milestone, retainer. Empty: all of them.",
         ),
@@ -115,15 +109,16 @@ from erpsync.airflow.sync_dags import FIRM_TIMEZONE
             section="Corrections",
         ),
     },
+    **dag_kwargs(),
 )
 def erpsync_invoice_batches():
     @task
     def plan_billing_run(**context) -> dict:
-        request = billing_flow.plan_period_run(context, FIRM_TIMEZONE)
-        return billing_flow.check_references(request)  # typed ids resolve, or no run
+        request = billing_tasks.plan_period_run(context, FIRM_TIMEZONE)
+        return billing_tasks.check_references(request)  # typed ids resolve, or no run
 
     request = plan_billing_run()
-    first, _last = billing_flow.billing_tasks(request)
+    first, _last = billing_tasks.billing_tasks(request)
     request >> first
 
 

@@ -23,23 +23,18 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import CronTriggerTimetable, dag, task
 
-from erpsync.airflow import billing_flow
-from erpsync.airflow.dag_defaults import default_args, tags
-from erpsync.airflow.sync_dags import FIRM_TIMEZONE
+from erpsync.airflow import billing_tasks
+from erpsync.airflow.dag_defaults import FIRM_TIMEZONE, dag_kwargs, tags
 
 
 @dag(
     dag_id="erpsync_milestone_billing",
     schedule=CronTriggerTimetable("0 * * * *", timezone=FIRM_TIMEZONE),
-    start_date=pendulum.datetime(2026, 1, 1, tz=FIRM_TIMEZONE),
-    catchup=False,
-    default_args=default_args(),
     tags=tags("billing", "milestones", "crm", "erp"),
     doc_md=__doc__,
-    max_active_runs=1,
+    **dag_kwargs(),
 )
 def erpsync_milestone_billing():
     @task.sensor(
@@ -51,14 +46,14 @@ def erpsync_milestone_billing():
         pool="crm_api",
     )
     def wait_for_accepted_milestones(**context):
-        return billing_flow.poke_milestones(context)
+        return billing_tasks.poke_milestones(context)
 
     @task
     def plan_milestone_billing(keys: list[str], **context) -> dict:
-        return billing_flow.plan_milestone_run(context, keys, FIRM_TIMEZONE)
+        return billing_tasks.plan_milestone_run(context, keys, FIRM_TIMEZONE)
 
     request = plan_milestone_billing(wait_for_accepted_milestones())
-    first, _last = billing_flow.billing_tasks(request)
+    first, _last = billing_tasks.billing_tasks(request)
     request >> first
 
 

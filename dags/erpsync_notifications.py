@@ -17,11 +17,9 @@ Recipients and thresholds: the `erpsync_notifications` Variable; the mail server
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import CronTriggerTimetable, dag, task
 
-from erpsync.airflow.dag_defaults import default_args, tags
-from erpsync.airflow.sync_dags import FIRM_TIMEZONE
+from erpsync.airflow.dag_defaults import FIRM_TIMEZONE, dag_kwargs, tags
 
 REMINDERS_DOC = """
 ### Approval reminders and escalation (every 15 minutes)
@@ -40,12 +38,9 @@ Settings: the `erpsync_notifications` Variable (README, section *Notifications*)
 @dag(
     dag_id="erpsync_notifications",
     schedule=CronTriggerTimetable("0 7 * * *", timezone=FIRM_TIMEZONE),
-    start_date=pendulum.datetime(2026, 1, 1, tz=FIRM_TIMEZONE),
-    catchup=False,
-    default_args=default_args(),
     tags=tags("ops"),
     doc_md=__doc__,
-    max_active_runs=1,
+    **dag_kwargs(),
 )
 def erpsync_notifications():
     @task
@@ -60,12 +55,9 @@ def erpsync_notifications():
 @dag(
     dag_id="erpsync_approval_reminders",
     schedule=CronTriggerTimetable("*/15 * * * *", timezone=FIRM_TIMEZONE),
-    start_date=pendulum.datetime(2026, 1, 1, tz=FIRM_TIMEZONE),
-    catchup=False,
-    default_args=default_args(),
     tags=tags("billing", "ops"),
     doc_md=REMINDERS_DOC,
-    max_active_runs=1,
+    **dag_kwargs(),
 )
 def erpsync_approval_reminders():
     @task

@@ -19,97 +19,62 @@ audit trail with who triggered it.
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import dag, task
 
-from erpsync.airflow.dag_defaults import default_args, tags
-from erpsync.airflow.errors import fail_without_retry
+from erpsync.airflow.dag_defaults import dag_kwargs, tags
 
 
 @dag(
     dag_id="erpsync_preflight",
     schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    default_args=default_args(),
     tags=tags("ops"),
     doc_md=__doc__,
-    max_active_runs=1,
+    **dag_kwargs(),
 )
 def erpsync_preflight():
     @task
     def check_warehouse() -> dict:
-        from erpsync import preflight
-        from erpsync.warehouse import connection
+        from erpsync.airflow import preflight_tasks
 
-        with fail_without_retry(preflight.PreflightError), connection.connect() as conn:
-            status = preflight.check_warehouse(conn)
-        print(
-            f"warehouse schema version {status.schema_version} (needs "
-            f"{status.required_version}); audit trail intact, {status.audit_rows} rows"
-        )
-        return {"schema_version": status.schema_version, "audit_rows": status.audit_rows}
+        return preflight_tasks.check_warehouse()
 
     @task
     def check_configuration() -> dict:
-        from airflow.sdk import BaseHook, Variable
+        from erpsync.airflow import preflight_tasks
 
-        from erpsync import preflight
-
-        with fail_without_retry(preflight.PreflightError):
-            values = preflight.check_configuration(BaseHook.get_connection, Variable.get)
-        print(
-            f"connections and variables present; firm time zone {values['erpsync_firm_timezone']}"
-        )
-        return {"firm_timezone": values["erpsync_firm_timezone"]}
+        return preflight_tasks.check_configuration()
 
     @task
     def check_systems() -> dict:
-        from airflow.sdk import BaseHook
+        from erpsync.airflow import preflight_tasks
 
-        from erpsync import preflight
-
-        answers = {}
-        for name, conn_id in preflight.SYSTEM_CONNECTIONS.items():
-            url = preflight.base_url(BaseHook.get_connection(conn_id))
-            answers[name] = preflight.check_reachable(name, url)
-            print(f"{name.upper()} answered HTTP {answers[name]} at {url}")
-        return answers
+        return preflight_tasks.check_systems()
 
     @task
     def check_tenants() -> dict:
-        from erpsync import preflight
+        from erpsync.airflow import preflight_tasks
 
-        with fail_without_retry(preflight.PreflightError):
-            return preflight.check_tenants()
+        return preflight_tasks.check_tenants()
 
     @task
-    def record_result(warehouse: dict, configuration: dict, systems: dict, tenants: dict) -> None:
-        from airflow.sdk import get_current_context
+    def record_result(
+        warehouse: dict, configuration: dict, systems: dict, tenants: dict, **context
+    ) -> None:
+        from erpsync.airflow import preflight_tasks
 
-        from erpsync import audit
-        from erpsync.warehouse import connection
-
-        context = get_current_context()
-        with connection.connect() as conn:
-            audit_id = audit.record(
-                conn,
-                actor=audit.actor_from_context(context),
-                action="preflight.passed",
-                entity_type="pack",
-                detail={
-                    "warehouse": warehouse,
-                    "configuration": configuration,
-                    "systems": systems,
-                    "tenants": tenants,
-                },
-                source=audit.Source.from_context(context),
-            )
-        print(f"pre-flight passed; audit row {audit_id}")
+        preflight_tasks.record_result(
+            context,
+            {
+                "warehouse": warehouse,
+                "configuration": configuration,
+                "systems": systems,
+                "tenants": tenants,
+            },
+        )
 
     systems, tenants = check_systems(), check_tenants()
     systems >> tenants  # what is in each system is checked once each one answers
     record_result(check_warehouse(), check_configuration(), systems, tenants)
 
 
-erpsync_preflight()
+dag = erpsync_preflight()

@@ -30,22 +30,17 @@ changed since the last run).
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
-from erpsync.airflow.dag_defaults import default_args, tags
-from erpsync.airflow.sync_dags import FIRM_TIMEZONE, asset_for
+from erpsync.airflow.dag_defaults import FIRM_TIMEZONE, dag_kwargs, tags
+from erpsync.airflow.sync_dags import asset_for
 
 
 @dag(
     dag_id="erpsync_project_setup",
     schedule=CronTriggerTimetable("*/15 * * * *", timezone=FIRM_TIMEZONE),
-    start_date=pendulum.datetime(2026, 1, 1, tz=FIRM_TIMEZONE),
-    catchup=False,
-    default_args=default_args(),
     tags=tags("onboarding", "crm", "psa", "erp"),
     doc_md=__doc__,
-    max_active_runs=1,
     params={
         "full": Param(
             False,
@@ -54,6 +49,7 @@ from erpsync.airflow.sync_dags import FIRM_TIMEZONE, asset_for
             description="Off: only opportunities changed since the last run (plus unfinished).",
         )
     },
+    **dag_kwargs(),
 )
 def erpsync_project_setup():
     @task(
@@ -61,23 +57,11 @@ def erpsync_project_setup():
         outlets=[asset_for("core.contracts"), asset_for("billing.schedules")],
     )
     def set_up_projects(**context) -> dict:
-        from erpsync.onboarding import setup
-        from erpsync.sync.spec import RunInfo
+        from erpsync.airflow import project_setup_tasks
 
-        stats = setup.run_project_setup(
-            run=RunInfo.from_context(context), full=bool(context["params"].get("full"))
-        )
-        print(
-            f"project setup: {stats.read} read, {stats.completed} set up, {stats.adopted} "
-            f"recorded as set up before erpsync, {stats.invalid} with an exception, "
-            f"{stats.new_versions} change orders, {stats.exceptions_resolved} exceptions closed"
-        )
-        if stats.failed:
-            # recorded per step; the retry (or the next run) resumes where each one stopped
-            raise RuntimeError(f"setup steps failed, will resume: {stats.failed}")
-        return stats.as_dict()
+        return project_setup_tasks.set_up_projects(context)
 
     set_up_projects()
 
 
-erpsync_project_setup()
+dag = erpsync_project_setup()

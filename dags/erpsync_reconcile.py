@@ -28,10 +28,9 @@ When it finishes, the invoicing DAGs can use the result (asset *erpsync_recon_it
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import Param, dag, task
 
-from erpsync.airflow.dag_defaults import default_args, tags
+from erpsync.airflow.dag_defaults import dag_kwargs, tags
 from erpsync.airflow.sync_dags import asset_for
 
 #: what the syncs publish (erpsync.airflow.sync_dags.asset_for): any of them triggers a run
@@ -50,12 +49,8 @@ DQ_BLOCKS = asset_for("ops.dq_blocks")
 @dag(
     dag_id="erpsync_reconcile",
     schedule=RECONCILE_INPUTS,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    default_args=default_args(),
     tags=tags("reconcile", "data-quality", "billing"),
     doc_md=__doc__,
-    max_active_runs=1,
     params={
         "as_of": Param(
             None,
@@ -65,31 +60,32 @@ DQ_BLOCKS = asset_for("ops.dq_blocks")
             description="Empty: today. A date: what was ready, held or leaking on that day.",
         )
     },
+    **dag_kwargs(),
 )
 def erpsync_reconcile():
     @task(pool="crm_api")
     def refresh_milestones(**context) -> dict:
-        from erpsync.quality import dag_tasks
+        from erpsync.airflow import reconcile_tasks
 
-        return dag_tasks.refresh_milestones(context)
+        return reconcile_tasks.refresh_milestones(context)
 
     @task
     def reconcile(**context) -> dict:
-        from erpsync.quality import dag_tasks
+        from erpsync.airflow import reconcile_tasks
 
-        return dag_tasks.reconcile(context)
+        return reconcile_tasks.reconcile(context)
 
     @task(outlets=[RECON_RESULTS, DQ_BLOCKS])
     def data_quality_gate(**context) -> dict:
-        from erpsync.quality import dag_tasks
+        from erpsync.airflow import reconcile_tasks
 
-        return dag_tasks.data_quality(context)
+        return reconcile_tasks.data_quality(context)
 
     @task
     def finance_table(**context) -> str:
-        from erpsync.quality import dag_tasks
+        from erpsync.airflow import reconcile_tasks
 
-        return dag_tasks.finance_report(context)
+        return reconcile_tasks.finance_report(context)
 
     refresh_milestones() >> reconcile() >> data_quality_gate() >> finance_table()
 

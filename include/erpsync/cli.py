@@ -251,7 +251,10 @@ def check_systems_cmd(systems: tuple[str, ...]) -> None:
             err=True,
         )
     failed = 0
-    for check in tenant_check.run_checks(systems or tenant_check.SYSTEMS):
+    checks = tenant_check.run_checks(
+        tenant_check.SystemClients.default(), systems or tenant_check.SYSTEMS
+    )
+    for check in checks:
         failed += not check.ok
         click.echo(tenant_check.format_check(check))
     if failed:

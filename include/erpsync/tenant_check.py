@@ -1,9 +1,9 @@
 """The tenant check: is everything the pack needs there, and permitted, in each configured system?
 
-``erpsync check-systems`` and the preflight DAG's ``check_tenants`` task run :func:`run_checks`.
-It connects to the CRM, PSA and ERP through the pack's own clients on the Airflow connections
-(``erpsync_crm``, ``erpsync_psa``, ``erpsync_erp``) and yields one :class:`Check` per
-requirement, printed as ``OK|FAIL <system> <requirement> — <detail or what to fix>``.
+``erpsync check-systems`` and the preflight DAG's ``check_tenants`` task run :func:`run_checks`
+with the pack's own clients (:class:`SystemClients`, each on its default Airflow connection, built
+by the caller) and get one :class:`Check` per requirement, printed as
+``OK|FAIL <system> <requirement> — <detail or what to fix>``.
 
 What is checked, and where each list comes from:
 
@@ -37,10 +37,15 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from erpsync.connectors.errors import ConnectorError, VendorError
+
+if TYPE_CHECKING:
+    from erpsync.connectors.business_central import BusinessCentralClient
+    from erpsync.connectors.harvest import HarvestClient
+    from erpsync.connectors.salesforce import SalesforceClient
 
 __all__ = [
     "CRM_WRITES",
@@ -49,6 +54,7 @@ __all__ = [
     "HARVEST_FEATURES",
     "Check",
     "ErpRequirement",
+    "SystemClients",
     "crm_checks",
     "crm_field_requirements",
     "erp_checks",
@@ -58,6 +64,25 @@ __all__ = [
 ]
 
 SYSTEMS = ("salesforce", "harvest", "business_central")
+
+
+@dataclass(frozen=True)
+class SystemClients:
+    """The three vendor clients the checks read through (built by the caller; no I/O until a
+    check runs)."""
+
+    crm: SalesforceClient
+    psa: HarvestClient
+    erp: BusinessCentralClient
+
+    @classmethod
+    def default(cls) -> SystemClients:
+        """Each client on its default Airflow connection (``default_conn_id``)."""
+        from erpsync.connectors.business_central import BusinessCentralClient
+        from erpsync.connectors.harvest import HarvestClient
+        from erpsync.connectors.salesforce import SalesforceClient
+
+        return cls(crm=SalesforceClient(), psa=HarvestClient(), erp=BusinessCentralClient())
 
 
 @dataclass(frozen=True)
@@ -137,11 +162,8 @@ def crm_field_requirements(project_dir: Path | None = None) -> dict[str, list[st
     return {sobject: sorted(fields) for sobject, fields in sorted(wanted.items())}
 
 
-def crm_checks(client: Any = None, project_dir: Path | None = None) -> Iterator[Check]:
-    from erpsync.connectors.salesforce import SalesforceClient
-
+def crm_checks(client: SalesforceClient, project_dir: Path | None = None) -> Iterator[Check]:
     system = "salesforce"
-    client = client or SalesforceClient()
     try:
         client._ensure_session()
         host = urlsplit(client.base_url).hostname or ""
@@ -236,11 +258,8 @@ def _onboarding_tasks() -> list[str]:
     return sorted({name for names in PROJECT_TASKS.values() for name in names})
 
 
-def psa_checks(client: Any = None) -> Iterator[Check]:
-    from erpsync.connectors.harvest import HarvestClient
-
+def psa_checks(client: HarvestClient) -> Iterator[Check]:
     system = "harvest"
-    client = client or HarvestClient()
     try:
         client._ensure_session()
     except ConnectorError as exc:
@@ -307,20 +326,20 @@ def psa_checks(client: Any = None) -> Iterator[Check]:
         yield Check(False, system, "tasks readable", _problem(exc))
         return
     for name in _onboarding_tasks():
-        task = tasks.get(name.lower())
+        found = tasks.get(name.lower())
         requirement = f"task {name!r}"
-        if task is None:
+        if found is None:
             yield Check(True, system, requirement, "absent; onboarding creates it")
-        elif task.get("is_active") is False:
+        elif found.get("is_active") is False:
             yield Check(
                 False,
                 system,
                 requirement,
-                f"task {task.get('id')} is archived: restore it in Manage > Tasks "
+                f"task {found.get('id')} is archived: restore it in Manage > Tasks "
                 "(onboarding assigns it to new projects)",
             )
         else:
-            yield Check(True, system, requirement, f"task {task.get('id')} active")
+            yield Check(True, system, requirement, f"task {found.get('id')} active")
 
 
 # =========================================================================== Business Central
@@ -426,19 +445,16 @@ ERP_REQUIREMENTS: tuple[ErpRequirement, ...] = (
 ERP_REQUIREMENTS_PENDING: tuple[ErpRequirement, ...] = ()
 
 
-def _company_name(client: Any) -> str:
+def _company_name(client: BusinessCentralClient) -> str:
     record = client.request_json("GET", f"{client.api_root()}/companies({client.company_id})")
     return str(record.get("name") or "")
 
 
 def erp_checks(
-    client: Any = None, requirements: Iterable[ErpRequirement] | None = None
+    client: BusinessCentralClient, requirements: Iterable[ErpRequirement] | None = None
 ) -> Iterator[Check]:
-    from erpsync.connectors.business_central import BusinessCentralClient
-
     system = "business_central"
     try:
-        client = client or BusinessCentralClient()
         client._ensure_session()
         client._auth_headers()  # the Entra ID client-credentials token request
     except ConnectorError as exc:
@@ -468,7 +484,7 @@ def erp_checks(
         yield _erp_requirement(client, company, req)
 
 
-def _erp_requirement(client: Any, company: str, req: ErpRequirement) -> Check:
+def _erp_requirement(client: BusinessCentralClient, company: str, req: ErpRequirement) -> Check:
     system = "business_central"
     if req.web_service:
         path = (
@@ -510,13 +526,13 @@ def _erp_requirement(client: Any, company: str, req: ErpRequirement) -> Check:
 
 
 def run_checks(
-    systems: Iterable[str] = SYSTEMS, *, project_dir: Path | None = None
+    clients: SystemClients, systems: Iterable[str] = SYSTEMS, *, project_dir: Path | None = None
 ) -> Iterator[Check]:
     """Every requirement of the named systems, in order (a broken system never stops the next)."""
-    runners = {
-        "salesforce": lambda: crm_checks(project_dir=project_dir),
-        "harvest": psa_checks,
-        "business_central": erp_checks,
+    runners: dict[str, Callable[[], Iterator[Check]]] = {
+        "salesforce": lambda: crm_checks(clients.crm, project_dir=project_dir),
+        "harvest": lambda: psa_checks(clients.psa),
+        "business_central": lambda: erp_checks(clients.erp),
     }
     for system in systems:
         try:

@@ -82,7 +82,8 @@ def _prepare_warehouse(sandbox, url: str) -> None:
     from tests.integration import writeback_harness as h
 
     h.sync_all(url, RunInfo.local("master"))
-    setup.run_project_setup(run=RunInfo.local("setup"), conninfo=url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        setup.run_project_setup(conn, setup.Systems(), run=RunInfo.local("setup"))
     h.sync_time_expense(url, RunInfo.local("time"))
     with psycopg.connect(url) as conn:
         run_reconcile(conn, RunInfo.local("reconcile"), as_of=AS_OF)

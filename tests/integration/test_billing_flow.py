@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pendulum
 import pytest
 
-from erpsync.airflow import billing_flow
+from erpsync.airflow import billing_tasks
 from erpsync.airflow.billing_api import content_hash_shown
 from erpsync.airflow.sync_dags import FIRM_TIMEZONE
 
@@ -64,34 +64,37 @@ def _context(params=None, user=None, when="2026-11-25T10:00:00+00:00"):
 
 
 def test_months_and_durations():
-    assert billing_flow.month_bounds("2026-10") == (date(2026, 10, 1), date(2026, 10, 31))
-    assert billing_flow.month_bounds("2028-02") == (date(2028, 2, 1), date(2028, 2, 29))
-    assert billing_flow.month_bounds("2026-12") == (date(2026, 12, 1), date(2026, 12, 31))
+    assert billing_tasks.month_bounds("2026-10") == (date(2026, 10, 1), date(2026, 10, 31))
+    assert billing_tasks.month_bounds("2028-02") == (date(2028, 2, 1), date(2028, 2, 29))
+    assert billing_tasks.month_bounds("2026-12") == (date(2026, 12, 1), date(2026, 12, 31))
     for bad in ("2026-13", "10-2026", "2026/10", ""):
         with pytest.raises(ValueError):
-            billing_flow.month_bounds(bad)
-    assert billing_flow.previous_month(date(2026, 1, 15)) == (date(2025, 12, 1), date(2025, 12, 31))
+            billing_tasks.month_bounds(bad)
+    assert billing_tasks.previous_month(date(2026, 1, 15)) == (
+        date(2025, 12, 1),
+        date(2025, 12, 31),
+    )
 
 
 def test_approval_timeout_comes_from_the_environment(monkeypatch):
     monkeypatch.delenv("ERPSYNC_APPROVAL_TIMEOUT", raising=False)
-    assert billing_flow.approval_timeout() == timedelta(hours=72)
+    assert billing_tasks.approval_timeout() == timedelta(hours=72)
     for raw, want in (("90", 90), ("90s", 90), ("30m", 1800), ("72h", 259200), ("5d", 432000)):
         monkeypatch.setenv("ERPSYNC_APPROVAL_TIMEOUT", raw)
-        assert billing_flow.approval_timeout() == timedelta(seconds=want)
+        assert billing_tasks.approval_timeout() == timedelta(seconds=want)
     monkeypatch.setenv("ERPSYNC_APPROVAL_TIMEOUT", "soon")
     with pytest.raises(ValueError, match="ERPSYNC_APPROVAL_TIMEOUT"):
-        billing_flow.approval_timeout()
+        billing_tasks.approval_timeout()
 
 
 def test_a_run_bills_the_month_before_its_date_in_the_firm_time_zone():
     # 03:00 UTC on 1 December is still 30 November in New York: the run bills October
     ctx = _context(when="2026-12-01T03:00:00+00:00")
     assert FIRM_TIMEZONE == "America/New_York"
-    request = billing_flow.plan_period_run(ctx, FIRM_TIMEZONE)
+    request = billing_tasks.plan_period_run(ctx, FIRM_TIMEZONE)
     assert (request["period_start"], request["period_end"]) == ("2026-10-01", "2026-10-31")
     assert request["kind"] == "period" and request["dry_run"] is False
-    assert billing_flow.prepared_by(ctx) == "scheduler"
+    assert billing_tasks.prepared_by(ctx) == "scheduler"
     # the form: period, clients, billing types, dry run; the triggering user prepares
     ctx = _context(
         {
@@ -102,7 +105,7 @@ def test_a_run_bills_the_month_before_its_date_in_the_firm_time_zone():
         },
         user="finance.ops",
     )
-    request = billing_flow.plan_period_run(ctx, FIRM_TIMEZONE)
+    request = billing_tasks.plan_period_run(ctx, FIRM_TIMEZONE)
     assert request == {
         "kind": "period",
         "period_start": "2026-09-01",
@@ -111,28 +114,28 @@ def test_a_run_bills_the_month_before_its_date_in_the_firm_time_zone():
         "billing_types": ["time", "expense"],
         "dry_run": True,
     }
-    assert billing_flow.prepared_by(ctx) == "finance.ops"
+    assert billing_tasks.prepared_by(ctx) == "finance.ops"
 
 
 def test_form_mistakes_are_refused_with_the_reason():
     from airflow.sdk.exceptions import AirflowFailException
 
     with pytest.raises(AirflowFailException, match=r"^Billing types \(billing_types\): unknown"):
-        billing_flow.plan_period_run(_context({"billing_types": ["hours"]}), FIRM_TIMEZONE)
+        billing_tasks.plan_period_run(_context({"billing_types": ["hours"]}), FIRM_TIMEZONE)
     with pytest.raises(AirflowFailException, match=r"^Billing period \(billing_period\).*01\.\.12"):
-        billing_flow.plan_period_run(_context({"billing_period": "2026-13"}), FIRM_TIMEZONE)
+        billing_tasks.plan_period_run(_context({"billing_period": "2026-13"}), FIRM_TIMEZONE)
     with pytest.raises(AirflowFailException, match=r"^Billing period \(billing_period\).*YYYY-MM"):
-        billing_flow.plan_period_run(_context({"billing_period": "13/2026"}), FIRM_TIMEZONE)
+        billing_tasks.plan_period_run(_context({"billing_period": "13/2026"}), FIRM_TIMEZONE)
     with pytest.raises(AirflowFailException, match=r"^Clients \(clients\): expected a list"):
-        billing_flow.plan_period_run(_context({"clients": 42}), FIRM_TIMEZONE)
+        billing_tasks.plan_period_run(_context({"clients": 42}), FIRM_TIMEZONE)
     with pytest.raises(AirflowFailException, match="needs a reason"):
-        billing_flow.plan_period_run(_context({"credit_note_for": "INV-1"}), FIRM_TIMEZONE)
-    request = billing_flow.plan_period_run(
+        billing_tasks.plan_period_run(_context({"credit_note_for": "INV-1"}), FIRM_TIMEZONE)
+    request = billing_tasks.plan_period_run(
         _context({"credit_note_for": "PSI-1", "credit_note_reason": "wrong rate"}), FIRM_TIMEZONE
     )
     assert request["kind"] == "credit_note" and request["credit_note_for"] == "PSI-1"
     assert "credit_note_lines" not in request  # the whole invoice
-    request = billing_flow.plan_period_run(
+    request = billing_tasks.plan_period_run(
         _context(
             {
                 "credit_note_for": "PSI-1",
@@ -145,7 +148,7 @@ def test_form_mistakes_are_refused_with_the_reason():
     assert request["credit_note_lines"] == [{"line_no": 2}, {"line_no": 1, "amount": "150.50"}]
     for bad in (["x"], ["0"], ["1:0"]):
         with pytest.raises(AirflowFailException, match=r"^Credit note lines \(credit_note_lines\)"):
-            billing_flow.plan_period_run(
+            billing_tasks.plan_period_run(
                 _context(
                     {
                         "credit_note_for": "PSI-1",
@@ -156,21 +159,21 @@ def test_form_mistakes_are_refused_with_the_reason():
                 FIRM_TIMEZONE,
             )
     with pytest.raises(AirflowFailException, match="fill 'Credit note for'"):
-        billing_flow.plan_period_run(_context({"credit_note_lines": ["2"]}), FIRM_TIMEZONE)
+        billing_tasks.plan_period_run(_context({"credit_note_lines": ["2"]}), FIRM_TIMEZONE)
 
 
 def test_dry_runs_and_empty_batches_ask_nobody():
-    assert billing_flow.needs_approval({"dry_run": True, "invoices": 4}) is False
-    assert billing_flow.needs_approval({"dry_run": False, "invoices": 0}) is False
-    assert billing_flow.needs_approval({"dry_run": False, "invoices": 3}) is True
+    assert billing_tasks.needs_approval({"dry_run": True, "invoices": 4}) is False
+    assert billing_tasks.needs_approval({"dry_run": False, "invoices": 0}) is False
+    assert billing_tasks.needs_approval({"dry_run": False, "invoices": 3}) is True
 
 
 def test_report_lines_show_totals_and_holds_per_currency():
     totals = {"USD": {"total": "1200.5"}, "EUR": {"total": "10"}}
-    assert billing_flow.totals_line(totals) == "EUR 10; USD 1,200.5"
+    assert billing_tasks.totals_line(totals) == "EUR 10; USD 1,200.5"
     held = {"over_cap": {"items": 3, "amounts": {"EUR": "12.30"}}, "missing_rate": {"items": 1}}
-    assert billing_flow.held_line(held) == "missing_rate 1, over_cap 3 (EUR 12.30)"
-    assert billing_flow.held_line({}) == "none"
+    assert billing_tasks.held_line(held) == "missing_rate 1, over_cap 3 (EUR 12.30)"
+    assert billing_tasks.held_line({}) == "none"
     body = "... Content hash `0123456789abcdef0123`: approving ..."
     assert content_hash_shown(body) == "0123456789abcdef0123"
 
@@ -211,7 +214,7 @@ def test_form_optional_fields_are_optional_and_bad_values_are_refused(invoice_da
     params.update({"billing_period": "2026-12", "clients": [], "billing_types": ["time"]})
     assert params.validate()["billing_types"] == ["time"]
     # the planner treats null like empty: all clients, all types
-    request = billing_flow.plan_period_run(
+    request = billing_tasks.plan_period_run(
         _context({"billing_period": "2026-12", "clients": None, "billing_types": None}),
         FIRM_TIMEZONE,
     )

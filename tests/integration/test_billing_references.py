@@ -6,8 +6,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from erpsync.airflow import billing_flow
+from erpsync.airflow import billing_tasks
 from erpsync.invoicing.references import unknown_references
+from erpsync.warehouse import connection
 
 
 @pytest.fixture
@@ -52,8 +53,8 @@ def test_an_unknown_invoice_to_credit_is_named(warehouse):
 def test_the_plan_task_refuses_the_run_before_it_starts(warehouse, monkeypatch):
     from airflow.sdk.exceptions import AirflowFailException
 
-    monkeypatch.setattr(billing_flow, "_connect", lambda: psycopg.connect(warehouse))
+    monkeypatch.setattr(connection, "connect", lambda: psycopg.connect(warehouse))
     request = {"kind": "period", "clients": ["001KNOWN"], "billing_types": [], "dry_run": False}
-    assert billing_flow.check_references(request) is request
+    assert billing_tasks.check_references(request) is request
     with pytest.raises(AirflowFailException, match=r"unknown client id\(s\) \['001X'\]"):
-        billing_flow.check_references({**request, "clients": ["001KNOWN", "001X"]})
+        billing_tasks.check_references({**request, "clients": ["001KNOWN", "001X"]})

@@ -17,6 +17,8 @@ import httpx
 import pytest
 
 from erpsync import paths, settings, tenant_check
+from erpsync.connectors.business_central import BusinessCentralClient
+from erpsync.connectors.salesforce import SalesforceClient
 from tests import contract_log
 
 
@@ -59,7 +61,8 @@ def connections(sandbox, monkeypatch):
 
 
 def _lines(systems=tenant_check.SYSTEMS) -> list[str]:
-    return [tenant_check.format_check(c) for c in tenant_check.run_checks(systems)]
+    clients = tenant_check.SystemClients.default()
+    return [tenant_check.format_check(c) for c in tenant_check.run_checks(clients, systems)]
 
 
 def test_every_requirement_passes_against_the_sandbox(connections):
@@ -229,7 +232,8 @@ def test_fields_shipped_in_vendor_salesforce_are_required_too(connections, tmp_p
     wanted = tenant_check.crm_field_requirements(tmp_path)
     assert "Credit_Hold__c" in wanted["Account"]
     assert "VAT_Id__c" in wanted["Account"]  # the pack's own SOQL fields stay
-    lines = [tenant_check.format_check(c) for c in tenant_check.crm_checks(project_dir=tmp_path)]
+    checks = tenant_check.crm_checks(SalesforceClient(), project_dir=tmp_path)
+    lines = [tenant_check.format_check(c) for c in checks]
     assert [line for line in lines if not line.startswith("OK ")] == [
         "FAIL salesforce Account.Credit_Hold__c readable — field missing or hidden from the "
         "Run-As user: deploy vendor/salesforce and give the Run-As user's permission set read "
@@ -244,7 +248,7 @@ def test_erp_requirements_ask_the_documented_urls(connections, private_contract_
     from erpsync_sandbox.contract import read_log
 
     assert tenant_check.ERP_REQUIREMENTS_PENDING == ()
-    checks = list(tenant_check.erp_checks())
+    checks = list(tenant_check.erp_checks(BusinessCentralClient()))
     by_name = {c.requirement: c for c in checks}
     assert [c for c in checks if not c.ok] == []
     assert len(checks) == 2 + len(tenant_check.ERP_REQUIREMENTS)

@@ -23,6 +23,12 @@ TODAY = date(2026, 11, 2)
 CLIENTS = {"ACC-1": "EUR", "ACC-2": "USD", "ACC-3": "GBP"}  # CRM account id -> currency
 
 
+def run_suites(url: str, run: RunInfo, **kwargs) -> quality.DQResult:
+    """quality.run_suites on a connection of its own (committed when it returns)."""
+    with psycopg.connect(url) as conn:
+        return quality.run_suites(conn, run, **kwargs)
+
+
 def _seed(conn) -> None:
     for n, (acc, cur) in enumerate(CLIENTS.items(), start=1):
         canon = conn.execute(
@@ -179,9 +185,7 @@ def test_an_edited_suite_file_changes_what_is_checked(wh, tmp_path, monkeypatch)
     _edit(copy, "core_clients", "crm_id_unique", column="no_such_column")
     monkeypatch.setenv("ERPSYNC_GX_PROJECT_DIR", str(copy))
     planted = ["core_time_entries", "core_clients"]
-    result = quality.run_suites(
-        wh, RunInfo.local("dq-edited"), suites=planted, docs=False, today=TODAY
-    )
+    result = run_suites(wh, RunInfo.local("dq-edited"), suites=planted, docs=False, today=TODAY)
     failed = {c.label: c for c in result.critical_failures}
     assert set(failed) == {"core_time_entries.hours_in_range", "core_clients.crm_id_unique"}
     assert failed["core_time_entries.hours_in_range"].scopes == {f"client:{a}": 3 for a in CLIENTS}
@@ -189,9 +193,7 @@ def test_an_edited_suite_file_changes_what_is_checked(wh, tmp_path, monkeypatch)
     assert ("all", "*", "core_clients", "crm_id_unique") in active(wh)
     # back to the committed suites: the same data passes and every block clears
     monkeypatch.delenv("ERPSYNC_GX_PROJECT_DIR")
-    again = quality.run_suites(
-        wh, RunInfo.local("dq-committed"), suites=planted, docs=False, today=TODAY
-    )
+    again = run_suites(wh, RunInfo.local("dq-committed"), suites=planted, docs=False, today=TODAY)
     assert again.success
     assert {b.scope_key for b in again.cleared} == {*CLIENTS, "*"}
     assert active(wh) == set()
@@ -199,7 +201,7 @@ def test_an_edited_suite_file_changes_what_is_checked(wh, tmp_path, monkeypatch)
 
 def test_critical_blocks_its_scope_only_warning_blocks_nothing_fix_clears(wh):
     committed = _tree(suites.gx_project_dir())
-    clean = quality.run_suites(wh, RunInfo.local("dq-clean"), today=TODAY)
+    clean = run_suites(wh, RunInfo.local("dq-clean"), today=TODAY)
     # the version-controlled context is read, never written; the working copy holds the data
     # source as a ${VARIABLE}, no connection string
     assert _tree(suites.gx_project_dir()) == committed
@@ -218,7 +220,7 @@ def test_critical_blocks_its_scope_only_warning_blocks_nothing_fix_clears(wh):
     execute(wh, "UPDATE core.tax_profiles SET vat_id_valid = false WHERE crm_account_id = 'ACC-1'")
     run = RunInfo.local("dq-bad")
     planted = ["core_time_entries", "core_contracts", "core_tax_profiles"]
-    bad = quality.run_suites(wh, run, suites=planted, docs=False, today=TODAY)
+    bad = run_suites(wh, run, suites=planted, docs=False, today=TODAY)
 
     assert {c.label for c in bad.critical_failures} == {
         "core_time_entries.hours_in_range",
@@ -261,9 +263,7 @@ def test_critical_blocks_its_scope_only_warning_blocks_nothing_fix_clears(wh):
     assert "WARNING  core_tax_profiles.vat_id_valid" in bad.summary()
 
     # a rerun with the problem still there refreshes the block, never a second one
-    rerun = quality.run_suites(
-        wh, RunInfo.local("dq-again"), suites=planted, docs=False, today=TODAY
-    )
+    rerun = run_suites(wh, RunInfo.local("dq-again"), suites=planted, docs=False, today=TODAY)
     assert rerun.opened == () and rerun.cleared == ()
     assert q(
         wh,
@@ -273,9 +273,7 @@ def test_critical_blocks_its_scope_only_warning_blocks_nothing_fix_clears(wh):
 
     # fix the time entry at the source: the next run clears ACC-2's block, OPP-3 stays
     execute(wh, "UPDATE core.time_entries SET hours = 3 WHERE psa_id = 'T-20'")
-    fixed = quality.run_suites(
-        wh, RunInfo.local("dq-fixed"), suites=planted, docs=False, today=TODAY
-    )
+    fixed = run_suites(wh, RunInfo.local("dq-fixed"), suites=planted, docs=False, today=TODAY)
     assert [(b.scope_type, b.scope_key) for b in fixed.cleared] == [("client", "ACC-2")]
     assert not blocked(wh, "ACC-2", "OPP-2") and blocked(wh, "ACC-3", "OPP-3")
     assert q(
@@ -314,7 +312,7 @@ def test_untraceable_failing_rows_block_all_and_recon_output_is_checked(wh):
                        '2026-10-01', 7.5, 150, 'EUR', -1125, true, 'ready', 'seed', 'seed')""",
         )
     # (core_contracts too: the OPP-3 dates fixed at the end of the previous test clear now)
-    result = quality.run_suites(
+    result = run_suites(
         wh,
         RunInfo.local("dq-untraceable"),
         suites=["core_contracts", "core_expenses", "recon_items"],
@@ -333,7 +331,7 @@ def test_untraceable_failing_rows_block_all_and_recon_output_is_checked(wh):
     execute(wh, "DELETE FROM core.expenses WHERE psa_id = 'E-X'")
     if has_recon:
         execute(wh, "DELETE FROM recon.items WHERE item_key = 'time:T-10'")
-    cleared = quality.run_suites(
+    cleared = run_suites(
         wh,
         RunInfo.local("dq-cleared"),
         suites=["core_expenses", "recon_items"],
@@ -362,7 +360,7 @@ def test_a_negative_expense_is_a_credit_reported_not_blocking(wh):
                        '2026-10-01', 1, 1, 'EUR', -50.00, true, 'ready', 'seed', 'seed')""",
         )
     try:
-        result = quality.run_suites(
+        result = run_suites(
             wh,
             RunInfo.local("dq-credit"),
             suites=["core_expenses", "recon_items"],

@@ -193,7 +193,8 @@ def test_a_change_order_effective_mid_month_prices_before_old_and_after_new(
     from erpsync.onboarding import setup
     from erpsync.sync.spec import RunInfo
 
-    setup.run_project_setup(run=RunInfo.local("co-undated"), conninfo=url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        setup.run_project_setup(conn, setup.Systems(), run=RunInfo.local("co-undated"))
     assert _q(
         url,
         "SELECT version, status FROM core.contracts WHERE opportunity_id = %s ORDER BY 1",

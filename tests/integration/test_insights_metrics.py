@@ -702,11 +702,11 @@ def test_every_metric_is_defined_and_runs_on_an_empty_warehouse(conn):
 def test_the_reconcile_task_rebuilds_the_summaries_from_a_real_reconciliation(
     warehouse_db, monkeypatch
 ):
-    """The reconcile DAG's task callable (erpsync.quality.dag_tasks.reconcile) on rows a real
+    """The reconcile DAG's task callable (erpsync.airflow.reconcile_tasks.reconcile) on rows a real
     reconciliation classifies; then an invoice posts and the push's rebuild is mirrored."""
     from types import SimpleNamespace
 
-    from erpsync.quality import dag_tasks
+    from erpsync.airflow import reconcile_tasks
     from erpsync.reconcile.rows import Rows
     from erpsync.warehouse import connection
 
@@ -727,7 +727,7 @@ def test_the_reconcile_task_rebuilds_the_summaries_from_a_real_reconciliation(
         "params": {"as_of": "2026-04-01"},
         "dag_run": None,
     }
-    dag_tasks.reconcile(context)
+    reconcile_tasks.reconcile(context)
     with psycopg.connect(warehouse_db, autocommit=True) as c:
         assert insights.last_refresh(c)["run_id"] == "manual__1"
         as_of = dt.date(2026, 4, 1)

@@ -55,7 +55,8 @@ def prepare_master_data(warehouse_db: str, label: str) -> None:
 
 
 def setup_run(warehouse_db: str, label: str = "onboarding", **kwargs) -> setup.SetupStats:
-    return setup.run_project_setup(run=RunInfo.local(label), conninfo=warehouse_db, **kwargs)
+    with psycopg.connect(warehouse_db, autocommit=True) as conn:
+        return setup.run_project_setup(conn, setup.Systems(), run=RunInfo.local(label), **kwargs)
 
 
 def q(url: str, sql: str, params=()) -> list[tuple]:

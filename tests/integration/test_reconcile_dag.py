@@ -34,7 +34,8 @@ def sync_firm(warehouse: str) -> None:
     run = RunInfo.local("dag-test-prep")
     h.sync_all(warehouse, run)
     h.relay_until_done(run, systems=("psa",))
-    setup.run_project_setup(run=RunInfo.local("dag-test-setup"), conninfo=warehouse)
+    with psycopg.connect(warehouse, autocommit=True) as conn:
+        setup.run_project_setup(conn, setup.Systems(), run=RunInfo.local("dag-test-setup"))
     for spec in TIME_EXPENSE:  # the hourly DAG's page sizes
         sync_entity(spec, run=run, conninfo=warehouse, leaf_size=2000, page_size=2000)
 

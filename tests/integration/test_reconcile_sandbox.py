@@ -62,7 +62,8 @@ def firm(pg_server_url, tmp_path_factory):
         ).raise_for_status()
         h.sync_all(url, RunInfo.local("master"))
         h.relay_until_done(RunInfo.local("relay"), systems=("psa",))  # clients into the PSA
-        setup.run_project_setup(run=RunInfo.local("setup"), conninfo=url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            setup.run_project_setup(conn, setup.Systems(), run=RunInfo.local("setup"))
         _sync_time(url, "time")
         yield sandbox, url
     finally:

@@ -64,12 +64,6 @@ class ApprovalRefused(AirflowFailException):
     and the task is not retried (a retry would show the first ask's text again)."""
 
 
-def _connect():
-    from erpsync.warehouse import connection
-
-    return connection.connect()
-
-
 def _responder(event_or_payload: Any) -> str | None:
     user = (event_or_payload or {}).get("responded_by_user")
     if not user:
@@ -94,7 +88,7 @@ class BatchApprovalOperator(HITLOperator):
 
     # ------------------------------------------------------------------ the question
 
-    def execute(self, context: Any):
+    def execute(self, context: Any) -> Any:
         from erpsync import audit, invoicing
         from erpsync.invoicing.hashing import current_hash
         from erpsync.sync.spec import RunInfo
@@ -108,10 +102,13 @@ class BatchApprovalOperator(HITLOperator):
                     f"({(earlier_answer.get('chosen_options') or ['?'])[0]}): nobody is asked"
                 )
                 return earlier_answer
-        built = ti.xcom_pull(task_ids=self.build_task_id) or {}
-        batch_id = built.get("batch_id")
+        from erpsync.warehouse import connection
+
+        # the build step's XCom (billing_tasks.build): JSON, untyped
+        built: dict[str, Any] = ti.xcom_pull(task_ids=self.build_task_id) or {}
+        batch_id: Any = built.get("batch_id")  # an int once the batch exists (checked below)
         run = RunInfo.from_context(context)
-        with _connect() as conn:
+        with connection.connect() as conn:
             row = conn.execute(
                 "SELECT status, prepared_by FROM billing.invoice_batches WHERE batch_id = %s",
                 (batch_id,),
@@ -172,7 +169,9 @@ class BatchApprovalOperator(HITLOperator):
         return super().execute(context)
 
     @staticmethod
-    def _footer(batch_id: Any, prepared_by: str, shown_hash: str, earlier: list) -> str:
+    def _footer(
+        batch_id: Any, prepared_by: str, shown_hash: str, earlier: list[tuple[Any, ...]]
+    ) -> str:
         text = (
             "\n\n---\n"
             f"**Batch** `{batch_id}`, prepared by **{prepared_by}**. "
@@ -191,16 +190,17 @@ class BatchApprovalOperator(HITLOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         payload = dict(super().execute_complete(context, event))
-        built = context["ti"].xcom_pull(task_ids=self.build_task_id) or {}
-        batch_id = built.get("batch_id")
+        built: dict[str, Any] = context["ti"].xcom_pull(task_ids=self.build_task_id) or {}
+        batch_id: Any = built.get("batch_id")  # the batch the answered question was about
         from erpsync import audit
         from erpsync.invoicing.hashing import current_hash
         from erpsync.sync.spec import RunInfo
+        from erpsync.warehouse import connection
 
         run = RunInfo.from_context(context)
         chosen = (payload.get("chosen_options") or [REJECT])[0]
         by = _responder(payload)
-        with _connect() as conn:
+        with connection.connect() as conn:
             asked = conn.execute(
                 """SELECT detail ->> 'content_hash' FROM audit.audit_log
                     WHERE entity_type = 'invoice_batch' AND entity_id = %s

@@ -18,6 +18,7 @@ what the maker-checker check in ``record_decision`` relies on.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,7 +87,7 @@ class AirflowApi:
         *,
         run_id: str | None = None,
         timeout: float = 300.0,
-        alive=None,
+        alive: Callable[[], object] | None = None,
     ) -> PendingApproval:
         """Poll until ``dag_id`` (run ``run_id``) asks for an approval; ``alive()`` False stops."""
         deadline = time.monotonic() + timeout
@@ -121,7 +122,8 @@ class AirflowApi:
                 f"answering {pending.task_id} of {pending.run_id} as {self.username} failed: "
                 f"HTTP {resp.status_code} {resp.text[:500]}"
             )
-        return resp.json()
+        answer: dict[str, Any] = resp.json()
+        return answer
 
 
 def content_hash_shown(body: str) -> str | None:

@@ -6,17 +6,12 @@ runs after every sync and sends that system's outbox. All the work happens in
 :func:`erpsync.sync.engine.run_entity_sync` and :func:`erpsync.writeback.relay.run_outbox`,
 imported inside the tasks so parsing a DAG file stays cheap.
 
-Time zone: DAG files cannot read the ``erpsync_firm_timezone`` Variable at parse time, so the
-schedule uses :data:`FIRM_TIMEZONE`, which defaults to the value in ``airflow_settings.yaml``
-(``America/New_York``) and can be overridden per deployment with the environment variable
-``ERPSYNC_FIRM_TIMEZONE`` (read at parse time, no database access). Changing the firm's zone
-means changing both the Variable and that environment variable (a unit test checks the default
-matches airflow_settings.yaml).
+Time zone: the schedule uses :data:`erpsync.airflow.dag_defaults.FIRM_TIMEZONE` (its docstring
+says where it comes from).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,11 +19,10 @@ import pendulum
 from airflow.sdk import DAG, Asset, CronTriggerTimetable, task
 from airflow.sdk.definitions.deadline import DeadlineAlert
 
+from erpsync.airflow.dag_defaults import DEFAULT_FIRM_TIMEZONE as DEFAULT_FIRM_TIMEZONE
+from erpsync.airflow.dag_defaults import FIRM_TIMEZONE as FIRM_TIMEZONE
 from erpsync.airflow.dag_defaults import default_args
 from erpsync.sync.spec import EntitySpec
-
-DEFAULT_FIRM_TIMEZONE = "America/New_York"  # = airflow_settings.yaml erpsync_firm_timezone
-FIRM_TIMEZONE = os.environ.get("ERPSYNC_FIRM_TIMEZONE", DEFAULT_FIRM_TIMEZONE)
 
 #: Airflow pool per system (airflow_settings.yaml): caps concurrent calls to each vendor API.
 POOLS = {"crm": "crm_api", "psa": "psa_api", "erp": "erp_api"}

@@ -56,7 +56,7 @@ def deadline_interval(kind: str) -> timedelta | None:
     if raw:
         return parse_duration(raw, name=name)
     if kind == "billing":
-        from erpsync.airflow.billing_flow import approval_timeout
+        from erpsync.airflow.billing_tasks import approval_timeout
 
         return approval_timeout() + BILLING_AFTER_APPROVAL
     return DEFAULT_SYNC_DEADLINE

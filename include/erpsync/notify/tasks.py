@@ -30,7 +30,7 @@ def send_exception_digests(context: Any) -> dict:
 
 
 def send_approval_reminders(context: Any) -> dict:
-    from erpsync.airflow.billing_flow import approval_timeout
+    from erpsync.airflow.billing_tasks import approval_timeout
     from erpsync.notify import approvals, config
     from erpsync.warehouse import connection
 

@@ -45,7 +45,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from erpsync import audit, exceptions_queue
 from erpsync.onboarding import schedule
@@ -62,10 +62,17 @@ from erpsync.onboarding.contracts import (
     parse,
 )
 
+if TYPE_CHECKING:
+    import psycopg
+
+    from erpsync.connectors.salesforce import SalesforceClient
+    from erpsync.sync.spec import RunInfo
+
 __all__ = [
     "STEPS",
     "SetupStats",
     "StepFailed",
+    "Systems",
     "project_code",
     "run_project_setup",
 ]
@@ -116,6 +123,14 @@ class SetupStats:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def summary(self) -> str:
+        """One log line: what was read, set up, adopted, invalid, versioned and closed."""
+        return (
+            f"project setup: {self.read} read, {self.completed} set up, {self.adopted} "
+            f"recorded as set up before erpsync, {self.invalid} with an exception, "
+            f"{self.new_versions} change orders, {self.exceptions_resolved} exceptions closed"
+        )
+
 
 def project_code(canonical_id: int) -> str:
     """The stable PSA project code / ERP project number of a contract (all its versions)."""
@@ -126,21 +141,23 @@ def project_code(canonical_id: int) -> str:
 
 
 class Systems:
-    """The three vendor clients (built lazily from the Airflow connections) and per-run caches."""
+    """The three vendor clients (built lazily, each on its default Airflow connection) and
+    per-run caches. The caller builds it (``Systems()``) and hands it to
+    :func:`run_project_setup`."""
 
-    def __init__(self, conn_ids: dict[str, str] | None = None) -> None:
+    def __init__(self) -> None:
         from erpsync.writeback.relay import TargetClients
 
-        self.targets = TargetClients(conn_ids)
-        self._crm = None
+        self.targets = TargetClients()
+        self._crm: SalesforceClient | None = None
         self._tasks: dict[str, dict] | None = None
 
     @property
-    def crm(self):
+    def crm(self) -> SalesforceClient:
         if self._crm is None:
             from erpsync.connectors.salesforce import SalesforceClient
 
-            self._crm = SalesforceClient(conn_id=self.targets.conn_ids.get("crm", "erpsync_crm"))
+            self._crm = SalesforceClient()
         return self._crm
 
     @property
@@ -930,90 +947,82 @@ def _attach_milestones(systems: Systems, records: dict[str, dict[str, Any]]) -> 
 
 
 def run_project_setup(
+    conn: psycopg.Connection[Any],
+    systems: Systems,
     *,
-    run,
-    conninfo: str | dict | None = None,
+    run: RunInfo,
     full: bool = False,
-    systems: Systems | None = None,
     after_step: Callable[[str, str], None] | None = None,
 ) -> SetupStats:
     """One onboarding pass: closed-won opportunities changed since the watermark, plus every
     contract whose setup is unfinished or blocked, validated and set up (see module doc).
 
+    ``conn``: an open warehouse connection in autocommit mode (each step commits on its own, in
+    its own transaction, so a crash resumes after the last recorded step); the caller opens and
+    closes it. ``systems``: the vendor clients (:class:`Systems`).
+
     ``after_step(opportunity_id, step)`` is called after each recorded step (tests inject
     crashes there). Raises nothing for a failed step: it is recorded, listed in ``failed`` and
     resumed next run (the DAG task fails on a non-empty ``failed`` so Airflow retries it).
     """
-    import psycopg
-
-    from erpsync.warehouse import connection
-
-    systems = systems or Systems()
+    if not conn.autocommit:
+        raise ValueError("run_project_setup needs an autocommit connection (each step commits)")
     stats = SetupStats()
-    params = conninfo if isinstance(conninfo, dict) else None
-    if params is None and conninfo is None:
-        params = connection.conninfo()
-    conn = (
-        psycopg.connect(**params, autocommit=True)
-        if params is not None
-        else psycopg.connect(conninfo, autocommit=True)
-    )
-    with conn:
-        got = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (_LOCK_KEY,)).fetchone()
-        if not got[0]:
-            raise RuntimeError("another project setup run holds the onboarding lock")
-        try:
-            wm = conn.execute(
-                """SELECT cursor_ts FROM ops.sync_watermarks
-                    WHERE source_system = 'crm' AND entity = %s""",
-                (WATERMARK_ENTITY,),
-            ).fetchone()
-            since = None if full or wm is None else wm[0] - dt.timedelta(seconds=1)
-            retry = [
-                r[0]
-                for r in conn.execute(
-                    """SELECT DISTINCT opportunity_id FROM core.contracts
-                        WHERE status IN ('pending', 'invalid')"""
-                ).fetchall()
-            ]
-            records = _read_opportunities(systems, since, retry)
-            stats.read = len(records)
-            people = _people_by_email(conn)
-            failing: dict[str, str] = {}
-            checked: list[str] = []
-            newest = None if wm is None else wm[0]
-            for record in records:
-                checked.append(str(record["Id"]))
-                _process(conn, record, systems, people, run, stats, failing, after_step)
-                stamp = record.get("SystemModstamp")
-                if stamp:
-                    from erpsync.connectors.salesforce import parse_sf_datetime
+    got = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (_LOCK_KEY,)).fetchone()
+    if not got[0]:
+        raise RuntimeError("another project setup run holds the onboarding lock")
+    try:
+        wm = conn.execute(
+            """SELECT cursor_ts FROM ops.sync_watermarks
+                WHERE source_system = 'crm' AND entity = %s""",
+            (WATERMARK_ENTITY,),
+        ).fetchone()
+        since = None if full or wm is None else wm[0] - dt.timedelta(seconds=1)
+        retry = [
+            r[0]
+            for r in conn.execute(
+                """SELECT DISTINCT opportunity_id FROM core.contracts
+                    WHERE status IN ('pending', 'invalid')"""
+            ).fetchall()
+        ]
+        records = _read_opportunities(systems, since, retry)
+        stats.read = len(records)
+        people = _people_by_email(conn)
+        failing: dict[str, str] = {}
+        checked: list[str] = []
+        newest = None if wm is None else wm[0]
+        for record in records:
+            checked.append(str(record["Id"]))
+            _process(conn, record, systems, people, run, stats, failing, after_step)
+            stamp = record.get("SystemModstamp")
+            if stamp:
+                from erpsync.connectors.salesforce import parse_sf_datetime
 
-                    moment = parse_sf_datetime(stamp)
-                    if moment and (newest is None or moment > newest):
-                        newest = moment
-            with conn.transaction():
-                for reason in ONBOARDING_REASONS:
-                    resolved = exceptions_queue.resolve_missing(
-                        conn,
-                        reason,
-                        ENTITY_TYPE,
-                        [k for k, r in failing.items() if r == reason],
-                        run,
-                        checked_keys=checked,
-                    )
-                    stats.exceptions_resolved += len(resolved)
-                if newest is not None:
-                    conn.execute(
-                        """INSERT INTO ops.sync_watermarks
-                               (source_system, entity, cursor_ts, updated_by_run)
-                           VALUES ('crm', %s, %s, %s)
-                           ON CONFLICT (source_system, entity) DO UPDATE SET
-                               cursor_ts = EXCLUDED.cursor_ts, updated_at = now(),
-                               updated_by_run = EXCLUDED.updated_by_run""",
-                        (WATERMARK_ENTITY, newest, run.run_id),
-                    )
-                    stats.watermark = newest.isoformat()
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_LOCK_KEY,))
+                moment = parse_sf_datetime(stamp)
+                if moment and (newest is None or moment > newest):
+                    newest = moment
+        with conn.transaction():
+            for reason in ONBOARDING_REASONS:
+                resolved = exceptions_queue.resolve_missing(
+                    conn,
+                    reason,
+                    ENTITY_TYPE,
+                    [k for k, r in failing.items() if r == reason],
+                    run,
+                    checked_keys=checked,
+                )
+                stats.exceptions_resolved += len(resolved)
+            if newest is not None:
+                conn.execute(
+                    """INSERT INTO ops.sync_watermarks
+                           (source_system, entity, cursor_ts, updated_by_run)
+                       VALUES ('crm', %s, %s, %s)
+                       ON CONFLICT (source_system, entity) DO UPDATE SET
+                           cursor_ts = EXCLUDED.cursor_ts, updated_at = now(),
+                           updated_by_run = EXCLUDED.updated_by_run""",
+                    (WATERMARK_ENTITY, newest, run.run_id),
+                )
+                stats.watermark = newest.isoformat()
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_LOCK_KEY,))
     return stats

@@ -18,9 +18,12 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from erpsync import audit
+
+if TYPE_CHECKING:
+    import psycopg
 
 ALL_KEY = "*"
 _BLOCKED_TEMPLATE = (
@@ -38,7 +41,7 @@ class Block:
     scope_key: str
     suite: str
     expectation: str
-    detail: dict
+    detail: dict[str, Any]
     first_run_id: str
     last_run_id: str
     created_at: datetime
@@ -56,7 +59,7 @@ class Finding:
     expectation: str
     scope_type: str
     scope_key: str
-    detail: dict
+    detail: dict[str, Any]
 
 
 def blocked_scope_sql(
@@ -74,7 +77,7 @@ def blocked_scope_sql(
     return _BLOCKED_TEMPLATE.format(account=account_col, contract=contract_col)
 
 
-def active_blocks(conn) -> list[Block]:
+def active_blocks(conn: psycopg.Connection[Any]) -> list[Block]:
     """The blocks in force, oldest first."""
     rows = conn.execute(
         """SELECT block_id, scope_type, scope_key, suite, expectation, detail, first_run_id,
@@ -84,10 +87,11 @@ def active_blocks(conn) -> list[Block]:
     return [Block(*r) for r in rows]
 
 
-def is_blocked(conn, account_id: str | None, opportunity_id: str | None = None) -> bool:
-    return bool(
-        conn.execute("SELECT ops.dq_blocked(%s, %s)", (account_id, opportunity_id)).fetchone()[0]
-    )
+def is_blocked(
+    conn: psycopg.Connection[Any], account_id: str | None, opportunity_id: str | None = None
+) -> bool:
+    row = conn.execute("SELECT ops.dq_blocked(%s, %s)", (account_id, opportunity_id)).fetchone()
+    return bool(row and row[0])
 
 
 def _run_parts(run: Any) -> tuple[str, str, audit.Source]:
@@ -98,7 +102,7 @@ def _run_parts(run: Any) -> tuple[str, str, audit.Source]:
 
 
 def apply(
-    conn, run: Any, suites: list[str], findings: list[Finding]
+    conn: psycopg.Connection[Any], run: Any, suites: list[str], findings: list[Finding]
 ) -> tuple[list[Block], list[Block]]:
     """Make the active blocks of ``suites`` match ``findings`` (this run's critical failures of
     those suites): open the new ones, refresh the ones seen again, clear the rest. Runs in the

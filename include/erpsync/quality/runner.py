@@ -27,14 +27,20 @@ import logging
 import os
 import shutil
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from erpsync import paths
 from erpsync.quality import assets, blocks
 from erpsync.quality import suites as suite_files
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from erpsync.sync.spec import RunInfo
 
 URL_ENV = "ERPSYNC_DQ_WAREHOUSE_URL"
 DATASOURCE = "erpsync_warehouse"
@@ -95,10 +101,10 @@ class DQResult:
         """True when no critical expectation failed (warnings do not count)."""
         return not self.critical_failures
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         """JSON-safe summary for XCom (no row data, no connection details)."""
 
-        def block(b: blocks.Block) -> dict:
+        def block(b: blocks.Block) -> dict[str, Any]:
             return {
                 "block_id": b.block_id,
                 "scope_type": b.scope_type,
@@ -151,13 +157,13 @@ class DQResult:
         return "\n".join(lines)
 
 
-def sqlalchemy_url(conninfo: str | dict) -> tuple[str, str | None]:
+def sqlalchemy_url(conninfo: str | dict[str, Any]) -> tuple[str, str | None]:
     """(SQLAlchemy URL for the psycopg 3 dialect, password) from a libpq conninfo or URL."""
     from psycopg.conninfo import conninfo_to_dict
     from sqlalchemy.engine import URL
 
-    params = dict(conninfo) if isinstance(conninfo, dict) else conninfo_to_dict(conninfo)
-    params = {k: str(v) for k, v in params.items() if v not in (None, "")}
+    raw = dict(conninfo) if isinstance(conninfo, dict) else conninfo_to_dict(conninfo)
+    params = {k: str(v) for k, v in raw.items() if v not in (None, "")}
     user = params.pop("user", None)
     password = params.pop("password", None)
     dbname = params.pop("dbname", None)
@@ -168,7 +174,7 @@ def sqlalchemy_url(conninfo: str | dict) -> tuple[str, str | None]:
 
 
 @contextlib.contextmanager
-def _gx_session(url: str):
+def _gx_session(url: str) -> Iterator[Path]:
     """The working copy, locked against a concurrent run on this machine, with the warehouse
     URL in the environment only for the duration."""
     home = gx_home()
@@ -229,7 +235,7 @@ def _first_line(text: Any, secret: str | None) -> str:
     return scrub(lines[-1] if lines[-1] else lines[0], (secret,) if secret else ())[:300]
 
 
-def _exception_info(result: Any) -> dict:
+def _exception_info(result: Any) -> dict[str, Any]:
     """GX's exception info, flat (it is sometimes keyed by metric: take the first raised)."""
     info = result.exception_info or {}
     if not isinstance(info, dict):
@@ -262,7 +268,7 @@ def _check_of(rule: suite_files.Rule, result: Any, secret: str | None) -> Check:
         if column is None or not isinstance(index, list) or not index:
             scopes = {"all:*": int(payload.get("unexpected_count") or 0)}
         else:
-            counts: Counter = Counter()
+            counts: Counter[str] = Counter()
             for row in index:
                 key = row.get(column) if isinstance(row, dict) else None
                 counts[f"{rule.scope}:{key}" if key not in (None, "") else "all:*"] += 1
@@ -280,7 +286,7 @@ def _check_of(rule: suite_files.Rule, result: Any, secret: str | None) -> Check:
 
 
 def _findings(
-    check: Check, rule: suite_files.Rule, samples: dict[str, list]
+    check: Check, rule: suite_files.Rule, samples: dict[str, list[Any]]
 ) -> list[blocks.Finding]:
     if check.success or check.severity != "critical":
         return []
@@ -304,9 +310,9 @@ def _findings(
     return out
 
 
-def _samples(rule: suite_files.Rule, result: Any) -> dict[str, list]:
+def _samples(rule: suite_files.Rule, result: Any) -> dict[str, list[Any]]:
     """A few failing values per scope (for the block's detail), from GX's index list."""
-    out: dict[str, list] = defaultdict(list)
+    out: dict[str, list[Any]] = defaultdict(list)
     column = assets.SCOPE_COLUMNS.get(rule.scope)
     for row in (result.result or {}).get("unexpected_index_list") or []:
         if not isinstance(row, dict):
@@ -330,7 +336,13 @@ def _needs_scopes(rule: suite_files.Rule, result: Any) -> bool:
     )
 
 
-def _scope_pass(batch_definition: Any, suite: Any, rule: suite_files.Rule, parameters, summary):
+def _scope_pass(
+    batch_definition: Any,
+    suite: Any,
+    rule: suite_files.Rule,
+    parameters: dict[str, str],
+    summary: Any,
+) -> Any:
     """Every failing row's client / contract for one failed critical expectation: the same
     expectation again on the same batch with COMPLETE results (not stored). On any error the
     summary result is kept, which blocks ``all`` (fail closed)."""
@@ -352,7 +364,7 @@ def _scope_pass(batch_definition: Any, suite: Any, rule: suite_files.Rule, param
         return summary
 
 
-def _build_docs(ctx: Any, run_name: str, names: list[str]) -> dict:
+def _build_docs(ctx: Any, run_name: str, names: list[str]) -> dict[str, Any]:
     """Render this run's validation results and suites, then the index: incremental, so the
     cost does not grow with the history kept in the site."""
     from great_expectations.data_context.types.resource_identifiers import (
@@ -365,35 +377,63 @@ def _build_docs(ctx: Any, run_name: str, names: list[str]) -> dict:
         if getattr(getattr(key, "run_id", None), "run_name", None) == run_name
     ]
     suites_ = [ExpectationSuiteIdentifier(name=n) for n in names]
-    return ctx.build_data_docs(resource_identifiers=results + suites_)
+    sites: dict[str, Any] = ctx.build_data_docs(resource_identifiers=results + suites_)
+    return sites
 
 
-def run_suites(
-    conninfo: str | dict,
-    run: Any,
-    *,
-    suites: list[str] | None = None,
-    docs: bool = True,
-    today: date | None = None,
-) -> DQResult:
-    """Run ``suites`` (default: all) against the warehouse at ``conninfo``, apply the blocks,
-    build Data Docs; returns the outcome (see :meth:`DQResult.summary` for the log)."""
-    import time
+@dataclass(frozen=True)
+class _Plan:
+    """What a run checks: the suites (their JSON documents) and the expectation parameters."""
 
-    import psycopg
+    run_id: str
+    names: list[str]
+    docs_by_suite: dict[str, dict[str, Any]]
+    parameters: dict[str, str]
 
-    started = time.monotonic()
+
+@dataclass
+class _Outcome:
+    """What GX found: one check per expectation, the findings that block, the suites that could
+    not run (they keep their blocks and block all) and the Data Docs location."""
+
+    checks: list[Check] = field(default_factory=list)
+    findings: list[blocks.Finding] = field(default_factory=list)
+    not_run: set[str] = field(default_factory=set)
+    docs_url: str | None = None
+
+
+def warehouse_url(conn: psycopg.Connection[Any]) -> tuple[str, str | None]:
+    """(SQLAlchemy URL, password) of the warehouse ``conn`` is connected to, for GX's own
+    connections: psycopg's ``ConnectionInfo.get_parameters()`` leaves the password out, so it
+    is read from ``ConnectionInfo.password``
+    (https://www.psycopg.org/psycopg3/docs/api/objects.html#psycopg.ConnectionInfo)."""
+    params: dict[str, str] = dict(conn.info.get_parameters())
+    if conn.info.password:
+        params["password"] = conn.info.password
+    return sqlalchemy_url(params)
+
+
+def _plan(run: RunInfo, suites: list[str] | None, today: date | None) -> _Plan:
     names = list(suites or suite_files.ALL_SUITES)
-    docs_by_suite = {n: suite_files.load_suite(n) for n in names}
-    url, password = sqlalchemy_url(conninfo)
-    run_id = str(getattr(run, "run_id", None) or run)
     today = today or datetime.now(UTC).date()
-    parameters = {"latest_allowed_date": (today + FUTURE_TOLERANCE).isoformat()}
+    return _Plan(
+        run_id=run.run_id,
+        names=names,
+        docs_by_suite={n: suite_files.load_suite(n) for n in names},
+        parameters={"latest_allowed_date": (today + FUTURE_TOLERANCE).isoformat()},
+    )
 
-    checks: list[Check] = []
-    findings: list[blocks.Finding] = []
-    not_run: set[str] = set()  # suites that could not run keep their blocks (and block all)
-    docs_url = None
+
+def _failed_whole(name: str, rule: suite_files.Rule, error: str) -> Check:
+    return Check(
+        name, rule.name, rule.severity, rule.scope, False, error=error, scopes={"all:*": 0}
+    )
+
+
+def _validate(url: str, password: str | None, plan: _Plan, *, docs: bool) -> _Outcome:
+    """Run every suite of ``plan`` with GX against ``url`` (see the module doc, steps 1-3 and
+    5); nothing is written to the warehouse."""
+    outcome = _Outcome()
     with _gx_session(url):
         # GX logs its API-docs registration at INFO on import: keep task logs to what matters
         logging.getLogger("great_expectations").setLevel(logging.WARNING)
@@ -410,7 +450,7 @@ def run_suites(
             raise RuntimeError(
                 f"data quality: could not open the warehouse for GX: {_first_line(exc, password)}"
             ) from None
-        gx_run = RunIdentifier(run_name=run_id, run_time=datetime.now(UTC))
+        gx_run = RunIdentifier(run_name=plan.run_id, run_time=datetime.now(UTC))
         # stored (validation results, Data Docs): a summary with a sample of failing rows, so
         # what is kept per run stays small however many rows fail
         stored_format = {
@@ -418,8 +458,8 @@ def run_suites(
             "partial_unexpected_count": 20,
             "unexpected_index_column_names": ["scope_client", "scope_contract"],
         }
-        for name in names:
-            doc = docs_by_suite[name]
+        for name in plan.names:
+            doc = plan.docs_by_suite[name]
             rules = {r.name: r for r in suite_files.rules(name, doc)}
             asset = source.add_query_asset(
                 name=name, query=assets.ASSET_SQL[doc["meta"]["erpsync_asset"]]
@@ -430,75 +470,64 @@ def run_suites(
                 gx.ValidationDefinition(name=f"erpsync_{name}", data=batch, suite=suite)
             )
             try:
-                outcome = definition.run(
-                    expectation_parameters=parameters, result_format=stored_format, run_id=gx_run
+                validated = definition.run(
+                    expectation_parameters=plan.parameters,
+                    result_format=stored_format,
+                    run_id=gx_run,
                 )
-                results = {r.expectation_config.meta.get("name"): r for r in outcome.results}
+                results = {r.expectation_config.meta.get("name"): r for r in validated.results}
             except Exception as exc:  # noqa: BLE001 - a suite that cannot run fails closed
                 error = _first_line(exc, password)
-                not_run.add(name)
-                results = {}
+                outcome.not_run.add(name)
                 for rule in rules.values():
-                    check = Check(
-                        name,
-                        rule.name,
-                        rule.severity,
-                        rule.scope,
-                        False,
-                        error=f"suite could not run: {error}",
-                        scopes={"all:*": 0},
-                    )
-                    checks.append(check)
-                    findings.extend(_findings(check, rule, {}))
+                    check = _failed_whole(name, rule, f"suite could not run: {error}")
+                    outcome.checks.append(check)
+                    outcome.findings.extend(_findings(check, rule, {}))
                 continue
             for rule in rules.values():
                 result = results.get(rule.name)
                 if result is None:
-                    check = Check(
-                        name,
-                        rule.name,
-                        rule.severity,
-                        rule.scope,
-                        False,
-                        error="no result returned",
-                        scopes={"all:*": 0},
-                    )
-                    samples: dict[str, list] = {}
+                    check = _failed_whole(name, rule, "no result returned")
+                    samples: dict[str, list[Any]] = {}
                 else:
                     if _needs_scopes(rule, result):
-                        result = _scope_pass(batch, suite, rule, parameters, result)
+                        result = _scope_pass(batch, suite, rule, plan.parameters, result)
                     check = _check_of(rule, result, password)
                     samples = _samples(rule, result)
-                checks.append(check)
-                findings.extend(_findings(check, rule, samples))
+                outcome.checks.append(check)
+                outcome.findings.extend(_findings(check, rule, samples))
         with contextlib.suppress(Exception):  # close GX's pooled warehouse connections
             source.get_engine().dispose()
         if docs:
             try:
-                sites = _build_docs(ctx, gx_run.run_name, names)
-                docs_url = sites.get("local_site") if isinstance(sites, dict) else None
+                sites = _build_docs(ctx, gx_run.run_name, plan.names)
+                outcome.docs_url = sites.get("local_site") if isinstance(sites, dict) else None
             except Exception as exc:  # noqa: BLE001 - docs are a report; the checks stand
-                docs_url = f"(Data Docs not built: {_first_line(exc, password)})"
+                outcome.docs_url = f"(Data Docs not built: {_first_line(exc, password)})"
+    return outcome
 
-    connect = (
-        psycopg.connect(**conninfo) if isinstance(conninfo, dict) else psycopg.connect(conninfo)
-    )
-    with connect as conn:
-        evaluated = [n for n in names if n not in not_run]
-        opened, cleared = blocks.apply(conn, run, evaluated, findings)
+
+def _apply(
+    conn: psycopg.Connection[Any], run: RunInfo, plan: _Plan, outcome: _Outcome
+) -> tuple[list[blocks.Block], list[blocks.Block], list[blocks.Block]]:
+    """Open, refresh and clear the blocks the outcome calls for and audit the run, in one
+    transaction (module doc, step 4). Returns (opened, cleared, active)."""
+    from erpsync import audit
+
+    checks = outcome.checks
+    with conn.transaction():
+        evaluated = [n for n in plan.names if n not in outcome.not_run]
+        opened, cleared = blocks.apply(conn, run, evaluated, outcome.findings)
         active = blocks.active_blocks(conn)
-        from erpsync import audit
-
-        run_key, actor, source_ = blocks._run_parts(run)
         audit.record(
             conn,
-            actor=actor,
+            actor=run.actor or "unknown",
             action="data_quality.checked",
             entity_type="dq_run",
-            entity_id=run_key,
-            source=source_,
+            entity_id=run.run_id,
+            source=run.audit_source(),
             detail={
-                "suites": names,
+                "suites": plan.names,
                 "expectations": len(checks),
                 "critical_failed": [
                     c.label for c in checks if not c.success and c.severity == "critical"
@@ -508,16 +537,49 @@ def run_suites(
                 "blocks_cleared": len(cleared),
             },
         )
+    return list(opened), list(cleared), list(active)
+
+
+def run_suites(
+    conn: psycopg.Connection[Any],
+    run: RunInfo,
+    *,
+    suites: list[str] | None = None,
+    docs: bool = True,
+    today: date | None = None,
+) -> DQResult:
+    """Run ``suites`` (default: all) against the warehouse ``conn`` is connected to, apply the
+    blocks, build Data Docs; returns the outcome (see :meth:`DQResult.summary` for the log).
+
+    ``conn``: an open warehouse connection (the caller opens and closes it); GX reads through
+    its own connections to the same database (:func:`warehouse_url`). The blocks and the audit
+    row are written in one transaction on ``conn`` (committed here unless the caller has one
+    open, which it then commits)."""
+    import time
+
+    started = time.monotonic()
+    plan = _plan(run, suites, today)
+    url, password = warehouse_url(conn)
+    outcome = _validate(url, password, plan, docs=docs)
+    opened, cleared, active = _apply(conn, run, plan, outcome)
     return DQResult(
-        run_id=run_id,
-        suites=tuple(names),
-        checks=tuple(checks),
+        run_id=plan.run_id,
+        suites=tuple(plan.names),
+        checks=tuple(outcome.checks),
         opened=tuple(opened),
         cleared=tuple(cleared),
         active=tuple(active),
-        docs_url=docs_url,
+        docs_url=outcome.docs_url,
         seconds=time.monotonic() - started,
     )
 
 
-__all__ = ["Check", "DQResult", "docs_index", "gx_home", "run_suites", "sqlalchemy_url"]
+__all__ = [
+    "Check",
+    "DQResult",
+    "docs_index",
+    "gx_home",
+    "run_suites",
+    "sqlalchemy_url",
+    "warehouse_url",
+]

@@ -18,6 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from erpsync import paths
 
@@ -66,13 +67,13 @@ def suite_path(name: str) -> Path:
     return gx_project_dir() / "expectations" / f"{name}.json"
 
 
-def load_suite(name: str) -> dict:
+def load_suite(name: str) -> dict[str, Any]:
     """The suite's JSON document, checked against the erpsync rules."""
     if name not in ALL_SUITES:
         raise SuiteError(f"unknown suite {name!r}; known: {', '.join(ALL_SUITES)}")
     path = suite_path(name)
     try:
-        doc = json.loads(path.read_text())
+        doc: dict[str, Any] = json.loads(path.read_text())
     except FileNotFoundError:
         raise SuiteError(f"suite file {path} is missing") from None
     if doc.get("name") != name:
@@ -81,7 +82,7 @@ def load_suite(name: str) -> dict:
     return doc
 
 
-def rules(name: str, doc: dict | None = None) -> list[Rule]:
+def rules(name: str, doc: dict[str, Any] | None = None) -> list[Rule]:
     """The suite's expectations as erpsync rules (severity, scope, name), in file order."""
     doc = doc if doc is not None else load_suite(name)
     out: list[Rule] = []
@@ -108,6 +109,6 @@ def rules(name: str, doc: dict | None = None) -> list[Rule]:
     return out
 
 
-def asset_of(name: str, doc: dict | None = None) -> str:
+def asset_of(name: str, doc: dict[str, Any] | None = None) -> str:
     doc = doc if doc is not None else load_suite(name)
-    return doc["meta"]["erpsync_asset"]
+    return str(doc["meta"]["erpsync_asset"])

@@ -18,23 +18,54 @@ in the caller's transaction.
 
 Milestones of contracts set up outside erpsync (adopted) have no warehouse rows and are not
 created here; CRM milestones no contract row matched come back as ``unmatched``.
+
+:func:`accepted_unbilled` lists what the milestone-billing DAG bills: the accepted milestones
+of current contract versions that are neither billed nor in an active batch.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from erpsync import audit
 
-__all__ = ["pull_crm_milestones", "refresh_milestones"]
+if TYPE_CHECKING:
+    import psycopg
+
+    from erpsync.sync.spec import RunInfo, SyncStats
+
+__all__ = [
+    "ACCEPTED_UNBILLED_SQL",
+    "accepted_unbilled",
+    "pull_crm_milestones",
+    "refresh_milestones",
+]
+
+#: Item keys (``milestone:<opportunity>:<version>:<seq>``, as recon.items spells them) of the
+#: accepted milestones of each contract's current version, not billed and in no active batch.
+ACCEPTED_UNBILLED_SQL = """
+SELECT 'milestone:' || m.opportunity_id || ':' || m.version || ':' || m.seq AS item_key
+  FROM core.contract_milestones m
+ WHERE m.status = 'accepted'
+   AND m.version = (SELECT max(c.version) FROM core.contracts c
+                     WHERE c.opportunity_id = m.opportunity_id)
+   AND NOT EXISTS (SELECT 1 FROM billing.billed_items b
+                    WHERE b.item_key = 'milestone:' || m.opportunity_id || ':' || m.version
+                                       || ':' || m.seq)
+   AND NOT EXISTS (SELECT 1 FROM billing.batch_items bi
+                    WHERE bi.active
+                      AND bi.item_key = 'milestone:' || m.opportunity_id || ':' || m.version
+                                        || ':' || m.seq)
+ ORDER BY 1
+"""
 
 
 def _key(name: Any) -> str:
     return " ".join(str(name or "").split()).casefold()
 
 
-def _accepted_at(accepted_date: dt.date | None, modstamp: dt.datetime | None):
+def _accepted_at(accepted_date: dt.date | None, modstamp: dt.datetime | None) -> dt.datetime | None:
     """The CRM records the acceptance day; the warehouse keeps a timestamp (midnight UTC of
     that day, or the record's modification stamp when the day is empty)."""
     if accepted_date is not None:
@@ -42,15 +73,28 @@ def _accepted_at(accepted_date: dt.date | None, modstamp: dt.datetime | None):
     return modstamp
 
 
-def pull_crm_milestones(run, *, conninfo: str | None = None, full: bool | None = None):
+def pull_crm_milestones(
+    run: RunInfo, *, conninfo: str | None = None, full: bool | None = None
+) -> SyncStats:
     """Sync ``Contract_Milestone__c`` into ``core.crm_milestones`` (incremental after the first
-    run). Returns the engine's :class:`~erpsync.sync.spec.SyncStats`."""
+    run). Returns the engine's :class:`~erpsync.sync.spec.SyncStats`.
+
+    ``conninfo`` is handed to the sync engine as it is (None: the engine opens the Airflow
+    warehouse connection); it follows the engine's way in when that changes."""
     from erpsync.sync import engine, specs
 
-    return engine.run_entity_sync(specs.CONTRACT_MILESTONES, run=run, conninfo=conninfo, full=full)
+    stats: SyncStats = engine.run_entity_sync(
+        specs.CONTRACT_MILESTONES, run=run, conninfo=conninfo, full=full
+    )
+    return stats
 
 
-def refresh_milestones(conn, run) -> dict[str, int]:
+def accepted_unbilled(conn: psycopg.Connection[Any]) -> list[str]:
+    """The item keys of the accepted milestones still to bill (:data:`ACCEPTED_UNBILLED_SQL`)."""
+    return [str(row[0]) for row in conn.execute(ACCEPTED_UNBILLED_SQL).fetchall()]
+
+
+def refresh_milestones(conn: psycopg.Connection[Any], run: RunInfo) -> dict[str, int]:
     """Carry CRM acceptance (``core.crm_milestones``) onto the milestones of current contracts.
 
     Returns counts: read (live CRM milestones), matched, updated, accepted (newly), reopened,
@@ -71,9 +115,8 @@ def refresh_milestones(conn, run) -> dict[str, int]:
         crm[str(cid)] = rec
         by_name.setdefault((str(opp), _key(name)), rec)
     stats = {"read": len(crm), "matched": 0, "updated": 0, "accepted": 0, "reopened": 0}
-    run_id = str(getattr(run, "run_id", run))
-    actor = str(getattr(run, "actor", None) or "unknown")
-    source = run.audit_source() if hasattr(run, "audit_source") else audit.Source(run_id=run_id)
+    actor = run.actor or "unknown"
+    source = run.audit_source()
     matched_ids: set[str] = set()
     with conn.transaction():
         rows = conn.execute(

@@ -23,9 +23,14 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from erpsync import audit
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from erpsync.sync.spec import RunInfo
 
 __all__ = ["Settings", "get_settings", "set_expense_limit", "update_settings"]
 
@@ -60,14 +65,16 @@ class Settings:
     rate_card_currency: str = "EUR"
 
 
-def get_settings(conn) -> Settings:
+def get_settings(conn: psycopg.Connection[Any]) -> Settings:
     row = conn.execute(
         f"SELECT {', '.join(_FIELDS)} FROM recon.settings WHERE id"  # noqa: S608 - constant
     ).fetchone()
+    if row is None:
+        raise LookupError("recon.settings has no row: is the warehouse migrated?")
     return Settings(*row)
 
 
-def update_settings(conn, run, **changes: Any) -> Settings:
+def update_settings(conn: psycopg.Connection[Any], run: RunInfo, **changes: Any) -> Settings:
     """Change settings (``lock_date=date(2026, 9, 30)``, ``leakage_days=45``,
     ``max_hours_per_entry=Decimal(12)`` ...), audited."""
     unknown = set(changes) - set(_FIELDS)
@@ -97,7 +104,13 @@ def update_settings(conn, run, **changes: Any) -> Settings:
 
 
 def set_expense_limit(
-    conn, run, category: str, limit: Decimal, *, currency: str = "EUR", per_unit: bool = True
+    conn: psycopg.Connection[Any],
+    run: RunInfo,
+    category: str,
+    limit: Decimal,
+    *,
+    currency: str = "EUR",
+    per_unit: bool = True,
 ) -> None:
     """Set (or add) the policy limit of an expense category, audited."""
     with conn.transaction():

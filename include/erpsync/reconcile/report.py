@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 from erpsync import money
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = ["finance_rows", "finance_table"]
 
@@ -47,9 +51,11 @@ def _round(amount: Decimal | None, currency: str) -> Decimal | None:
         return Decimal(amount)
 
 
-def finance_rows(conn, as_of: dt.date | None = None) -> list[dict]:
+def finance_rows(
+    conn: psycopg.Connection[Any], as_of: dt.date | None = None
+) -> list[dict[str, Any]]:
     """Per client and currency: ready, on hold (total and per reason), WIP, leakage, rounded."""
-    out: dict[tuple[str, str], dict] = {}
+    out: dict[tuple[str, str], dict[str, Any]] = {}
     for client, currency, state, reason, items, amount, wip, leakage in conn.execute(
         _QUERY, {"as_of": as_of}
     ).fetchall():
@@ -93,13 +99,13 @@ def _fmt(amount: Decimal | None) -> str:
     return f"{amount:,}"
 
 
-def finance_table(conn, as_of: dt.date | None = None) -> str:
+def finance_table(conn: psycopg.Connection[Any], as_of: dt.date | None = None) -> str:
     """The per-client table a finance user reads at the end of the reconcile task log."""
     rows = finance_rows(conn, as_of)
-    day = conn.execute(
+    ((day,),) = conn.execute(
         "SELECT coalesce(%s::date, (SELECT as_of FROM recon.latest_run), current_date)", (as_of,)
-    ).fetchone()[0]
-    leakage_days = conn.execute("SELECT leakage_days FROM recon.settings").fetchone()[0]
+    ).fetchall()
+    ((leakage_days,),) = conn.execute("SELECT leakage_days FROM recon.settings").fetchall()
     header = (
         f"Reconciliation as of {day}: amounts in the contract currency, rounded to its minor "
         f"units (half away from zero); WIP = unbilled billable time and expenses; leakage = "

@@ -11,7 +11,10 @@ import datetime as dt
 import itertools
 import json
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psycopg
 
 from erpsync.models.billing_terms import milestone_item_key
 
@@ -26,16 +29,16 @@ def _next() -> int:
 class Rows:
     """Inserts rows on ``conn`` (the caller commits)."""
 
-    def __init__(self, conn) -> None:
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
 
     def person(self, psa_id: str, email: str | None = None, role: str = "Consultant") -> str:
         email = email or f"{psa_id}@firm.example"
-        canonical = self.conn.execute(
+        ((canonical,),) = self.conn.execute(
             "INSERT INTO core.id_map (entity_type, psa_id) VALUES ('person', %s) "
             "RETURNING canonical_id",
             (psa_id,),
-        ).fetchone()[0]
+        ).fetchall()
         self.conn.execute(
             """INSERT INTO core.people (psa_id, canonical_id, first_name, last_name, email, role,
                    source_record_id, row_hash, first_run_id, last_run_id)
@@ -251,12 +254,12 @@ class Rows:
         version: int = 1,
         currency: str = "EUR",
     ) -> list[str]:
-        sid = self.conn.execute(
+        ((sid,),) = self.conn.execute(
             """INSERT INTO billing.schedules (opportunity_id, version, billing_model, currency,
                    status, created_run_id)
                VALUES (%s, %s, 'retainer', %s, 'active', %s) RETURNING schedule_id""",
             (opportunity_id, version, currency, RUN),
-        ).fetchone()[0]
+        ).fetchall()
         keys = []
         for seq, due in enumerate(dues, 1):
             start = due.replace(day=1)

@@ -13,7 +13,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from erpsync import audit
 
 System = Literal["crm", "psa", "erp"]
 History = Literal["none", "effective_dated"]
@@ -68,7 +71,7 @@ class RunInfo:
             actor=f"local:{user}",
         )
 
-    def audit_source(self):
+    def audit_source(self) -> audit.Source:
         from erpsync.audit import Source
 
         return Source(dag_id=self.dag_id, run_id=self.run_id, task_id=self.task_id)

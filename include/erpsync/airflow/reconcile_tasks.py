@@ -1,17 +1,21 @@
-"""Task callables of the reconcile and data-quality DAGs (the DAG files only wire them).
+"""The reconcile and data-quality DAGs' task code (the DAG files only wire it).
 
-Each takes the Airflow context, opens the warehouse through the ``erpsync_warehouse``
-connection (erpsync.warehouse.connection), prints what it read, changed and found, and returns
-a small JSON-safe dict for XCom. Heavy imports (GX, the reconciliation) happen inside.
+Each function turns the Airflow context into arguments, opens the warehouse through the
+``erpsync_warehouse`` connection (:func:`erpsync.warehouse.connection.connect`), calls the
+library and logs its typed result's summary; it returns a small JSON-safe dict for XCom. Heavy
+imports (GX, the reconciliation) happen inside.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from erpsync.sync.spec import RunInfo
 
 
-def _run(context: Any):
+def _run(context: Any) -> RunInfo:
     from erpsync.sync.spec import RunInfo
 
     return RunInfo.from_context(context)
@@ -22,25 +26,24 @@ def _as_of(context: Any) -> dt.date | None:
     return dt.date.fromisoformat(str(value)) if value else None
 
 
-def refresh_milestones(context: Any) -> dict:
+def refresh_milestones(context: Any) -> dict[str, int]:
     """Milestone acceptance from the CRM (Contract_Milestone__c, synced incrementally into
     core.crm_milestones) onto core.contract_milestones."""
-    from erpsync.reconcile.milestones import pull_crm_milestones
-    from erpsync.reconcile.milestones import refresh_milestones as refresh
+    from erpsync.reconcile import milestones
     from erpsync.warehouse import connection
 
     run = _run(context)
-    pulled = pull_crm_milestones(run)
+    pulled = milestones.pull_crm_milestones(run)
     with connection.connect() as conn:
-        outcome = refresh(conn, run)
+        outcome = milestones.refresh_milestones(conn, run)
     print(
         f"milestones from the CRM: {pulled.read} record(s) read ({pulled.mode}); "
         f"acceptance refreshed: {outcome}"
     )
-    return dict(outcome) if isinstance(outcome, dict) else {"result": str(outcome)}
+    return outcome
 
 
-def reconcile(context: Any) -> dict:
+def reconcile(context: Any) -> dict[str, Any]:
     """Classify every item (recon.items) in one transaction; log the counts per state."""
     from erpsync.console import insights
     from erpsync.reconcile import run_reconcile
@@ -51,29 +54,18 @@ def reconcile(context: Any) -> dict:
         conn.commit()
         # the process-intelligence summaries (migration 0029) follow the reconciliation
         refreshed = insights.refresh_summaries(conn, if_stale=True)
-    summary = result.as_dict()
     print(f"insights summaries rebuilt: {refreshed}")
-    states = summary.get("by_state") or {}
-    print(
-        "reconciliation: "
-        + ", ".join(f"{state} {v.get('items', v)}" for state, v in states.items())
-        + f"; exceptions raised {summary.get('exceptions_raised')}, "
-        f"resolved {summary.get('exceptions_resolved')}; "
-        + (
-            "nothing changed since the last run, nothing recomputed"
-            if summary.get("skipped")
-            else f"{summary.get('workers')} worker(s), seconds per step {summary.get('timings')}"
-        )
-    )
-    return summary
+    print(result.summary())
+    return result.as_dict()
 
 
-def data_quality(context: Any, suites: list[str] | None = None) -> dict:
+def data_quality(context: Any, suites: list[str] | None = None) -> dict[str, Any]:
     """Run the GX suites (default all), apply the invoicing blocks, build Data Docs."""
     from erpsync import quality
     from erpsync.warehouse import connection
 
-    result = quality.run_suites(connection.conninfo(), _run(context), suites=suites, docs=True)
+    with connection.connect() as conn:
+        result = quality.run_suites(conn, _run(context), suites=suites, docs=True)
     print(result.summary())
     return result.as_dict()
 

@@ -1,4 +1,5 @@
-"""The billing path shared by the invoice-batch DAG and the milestone-billing DAG.
+"""The billing DAGs' task code: the path shared by the invoice-batch DAG and the
+milestone-billing DAG, and the planning tasks of each.
 
 :func:`billing_tasks` wires, inside the calling DAG, one chain used by both DAGs (a factory, not
 a copy)::
@@ -27,8 +28,15 @@ a copy)::
 * ``export_files``: the released batch as CSV and JSON files.
 * ``report``: what the run read, changed, held and pushed, with counts and totals.
 
-This module is imported when a DAG file is parsed: it imports Airflow's authoring API only; the
-warehouse, the connectors and the invoicing library are imported inside the tasks.
+Each task body turns the Airflow context into arguments, opens the warehouse
+(:func:`erpsync.warehouse.connection.connect`) and the vendor clients (their default Airflow
+connections), calls the library and logs what its typed result says (``BatchResult``,
+``PushResult``, ``ReconcileResult``). Domain SQL lives in its domain: milestone queries in
+:mod:`erpsync.reconcile.milestones`, invoice references in :mod:`erpsync.invoicing.references`.
+
+This module is imported when a DAG file is parsed: it imports Airflow's authoring API only (and
+the warehouse connection helper, which imports nothing); the connectors and the invoicing
+library are imported inside the tasks.
 """
 
 from __future__ import annotations
@@ -37,9 +45,19 @@ import os
 import re
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import TriggerRule, task
+
+from erpsync.warehouse import connection
+
+if TYPE_CHECKING:
+    from airflow.sdk import PokeReturnValue
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+    from airflow.sdk.types import RuntimeTaskInstanceProtocol
+
+    from erpsync.invoicing.builder import BatchResult
+    from erpsync.sync.spec import RunInfo
 
 DEFAULT_APPROVAL_TIMEOUT = timedelta(hours=72)
 APPROVE, REJECT = "Approve", "Reject"
@@ -112,24 +130,6 @@ def _money(value: Any) -> str:
     return f"{Decimal(str(value)):,}" if value is not None else "-"
 
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
-
-
-def _as_dict(result: Any) -> dict:
-    if result is None:
-        return {}
-    if isinstance(result, dict):
-        return result
-    if hasattr(result, "as_dict"):
-        return result.as_dict()
-    from dataclasses import asdict, is_dataclass
-
-    return asdict(result) if is_dataclass(result) else {"result": str(result)}
-
-
 def _json_safe(value: Any) -> Any:
     """XCom-safe copy: Decimals as strings (never floats), dates as ISO strings."""
     if isinstance(value, dict):
@@ -143,31 +143,25 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _fail(message: str):
+def _fail(message: str) -> AirflowFailException:
     from airflow.sdk.exceptions import AirflowFailException
 
     return AirflowFailException(message)
 
 
-def _skip(message: str):
+def _skip(message: str) -> AirflowSkipException:
     from airflow.sdk.exceptions import AirflowSkipException
 
     return AirflowSkipException(message)
 
 
-def _run(context: Any):
+def _run(context: Any) -> RunInfo:
     from erpsync.sync.spec import RunInfo
 
     return RunInfo.from_context(context)
 
 
-def _connect():
-    from erpsync.warehouse import connection
-
-    return connection.connect()
-
-
-def totals_line(totals: dict | None) -> str:
+def totals_line(totals: dict[str, Any] | None) -> str:
     """``{"EUR": "1200.00", "USD": ...}`` -> ``EUR 1,200.00; USD ...``."""
     if not totals:
         return "nothing"
@@ -180,7 +174,7 @@ def totals_line(totals: dict | None) -> str:
     return "; ".join(parts)
 
 
-def held_line(held: dict | None) -> str:
+def held_line(held: dict[str, Any] | None) -> str:
     if not held:
         return "none"
     parts = []
@@ -196,17 +190,16 @@ def held_line(held: dict | None) -> str:
 # --------------------------------------------------------------------------- task bodies
 
 
-def check_dq_gate(context: Any) -> dict:
+def check_dq_gate(context: Any) -> dict[str, Any]:
     """Stop the run if a critical data-quality block covers every client; report the others."""
     from erpsync import quality
 
-    with _connect() as conn:
-        blocks = list(quality.active_blocks(conn))
+    with connection.connect() as conn:
+        blocks = quality.active_blocks(conn)
     scoped: dict[str, list[str]] = {}
     for block in blocks:
-        scope = str(_get(block, "scope_type"))
-        scoped.setdefault(scope, []).append(
-            f"{_get(block, 'scope_key')} ({_get(block, 'suite')}: {_get(block, 'expectation')})"
+        scoped.setdefault(block.scope_type, []).append(
+            f"{block.scope_key} ({block.suite}: {block.expectation})"
         )
     print(
         f"data-quality gate: read {len(blocks)} active critical block(s): "
@@ -230,28 +223,23 @@ def check_dq_gate(context: Any) -> dict:
     return {"blocks": len(blocks), "by_scope": {k: len(v) for k, v in scoped.items()}}
 
 
-def _resolve_invoice(conn, ref: str) -> int:
-    row = conn.execute(
-        """SELECT invoice_id FROM billing.invoices
-            WHERE document_number = %s OR erp_number = %s OR invoice_id::text = %s
-            ORDER BY invoice_id LIMIT 1""",
-        (ref, ref, ref),
-    ).fetchone()
-    if row is None:
-        raise _fail(f"no invoice {ref!r} (document number, ERP number or invoice id) to credit")
-    return int(row[0])
-
-
-def build(context: Any, request: dict) -> dict:
+def build(context: Any, request: dict[str, Any]) -> dict[str, Any]:
     """Build the batch the request describes; return its summary and approval text."""
     from erpsync import invoicing
+    from erpsync.invoicing.references import resolve_invoice
 
     run = _run(context)
     preparer = prepared_by(context)
     kind = request.get("kind", "period")
-    with _connect() as conn:
+    result: BatchResult
+    with connection.connect() as conn:
         if kind == "credit_note":
-            invoice_id = _resolve_invoice(conn, str(request["credit_note_for"]))
+            ref = str(request["credit_note_for"])
+            invoice_id = resolve_invoice(conn, ref)
+            if invoice_id is None:
+                raise _fail(
+                    f"no invoice {ref!r} (document number, ERP number or invoice id) to credit"
+                )
             lines = [
                 {**spec, "amount": Decimal(spec["amount"])} if "amount" in spec else dict(spec)
                 for spec in request.get("credit_note_lines") or []
@@ -277,39 +265,36 @@ def build(context: Any, request: dict) -> dict:
                 prepared_by=preparer,
             )
         conn.commit()
-        data = _as_dict(result)
-        batch_id = _get(result, "batch_id", data.get("batch_id"))
+        batch_id = result.batch_id
         markdown = invoicing.approval_markdown(conn, batch_id) if batch_id is not None else ""
-    invoices = data.get("invoices") or []
-    n_invoices = invoices if isinstance(invoices, int) else len(invoices)
     summary = {
         "kind": kind,
         "batch_id": batch_id,
-        "content_hash": data.get("content_hash"),
+        "content_hash": result.content_hash,
         "prepared_by": preparer,
-        "status": data.get("status"),
-        "dry_run": bool(request.get("dry_run")) or data.get("status") == "dry_run",
+        "status": result.status,
+        "dry_run": bool(request.get("dry_run")) or result.dry_run,
         "period_start": request.get("period_start"),
         "period_end": request.get("period_end"),
-        "invoices": n_invoices,
-        "items": data.get("items", data.get("item_count")),
-        "totals": _json_safe(data.get("totals") or {}),
-        "held": _json_safe(data.get("held") or data.get("held_by_reason") or {}),
-        "anomalies": len(data.get("anomalies") or []),
+        "invoices": len(result.invoices),
+        "items": result.items,
+        "totals": _json_safe(result.totals),
+        "held": _json_safe(result.held),
+        "anomalies": len(result.anomalies),
         "markdown": markdown,
     }
     print(
         f"build_batch: {kind} batch {batch_id} prepared by {preparer} "
         f"({'dry run, ' if summary['dry_run'] else ''}period {summary['period_start']} .. "
-        f"{summary['period_end']}): read the ready items, created {n_invoices} invoice draft(s) "
-        f"from {summary['items'] if summary['items'] is not None else '?'} item(s); totals "
+        f"{summary['period_end']}): read the ready items, created {len(result.invoices)} "
+        f"invoice draft(s) from {result.items} item(s); totals "
         f"{totals_line(summary['totals'])}; held {held_line(summary['held'])}; "
         f"{summary['anomalies']} anomaly flag(s); content hash {summary['content_hash']}"
     )
     return summary
 
 
-def needs_approval(built: dict) -> bool:
+def needs_approval(built: dict[str, Any]) -> bool:
     """False (stop before the approval) for a dry run or a batch with nothing to invoice."""
     if built.get("dry_run"):
         print("dry run: built and reported only; nothing is asked, pushed or posted")
@@ -334,7 +319,7 @@ def approval_body_footer() -> str:
     )
 
 
-def record(context: Any, built: dict, response: dict | None) -> dict:
+def record(context: Any, built: dict[str, Any], response: dict[str, Any] | None) -> dict[str, Any]:
     """Check the human's answer (maker-checker, content hash) and record the decision."""
     from erpsync import audit, invoicing
 
@@ -352,7 +337,7 @@ def record(context: Any, built: dict, response: dict | None) -> dict:
     # the hash of the question the person answered (it may be a later ask than the build's)
     shown_hash = response.get("content_hash") or built["content_hash"]
     try:
-        with _connect() as conn:
+        with connection.connect() as conn:
             invoicing.decide(
                 conn,
                 run,
@@ -364,7 +349,7 @@ def record(context: Any, built: dict, response: dict | None) -> dict:
             )
             conn.commit()
     except invoicing.MakerCheckerError as exc:
-        with _connect() as conn:
+        with connection.connect() as conn:
             audit.record(
                 conn,
                 actor=by,
@@ -382,14 +367,17 @@ def record(context: Any, built: dict, response: dict | None) -> dict:
         ) from exc
     except invoicing.BatchStateError as exc:
         # a retry after the decision was committed: the recorded decision stands
-        with _connect() as conn:
-            row = conn.execute(
-                "SELECT status, decided_by FROM billing.invoice_batches WHERE batch_id = %s",
-                (batch_id,),
-            ).fetchone()
-        if not row or row[1] != by or (row[0] == "rejected") != (decision == "reject"):
+        from erpsync.invoicing.references import recorded_decision
+
+        with connection.connect() as conn:
+            recorded = recorded_decision(conn, batch_id)
+        if (
+            recorded is None
+            or recorded.decided_by != by
+            or (recorded.status == "rejected") != (decision == "reject")
+        ):
             raise _fail(f"batch {batch_id} cannot be {decision}d now: {exc}") from exc
-        print(f"record_decision: batch {batch_id} was already {row[0]} by {by}")
+        print(f"record_decision: batch {batch_id} was already {recorded.status} by {by}")
     except invoicing.BatchChangedError as exc:
         raise _fail(
             f"batch {batch_id} changed after it was shown to {by} (hash {shown_hash}): the "
@@ -407,7 +395,7 @@ def record(context: Any, built: dict, response: dict | None) -> dict:
     return {"batch_id": batch_id, "decision": decision, "by": by, "content_hash": shown_hash}
 
 
-def push(context: Any, decision: dict) -> dict:
+def push(context: Any, decision: dict[str, Any]) -> dict[str, Any]:
     """Push an approved batch to the ERP, post it and settle the billed state in the PSA
     (docs/billed-state.md)."""
     if decision.get("decision") != "approve":
@@ -416,24 +404,23 @@ def push(context: Any, decision: dict) -> dict:
     from erpsync.connectors.business_central import BusinessCentralClient
     from erpsync.connectors.harvest import HarvestClient
     from erpsync.invoicing import push as invoice_push
-    from erpsync.sync.sources import ERP_CONN_ID, PSA_CONN_ID
 
     run = _run(context)
     batch_id = decision["batch_id"]
     mirror = settings.harvest_invoice_mirror(_variable(settings.HARVEST_INVOICE_MIRROR))
-    erp, psa = BusinessCentralClient(conn_id=ERP_CONN_ID), HarvestClient(conn_id=PSA_CONN_ID)
+    erp, psa = BusinessCentralClient(), HarvestClient()
     try:
         with erp, psa:
             result = invoice_push.push_batch(
-                _connect, run, batch_id, erp=erp, psa=psa, harvest_invoices=mirror
+                connection.connect, run, batch_id, erp=erp, psa=psa, harvest_invoices=mirror
             )
     except invoice_push.PushRefused as exc:
         raise _fail(f"batch {batch_id} is not pushed: {exc}") from exc
     from erpsync.console import insights
 
-    with _connect() as conn:  # time to invoice, WIP days and rework see what was posted
+    with connection.connect() as conn:  # time to invoice, WIP days and rework see what was posted
         insights.refresh_summaries(conn)
-    data = _json_safe(_as_dict(result))
+    data = result.as_dict()
     counts = ", ".join(
         f"{k} {v}" for k, v in data.items() if isinstance(v, int) and k != "batch_id" and v
     )
@@ -453,28 +440,29 @@ def _variable(name: str) -> str | None:
     from airflow.sdk import Variable
 
     try:
-        return Variable.get(name, default=None)
+        value = Variable.get(name, default=None)
+        return None if value is None else str(value)
     except Exception:  # noqa: BLE001 - no metadata access (tests): the default applies
         return None
 
 
-def export(context: Any, decision: dict) -> dict:
+def export(context: Any, decision: dict[str, Any]) -> dict[str, Any]:
     """Write the released batch as CSV and JSON files."""
     from erpsync import invoicing
 
     batch_id = decision["batch_id"]
     out_dir = os.environ.get("ERPSYNC_EXPORT_DIR")
     target = os.path.join(out_dir, str(batch_id)) if out_dir else None  # None: .erpsync/exports
-    with _connect() as conn:
+    with connection.connect() as conn:
         files = invoicing.export_batch(conn, batch_id, target)
     names = [str(f) for f in files]
     print(f"export_files: batch {batch_id}: wrote {len(names)} file(s): {', '.join(names)}")
     return {"batch_id": batch_id, "files": names}
 
 
-def report(context: Any) -> dict:
+def report(context: Any) -> dict[str, Any]:
     """The run's closing statement for finance and auditors: read, changed, held, pushed."""
-    ti = context["ti"]
+    ti: RuntimeTaskInstanceProtocol = context["ti"]
     built = ti.xcom_pull(task_ids="build_batch") or {}
     decision = ti.xcom_pull(task_ids="record_decision") or {}
     pushed = ti.xcom_pull(task_ids="push_to_erp") or {}
@@ -522,7 +510,7 @@ def report(context: Any) -> dict:
 # --------------------------------------------------------------------------- the shared chain
 
 
-def billing_tasks(request, *, approval_timeout_: timedelta | None = None):
+def billing_tasks(request: Any, *, approval_timeout_: timedelta | None = None) -> tuple[Any, Any]:
     """Wire the shared billing chain after ``request`` (an XComArg of the request dict).
 
     Returns ``(first, last)`` tasks. Both billing DAGs call this, so a batch from a monthly run,
@@ -533,15 +521,15 @@ def billing_tasks(request, *, approval_timeout_: timedelta | None = None):
     from erpsync.airflow.approval_task import BatchApprovalOperator, approval_asks, ask_task_id
 
     @task(task_id="dq_gate")
-    def dq_gate(**context) -> dict:
+    def dq_gate(**context: Any) -> dict[str, Any]:
         return check_dq_gate(context)
 
     @task(task_id="build_batch")
-    def build_batch(request: dict, **context) -> dict:
+    def build_batch(request: dict[str, Any], **context: Any) -> dict[str, Any]:
         return build(context, request)
 
     @task.short_circuit(task_id="needs_approval", ignore_downstream_trigger_rules=False)
-    def needs_approval_(built: dict) -> bool:
+    def needs_approval_(built: dict[str, Any]) -> bool:
         return needs_approval(built)
 
     # subject and body are rebuilt from the warehouse each time the question is asked (a
@@ -578,27 +566,28 @@ def billing_tasks(request, *, approval_timeout_: timedelta | None = None):
     ]
 
     @task(task_id="record_decision", retries=2)
-    def record_decision(built: dict, **context) -> dict:
+    def record_decision(built: dict[str, Any], **context: Any) -> dict[str, Any]:
         response = context["ti"].xcom_pull(task_ids=ask_chain[-1].task_id)
         return record(context, built, response)
 
     @task(task_id="push_to_erp", pool="erp_api")
-    def push_to_erp(decision: dict, **context) -> dict:
+    def push_to_erp(decision: dict[str, Any], **context: Any) -> dict[str, Any]:
         return push(context, decision)
 
     @task(task_id="export_files")
-    def export_files(decision: dict, **context) -> dict:
+    def export_files(decision: dict[str, Any], **context: Any) -> dict[str, Any]:
         return export(context, decision)
 
     @task(task_id="report", trigger_rule=TriggerRule.NONE_FAILED)
-    def report_(**context) -> dict:
+    def report_(**context: Any) -> dict[str, Any]:
         return report(context)
 
     gate = dq_gate()
-    built = build_batch(request)
+    # XComArgs at authoring time (the task functions receive their values at run time)
+    built: Any = build_batch(request)
     gate >> built
     go = needs_approval_(built)
-    decided = record_decision(built)
+    decided: Any = record_decision(built)
     go >> ask_chain[0]
     for earlier, later in zip(ask_chain, ask_chain[1:], strict=False):
         earlier >> later
@@ -614,7 +603,7 @@ def billing_tasks(request, *, approval_timeout_: timedelta | None = None):
 # --------------------------------------------------------------------------- what to bill
 
 
-def plan_period_run(context: Any, timezone: str) -> dict:
+def plan_period_run(context: Any, timezone: str) -> dict[str, Any]:
     """The request of an invoice-batch run from its trigger form (scheduled runs: defaults).
 
     No billing period in the form means the month before the run's date in the firm's time
@@ -629,7 +618,7 @@ def plan_period_run(context: Any, timezone: str) -> dict:
     else:
         start, end = previous_month(run_day(context, timezone))
     credit_for = str(params.get("credit_note_for") or "").strip()
-    request = {
+    request: dict[str, Any] = {
         "kind": "credit_note" if credit_for else "period",
         "period_start": start.isoformat(),
         "period_end": end.isoformat(),
@@ -678,16 +667,16 @@ def _form_list(value: Any, field: str) -> list[str]:
     return [str(v).strip() for v in value if v is not None and str(v).strip()]
 
 
-def _credit_lines(value: Any) -> list[dict]:
+def _credit_lines(value: Any) -> list[dict[str, Any]]:
     """The form's credit note lines (``"2"``: all of line 2, ``"1:150.00"``: 150.00 of line 1)
     as ``[{"line_no": 2}, {"line_no": 1, "amount": "150.00"}]`` (amounts as strings: XCom)."""
     field = "Credit note lines (credit_note_lines)"
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
     for entry in _form_list(value, field):
         match = re.fullmatch(r"(\d+)\s*(?::\s*(\d+(?:\.\d+)?))?", entry)
         if not match or int(match.group(1)) < 1:
             raise _fail(f"{field}: {entry!r} is not '<line no>' or '<line no>:<amount>'")
-        spec: dict = {"line_no": int(match.group(1))}
+        spec: dict[str, Any] = {"line_no": int(match.group(1))}
         if match.group(2) is not None:
             if Decimal(match.group(2)) <= 0:
                 raise _fail(f"{field}: {entry!r}: the amount must be more than zero")
@@ -696,12 +685,12 @@ def _credit_lines(value: Any) -> list[dict]:
     return out
 
 
-def check_references(request: dict) -> dict:
+def check_references(request: dict[str, Any]) -> dict[str, Any]:
     """Refuse the run before it starts when an id typed in the form does not resolve (an
     unknown client, an unknown invoice to credit), naming each value; else the request."""
     from erpsync.invoicing.references import unknown_references
 
-    with _connect() as conn:
+    with connection.connect() as conn:
         problems = unknown_references(conn, request)
     if problems:
         raise _fail("; ".join(problems))
@@ -710,24 +699,8 @@ def check_references(request: dict) -> dict:
 
 # --------------------------------------------------------------------------- milestones
 
-ACCEPTED_UNBILLED_SQL = """
-SELECT 'milestone:' || m.opportunity_id || ':' || m.version || ':' || m.seq AS item_key
-  FROM core.contract_milestones m
- WHERE m.status = 'accepted'
-   AND m.version = (SELECT max(c.version) FROM core.contracts c
-                     WHERE c.opportunity_id = m.opportunity_id)
-   AND NOT EXISTS (SELECT 1 FROM billing.billed_items b
-                    WHERE b.item_key = 'milestone:' || m.opportunity_id || ':' || m.version
-                                       || ':' || m.seq)
-   AND NOT EXISTS (SELECT 1 FROM billing.batch_items bi
-                    WHERE bi.active
-                      AND bi.item_key = 'milestone:' || m.opportunity_id || ':' || m.version
-                                        || ':' || m.seq)
- ORDER BY 1
-"""
 
-
-def poke_milestones(context: Any):
+def poke_milestones(context: Any) -> PokeReturnValue:
     """One look at the CRM: pull the Contract_Milestone__c records changed since the last look
     (SOQL on SystemModstamp, queryAll, deleted feed: the ordinary sync), refresh milestone
     acceptance, then list the accepted, unbilled ones.
@@ -735,14 +708,14 @@ def poke_milestones(context: Any):
     Returns a ``PokeReturnValue``: done (with the item keys) when there is something to bill."""
     from airflow.sdk import PokeReturnValue
 
-    from erpsync.reconcile.milestones import pull_crm_milestones, refresh_milestones
+    from erpsync.reconcile import milestones
 
     run = _run(context)
-    pulled = pull_crm_milestones(run)
-    with _connect() as conn:
-        refreshed = refresh_milestones(conn, run)
+    pulled = milestones.pull_crm_milestones(run)
+    with connection.connect() as conn:
+        refreshed = milestones.refresh_milestones(conn, run)
         conn.commit()
-        keys = [r[0] for r in conn.execute(ACCEPTED_UNBILLED_SQL).fetchall()]
+        keys = milestones.accepted_unbilled(conn)
     print(
         f"milestones: {pulled.read} CRM record(s) read ({pulled.mode}), acceptance refreshed "
         f"({_json_safe(refreshed)}); "
@@ -751,16 +724,15 @@ def poke_milestones(context: Any):
     return PokeReturnValue(is_done=bool(keys), xcom_value=keys)
 
 
-def plan_milestone_run(context: Any, keys: list[str], timezone: str) -> dict:
+def plan_milestone_run(context: Any, keys: list[str], timezone: str) -> dict[str, Any]:
     """Reconcile (so the accepted milestones are classified) and describe the milestone batch."""
     from erpsync.reconcile import run_reconcile
 
     day = run_day(context, timezone)
-    with _connect() as conn:
+    with connection.connect() as conn:
         result = run_reconcile(conn, _run(context), as_of=day)
         conn.commit()
-    summary = _json_safe(_as_dict(result))
-    print(f"reconcile before milestone billing: {summary}")
+    print(f"reconcile before milestone billing: {result.summary()}")
     start = day.replace(day=1)
     request = {
         "kind": "milestone",
