@@ -71,11 +71,13 @@ def serve(state_dir: str, port: int) -> None:
 
 
 def run_erpsync(db: str, psa: str, incremental: bool) -> dict[str, Any]:
-    """The pack's engine: run_entity_sync with the time-entry spec, stage timings on."""
+    """The pack's engine as the hourly DAG runs it: run_entity_sync with the time-entry spec
+    (incremental runs include its windowed delete check), stage timings on."""
     os.environ["AIRFLOW_CONN_ERPSYNC_PSA"] = psa_connection(psa)
     # An Airflow worker runs the sync with Airflow already imported; so does the benchmark
     # (the connectors import the HTTP provider on first use: seconds of imports, not syncing).
     import airflow.providers.http.hooks.http  # noqa: F401
+    import psycopg
 
     from erpsync.bench.spec import time_entries_spec
     from erpsync.sync.engine import run_entity_sync
@@ -84,11 +86,22 @@ def run_erpsync(db: str, psa: str, incremental: bool) -> dict[str, Any]:
     spec, origin = time_entries_spec()
     timings: dict[str, float] = {}
     label = "bench_incremental" if incremental else "bench_full"
+
+    def side() -> psycopg.Connection[Any]:
+        return psycopg.connect(db, autocommit=True)
+
     cpu = cpu_seconds()
     started = time.perf_counter()
-    stats = run_entity_sync(
-        spec, run=RunInfo.local(label), conninfo=db, full=not incremental, timings=timings
-    )
+    with psycopg.connect(db) as conn, spec.source.client() as client:
+        stats = run_entity_sync(
+            conn,
+            spec,
+            run=RunInfo.local(label),
+            client=client,
+            side=side,
+            full=not incremental,
+            timings=timings,
+        )
     seconds = time.perf_counter() - started
     return {
         "path": "erpsync",

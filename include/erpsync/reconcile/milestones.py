@@ -45,9 +45,17 @@ def _accepted_at(accepted_date: dt.date | None, modstamp: dt.datetime | None):
 def pull_crm_milestones(run, *, conninfo: str | None = None, full: bool | None = None):
     """Sync ``Contract_Milestone__c`` into ``core.crm_milestones`` (incremental after the first
     run). Returns the engine's :class:`~erpsync.sync.spec.SyncStats`."""
-    from erpsync.sync import engine, specs
+    import psycopg
 
-    return engine.run_entity_sync(specs.CONTRACT_MILESTONES, run=run, conninfo=conninfo, full=full)
+    from erpsync.sync import engine, specs
+    from erpsync.warehouse import connection
+
+    spec = specs.CONTRACT_MILESTONES
+    with (
+        psycopg.connect(conninfo) if conninfo is not None else connection.connect() as conn,
+        spec.source.client() as crm,
+    ):
+        return engine.run_entity_sync(conn, spec, run=run, client=crm, full=full)
 
 
 def refresh_milestones(conn, run) -> dict[str, int]:

@@ -3,9 +3,13 @@
     stream pages -> map + validate (the prebuilt TypeAdapter) -> quarantine invalid records
     -> COPY valid payloads into raw.vendor_records and canonical rows into a staging table
     -> merge into core (upsert on the natural key, only where the row hash differs)
-    -> apply deletes (Salesforce IsDeleted + deleted feed; id-set comparison on full reads)
+    -> apply deletes (the spec's delete strategy: flagged and tombstoned records, ids it
+       knew before the read; id-set comparison on full reads)
     -> enqueue write-back (outbox, same transaction) -> advance the watermark
     -> ops.run_stats row -> COMMIT
+
+The caller opens the warehouse connection and the vendor client (``spec.source.client()``)
+and closes them; the engine runs its transaction on the connection it is given.
 
 Records requeued from the console (:mod:`erpsync.sync.requeue`) are re-read by id after an
 incremental read and take the same path; they never move the watermark.
@@ -17,7 +21,7 @@ counts and counts over the staging table), not from Python loops. Memory is boun
 pages.
 
 Bulk path (the million-entry time-entry sync): a spec with a raw codec
-(``spec.extra[sources.RAW_CODEC]``, e.g. ``erpsync.models.time_expense.encode_time_entry``)
+(``spec.codec``, e.g. ``erpsync.models.time_expense.encode_time_entry``)
 reads its pages as JSON bytes per record (:class:`sources.RawPage`); the codec turns a record's
 bytes into its COPY text and row hash, equal to what map + validate + hash would give, or
 declines it (then the record takes that path, which decides quarantine); the bytes are landed
@@ -33,9 +37,9 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import orjson
 from psycopg import sql
@@ -49,8 +53,21 @@ from erpsync.models.reasons import (
     from_validation_error,
 )
 from erpsync.sync import requeue, sources, storable
-from erpsync.sync.spec import DeleteMode, EntitySpec, RunInfo, SyncStats
+from erpsync.sync.spec import (
+    ConnectWarehouse,
+    DeleteMode,
+    EntitySpec,
+    ReadPlan,
+    Record,
+    RunInfo,
+    SyncStats,
+)
 from erpsync.writeback import outbox
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from erpsync.connectors.http import VendorClient
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +149,7 @@ def _model_columns(spec: EntitySpec) -> list[str]:
 
 def _scope_sql(spec: EntitySpec, alias: str | None = None) -> tuple[sql.Composable, list]:
     """Extra ``AND col = value`` conditions for specs sharing a core table (rate kinds)."""
-    scope = spec.extra.get("scope") or {}
+    scope = spec.scope or {}
     parts, params = [], []
     for column, value in scope.items():
         ident = sql.Identifier(alias, column) if alias else sql.Identifier(column)
@@ -173,40 +190,34 @@ class _Clock:
 
 
 def run_entity_sync(
+    conn: psycopg.Connection[Any],
     spec: EntitySpec,
     *,
-    conn_id_warehouse: str | None = None,
     run: RunInfo,
-    pages: Iterable[list[dict]] | None = None,
+    client: VendorClient | None = None,
+    side: ConnectWarehouse | None = None,
+    pages: Iterable[Sequence[Record]] | None = None,
     full: bool | None = None,
-    deleted_ids: Callable[[dt.datetime, dt.datetime], sources.DeletedIds] | None = None,
-    conninfo: str | None = None,
     timings: dict[str, float] | None = None,
 ) -> SyncStats:
-    """Sync one entity into the warehouse in one transaction and return what it did.
+    """Sync one entity into the warehouse in one transaction on ``conn`` and return what it
+    did.
 
-    ``pages`` replaces the connector read (tests, backfills from files); ``full`` forces a full
-    (True) or incremental (False) read; ``deleted_ids`` replaces the Salesforce deleted feed;
-    ``conninfo`` (a libpq URL) replaces the Airflow warehouse connection (tests, CLI).
-    ``timings`` (a dict, e.g. from ``erpsync bench``) receives the seconds spent per stage:
-    ``setup`` (lock, watermark, staging tables), ``extract`` (waiting for pages), ``validate``
-    (map, validate, hash, serialise), ``stage`` (COPY), ``merge`` (upsert and deletes),
-    ``finish`` (counts, quarantine, write-back, watermark, run stats) and ``commit``; a few
-    clock reads per page, nothing per record.
+    ``client`` is the client of the spec's system (``spec.source.client()``): the read, the
+    requeue re-reads and the delete strategy use it. ``side`` opens a second, autocommit
+    warehouse connection for a delete strategy that needs one (the windowed count check).
+    ``pages`` replaces the connector read (tests, backfills from files); ``full`` forces a
+    full (True) or incremental (False) read. ``timings`` (a dict, e.g. from ``erpsync bench``)
+    receives the seconds spent per stage: ``setup`` (lock, watermark, staging tables),
+    ``extract`` (waiting for pages), ``validate`` (map, validate, hash, serialise), ``stage``
+    (COPY), ``merge`` (upsert and deletes), ``finish`` (counts, quarantine, write-back,
+    watermark, run stats) and ``commit``; a few clock reads per page, nothing per record.
     """
-    import psycopg
-
-    if conninfo is not None:
-        conn = psycopg.connect(conninfo, application_name="erpsync.sync")
-    else:
-        from erpsync.warehouse import connection
-
-        conn = connection.connect(conn_id_warehouse)
     try:
         tx = conn.transaction()
         with tx:  # commits on success, rolls back on any exception
             stats = _run(
-                conn, spec, run, pages=pages, full=full, deleted_ids=deleted_ids, timings=timings
+                conn, spec, run, client=client, side=side, pages=pages, full=full, timings=timings
             )
             committing = time.perf_counter()
         if timings is not None:
@@ -214,9 +225,6 @@ def run_entity_sync(
     except BaseException as exc:
         _record_failure(conn, spec, run, exc)
         raise
-    finally:
-        conn.close()
-    print(f"erpsync sync {spec.system}/{spec.name} run {run.run_id}\n{stats.table()}")
     return stats
 
 
@@ -250,7 +258,17 @@ def _record_failure(conn, spec: EntitySpec, run: RunInfo, exc: BaseException) ->
         log.warning("could not record the failed run of %s", spec.name, exc_info=True)
 
 
-def _run(conn, spec, run, *, pages, full, deleted_ids, timings=None) -> SyncStats:
+def _run(
+    conn: psycopg.Connection[Any],
+    spec: EntitySpec,
+    run: RunInfo,
+    *,
+    client: VendorClient | None,
+    side: ConnectWarehouse | None,
+    pages: Iterable[Sequence[Record]] | None,
+    full: bool | None,
+    timings: dict[str, float] | None = None,
+) -> SyncStats:
     clock = _Clock(timings)
     stats = SyncStats(entity=spec.name, system=spec.system, run_id=run.run_id)
     # one run per entity at a time; a second waits rather than interleaving
@@ -271,41 +289,37 @@ def _run(conn, spec, run, *, pages, full, deleted_ids, timings=None) -> SyncStat
     if full is not None:
         incremental = (not full) and previous_ts is not None
     since = None
-    if incremental:
+    if incremental and spec.cursor is not None:
         since = previous_ts - dt.timedelta(seconds=spec.cursor.overlap_seconds)
 
-    # Salesforce deleted feed first. It is read from where the last run's feed ended (the
-    # vendor's own clock, minute precision); if it no longer reaches back that far (purged, or
-    # older than its retention), deletions may have been lost: do a full read instead, whose
-    # id-set comparison finds them. A full read still asks the feed where "now" is, so the next
-    # incremental run starts from there.
-    feed: sources.DeletedIds | None = None
-    read_started: dt.datetime | None = None  # the vendor's clock when the read began
-    if spec.deletes == DeleteMode.SALESFORCE_DELETED_FEED:
-        reader = deleted_ids or (lambda s, e: sources.salesforce_deleted(spec, s, e))
-        end = dt.datetime.now(dt.UTC)
-        feed_start = _as_utc(state.get("deleted_feed_end"))
-        if incremental and feed_start is not None:
-            feed = reader(feed_start, end)
-            if feed.earliest_available is not None and feed.earliest_available > feed_start:
-                log.warning(
-                    "%s: the deleted feed starts at %s, after the last run's %s: full read",
-                    spec.name,
-                    feed.earliest_available,
-                    feed_start,
-                )
-                incremental, since = False, None
-        else:
-            incremental, since = False, None
-            feed = reader(end - dt.timedelta(days=1), end)
-        read_started = feed.latest_covered
-        state["deleted_feed_end"] = (feed.latest_covered or end).isoformat()
-        if not incremental:
-            feed = None  # the full read's id-set comparison covers deletions
-    read = sources.Read(since=since)
+    plan = ReadPlan(
+        spec=spec, client=client, state=state, incremental=incremental, since=since, side=side
+    )
+    with plan.resources:  # what the delete strategy opens is closed when the run ends
+        return _read_and_merge(conn, spec, run, plan, pages, previous_ts, stats, clock)
+
+
+def _read_and_merge(
+    conn: psycopg.Connection[Any],
+    spec: EntitySpec,
+    run: RunInfo,
+    plan: ReadPlan,
+    pages: Iterable[Sequence[Record]] | None,
+    previous_ts: dt.datetime | None,
+    stats: SyncStats,
+    clock: _Clock,
+) -> SyncStats:
+    # the delete strategy first: it may need a full read instead (the Salesforce deleted feed
+    # no longer reaching back to the last run), bound the watermark, name ids known deleted
+    # and watch the pages read
+    spec.deletes.before_read(plan)
+    read = plan.read
+    state = plan.state
     stats.mode = read.mode
     if pages is None:
-        pages = sources.read_pages(spec, read)
+        pages = spec.source.pages(_vendor(spec, plan.client), read, raw=spec.codec is not None)
+    if plan.observer is not None:
+        pages = _observed(pages, plan.observer)
     # records a data engineer requeued from the console (erpsync.sync.requeue): re-read by id
     # after the read below unless this read is a full one (which reads them anyway)
     requeued = requeue.pending(conn, spec.system, spec.name)
@@ -313,29 +327,43 @@ def _run(conn, spec, run, *, pages, full, deleted_ids, timings=None) -> SyncStat
     _create_staging(conn, spec)
     # raw rows this run id already has (an Airflow run cleared after it committed): counted
     # in ``loaded`` as before; the rows this run adds are counted by its COPYs (below)
-    landed_before = conn.execute(
+    landed_before = _scalar(
+        conn,
         "SELECT count(*) FROM raw.vendor_records WHERE run_id = %s AND source_system = %s "
         "AND entity = %s",
         (run.run_id, spec.system, spec.name),
-    ).fetchone()[0]
+    )
     copied = _load(conn, spec, run, pages, stats, clock)
+    # ids the strategy found deleted by this read: loaded as tombstone records
+    found = spec.deletes.after_read(plan)
+    if found:
+        if spec.deleted_flag is None:
+            raise SyncError(f"{spec.name}: deletes found after the read need a deleted_flag")
+        tombstones = [{spec.record_key: rid, spec.deleted_flag: True} for rid in found]
+        again = _load(conn, spec, run, [tombstones], stats, clock)
+        copied = {name: copied[name] + again[name] for name in copied}
     # the watermark comes from the read alone: a record re-read by id may carry a newer stamp
     # than records the read has not reached yet
-    read_max = conn.execute("SELECT max(source_modstamp) FROM _sync_seen").fetchone()[0]
+    read_max = _scalar(conn, "SELECT max(source_modstamp) FROM _sync_seen")
     if requeued and read.mode == "incremental":
         again = _load(
-            conn, spec, run, sources.read_records(spec, requeue.keys(requeued)), stats, clock
+            conn,
+            spec,
+            run,
+            spec.source.records(_vendor(spec, plan.client), requeue.keys(requeued)),
+            stats,
+            clock,
         )
         copied = {name: copied[name] + again[name] for name in copied}
-    if feed is not None and feed.ids:
+    if plan.gone:
         with conn.cursor().copy("COPY _sync_gone (source_record_id) FROM STDIN") as copy:
-            for rid in feed.ids:
+            for rid in plan.gone:
                 copy.write_row((rid,))
 
     # rows COPY reported loaded (the server's "COPY n"), not a second scan of a million rows
     stats.read = copied["seen"]
     stats.loaded = landed_before + copied["raw"]
-    if read.mode == "full" and spec.deletes != DeleteMode.NONE:
+    if read.mode == "full" and spec.deletes.mode != DeleteMode.NONE:
         _guard_empty_full_read(conn, spec, stats)
 
     clock.lap("finish")
@@ -343,9 +371,8 @@ def _run(conn, spec, run, *, pages, full, deleted_ids, timings=None) -> SyncStat
         _ensure_id_map(conn, spec)
     inserted, updated, staged = _merge(conn, spec, run)
     deleted = _apply_deletes(conn, spec, run, full_read=read.mode == "full")
-    after_merge = spec.extra.get("after_merge")
-    if after_merge is not None:  # derived core rows kept in the same transaction (vat_rates)
-        after_merge(conn, run)
+    if spec.after_merge is not None:  # derived core rows in the same transaction (vat_rates)
+        spec.after_merge(conn, run)
     clock.lap("merge")
     stats.inserted, stats.updated, stats.deleted = len(inserted), len(updated), len(deleted)
     stats.unchanged = staged - stats.inserted - stats.updated
@@ -360,8 +387,8 @@ def _run(conn, spec, run, *, pages, full, deleted_ids, timings=None) -> SyncStat
     new_ts = read_max
     # A record changed while we paged may have been passed over while a later one was seen:
     # never move the watermark past the moment the read began (re-reading is harmless).
-    if new_ts is not None and read_started is not None:
-        new_ts = min(new_ts, read_started)
+    if new_ts is not None and plan.read_started is not None:
+        new_ts = min(new_ts, plan.read_started)
     if previous_ts is not None and (new_ts is None or new_ts < previous_ts):
         new_ts = previous_ts
     stats.watermark = new_ts.isoformat() if new_ts else None
@@ -409,10 +436,28 @@ def _run(conn, spec, run, *, pages, full, deleted_ids, timings=None) -> SyncStat
     return stats
 
 
-def _as_utc(value: Any) -> dt.datetime | None:
-    if not value:
-        return None
-    return dt.datetime.fromisoformat(str(value))
+def _scalar(conn: psycopg.Connection[Any], query: str, params: Sequence[Any] = ()) -> Any:
+    """The one value of a one-row query (an aggregate)."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def _vendor(spec: EntitySpec, client: VendorClient | None) -> VendorClient:
+    if client is None:
+        raise SyncError(
+            f"{spec.system}/{spec.name}: no {spec.system.upper()} client given; the caller "
+            "opens one with spec.source.client()"
+        )
+    return client
+
+
+def _observed(
+    pages: Iterable[Sequence[Record]], observer: Callable[[Sequence[Record]], None]
+) -> Iterator[Sequence[Record]]:
+    for page in pages:
+        observer(page)
+        yield page
 
 
 # ------------------------------------------------------------------ staging and load
@@ -829,13 +874,13 @@ def _load(
 ) -> dict[str, int]:
     """Validate and stage every page; returns the rows COPY loaded (``raw``, ``seen``).
 
-    A :class:`sources.RawPage` of a spec with a raw codec (``spec.extra[sources.RAW_CODEC]``)
+    A :class:`sources.RawPage` of a spec with a raw codec (``spec.codec``)
     takes the codec's path per record (JSON bytes -> COPY text and row hash, the bytes landed
     in raw as they came); a record the codec declines, and every record of other pages, takes
     the mapper -> pydantic path (:class:`_Validator`), which decides quarantine. The COPYs run
     in :class:`_Writer`'s thread, overlapping the next page's encoding."""
     validate = _Validator(spec, run)
-    codec = spec.extra.get(sources.RAW_CODEC)
+    codec = spec.codec
     stage_copy = sql.SQL("COPY _sync_stage ({}) FROM STDIN").format(
         sql.SQL(", ").join(sql.Identifier(c) for c in (*validate.columns, *BOOKKEEPING))
     )
@@ -1119,8 +1164,6 @@ def _apply_deletes(conn, spec: EntitySpec, run: RunInfo, *, full_read: bool) -> 
     - always: rows of a record read (and valid) in this run that it no longer yields (an
       override removed from a contract's ``Rate_Overrides__c``).
     """
-    if spec.deletes == DeleteMode.NONE and not spec.extra.get("scoped_deletes", True):
-        return []
     # Each rule is its own SELECT (semi-/anti-joins the planner runs as hash joins), combined
     # with UNION: OR-ed subqueries would run once per core row (quadratic at a million rows).
     scope, scope_params = _scope_sql(spec, "t")
@@ -1138,7 +1181,7 @@ def _apply_deletes(conn, spec: EntitySpec, run: RunInfo, *, full_read: bool) -> 
                AND NOT EXISTS (SELECT 1 FROM _sync_stage s WHERE {match})"""
         ).format(match=match),
     ]
-    if full_read and spec.deletes != DeleteMode.NONE:
+    if full_read and spec.deletes.mode != DeleteMode.NONE:
         rules.append(
             sql.SQL(
                 "NOT EXISTS (SELECT 1 FROM _sync_seen x"

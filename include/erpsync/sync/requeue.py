@@ -5,11 +5,12 @@ The request only marks the open ``ops.quarantine`` row (``requeue_requested_at``
 writes an audit row; nothing is read then. The next run of that entity's sync
 (:func:`erpsync.sync.engine.run_entity_sync`) picks up the pending requests
 (:func:`pending`), re-reads exactly those records by id with the vendor's single-record read
-(:func:`erpsync.sync.sources.read_records`) even if the watermark has passed them, loads them
-through the normal path (validation, quarantine with a reason if still bad, merge) in the same
-transaction, and marks each request with the run and its outcome (:func:`finish`). An entity
-read in full every run reads them anyway; a sync outside the engine (the payment status sync,
-:mod:`erpsync.invoicing.payment_status`) reads the keys by id itself and calls :func:`settle`.
+(its source's ``records``, :class:`erpsync.sync.spec.Source`) even if the watermark has passed
+them, loads them through the normal path (validation, quarantine with a reason if still bad,
+merge) in the same transaction, and marks each request with the run and its outcome
+(:func:`finish`). An entity read in full every run reads them anyway; a sync outside the
+engine (the payment status sync, :mod:`erpsync.invoicing.payment_status`) reads the keys by
+id itself and calls :func:`settle`.
 Outcomes:
 
 - ``loaded``: the record passed; the engine's own quarantine resolution closed the row;
