@@ -57,6 +57,7 @@ from erpsync.sync.spec import (
     ConnectWarehouse,
     DeleteMode,
     EntitySpec,
+    RawCodec,
     ReadPlan,
     Record,
     RunInfo,
@@ -65,9 +66,14 @@ from erpsync.sync.spec import (
 from erpsync.writeback import outbox
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     import psycopg
 
     from erpsync.connectors.http import VendorClient
+
+    Conn: TypeAlias = psycopg.Connection[Any]
+    Cur: TypeAlias = psycopg.Cursor[Any]
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +105,7 @@ def _hash_default(value: Any) -> Any:
 _HASH_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
-def row_hash(row: dict) -> str:
+def row_hash(row: dict[str, Any]) -> str:
     """SHA-256 of the canonical content: compact JSON with sorted keys, dates and datetimes in
     ISO 8601, Decimals normalized (160 == 160.00). orjson encodes in one C call (only Decimals
     come back to Python), which keeps hashing cheap on the million-row path."""
@@ -124,14 +130,14 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _payload(record: dict) -> str:
+def _payload(record: Any) -> str:
     try:
         return orjson.dumps(record, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:  # e.g. an int beyond 64 bits, or an unpaired surrogate in a string
         return json.dumps(record, default=_json_default)
 
 
-def _is_flat(model: type) -> bool:
+def _is_flat(model: type[BaseModel]) -> bool:
     """True if no field of ``model`` holds a nested pydantic model: then a validated instance's
     ``__dict__`` is already what ``model_dump()`` would build."""
     stack = [f.annotation for f in model.model_fields.values()]
@@ -147,10 +153,11 @@ def _model_columns(spec: EntitySpec) -> list[str]:
     return list(spec.model.model_fields)
 
 
-def _scope_sql(spec: EntitySpec, alias: str | None = None) -> tuple[sql.Composable, list]:
+def _scope_sql(spec: EntitySpec, alias: str | None = None) -> tuple[sql.Composable, list[str]]:
     """Extra ``AND col = value`` conditions for specs sharing a core table (rate kinds)."""
     scope = spec.scope or {}
-    parts, params = [], []
+    parts: list[sql.Composable] = []
+    params: list[str] = []
     for column, value in scope.items():
         ident = sql.Identifier(alias, column) if alias else sql.Identifier(column)
         parts.append(sql.SQL(" AND {} = %s").format(ident))
@@ -228,7 +235,7 @@ def run_entity_sync(
     return stats
 
 
-def _record_failure(conn, spec: EntitySpec, run: RunInfo, exc: BaseException) -> None:
+def _record_failure(conn: Conn, spec: EntitySpec, run: RunInfo, exc: BaseException) -> None:
     """Best effort: a 'failed' ops.run_stats row, in its own transaction after the rollback."""
     try:
         if conn.closed:
@@ -289,7 +296,7 @@ def _run(
     if full is not None:
         incremental = (not full) and previous_ts is not None
     since = None
-    if incremental and spec.cursor is not None:
+    if incremental and previous_ts is not None and spec.cursor is not None:
         since = previous_ts - dt.timedelta(seconds=spec.cursor.overlap_seconds)
 
     plan = ReadPlan(
@@ -436,7 +443,7 @@ def _read_and_merge(
     return stats
 
 
-def _scalar(conn: psycopg.Connection[Any], query: str, params: Sequence[Any] = ()) -> Any:
+def _scalar(conn: Conn, query: str | sql.Composed, params: Sequence[Any] = ()) -> Any:
     """The one value of a one-row query (an aggregate)."""
     row = conn.execute(query, params).fetchone()
     assert row is not None
@@ -463,7 +470,7 @@ def _observed(
 # ------------------------------------------------------------------ staging and load
 
 
-def _create_staging(conn, spec: EntitySpec) -> None:
+def _create_staging(conn: Conn, spec: EntitySpec) -> None:
     columns = _model_columns(spec)
     conn.execute(
         sql.SQL(
@@ -482,7 +489,7 @@ def _create_staging(conn, spec: EntitySpec) -> None:
     conn.execute("CREATE TEMP TABLE _sync_gone (source_record_id text NOT NULL) ON COMMIT DROP")
 
 
-def _copy_constraints(conn, spec: EntitySpec, columns: list[str]) -> None:
+def _copy_constraints(conn: Conn, spec: EntitySpec, columns: list[str]) -> None:
     """Give the staging table core's NOT NULL and CHECK constraints on the staged columns, so a
     row core would refuse is refused when its page is staged, where the writer can isolate it
     (:meth:`_Writer._isolate`), not by the set-based merge, which can only fail as a whole."""
@@ -526,11 +533,11 @@ class _Copy:
     __slots__ = ("items", "buf", "joiner")
 
     def __init__(self, joiner: str | bytes) -> None:
-        self.items: list = []
-        self.buf: list = []
+        self.items: list[Any] = []
+        self.buf: list[Any] = []
         self.joiner = joiner
 
-    def row(self, row: tuple) -> None:
+    def row(self, row: tuple[Any, ...]) -> None:
         if self.buf:
             self.items.append(self.joiner.join(self.buf))
             self.buf = []
@@ -539,7 +546,7 @@ class _Copy:
     def __bool__(self) -> bool:
         return bool(self.items or self.buf)
 
-    def write(self, cur, statement) -> None:
+    def write(self, cur: Cur, statement: str | sql.Composed) -> None:
         if self.buf:
             self.items.append(self.joiner.join(self.buf))
             self.buf = []
@@ -592,7 +599,7 @@ class _PageRows:
     def __init__(self) -> None:
         self.seen, self.raw, self.stage = _Copy(""), _Copy(b""), _Copy("")
         self.gone: list[str] = []
-        self.bad: list = []
+        self.bad: list[tuple[str | None, RecordError, Any]] = []
         #: (number of records, record by index as a dict): lets the writer re-stage a page
         #: record by record when the database refuses it
         self.source: tuple[int, Callable[[int], Any]] | None = None
@@ -622,7 +629,7 @@ class _Validator:
             modstamp = None  # a malformed modstamp is the model's to report
         return key, modstamp
 
-    def __call__(self, record: dict, out: _PageRows, cleaned: bool = False) -> None:
+    def __call__(self, record: Any, out: _PageRows, cleaned: bool = False) -> None:
         spec, adapter, flat, mapper = self.spec, self.adapter, self.flat, self.spec.mapper
         key, modstamp = self.key_and_modstamp(record)
         if spec.deleted_flag and isinstance(record, dict) and record.get(spec.deleted_flag):
@@ -661,7 +668,9 @@ class _Validator:
             out.stage.row((*(row[c] for c in self.columns), key, row_hash(row), modstamp))
 
     @staticmethod
-    def _reject(key, modstamp, error: RecordError, record: Any, out: _PageRows) -> None:
+    def _reject(
+        key: str | None, modstamp: Any, error: RecordError, record: Any, out: _PageRows
+    ) -> None:
         out.bad.append((key, error, record))
         if key is not None:
             out.seen.row((key, modstamp, False))
@@ -675,7 +684,9 @@ def _unstorable_text(exc: ValidationError) -> bool:
 _UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89abAB])")
 
 
-def _encode_raw_page(page: sources.RawPage, codec, validate: _Validator, prefix: bytes):
+def _encode_raw_page(
+    page: sources.RawPage, codec: RawCodec, validate: _Validator, prefix: bytes
+) -> _PageRows:
     """A raw page through the spec's codec: ``codec(json bytes)`` gives (key, modstamp COPY
     text, columns COPY text, row hash) or None; None sends the record (decoded as the dict
     path would) through ``validate``. The raw landing gets the record's bytes as they came."""
@@ -698,6 +709,7 @@ def _encode_raw_page(page: sources.RawPage, codec, validate: _Validator, prefix:
             raw_buf, stage_buf, seen_buf = out.raw.buf, out.stage.buf, out.seen.buf
             continue
         key, mod, cols, digest = encoded
+        assert data is not None  # a record the codec encoded came as bytes
         raw_buf.extend((prefix, key.encode(), b"\t", mod.encode(), b"\t", _copy_bytes(data), b"\n"))
         stage_buf.append(f"{cols}\t{key}\t{digest}\t{mod}\n")
         seen_buf.append(f"{key}\t{mod}\tt\n")
@@ -712,7 +724,13 @@ class _Writer:
     first error stops the writing and is raised in the sync's thread."""
 
     def __init__(
-        self, conn, spec: EntitySpec, run: RunInfo, stage_copy, timings, validate: _Validator
+        self,
+        conn: Conn,
+        spec: EntitySpec,
+        run: RunInfo,
+        stage_copy: sql.Composed,
+        timings: dict[str, float] | None,
+        validate: _Validator,
     ) -> None:
         import queue
         import threading
@@ -723,7 +741,7 @@ class _Writer:
         self.counts = {"raw": 0, "seen": 0}
         self.error: BaseException | None = None
         self.busy = 0.0
-        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.queue: queue.Queue[_PageRows | None] = queue.Queue(maxsize=2)
         self.thread = threading.Thread(target=self._run, name="erpsync-copy", daemon=True)
         self.thread.start()
 
@@ -742,7 +760,7 @@ class _Writer:
                 self.error = exc
             self.busy += time.perf_counter() - started
 
-    def _write_page(self, cur, out: _PageRows) -> None:
+    def _write_page(self, cur: Cur, out: _PageRows) -> None:
         """Write a page in a savepoint; if the database refuses it, isolate the record(s) it
         refuses (:meth:`_isolate`): they are quarantined, every other record is staged."""
         try:
@@ -762,7 +780,9 @@ class _Writer:
             return
         self._count(added)
 
-    def _isolate(self, cur, record: Callable[[int], Any], indices: list[int], exc) -> None:
+    def _isolate(
+        self, cur: Cur, record: Callable[[int], Any], indices: list[int], exc: BaseException
+    ) -> None:
         """Bisect ``indices`` until each refused record stands alone: halves the database
         accepts are staged (each in its own savepoint), a lone refused record is quarantined
         ``database_refused`` with the database's message. Records go through the pydantic path
@@ -783,7 +803,7 @@ class _Writer:
                 continue
             self._count(added)
 
-    def _refused(self, cur, record: Any, exc) -> None:
+    def _refused(self, cur: Cur, record: Any, exc: BaseException) -> None:
         """One record the database refuses: quarantined with its message, marked seen (not
         valid, so no delete logic counts it as gone), landed in raw if raw takes it."""
         key, modstamp = self.validate.key_and_modstamp(record)
@@ -815,7 +835,7 @@ class _Writer:
         for name, value in added.items():
             self.counts[name] += value
 
-    def _write(self, cur, out: _PageRows) -> dict[str, int]:
+    def _write(self, cur: Cur, out: _PageRows) -> dict[str, int]:
         """The page's COPYs and quarantine rows; returns the rows COPY reported loaded."""
         added = {"raw": 0, "seen": 0}
         if out.raw:
@@ -870,7 +890,12 @@ def _refusal_text(exc: BaseException) -> str:
 
 
 def _load(
-    conn, spec: EntitySpec, run: RunInfo, pages: Iterable[list[dict]], stats, clock: _Clock
+    conn: Conn,
+    spec: EntitySpec,
+    run: RunInfo,
+    pages: Iterable[Sequence[Record]],
+    stats: SyncStats,
+    clock: _Clock,
 ) -> dict[str, int]:
     """Validate and stage every page; returns the rows COPY loaded (``raw``, ``seen``).
 
@@ -915,7 +940,9 @@ def _load(
     return copied
 
 
-def _quarantine(conn, spec: EntitySpec, run: RunInfo, bad: list) -> None:
+def _quarantine(
+    conn: Conn, spec: EntitySpec, run: RunInfo, bad: list[tuple[str | None, RecordError, Any]]
+) -> None:
     """One open quarantine row per record and reason: a rerun refreshes it instead of adding."""
     with conn.cursor() as cur:
         cur.executemany(
@@ -943,15 +970,18 @@ def _quarantine(conn, spec: EntitySpec, run: RunInfo, bad: list) -> None:
         )
 
 
-def _quarantine_count(conn, spec: EntitySpec, run: RunInfo) -> int:
-    return conn.execute(
-        """SELECT count(*) FROM ops.quarantine WHERE run_id = %s AND source_system = %s
-           AND entity = %s AND resolved_at IS NULL""",
-        (run.run_id, spec.system, spec.name),
-    ).fetchone()[0]
+def _quarantine_count(conn: Conn, spec: EntitySpec, run: RunInfo) -> int:
+    return int(
+        _scalar(
+            conn,
+            """SELECT count(*) FROM ops.quarantine WHERE run_id = %s AND source_system = %s
+               AND entity = %s AND resolved_at IS NULL""",
+            (run.run_id, spec.system, spec.name),
+        )
+    )
 
 
-def _resolve_quarantine(conn, spec: EntitySpec, run: RunInfo) -> None:
+def _resolve_quarantine(conn: Conn, spec: EntitySpec, run: RunInfo) -> None:
     """Close open quarantine rows of records read (or deleted) in this run that this run did
     not quarantine again: they are valid now, deleted, or failing for another reason (which
     has its own open row)."""
@@ -965,18 +995,19 @@ def _resolve_quarantine(conn, spec: EntitySpec, run: RunInfo) -> None:
     )
 
 
-def _guard_empty_full_read(conn, spec: EntitySpec, stats: SyncStats) -> None:
+def _guard_empty_full_read(conn: Conn, spec: EntitySpec, stats: SyncStats) -> None:
     """A full read that returned nothing while core holds live rows would delete everything:
     almost always a vendor or permission problem, so refuse rather than wipe the table."""
     if stats.read:
         return
     scope, params = _scope_sql(spec)
-    live = conn.execute(
+    live = _scalar(
+        conn,
         sql.SQL("SELECT count(*) FROM {} WHERE deleted_at IS NULL{}").format(
             _table(spec.core_table), scope
         ),
         params,
-    ).fetchone()[0]
+    )
     if live:
         raise SyncError(
             f"{spec.system}/{spec.name}: the full read returned no records but "
@@ -988,7 +1019,8 @@ def _guard_empty_full_read(conn, spec: EntitySpec, stats: SyncStats) -> None:
 # ------------------------------------------------------------------ merge and deletes
 
 
-def _ensure_id_map(conn, spec: EntitySpec) -> None:
+def _ensure_id_map(conn: Conn, spec: EntitySpec) -> None:
+    assert spec.id_map is not None
     entity_type, map_column, core_column = spec.id_map
     conn.execute(
         sql.SQL(
@@ -1000,7 +1032,7 @@ def _ensure_id_map(conn, spec: EntitySpec) -> None:
     )
 
 
-def _merge(conn, spec: EntitySpec, run: RunInfo) -> tuple[list[str], list[str], int]:
+def _merge(conn: Conn, spec: EntitySpec, run: RunInfo) -> tuple[list[str], list[str], int]:
     """Upsert the staged rows: (inserted keys, updated keys, distinct staged keys).
 
     Per natural key the last version read wins (highest modstamp, then the last staged). An
@@ -1014,12 +1046,14 @@ def _merge(conn, spec: EntitySpec, run: RunInfo) -> tuple[list[str], list[str], 
     aggregate) the bulk path uses the stage as it is, without sorting it for ``DISTINCT ON``."""
     columns = _model_columns(spec)
     key_text = _key_text(spec.natural_key)
-    staged_rows, staged = conn.execute(
+    counted = conn.execute(
         sql.SQL(
             "SELECT (SELECT count(*) FROM _sync_stage),"
             " (SELECT count(*) FROM (SELECT {key} FROM _sync_stage GROUP BY 1) g)"
         ).format(key=key_text)
     ).fetchone()
+    assert counted is not None
+    staged_rows, staged = counted
     if staged_rows < BULK_MERGE_ROWS:
         inserted, updated = _merge_upsert(conn, spec, run)
         return inserted, updated, staged
@@ -1036,8 +1070,10 @@ def _merge(conn, spec: EntitySpec, run: RunInfo) -> tuple[list[str], list[str], 
         )
         source = sql.Identifier("_sync_win")
     insert_cols = [*columns, *BOOKKEEPING]
-    select_cols = [sql.SQL("s.{}").format(sql.Identifier(c)) for c in insert_cols]
-    join = sql.SQL("")
+    select_cols: list[sql.Composable] = [
+        sql.SQL("s.{}").format(sql.Identifier(c)) for c in insert_cols
+    ]
+    join: sql.Composable = sql.SQL("")
     if spec.id_map is not None:
         entity_type, map_column, core_column = spec.id_map
         insert_cols.append("canonical_id")
@@ -1092,12 +1128,14 @@ def _merge(conn, spec: EntitySpec, run: RunInfo) -> tuple[list[str], list[str], 
     return inserted, updated, staged
 
 
-def _merge_upsert(conn, spec: EntitySpec, run: RunInfo) -> tuple[list[str], list[str]]:
+def _merge_upsert(conn: Conn, spec: EntitySpec, run: RunInfo) -> tuple[list[str], list[str]]:
     """One ``INSERT ... ON CONFLICT`` of the staged rows; returns (inserted, updated) keys."""
     columns = _model_columns(spec)
     insert_cols = [*columns, *BOOKKEEPING]
-    select_cols = [sql.SQL("s.{}").format(sql.Identifier(c)) for c in insert_cols]
-    join = sql.SQL("")
+    select_cols: list[sql.Composable] = [
+        sql.SQL("s.{}").format(sql.Identifier(c)) for c in insert_cols
+    ]
+    join: sql.Composable = sql.SQL("")
     if spec.id_map is not None:
         entity_type, map_column, core_column = spec.id_map
         insert_cols.append("canonical_id")
@@ -1139,7 +1177,7 @@ def _merge_upsert(conn, spec: EntitySpec, run: RunInfo) -> tuple[list[str], list
     return inserted, updated
 
 
-def _keep_history(conn, spec: EntitySpec, run: RunInfo) -> None:
+def _keep_history(conn: Conn, spec: EntitySpec, run: RunInfo) -> None:
     """Copy the versions the merge is about to replace into core.record_history."""
     match = sql.SQL(" AND ").join(
         sql.SQL("s.{c} = t.{c}").format(c=sql.Identifier(c)) for c in spec.natural_key
@@ -1156,7 +1194,7 @@ def _keep_history(conn, spec: EntitySpec, run: RunInfo) -> None:
     )
 
 
-def _apply_deletes(conn, spec: EntitySpec, run: RunInfo, *, full_read: bool) -> list[str]:
+def _apply_deletes(conn: Conn, spec: EntitySpec, run: RunInfo, *, full_read: bool) -> list[str]:
     """Soft-delete (``deleted_at``) core rows whose source is gone; history rows stay.
 
     - records flagged deleted (``IsDeleted``) or in the Salesforce deleted feed;
@@ -1210,7 +1248,7 @@ def _apply_deletes(conn, spec: EntitySpec, run: RunInfo, *, full_read: bool) -> 
 # ------------------------------------------------------------------ write-back
 
 
-def _enqueue_write_back(conn, spec: EntitySpec, changed_keys: list[str], run: RunInfo) -> int:
+def _enqueue_write_back(conn: Conn, spec: EntitySpec, changed_keys: list[str], run: RunInfo) -> int:
     """Hand the changed natural keys (inserted, updated and deleted) to the write-back outbox
     inside this transaction; returns the number of sendable outbox rows enqueued."""
     return int(outbox.enqueue_changes(conn, spec, changed_keys, run) or 0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 from urllib.parse import quote
 
 from erpsync.sync.spec import Read, Record
@@ -50,6 +50,7 @@ ERP_CONN_ID = "erpsync_erp"
 REQUEUE_PAGE = 100
 
 _C = TypeVar("_C")
+_P = TypeVar("_P")
 
 
 def _narrow(client: VendorClient, kind: type[_C]) -> _C:
@@ -269,7 +270,7 @@ def iso_seconds(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class RawPage(Sequence):
+class RawPage(Sequence[Record]):
     """A page of vendor records kept as their JSON bytes (``msgspec.Raw``): the engine hands
     ``raw`` to the spec's codec; anyone else sees a list of dicts (decoded on first use with
     the stdlib ``json``, exactly as the connector's ``iter_pages`` decodes them). A record
@@ -278,9 +279,9 @@ class RawPage(Sequence):
 
     __slots__ = ("raw", "_dicts")
 
-    def __init__(self, raw: list) -> None:
+    def __init__(self, raw: list[Any]) -> None:
         self.raw = raw
-        self._dicts: list | None = None
+        self._dicts: list[Any] | None = None
 
     def record(self, index: int) -> Any:
         """Record ``index`` as the dict path would see it."""
@@ -288,7 +289,7 @@ class RawPage(Sequence):
             return self._dicts[index]
         return _decode(self.raw[index])
 
-    def dicts(self) -> list:
+    def dicts(self) -> list[Any]:
         if self._dicts is None:
             self._dicts = [_decode(r) for r in self.raw]
         return self._dicts
@@ -296,10 +297,17 @@ class RawPage(Sequence):
     def __len__(self) -> int:
         return len(self.raw)
 
-    def __getitem__(self, index):
-        return self.dicts()[index]
+    @overload
+    def __getitem__(self, index: int) -> Record: ...
 
-    def __iter__(self):
+    @overload
+    def __getitem__(self, index: slice) -> list[Record]: ...
+
+    def __getitem__(self, index: int | slice) -> Record | list[Record]:
+        item: Record | list[Record] = self.dicts()[index]
+        return item
+
+    def __iter__(self) -> Iterator[Record]:
         return iter(self.dicts())
 
     def __repr__(self) -> str:
@@ -319,7 +327,7 @@ def _decode(raw: Any) -> Any:
 _DONE = object()
 
 
-def prefetch(pages: Iterator[list[dict]], depth: int = 2) -> Iterator[list[dict]]:
+def prefetch(pages: Iterator[_P], depth: int = 2) -> Iterator[_P]:
     """Read ``pages`` in a helper thread, at most ``depth`` pages ahead, so the next request
     is on the wire (and the vendor busy) while this thread validates and stages the current
     page. Memory stays bounded (``depth`` + 1 pages); the client is used by that thread only;
@@ -327,10 +335,10 @@ def prefetch(pages: Iterator[list[dict]], depth: int = 2) -> Iterator[list[dict]
     import queue
     import threading
 
-    box: queue.Queue = queue.Queue(maxsize=depth)
+    box: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
-    def put(item) -> bool:
+    def put(item: Any) -> bool:
         while not stop.is_set():
             try:
                 box.put(item, timeout=0.2)

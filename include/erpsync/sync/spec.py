@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     import psycopg
-    from pydantic import BaseModel
 
     from erpsync.audit import Source as AuditSource
     from erpsync.connectors.http import VendorClient
+    from erpsync.models.canonical import Canonical
 
 System = Literal["crm", "psa", "erp"]
 History = Literal["none", "effective_dated"]
@@ -225,7 +225,7 @@ class EntitySpec:
     name: str
     system: System
     source: Source
-    model: type[BaseModel]
+    model: type[Canonical]
     natural_key: tuple[str, ...]
     cursor: CursorSpec | None
     deletes: DeleteStrategy
