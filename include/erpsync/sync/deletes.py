@@ -63,13 +63,15 @@ class IdSetCompare:
 @dataclass(frozen=True)
 class SalesforceDeletedFeed:
     """Salesforce: soft-deleted records come back from ``queryAll`` flagged ``IsDeleted`` (the
-    spec's ``deleted_flag``), and the deleted feed (sObject "Get Deleted Records",
-    ``GET /sobjects/{sobject}/deleted/?start=..&end=..``, https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_getdeleted.htm)
+    spec's ``deleted_flag``), and the deleted feed (REST "sObject Get Deleted",
+    ``GET /services/data/vXX.X/sobjects/{sobject}/deleted/?start=..&end=..``,
+    https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api/resources_getdeleted.htm)
     names those already purged from the recycle bin.
 
     The feed is read before the read, from where the last run's feed ended (the vendor's own
     clock, minute precision, kept in the watermark's state). If it no longer reaches back that
-    far (purged, or older than its retention), deletions may have been lost: the read becomes a
+    far (its ``earliestDateAvailable`` is later: the delete log was purged, or the last run is
+    more than the documented 15 days back), deletions may have been lost: the read becomes a
     full one, whose id-set comparison finds them. A full read still asks the feed where "now"
     is, so the next incremental run starts from there; the read never moves the watermark past
     the moment the feed covers (``read_started``)."""

@@ -197,7 +197,7 @@ class _Clock:
 
 
 def run_entity_sync(
-    conn: psycopg.Connection[Any],
+    conn: Conn,
     spec: EntitySpec,
     *,
     run: RunInfo,
@@ -266,7 +266,7 @@ def _record_failure(conn: Conn, spec: EntitySpec, run: RunInfo, exc: BaseExcepti
 
 
 def _run(
-    conn: psycopg.Connection[Any],
+    conn: Conn,
     spec: EntitySpec,
     run: RunInfo,
     *,
@@ -307,7 +307,7 @@ def _run(
 
 
 def _read_and_merge(
-    conn: psycopg.Connection[Any],
+    conn: Conn,
     spec: EntitySpec,
     run: RunInfo,
     plan: ReadPlan,
@@ -1197,7 +1197,8 @@ def _keep_history(conn: Conn, spec: EntitySpec, run: RunInfo) -> None:
 def _apply_deletes(conn: Conn, spec: EntitySpec, run: RunInfo, *, full_read: bool) -> list[str]:
     """Soft-delete (``deleted_at``) core rows whose source is gone; history rows stay.
 
-    - records flagged deleted (``IsDeleted``) or in the Salesforce deleted feed;
+    - records flagged deleted (``IsDeleted``, the tombstones of the delete strategy's
+      ``after_read``) or named by its ``before_read`` (the Salesforce deleted feed);
     - on a full read with deletes enabled: rows whose source record was not read at all;
     - always: rows of a record read (and valid) in this run that it no longer yields (an
       override removed from a contract's ``Rate_Overrides__c``).
