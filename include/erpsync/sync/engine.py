@@ -217,8 +217,9 @@ def run_entity_sync(
     full (True) or incremental (False) read. ``timings`` (a dict, e.g. from ``erpsync bench``)
     receives the seconds spent per stage: ``setup`` (lock, watermark, staging tables),
     ``extract`` (waiting for pages), ``validate`` (map, validate, hash, serialise), ``stage``
-    (COPY), ``merge`` (upsert and deletes), ``finish`` (counts, quarantine, write-back,
-    watermark, run stats) and ``commit``; a few clock reads per page, nothing per record.
+    (COPY), ``deletes`` (the delete strategy's check after the read), ``merge`` (upsert and
+    deletes), ``finish`` (counts, quarantine, write-back, watermark, run stats) and ``commit``;
+    a few clock reads per page, nothing per record.
     """
     try:
         tx = conn.transaction()
@@ -343,6 +344,7 @@ def _read_and_merge(
     copied = _load(conn, spec, run, pages, stats, clock)
     # ids the strategy found deleted by this read: loaded as tombstone records
     found = spec.deletes.after_read(plan)
+    clock.lap("deletes")
     if found:
         if spec.deleted_flag is None:
             raise SyncError(f"{spec.name}: deletes found after the read need a deleted_flag")
