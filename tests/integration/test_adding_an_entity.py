@@ -17,11 +17,12 @@ import pytest
 from pydantic import TypeAdapter
 
 from erpsync.models import canonical, mappings
-from erpsync.sync import engine, specs
+from erpsync.sync import specs
 from erpsync.sync.spec import RunInfo
 from erpsync.warehouse import migrate
 from tests import entity_lists
 from tests.integration.test_sync_engine import connection_env, store_bodies
+from tests.sync_calls import run_sync
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -148,7 +149,7 @@ def test_a_new_entity_migrates_and_syncs_against_the_sandbox(
 
     for key, value in connection_env(sandbox, fresh_db).items():
         monkeypatch.setenv(key, value)
-    first = engine.run_entity_sync(spec, run=RunInfo.local("entity"), conninfo=fresh_db)
+    first = run_sync(spec, fresh_db, run=RunInfo.local("entity"))
     categories = {str(r["id"]): r for r in store_bodies(sandbox, "psa", spec.source.resource)}
     assert categories and first.inserted == len(categories) and first.quarantined == 0
     with psycopg.connect(fresh_db) as conn:
@@ -158,6 +159,6 @@ def test_a_new_entity_migrates_and_syncs_against_the_sandbox(
     assert {r[0]: (r[1], r[2], r[4]) for r in loaded} == {
         i: (c["name"], c.get("unit_name"), c.get("is_active", True)) for i, c in categories.items()
     }
-    second = engine.run_entity_sync(spec, run=RunInfo.local("entity-again"), conninfo=fresh_db)
+    second = run_sync(spec, fresh_db, run=RunInfo.local("entity-again"))
     assert (second.inserted, second.updated, second.deleted) == (0, 0, 0)
     assert second.read == len(categories)

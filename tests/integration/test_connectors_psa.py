@@ -239,7 +239,8 @@ def test_rate_cards_are_a_bounded_full_read_without_updated_since(
     log = tmp_path / "contract.jsonl"
     monkeypatch.setenv(CONTRACT_LOG_ENV, str(log))
     since = dt.datetime(2099, 1, 1, tzinfo=dt.UTC)
-    got = [r for page in sources.read_pages(BILLABLE_RATES, sources.Read(since)) for r in page]
+    with BILLABLE_RATES.source.client() as psa:
+        got = [r for page in BILLABLE_RATES.source.pages(psa, sources.Read(since)) for r in page]
     store = sandbox.ctx.stores["psa"]
     assert sorted(str(r["id"]) for r in got) == sorted(store.ids("billable_rates"))
     assert all("currency" not in r and r["user_id"] for r in got)

@@ -131,12 +131,10 @@ def _log_time(sandbox, ua: dict, entries: list[tuple[dt.date, str]], first_id: i
 def _sync_time(url: str) -> None:
     from erpsync.sync.spec import RunInfo
     from erpsync.sync.specs_time import TIME_EXPENSE
-    from erpsync.sync.time_expense import sync_entity
+    from tests.sync_calls import sync_time
 
     for spec in TIME_EXPENSE:
-        sync_entity(
-            spec, run=RunInfo.local("time-co"), conninfo=url, leaf_size=2000, page_size=2000
-        )
+        sync_time(spec, url, run=RunInfo.local("time-co"), leaf_size=2000, page_size=2000)
 
 
 def _assert_the_firms_rate_step(sandbox, url: str) -> None:

@@ -29,7 +29,7 @@ def sync_firm(warehouse: str) -> None:
     time and expenses), run in-process as in the sync and onboarding tests."""
     from erpsync.onboarding import setup
     from erpsync.sync.specs_time import TIME_EXPENSE
-    from erpsync.sync.time_expense import sync_entity
+    from tests.sync_calls import sync_time
 
     run = RunInfo.local("dag-test-prep")
     h.sync_all(warehouse, run)
@@ -37,7 +37,7 @@ def sync_firm(warehouse: str) -> None:
     with psycopg.connect(warehouse, autocommit=True) as conn:
         setup.run_project_setup(conn, setup.Systems(), run=RunInfo.local("dag-test-setup"))
     for spec in TIME_EXPENSE:  # the hourly DAG's page sizes
-        sync_entity(spec, run=run, conninfo=warehouse, leaf_size=2000, page_size=2000)
+        sync_time(spec, warehouse, run=run, leaf_size=2000, page_size=2000)
 
 
 def test_reconcile_dag_gates_on_data_quality_and_ends_with_the_finance_table(

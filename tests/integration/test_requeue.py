@@ -12,11 +12,12 @@ import psycopg
 import pytest
 
 from erpsync.connectors.harvest import HarvestClient
-from erpsync.sync import engine, requeue, specs
+from erpsync.sync import requeue, specs
 from erpsync.sync.spec import RunInfo
 from erpsync.sync.specs_time import TIME_ENTRIES
-from erpsync.sync.time_expense import sync_entity
+from tests import sync_calls
 from tests.integration.test_sync_engine import connection_env, lift_psa_rate_limit
+from tests.sync_calls import run_sync
 
 
 @pytest.fixture
@@ -42,10 +43,10 @@ def rows(url: str, query: str, params=()) -> list[tuple]:
 
 
 def sync_time(url: str, label: str):
-    client = HarvestClient(conn_id="erpsync_psa")
+    client = HarvestClient()
     try:
-        return sync_entity(
-            TIME_ENTRIES, run=RunInfo.local(label), conninfo=url, client=client, leaf_size=25
+        return sync_calls.sync_time(
+            TIME_ENTRIES, url, client, run=RunInfo.local(label), leaf_size=25
         )
     finally:
         client.close()
@@ -164,22 +165,20 @@ def test_a_requeued_time_entry_is_reread_by_id_and_loaded(systems, warehouse_db)
 
 def test_a_requeued_crm_account_is_read_with_the_sobject_rows_resource(systems, warehouse_db):
     crm = systems.ctx.stores["crm"]
-    run = engine.run_entity_sync(specs.CLIENTS, run=RunInfo.local("initial"), conninfo=warehouse_db)
+    run = run_sync(specs.CLIENTS, warehouse_db, run=RunInfo.local("initial"))
     assert run.quarantined == 0
     account = crm.ids("Account")[2]
     stamp = crm.get_row("Account", account).modstamp
     crm.update("Account", account, {"CurrencyIsoCode": "XYZ"})
-    engine.run_entity_sync(specs.CLIENTS, run=RunInfo.local("planted"), conninfo=warehouse_db)
+    run_sync(specs.CLIENTS, warehouse_db, run=RunInfo.local("planted"))
     q = quarantine_row(warehouse_db, account)
     assert q["resolved_at"] is None
     fix_quietly(crm, "Account", account, {"CurrencyIsoCode": "EUR"}, stamp)
-    engine.run_entity_sync(specs.CLIENTS, run=RunInfo.local("blind"), conninfo=warehouse_db)
+    run_sync(specs.CLIENTS, warehouse_db, run=RunInfo.local("blind"))
     assert quarantine_row(warehouse_db, account)["resolved_at"] is None
 
     assert [r.accepted for r in request(warehouse_db, [q["quarantine_id"]])] == [True]
-    served = engine.run_entity_sync(
-        specs.CLIENTS, run=RunInfo.local("requeued"), conninfo=warehouse_db
-    )
+    served = run_sync(specs.CLIENTS, warehouse_db, run=RunInfo.local("requeued"))
     assert served.requeued == {"loaded": 1}
     assert rows(
         warehouse_db, "SELECT currency, last_run_id FROM core.clients WHERE crm_id = %s", (account,)

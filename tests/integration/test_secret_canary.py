@@ -16,10 +16,10 @@ import psycopg
 import pytest
 
 from erpsync.sync import specs
-from erpsync.sync.engine import run_entity_sync
 from erpsync.sync.spec import RunInfo
 from erpsync.writeback import relay
 from tests.integration import writeback_harness as h
+from tests.sync_calls import run_sync
 
 TAG = f"cnry{uuid.uuid4().hex[:10]}"
 SECRETS = {
@@ -99,9 +99,7 @@ def test_no_canary_in_logs_errors_returns_or_the_warehouse(sandbox, warehouse_db
         sandbox.ctx.stores["crm"].put("Account", account["Id"], account)
         for service in ("psa", "erp"):
             sandbox.ctx.faults_for(service).patch({"error_rate_5xx": 1.0})
-        returned.append(
-            json.dumps(run_entity_sync(specs.CLIENTS, run=run, conninfo=warehouse_db).as_dict())
-        )
+        returned.append(json.dumps(run_sync(specs.CLIENTS, warehouse_db, run=run).as_dict()))
         for system in ("erp", "psa"):
             st = relay.run_outbox(system, run=run)
             assert st.failed >= 1
@@ -109,7 +107,7 @@ def test_no_canary_in_logs_errors_returns_or_the_warehouse(sandbox, warehouse_db
         last_errors = _last_errors(warehouse_db)
         for spec in (specs.PEOPLE, specs.TAX_CODES):
             with pytest.raises(Exception) as failed:
-                run_entity_sync(spec, run=run, conninfo=warehouse_db, full=True)
+                run_sync(spec, warehouse_db, run=run, full=True)
             record_error(failed.value)
         for service in ("psa", "erp"):
             sandbox.ctx.faults_for(service).patch({"error_rate_5xx": 0.0})
@@ -118,7 +116,7 @@ def test_no_canary_in_logs_errors_returns_or_the_warehouse(sandbox, warehouse_db
     with h.connections(sandbox, warehouse_db, _credentials(lambda name: WRONG)):
         for spec in (specs.CLIENTS, specs.PEOPLE, specs.TAX_CODES):
             with pytest.raises(Exception) as refused:
-                run_entity_sync(spec, run=run, conninfo=warehouse_db, full=True)
+                run_sync(spec, warehouse_db, run=run, full=True)
             record_error(refused.value)
         for system in ("erp", "psa"):
             st = relay.run_outbox(system, run=run)

@@ -24,6 +24,7 @@ from erpsync.runtime.database import connection_parts
 from erpsync.sync import engine, specs
 from erpsync.sync.spec import RunInfo
 from tests.entity_lists import core_tables
+from tests.sync_calls import run_sync
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -108,7 +109,7 @@ def lift_psa_rate_limit(sandbox) -> None:
 
 def sync_all(label: str) -> dict[str, engine.SyncStats]:
     run = RunInfo.local(label)
-    return {name: engine.run_entity_sync(spec, run=run) for name, spec in specs.ALL.items()}
+    return {name: run_sync(spec, run=run) for name, spec in specs.ALL.items()}
 
 
 def fingerprint(url: str) -> dict[str, list]:
@@ -405,7 +406,7 @@ def test_invalid_records_are_quarantined_with_reason_codes_once(systems, warehou
 
     # fixed at the source: it loads and its quarantine row is resolved
     crm.put("Account", bad_account, {**account, "Id": bad_account, "CurrencyIsoCode": "EUR"})
-    fixed = engine.run_entity_sync(specs.CLIENTS, run=RunInfo.local("fixed"))
+    fixed = run_sync(specs.CLIENTS, run=RunInfo.local("fixed"))
     assert fixed.inserted == 1 and bad_account in fixed.changed_keys
     assert rows(
         warehouse_db,
@@ -417,21 +418,22 @@ def test_invalid_records_are_quarantined_with_reason_codes_once(systems, warehou
 def test_a_failure_mid_load_leaves_nothing_and_the_rerun_loads_once(systems, warehouse_db):
     from erpsync.sync import sources
 
+    psa = specs.PEOPLE.source.client()
     lift_psa_rate_limit(systems)
 
     def failing_pages():
-        records = [r for page in sources.read_pages(specs.PEOPLE, sources.Read(None)) for r in page]
+        records = [r for page in specs.PEOPLE.source.pages(psa, sources.Read(None)) for r in page]
         yield records[:10]
         yield records[10:20]
         raise ConnectionError("network dropped mid-read")
 
     with pytest.raises(ConnectionError):
-        engine.run_entity_sync(specs.PEOPLE, run=RunInfo.local("broken"), pages=failing_pages())
+        run_sync(specs.PEOPLE, run=RunInfo.local("broken"), pages=failing_pages())
     for table in ("core.people", "core.id_map", "raw.vendor_records", "ops.sync_watermarks"):
         assert rows(warehouse_db, f"SELECT count(*) FROM {table}") == [(0,)], table  # noqa: S608
     assert rows(warehouse_db, "SELECT entity, status FROM ops.run_stats") == [("people", "failed")]
 
-    stats = engine.run_entity_sync(specs.PEOPLE, run=RunInfo.local("rerun"))
+    stats = run_sync(specs.PEOPLE, run=RunInfo.local("rerun"))
     users = len(store_bodies(systems, "psa", "users"))
     assert (stats.read, stats.inserted) == (users, users)
     assert rows(warehouse_db, "SELECT count(*) FROM raw.vendor_records") == [(users,)]
@@ -441,18 +443,26 @@ def test_a_failure_mid_load_leaves_nothing_and_the_rerun_loads_once(systems, war
 KILLED_SYNC = textwrap.dedent(
     """
     import sys, time
+    import psycopg
     from erpsync.sync import engine, sources, specs
     from erpsync.sync.spec import RunInfo
 
+    crm = specs.CLIENTS.source.client()
+
     def pages():
-        records = [r for p in sources.read_pages(specs.CLIENTS, sources.Read(None)) for r in p]
+        records = [r for p in specs.CLIENTS.source.pages(crm, sources.Read(None)) for r in p]
         for i in range(0, len(records), 5):
             yield records[i:i + 5]
             if i == 10:
                 print("LOADING", flush=True)
                 time.sleep(120)
 
-    engine.run_entity_sync(specs.CLIENTS, run=RunInfo.local("killed"), pages=pages())
+    from erpsync.warehouse import connection
+
+    with connection.connect() as conn:
+        engine.run_entity_sync(
+            conn, specs.CLIENTS, run=RunInfo.local("killed"), client=crm, pages=pages()
+        )
     """
 )
 
@@ -478,7 +488,7 @@ def test_a_process_killed_mid_load_leaves_nothing_and_the_rerun_loads_once(syste
     for table in ("core.clients", "raw.vendor_records", "ops.sync_watermarks", "ops.run_stats"):
         assert rows(warehouse_db, f"SELECT count(*) FROM {table}") == [(0,)], table  # noqa: S608
 
-    stats = engine.run_entity_sync(specs.CLIENTS, run=RunInfo.local("after-kill"))
+    stats = run_sync(specs.CLIENTS, run=RunInfo.local("after-kill"))
     accounts = len(store_bodies(systems, "crm", "Account"))
     assert (stats.read, stats.inserted, stats.updated) == (accounts, accounts, 0)
     assert rows(warehouse_db, "SELECT count(*) FROM raw.vendor_records") == [(accounts,)]
@@ -505,7 +515,7 @@ def test_account_country_code_label_fallback_owner_and_documented_soql(
     only = (specs.CLIENTS, specs.TAX_PROFILES)
     run = RunInfo.local("country-full")
     for spec in only:
-        engine.run_entity_sync(spec, run=run)
+        run_sync(spec, run=run)
 
     countries = dict(rows(warehouse_db, "SELECT crm_id, billing_country FROM core.clients"))
     assert countries == {a["Id"]: a["BillingCountryCode"] for a in accounts}
@@ -528,7 +538,7 @@ def test_account_country_code_label_fallback_owner_and_documented_soql(
     edited = accounts[1]
     store.put("Account", edited["Id"], {**edited, "Name": edited["Name"] + " Renamed"})
     run = RunInfo.local("country-incremental")
-    stats = [engine.run_entity_sync(spec, run=run) for spec in only]
+    stats = [run_sync(spec, run=run) for spec in only]
     assert [s.mode for s in stats] == ["incremental", "incremental"]
     assert stats[0].updated == 1
     time.sleep(0.2)  # the recorder writes each line just after the answer

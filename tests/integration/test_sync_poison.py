@@ -85,9 +85,10 @@ def warehouse(warehouse_db):
 
 
 def sync(url: str, pages, label: str, *, full: bool):
-    return engine.run_entity_sync(
-        TIME_ENTRIES, run=RunInfo.local(label), pages=pages, full=full, conninfo=url
-    )
+    with psycopg.connect(url) as conn:
+        return engine.run_entity_sync(
+            conn, TIME_ENTRIES, run=RunInfo.local(label), pages=pages, full=full
+        )
 
 
 def state(url: str) -> dict:

@@ -91,9 +91,10 @@ def snapshot(url: str) -> dict:
 
 
 def sync(url: str, pages, label: str):
-    return engine.run_entity_sync(
-        TIME_ENTRIES, run=RunInfo.local(label), pages=pages, full=True, conninfo=url
-    )
+    with psycopg.connect(url) as conn:
+        return engine.run_entity_sync(
+            conn, TIME_ENTRIES, run=RunInfo.local(label), pages=pages, full=True
+        )
 
 
 @pytest.fixture

@@ -18,8 +18,9 @@ from erpsync.connectors.harvest import HarvestClient
 from erpsync.sync import specs
 from erpsync.sync.spec import RunInfo
 from erpsync.sync.specs_time import EXPENSES, TIME_ENTRIES, TIME_EXPENSE
-from erpsync.sync.time_expense import DeleteCheck, sync_entity
+from erpsync.sync.time_expense import DeleteCheck
 from tests.integration.test_sync_engine import connection_env, lift_psa_rate_limit
+from tests.sync_calls import sync_time
 
 #: small windows and pages so the small firm (~3,000 entries) behaves like a large one
 #: (a full re-read at this page size is ~120 requests; the DAG uses 2,000 / 2,000)
@@ -48,13 +49,13 @@ def sync(warehouse_db: str, label: str, **kwargs) -> dict:
     run = RunInfo.local(label)
     out = {}
     for spec in TIME_EXPENSE:
-        client = HarvestClient(conn_id="erpsync_psa")
+        client = HarvestClient()
         check = DeleteCheck(spec.name)
-        stats = sync_entity(
+        stats = sync_time(
             spec,
+            warehouse_db,
+            client,
             run=run,
-            conninfo=warehouse_db,
-            client=client,
             report=check,
             leaf_size=LEAF,
             page_size=PAGE,

@@ -96,16 +96,15 @@ def client_specs():
 
 def sync_time_expense(warehouse_url: str, run) -> None:
     """The time & expense syncs from the PSA (the hourly DAG's page sizes), in-process."""
-    from erpsync.connectors.harvest import HarvestClient
     from erpsync.sync.specs_time import TIME_EXPENSE
-    from erpsync.sync.time_expense import DeleteCheck, sync_entity
+    from erpsync.sync.time_expense import DeleteCheck
+    from tests.sync_calls import sync_time
 
     for spec in TIME_EXPENSE:
-        sync_entity(
+        sync_time(
             spec,
+            warehouse_url,
             run=run,
-            conninfo=warehouse_url,
-            client=HarvestClient(conn_id="erpsync_psa"),
             report=DeleteCheck(spec.name),
             leaf_size=2000,
             page_size=2000,
@@ -117,13 +116,13 @@ def sync_all(
 ) -> dict:
     """Run every master data and rates spec (the order the DAGs use), or ``only`` those; a spec
     that fails is rerun up to ``attempts`` times, as Airflow task retries would."""
-    from erpsync.sync.engine import run_entity_sync
+    from tests.sync_calls import run_sync
 
     stats = {}
     for spec in only or all_specs():
         for attempt in range(1, attempts + 1):
             try:
-                stats[spec.name] = run_entity_sync(spec, run=run, conninfo=warehouse_url, full=full)
+                stats[spec.name] = run_sync(spec, warehouse_url, run=run, full=full)
                 break
             except Exception:
                 if attempt == attempts:

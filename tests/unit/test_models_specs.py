@@ -30,7 +30,7 @@ def test_every_spec_is_consistent_with_its_model_and_write_back_targets():
         if spec.id_map:
             assert spec.id_map[2] in fields, spec.name
         # id-set deletes need the whole id set: those specs never read incrementally
-        if spec.deletes == DeleteMode.ID_SET_COMPARE:
+        if spec.deletes.mode == DeleteMode.ID_SET_COMPARE:
             assert not spec.incremental, spec.name
     assert specs.CLIENTS.incremental and specs.CONTRACT_RATE_OVERRIDES.incremental
     assert specs.CONTRACT_MILESTONES.incremental  # SOQL on SystemModstamp + the deleted feed

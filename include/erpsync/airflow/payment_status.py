@@ -1,11 +1,13 @@
 """The Airflow task that brings invoice payment status back from the ERP (cash).
 
 Runs in the nightly master data sync (the DAG whose other ERP reads are the tax codes and
-rates): :func:`erpsync.invoicing.payment_status.sync_payment_status` in one warehouse
-transaction, in the ERP's pool. Imports happen inside the task so parsing the DAG stays cheap.
+rates), in the ERP's pool: :func:`erpsync.airflow.sync_tasks.invoice_payment_status`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from airflow.sdk import task
 
@@ -22,7 +24,7 @@ A payment counts from the night this task first sees it. Nothing is written to t
 """
 
 
-def payment_status_task():
+def payment_status_task() -> Callable[..., Any]:
     """``sync_invoice_payment_status``: a task factory for :func:`build_sync_dag`."""
 
     @task(
@@ -31,25 +33,9 @@ def payment_status_task():
         outlets=[asset_for("billing.erp_invoice_status")],
         doc_md=TASK_DOC,
     )
-    def sync_invoice_payment_status(**context) -> dict:
-        import pendulum
+    def sync_invoice_payment_status(**context: Any) -> dict[str, Any]:
+        from erpsync.airflow import sync_tasks
 
-        from erpsync.connectors.business_central import BusinessCentralClient
-        from erpsync.invoicing.payment_status import sync_payment_status
-        from erpsync.sync.sources import ERP_CONN_ID
-        from erpsync.sync.spec import RunInfo
-        from erpsync.warehouse import connection
-
-        run = RunInfo.from_context(context)
-        # the day the ERP was read, in the firm's zone: it dates a changed remaining amount
-        day = pendulum.now(FIRM_TIMEZONE).date()
-        erp = BusinessCentralClient(conn_id=ERP_CONN_ID)
-        try:
-            with connection.connect() as conn:
-                stats = sync_payment_status(conn, erp, run, day=day)
-        finally:
-            erp.close()
-        print(f"invoice payment status as of {day}: {stats.as_dict()}")
-        return stats.as_dict()
+        return sync_tasks.invoice_payment_status(context, FIRM_TIMEZONE)
 
     return sync_invoice_payment_status

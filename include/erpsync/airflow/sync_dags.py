@@ -2,9 +2,10 @@
 
 Each spec becomes a task ``sync_<entity>`` (in the pool of its system, publishing the Asset of
 the core table it changes); each write-back target becomes a task ``write_back_<system>`` that
-runs after every sync and sends that system's outbox. All the work happens in
-:func:`erpsync.sync.engine.run_entity_sync` and :func:`erpsync.writeback.relay.run_outbox`,
-imported inside the tasks so parsing a DAG file stays cheap.
+runs after every sync and sends that system's outbox. The task code is
+:mod:`erpsync.airflow.sync_tasks` (around :func:`erpsync.sync.engine.run_entity_sync` and
+:func:`erpsync.writeback.relay.run_outbox`), imported inside the tasks so parsing a DAG file
+stays cheap.
 
 Time zone: the schedule uses :data:`erpsync.airflow.dag_defaults.FIRM_TIMEZONE` (its docstring
 says where it comes from).
@@ -44,22 +45,9 @@ def _sync_task(spec: EntitySpec) -> Any:
         doc_md=spec.description or None,
     )
     def sync(**context: Any) -> dict[str, Any]:
-        from erpsync.sync import engine, specs
-        from erpsync.sync.spec import RunInfo
+        from erpsync.airflow import sync_tasks
 
-        entity = specs.get(spec.name)
-        runner = entity.extra.get("runner")  # "module:function" wrapping the engine
-        if runner:
-            import importlib
-
-            module, _, name = runner.partition(":")
-            stats = getattr(importlib.import_module(module), name)(
-                entity, run=RunInfo.from_context(context)
-            )
-        else:
-            stats = engine.run_entity_sync(entity, run=RunInfo.from_context(context))
-        summary: dict[str, Any] = stats.as_dict()
-        return summary
+        return sync_tasks.sync_entity(spec.name, context)
 
     return sync
 
@@ -67,22 +55,9 @@ def _sync_task(spec: EntitySpec) -> Any:
 def _write_back_task(target: str) -> Any:
     @task(task_id=f"write_back_{target}", pool=POOLS[target], outlets=[ID_MAP_ASSET])
     def write_back(**context: Any) -> dict[str, Any]:
-        from dataclasses import asdict, is_dataclass
+        from erpsync.airflow import sync_tasks
 
-        from erpsync.sync.spec import RunInfo
-        from erpsync.writeback import relay
-
-        result = relay.run_outbox(target, run=RunInfo.from_context(context))
-        print(f"write-back to {target.upper()}: {result}")
-        if getattr(result, "left_pending", 0):
-            # Transient failures: fail the task so Airflow retries it with backoff; the rows
-            # stay pending and the retry sends them (check-then-create, so never twice).
-            # Permanent failures are in the exceptions queue for a person, not retried here.
-            raise RuntimeError(
-                f"{result.left_pending} write(s) to the {target.upper()} failed and stay "
-                f"pending for the retry: {'; '.join(result.errors[:5])}"
-            )
-        return asdict(result) if is_dataclass(result) else {"result": str(result)}
+        return sync_tasks.write_back(target, context)
 
     return write_back
 
@@ -109,8 +84,8 @@ def build_sync_dag(
     timezone: str | None = None,
     deadline: DeadlineAlert | None = None,
 ) -> DAG:
-    """A sync DAG on ``cron`` (nightly, hourly ...): ``sync_<entity>`` per spec (through the
-    spec's ``extra["runner"]`` when it names one), then ``write_back_<system>`` per target.
+    """A sync DAG on ``cron`` (nightly, hourly ...): ``sync_<entity>`` per spec, then
+    ``write_back_<system>`` per target.
     ``also``: factories of further tasks that read a system but are no entity spec (the invoice
     payment status); they run alongside the syncs.
 

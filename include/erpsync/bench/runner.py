@@ -267,7 +267,7 @@ def run_bench(
     db = database.with_database(admin, f"erpsync_bench_{stamp}_{uuid.uuid4().hex[:6]}")
     database.ensure_database(db)
     spec, origin = time_entries_spec()
-    prepare_database(db, spec)
+    prepare_database(db)
     _log(f"fresh database {database.redact(db)}; spec {origin} -> {spec.core_table}")
 
     dlt_python = ensure_dlt_venv() if "dlt" in loaders else None

@@ -77,16 +77,18 @@ def pull_crm_milestones(
     run: RunInfo, *, conninfo: str | None = None, full: bool | None = None
 ) -> SyncStats:
     """Sync ``Contract_Milestone__c`` into ``core.crm_milestones`` (incremental after the first
-    run). Returns the engine's :class:`~erpsync.sync.spec.SyncStats`.
+    run). Returns the engine's :class:`~erpsync.sync.spec.SyncStats`."""
+    import psycopg
 
-    ``conninfo`` is handed to the sync engine as it is (None: the engine opens the Airflow
-    warehouse connection); it follows the engine's way in when that changes."""
     from erpsync.sync import engine, specs
+    from erpsync.warehouse import connection
 
-    stats: SyncStats = engine.run_entity_sync(
-        specs.CONTRACT_MILESTONES, run=run, conninfo=conninfo, full=full
-    )
-    return stats
+    spec = specs.CONTRACT_MILESTONES
+    with (
+        psycopg.connect(conninfo) if conninfo is not None else connection.connect() as conn,
+        spec.source.client() as crm,
+    ):
+        return engine.run_entity_sync(conn, spec, run=run, client=crm, full=full)
 
 
 def accepted_unbilled(conn: psycopg.Connection[Any]) -> list[str]:

@@ -3,9 +3,13 @@
     stream pages -> map + validate (the prebuilt TypeAdapter) -> quarantine invalid records
     -> COPY valid payloads into raw.vendor_records and canonical rows into a staging table
     -> merge into core (upsert on the natural key, only where the row hash differs)
-    -> apply deletes (Salesforce IsDeleted + deleted feed; id-set comparison on full reads)
+    -> apply deletes (the spec's delete strategy: flagged and tombstoned records, ids it
+       knew before the read; id-set comparison on full reads)
     -> enqueue write-back (outbox, same transaction) -> advance the watermark
     -> ops.run_stats row -> COMMIT
+
+The caller opens the warehouse connection and the vendor client (``spec.source.client()``)
+and closes them; the engine runs its transaction on the connection it is given.
 
 Records requeued from the console (:mod:`erpsync.sync.requeue`) are re-read by id after an
 incremental read and take the same path; they never move the watermark.
@@ -17,7 +21,7 @@ counts and counts over the staging table), not from Python loops. Memory is boun
 pages.
 
 Bulk path (the million-entry time-entry sync): a spec with a raw codec
-(``spec.extra[sources.RAW_CODEC]``, e.g. ``erpsync.models.time_expense.encode_time_entry``)
+(``spec.codec``, e.g. ``erpsync.models.time_expense.encode_time_entry``)
 reads its pages as JSON bytes per record (:class:`sources.RawPage`); the codec turns a record's
 bytes into its COPY text and row hash, equal to what map + validate + hash would give, or
 declines it (then the record takes that path, which decides quarantine); the bytes are landed
@@ -33,9 +37,9 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import orjson
 from psycopg import sql
@@ -49,8 +53,27 @@ from erpsync.models.reasons import (
     from_validation_error,
 )
 from erpsync.sync import requeue, sources, storable
-from erpsync.sync.spec import DeleteMode, EntitySpec, RunInfo, SyncStats
+from erpsync.sync.spec import (
+    ConnectWarehouse,
+    DeleteMode,
+    EntitySpec,
+    RawCodec,
+    ReadPlan,
+    Record,
+    RunInfo,
+    SyncStats,
+)
 from erpsync.writeback import outbox
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    import psycopg
+
+    from erpsync.connectors.http import VendorClient
+
+    Conn: TypeAlias = psycopg.Connection[Any]
+    Cur: TypeAlias = psycopg.Cursor[Any]
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +105,7 @@ def _hash_default(value: Any) -> Any:
 _HASH_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
-def row_hash(row: dict) -> str:
+def row_hash(row: dict[str, Any]) -> str:
     """SHA-256 of the canonical content: compact JSON with sorted keys, dates and datetimes in
     ISO 8601, Decimals normalized (160 == 160.00). orjson encodes in one C call (only Decimals
     come back to Python), which keeps hashing cheap on the million-row path."""
@@ -107,14 +130,14 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _payload(record: dict) -> str:
+def _payload(record: Any) -> str:
     try:
         return orjson.dumps(record, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:  # e.g. an int beyond 64 bits, or an unpaired surrogate in a string
         return json.dumps(record, default=_json_default)
 
 
-def _is_flat(model: type) -> bool:
+def _is_flat(model: type[BaseModel]) -> bool:
     """True if no field of ``model`` holds a nested pydantic model: then a validated instance's
     ``__dict__`` is already what ``model_dump()`` would build."""
     stack = [f.annotation for f in model.model_fields.values()]
@@ -130,10 +153,11 @@ def _model_columns(spec: EntitySpec) -> list[str]:
     return list(spec.model.model_fields)
 
 
-def _scope_sql(spec: EntitySpec, alias: str | None = None) -> tuple[sql.Composable, list]:
+def _scope_sql(spec: EntitySpec, alias: str | None = None) -> tuple[sql.Composable, list[str]]:
     """Extra ``AND col = value`` conditions for specs sharing a core table (rate kinds)."""
-    scope = spec.extra.get("scope") or {}
-    parts, params = [], []
+    scope = spec.scope or {}
+    parts: list[sql.Composable] = []
+    params: list[str] = []
     for column, value in scope.items():
         ident = sql.Identifier(alias, column) if alias else sql.Identifier(column)
         parts.append(sql.SQL(" AND {} = %s").format(ident))
@@ -173,40 +197,35 @@ class _Clock:
 
 
 def run_entity_sync(
+    conn: Conn,
     spec: EntitySpec,
     *,
-    conn_id_warehouse: str | None = None,
     run: RunInfo,
-    pages: Iterable[list[dict]] | None = None,
+    client: VendorClient | None = None,
+    side: ConnectWarehouse | None = None,
+    pages: Iterable[Sequence[Record]] | None = None,
     full: bool | None = None,
-    deleted_ids: Callable[[dt.datetime, dt.datetime], sources.DeletedIds] | None = None,
-    conninfo: str | None = None,
     timings: dict[str, float] | None = None,
 ) -> SyncStats:
-    """Sync one entity into the warehouse in one transaction and return what it did.
+    """Sync one entity into the warehouse in one transaction on ``conn`` and return what it
+    did.
 
-    ``pages`` replaces the connector read (tests, backfills from files); ``full`` forces a full
-    (True) or incremental (False) read; ``deleted_ids`` replaces the Salesforce deleted feed;
-    ``conninfo`` (a libpq URL) replaces the Airflow warehouse connection (tests, CLI).
-    ``timings`` (a dict, e.g. from ``erpsync bench``) receives the seconds spent per stage:
-    ``setup`` (lock, watermark, staging tables), ``extract`` (waiting for pages), ``validate``
-    (map, validate, hash, serialise), ``stage`` (COPY), ``merge`` (upsert and deletes),
-    ``finish`` (counts, quarantine, write-back, watermark, run stats) and ``commit``; a few
-    clock reads per page, nothing per record.
+    ``client`` is the client of the spec's system (``spec.source.client()``): the read, the
+    requeue re-reads and the delete strategy use it. ``side`` opens a second, autocommit
+    warehouse connection for a delete strategy that needs one (the windowed count check).
+    ``pages`` replaces the connector read (tests, backfills from files); ``full`` forces a
+    full (True) or incremental (False) read. ``timings`` (a dict, e.g. from ``erpsync bench``)
+    receives the seconds spent per stage: ``setup`` (lock, watermark, staging tables),
+    ``extract`` (waiting for pages), ``validate`` (map, validate, hash, serialise), ``stage``
+    (COPY), ``deletes`` (the delete strategy's check after the read), ``merge`` (upsert and
+    deletes), ``finish`` (counts, quarantine, write-back, watermark, run stats) and ``commit``;
+    a few clock reads per page, nothing per record.
     """
-    import psycopg
-
-    if conninfo is not None:
-        conn = psycopg.connect(conninfo, application_name="erpsync.sync")
-    else:
-        from erpsync.warehouse import connection
-
-        conn = connection.connect(conn_id_warehouse)
     try:
         tx = conn.transaction()
         with tx:  # commits on success, rolls back on any exception
             stats = _run(
-                conn, spec, run, pages=pages, full=full, deleted_ids=deleted_ids, timings=timings
+                conn, spec, run, client=client, side=side, pages=pages, full=full, timings=timings
             )
             committing = time.perf_counter()
         if timings is not None:
@@ -214,13 +233,10 @@ def run_entity_sync(
     except BaseException as exc:
         _record_failure(conn, spec, run, exc)
         raise
-    finally:
-        conn.close()
-    print(f"erpsync sync {spec.system}/{spec.name} run {run.run_id}\n{stats.table()}")
     return stats
 
 
-def _record_failure(conn, spec: EntitySpec, run: RunInfo, exc: BaseException) -> None:
+def _record_failure(conn: Conn, spec: EntitySpec, run: RunInfo, exc: BaseException) -> None:
     """Best effort: a 'failed' ops.run_stats row, in its own transaction after the rollback."""
     try:
         if conn.closed:
@@ -250,7 +266,17 @@ def _record_failure(conn, spec: EntitySpec, run: RunInfo, exc: BaseException) ->
         log.warning("could not record the failed run of %s", spec.name, exc_info=True)
 
 
-def _run(conn, spec, run, *, pages, full, deleted_ids, timings=None) -> SyncStats:
+def _run(
+    conn: Conn,
+    spec: EntitySpec,
+    run: RunInfo,
+    *,
+    client: VendorClient | None,
+    side: ConnectWarehouse | None,
+    pages: Iterable[Sequence[Record]] | None,
+    full: bool | None,
+    timings: dict[str, float] | None = None,
+) -> SyncStats:
     clock = _Clock(timings)
     stats = SyncStats(entity=spec.name, system=spec.system, run_id=run.run_id)
     # one run per entity at a time; a second waits rather than interleaving
@@ -271,41 +297,37 @@ def _run(conn, spec, run, *, pages, full, deleted_ids, timings=None) -> SyncStat
     if full is not None:
         incremental = (not full) and previous_ts is not None
     since = None
-    if incremental:
+    if incremental and previous_ts is not None and spec.cursor is not None:
         since = previous_ts - dt.timedelta(seconds=spec.cursor.overlap_seconds)
 
-    # Salesforce deleted feed first. It is read from where the last run's feed ended (the
-    # vendor's own clock, minute precision); if it no longer reaches back that far (purged, or
-    # older than its retention), deletions may have been lost: do a full read instead, whose
-    # id-set comparison finds them. A full read still asks the feed where "now" is, so the next
-    # incremental run starts from there.
-    feed: sources.DeletedIds | None = None
-    read_started: dt.datetime | None = None  # the vendor's clock when the read began
-    if spec.deletes == DeleteMode.SALESFORCE_DELETED_FEED:
-        reader = deleted_ids or (lambda s, e: sources.salesforce_deleted(spec, s, e))
-        end = dt.datetime.now(dt.UTC)
-        feed_start = _as_utc(state.get("deleted_feed_end"))
-        if incremental and feed_start is not None:
-            feed = reader(feed_start, end)
-            if feed.earliest_available is not None and feed.earliest_available > feed_start:
-                log.warning(
-                    "%s: the deleted feed starts at %s, after the last run's %s: full read",
-                    spec.name,
-                    feed.earliest_available,
-                    feed_start,
-                )
-                incremental, since = False, None
-        else:
-            incremental, since = False, None
-            feed = reader(end - dt.timedelta(days=1), end)
-        read_started = feed.latest_covered
-        state["deleted_feed_end"] = (feed.latest_covered or end).isoformat()
-        if not incremental:
-            feed = None  # the full read's id-set comparison covers deletions
-    read = sources.Read(since=since)
+    plan = ReadPlan(
+        spec=spec, client=client, state=state, incremental=incremental, since=since, side=side
+    )
+    with plan.resources:  # what the delete strategy opens is closed when the run ends
+        return _read_and_merge(conn, spec, run, plan, pages, previous_ts, stats, clock)
+
+
+def _read_and_merge(
+    conn: Conn,
+    spec: EntitySpec,
+    run: RunInfo,
+    plan: ReadPlan,
+    pages: Iterable[Sequence[Record]] | None,
+    previous_ts: dt.datetime | None,
+    stats: SyncStats,
+    clock: _Clock,
+) -> SyncStats:
+    # the delete strategy first: it may need a full read instead (the Salesforce deleted feed
+    # no longer reaching back to the last run), bound the watermark, name ids known deleted
+    # and watch the pages read
+    spec.deletes.before_read(plan)
+    read = plan.read
+    state = plan.state
     stats.mode = read.mode
     if pages is None:
-        pages = sources.read_pages(spec, read)
+        pages = spec.source.pages(_vendor(spec, plan.client), read, raw=spec.codec is not None)
+    if plan.observer is not None:
+        pages = _observed(pages, plan.observer)
     # records a data engineer requeued from the console (erpsync.sync.requeue): re-read by id
     # after the read below unless this read is a full one (which reads them anyway)
     requeued = requeue.pending(conn, spec.system, spec.name)
@@ -313,29 +335,44 @@ def _run(conn, spec, run, *, pages, full, deleted_ids, timings=None) -> SyncStat
     _create_staging(conn, spec)
     # raw rows this run id already has (an Airflow run cleared after it committed): counted
     # in ``loaded`` as before; the rows this run adds are counted by its COPYs (below)
-    landed_before = conn.execute(
+    landed_before = _scalar(
+        conn,
         "SELECT count(*) FROM raw.vendor_records WHERE run_id = %s AND source_system = %s "
         "AND entity = %s",
         (run.run_id, spec.system, spec.name),
-    ).fetchone()[0]
+    )
     copied = _load(conn, spec, run, pages, stats, clock)
+    # ids the strategy found deleted by this read: loaded as tombstone records
+    found = spec.deletes.after_read(plan)
+    clock.lap("deletes")
+    if found:
+        if spec.deleted_flag is None:
+            raise SyncError(f"{spec.name}: deletes found after the read need a deleted_flag")
+        tombstones = [{spec.record_key: rid, spec.deleted_flag: True} for rid in found]
+        again = _load(conn, spec, run, [tombstones], stats, clock)
+        copied = {name: copied[name] + again[name] for name in copied}
     # the watermark comes from the read alone: a record re-read by id may carry a newer stamp
     # than records the read has not reached yet
-    read_max = conn.execute("SELECT max(source_modstamp) FROM _sync_seen").fetchone()[0]
+    read_max = _scalar(conn, "SELECT max(source_modstamp) FROM _sync_seen")
     if requeued and read.mode == "incremental":
         again = _load(
-            conn, spec, run, sources.read_records(spec, requeue.keys(requeued)), stats, clock
+            conn,
+            spec,
+            run,
+            spec.source.records(_vendor(spec, plan.client), requeue.keys(requeued)),
+            stats,
+            clock,
         )
         copied = {name: copied[name] + again[name] for name in copied}
-    if feed is not None and feed.ids:
+    if plan.gone:
         with conn.cursor().copy("COPY _sync_gone (source_record_id) FROM STDIN") as copy:
-            for rid in feed.ids:
+            for rid in plan.gone:
                 copy.write_row((rid,))
 
     # rows COPY reported loaded (the server's "COPY n"), not a second scan of a million rows
     stats.read = copied["seen"]
     stats.loaded = landed_before + copied["raw"]
-    if read.mode == "full" and spec.deletes != DeleteMode.NONE:
+    if read.mode == "full" and spec.deletes.mode != DeleteMode.NONE:
         _guard_empty_full_read(conn, spec, stats)
 
     clock.lap("finish")
@@ -343,9 +380,8 @@ def _run(conn, spec, run, *, pages, full, deleted_ids, timings=None) -> SyncStat
         _ensure_id_map(conn, spec)
     inserted, updated, staged = _merge(conn, spec, run)
     deleted = _apply_deletes(conn, spec, run, full_read=read.mode == "full")
-    after_merge = spec.extra.get("after_merge")
-    if after_merge is not None:  # derived core rows kept in the same transaction (vat_rates)
-        after_merge(conn, run)
+    if spec.after_merge is not None:  # derived core rows in the same transaction (vat_rates)
+        spec.after_merge(conn, run)
     clock.lap("merge")
     stats.inserted, stats.updated, stats.deleted = len(inserted), len(updated), len(deleted)
     stats.unchanged = staged - stats.inserted - stats.updated
@@ -360,8 +396,8 @@ def _run(conn, spec, run, *, pages, full, deleted_ids, timings=None) -> SyncStat
     new_ts = read_max
     # A record changed while we paged may have been passed over while a later one was seen:
     # never move the watermark past the moment the read began (re-reading is harmless).
-    if new_ts is not None and read_started is not None:
-        new_ts = min(new_ts, read_started)
+    if new_ts is not None and plan.read_started is not None:
+        new_ts = min(new_ts, plan.read_started)
     if previous_ts is not None and (new_ts is None or new_ts < previous_ts):
         new_ts = previous_ts
     stats.watermark = new_ts.isoformat() if new_ts else None
@@ -409,16 +445,34 @@ def _run(conn, spec, run, *, pages, full, deleted_ids, timings=None) -> SyncStat
     return stats
 
 
-def _as_utc(value: Any) -> dt.datetime | None:
-    if not value:
-        return None
-    return dt.datetime.fromisoformat(str(value))
+def _scalar(conn: Conn, query: str | sql.Composed, params: Sequence[Any] = ()) -> Any:
+    """The one value of a one-row query (an aggregate)."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def _vendor(spec: EntitySpec, client: VendorClient | None) -> VendorClient:
+    if client is None:
+        raise SyncError(
+            f"{spec.system}/{spec.name}: no {spec.system.upper()} client given; the caller "
+            "opens one with spec.source.client()"
+        )
+    return client
+
+
+def _observed(
+    pages: Iterable[Sequence[Record]], observer: Callable[[Sequence[Record]], None]
+) -> Iterator[Sequence[Record]]:
+    for page in pages:
+        observer(page)
+        yield page
 
 
 # ------------------------------------------------------------------ staging and load
 
 
-def _create_staging(conn, spec: EntitySpec) -> None:
+def _create_staging(conn: Conn, spec: EntitySpec) -> None:
     columns = _model_columns(spec)
     conn.execute(
         sql.SQL(
@@ -437,7 +491,7 @@ def _create_staging(conn, spec: EntitySpec) -> None:
     conn.execute("CREATE TEMP TABLE _sync_gone (source_record_id text NOT NULL) ON COMMIT DROP")
 
 
-def _copy_constraints(conn, spec: EntitySpec, columns: list[str]) -> None:
+def _copy_constraints(conn: Conn, spec: EntitySpec, columns: list[str]) -> None:
     """Give the staging table core's NOT NULL and CHECK constraints on the staged columns, so a
     row core would refuse is refused when its page is staged, where the writer can isolate it
     (:meth:`_Writer._isolate`), not by the set-based merge, which can only fail as a whole."""
@@ -481,11 +535,11 @@ class _Copy:
     __slots__ = ("items", "buf", "joiner")
 
     def __init__(self, joiner: str | bytes) -> None:
-        self.items: list = []
-        self.buf: list = []
+        self.items: list[Any] = []
+        self.buf: list[Any] = []
         self.joiner = joiner
 
-    def row(self, row: tuple) -> None:
+    def row(self, row: tuple[Any, ...]) -> None:
         if self.buf:
             self.items.append(self.joiner.join(self.buf))
             self.buf = []
@@ -494,7 +548,7 @@ class _Copy:
     def __bool__(self) -> bool:
         return bool(self.items or self.buf)
 
-    def write(self, cur, statement) -> None:
+    def write(self, cur: Cur, statement: str | sql.Composed) -> None:
         if self.buf:
             self.items.append(self.joiner.join(self.buf))
             self.buf = []
@@ -547,7 +601,7 @@ class _PageRows:
     def __init__(self) -> None:
         self.seen, self.raw, self.stage = _Copy(""), _Copy(b""), _Copy("")
         self.gone: list[str] = []
-        self.bad: list = []
+        self.bad: list[tuple[str | None, RecordError, Any]] = []
         #: (number of records, record by index as a dict): lets the writer re-stage a page
         #: record by record when the database refuses it
         self.source: tuple[int, Callable[[int], Any]] | None = None
@@ -577,7 +631,7 @@ class _Validator:
             modstamp = None  # a malformed modstamp is the model's to report
         return key, modstamp
 
-    def __call__(self, record: dict, out: _PageRows, cleaned: bool = False) -> None:
+    def __call__(self, record: Any, out: _PageRows, cleaned: bool = False) -> None:
         spec, adapter, flat, mapper = self.spec, self.adapter, self.flat, self.spec.mapper
         key, modstamp = self.key_and_modstamp(record)
         if spec.deleted_flag and isinstance(record, dict) and record.get(spec.deleted_flag):
@@ -616,7 +670,9 @@ class _Validator:
             out.stage.row((*(row[c] for c in self.columns), key, row_hash(row), modstamp))
 
     @staticmethod
-    def _reject(key, modstamp, error: RecordError, record: Any, out: _PageRows) -> None:
+    def _reject(
+        key: str | None, modstamp: Any, error: RecordError, record: Any, out: _PageRows
+    ) -> None:
         out.bad.append((key, error, record))
         if key is not None:
             out.seen.row((key, modstamp, False))
@@ -630,7 +686,9 @@ def _unstorable_text(exc: ValidationError) -> bool:
 _UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89abAB])")
 
 
-def _encode_raw_page(page: sources.RawPage, codec, validate: _Validator, prefix: bytes):
+def _encode_raw_page(
+    page: sources.RawPage, codec: RawCodec, validate: _Validator, prefix: bytes
+) -> _PageRows:
     """A raw page through the spec's codec: ``codec(json bytes)`` gives (key, modstamp COPY
     text, columns COPY text, row hash) or None; None sends the record (decoded as the dict
     path would) through ``validate``. The raw landing gets the record's bytes as they came."""
@@ -653,6 +711,7 @@ def _encode_raw_page(page: sources.RawPage, codec, validate: _Validator, prefix:
             raw_buf, stage_buf, seen_buf = out.raw.buf, out.stage.buf, out.seen.buf
             continue
         key, mod, cols, digest = encoded
+        assert data is not None  # a record the codec encoded came as bytes
         raw_buf.extend((prefix, key.encode(), b"\t", mod.encode(), b"\t", _copy_bytes(data), b"\n"))
         stage_buf.append(f"{cols}\t{key}\t{digest}\t{mod}\n")
         seen_buf.append(f"{key}\t{mod}\tt\n")
@@ -667,7 +726,13 @@ class _Writer:
     first error stops the writing and is raised in the sync's thread."""
 
     def __init__(
-        self, conn, spec: EntitySpec, run: RunInfo, stage_copy, timings, validate: _Validator
+        self,
+        conn: Conn,
+        spec: EntitySpec,
+        run: RunInfo,
+        stage_copy: sql.Composed,
+        timings: dict[str, float] | None,
+        validate: _Validator,
     ) -> None:
         import queue
         import threading
@@ -678,7 +743,7 @@ class _Writer:
         self.counts = {"raw": 0, "seen": 0}
         self.error: BaseException | None = None
         self.busy = 0.0
-        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.queue: queue.Queue[_PageRows | None] = queue.Queue(maxsize=2)
         self.thread = threading.Thread(target=self._run, name="erpsync-copy", daemon=True)
         self.thread.start()
 
@@ -697,7 +762,7 @@ class _Writer:
                 self.error = exc
             self.busy += time.perf_counter() - started
 
-    def _write_page(self, cur, out: _PageRows) -> None:
+    def _write_page(self, cur: Cur, out: _PageRows) -> None:
         """Write a page in a savepoint; if the database refuses it, isolate the record(s) it
         refuses (:meth:`_isolate`): they are quarantined, every other record is staged."""
         try:
@@ -717,7 +782,9 @@ class _Writer:
             return
         self._count(added)
 
-    def _isolate(self, cur, record: Callable[[int], Any], indices: list[int], exc) -> None:
+    def _isolate(
+        self, cur: Cur, record: Callable[[int], Any], indices: list[int], exc: BaseException
+    ) -> None:
         """Bisect ``indices`` until each refused record stands alone: halves the database
         accepts are staged (each in its own savepoint), a lone refused record is quarantined
         ``database_refused`` with the database's message. Records go through the pydantic path
@@ -738,7 +805,7 @@ class _Writer:
                 continue
             self._count(added)
 
-    def _refused(self, cur, record: Any, exc) -> None:
+    def _refused(self, cur: Cur, record: Any, exc: BaseException) -> None:
         """One record the database refuses: quarantined with its message, marked seen (not
         valid, so no delete logic counts it as gone), landed in raw if raw takes it."""
         key, modstamp = self.validate.key_and_modstamp(record)
@@ -770,7 +837,7 @@ class _Writer:
         for name, value in added.items():
             self.counts[name] += value
 
-    def _write(self, cur, out: _PageRows) -> dict[str, int]:
+    def _write(self, cur: Cur, out: _PageRows) -> dict[str, int]:
         """The page's COPYs and quarantine rows; returns the rows COPY reported loaded."""
         added = {"raw": 0, "seen": 0}
         if out.raw:
@@ -825,17 +892,22 @@ def _refusal_text(exc: BaseException) -> str:
 
 
 def _load(
-    conn, spec: EntitySpec, run: RunInfo, pages: Iterable[list[dict]], stats, clock: _Clock
+    conn: Conn,
+    spec: EntitySpec,
+    run: RunInfo,
+    pages: Iterable[Sequence[Record]],
+    stats: SyncStats,
+    clock: _Clock,
 ) -> dict[str, int]:
     """Validate and stage every page; returns the rows COPY loaded (``raw``, ``seen``).
 
-    A :class:`sources.RawPage` of a spec with a raw codec (``spec.extra[sources.RAW_CODEC]``)
+    A :class:`sources.RawPage` of a spec with a raw codec (``spec.codec``)
     takes the codec's path per record (JSON bytes -> COPY text and row hash, the bytes landed
     in raw as they came); a record the codec declines, and every record of other pages, takes
     the mapper -> pydantic path (:class:`_Validator`), which decides quarantine. The COPYs run
     in :class:`_Writer`'s thread, overlapping the next page's encoding."""
     validate = _Validator(spec, run)
-    codec = spec.extra.get(sources.RAW_CODEC)
+    codec = spec.codec
     stage_copy = sql.SQL("COPY _sync_stage ({}) FROM STDIN").format(
         sql.SQL(", ").join(sql.Identifier(c) for c in (*validate.columns, *BOOKKEEPING))
     )
@@ -870,7 +942,9 @@ def _load(
     return copied
 
 
-def _quarantine(conn, spec: EntitySpec, run: RunInfo, bad: list) -> None:
+def _quarantine(
+    conn: Conn, spec: EntitySpec, run: RunInfo, bad: list[tuple[str | None, RecordError, Any]]
+) -> None:
     """One open quarantine row per record and reason: a rerun refreshes it instead of adding."""
     with conn.cursor() as cur:
         cur.executemany(
@@ -898,15 +972,18 @@ def _quarantine(conn, spec: EntitySpec, run: RunInfo, bad: list) -> None:
         )
 
 
-def _quarantine_count(conn, spec: EntitySpec, run: RunInfo) -> int:
-    return conn.execute(
-        """SELECT count(*) FROM ops.quarantine WHERE run_id = %s AND source_system = %s
-           AND entity = %s AND resolved_at IS NULL""",
-        (run.run_id, spec.system, spec.name),
-    ).fetchone()[0]
+def _quarantine_count(conn: Conn, spec: EntitySpec, run: RunInfo) -> int:
+    return int(
+        _scalar(
+            conn,
+            """SELECT count(*) FROM ops.quarantine WHERE run_id = %s AND source_system = %s
+               AND entity = %s AND resolved_at IS NULL""",
+            (run.run_id, spec.system, spec.name),
+        )
+    )
 
 
-def _resolve_quarantine(conn, spec: EntitySpec, run: RunInfo) -> None:
+def _resolve_quarantine(conn: Conn, spec: EntitySpec, run: RunInfo) -> None:
     """Close open quarantine rows of records read (or deleted) in this run that this run did
     not quarantine again: they are valid now, deleted, or failing for another reason (which
     has its own open row)."""
@@ -920,18 +997,19 @@ def _resolve_quarantine(conn, spec: EntitySpec, run: RunInfo) -> None:
     )
 
 
-def _guard_empty_full_read(conn, spec: EntitySpec, stats: SyncStats) -> None:
+def _guard_empty_full_read(conn: Conn, spec: EntitySpec, stats: SyncStats) -> None:
     """A full read that returned nothing while core holds live rows would delete everything:
     almost always a vendor or permission problem, so refuse rather than wipe the table."""
     if stats.read:
         return
     scope, params = _scope_sql(spec)
-    live = conn.execute(
+    live = _scalar(
+        conn,
         sql.SQL("SELECT count(*) FROM {} WHERE deleted_at IS NULL{}").format(
             _table(spec.core_table), scope
         ),
         params,
-    ).fetchone()[0]
+    )
     if live:
         raise SyncError(
             f"{spec.system}/{spec.name}: the full read returned no records but "
@@ -943,7 +1021,8 @@ def _guard_empty_full_read(conn, spec: EntitySpec, stats: SyncStats) -> None:
 # ------------------------------------------------------------------ merge and deletes
 
 
-def _ensure_id_map(conn, spec: EntitySpec) -> None:
+def _ensure_id_map(conn: Conn, spec: EntitySpec) -> None:
+    assert spec.id_map is not None
     entity_type, map_column, core_column = spec.id_map
     conn.execute(
         sql.SQL(
@@ -955,7 +1034,7 @@ def _ensure_id_map(conn, spec: EntitySpec) -> None:
     )
 
 
-def _merge(conn, spec: EntitySpec, run: RunInfo) -> tuple[list[str], list[str], int]:
+def _merge(conn: Conn, spec: EntitySpec, run: RunInfo) -> tuple[list[str], list[str], int]:
     """Upsert the staged rows: (inserted keys, updated keys, distinct staged keys).
 
     Per natural key the last version read wins (highest modstamp, then the last staged). An
@@ -969,12 +1048,14 @@ def _merge(conn, spec: EntitySpec, run: RunInfo) -> tuple[list[str], list[str], 
     aggregate) the bulk path uses the stage as it is, without sorting it for ``DISTINCT ON``."""
     columns = _model_columns(spec)
     key_text = _key_text(spec.natural_key)
-    staged_rows, staged = conn.execute(
+    counted = conn.execute(
         sql.SQL(
             "SELECT (SELECT count(*) FROM _sync_stage),"
             " (SELECT count(*) FROM (SELECT {key} FROM _sync_stage GROUP BY 1) g)"
         ).format(key=key_text)
     ).fetchone()
+    assert counted is not None
+    staged_rows, staged = counted
     if staged_rows < BULK_MERGE_ROWS:
         inserted, updated = _merge_upsert(conn, spec, run)
         return inserted, updated, staged
@@ -991,8 +1072,10 @@ def _merge(conn, spec: EntitySpec, run: RunInfo) -> tuple[list[str], list[str], 
         )
         source = sql.Identifier("_sync_win")
     insert_cols = [*columns, *BOOKKEEPING]
-    select_cols = [sql.SQL("s.{}").format(sql.Identifier(c)) for c in insert_cols]
-    join = sql.SQL("")
+    select_cols: list[sql.Composable] = [
+        sql.SQL("s.{}").format(sql.Identifier(c)) for c in insert_cols
+    ]
+    join: sql.Composable = sql.SQL("")
     if spec.id_map is not None:
         entity_type, map_column, core_column = spec.id_map
         insert_cols.append("canonical_id")
@@ -1047,12 +1130,14 @@ def _merge(conn, spec: EntitySpec, run: RunInfo) -> tuple[list[str], list[str], 
     return inserted, updated, staged
 
 
-def _merge_upsert(conn, spec: EntitySpec, run: RunInfo) -> tuple[list[str], list[str]]:
+def _merge_upsert(conn: Conn, spec: EntitySpec, run: RunInfo) -> tuple[list[str], list[str]]:
     """One ``INSERT ... ON CONFLICT`` of the staged rows; returns (inserted, updated) keys."""
     columns = _model_columns(spec)
     insert_cols = [*columns, *BOOKKEEPING]
-    select_cols = [sql.SQL("s.{}").format(sql.Identifier(c)) for c in insert_cols]
-    join = sql.SQL("")
+    select_cols: list[sql.Composable] = [
+        sql.SQL("s.{}").format(sql.Identifier(c)) for c in insert_cols
+    ]
+    join: sql.Composable = sql.SQL("")
     if spec.id_map is not None:
         entity_type, map_column, core_column = spec.id_map
         insert_cols.append("canonical_id")
@@ -1094,7 +1179,7 @@ def _merge_upsert(conn, spec: EntitySpec, run: RunInfo) -> tuple[list[str], list
     return inserted, updated
 
 
-def _keep_history(conn, spec: EntitySpec, run: RunInfo) -> None:
+def _keep_history(conn: Conn, spec: EntitySpec, run: RunInfo) -> None:
     """Copy the versions the merge is about to replace into core.record_history."""
     match = sql.SQL(" AND ").join(
         sql.SQL("s.{c} = t.{c}").format(c=sql.Identifier(c)) for c in spec.natural_key
@@ -1111,16 +1196,15 @@ def _keep_history(conn, spec: EntitySpec, run: RunInfo) -> None:
     )
 
 
-def _apply_deletes(conn, spec: EntitySpec, run: RunInfo, *, full_read: bool) -> list[str]:
+def _apply_deletes(conn: Conn, spec: EntitySpec, run: RunInfo, *, full_read: bool) -> list[str]:
     """Soft-delete (``deleted_at``) core rows whose source is gone; history rows stay.
 
-    - records flagged deleted (``IsDeleted``) or in the Salesforce deleted feed;
+    - records flagged deleted (``IsDeleted``, the tombstones of the delete strategy's
+      ``after_read``) or named by its ``before_read`` (the Salesforce deleted feed);
     - on a full read with deletes enabled: rows whose source record was not read at all;
     - always: rows of a record read (and valid) in this run that it no longer yields (an
       override removed from a contract's ``Rate_Overrides__c``).
     """
-    if spec.deletes == DeleteMode.NONE and not spec.extra.get("scoped_deletes", True):
-        return []
     # Each rule is its own SELECT (semi-/anti-joins the planner runs as hash joins), combined
     # with UNION: OR-ed subqueries would run once per core row (quadratic at a million rows).
     scope, scope_params = _scope_sql(spec, "t")
@@ -1138,7 +1222,7 @@ def _apply_deletes(conn, spec: EntitySpec, run: RunInfo, *, full_read: bool) -> 
                AND NOT EXISTS (SELECT 1 FROM _sync_stage s WHERE {match})"""
         ).format(match=match),
     ]
-    if full_read and spec.deletes != DeleteMode.NONE:
+    if full_read and spec.deletes.mode != DeleteMode.NONE:
         rules.append(
             sql.SQL(
                 "NOT EXISTS (SELECT 1 FROM _sync_seen x"
@@ -1167,7 +1251,7 @@ def _apply_deletes(conn, spec: EntitySpec, run: RunInfo, *, full_read: bool) -> 
 # ------------------------------------------------------------------ write-back
 
 
-def _enqueue_write_back(conn, spec: EntitySpec, changed_keys: list[str], run: RunInfo) -> int:
+def _enqueue_write_back(conn: Conn, spec: EntitySpec, changed_keys: list[str], run: RunInfo) -> int:
     """Hand the changed natural keys (inserted, updated and deleted) to the write-back outbox
     inside this transaction; returns the number of sendable outbox rows enqueued."""
     return int(outbox.enqueue_changes(conn, spec, changed_keys, run) or 0)

@@ -5,11 +5,12 @@ The request only marks the open ``ops.quarantine`` row (``requeue_requested_at``
 writes an audit row; nothing is read then. The next run of that entity's sync
 (:func:`erpsync.sync.engine.run_entity_sync`) picks up the pending requests
 (:func:`pending`), re-reads exactly those records by id with the vendor's single-record read
-(:func:`erpsync.sync.sources.read_records`) even if the watermark has passed them, loads them
-through the normal path (validation, quarantine with a reason if still bad, merge) in the same
-transaction, and marks each request with the run and its outcome (:func:`finish`). An entity
-read in full every run reads them anyway; a sync outside the engine (the payment status sync,
-:mod:`erpsync.invoicing.payment_status`) reads the keys by id itself and calls :func:`settle`.
+(its source's ``records``, :class:`erpsync.sync.spec.Source`) even if the watermark has passed
+them, loads them through the normal path (validation, quarantine with a reason if still bad,
+merge) in the same transaction, and marks each request with the run and its outcome
+(:func:`finish`). An entity read in full every run reads them anyway; a sync outside the
+engine (the payment status sync, :mod:`erpsync.invoicing.payment_status`) reads the keys by
+id itself and calls :func:`settle`.
 Outcomes:
 
 - ``loaded``: the record passed; the engine's own quarantine resolution closed the row;
@@ -27,8 +28,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from erpsync import audit
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from erpsync.sync.spec import EntitySpec, RunInfo
 
 #: Requests served per entity run (each is one vendor request); the rest wait for the next run.
 MAX_PER_RUN = 200
@@ -49,7 +56,7 @@ class RequestResult:
 
 
 def request(
-    conn,
+    conn: psycopg.Connection[Any],
     quarantine_ids: Iterable[int],
     *,
     user: str,
@@ -86,13 +93,15 @@ def request(
             "requeued_by_run": by_run,
             "requeue_outcome": outcome,
         }
-        now = conn.execute(
+        updated = conn.execute(
             """UPDATE ops.quarantine SET requeue_requested_at = clock_timestamp(),
                    requeue_requested_by = %s, requeued_at = NULL, requeued_by_run = NULL,
                    requeue_outcome = NULL
                WHERE quarantine_id = %s RETURNING requeue_requested_at""",
             (user, qid),
-        ).fetchone()[0]
+        ).fetchone()
+        assert updated is not None  # the row is locked FOR UPDATE above
+        now = updated[0]
         audit.record(
             conn,
             actor=user,
@@ -112,7 +121,9 @@ def request(
     return results
 
 
-def pending(conn, system: str, entity: str, limit: int = MAX_PER_RUN) -> list[Pending]:
+def pending(
+    conn: psycopg.Connection[Any], system: str, entity: str, limit: int = MAX_PER_RUN
+) -> list[Pending]:
     """The oldest open requeue requests of one entity (no lock: a request made while the run
     is going stays pending, see :func:`finish`)."""
     rows = conn.execute(
@@ -129,7 +140,9 @@ def keys(requests: list[Pending]) -> list[str]:
     return list(dict.fromkeys(r.record_key for r in requests))
 
 
-def finish(conn, spec, run, requests: list[Pending]) -> dict[str, int]:
+def finish(
+    conn: psycopg.Connection[Any], spec: EntitySpec, run: RunInfo, requests: list[Pending]
+) -> dict[str, int]:
     """After the merge and the quarantine resolution of an engine run (same transaction, the
     run's ``_sync_seen``/``_sync_gone`` still there): each served request's outcome, recorded
     by :func:`settle`."""
@@ -158,7 +171,13 @@ def finish(conn, spec, run, requests: list[Pending]) -> dict[str, int]:
 
 
 def settle(
-    conn, *, system: str, entity: str, run, requests: list[Pending], outcomes: dict[str, str]
+    conn: psycopg.Connection[Any],
+    *,
+    system: str,
+    entity: str,
+    run: RunInfo,
+    requests: list[Pending],
+    outcomes: dict[str, str],
 ) -> dict[str, int]:
     """Record on each served request the run and its outcome (``outcomes``: record key ->
     ``loaded`` / ``quarantined``; a key missing there was not found at the source), and an

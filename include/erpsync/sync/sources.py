@@ -1,22 +1,77 @@
-"""Spec -> connector reads. A spec's ``source`` is one of the read descriptions below; this
-module turns it into pages of vendor records through the connector of the spec's system
-(:mod:`erpsync.connectors`), full or incremental from a watermark, and reads the Salesforce
-deleted feed.
+"""The vendor listings a spec reads from: one :class:`erpsync.sync.spec.Source` per kind of
+listing (Salesforce SOQL, Harvest lists and nested lists, Business Central API entities and
+published web-service pages). Each turns a :class:`~erpsync.sync.spec.Read` (full, or changed
+since a watermark) into pages of vendor records through the client of its system
+(:mod:`erpsync.connectors`), and re-reads single records by id for a requeue.
 
-Connectors are imported lazily (inside functions) so specs stay importable at DAG parse time.
+The caller opens the client (``source.client()``, on the system's default Airflow connection)
+and closes it; connectors are imported lazily (inside functions) so specs stay importable at
+DAG parse time.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 from urllib.parse import quote
 
+from erpsync.sync.spec import Read, Record
+
+if TYPE_CHECKING:
+    from erpsync.connectors.business_central import BusinessCentralClient
+    from erpsync.connectors.harvest import HarvestClient
+    from erpsync.connectors.http import VendorClient
+    from erpsync.connectors.salesforce import SalesforceClient
+
+__all__ = [
+    "REQUEUE_PAGE",
+    "BusinessCentralList",
+    "BusinessCentralWebService",
+    "HarvestList",
+    "HarvestNested",
+    "RawPage",
+    "Read",
+    "SalesforceQuery",
+    "iso_seconds",
+    "prefetch",
+    "sf_datetime",
+]
+
+#: The vendor connection ids, for the callers outside sync that still spell them out
+#: (airflow/billing_flow.py); each client's ``default_conn_id`` is their home, build clients
+#: with no argument instead.
 CRM_CONN_ID = "erpsync_crm"
 PSA_CONN_ID = "erpsync_psa"
 ERP_CONN_ID = "erpsync_erp"
+
+#: Records re-read by id in one run (requeue): each is one request, within the vendor's limits.
+REQUEUE_PAGE = 100
+
+_C = TypeVar("_C")
+_P = TypeVar("_P")
+
+
+def _narrow(client: VendorClient, kind: type[_C]) -> _C:
+    if not isinstance(client, kind):
+        raise TypeError(f"expected a {kind.__name__}, got {type(client).__name__}")
+    return client
+
+
+def _one_by_one(keys: Sequence[str], one: Callable[[str], Record | None]) -> Iterator[list[Record]]:
+    """Records read one by one, in pages of :data:`REQUEUE_PAGE`; a record the source no
+    longer has is left out (its delete is for the entity's delete detection to confirm)."""
+    page: list[Record] = []
+    for key in keys:
+        record = one(key)
+        if record is not None:
+            page.append(record)
+        if len(page) >= REQUEUE_PAGE:
+            yield page
+            page = []
+    if page:
+        yield page
 
 
 @dataclass(frozen=True)
@@ -24,59 +79,181 @@ class SalesforceQuery:
     """``SELECT fields FROM sobject [WHERE SystemModstamp >= since] ORDER BY SystemModstamp, Id``.
 
     Incremental reads use queryAll so soft-deleted rows (``IsDeleted = true``) come back too.
+    A requeue re-reads with sObject Rows ``GET /services/data/vXX.X/sobjects/{sobject}/{id}
+    ?fields=...`` (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_get_field_values.htm),
+    the same field list as the SOQL read.
     """
 
     sobject: str
     fields: tuple[str, ...]
     modstamp_field: str = "SystemModstamp"
 
+    def client(self) -> SalesforceClient:
+        from erpsync.connectors.salesforce import SalesforceClient
+
+        return SalesforceClient()
+
+    def _fields(self) -> list[str]:
+        return list(dict.fromkeys(("Id", *self.fields, self.modstamp_field, "IsDeleted")))
+
+    def pages(
+        self, client: VendorClient, read: Read, *, raw: bool = False
+    ) -> Iterator[list[Record]]:
+        from erpsync.connectors.salesforce import SalesforceClient
+
+        crm = _narrow(client, SalesforceClient)
+        # field and object names come from the spec registry (code), never from input
+        soql = f"SELECT {', '.join(self._fields())} FROM {self.sobject}"  # noqa: S608
+        if read.since is not None:
+            soql += f" WHERE {self.modstamp_field} >= {sf_datetime(read.since)}"
+        soql += f" ORDER BY {self.modstamp_field}, Id"
+        yield from crm.query(soql, include_deleted=read.since is not None)
+
+    def records(self, client: VendorClient, keys: Sequence[str]) -> Iterator[list[Record]]:
+        from erpsync.connectors.salesforce import SalesforceClient
+
+        crm, fields = _narrow(client, SalesforceClient), self._fields()
+        return _one_by_one(keys, lambda key: crm.get(self.sobject, key, fields))
+
 
 @dataclass(frozen=True)
 class HarvestList:
-    """``GET /v2/<resource>`` (``updated_since`` for incremental reads)."""
+    """``GET /v2/<resource>`` (``updated_since`` for incremental reads), read ahead in a helper
+    thread (:func:`prefetch`). A requeue re-reads with ``GET /v2/{resource}/{id}``, e.g.
+    "Retrieve a time entry" (https://help.getharvest.com/api-v2/timesheets-api/timesheets/time-entries/),
+    the object the list returns (plus a few fields the list leaves out)."""
 
     resource: str
+
+    def client(self) -> HarvestClient:
+        from erpsync.connectors.harvest import HarvestClient
+
+        return HarvestClient()
+
+    def pages(
+        self, client: VendorClient, read: Read, *, raw: bool = False
+    ) -> Iterator[Sequence[Record]]:
+        from erpsync.connectors.harvest import HarvestClient
+
+        psa = _narrow(client, HarvestClient)
+        params = {} if read.since is None else {"updated_since": iso_seconds(read.since)}
+        if not raw:
+            yield from prefetch(psa.iter_pages(self.resource, params or None))
+            return
+        import msgspec
+
+        for records in prefetch(psa.iter_raw_pages(self.resource, params or None)):
+            # the connector's fallback for a page its strict decoder refused is a list of dicts
+            as_raw = isinstance(records, list) and isinstance(records[0], msgspec.Raw)
+            yield RawPage(records) if as_raw else records
+
+    def records(self, client: VendorClient, keys: Sequence[str]) -> Iterator[list[Record]]:
+        from erpsync.connectors.harvest import HarvestClient
+
+        psa = _narrow(client, HarvestClient)
+        return _one_by_one(keys, lambda key: psa.get(f"{self.resource}/{quote(str(key), safe='')}"))
 
 
 @dataclass(frozen=True)
 class HarvestNested:
     """``GET /v2/<parent>/{id}/<child>`` for every record of ``/v2/<parent>``; each child record
-    gets ``parent_key`` (e.g. ``user_id``) added, since the vendor leaves it implicit."""
+    gets ``parent_key`` (e.g. ``user_id``) added, since the vendor leaves it implicit.
+
+    Harvest's nested rate lists document only page/per_page (e.g.
+    https://help.getharvest.com/api-v2/users-api/users/billable-rates/): no updated_since, so
+    every read is a bounded full read (one request per parent at per_page 2000) whatever
+    ``read.since`` says; the id-set comparison finds deleted rates. No single-record re-read:
+    the full read covers a requeued record."""
 
     parent: str
     child: str
     parent_key: str
 
+    def client(self) -> HarvestClient:
+        from erpsync.connectors.harvest import HarvestClient
+
+        return HarvestClient()
+
+    def pages(
+        self, client: VendorClient, read: Read, *, raw: bool = False
+    ) -> Iterator[list[Record]]:
+        from erpsync.connectors.harvest import HarvestClient
+
+        psa = _narrow(client, HarvestClient)
+        parent_ids = [rec["id"] for page in psa.iter_pages(self.parent) for rec in page]
+        for parent_id in parent_ids:
+            path = f"{self.parent}/{parent_id}/{self.child}"
+            for page in psa.iter_pages(path):
+                yield [{**rec, self.parent_key: parent_id} for rec in page]
+
+    def records(self, client: VendorClient, keys: Sequence[str]) -> Iterator[list[Record]]:
+        return iter(())
+
 
 @dataclass(frozen=True)
 class BusinessCentralList:
-    """An entity of the BC API v2.0."""
+    """An entity of the BC API v2.0, filtered on its modstamp for incremental reads. A requeue
+    re-reads with ``GET .../companies({id})/{entity}({id})`` (MicrosoftDocs/
+    dynamics365smb-devitpro-pb dev-itpro/api-reference/v2.0/api/dynamics_customer_get.md and
+    the other ``*_get.md`` pages)."""
 
     entity: str
     api: str = "v2.0"
     modstamp_field: str = "lastModifiedDateTime"
+
+    def client(self) -> BusinessCentralClient:
+        from erpsync.connectors.business_central import BusinessCentralClient
+
+        return BusinessCentralClient()
+
+    def pages(
+        self, client: VendorClient, read: Read, *, raw: bool = False
+    ) -> Iterator[list[Record]]:
+        from erpsync.connectors.business_central import BusinessCentralClient
+
+        erp = _narrow(client, BusinessCentralClient)
+        odata = None
+        if read.since is not None:
+            odata = f"{self.modstamp_field} ge {iso_seconds(read.since)}"
+        yield from erp.iter_pages(self.entity, filter=odata, api=self.api)
+
+    def records(self, client: VendorClient, keys: Sequence[str]) -> Iterator[list[Record]]:
+        from erpsync.connectors.business_central import BusinessCentralClient
+
+        erp = _narrow(client, BusinessCentralClient)
+        return _one_by_one(keys, lambda key: erp.get(self.entity, key, api=self.api))
 
 
 @dataclass(frozen=True)
 class BusinessCentralWebService:
     """A page an admin published as an OData V4 web service (``/ODataV4/Company('..')/<service>``),
     always read in full (such pages carry no modification stamp). Each record gets ``key_field``
-    added: its key fields joined with ``|`` (the pages have no single id)."""
+    added: its key fields joined with ``|`` (the pages have no single id). No single-record
+    re-read: the full read covers a requeued record."""
 
     service: str
     key_fields: tuple[str, ...]
     key_field: str = "key"
 
+    def client(self) -> BusinessCentralClient:
+        from erpsync.connectors.business_central import BusinessCentralClient
 
-@dataclass(frozen=True)
-class Read:
-    """What one sync reads: all records (``since is None``) or those changed since ``since``."""
+        return BusinessCentralClient()
 
-    since: dt.datetime | None
+    def pages(
+        self, client: VendorClient, read: Read, *, raw: bool = False
+    ) -> Iterator[list[Record]]:
+        from erpsync.connectors.business_central import BusinessCentralClient
 
-    @property
-    def mode(self) -> str:
-        return "full" if self.since is None else "incremental"
+        erp = _narrow(client, BusinessCentralClient)
+        for page in erp.iter_web_service(self.service):
+            yield [
+                {**rec, self.key_field: "|".join(str(rec.get(k) or "") for k in self.key_fields)}
+                for rec in page
+            ]
+
+    def records(self, client: VendorClient, keys: Sequence[str]) -> Iterator[list[Record]]:
+        return iter(())
 
 
 def sf_datetime(moment: dt.datetime) -> str:
@@ -93,146 +270,7 @@ def iso_seconds(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def read_pages(spec, read: Read) -> Iterator[list[dict]]:
-    """Pages of vendor records for ``spec`` (bounded memory: one page at a time)."""
-    source = spec.source
-    if isinstance(source, SalesforceQuery):
-        yield from _salesforce_pages(source, read)
-    elif isinstance(source, HarvestList):
-        yield from _harvest_pages(source, read, raw=RAW_CODEC in spec.extra)
-    elif isinstance(source, HarvestNested):
-        yield from _harvest_nested_pages(source, read)
-    elif isinstance(source, BusinessCentralList):
-        yield from _bc_pages(source, read)
-    elif isinstance(source, BusinessCentralWebService):
-        yield from _bc_web_service_pages(source)
-    else:
-        raise TypeError(f"spec {spec.name}: unknown source {source!r}")
-
-
-def _salesforce_pages(source: SalesforceQuery, read: Read) -> Iterator[list[dict]]:
-    from erpsync.connectors.salesforce import SalesforceClient
-
-    client = SalesforceClient(conn_id=CRM_CONN_ID)
-    fields = list(dict.fromkeys(("Id", *source.fields, source.modstamp_field, "IsDeleted")))
-    # field and object names come from the spec registry (code), never from input
-    soql = f"SELECT {', '.join(fields)} FROM {source.sobject}"  # noqa: S608
-    if read.since is not None:
-        soql += f" WHERE {source.modstamp_field} >= {sf_datetime(read.since)}"
-    soql += f" ORDER BY {source.modstamp_field}, Id"
-    yield from client.query(soql, include_deleted=read.since is not None)
-
-
-#: Records re-read by id in one run (requeue): each is one request, within the vendor's limits.
-REQUEUE_PAGE = 100
-
-
-def read_records(spec, keys: Sequence[str]) -> Iterator[list[dict]]:
-    """The records ``keys`` of ``spec`` re-read one by one with the vendor's documented
-    single-record read (a requeue from the console, see :mod:`erpsync.sync.requeue`), in pages
-    of :data:`REQUEUE_PAGE`. A record the source no longer has is left out (its delete is for
-    the entity's delete detection to confirm). Sources read in full every run (nested Harvest
-    rates, BC web-service pages) have no such read and yield nothing: their full read covers
-    the records.
-
-    - Salesforce: sObject Rows ``GET /services/data/vXX.X/sobjects/{sobject}/{id}?fields=...``
-      (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_get_field_values.htm),
-      the same field list as the SOQL read;
-    - Harvest: ``GET /v2/{resource}/{id}``, e.g. "Retrieve a time entry"
-      (https://help.getharvest.com/api-v2/timesheets-api/timesheets/time-entries/), the object
-      the list returns (plus a few fields the list leaves out);
-    - Business Central: ``GET .../companies({id})/{entity}({id})``
-      (MicrosoftDocs/dynamics365smb-devitpro-pb dev-itpro/api-reference/v2.0/api/
-      dynamics_customer_get.md and the other ``*_get.md`` pages).
-    """
-    source = spec.source
-    if isinstance(source, SalesforceQuery):
-        from erpsync.connectors.salesforce import SalesforceClient
-
-        crm = SalesforceClient(conn_id=CRM_CONN_ID)
-        close = crm.close
-        fields = list(dict.fromkeys(("Id", *source.fields, source.modstamp_field, "IsDeleted")))
-
-        def one(key: str) -> dict | None:
-            return crm.get(source.sobject, key, fields)
-
-    elif isinstance(source, HarvestList):
-        from erpsync.connectors.harvest import HarvestClient
-
-        psa = HarvestClient(conn_id=PSA_CONN_ID)
-        close = psa.close
-
-        def one(key: str) -> dict | None:
-            return psa.get(f"{source.resource}/{quote(str(key), safe='')}")
-
-    elif isinstance(source, BusinessCentralList):
-        from erpsync.connectors.business_central import BusinessCentralClient
-
-        erp = BusinessCentralClient(conn_id=ERP_CONN_ID)
-        close = erp.close
-
-        def one(key: str) -> dict | None:
-            return erp.get(source.entity, key, api=source.api)
-
-    else:
-        return
-    try:
-        page: list[dict] = []
-        for key in keys:
-            record = one(key)
-            if record is not None:
-                page.append(record)
-            if len(page) >= REQUEUE_PAGE:
-                yield page
-                page = []
-        if page:
-            yield page
-    finally:
-        close()
-
-
-@dataclass(frozen=True)
-class DeletedIds:
-    ids: list[str]
-    earliest_available: dt.datetime | None
-    latest_covered: dt.datetime | None
-
-
-def salesforce_deleted(spec, start: dt.datetime, end: dt.datetime) -> DeletedIds:
-    """The deleted feed of the spec's sobject between ``start`` and ``end``."""
-    from erpsync.connectors.salesforce import SalesforceClient
-
-    feed = SalesforceClient(conn_id=CRM_CONN_ID).deleted(spec.source.sobject, start, end)
-    return DeletedIds(
-        ids=[str(i) for i in feed.ids],
-        earliest_available=feed.earliest_available,
-        latest_covered=feed.latest_covered,
-    )
-
-
-def _harvest_pages(source: HarvestList, read: Read, raw: bool = False) -> Iterator[list[dict]]:
-    from erpsync.connectors.harvest import HarvestClient
-
-    params = {} if read.since is None else {"updated_since": iso_seconds(read.since)}
-    client = HarvestClient(conn_id=PSA_CONN_ID)
-    if not raw:
-        yield from prefetch(client.iter_pages(source.resource, params or None))
-        return
-    import msgspec
-
-    for records in prefetch(client.iter_raw_pages(source.resource, params or None)):
-        # the connector's fallback for a page its strict decoder refused is a list of dicts
-        as_raw = isinstance(records, list) and isinstance(records[0], msgspec.Raw)
-        yield RawPage(records) if as_raw else records
-
-
-#: ``EntitySpec.extra`` key of a spec's raw-record codec (e.g.
-#: :func:`erpsync.models.time_expense.encode_time_entry`): its pages are read as
-#: :class:`RawPage` and the engine encodes each record's JSON bytes directly.
-RAW_CODEC = "raw_codec"
-
-
-class RawPage(Sequence):
+class RawPage(Sequence[Record]):
     """A page of vendor records kept as their JSON bytes (``msgspec.Raw``): the engine hands
     ``raw`` to the spec's codec; anyone else sees a list of dicts (decoded on first use with
     the stdlib ``json``, exactly as the connector's ``iter_pages`` decodes them). A record
@@ -241,9 +279,9 @@ class RawPage(Sequence):
 
     __slots__ = ("raw", "_dicts")
 
-    def __init__(self, raw: list) -> None:
+    def __init__(self, raw: list[Any]) -> None:
         self.raw = raw
-        self._dicts: list | None = None
+        self._dicts: list[Any] | None = None
 
     def record(self, index: int) -> Any:
         """Record ``index`` as the dict path would see it."""
@@ -251,7 +289,7 @@ class RawPage(Sequence):
             return self._dicts[index]
         return _decode(self.raw[index])
 
-    def dicts(self) -> list:
+    def dicts(self) -> list[Any]:
         if self._dicts is None:
             self._dicts = [_decode(r) for r in self.raw]
         return self._dicts
@@ -259,10 +297,17 @@ class RawPage(Sequence):
     def __len__(self) -> int:
         return len(self.raw)
 
-    def __getitem__(self, index):
-        return self.dicts()[index]
+    @overload
+    def __getitem__(self, index: int) -> Record: ...
 
-    def __iter__(self):
+    @overload
+    def __getitem__(self, index: slice) -> list[Record]: ...
+
+    def __getitem__(self, index: int | slice) -> Record | list[Record]:
+        item: Record | list[Record] = self.dicts()[index]
+        return item
+
+    def __iter__(self) -> Iterator[Record]:
         return iter(self.dicts())
 
     def __repr__(self) -> str:
@@ -282,7 +327,7 @@ def _decode(raw: Any) -> Any:
 _DONE = object()
 
 
-def prefetch(pages: Iterator[list[dict]], depth: int = 2) -> Iterator[list[dict]]:
+def prefetch(pages: Iterator[_P], depth: int = 2) -> Iterator[_P]:
     """Read ``pages`` in a helper thread, at most ``depth`` pages ahead, so the next request
     is on the wire (and the vendor busy) while this thread validates and stages the current
     page. Memory stays bounded (``depth`` + 1 pages); the client is used by that thread only;
@@ -290,10 +335,10 @@ def prefetch(pages: Iterator[list[dict]], depth: int = 2) -> Iterator[list[dict]
     import queue
     import threading
 
-    box: queue.Queue = queue.Queue(maxsize=depth)
+    box: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
-    def put(item) -> bool:
+    def put(item: Any) -> bool:
         while not stop.is_set():
             try:
                 box.put(item, timeout=0.2)
@@ -328,39 +373,3 @@ def prefetch(pages: Iterator[list[dict]], depth: int = 2) -> Iterator[list[dict]
     finally:
         stop.set()
         thread.join(timeout=5)
-
-
-def _harvest_nested_pages(source: HarvestNested, read: Read) -> Iterator[list[dict]]:
-    from erpsync.connectors.harvest import HarvestClient
-
-    client = HarvestClient(conn_id=PSA_CONN_ID)
-    parent_ids = [rec["id"] for page in client.iter_pages(source.parent) for rec in page]
-    # Harvest's nested rate lists document only page/per_page (e.g.
-    # https://help.getharvest.com/api-v2/users-api/users/billable-rates/): no updated_since,
-    # so every read is a bounded full read (one request per parent at per_page 2000) whatever
-    # ``read.since`` says; the id-set comparison finds deleted rates.
-    for parent_id in parent_ids:
-        path = f"{source.parent}/{parent_id}/{source.child}"
-        for page in client.iter_pages(path):
-            yield [{**rec, source.parent_key: parent_id} for rec in page]
-
-
-def _bc_pages(source: BusinessCentralList, read: Read) -> Iterator[list[dict]]:
-    from erpsync.connectors.business_central import BusinessCentralClient
-
-    odata = None
-    if read.since is not None:
-        odata = f"{source.modstamp_field} ge {iso_seconds(read.since)}"
-    client = BusinessCentralClient(conn_id=ERP_CONN_ID)
-    yield from client.iter_pages(source.entity, filter=odata, api=source.api)
-
-
-def _bc_web_service_pages(source: BusinessCentralWebService) -> Iterator[list[dict]]:
-    from erpsync.connectors.business_central import BusinessCentralClient
-
-    client = BusinessCentralClient(conn_id=ERP_CONN_ID)
-    for page in client.iter_web_service(source.service):
-        yield [
-            {**rec, source.key_field: "|".join(str(rec.get(k) or "") for k in source.key_fields)}
-            for rec in page
-        ]

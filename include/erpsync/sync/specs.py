@@ -6,6 +6,8 @@ table, write-back rule), a core table in a migration, and its tests (README, "Ad
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from erpsync.models import mappings, milestones
 from erpsync.models.canonical import (
     Client,
@@ -17,6 +19,7 @@ from erpsync.models.canonical import (
     TaxProfile,
     TaxRate,
 )
+from erpsync.sync.deletes import ID_SET_COMPARE, SALESFORCE_DELETED_FEED
 from erpsync.sync.sources import (
     BusinessCentralList,
     BusinessCentralWebService,
@@ -24,7 +27,10 @@ from erpsync.sync.sources import (
     HarvestNested,
     SalesforceQuery,
 )
-from erpsync.sync.spec import CursorSpec, DeleteMode, EntitySpec
+from erpsync.sync.spec import CursorSpec, EntitySpec, RunInfo
+
+if TYPE_CHECKING:
+    import psycopg
 
 RAW_TABLE = "raw.vendor_records"
 
@@ -64,7 +70,7 @@ CLIENTS = EntitySpec(
     mapper=mappings.salesforce_account_to_client,
     natural_key=("crm_id",),
     cursor=_SF_CURSOR,
-    deletes=DeleteMode.SALESFORCE_DELETED_FEED,
+    deletes=SALESFORCE_DELETED_FEED,
     deleted_flag="IsDeleted",
     raw_table=RAW_TABLE,
     core_table="core.clients",
@@ -81,7 +87,7 @@ TAX_PROFILES = EntitySpec(
     mapper=mappings.salesforce_account_to_tax_profile,
     natural_key=("crm_account_id",),
     cursor=_SF_CURSOR,
-    deletes=DeleteMode.SALESFORCE_DELETED_FEED,
+    deletes=SALESFORCE_DELETED_FEED,
     deleted_flag="IsDeleted",
     raw_table=RAW_TABLE,
     core_table="core.tax_profiles",
@@ -97,7 +103,7 @@ TAX_CODES = EntitySpec(
     mapper=mappings.bc_tax_group_to_tax_code,
     natural_key=("code",),
     cursor=_BC_CURSOR,
-    deletes=DeleteMode.ID_SET_COMPARE,
+    deletes=ID_SET_COMPARE,
     record_key="id",
     raw_table=RAW_TABLE,
     core_table="core.tax_codes",
@@ -105,7 +111,7 @@ TAX_CODES = EntitySpec(
 )
 
 
-def _date_vat_rates(conn, run) -> None:
+def _date_vat_rates(conn: psycopg.Connection[Any], run: RunInfo) -> None:
     from erpsync.sync import vat_rates
 
     vat_rates.date_vat_rates(conn, run)
@@ -123,11 +129,11 @@ TAX_RATES = EntitySpec(
     mapper=mappings.bc_vat_posting_setup_to_tax_rate,
     natural_key=("vat_bus_posting_group", "tax_code"),
     cursor=None,
-    deletes=DeleteMode.ID_SET_COMPARE,
+    deletes=ID_SET_COMPARE,
     record_key="key",
     raw_table=RAW_TABLE,
     core_table="core.vat_posting_setup",
-    extra={"after_merge": _date_vat_rates},
+    after_merge=_date_vat_rates,
     description="ERP VAT Posting Setup (VAT % per tax area and tax code); erpsync dates each "
     "rate in core.tax_rates (a changed percentage closes the old period).",
 )
@@ -140,7 +146,7 @@ PEOPLE = EntitySpec(
     mapper=mappings.harvest_user_to_person,
     natural_key=("psa_id",),
     cursor=_HARVEST_CURSOR,
-    deletes=DeleteMode.ID_SET_COMPARE,
+    deletes=ID_SET_COMPARE,
     record_key="id",
     raw_table=RAW_TABLE,
     core_table="core.people",
@@ -157,12 +163,12 @@ BILLABLE_RATES = EntitySpec(
     mapper=mappings.harvest_billable_rate_to_rate_card,
     natural_key=("kind", "psa_rate_id"),
     cursor=_HARVEST_CURSOR,
-    deletes=DeleteMode.ID_SET_COMPARE,
+    deletes=ID_SET_COMPARE,
     record_key="id",
     raw_table=RAW_TABLE,
     core_table="core.rate_cards",
     history="effective_dated",
-    extra={"scope": {"kind": "billable"}},
+    scope={"kind": "billable"},
     description=(
         "PSA billable rates per person, effective-dated; no currency (the client's applies) and"
         " read in full every run (the rate lists take no updated_since)."
@@ -177,12 +183,12 @@ COST_RATES = EntitySpec(
     mapper=mappings.harvest_cost_rate_to_rate_card,
     natural_key=("kind", "psa_rate_id"),
     cursor=_HARVEST_CURSOR,
-    deletes=DeleteMode.ID_SET_COMPARE,
+    deletes=ID_SET_COMPARE,
     record_key="id",
     raw_table=RAW_TABLE,
     core_table="core.rate_cards",
     history="effective_dated",
-    extra={"scope": {"kind": "cost"}},
+    scope={"kind": "cost"},
     description=(
         "PSA cost rates per person, effective-dated; no currency (the client's applies) and"
         " read in full every run (the rate lists take no updated_since)."
@@ -197,7 +203,7 @@ PSA_CLIENTS = EntitySpec(
     mapper=mappings.harvest_client_to_psa_client,
     natural_key=("psa_id",),
     cursor=_HARVEST_CURSOR,
-    deletes=DeleteMode.ID_SET_COMPARE,
+    deletes=ID_SET_COMPARE,
     record_key="id",
     raw_table=RAW_TABLE,
     core_table="core.psa_clients",
@@ -226,7 +232,7 @@ CONTRACT_RATE_OVERRIDES = EntitySpec(
     mapper=mappings.salesforce_opportunity_to_rate_overrides,
     natural_key=("opportunity_id", "user_email"),
     cursor=_SF_CURSOR,
-    deletes=DeleteMode.SALESFORCE_DELETED_FEED,
+    deletes=SALESFORCE_DELETED_FEED,
     deleted_flag="IsDeleted",
     raw_table=RAW_TABLE,
     core_table="core.contract_rate_overrides",
@@ -242,7 +248,7 @@ CONTRACT_MILESTONES = EntitySpec(
     mapper=milestones.salesforce_contract_milestone,
     natural_key=("crm_milestone_id",),
     cursor=_SF_CURSOR,
-    deletes=DeleteMode.SALESFORCE_DELETED_FEED,
+    deletes=SALESFORCE_DELETED_FEED,
     deleted_flag="IsDeleted",
     raw_table=RAW_TABLE,
     core_table="core.crm_milestones",

@@ -3,10 +3,10 @@
 PSA time entries and expenses, read incrementally with Harvest's inclusive ``updated_since``
 (the engine re-reads from the watermark minus a 10-minute lookback, the connectors' default
 boundary window; unchanged re-reads are no-ops in the merge because their row hash is equal).
-Harvest hard-deletes with no feed: deletes are found by :mod:`erpsync.sync.time_expense`
-(windowed count comparison, see its docstring), which passes the deleted ids to the engine as
-tombstone records flagged :data:`TOMBSTONE_FLAG`. Full reads (the first run, ``full=True``)
-compare id sets in the engine.
+Harvest hard-deletes with no feed: deletes are found by the specs' delete strategy,
+:class:`erpsync.sync.time_expense.WindowedCount` (windowed count comparison, see its module),
+whose deleted ids the engine loads as tombstone records flagged :data:`TOMBSTONE_FLAG`. Full
+reads (the first run, ``full=True``) compare id sets in the engine.
 
 Not part of :data:`erpsync.sync.specs.ALL` (the nightly DAGs iterate that); ``specs.get(name)``
 finds these through :data:`BY_NAME`.
@@ -15,17 +15,19 @@ finds these through :data:`BY_NAME`.
 from __future__ import annotations
 
 from erpsync.models import time_expense as te
-from erpsync.sync.sources import RAW_CODEC, HarvestList
-from erpsync.sync.spec import CursorSpec, DeleteMode, EntitySpec
+from erpsync.sync.sources import HarvestList
+from erpsync.sync.spec import CursorSpec, EntitySpec
+from erpsync.sync.time_expense import WindowedCount
 
 #: Field of a tombstone record (``{"id": 123, TOMBSTONE_FLAG: True}``): the record is gone.
 TOMBSTONE_FLAG = "_erpsync_deleted"
 #: The connectors' default lookback (erpsync.connectors.cursors.DEFAULT_LOOKBACK): records
 #: changed while a read was paging may carry a stamp below the highest one seen.
 LOOKBACK_SECONDS = 600
-RUNNER = "erpsync.sync.time_expense:sync_entity"
 
 _CURSOR = CursorSpec(field="updated_at", id_field="id", overlap_seconds=LOOKBACK_SECONDS)
+#: windows cut on core's (and Harvest's) spent_date
+_DELETES = WindowedCount(window_column="spent_date")
 
 TIME_ENTRIES = EntitySpec(
     name="time_entries",
@@ -35,14 +37,14 @@ TIME_ENTRIES = EntitySpec(
     mapper=te.harvest_time_entry,
     natural_key=("psa_id",),
     cursor=_CURSOR,
-    deletes=DeleteMode.WINDOWED_COUNT,
+    deletes=_DELETES,
     deleted_flag=TOMBSTONE_FLAG,
     record_key="id",
     raw_table="raw.vendor_records",
     core_table="core.time_entries",
-    # pages read as JSON bytes, encoded per record by the codec; what it declines (and every
-    # record of the pages the runner adds, e.g. tombstones) goes through mapper and model
-    extra={"runner": RUNNER, "window_column": "spent_date", RAW_CODEC: te.encode_time_entry},
+    # pages read as JSON bytes, encoded per record by the codec; what it declines (and the
+    # tombstones of deleted entries) goes through mapper and model
+    codec=te.encode_time_entry,
     description=(
         "PSA time entries: hours, approval state, locked and billed flags, billable and cost "
         "rates, project/task/person/client, invoice and external reference."
@@ -57,12 +59,11 @@ EXPENSES = EntitySpec(
     mapper=te.harvest_expense,
     natural_key=("psa_id",),
     cursor=_CURSOR,
-    deletes=DeleteMode.WINDOWED_COUNT,
+    deletes=_DELETES,
     deleted_flag=TOMBSTONE_FLAG,
     record_key="id",
     raw_table="raw.vendor_records",
     core_table="core.expenses",
-    extra={"runner": RUNNER, "window_column": "spent_date"},
     description=(
         "PSA expenses: amount and currency, approval state, locked and billed flags, receipt "
         "attached or not, project/person/client, category and invoice."

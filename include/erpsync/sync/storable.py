@@ -29,9 +29,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from erpsync.models.reasons import UNSTORABLE_VALUE, RecordError
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = ["ColumnType", "StorableCheck", "clean_text", "clean_value", "column_types"]
 
@@ -128,7 +131,9 @@ def _short(value: Decimal) -> str:
     return text[:60]
 
 
-def column_types(conn, table: str, columns: list[str]) -> dict[str, ColumnType]:
+def column_types(
+    conn: psycopg.Connection[Any], table: str, columns: list[str]
+) -> dict[str, ColumnType]:
     """The declared types of ``columns`` of ``table`` (``schema.name``)."""
     schema, _, name = table.partition(".")
     rows = conn.execute(

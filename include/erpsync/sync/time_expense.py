@@ -39,24 +39,39 @@ read (between the read and the count) can hide a delete for one hour; the next r
 create and the counts differ again, so a delete is found at most one run late. Records
 changed while paging are re-read by the 10-minute lookback (see :mod:`specs_time`).
 
-Full reads (the first run, or ``full=True``) need none of this: the engine compares id sets
-(``DeleteMode.WINDOWED_COUNT``). The deleted ids reach the engine as tombstone records
-(``{"id": ..., "_erpsync_deleted": True}``, the spec's ``deleted_flag``) appended to the read,
-so merge, soft delete (``deleted_at``), quarantine resolution, watermark and run stats stay one
-transaction in :func:`erpsync.sync.engine.run_entity_sync`, unchanged.
+Full reads (the first run, or ``full=True``) need none of this: the engine compares id sets.
+All of it is the spec's delete strategy, :class:`WindowedCount`: before the read it opens the
+side connection (the caller's :class:`~erpsync.sync.spec.ConnectWarehouse`) and watches the
+pages read; after the read it returns the deleted ids, which the engine loads as tombstone
+records (``{"id": ..., "_erpsync_deleted": True}``, the spec's ``deleted_flag``), so merge,
+soft delete (``deleted_at``), quarantine resolution, watermark and run stats stay one
+transaction in :func:`erpsync.sync.engine.run_entity_sync`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
-from erpsync.sync import engine, sources
-from erpsync.sync.spec import EntitySpec, RunInfo, SyncStats
+from erpsync.sync.spec import (
+    ConnectWarehouse,
+    DeleteMode,
+    EntitySpec,
+    ReadPlan,
+    Record,
+    RunInfo,
+    SyncStats,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from erpsync.connectors.harvest import HarvestClient
 
 log = logging.getLogger(__name__)
 
@@ -88,84 +103,104 @@ class DeleteCheck:
         )
 
 
+@dataclass(frozen=True)
+class WindowedCount:
+    """The windowed count comparison (the module docstring) as a delete strategy.
+
+    ``window_column`` is the core column windows are cut on (``spent_date``, the vendor field
+    of the same name filtered with ``from``/``to``); ``leaf_size`` and ``page_size`` as in the
+    module docstring; ``report`` (tests, one run) receives what the detection did."""
+
+    window_column: str = "spent_date"
+    leaf_size: int = DEFAULT_LEAF_SIZE
+    page_size: int = DEFAULT_PAGE_SIZE
+    report: DeleteCheck | None = field(default=None, compare=False)
+
+    @property
+    def mode(self) -> DeleteMode:
+        return DeleteMode.WINDOWED_COUNT
+
+    @property
+    def full_reads_only(self) -> bool:
+        return False
+
+    def before_read(self, plan: ReadPlan) -> None:
+        """On an incremental read: open the side connection and record every record read
+        (id, ``spent_date``) in its ``_te_seen``, the overlay of :class:`_Expected`."""
+        if not plan.incremental:
+            return
+        if plan.side is None:
+            # every task passes one (erpsync.airflow.sync_tasks); a caller replaying pages
+            # from files (tests, backfills) has no vendor to count against
+            log.warning("%s: no side connection, deletes not checked this run", plan.spec.name)
+            return
+        side = plan.resources.enter_context(plan.side())
+        side.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS _te_seen (psa_id text NOT NULL, spent_date date, "
+            "seq bigint GENERATED ALWAYS AS IDENTITY)"
+        )
+        side.execute("TRUNCATE _te_seen")
+        key = plan.spec.record_key
+
+        def observe(page: Sequence[Record]) -> None:
+            with side.cursor().copy("COPY _te_seen (psa_id, spent_date) FROM STDIN") as copy:
+                for rec in page:
+                    if rec.get(key) is not None:
+                        copy.write_row((str(rec[key]), _date(rec.get("spent_date"))))
+
+        plan.observer = observe
+        plan.side_conn = side
+
+    def after_read(self, plan: ReadPlan) -> list[str]:
+        """The ids the PSA no longer has (after an incremental read; nothing after a full
+        one, whose id-set comparison the engine makes)."""
+        if plan.side_conn is None:
+            return []
+        from erpsync.connectors.harvest import HarvestClient
+
+        client = plan.client
+        if not isinstance(client, HarvestClient):
+            raise TypeError(f"{plan.spec.name}: the windowed delete check needs a HarvestClient")
+        check = self.report if self.report is not None else DeleteCheck(plan.spec.name)
+        gone = find_deleted(
+            plan.spec,
+            plan.side_conn,
+            client,
+            check,
+            leaf=self.leaf_size,
+            per_page=self.page_size,
+            window_column=self.window_column,
+        )
+        print(check.summary())
+        return gone
+
+
 def sync_entity(
+    conn: psycopg.Connection[Any],
     spec: EntitySpec,
     *,
     run: RunInfo,
-    conninfo: str | None = None,
-    conn_id_warehouse: str | None = None,
+    client: HarvestClient,
+    side: ConnectWarehouse,
     full: bool | None = None,
-    client=None,
     leaf_size: int = DEFAULT_LEAF_SIZE,
     page_size: int = DEFAULT_PAGE_SIZE,
     report: DeleteCheck | None = None,
 ) -> SyncStats:
-    """Sync one time & expense spec (incremental read + windowed delete detection) in one
-    engine transaction. ``client`` (a HarvestClient) is used for the delete detection;
-    ``report`` receives what the detection did."""
-    import psycopg
+    """:func:`erpsync.sync.engine.run_entity_sync` of a time & expense spec with the delete
+    detection's windows and pages sized by ``leaf_size``/``page_size`` (tests size them down
+    to the small firm); ``report`` receives what the detection did."""
+    from erpsync.sync import engine
 
-    if conninfo is not None:
-        side = psycopg.connect(conninfo, autocommit=True, application_name="erpsync.deletes")
-    else:
-        from erpsync.warehouse import connection
-
-        side = connection.connect(conn_id_warehouse, autocommit=True)
-    own_client = client is None
-    if own_client:
-        from erpsync.connectors.harvest import HarvestClient
-
-        client = HarvestClient(conn_id=sources.PSA_CONN_ID)
-    check = report if report is not None else DeleteCheck(spec.name)
-    try:
-        pages = _pages(spec, side, client, check, full=full, leaf=leaf_size, per_page=page_size)
-        stats = engine.run_entity_sync(
-            spec,
-            run=run,
-            pages=pages,
-            full=full,
-            conninfo=conninfo,
-            conn_id_warehouse=conn_id_warehouse,
-        )
-    finally:
-        side.close()
-        if own_client:
-            client.close()
-    if check.ran:
-        print(check.summary())
-    return stats
-
-
-def _pages(spec, side, client, check: DeleteCheck, *, full, leaf, per_page) -> Iterator[list]:
-    """The engine's read (same mode and bound as it decides: consumed after it has taken the
-    entity lock and read the watermark), then tombstones for the deletes found."""
-    row = side.execute(
-        "SELECT cursor_ts FROM ops.sync_watermarks WHERE source_system = %s AND entity = %s",
-        (spec.system, spec.name),
-    ).fetchone()
-    previous = row[0] if row else None
-    if previous is None or full is True or not spec.incremental:
-        yield from sources.read_pages(spec, sources.Read(since=None))
-        return
-    since = previous - dt.timedelta(seconds=spec.cursor.overlap_seconds)
-    side.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS _te_seen (psa_id text NOT NULL, spent_date date, "
-        "seq bigint GENERATED ALWAYS AS IDENTITY)"
+    if not isinstance(spec.deletes, WindowedCount):
+        raise TypeError(f"{spec.name}: not a windowed-count spec")
+    deletes = replace(spec.deletes, leaf_size=leaf_size, page_size=page_size, report=report)
+    return engine.run_entity_sync(
+        conn, replace(spec, deletes=deletes), run=run, client=client, side=side, full=full
     )
-    side.execute("TRUNCATE _te_seen")
-    key = spec.record_key
-    for page in sources.read_pages(spec, sources.Read(since=since)):
-        with side.cursor().copy("COPY _te_seen (psa_id, spent_date) FROM STDIN") as copy:
-            for rec in page:
-                if rec.get(key) is not None:
-                    copy.write_row((str(rec[key]), _date(rec.get("spent_date"))))
-        yield page
-    gone = find_deleted(spec, side, client, check, leaf=leaf, per_page=per_page)
-    if gone:
-        yield [{key: rid, spec.deleted_flag: True} for rid in gone]
 
 
-def _date(value) -> dt.date | None:
+def _date(value: Any) -> dt.date | None:
     try:
         return dt.date.fromisoformat(str(value)) if value else None
     except ValueError:
@@ -179,9 +214,10 @@ class _Expected:
     """The warehouse's expected live set (core live rows, overlaid with this run's read and
     the open quarantine) per ``spent_date`` window, in SQL on the side connection."""
 
-    def __init__(self, spec: EntitySpec, side) -> None:
+    def __init__(
+        self, spec: EntitySpec, side: psycopg.Connection[Any], column: str = "spent_date"
+    ) -> None:
         self.side = side
-        column = spec.extra.get("window_column", "spent_date")
         schema, _, table = spec.core_table.partition(".")
         # _te_seen may hold a record twice (changed while paging): its last sighting wins
         self.cte = sql.SQL(
@@ -211,9 +247,11 @@ class _Expected:
             entity=sql.Literal(spec.name),
         )
 
-    def _query(self, select: str, a, b):
-        where = sql.SQL("")
-        params: list = []
+    def _query(
+        self, select: str, a: dt.date | None, b: dt.date | None
+    ) -> psycopg.Cursor[tuple[Any, ...]]:
+        where: sql.Composable = sql.SQL("")
+        params: list[dt.date | None] = []
         if a is not None:
             where = sql.SQL(" WHERE spent_date BETWEEN %s AND %s")
             params = [a, b]
@@ -222,50 +260,64 @@ class _Expected:
             params,
         )
 
-    def count(self, a=None, b=None) -> int:
-        return int(self._query("count(*)", a, b).fetchone()[0])
+    def _one(self, select: str, a: dt.date | None, b: dt.date | None) -> tuple[Any, ...]:
+        row = self._query(select, a, b).fetchone()
+        assert row is not None  # an aggregate always returns a row
+        return row
+
+    def count(self, a: dt.date | None = None, b: dt.date | None = None) -> int:
+        return int(self._one("count(*)", a, b)[0])
 
     def bounds(self) -> tuple[dt.date | None, dt.date | None]:
-        return tuple(self._query("min(spent_date), max(spent_date)", None, None).fetchone())
+        lo, hi = self._one("min(spent_date), max(spent_date)", None, None)
+        return lo, hi
 
     def median(self, a: dt.date, b: dt.date) -> dt.date:
-        return self._query(
+        median: dt.date = self._one(
             "percentile_disc(0.5) WITHIN GROUP (ORDER BY spent_date)", a, b
-        ).fetchone()[0]
+        )[0]
+        return median
 
-    def ids(self, a, b) -> set[str]:
-        return {r[0] for r in self._query("psa_id", a, b).fetchall()}
+    def ids(self, a: dt.date, b: dt.date) -> set[str]:
+        return {str(r[0]) for r in self._query("psa_id", a, b).fetchall()}
 
 
-def _window(a: dt.date | None, b: dt.date | None) -> dict:
-    return {} if a is None else {"from": a.isoformat(), "to": b.isoformat()}
+def _window(a: dt.date | None, b: dt.date | None) -> dict[str, str]:
+    if a is None or b is None:
+        return {}
+    return {"from": a.isoformat(), "to": b.isoformat()}
 
 
 def find_deleted(
     spec: EntitySpec,
-    side,
-    client,
+    side: psycopg.Connection[Any],
+    client: HarvestClient,
     check: DeleteCheck | None = None,
     *,
     leaf: int = DEFAULT_LEAF_SIZE,
     per_page: int = DEFAULT_PAGE_SIZE,
+    window_column: str = "spent_date",
 ) -> list[str]:
     """The ids of ``spec``'s records the PSA no longer has (see the module docstring).
     ``side`` is a warehouse connection holding this run's ``_te_seen``."""
+    from erpsync.sync.sources import HarvestList
+
+    if not isinstance(spec.source, HarvestList):
+        raise TypeError(f"{spec.name}: the windowed delete check reads a Harvest list")
     check = check if check is not None else DeleteCheck(spec.name)
     check.ran = True
     resource = spec.source.resource
-    expected = _Expected(spec, side)
+    expected = _Expected(spec, side, window_column)
     before = client.stats.requests
 
-    def remote_count(a, b) -> int:
+    def remote_count(a: dt.date, b: dt.date) -> int:
         check.count_requests += 1
         payload = client.request_json(
             "GET", f"/v2/{resource}", params={**_window(a, b), "per_page": 1}
         )
         return int(payload["total_entries"])
 
-    def remote_ids(a, b) -> set[str]:
+    def remote_ids(a: dt.date, b: dt.date) -> set[str]:
         out: set[str] = set()
         for page in client.iter_pages(resource, _window(a, b), per_page=per_page):
             check.id_pages += 1
@@ -277,7 +329,7 @@ def find_deleted(
 
     candidates: list[str] = []
     lo, hi = expected.bounds()
-    if lo is None:
+    if lo is None or hi is None:
         check.requests = client.stats.requests - before
         return []  # nothing live in the warehouse: nothing to delete
     # (a, b, Harvest's count of the window): a split asks for the left half's count only,

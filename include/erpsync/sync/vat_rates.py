@@ -22,6 +22,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from erpsync.sync.spec import RunInfo
 
 __all__ = ["INITIAL_DATE_ENV", "SOURCE_PREFIX", "date_vat_rates", "initial_date"]
 
@@ -51,14 +57,20 @@ SELECT erp_id, vat_bus_posting_group, tax_code, rate_percent, valid_from FROM co
 """
 
 
-def date_vat_rates(conn, run, day: dt.date | None = None, since: dt.date | None = None) -> dict:
+def date_vat_rates(
+    conn: psycopg.Connection[Any],
+    run: RunInfo,
+    day: dt.date | None = None,
+    since: dt.date | None = None,
+) -> dict[str, int]:
     """Bring ``core.tax_rates`` in line with ``core.vat_posting_setup`` as of ``day`` (default:
     today, UTC); returns the counts ``opened``, ``closed``, ``corrected``."""
     day = day or dt.datetime.now(dt.UTC).date()
     like = SOURCE_PREFIX + "%"
-    first = not conn.execute(
+    exists = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM core.tax_rates WHERE source_record_id LIKE %s)", (like,)
-    ).fetchone()[0]
+    ).fetchone()
+    first = not (exists and exists[0])
     start = (since or initial_date()) if first else day
     current = {(b, p): pct for b, p, pct in conn.execute(_CURRENT).fetchall()}
     opened = closed = corrected = 0
