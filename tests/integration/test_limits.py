@@ -1,0 +1,211 @@
+"""The pack's clients against the sandbox with the vendors' limits ON, at full speed.
+
+(a) Many threads reading through the real clients receive no 429 and stay under the limit,
+    checked from the sandbox's side (its limiter counters), with limits scaled down so the test
+    is quick (Harvest ``20/3`` per token, Business Central ``30/3`` per user, 5 at once, no queue).
+(b) When the sandbox sends 429s anyway (fault injection), the client waits ``Retry-After`` and
+    the work completes exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from erpsync.connectors import throttle as throttle_mod
+from erpsync.connectors.budget import LEDGER
+from erpsync.connectors.business_central import BusinessCentralClient
+from erpsync.connectors.errors import QuotaReserveReached
+from erpsync.connectors.harvest import HarvestClient
+from erpsync.connectors.http import RetryPolicy
+from erpsync.connectors.salesforce import SalesforceClient
+
+FAST = RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.05, max_total_wait=30.0)
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    from erpsync_sandbox.serve import start_sandbox
+
+    handle = start_sandbox(tmp_path_factory.mktemp("sandbox"), size="small", seed=5)
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh_throttles(sandbox):
+    throttle_mod.reset_registry()
+    for service in ("psa", "erp", "crm"):
+        httpx.put(f"{sandbox.urls[service]}/__admin/faults", json={}).raise_for_status()
+    yield
+    throttle_mod.reset_registry()
+    for service in ("psa", "erp", "crm"):
+        httpx.put(f"{sandbox.urls[service]}/__admin/faults", json={}).raise_for_status()
+
+
+def _hostport(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def _psa_conn(url: str) -> str:
+    host, port = _hostport(url)
+    return json.dumps(
+        {
+            "conn_type": "http",
+            "host": host,
+            "port": port,
+            "schema": "http",
+            "password": "sandbox-psa-token",
+            "extra": {"account_id": "100200", "user_agent": "erpsync tests (t@example.com)"},
+        }
+    )
+
+
+def _erp_conn(url: str, **extra: str) -> str:
+    host, port = _hostport(url)
+    return json.dumps(
+        {
+            "conn_type": "http",
+            "host": host,
+            "port": port,
+            "schema": "http",
+            "login": "erpsync-sandbox",
+            "password": "sandbox-erp-secret",
+            "extra": {
+                "tenant": "sandbox",
+                "environment": "production",
+                "token_path": "/sandbox/oauth2/v2.0/token",
+                **extra,
+            },
+        }
+    )
+
+
+def _crm_conn(url: str, **extra: str) -> str:
+    host, port = _hostport(url)
+    return json.dumps(
+        {
+            "conn_type": "http",
+            "host": host,
+            "port": port,
+            "schema": "http",
+            "login": "erpsync-sandbox",
+            "password": "sandbox-crm-secret",
+            "extra": {"api_version": "v60.0", "token_path": "/services/oauth2/token", **extra},
+        }
+    )
+
+
+def test_harvest_reads_from_8_threads_stay_under_the_token_limit(sandbox, monkeypatch):
+    admin = sandbox.urls["psa"]
+    # the sandbox enforces 20 per 3 s per token; the client follows the sandbox's setting
+    monkeypatch.setenv("ERPSYNC_SANDBOX_PSA_RATE_LIMIT", "20/3")
+    httpx.put(f"{admin}/__admin/psa/rate_limit", json={"spec": "20/3"}).raise_for_status()
+    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_PSA", _psa_conn(admin))
+    buckets = sandbox.ctx.extras["psa_rate_limiter"]
+    buckets.reset()
+    client = HarvestClient(policy=FAST)
+    try:
+        started = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            pages = list(pool.map(lambda _: list(client.iter_pages("users", per_page=5)), range(8)))
+        elapsed = time.monotonic() - started
+        accepted, rejected = buckets.accepted, buckets.rejected
+    finally:
+        client.close()
+        httpx.put(f"{admin}/__admin/psa/rate_limit", json={"spec": "100/15"}).raise_for_status()
+    assert all(p == pages[0] for p in pages), "every thread read the same users"
+    sent = client.stats.requests
+    assert sent > 40, "enough requests to need the limiter"
+    assert rejected == 0, "the sandbox refused nothing"
+    assert accepted == sent
+    assert client.stats.throttled_429 == 0 and not client.stats.retry_causes
+    # 20 at once, then 20 per 3 s: it waited for the window, but not much more
+    floor = (sent - 20) / 20 * 3
+    assert floor * 0.9 <= elapsed <= floor + 6.0
+    assert client.stats.throttle_wait > 0
+
+
+def test_business_central_reads_from_8_threads_stay_under_the_user_limits(sandbox, monkeypatch):
+    admin = sandbox.urls["erp"]
+    httpx.put(
+        f"{admin}/__admin/limits",
+        json={"rate": 30, "window_seconds": 3, "max_concurrent": 5, "queue": 0},
+    ).raise_for_status()
+    httpx.put(f"{admin}/__admin/faults", json={"latency_ms": 30}).raise_for_status()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ERPSYNC_ERP", _erp_conn(admin, rate_limit="30/3", max_concurrent="5")
+    )
+    client = BusinessCentralClient(policy=FAST)
+    try:
+        assert client.company_id  # log in and find the company first
+        with ThreadPoolExecutor(8) as pool:
+            results = list(
+                pool.map(
+                    lambda _: [list(client.iter_pages("taxGroups")) for _ in range(8)], range(8)
+                )
+            )
+        snap = httpx.get(f"{admin}/__admin/limits").json()["stats"]
+    finally:
+        client.close()
+        httpx.put(f"{admin}/__admin/limits", json={}).raise_for_status()
+    assert len(results) == 8
+    assert snap["rejected"] == {"rate": 0, "concurrency": 0}, "no 429 from the sandbox"
+    (user,) = snap["users"].values()
+    assert user["peak_active"] <= 5
+    assert user["peak_window"] <= 30
+    assert snap["accepted"] >= 64
+    assert client.stats.throttled_429 == 0
+    assert client.throttle().peak_in_flight <= 5
+
+
+def test_a_429_burst_is_waited_out_and_the_create_happens_once(sandbox, monkeypatch):
+    admin = sandbox.urls["psa"]
+    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_PSA", _psa_conn(admin))
+    httpx.put(
+        f"{admin}/__admin/faults",
+        json={"burst_429": {"count": 2, "retry_after": 1, "start_after": 0}},
+    ).raise_for_status()
+    store = sandbox.ctx.stores["psa"]
+    before_ids = set(store.ids("clients"))
+    before = LEDGER.snapshot()
+    client = HarvestClient(policy=FAST)
+    try:
+        started = time.monotonic()
+        created = client.create("clients", {"name": "Retry After LLP", "currency": "USD"})
+        elapsed = time.monotonic() - started
+    finally:
+        client.close()
+    new = set(store.ids("clients")) - before_ids
+    assert new == {str(created["id"])}, "created exactly once"
+    assert client.stats.retry_causes["429"] == 2 and client.stats.throttled_429 == 2
+    assert elapsed >= 2.0, "Retry-After: 1 was honoured twice"
+    counts = LEDGER.since(before)[("psa", "create")]
+    assert (counts.requests, counts.throttled_429) == (3, 2)
+    assert counts.waited_seconds >= 2.0
+
+
+def test_salesforce_stops_before_the_quota_reserve(sandbox, monkeypatch):
+    admin = f"{sandbox.urls['crm']}/__admin/crm"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ERPSYNC_CRM", _crm_conn(sandbox.urls["crm"], quota_reserve="10")
+    )
+    httpx.put(admin, json={"daily_limit": 1000, "api_usage": 985}).raise_for_status()
+    client = SalesforceClient(policy=FAST)
+    try:
+        list(client.query("SELECT Id FROM Account"))  # learns usage 986/1000 from the answer
+        for _ in range(4):  # 987 .. 990
+            list(client.query("SELECT Id FROM Account"))
+        with pytest.raises(QuotaReserveReached) as info:
+            list(client.query("SELECT Id FROM Account"))
+        used = httpx.get(admin).json()
+    finally:
+        client.close()
+        httpx.put(admin, json={"daily_limit": 100000, "api_usage": 0}).raise_for_status()
+    assert "10 are kept in reserve" in str(info.value)
+    assert used["api_usage"] == 990, "stopped with the reserve of 10 left"
