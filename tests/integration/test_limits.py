@@ -209,3 +209,49 @@ def test_salesforce_stops_before_the_quota_reserve(sandbox, monkeypatch):
         httpx.put(admin, json={"daily_limit": 100000, "api_usage": 0}).raise_for_status()
     assert "10 are kept in reserve" in str(info.value)
     assert used["api_usage"] == 990, "stopped with the reserve of 10 left"
+
+
+def test_request_counts_land_in_the_table_and_the_log(sandbox, monkeypatch, warehouse_db, capsys):
+    import psycopg
+
+    from erpsync.request_budget import TaskKey, track_requests
+    from erpsync.runtime import airflow_env as project_env
+    from erpsync.runtime import database
+
+    urls = database.DatabaseUrls(warehouse_db, warehouse_db, embedded=False)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ERPSYNC_WAREHOUSE", project_env.warehouse_connection_json(urls)
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_PSA", _psa_conn(sandbox.urls["psa"]))
+    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_ERP", _erp_conn(sandbox.urls["erp"]))
+    httpx.put(f"{sandbox.urls['psa']}/__admin/psa/rate_limit", json={"spec": "off"})
+    key = TaskKey("month_end", "manual__1", "push_to_erp")
+    try:
+        with track_requests(key) as counts:
+            with HarvestClient(policy=FAST) as psa, BusinessCentralClient(policy=FAST) as erp:
+                list(psa.iter_pages("users", per_page=50))
+                client = psa.create("clients", {"name": "Budget LLP", "currency": "USD"})
+                psa.update(f"clients/{client['id']}", {"name": "Budget LLP 2"})
+                list(erp.iter_pages("taxGroups"))
+    finally:
+        httpx.put(f"{sandbox.urls['psa']}/__admin/psa/rate_limit", json={"spec": "100/15"})
+    assert counts[("psa", "create")].requests == 1
+    assert counts[("psa", "update")].requests == 1
+    assert counts[("psa", "read")].requests >= 1
+    assert counts[("erp", "auth")].requests == 1
+    assert counts[("erp", "read")].requests >= 2  # company discovery + taxGroups
+    with psycopg.connect(warehouse_db) as conn:
+        rows = conn.execute(
+            "SELECT system, purpose, requests, throttled_429, task_id, try_number"
+            " FROM ops.request_counts WHERE dag_id = 'month_end' ORDER BY 1, 2"
+        ).fetchall()
+    stored = {(r[0], r[1]): r[2] for r in rows}
+    assert stored == {k: c.requests for k, c in counts.items()}
+    assert {(r[4], r[5]) for r in rows} == {("push_to_erp", 1)}
+    out = capsys.readouterr().out + capsys.readouterr().err
+    lines = [
+        line for line in out.splitlines() if "requests psa:" in line or "requests erp:" in line
+    ]
+    assert len(lines) == 2, "one summary line per system"
+    psa_line = next(line for line in lines if "requests psa:" in line)
+    assert "create 1" in psa_line and "update 1" in psa_line and "429s: 0" in psa_line

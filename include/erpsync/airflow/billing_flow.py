@@ -41,6 +41,8 @@ from typing import Any
 
 from airflow.sdk import TriggerRule, task
 
+from erpsync.request_budget import counted_requests
+
 DEFAULT_APPROVAL_TIMEOUT = timedelta(hours=72)
 APPROVE, REJECT = "Approve", "Reject"
 TIMEOUT_RESPONDER = "airflow:response_timeout"
@@ -583,6 +585,7 @@ def billing_tasks(request, *, approval_timeout_: timedelta | None = None):
         return record(context, built, response)
 
     @task(task_id="push_to_erp", pool="erp_api")
+    @counted_requests
     def push_to_erp(decision: dict, **context) -> dict:
         return push(context, decision)
 

@@ -25,6 +25,7 @@ from airflow.sdk import DAG, Asset, CronTriggerTimetable, task
 from airflow.sdk.definitions.deadline import DeadlineAlert
 
 from erpsync.airflow.dag_defaults import default_args
+from erpsync.request_budget import counted_requests
 from erpsync.sync.spec import EntitySpec
 
 DEFAULT_FIRM_TIMEZONE = "America/New_York"  # = airflow_settings.yaml erpsync_firm_timezone
@@ -49,6 +50,7 @@ def _sync_task(spec: EntitySpec) -> Any:
         outlets=[asset_for(spec.core_table)],
         doc_md=spec.description or None,
     )
+    @counted_requests
     def sync(**context: Any) -> dict[str, Any]:
         from erpsync.sync import engine, specs
         from erpsync.sync.spec import RunInfo
@@ -72,6 +74,7 @@ def _sync_task(spec: EntitySpec) -> Any:
 
 def _write_back_task(target: str) -> Any:
     @task(task_id=f"write_back_{target}", pool=POOLS[target], outlets=[ID_MAP_ASSET])
+    @counted_requests
     def write_back(**context: Any) -> dict[str, Any]:
         from dataclasses import asdict, is_dataclass
 
