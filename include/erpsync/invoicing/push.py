@@ -90,6 +90,7 @@ from erpsync import audit, exceptions_queue, money
 from erpsync.connectors import errors
 from erpsync.invoicing import push_crm, push_erp, push_psa
 from erpsync.invoicing.push_erp import ERP_INVOICES, ERP_MEMOS, ErpDoc
+from erpsync.progress import Progress
 
 __all__ = [
     "CREATE_ATTEMPTS",
@@ -358,7 +359,9 @@ def _push(conn, run, batch_id, erp, psa, settle_seconds, on_step, mirror=True) -
                 after={"status": "pushing"},
                 detail={"invoices": len(invoices), "kind": ctx.kind},
             )
-    for invoice in invoices:
+    for invoice in Progress(f"push of batch {batch_id}", len(invoices), unit="invoices").iterate(
+        invoices
+    ):
         _push_locked(ctx, invoice)
     _finish(ctx)
     _fill_totals(ctx)
