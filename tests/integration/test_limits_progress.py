@@ -54,7 +54,7 @@ def test_format_duration() -> None:
     assert format_duration(3725) == "1h 2m 5s"
 
 
-def test_a_sync_logs_its_page_progress(warehouse_db, monkeypatch, capsys) -> None:
+def test_a_sync_logs_its_page_progress(warehouse_db, monkeypatch) -> None:
     """The sync engine's page loop logs a progress line (pages given directly, no vendor)."""
     from erpsync.runtime import airflow_env as project_env
     from erpsync.runtime import database
@@ -65,10 +65,16 @@ def test_a_sync_logs_its_page_progress(warehouse_db, monkeypatch, capsys) -> Non
     monkeypatch.setenv(
         "AIRFLOW_CONN_ERPSYNC_WAREHOUSE", project_env.warehouse_connection_json(urls)
     )
-    logging.getLogger("erpsync.progress").setLevel(logging.INFO)
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("erpsync.progress")
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    monkeypatch.setattr(logger, "disabled", False)
+    logger.addHandler(handler)
     pages = [[], []]
     engine.run_entity_sync(
         specs.get("people"), run=RunInfo("progress", "progress-test", "sync_people"), pages=pages
     )
-    out = capsys.readouterr()
-    assert "sync psa/people: 2 pages, 0 records" in out.out + out.err
+    logger.removeHandler(handler)
+    assert any(line.startswith("sync psa/people: 2 pages, 0 records") for line in lines)
