@@ -141,3 +141,21 @@ def test_quota_guard_keeps_the_reserve() -> None:
         guard.check("crm", "CRM")  # 88 + 2 in flight reaches the reserve
     assert isinstance(info.value, QuotaExhausted), "handled like a spent quota"
     assert "88 of the org's 100" in str(info.value)
+
+
+def test_a_malformed_limit_extra_is_a_clear_connection_error(monkeypatch) -> None:
+    import json
+
+    from erpsync.connectors.errors import ConnectorError
+    from erpsync.connectors.harvest import HarvestClient
+
+    conn = {
+        "conn_type": "http",
+        "host": "api.harvestapp.com",
+        "schema": "https",
+        "password": "pat-123456",
+        "extra": {"account_id": "1", "rate_limit": "fast"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_PSA", json.dumps(conn))
+    with pytest.raises(ConnectorError, match=r"erpsync_psa: rate_limit must look like '100/15'"):
+        HarvestClient().throttle()

@@ -397,9 +397,20 @@ class VendorClient:
                 self._password or self.extras.get("access_token"),
             )
             settings = limit_settings(self.system, self.extras, self.base_url)
-            self._throttle = throttle_for(self.system, key, settings)
+            try:
+                self._throttle = throttle_for(self.system, key, settings)
+            except ValueError as exc:
+                raise ConnectorError(
+                    f"{self.label}: connection {self.conn_id}: {exc}", system=self.system
+                ) from None
             if settings.get("quota_reserve") is not None:
                 self.quota = QuotaGuard(settings["quota_reserve"])
+            log.info(
+                "%s: client-side limits %s%s",
+                self.label,
+                self._throttle.describe(),
+                f", quota reserve {settings['quota_reserve']}" if self.quota else "",
+            )
         return self._throttle
 
     def _quota_usage(self) -> tuple[int, int] | None:
