@@ -99,7 +99,9 @@ def test_settings_extras_then_env_then_local_sandbox_then_documented() -> None:
         ("psa", "GET", "/v2/time_entries", "read"),
         ("psa", "PATCH", "/v2/time_entries/12", "mark"),
         ("psa", "PATCH", "/v2/projects/3/task_assignments/4", "update"),
-        ("psa", "POST", "/v2/invoices", "create"),
+        ("psa", "POST", "/v2/invoices", "mark"),
+        ("psa", "DELETE", "/v2/invoices/77", "mark"),
+        ("psa", "POST", "/v2/clients", "create"),
         ("erp", "POST", "/v2.0/t/p/api/v2.0/companies(1)/salesInvoices", "create"),
         (
             "erp",

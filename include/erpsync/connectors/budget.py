@@ -10,7 +10,9 @@ throttle and ``Retry-After``/back-off). The purpose is passed by a call site
 * ``auth``: a token request; ``read``: GET/HEAD; ``delete``: DELETE;
 * ``post``: Business Central's bound action ``Microsoft.NAV.post``; ``batch``: an OData
   ``$batch``; ``create``: any other POST;
-* ``mark``: a PATCH of a Harvest time entry or expense (its billed state); ``update``: any
+* ``mark``: Harvest billed state: a POST or DELETE of a Harvest invoice (the pack bills in the
+  ERP; a Harvest invoice only mirrors the billed state of the entries it imports, see
+  :mod:`erpsync.invoicing.push_psa`) or a PATCH of a time entry or expense; ``update``: any
   other PATCH/PUT.
 
 The Airflow layer takes a :meth:`Ledger.snapshot` when a task starts and stores the difference
@@ -33,9 +35,12 @@ def purpose_of(system: str, method: str, path: str, *, authenticated: bool = Tru
     if not authenticated:
         return "auth"
     method = method.upper()
-    tail = path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    bare = path.split("?", 1)[0].rstrip("/")
+    tail = bare.rsplit("/", 1)[-1]
     if method in {"GET", "HEAD", "OPTIONS"}:
         return "read"
+    if system == "psa" and method in {"POST", "DELETE"} and "/invoices" in bare:
+        return "mark"
     if method == "DELETE":
         return "delete"
     if method == "POST":
