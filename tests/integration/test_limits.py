@@ -197,6 +197,37 @@ def test_a_429_burst_is_waited_out_and_the_create_happens_once(sandbox, monkeypa
     assert counts.waited_seconds >= 2.0
 
 
+def test_business_central_rate_429s_without_retry_after_are_backed_off_and_create_once(
+    sandbox, monkeypatch
+):
+    """The sandbox's own rate limit refuses (429, no Retry-After, as BC documents no header):
+    the client backs off, and the create that was refused goes through exactly once."""
+    admin = sandbox.urls["erp"]
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ERPSYNC_ERP", _erp_conn(admin, rate_limit="off", max_concurrent="0")
+    )
+    client = BusinessCentralClient(
+        policy=RetryPolicy(max_attempts=20, base_delay=0.5, max_delay=1.0, max_total_wait=30.0)
+    )
+    number = "ERPSYNC-LIMIT-0001"
+    try:
+        assert client.company_id
+        # one request per 2 s: the lookup fills the window, so the create is refused first
+        httpx.put(
+            f"{admin}/__admin/limits", json={"rate": 1, "window_seconds": 2}
+        ).raise_for_status()
+        assert client.find_one("customers", f"number eq '{number}'") is None
+        created = client.create("customers", {"number": number, "displayName": "Limit AG"})
+        snap = httpx.get(f"{admin}/__admin/limits").json()["stats"]
+    finally:
+        client.close()
+        httpx.put(f"{admin}/__admin/limits", json={}).raise_for_status()
+    assert created["number"] == number
+    assert snap["rejected"]["rate"] >= 1 and client.stats.throttled_429 >= 1
+    matches = sandbox.ctx.stores["erp"].scan_rows("customers", where={"number": number})
+    assert len(matches) == 1, "created exactly once"
+
+
 def test_salesforce_stops_before_the_quota_reserve(sandbox, monkeypatch):
     admin = f"{sandbox.urls['crm']}/__admin/crm"
     monkeypatch.setenv(
