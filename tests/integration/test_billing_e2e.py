@@ -351,6 +351,7 @@ def billing(airflow_runtime, pg_server_url, tmp_path_factory):
         httpx.put(
             sandbox.urls["psa"] + "/__admin/psa/rate_limit", json={"spec": "off"}, timeout=10
         ).raise_for_status()
+        mp.setenv("ERPSYNC_PSA_RATE_LIMIT", "off")  # and the client's (connectors/throttle.py)
         port = _free_port()
         env = _airflow_env(airflow_runtime, sandbox, warehouse, port)
         state = Billing(airflow_runtime, sandbox, warehouse, env, port, tmp)

@@ -35,9 +35,10 @@ BUILD_TABLES = ("core.contract_milestones", "billing.schedules", "ops.onboarding
 
 
 @pytest.fixture
-def sandbox(tmp_path):
+def sandbox(tmp_path, monkeypatch):
     from erpsync_sandbox.serve import start_sandbox
 
+    monkeypatch.setenv("ERPSYNC_PSA_RATE_LIMIT", "off")  # the client's limit: throttle.py
     handle = start_sandbox(tmp_path / "sandbox", size="small", seed=0)
     httpx.put(
         handle.urls["psa"] + "/__admin/psa/rate_limit", json={"spec": "off"}, timeout=10

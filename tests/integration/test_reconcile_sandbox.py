@@ -60,6 +60,7 @@ def firm(pg_server_url, tmp_path_factory):
         httpx.put(
             sandbox.urls["psa"] + "/__admin/psa/rate_limit", json={"spec": "off"}, timeout=10
         ).raise_for_status()
+        mp.setenv("ERPSYNC_PSA_RATE_LIMIT", "off")  # and the client's (connectors/throttle.py)
         h.sync_all(url, RunInfo.local("master"))
         h.relay_until_done(RunInfo.local("relay"), systems=("psa",))  # clients into the PSA
         with psycopg.connect(url, autocommit=True) as conn:

@@ -59,7 +59,7 @@ def test_applying_twice_changes_nothing(clean_airflow):
 def test_a_changed_value_is_updated_and_only_it(clean_airflow, tmp_path):
     clean_airflow.run("settings", "apply")
     data = yaml.safe_load(paths.settings_file().read_text())
-    data["airflow"]["pools"][1]["pool_slot"] = 1
+    data["airflow"]["pools"][1]["pool_slot"] = 3
     changed = tmp_path / "settings.yaml"
     changed.write_text(yaml.safe_dump(data))
     result = clean_airflow.run("settings", "apply", "--file", str(changed))

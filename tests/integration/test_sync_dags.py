@@ -65,6 +65,10 @@ def test_master_data_sync_dag_runs_against_the_sandbox(airflow_runtime, sandbox,
             "SELECT entity, task_id, status FROM ops.run_stats WHERE dag_id = %s AND run_id = %s",
             ("erpsync_master_data_sync", run_id),
         ).fetchall()
+        counted = conn.execute(  # request budgets (erpsync.request_budget), per task at its end
+            "SELECT DISTINCT task_id, system FROM ops.request_counts WHERE run_id = %s", (run_id,)
+        ).fetchall()
+    assert ("sync_clients", "crm") in counted and ("sync_people", "psa") in counted
     assert clients == accounts
     assert sorted(stats) == sorted(
         [(spec.name, f"sync_{spec.name}", "success") for spec in specs.MASTER_DATA]

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import TriggerRule, task
 
+from erpsync.request_budget import counted_requests
 from erpsync.warehouse import connection
 
 if TYPE_CHECKING:
@@ -571,6 +572,7 @@ def billing_tasks(request: Any, *, approval_timeout_: timedelta | None = None) -
         return record(context, built, response)
 
     @task(task_id="push_to_erp", pool="erp_api")
+    @counted_requests
     def push_to_erp(decision: dict[str, Any], **context: Any) -> dict[str, Any]:
         return push(context, decision)
 

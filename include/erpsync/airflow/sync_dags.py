@@ -23,6 +23,7 @@ from airflow.sdk.definitions.deadline import DeadlineAlert
 from erpsync.airflow.dag_defaults import DEFAULT_FIRM_TIMEZONE as DEFAULT_FIRM_TIMEZONE
 from erpsync.airflow.dag_defaults import FIRM_TIMEZONE as FIRM_TIMEZONE
 from erpsync.airflow.dag_defaults import default_args
+from erpsync.request_budget import counted_requests
 from erpsync.sync.spec import EntitySpec
 
 #: Airflow pool per system (airflow_settings.yaml): caps concurrent calls to each vendor API.
@@ -44,6 +45,7 @@ def _sync_task(spec: EntitySpec) -> Any:
         outlets=[asset_for(spec.core_table)],
         doc_md=spec.description or None,
     )
+    @counted_requests
     def sync(**context: Any) -> dict[str, Any]:
         from erpsync.airflow import sync_tasks
 
@@ -54,6 +56,7 @@ def _sync_task(spec: EntitySpec) -> Any:
 
 def _write_back_task(target: str) -> Any:
     @task(task_id=f"write_back_{target}", pool=POOLS[target], outlets=[ID_MAP_ASSET])
+    @counted_requests
     def write_back(**context: Any) -> dict[str, Any]:
         from erpsync.airflow import sync_tasks
 

@@ -24,6 +24,7 @@ __all__ = [
     "AuthError",
     "ConnectorError",
     "QuotaExhausted",
+    "QuotaReserveReached",
     "RetryBudgetExceeded",
     "VendorError",
     "WriteOutcomeUnknown",
@@ -77,6 +78,20 @@ class QuotaExhausted(VendorError):
 
     Not retried: Salesforce's limit is a rolling 24-hour window, so waiting seconds is useless.
     """
+
+
+class QuotaReserveReached(QuotaExhausted):
+    """The client stopped before the quota was spent: what is left is the configured reserve
+    (connection extra ``quota_reserve``). Nothing was sent; handled like
+    :class:`QuotaExhausted`."""
+
+    def __init__(self, message: str, *, system: str = "") -> None:
+        ConnectorError.__init__(self, message, system=system)
+        self.status = 0
+        self.code = "QUOTA_RESERVE_REACHED"
+        self.method = ""
+        self.path = ""
+        self.vendor_message = message
 
 
 class RetryBudgetExceeded(ConnectorError):

@@ -33,6 +33,14 @@ Retry rules (:class:`RetryPolicy`):
   :class:`~erpsync.connectors.errors.AuthError`.
 * Every request has a connect and a read timeout (extras ``connect_timeout``/``read_timeout``).
 
+Limits and budgets: before each authenticated request the client waits for its turn at the
+process-wide :class:`~erpsync.connectors.throttle.Throttle` of its account (documented vendor
+limits, configurable per connection: ``rate_limit``, ``max_concurrent``, ``quota_reserve``), so
+the pack stays just under each limit instead of collecting 429s; a 429 that comes anyway is
+still waited out (``Retry-After``). Every request sent is counted in
+:data:`erpsync.connectors.budget.LEDGER` by system and purpose (``request(..., purpose=...)``
+or derived from method and resource by :func:`~erpsync.connectors.budget.purpose_of`).
+
 Secrets: the connection password, every extra whose name contains ``password``, ``secret``,
 ``token``, ``key``, ``authorization``... (Airflow's sensitive-name list; names ending in
 ``_path``/``_url``/``_uri`` are locations, not secrets) and every access token a client obtains
@@ -61,12 +69,20 @@ import requests
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 import erpsync
+from erpsync.connectors.budget import LEDGER, purpose_of
 from erpsync.connectors.errors import (
     AuthError,
     ConnectorError,
     RetryBudgetExceeded,
     VendorError,
     WriteOutcomeUnknown,
+)
+from erpsync.connectors.throttle import (
+    QuotaGuard,
+    Throttle,
+    fingerprint,
+    limit_settings,
+    throttle_for,
 )
 from erpsync.redaction import is_secret_name
 
@@ -254,6 +270,8 @@ class RequestStats:
     retry_causes: Counter[str] = field(default_factory=Counter)
     waited: float = 0.0
     reauthentications: int = 0
+    throttled_429: int = 0
+    throttle_wait: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -262,6 +280,8 @@ class RequestStats:
             "retry_causes": dict(self.retry_causes),
             "waited_seconds": round(self.waited, 3),
             "reauthentications": self.reauthentications,
+            "throttled_429": self.throttled_429,
+            "throttle_wait_seconds": round(self.throttle_wait, 3),
         }
 
 
@@ -307,6 +327,8 @@ class VendorClient:
         self.extras: dict[str, Any] = {}
         self.login: str | None = None
         self._password: str | None = None
+        self._throttle: Throttle | None = None
+        self.quota: QuotaGuard | None = None
 
     # ------------------------------------------------------------------ session
 
@@ -340,6 +362,37 @@ class VendorClient:
 
     def _configure(self) -> None:
         """Read vendor extras (called once, after the session is built)."""
+
+    def throttle(self) -> Throttle:
+        """The shared limiter of this client's account and credentials (built on first use)."""
+        self._ensure_session()
+        if self._throttle is None:
+            key = fingerprint(
+                self.system,
+                self.base_url,
+                self.login,
+                self._password or self.extras.get("access_token"),
+            )
+            settings = limit_settings(self.system, self.extras, self.base_url)
+            try:
+                self._throttle = throttle_for(self.system, key, settings)
+            except ValueError as exc:
+                raise ConnectorError(
+                    f"{self.label}: connection {self.conn_id}: {exc}", system=self.system
+                ) from None
+            if settings.get("quota_reserve") is not None:
+                self.quota = QuotaGuard(settings["quota_reserve"])
+            log.info(
+                "%s: client-side limits %s%s",
+                self.label,
+                self._throttle.describe(),
+                f", quota reserve {settings['quota_reserve']}" if self.quota else "",
+            )
+        return self._throttle
+
+    def _quota_usage(self) -> tuple[int, int] | None:
+        """Hook: ``(used, limit)`` of a daily quota the last answer reported (Salesforce)."""
+        return None
 
     def close(self) -> None:
         if self._session is not None:
@@ -437,10 +490,12 @@ class VendorClient:
         idempotent: bool | None = None,
         authenticated: bool = True,
         accept: Collection[int] = (),
+        purpose: str | None = None,
     ) -> requests.Response:
         """Send one logical request with retries; return the response (2xx or in ``accept``).
 
-        ``idempotent`` defaults to :func:`is_idempotent` of the method and headers.
+        ``idempotent`` defaults to :func:`is_idempotent` of the method and headers;
+        ``purpose`` (for the request budget) to :func:`~erpsync.connectors.budget.purpose_of`.
         """
         session = self._ensure_session()
         method = method.upper()
@@ -454,6 +509,8 @@ class VendorClient:
         path = self._display_path(url)
         if idempotent is None:
             idempotent = is_idempotent(method, headers)
+        purpose = purpose or purpose_of(self.system, method, path, authenticated=authenticated)
+        throttle = self.throttle() if authenticated else None
         policy = self.policy
         attempts = 0
         retries = 0
@@ -464,20 +521,29 @@ class VendorClient:
             send_headers = dict(headers or {})
             if authenticated:
                 send_headers.update(self._auth_headers())
+            if throttle is not None and self.quota is not None:
+                self.quota.check(self.system, self.label)
+            ticket, throttle_wait = throttle.acquire() if throttle is not None else (None, 0.0)
             self.stats.requests += 1
+            self.stats.throttle_wait += throttle_wait
+            LEDGER.sent(self.system, purpose, throttle_seconds=throttle_wait)
             retry_after: float | None = None
             last_status: int | None = None
             try:
-                response = session.request(
-                    method,
-                    url,
-                    params=params,
-                    json=json_body,
-                    data=data,
-                    headers=send_headers,
-                    timeout=(policy.connect_timeout, policy.read_timeout),
-                    allow_redirects=False,
-                )
+                try:
+                    response = session.request(
+                        method,
+                        url,
+                        params=params,
+                        json=json_body,
+                        data=data,
+                        headers=send_headers,
+                        timeout=(policy.connect_timeout, policy.read_timeout),
+                        allow_redirects=False,
+                    )
+                finally:
+                    if throttle is not None:
+                        throttle.release(ticket)
             except (
                 requests.exceptions.ConnectionError,
                 requests.exceptions.Timeout,
@@ -497,7 +563,13 @@ class VendorClient:
                 last_error = f"{kind} (no HTTP answer)"
             else:
                 self._observe(response)
+                usage = self._quota_usage()
+                if usage is not None and self.quota is not None:
+                    self.quota.observe(*usage)
                 status = response.status_code
+                if status == 429:
+                    self.stats.throttled_429 += 1
+                    LEDGER.throttled(self.system, purpose)
                 if status < 400 and (status < 300 or status in accept):
                     return response
                 if status in accept:
@@ -567,6 +639,7 @@ class VendorClient:
             self.stats.retries += 1
             self.stats.retry_causes[cause] += 1
             self.stats.waited += wait
+            LEDGER.waited(self.system, purpose, wait)
             waited += wait
             self._sleep(wait)
 

@@ -247,6 +247,9 @@ class SalesforceClient(VendorClient):
             except ValueError:
                 pass
 
+    def _quota_usage(self) -> tuple[int, int] | None:
+        return self.api_usage
+
     def _data(self, suffix: str) -> str:
         return f"/services/data/{self.api_version}/{suffix.lstrip('/')}"
 

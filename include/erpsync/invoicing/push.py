@@ -98,6 +98,7 @@ from erpsync.invoicing.common import (
 )
 from erpsync.invoicing.hashing import current_hash
 from erpsync.invoicing.push_erp import ERP_INVOICES, ERP_MEMOS, ErpDoc
+from erpsync.progress import Progress
 
 if TYPE_CHECKING:
     from erpsync.connectors.business_central import BusinessCentralClient
@@ -393,7 +394,9 @@ def _push(
                 after={"status": "pushing"},
                 detail={"invoices": len(invoices), "kind": ctx.kind},
             )
-    for invoice in invoices:
+    for invoice in Progress(f"push of batch {batch_id}", len(invoices), unit="invoices").iterate(
+        invoices
+    ):
         _push_locked(ctx, invoice)
     _finish(ctx)
     _fill_totals(ctx)

@@ -52,6 +52,7 @@ from erpsync.models.reasons import (
     RecordError,
     from_validation_error,
 )
+from erpsync.progress import Progress
 from erpsync.sync import requeue, sources, storable
 from erpsync.sync.spec import (
     ConnectWarehouse,
@@ -919,7 +920,9 @@ def _load(
     )
     writer = _Writer(conn, spec, run, stage_copy, clock.timings, validate)
     try:
-        for page in pages:
+        for page in Progress(f"sync {spec.system}/{spec.name}", unit="pages").iterate(
+            pages, records=len
+        ):
             clock.lap("extract")
             if codec is not None and isinstance(page, sources.RawPage):
                 out = _encode_raw_page(page, codec, validate, prefix_b)

@@ -19,6 +19,10 @@ __all__ = ["CrmSettings", "Quota"]
 class CrmSettings:
     """Run-time knobs of the sandbox CRM (env defaults, ``PUT /__admin/crm`` to change)."""
 
+    #: Enterprise Edition's documented daily allocation is 100,000 + 1,000 per Salesforce
+    #: licence (+ purchased add-ons) per rolling 24 h; the default is that base, i.e. an org
+    #: whose licences add nothing (developer.salesforce.com, "Salesforce Developer Limits and
+    #: Allocations Quick Reference" > "API Request Limits and Allocations").
     daily_limit: int = 100_000
     deleted_retention_days: float = 15.0
     earliest_deleted: str | None = None

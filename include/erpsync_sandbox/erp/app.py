@@ -16,7 +16,7 @@ URL and the credentials:
   ``/v2.0/{tenant}/{environment}/ODataV4/Company('<company name>')/VATPostingSetup``
   (https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/webservices/publish-web-service).
   No custom API: the pack ships no AL extension.
-* Limits: requests per minute and 5 concurrent (queue configurable), else 429
+* Limits: per user 6,000 requests per 5-minute sliding window and 5 concurrent (95 queued), else 429
   ``Application_TooManyRequests`` (see :mod:`erpsync_sandbox.erp.limits`).
 * Errors in BC's ``{"error":{"code","message"}}`` format; 401 ``Authentication_InvalidCredentials``
   for a missing or bad bearer token.

@@ -2,7 +2,8 @@
 
 Harvest API v2 allows 100 requests per 15 seconds per access token and answers anything
 beyond that with ``429 Too Many Requests`` and a ``Retry-After: <seconds>`` header
-(https://help.getharvest.com/api-v2/introduction/overview/general/#rate-limiting).
+(https://help.getharvest.com/api-v2/introduction/overview/general/#rate-limiting, section
+"Rate Limiting"; the Reports API has a lower limit, 100 per 15 minutes, not modelled here).
 
 The sandbox models that as a token bucket per bearer token: the bucket holds ``capacity``
 requests and refills continuously at ``capacity / window`` requests per second, so a burst of
@@ -72,6 +73,10 @@ class TokenBuckets:
         self._clock = clock
         self._lock = threading.Lock()
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last refill time)
+        #: Requests let through / refused with 429 since the last configure or reset (tests
+        #: read these to check from the server's side that a client stayed under the limit).
+        self.accepted = 0
+        self.rejected = 0
 
     @property
     def limit(self) -> RateLimit | None:
@@ -82,10 +87,12 @@ class TokenBuckets:
         with self._lock:
             self._limit = limit
             self._buckets.clear()
+            self.accepted = self.rejected = 0
 
     def reset(self) -> None:
         with self._lock:
             self._buckets.clear()
+            self.accepted = self.rejected = 0
 
     def acquire(self, key: str) -> int | None:
         limit = self._limit
@@ -97,8 +104,10 @@ class TokenBuckets:
             tokens = min(float(limit.requests), tokens + (now - last) * limit.refill_per_second)
             if tokens >= 1.0:
                 self._buckets[key] = (tokens - 1.0, now)
+                self.accepted += 1
                 return None
             self._buckets[key] = (tokens, now)
+            self.rejected += 1
             missing = 1.0 - tokens
             return max(1, math.ceil(missing / limit.refill_per_second))
 
