@@ -46,6 +46,7 @@ from starlette.routing import Match
 
 from erpsync_sandbox import contract
 from erpsync_sandbox.common import make_base_app
+from erpsync_sandbox.erp import batch
 from erpsync_sandbox.erp.auth import EntraError, TokenIssuer
 from erpsync_sandbox.erp.entities import ENTITY_SETS, VAT_POSTING_SETUP_SERVICE, EntitySet
 from erpsync_sandbox.erp.limits import Limiter, LimitMiddleware, LimitSettings
@@ -638,6 +639,7 @@ def create_app(ctx: Any) -> FastAPI:
 
     add_lines("salesInvoices", "salesInvoiceLines", writable=True)
     add_lines("salesCreditMemos", "salesCreditMemoLines", writable=True)
+    batch.register(app, API, ctx.faults_for("erp"))  # POST .../api/v2.0/$batch
 
     # ------------------------------------------------------------------ bound actions
 
