@@ -45,6 +45,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -221,6 +222,18 @@ def _master_data(db: str) -> None:
     setup.run_project_setup(run=RunInfo.local("bench-setup"), conninfo=db)
 
 
+def _pristine_firm(state_dir: Path, size: str, seed: int) -> None:
+    """Generate the firm into ``state_dir`` once (reused by later runs, never written to)."""
+    from erpsync_sandbox.serve import start_sandbox
+
+    if (state_dir / ".month-end-ready").exists():
+        return
+    _log(f"month-end bench: generating the {size} firm (seed {seed}) in {state_dir} ...")
+    sandbox = start_sandbox(state_dir, size, seed=seed, reset=True)
+    sandbox.stop(timeout=3.0)
+    (state_dir / ".month-end-ready").write_text("generated\n")
+
+
 def run_month_end_bench(
     *,
     size: str = "large",
@@ -253,10 +266,14 @@ def run_month_end_bench(
     steps: list[dict[str, Any]] = []
     requests = RequestLog(log_path)
     facts: dict[str, Any] = {}
+    work_dir = log_path.parent / "sandbox"
+    t0 = time.perf_counter()
+    _pristine_firm(state_dir, size, seed)
+    # every run bills the same untouched firm: the push writes to the sandbox's stores
+    shutil.copytree(state_dir, work_dir)
+    facts["sandbox_prepare_seconds"] = round(time.perf_counter() - t0, 1)
     with _env({**LIMITS, contract.CONTRACT_LOG_ENV: str(log_path)}):
-        t0 = time.perf_counter()
-        sandbox = start_sandbox(state_dir, size, seed=seed, reset=False)
-        facts["sandbox_start_seconds"] = round(time.perf_counter() - t0, 1)
+        sandbox = start_sandbox(work_dir, size, seed=seed, reset=False)
         try:
             migrate.migrate(db)
             with _env(_connection_env(dict(sandbox.urls), sandbox.ctx.config, db)):
@@ -344,6 +361,7 @@ def run_month_end_bench(
                 }
         finally:
             sandbox.stop(timeout=3.0)
+            shutil.rmtree(work_dir, ignore_errors=True)
             if not keep_db:
                 database.drop_database(db)
     report = _report(size, seed, steps, facts, keep_db, db)
