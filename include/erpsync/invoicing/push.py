@@ -88,7 +88,7 @@ from psycopg import sql
 
 from erpsync import audit, exceptions_queue, money
 from erpsync.connectors import errors
-from erpsync.invoicing import push_crm, push_erp, push_psa
+from erpsync.invoicing import push_crm, push_erp, push_erp_batch, push_psa
 from erpsync.invoicing.push_erp import ERP_INVOICES, ERP_MEMOS, ErpDoc
 
 __all__ = [
@@ -220,6 +220,8 @@ class _Ctx:
     on_step: Callable[[str, int], None] | None
     kind: str
     harvest_invoices: bool = True
+    #: check-then-create lookups read ahead in $batch requests (push_erp_batch)
+    lookups: push_erp_batch.Lookups = field(default_factory=dict)
 
     def step(self, name: str, invoice_id: int) -> None:
         if self.on_step is not None:
@@ -358,6 +360,9 @@ def _push(conn, run, batch_id, erp, psa, settle_seconds, on_step, mirror=True) -
                 after={"status": "pushing"},
                 detail={"invoices": len(invoices), "kind": ctx.kind},
             )
+    if hasattr(erp, "batch"):
+        pending = push_erp_batch.pending_document_numbers(conn, batch_id)
+        ctx.lookups = push_erp_batch.prefetch_invoice_lookups(erp, pending)
     for invoice in invoices:
         _push_locked(ctx, invoice)
     _finish(ctx)
@@ -636,7 +641,11 @@ def _create_step(ctx: _Ctx, invoice: dict[str, Any], state: dict[str, Any]) -> d
 
         entity = ERP_INVOICES
 
-    doc = lookup()
+    number = str(invoice["document_number"])
+    if entity == ERP_INVOICES and push_erp_batch.usable(ctx.lookups, number, state):
+        doc = ctx.lookups[number]  # read in a $batch; no create was sent since (see there)
+    else:
+        doc = lookup()
     found = doc is not None
     if doc is None:
         doc, found = _create_once(ctx, invoice, state, lookup, send)
@@ -830,7 +839,9 @@ def _credit_line_specs(ctx: _Ctx, invoice: dict[str, Any]) -> list[push_erp.Line
 def _post_step(ctx: _Ctx, invoice: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
     invoice_id = int(invoice["invoice_id"])
     entity = state["erp_entity"]
-    doc = push_erp.get_doc(ctx.erp, entity, state["erp_invoice_id"])
+    # an invoice's lines come with it ($expand): _check_draft compares them
+    with_lines = entity == ERP_INVOICES
+    doc = push_erp.get_doc(ctx.erp, entity, state["erp_invoice_id"], with_lines=with_lines)
     if doc is None:
         raise InvoicePushError(
             f"the ERP {entity} document {state['erp_invoice_id']} recorded for"
@@ -880,8 +891,7 @@ def _check_draft(ctx: _Ctx, invoice: dict[str, Any], doc: ErpDoc) -> ErpDoc:
     if doc.entity == ERP_INVOICES or partial_memo:
         specs = _credit_line_specs(ctx, invoice) if partial_memo else _line_specs(ctx, invoice)
         erp_lines = {
-            int(line.get("sequence") or 0): line
-            for line in push_erp.list_lines(ctx.erp, doc.entity, doc.id)
+            int(line.get("sequence") or 0): line for line in push_erp.draft_lines(ctx.erp, doc)
         }
         wanted = {s.sequence for s in specs}
         wrong = [
