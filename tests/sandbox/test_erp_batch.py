@@ -161,3 +161,52 @@ def test_the_contract_log_records_the_batch_with_what_its_operations_used(
     assert len(records) == 1
     assert records[0]["route"].endswith("/api/v2.0/$batch")
     assert "query option $search" in records[0]["undocumented"]
+
+
+def test_the_pack_client_sends_batches_and_reads_lines_with_the_header(
+    base: str, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BusinessCentralClient.batch: one answer per operation in request order, at most 100
+    operations (refused before sending); get(expand=...) returns the lines with the header."""
+    import json
+
+    from erpsync.connectors.business_central import BusinessCentralClient
+
+    host, port = base.removeprefix("http://").split(":")
+    conn = {
+        "conn_type": "http",
+        "host": host,
+        "port": int(port),
+        "schema": "http",
+        "login": "erpsync-sandbox",
+        "password": "sandbox-erp-secret",
+        "extra": {
+            "tenant": "sandbox",
+            "environment": "production",
+            "token_path": "/sandbox/oauth2/v2.0/token",
+            "company_id": COMPANY,
+        },
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_ERP", json.dumps(conn))
+    ext = f"B-{uuid.uuid4().hex[:8]}"
+    draft = new_invoice(client, ext=ext).json()
+    erp = BusinessCentralClient()
+    try:
+        ops = [
+            {"method": "GET", "url": erp.batch_url(f"salesInvoices({uuid.uuid4()})")},
+            {
+                "method": "GET",
+                "url": erp.batch_url("salesInvoices")
+                + f"?$filter=externalDocumentNumber%20eq%20'{ext}'&$top=2",
+            },
+        ]
+        missing, found = erp.batch(ops)
+        assert missing["status"] == 404
+        assert found["status"] == 200
+        assert [d["id"] for d in found["body"]["value"]] == [draft["id"]]
+        with pytest.raises(ValueError, match="at most 100"):
+            erp.batch([ops[0]] * 101)
+        doc = erp.get("salesInvoices", draft["id"], expand="salesInvoiceLines")
+        assert doc is not None and [ln["sequence"] for ln in doc["salesInvoiceLines"]] == [10000]
+    finally:
+        erp.close()
