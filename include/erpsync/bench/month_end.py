@@ -364,6 +364,8 @@ def run_month_end_bench(
             shutil.rmtree(work_dir, ignore_errors=True)
             if not keep_db:
                 database.drop_database(db)
+    # what the pack used that the vendors do not document (the suite's contract check)
+    facts["undocumented_uses"] = contract.violations(contract.read_log(log_path))
     report = _report(size, seed, steps, facts, keep_db, db)
     out = out or paths.project_dir() / "benchmarks" / "results" / "month_end.json"
     out.parent.mkdir(parents=True, exist_ok=True)
