@@ -20,6 +20,9 @@ step and each invoice ends in the ERP exactly once:
   document no new create is sent until the settle window has passed (a request the ERP is still
   processing would otherwise land twice). A 500/502/503 answer means the ERP refused the
   request: it is searched once more and then created again, at most ``CREATE_ATTEMPTS`` times.
+  The first searches of a batch's invoices are read ahead, 100 per ``$batch``; such an answer
+  stands only while no create has been sent for the invoice (:mod:`erpsync.invoicing.
+  push_erp_batch`).
 * **Lines**: the invoice goes as one deep insert (header + lines, atomic in the ERP). Before
   posting, the draft's lines are compared with the approved lines by sequence (missing ones
   are added, different or extra ones stop the invoice for a person) and the draft's net total
