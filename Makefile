@@ -103,6 +103,7 @@ bench: install
 	-$(RUN)/python -m erpsync.bench.console
 	-$(RUN)/python -m erpsync.bench.exceptions
 	-$(RUN)/python -m erpsync.bench.cash
+	-$(RUN)/python -m erpsync.bench.month_end
 
 clean:
 	-$(RUN)/erpsync db stop

@@ -44,6 +44,7 @@ from erpsync.connectors.errors import AmbiguousMatch, ConnectorError
 from erpsync.connectors.http import VendorClient
 
 __all__ = [
+    "BATCH_MAX",
     "BC_SCOPE",
     "ENTRA_TOKEN_URL",
     "VAT_POSTING_SETUP_SERVICE",
@@ -55,6 +56,8 @@ BC_SCOPE = "https://api.businesscentral.dynamics.com/.default"
 #: Microsoft Entra ID's v2.0 token endpoint of the tenant (client credentials).
 ENTRA_TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"  # noqa: S105 - a URL
 STANDARD_API = "v2.0"
+#: Operations per ``$batch`` (operational-limits-online.md, "Max batch size": 100).
+BATCH_MAX = 100
 #: Service name under which the admin publishes page 472 "VAT Posting Setup" (OData V4).
 VAT_POSTING_SETUP_SERVICE = "VATPostingSetup"
 #: Refresh a cached token this many seconds before it expires.
@@ -232,10 +235,26 @@ class BusinessCentralClient(VendorClient):
             params["$orderby"] = orderby
         yield from self._pages(self.entity_path(entity, api=api), params, page_size)
 
-    def get(self, entity: str, entity_id: str, *, api: str = STANDARD_API) -> dict[str, Any] | None:
-        """One entity by id, or None on 404."""
+    def get(
+        self,
+        entity: str,
+        entity_id: str,
+        *,
+        api: str = STANDARD_API,
+        expand: Sequence[str] | str | None = None,
+    ) -> dict[str, Any] | None:
+        """One entity by id, or None on 404; ``expand`` names navigation properties to read in
+        the same request (``$expand=salesInvoiceLines``: the lines with the header,
+        api-reference/v2.0/dynamics-rate-limits "use $expand to fetch related entities in one
+        request")."""
+        params = None
+        if expand:
+            params = {"$expand": expand if isinstance(expand, str) else ",".join(expand)}
         response = self.request(
-            "GET", self.entity_path(entity, api=api) + _key(entity_id), accept=(404,)
+            "GET",
+            self.entity_path(entity, api=api) + _key(entity_id),
+            params=params,
+            accept=(404,),
         )
         if response.status_code == 404:
             return None
@@ -284,3 +303,53 @@ class BusinessCentralClient(VendorClient):
             json_body=body,
             headers={"If-Match": etag},
         )
+
+    # ------------------------------------------------------------------ $batch
+
+    def batch_url(self, entity: str) -> str:
+        """An operation's ``url`` in a ``$batch``: relative to ``api/v2.0``
+        (``companies({id})/salesInvoices?...``), as in Microsoft's examples."""
+        return f"companies({self.company_id})/{entity.lstrip('/')}"
+
+    def batch(self, operations: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send up to :data:`BATCH_MAX` operations in one ``POST .../api/v2.0/$batch`` (OData
+        JSON batch) and return one answer per operation, in the order of ``operations``
+        (``{"id", "status", "headers", "body"}``; matched by ``id``, which is set here).
+
+        Each operation has its own status: a caller counts an operation done only on its own
+        answer. Not transactional (no ``Isolation: snapshot``): every operation the push
+        batches is a read, or a write that is checked afterwards on its own. A batch of reads is
+        idempotent and retried like a GET; one with writes is a POST that is never retried once
+        sent (a lost answer raises :class:`~erpsync.connectors.errors.WriteOutcomeUnknown`).
+        https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/webservices/use-odata-batch
+        (max 100 operations: .../administration/operational-limits-online, "Max batch size")
+        """
+        if not operations:
+            return []
+        if len(operations) > BATCH_MAX:
+            raise ValueError(
+                f"a $batch holds at most {BATCH_MAX} operations, not {len(operations)}"
+            )
+        requests = [
+            {"headers": {"Content-Type": "application/json"}, **op, "id": str(n)}
+            for n, op in enumerate(operations, start=1)
+        ]
+        payload = self.request_json(
+            "POST",
+            f"{self.api_root()}/$batch",
+            json_body={"requests": requests},
+            headers={"Accept": "application/json"},
+            idempotent=all(str(op.get("method", "")).upper() == "GET" for op in operations),
+        )
+        answers = {
+            str(a.get("id")): a
+            for a in (payload or {}).get("responses") or []
+            if isinstance(a, dict)
+        }
+        missing = [r["id"] for r in requests if r["id"] not in answers]
+        if missing:
+            raise ConnectorError(
+                f"{self.label}: the $batch answer has no response for operation(s) {missing}",
+                system=self.system,
+            )
+        return [answers[r["id"]] for r in requests]

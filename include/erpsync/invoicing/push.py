@@ -20,6 +20,9 @@ step and each invoice ends in the ERP exactly once:
   document no new create is sent until the settle window has passed (a request the ERP is still
   processing would otherwise land twice). A 500/502/503 answer means the ERP refused the
   request: it is searched once more and then created again, at most ``CREATE_ATTEMPTS`` times.
+  The first searches of a batch's invoices are read ahead, 100 per ``$batch``; such an answer
+  stands only while no create has been sent for the invoice (:mod:`erpsync.invoicing.
+  push_erp_batch`).
 * **Lines**: the invoice goes as one deep insert (header + lines, atomic in the ERP). Before
   posting, the draft's lines are compared with the approved lines by sequence (missing ones
   are added, different or extra ones stop the invoice for a person) and the draft's net total
@@ -88,7 +91,7 @@ from psycopg import sql
 
 from erpsync import audit, exceptions_queue, money
 from erpsync.connectors import errors
-from erpsync.invoicing import push_crm, push_erp, push_psa
+from erpsync.invoicing import push_crm, push_erp, push_erp_batch, push_psa
 from erpsync.invoicing.common import (
     Connection,
     RunLike,
@@ -250,6 +253,8 @@ class _Ctx:
     kind: str
     harvest_invoices: bool = True
     crm: SalesforceClient | None = None  # built on first use by push_crm when not given
+    #: check-then-create lookups read ahead in $batch requests (push_erp_batch)
+    lookups: push_erp_batch.Lookups = field(default_factory=dict)
 
     def step(self, name: str, invoice_id: int) -> None:
         if self.on_step is not None:
@@ -394,6 +399,8 @@ def _push(
                 after={"status": "pushing"},
                 detail={"invoices": len(invoices), "kind": ctx.kind},
             )
+    pending = push_erp_batch.pending_document_numbers(conn, batch_id)
+    ctx.lookups = push_erp_batch.prefetch_invoice_lookups(ctx.erp, pending)
     for invoice in Progress(f"push of batch {batch_id}", len(invoices), unit="invoices").iterate(
         invoices
     ):
@@ -678,7 +685,11 @@ def _create_step(ctx: _Ctx, invoice: dict[str, Any], state: dict[str, Any]) -> d
 
         entity = ERP_INVOICES
 
-    doc = lookup()
+    number = str(invoice["document_number"])
+    if entity == ERP_INVOICES and push_erp_batch.usable(ctx.lookups, number, state):
+        doc = ctx.lookups[number]  # read in a $batch; no create was sent since (see there)
+    else:
+        doc = lookup()
     found = doc is not None
     if doc is None:
         doc, found = _create_once(ctx, invoice, state, lookup, send)
@@ -877,7 +888,9 @@ def _credit_line_specs(ctx: _Ctx, invoice: dict[str, Any]) -> list[push_erp.Line
 def _post_step(ctx: _Ctx, invoice: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
     invoice_id = int(invoice["invoice_id"])
     entity = state["erp_entity"]
-    doc = push_erp.get_doc(ctx.erp, entity, state["erp_invoice_id"])
+    # an invoice's lines come with it ($expand): _check_draft compares them
+    with_lines = entity == ERP_INVOICES
+    doc = push_erp.get_doc(ctx.erp, entity, state["erp_invoice_id"], with_lines=with_lines)
     if doc is None:
         raise InvoicePushError(
             f"the ERP {entity} document {state['erp_invoice_id']} recorded for"
@@ -927,8 +940,7 @@ def _check_draft(ctx: _Ctx, invoice: dict[str, Any], doc: ErpDoc) -> ErpDoc:
     if doc.entity == ERP_INVOICES or partial_memo:
         specs = _credit_line_specs(ctx, invoice) if partial_memo else _line_specs(ctx, invoice)
         erp_lines = {
-            int(line.get("sequence") or 0): line
-            for line in push_erp.list_lines(ctx.erp, doc.entity, doc.id)
+            int(line.get("sequence") or 0): line for line in push_erp.draft_lines(ctx.erp, doc)
         }
         wanted = {s.sequence for s in specs}
         wrong = [

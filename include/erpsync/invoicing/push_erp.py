@@ -41,6 +41,7 @@ __all__ = [
     "LineSpec",
     "add_line",
     "credit_memo_body",
+    "draft_lines",
     "find_credit_memo",
     "find_credit_memo_by_document",
     "find_invoice",
@@ -215,9 +216,26 @@ def invoice_body(invoice: dict[str, Any], specs: list[LineSpec]) -> dict[str, An
     return body
 
 
-def get_doc(erp, entity: str, doc_id: str) -> ErpDoc | None:
-    body = erp.get(entity, doc_id)
+def _line_segment(entity: str) -> str:
+    return "salesInvoiceLines" if entity == ERP_INVOICES else "salesCreditMemoLines"
+
+
+def get_doc(erp, entity: str, doc_id: str, *, with_lines: bool = False) -> ErpDoc | None:
+    """The document ``doc_id``; ``with_lines`` reads its lines in the same request
+    (``$expand=salesInvoiceLines`` / ``salesCreditMemoLines``; :func:`draft_lines` uses them)."""
+    if with_lines:
+        body = erp.get(entity, doc_id, expand=_line_segment(entity))
+    else:
+        body = erp.get(entity, doc_id)
     return None if body is None else ErpDoc.of(entity, body)
+
+
+def draft_lines(erp, doc: ErpDoc) -> list[dict[str, Any]]:
+    """The lines of ``doc``: those read with it (:func:`get_doc` ``with_lines``), else listed."""
+    expanded = doc.raw.get(_line_segment(doc.entity))
+    if isinstance(expanded, list):
+        return expanded
+    return list_lines(erp, doc.entity, doc.id)
 
 
 def find_invoice(erp, document_number: str) -> ErpDoc | None:

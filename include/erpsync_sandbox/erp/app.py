@@ -42,6 +42,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 
 from erpsync_sandbox import contract
 from erpsync_sandbox.common import make_base_app
+from erpsync_sandbox.erp import batch
 from erpsync_sandbox.erp.auth import EntraError, TokenIssuer
 from erpsync_sandbox.erp.limits import Limiter, LimitMiddleware, LimitSettings
 from erpsync_sandbox.erp.routes import (
@@ -53,6 +54,7 @@ from erpsync_sandbox.erp.routes import (
     odata_services,
     sales_documents,
 )
+from erpsync_sandbox.erp.routes.base import API
 from erpsync_sandbox.erp.service import BCError, ErpService
 
 __all__ = ["ROUTERS", "create_app"]
@@ -171,5 +173,7 @@ def create_app(ctx: Any) -> FastAPI:
     app.add_exception_handler(BCError, bc_error)
     app.add_exception_handler(EntraError, entra_error)
     for router in ROUTERS:
+        if router is fallback.router:  # $batch is added on the app, before the catch-all
+            batch.register(app, API, ctx.faults_for("erp"))  # POST .../api/v2.0/$batch
         app.include_router(router)
     return app
