@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import TriggerRule, task
 
+from erpsync import money
+from erpsync.models.billing_terms import ItemType
 from erpsync.request_budget import counted_requests
 from erpsync.warehouse import connection
 
@@ -66,7 +68,8 @@ TIMEOUT_RESPONDER = "airflow:response_timeout"
 SCHEDULER_PREPARER = "scheduler"
 
 #: Item types a billing run can be limited to (the trigger form's drop-down).
-BILLING_TYPES = ("time", "expense", "milestone", "retainer")
+#: The item types a billing run may be narrowed to (the trigger form's choices).
+BILLING_TYPES: tuple[str, ...] = tuple(t.value for t in ItemType)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 
@@ -128,7 +131,7 @@ def run_day(context: Any, timezone: str) -> date:
 
 
 def _money(value: Any) -> str:
-    return f"{Decimal(str(value)):,}" if value is not None else "-"
+    return money.as_text(value, grouped=True)
 
 
 def _json_safe(value: Any) -> Any:

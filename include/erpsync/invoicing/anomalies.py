@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from erpsync import money
 from erpsync.invoicing.common import Connection, class_rows
-from erpsync.money import round_money
 
 #: One flag: ``{"code", "message", "numbers"}`` (stored in ``billing.invoices.anomalies``).
 Flag = dict[str, Any]
@@ -209,12 +209,8 @@ class _DuplicateRow:
 
 
 def _money(amount: Decimal | None, currency: str) -> str:
-    try:
-        if amount is None:  # an expense without an amount: shown as is
-            return str(amount)
-        return str(round_money(Decimal(amount), currency))
-    except Exception:  # noqa: BLE001 - an unknown currency is shown unrounded
-        return str(amount)
+    # a flag describes the data as it is: an unknown currency unrounded, no amount as None
+    return money.as_text(amount, currency, empty="None")
 
 
 def _cap(found: list[Flag]) -> None:

@@ -46,13 +46,16 @@ from erpsync.invoicing.common import (
 )
 from erpsync.invoicing.errors import BatchStateError
 from erpsync.invoicing.hashing import compute_hash
+from erpsync.models.billing_terms import BillingModel, ItemType
 from erpsync.models.reference import CURRENCY_MINOR_UNITS
 from erpsync.money import round_money
 
 __all__ = ["BILLING_MODELS", "ITEM_TYPES", "BatchResult", "build_batch", "load_result"]
 
-ITEM_TYPES = ("time", "expense", "milestone", "retainer")
-BILLING_MODELS = ("time_and_materials", "fixed_fee", "retainer")
+#: What a billing run may be narrowed to: item types and/or contract billing models (the
+#: vocabulary of :mod:`erpsync.models.billing_terms`).
+ITEM_TYPES: tuple[str, ...] = tuple(t.value for t in ItemType)
+BILLING_MODELS: tuple[str, ...] = tuple(m.value for m in BillingModel)
 #: pg_advisory_xact_lock key serialising batch builders (and credit notes).
 BUILD_LOCK_KEY = 7_011_001
 DOCUMENT_PREFIX = {"period": "INV", "milestone": "INV", "credit_note": "CRN"}
@@ -927,8 +930,3 @@ def _audit_prepared(
             source=req.source,
             detail={"why": "the batch content changed after approval"},
         )
-
-
-def money_str(amount: Decimal, currency: str) -> str:
-    """``amount`` rounded and written with the currency's minor units (for reports/exports)."""
-    return str(round_money(Decimal(amount), currency))

@@ -26,10 +26,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from erpsync import paths
+from erpsync import money, paths
 from erpsync.invoicing.common import Connection, dict_one, dict_rows
 from erpsync.invoicing.errors import BatchStateError
-from erpsync.money import round_money
 
 __all__ = ["INVOICE_COLUMNS", "LINE_COLUMNS", "SCHEMA_VERSION", "export_batch"]
 
@@ -51,7 +50,7 @@ LINE_COLUMNS = [
 
 
 def _money(value: Decimal | int, currency: str) -> str:
-    return str(round_money(Decimal(value), currency))
+    return money.as_text(value, currency, unknown="raise")  # a document: never unrounded
 
 
 def _num(value: Decimal | int | None) -> str:

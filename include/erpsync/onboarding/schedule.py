@@ -17,6 +17,7 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
+from erpsync.models.billing_terms import BillingModel
 from erpsync.onboarding.contracts import Contract
 
 __all__ = ["ScheduleLine", "build_lines"]
@@ -62,13 +63,13 @@ def build_lines(contract: Contract) -> list[ScheduleLine]:
         raise ValueError("a schedule needs a start date and a currency")
     start, end, cur = contract.starts_on, _end(contract), contract.currency
     lines: list[ScheduleLine] = []
-    if contract.billing_model == "fixed_fee":
+    if contract.billing_model == BillingModel.FIXED_FEE:
         for i, m in enumerate(contract.milestones, 1):
             due = dt.date.fromisoformat(m["due_date"])
             lines.append(
                 ScheduleLine(i, "milestone", m["name"], None, None, due, Decimal(m["amount"]), cur)
             )
-    elif contract.billing_model == "retainer":
+    elif contract.billing_model == BillingModel.RETAINER:
         step = 3 if contract.retainer_period == "quarterly" else 1
         period_start, i = start, 0
         while period_start <= end:
@@ -87,7 +88,7 @@ def build_lines(contract: Contract) -> list[ScheduleLine]:
                 )
             )
             period_start = period_end + dt.timedelta(1)
-    elif contract.billing_model == "time_and_materials":
+    elif contract.billing_model == BillingModel.TIME_AND_MATERIALS:
         month_start, i = start, 0
         while month_start <= end:
             i += 1

@@ -48,6 +48,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from erpsync import audit, exceptions_queue
+from erpsync.models.billing_terms import BillingModel
 from erpsync.onboarding import schedule
 from erpsync.onboarding.contracts import (
     MILESTONE_FIELDS,
@@ -89,9 +90,9 @@ STEPS = (
 )
 #: The PSA tasks (phases) every new project gets, by billing model (global Harvest tasks).
 PROJECT_TASKS = {
-    "time_and_materials": ("Advisory", "Implementation", "Project Management"),
-    "fixed_fee": ("Implementation", "Project Management"),
-    "retainer": ("Advisory", "Project Management"),
+    BillingModel.TIME_AND_MATERIALS: ("Advisory", "Implementation", "Project Management"),
+    BillingModel.FIXED_FEE: ("Implementation", "Project Management"),
+    BillingModel.RETAINER: ("Advisory", "Project Management"),
 }
 WATERMARK_ENTITY = "onboarding_opportunities"
 ENTITY_TYPE = "opportunity"
@@ -405,7 +406,7 @@ def _project_body(ctx: StepContext) -> dict[str, Any]:
         "starts_on": c.starts_on.isoformat() if c.starts_on else None,
         "ends_on": c.ends_on.isoformat() if c.ends_on else None,
     }
-    if c.billing_model == "fixed_fee":
+    if c.billing_model == BillingModel.FIXED_FEE:
         body.update(
             is_fixed_fee=True,
             fee=c.amount,
@@ -413,7 +414,7 @@ def _project_body(ctx: StepContext) -> dict[str, Any]:
             budget_by="project_cost",
             cost_budget=c.amount,
         )
-    elif c.billing_model == "retainer":
+    elif c.billing_model == BillingModel.RETAINER:
         body.update(
             is_fixed_fee=False, bill_by="none", budget_by="project_cost", cost_budget=c.amount
         )
@@ -495,7 +496,7 @@ def step_psa_project(ctx: StepContext) -> StepResult:
 
 def step_psa_tasks(ctx: StepContext) -> StepResult:
     psa, pid = ctx.systems.psa, ctx.psa_project_id
-    names = PROJECT_TASKS[ctx.contract.billing_model or "time_and_materials"]
+    names = PROJECT_TASKS[ctx.contract.billing_model or BillingModel.TIME_AND_MATERIALS]
     assigned: dict[str, dict] = {}
     for page in psa.iter_pages(f"projects/{pid}/task_assignments"):
         for item in page:
@@ -513,7 +514,10 @@ def step_psa_tasks(ctx: StepContext) -> StepResult:
         if existing is None:
             existing = psa.create(
                 f"projects/{pid}/task_assignments",
-                {"task_id": int(task["id"]), "billable": ctx.contract.billing_model != "retainer"},
+                {
+                    "task_id": int(task["id"]),
+                    "billable": ctx.contract.billing_model != BillingModel.RETAINER,
+                },
             )
             writes += 1
         ids.append(str(existing["id"]))

@@ -30,6 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 from erpsync import audit
 
+# ruff: noqa: S608 - the milestone key is a constant expression; values are bound
+from erpsync.models.billing_terms import milestone_item_key_sql
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -44,19 +47,16 @@ __all__ = [
 
 #: Item keys (``milestone:<opportunity>:<version>:<seq>``, as recon.items spells them) of the
 #: accepted milestones of each contract's current version, not billed and in no active batch.
-ACCEPTED_UNBILLED_SQL = """
-SELECT 'milestone:' || m.opportunity_id || ':' || m.version || ':' || m.seq AS item_key
+_KEY = milestone_item_key_sql("m")
+ACCEPTED_UNBILLED_SQL = f"""
+SELECT {_KEY} AS item_key
   FROM core.contract_milestones m
  WHERE m.status = 'accepted'
    AND m.version = (SELECT max(c.version) FROM core.contracts c
                      WHERE c.opportunity_id = m.opportunity_id)
-   AND NOT EXISTS (SELECT 1 FROM billing.billed_items b
-                    WHERE b.item_key = 'milestone:' || m.opportunity_id || ':' || m.version
-                                       || ':' || m.seq)
+   AND NOT EXISTS (SELECT 1 FROM billing.billed_items b WHERE b.item_key = {_KEY})
    AND NOT EXISTS (SELECT 1 FROM billing.batch_items bi
-                    WHERE bi.active
-                      AND bi.item_key = 'milestone:' || m.opportunity_id || ':' || m.version
-                                        || ':' || m.seq)
+                    WHERE bi.active AND bi.item_key = {_KEY})
  ORDER BY 1
 """
 
@@ -122,11 +122,10 @@ def refresh_milestones(conn: psycopg.Connection[Any], run: RunInfo) -> dict[str,
     matched_ids: set[str] = set()
     with conn.transaction():
         rows = conn.execute(
-            """SELECT m.opportunity_id, m.version, m.seq, m.name, m.crm_milestone_id, m.status,
+            f"""SELECT m.opportunity_id, m.version, m.seq, m.name, m.crm_milestone_id, m.status,
                       m.accepted_at,
                       EXISTS (SELECT 1 FROM billing.billed_items b
-                               WHERE b.item_key = 'milestone:' || m.opportunity_id || ':'
-                                                  || m.version || ':' || m.seq)
+                               WHERE b.item_key = {_KEY})
                  FROM core.contract_milestones m
                  JOIN core.contracts c
                    ON c.opportunity_id = m.opportunity_id AND c.version = m.version

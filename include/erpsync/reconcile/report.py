@@ -94,9 +94,7 @@ def finance_rows(
 
 
 def _fmt(amount: Decimal | None) -> str:
-    if amount is None:
-        return "-"
-    return f"{amount:,}"
+    return money.as_text(amount, grouped=True)
 
 
 def finance_table(conn: psycopg.Connection[Any], as_of: dt.date | None = None) -> str:

@@ -144,12 +144,7 @@ PARALLEL_MIN_ENTRIES = 200_000
 
 
 def _money_str(amount: Decimal | None, currency: str | None) -> str | None:
-    if amount is None:
-        return None
-    try:
-        return str(money.round_money(Decimal(amount), str(currency)))
-    except (money.UnknownCurrency, TypeError):
-        return str(amount)
+    return None if amount is None else money.as_text(amount, currency)
 
 
 def _at_stake(amount: Decimal | None, currency: str | None) -> Decimal | None:

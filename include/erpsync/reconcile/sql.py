@@ -70,6 +70,7 @@ Rules (module doc of :mod:`erpsync.reconcile` has the finance-facing version):
 from __future__ import annotations
 
 # ruff: noqa: S608 - every statement here is assembled from constants; values are bound
+from erpsync.models.billing_terms import milestone_item_key_sql
 
 _CONTRACT_COLS = (
     "opportunity_id",
@@ -691,10 +692,15 @@ expense_items AS (
 
 # --------------------------------------------------------------------------- fees
 
+#: A milestone's item key as SQL over ``core.contract_milestones m`` (one home: billing_terms).
+_MILESTONE_KEY = milestone_item_key_sql("m")
+
 _FEES = (
     """
 milestone_items AS (
-    SELECT 'milestone:' || m.opportunity_id || ':' || m.version || ':' || m.seq,
+    SELECT """
+    + _MILESTONE_KEY
+    + """,
            'milestone'::text,
            coalesce(m.crm_milestone_id, m.opportunity_id || ':' || m.version || ':' || m.seq),
            c.account_id, NULL::text, m.opportunity_id, m.version, c.psa_project_id, NULL::text,
@@ -721,7 +727,9 @@ milestone_items AS (
       FROM core.contract_milestones m
       JOIN core.contracts c ON c.opportunity_id = m.opportunity_id AND c.version = m.version
       LEFT JOIN billing.billed_items b
-        ON b.item_key = 'milestone:' || m.opportunity_id || ':' || m.version || ':' || m.seq
+        ON b.item_key = """
+    + _MILESTONE_KEY
+    + """
      WHERE c.status IN ('complete', 'adopted', 'pending')
        AND """
     + _SHARD_OF.format(key="m.opportunity_id")
