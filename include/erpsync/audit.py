@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,25 @@ class Source:
     def from_context(cls, context: Any) -> Source:
         ti = context["ti"]
         return cls(dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id)
+
+
+class RunLike(Protocol):
+    """The run behind an action: :class:`erpsync.sync.spec.RunInfo` is one."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def actor(self) -> str: ...
+
+    def audit_source(self) -> Source: ...
+
+
+def run_parts(run: RunLike | str | None) -> tuple[str, str, Source]:
+    """(run id, actor, audit source) of ``run``; a bare run id (or none) has an unknown actor."""
+    if run is None or isinstance(run, str):
+        return str(run), "unknown", Source(run_id=str(run))
+    return str(run.run_id or run), str(run.actor or "unknown"), run.audit_source()
 
 
 def actor_from_context(context: Any) -> str:

@@ -76,18 +76,7 @@ class RaiseOutcome:
 
 def _source(run: Any) -> audit.Source:
     """The audit source of an action: the run's, or none for a person acting in the console."""
-    return audit.Source() if run is None else _run_parts(run)[2]
-
-
-def _run_parts(run: Any) -> tuple[str, str, audit.Source]:
-    """(run id, actor, audit source) from a RunInfo-like object."""
-    run_id = str(getattr(run, "run_id", None) or run)
-    actor = str(getattr(run, "actor", None) or "unknown")
-    if hasattr(run, "audit_source"):
-        source = run.audit_source()
-    else:
-        source = audit.Source(run_id=run_id)
-    return run_id, actor, source
+    return audit.Source() if run is None else audit.run_parts(run)[2]
 
 
 def raise_exception(
@@ -113,7 +102,7 @@ def raise_exception(
     """
     if amount_at_stake is not None and not isinstance(amount_at_stake, Decimal):
         raise TypeError("amount_at_stake must be a Decimal")
-    run_id, actor, source = _run_parts(run)
+    run_id, actor, source = audit.run_parts(run)
     detail_json = json.dumps(detail or {}, default=str, sort_keys=True)
     row = conn.execute(
         """WITH acct AS (
@@ -187,7 +176,7 @@ def resolve_missing(
     only looked at some entities (an incremental sync), the keys it looked at; exceptions for
     entities it did not look at stay as they are. Returns the resolved entity keys.
     """
-    run_id, actor, source = _run_parts(run)
+    run_id, actor, source = audit.run_parts(run)
     failing = sorted(set(still_failing_keys))
     scope = None if checked_keys is None else sorted(set(checked_keys))
     rows = conn.execute(
@@ -220,7 +209,7 @@ def resolve_missing(
 
 def resolve(conn, exception_id: int, *, by: str, comment: str, run: Any) -> bool:
     """Resolve one exception by hand. Returns False if it was not live."""
-    _run_id, _actor, source = _run_parts(run)
+    _run_id, _actor, source = audit.run_parts(run)
     row = conn.execute(
         """UPDATE ops.exceptions SET status = 'resolved', resolved_at = now(), resolved_by = %s
             WHERE exception_id = %s AND status IN ('open', 'waived')

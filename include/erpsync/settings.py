@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from erpsync.connectors.ids import SYSTEM_CONN_IDS
+
 if TYPE_CHECKING:
     from airflow.models.connection import Connection
 
@@ -152,7 +154,7 @@ def _describe(raw: dict[str, Any], loc: tuple[int | str, ...]) -> str:
 
 
 #: The system connections the sandbox (``erpsync sandbox serve``) stands in for, by service.
-SANDBOX_CONNECTIONS = {"crm": "erpsync_crm", "psa": "erpsync_psa", "erp": "erpsync_erp"}
+SANDBOX_CONNECTIONS: dict[str, str] = dict(SYSTEM_CONN_IDS)
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 

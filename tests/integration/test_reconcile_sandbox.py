@@ -19,8 +19,9 @@ import psycopg
 import pytest
 
 from erpsync.onboarding import setup
+from erpsync.reconcile import milestones as _milestones
 from erpsync.reconcile import run_reconcile
-from erpsync.reconcile.milestones import pull_crm_milestones, refresh_milestones
+from erpsync.reconcile.milestones import refresh_milestones
 from erpsync.runtime import database
 from erpsync.sync.spec import RunInfo
 from tests.conftest import make_database
@@ -371,3 +372,15 @@ def test_parallel_workers_give_the_serial_result(firm):
     assert _items(url) == after_move
     # every worker table was swapped in or dropped
     assert q(url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'recon_work'") == [(0,)]
+
+
+def pull_crm_milestones(run, *, conninfo):
+    """The milestone pull as the reconcile task makes it: its own connection and CRM client."""
+    from erpsync.connectors.salesforce import SalesforceClient
+
+    client = SalesforceClient()
+    try:
+        with psycopg.connect(conninfo) as conn:
+            return _milestones.pull_crm_milestones(conn, client, run=run)
+    finally:
+        client.close()

@@ -17,7 +17,6 @@ import pytest
 
 from erpsync.sync import specs
 from erpsync.sync.spec import RunInfo
-from erpsync.writeback import relay
 from tests.integration import writeback_harness as h
 from tests.sync_calls import run_sync
 
@@ -101,7 +100,7 @@ def test_no_canary_in_logs_errors_returns_or_the_warehouse(sandbox, warehouse_db
             sandbox.ctx.faults_for(service).patch({"error_rate_5xx": 1.0})
         returned.append(json.dumps(run_sync(specs.CLIENTS, warehouse_db, run=run).as_dict()))
         for system in ("erp", "psa"):
-            st = relay.run_outbox(system, run=run)
+            st = h.run_outbox(system, run=run)
             assert st.failed >= 1
             returned.append(json.dumps(st.as_dict()))
         last_errors = _last_errors(warehouse_db)
@@ -119,7 +118,7 @@ def test_no_canary_in_logs_errors_returns_or_the_warehouse(sandbox, warehouse_db
                 run_sync(spec, warehouse_db, run=run, full=True)
             record_error(refused.value)
         for system in ("erp", "psa"):
-            st = relay.run_outbox(system, run=run)
+            st = h.run_outbox(system, run=run)
             assert st.failed >= 1
             returned.append(json.dumps(st.as_dict()))
 

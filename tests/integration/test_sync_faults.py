@@ -100,7 +100,7 @@ def test_two_relays_at_once_send_each_row_once(baseline, tmp_path, warehouse_db)
             def relay_all() -> None:
                 try:
                     for system in ("erp", "psa"):
-                        results.append(relay.run_outbox(system, run=run))
+                        results.append(h.run_outbox(system, run=run))
                 except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
                     errors.append(exc)
 

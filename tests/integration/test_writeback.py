@@ -219,7 +219,7 @@ def test_a_failing_write_stays_pending_with_a_scrubbed_error_and_succeeds_later(
         faults = sandbox.ctx.faults_for("erp")
         faults.patch({"error_rate_5xx": 1.0})
         try:
-            stats = relay.run_outbox("erp", run=run, limit=3)
+            stats = h.run_outbox("erp", run=run, limit=3)
         finally:
             faults.patch({"error_rate_5xx": 0.0})
         with psycopg.connect(warehouse_db) as conn:
@@ -297,7 +297,7 @@ def test_a_write_that_cannot_succeed_fails_at_once_with_an_exception_for_a_perso
         )
         assert len(gone) == 1
         store.delete("user_assignments", gone[0]["id"])
-        stats = relay.run_outbox("psa", run=run)
+        stats = h.run_outbox("psa", run=run)
         with psycopg.connect(warehouse_db) as conn:
             row = conn.execute(
                 "SELECT status, attempts, last_error FROM ops.outbox WHERE entity_key = %s",
@@ -312,7 +312,7 @@ def test_a_write_that_cannot_succeed_fails_at_once_with_an_exception_for_a_perso
         assert f"PSA user {user_id}" in row[2] and "not assigned" in row[2]
         assert exception == [("write_back_failed", f"psa.assignment_rate:{key}", "open")]
         # a failed row is not retried blindly by the next relay run
-        assert relay.run_outbox("psa", run=run).attempted == 0
+        assert h.run_outbox("psa", run=run).attempted == 0
 
 
 def test_a_stale_etag_is_re_read_and_the_patch_retried_once(sandbox, warehouse_db):
@@ -345,7 +345,7 @@ def test_a_stale_etag_is_re_read_and_the_patch_retried_once(sandbox, warehouse_d
         clients = relay.TargetClients()
         racing = RacingBusinessCentral(BusinessCentralClient(conn_id="erpsync_erp"))
         clients._erp = racing
-        stats = relay.run_outbox("erp", run=run, clients=clients)
+        stats = h.run_outbox("erp", run=run, clients=clients)
     assert racing.raced and stats.failed == 0 and stats.updated > 0
     customer = erp_store.get("customers", racing.raced[0])
     assert customer["phoneNumber"] == "+31 20 555 0100"  # their edit kept
@@ -461,8 +461,8 @@ def test_a_payment_term_missing_in_the_erp_fails_into_the_exceptions_queue(sandb
     run = RunInfo.local("no-terms")
     with h.connections(sandbox, warehouse_db, h.fast_retry_credentials()):
         h.sync_all(warehouse_db, run, only=h.client_specs())
-        stats = relay.run_outbox("erp", run=run)
-        again = relay.run_outbox("erp", run=run)
+        stats = h.run_outbox("erp", run=run)
+        again = h.run_outbox("erp", run=run)
     assert stats.failed > 0 and stats.left_pending == 0
     assert again.attempted == 0  # failed rows are not retried blindly
     with psycopg.connect(warehouse_db) as conn:
@@ -510,7 +510,7 @@ def test_the_contracted_rate_is_applied_not_just_stored(sandbox, warehouse_db):
         # another project is billed by task: no person rate applies there
         project = store.get("projects", int(other[1]))
         store.put("projects", project["id"], {**project, "bill_by": "Tasks"})
-        relay.run_outbox("psa", run=run)
+        h.run_outbox("psa", run=run)
         fixed = store.get("user_assignments", ua["id"])
         assert fixed["use_default_rates"] is False
         assert Decimal(str(fixed["hourly_rate"])) == Decimal(rate)

@@ -130,15 +130,22 @@ def sync_all(
     return stats
 
 
-def relay_until_done(run, *, systems: Iterable[str] = ("erp", "psa"), passes: int = 12) -> dict:
-    """Relay passes until no row is pending (a failed delivery waits for the next pass)."""
+def run_outbox(target: str, **kwargs):
+    """The relay as the write-back task calls it: on its own autocommit warehouse connection."""
+    from erpsync.warehouse import connection
     from erpsync.writeback import relay
 
+    with connection.connect(autocommit=True) as conn:
+        return relay.run_outbox(conn, target, **kwargs)
+
+
+def relay_until_done(run, *, systems: Iterable[str] = ("erp", "psa"), passes: int = 12) -> dict:
+    """Relay passes until no row is pending (a failed delivery waits for the next pass)."""
     totals = {s: {"writes": 0, "created": 0, "updated": 0, "failed": 0} for s in systems}
     for _ in range(passes):
         pending = 0
         for system in systems:
-            st = relay.run_outbox(system, run=run)
+            st = run_outbox(system, run=run)
             for key in totals[system]:
                 totals[system][key] += getattr(st, key)
             pending += st.failed

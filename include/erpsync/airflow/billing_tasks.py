@@ -711,12 +711,16 @@ def poke_milestones(context: Any) -> PokeReturnValue:
     acceptance, then list the accepted, unbilled ones.
 
     Returns a ``PokeReturnValue``: done (with the item keys) when there is something to bill."""
+    from contextlib import closing
+
     from airflow.sdk import PokeReturnValue
 
+    from erpsync.connectors.salesforce import SalesforceClient
     from erpsync.reconcile import milestones
 
     run = _run(context)
-    pulled = milestones.pull_crm_milestones(run)
+    with connection.connect() as conn, closing(SalesforceClient()) as crm:
+        pulled = milestones.pull_crm_milestones(conn, crm, run=run)
     with connection.connect() as conn:
         refreshed = milestones.refresh_milestones(conn, run)
         conn.commit()

@@ -29,11 +29,15 @@ def _as_of(context: Any) -> dt.date | None:
 def refresh_milestones(context: Any) -> dict[str, int]:
     """Milestone acceptance from the CRM (Contract_Milestone__c, synced incrementally into
     core.crm_milestones) onto core.contract_milestones."""
+    from contextlib import closing
+
+    from erpsync.connectors.salesforce import SalesforceClient
     from erpsync.reconcile import milestones
     from erpsync.warehouse import connection
 
     run = _run(context)
-    pulled = milestones.pull_crm_milestones(run)
+    with connection.connect() as conn, closing(SalesforceClient()) as crm:
+        pulled = milestones.pull_crm_milestones(conn, crm, run=run)
     with connection.connect() as conn:
         outcome = milestones.refresh_milestones(conn, run)
     print(

@@ -46,9 +46,11 @@ def write_back(target: str, context: Mapping[str, Any]) -> dict[str, Any]:
     Transient failures fail the task so Airflow retries it with backoff; the rows stay pending
     and the retry sends them (check-then-create, so never twice). Permanent failures are in
     the exceptions queue for a person, not retried here."""
+    from erpsync.warehouse import connection
     from erpsync.writeback import relay
 
-    result = relay.run_outbox(target, run=RunInfo.from_context(context))
+    with connection.connect(autocommit=True) as conn:
+        result = relay.run_outbox(conn, target, run=RunInfo.from_context(context))
     print(f"write-back to {target.upper()}: {result}")
     if result.left_pending:
         raise RuntimeError(

@@ -42,6 +42,7 @@ from urllib.parse import quote
 
 from erpsync.connectors.errors import AmbiguousMatch, ConnectorError
 from erpsync.connectors.http import VendorClient
+from erpsync.connectors.ids import ERP_CONN_ID
 
 __all__ = [
     "BATCH_MAX",
@@ -78,7 +79,7 @@ class BusinessCentralClient(VendorClient):
 
     system = "erp"
     label = "ERP (Business Central)"
-    default_conn_id = "erpsync_erp"
+    default_conn_id = ERP_CONN_ID
 
     def _configure(self) -> None:
         self.tenant = str(self.extras.get("tenant") or "")

@@ -29,6 +29,7 @@ from typing import Any
 
 from erpsync.connectors.errors import ConnectorError
 from erpsync.connectors.http import VendorClient
+from erpsync.connectors.ids import PSA_CONN_ID
 
 __all__ = ["HarvestClient"]
 
@@ -67,7 +68,7 @@ class HarvestClient(VendorClient):
 
     system = "psa"
     label = "PSA (Harvest)"
-    default_conn_id = "erpsync_psa"
+    default_conn_id = PSA_CONN_ID
 
     def _configure(self) -> None:
         self._token = self._secret("access_token")

@@ -55,6 +55,7 @@ import requests
 
 from erpsync.connectors.errors import AmbiguousMatch, ConnectorError, QuotaExhausted, VendorError
 from erpsync.connectors.http import VendorClient
+from erpsync.connectors.ids import CRM_CONN_ID
 
 __all__ = [
     "DeletedFeed",
@@ -157,7 +158,7 @@ class SalesforceClient(VendorClient):
 
     system = "crm"
     label = "CRM (Salesforce)"
-    default_conn_id = "erpsync_crm"
+    default_conn_id = CRM_CONN_ID
 
     def _configure(self) -> None:
         try:

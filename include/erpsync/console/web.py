@@ -32,6 +32,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, StreamingResponse
 from fastapi.templating import Jinja2Templates
 
+from erpsync.connectors.ids import CRM_CONN_ID, ERP_CONN_ID, PSA_CONN_ID
 from erpsync.console import PAGES
 from erpsync.console.permissions import Action, allowed_actions
 
@@ -116,9 +117,9 @@ class SourceLinks:
             except Exception:  # noqa: BLE001 - an absent connection just means no links
                 return None
 
-        crm = get("erpsync_crm")
-        psa = get("erpsync_psa")
-        erp = get("erpsync_erp")
+        crm = get(CRM_CONN_ID)
+        psa = get(PSA_CONN_ID)
+        erp = get(ERP_CONN_ID)
         crm_base = None
         if crm is not None and crm.host and "salesforce.com" in crm.host:
             host = urlsplit(crm.host).netloc or crm.host

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from erpsync.connectors.ids import SYSTEM_CONN_IDS
+
 REQUIRED_SERVICES = {
     "postgres",
     "redis",
@@ -46,7 +48,7 @@ EXPECTED_ENV = {
 REQUIRED_SECRETS = ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET")
 #: bind-mount sources that are runtime output, created by compose/airflow-init (git-ignored)
 RUNTIME_MOUNTS = {"logs"}
-SYSTEM_CONNECTIONS = ("erpsync_crm", "erpsync_psa", "erpsync_erp")
+SYSTEM_CONNECTIONS = tuple(SYSTEM_CONN_IDS.values())
 
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}, $VAR; `$$` escapes.
 _VAR = re.compile(

@@ -1,7 +1,8 @@
 """Small helpers every invoicing module shares: JSON-safe values and the parts of a run.
 
-Public so the builder, approval, credit notes and the push (and other packages, e.g. the data
-quality blocks) import one copy instead of each other's private helpers.
+Public so the builder, approval, credit notes and the push import one copy instead of each
+other's private helpers. The parts of a run (:func:`erpsync.audit.run_parts`) live in the audit
+module, which every package may import; they are re-exported here.
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import TupleRow, class_row, dict_row
 
-from erpsync import audit
+from erpsync.audit import RunLike, run_parts
 
 __all__ = [
     "Connection",
@@ -37,18 +38,6 @@ T = TypeVar("T")
 Params = Mapping[str, object] | Sequence[object] | None
 
 
-class RunLike(Protocol):
-    """The run behind an action: :class:`erpsync.sync.spec.RunInfo` is one."""
-
-    @property
-    def run_id(self) -> str: ...
-
-    @property
-    def actor(self) -> str: ...
-
-    def audit_source(self) -> audit.Source: ...
-
-
 def jsonable(value: Any) -> Any:
     """``value`` with Decimals as strings, dates as ISO text and tuples as lists (for JSON).
 
@@ -62,13 +51,6 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     return value
-
-
-def run_parts(run: RunLike | str) -> tuple[str, str, audit.Source]:
-    """(run id, actor, audit source) of ``run``; a bare run id has an unknown actor."""
-    if isinstance(run, str):
-        return run, "unknown", audit.Source(run_id=run)
-    return str(run.run_id or run), str(run.actor or "unknown"), run.audit_source()
 
 
 def dict_rows(conn: Connection, query: str, params: Params = None) -> list[dict[str, Any]]:

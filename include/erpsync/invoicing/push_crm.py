@@ -34,7 +34,6 @@ __all__ = ["CrmMarkNotApplied", "CrmMarkOutcome", "bill_back_milestones", "mark_
 
 log = logging.getLogger(__name__)
 
-CRM_CONN_ID = "erpsync_crm"
 INVOICED = "Invoiced"
 FINANCE_OPS = "finance ops"
 
@@ -107,7 +106,7 @@ def _client(ctx: _Ctx) -> SalesforceClient:
     if ctx.crm is None:
         from erpsync.connectors.salesforce import SalesforceClient
 
-        ctx.crm = SalesforceClient(conn_id=CRM_CONN_ID)
+        ctx.crm = SalesforceClient()
     return ctx.crm
 
 

@@ -94,20 +94,13 @@ def is_blocked(
     return bool(row and row[0])
 
 
-def _run_parts(run: Any) -> tuple[str, str, audit.Source]:
-    run_id = str(getattr(run, "run_id", None) or run)
-    actor = str(getattr(run, "actor", None) or "unknown")
-    source = run.audit_source() if hasattr(run, "audit_source") else audit.Source(run_id=run_id)
-    return run_id, actor, source
-
-
 def apply(
     conn: psycopg.Connection[Any], run: Any, suites: list[str], findings: list[Finding]
 ) -> tuple[list[Block], list[Block]]:
     """Make the active blocks of ``suites`` match ``findings`` (this run's critical failures of
     those suites): open the new ones, refresh the ones seen again, clear the rest. Runs in the
     caller's transaction; returns (opened, cleared)."""
-    run_id, actor, source = _run_parts(run)
+    run_id, actor, source = audit.run_parts(run)
     # one writer of the blocks at a time (two runs of the same suite would race on clear/open)
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('erpsync.ops.dq_blocks'))")
     cols = ("scope_type", "scope_key", "suite", "expectation")

@@ -29,13 +29,14 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from erpsync import audit
+from erpsync.models.billing_terms import milestone_item_key_sql
 
 # ruff: noqa: S608 - the milestone key is a constant expression; values are bound
-from erpsync.models.billing_terms import milestone_item_key_sql
 
 if TYPE_CHECKING:
     import psycopg
 
+    from erpsync.connectors.salesforce import SalesforceClient
     from erpsync.sync.spec import RunInfo, SyncStats
 
 __all__ = [
@@ -74,21 +75,18 @@ def _accepted_at(accepted_date: dt.date | None, modstamp: dt.datetime | None) ->
 
 
 def pull_crm_milestones(
-    run: RunInfo, *, conninfo: str | None = None, full: bool | None = None
+    conn: psycopg.Connection[Any],
+    crm: SalesforceClient,
+    *,
+    run: RunInfo,
+    full: bool | None = None,
 ) -> SyncStats:
     """Sync ``Contract_Milestone__c`` into ``core.crm_milestones`` (incremental after the first
-    run). Returns the engine's :class:`~erpsync.sync.spec.SyncStats`."""
-    import psycopg
-
+    run) on ``conn`` with the CRM client ``crm``; both opened by the caller. Returns the
+    engine's :class:`~erpsync.sync.spec.SyncStats`."""
     from erpsync.sync import engine, specs
-    from erpsync.warehouse import connection
 
-    spec = specs.CONTRACT_MILESTONES
-    with (
-        psycopg.connect(conninfo) if conninfo is not None else connection.connect() as conn,
-        spec.source.client() as crm,
-    ):
-        return engine.run_entity_sync(conn, spec, run=run, client=crm, full=full)
+    return engine.run_entity_sync(conn, specs.CONTRACT_MILESTONES, run=run, client=crm, full=full)
 
 
 def accepted_unbilled(conn: psycopg.Connection[Any]) -> list[str]:

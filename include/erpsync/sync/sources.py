@@ -39,13 +39,6 @@ __all__ = [
     "sf_datetime",
 ]
 
-#: The vendor connection ids, for the callers outside sync that still spell them out
-#: (airflow/billing_flow.py); each client's ``default_conn_id`` is their home, build clients
-#: with no argument instead.
-CRM_CONN_ID = "erpsync_crm"
-PSA_CONN_ID = "erpsync_psa"
-ERP_CONN_ID = "erpsync_erp"
-
 #: Records re-read by id in one run (requeue): each is one request, within the vendor's limits.
 REQUEUE_PAGE = 100
 

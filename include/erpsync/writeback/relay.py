@@ -19,18 +19,24 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from erpsync import audit, exceptions_queue
+from erpsync.connectors.ids import SYSTEM_CONN_IDS
 from erpsync.redaction import is_secret_name, scrub
 from erpsync.writeback import targets
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from erpsync.sync.spec import RunInfo
 
 __all__ = ["MAX_ATTEMPTS", "RelayStats", "TargetClients", "run_outbox", "scrub"]
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
-CONN_IDS = {"crm": "erpsync_crm", "psa": "erpsync_psa", "erp": "erpsync_erp"}
+CONN_IDS: dict[str, str] = dict(SYSTEM_CONN_IDS)
 
 
 @dataclass
@@ -278,33 +284,35 @@ def _deliver_one(conn, row: dict, clients: TargetClients, run: Any, stats: Relay
 
 
 def run_outbox(
+    conn: psycopg.Connection[Any],
     target_system: str,
     *,
-    run: Any,
+    run: RunInfo,
     limit: int | None = None,
-    conn_id_warehouse: str | None = None,
     clients: TargetClients | None = None,
     conn_ids: dict[str, str] | None = None,
 ) -> RelayStats:
-    """Send the pending outbox rows of ``target_system`` (one pass, oldest first)."""
+    """Send the pending outbox rows of ``target_system`` (one pass, oldest first).
+
+    ``conn``: an open warehouse connection in autocommit mode (each row is claimed, delivered
+    and recorded in a transaction of its own); the caller opens and closes it."""
     if target_system not in CONN_IDS:
         raise ValueError(f"unknown target system {target_system!r}")
-    from erpsync.warehouse import connection
-
+    if not conn.autocommit:
+        raise ValueError("run_outbox needs an autocommit connection (one transaction per row)")
     clients = clients or TargetClients(conn_ids)
     stats = RelayStats(target_system)
     last_id = 0
-    with connection.connect(conn_id_warehouse, autocommit=True) as conn:
-        while limit is None or stats.attempted < limit:
-            with conn.transaction():
-                cur = conn.execute(_CLAIM, (target_system, last_id))
-                found = cur.fetchone()
-                if found is None:
-                    break
-                row = dict(zip([c.name for c in cur.description], found, strict=True))
-                last_id = row["outbox_id"]
-                stats.attempted += 1
-                _deliver_one(conn, row, clients, run, stats)
+    while limit is None or stats.attempted < limit:
+        with conn.transaction():
+            cur = conn.execute(_CLAIM, (target_system, last_id))
+            found = cur.fetchone()
+            if found is None:
+                break
+            row = dict(zip([c.name for c in cur.description or ()], found, strict=True))
+            last_id = row["outbox_id"]
+            stats.attempted += 1
+            _deliver_one(conn, row, clients, run, stats)
     log.info(
         "outbox relay %s: %s",
         target_system,
