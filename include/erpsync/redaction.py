@@ -102,12 +102,14 @@ def scrub(text: object, known_secrets: Iterable[str] = ()) -> str:
     for secret in known_secrets:
         if secret and len(secret) >= MIN_SECRET_LEN:
             out = out.replace(secret, MASK)
+    # our own patterns first: Airflow's masker may already have replaced part of a name
+    # (``client_***=value`` once some value "secret" is registered) and hide it from them
+    out = _BEARER.sub(lambda m: m.group(1) + " " + MASK, out)
+    out = _NAME_EQUALS_VALUE.sub(lambda m: m.group(1) + MASK, out)
     try:
         from airflow.sdk.log import redact
 
         out = str(redact(out))
     except Exception:  # noqa: BLE001 - the masker is a best effort on top of our own scrub
         log.debug("airflow secrets masker unavailable; own scrub only")
-    out = _BEARER.sub(lambda m: m.group(1) + " " + MASK, out)
-    out = _NAME_EQUALS_VALUE.sub(lambda m: m.group(1) + MASK, out)
     return out[:MAX_TEXT]

@@ -56,15 +56,11 @@ def test_format_duration() -> None:
 
 def test_a_sync_logs_its_page_progress(warehouse_db, monkeypatch) -> None:
     """The sync engine's page loop logs a progress line (pages given directly, no vendor)."""
-    from erpsync.runtime import airflow_env as project_env
-    from erpsync.runtime import database
+    import psycopg
+
     from erpsync.sync import engine, specs
     from erpsync.sync.spec import RunInfo
 
-    urls = database.DatabaseUrls(warehouse_db, warehouse_db, embedded=False)
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_ERPSYNC_WAREHOUSE", project_env.warehouse_connection_json(urls)
-    )
     lines: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
@@ -73,8 +69,12 @@ def test_a_sync_logs_its_page_progress(warehouse_db, monkeypatch) -> None:
     monkeypatch.setattr(logger, "disabled", False)
     logger.addHandler(handler)
     pages = [[], []]
-    engine.run_entity_sync(
-        specs.get("people"), run=RunInfo("progress", "progress-test", "sync_people"), pages=pages
-    )
+    with psycopg.connect(warehouse_db) as conn:
+        engine.run_entity_sync(
+            conn,
+            specs.get("people"),
+            run=RunInfo("progress", "progress-test", "sync_people"),
+            pages=pages,
+        )
     logger.removeHandler(handler)
     assert any(line.startswith("sync psa/people: 2 pages, 0 records") for line in lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import json
 
 from erpsync_sandbox.erp.limits import Limiter, LimitSettings, user_of
@@ -70,5 +71,9 @@ def test_concurrency_slots_are_per_user() -> None:
         got.append(await limiter.acquire("alice"))
         return got
 
-    assert asyncio.run(scenario()) == [True, False, True, True]
+    # its own thread and loop: a browser test earlier in this worker may leave the main
+    # thread's event loop running (Playwright's sync API), where asyncio.run() is refused
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        outcome = pool.submit(asyncio.run, scenario()).result()
+    assert outcome == [True, False, True, True]
     assert limiter.snapshot()["stats"]["users"]["alice"]["peak_active"] == 1

@@ -382,7 +382,7 @@ class VendorClient:
                 ) from None
             if settings.get("quota_reserve") is not None:
                 self.quota = QuotaGuard(settings["quota_reserve"])
-            log.info(
+            log.debug(
                 "%s: client-side limits %s%s",
                 self.label,
                 self._throttle.describe(),
