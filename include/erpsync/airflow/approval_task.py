@@ -90,6 +90,7 @@ class BatchApprovalOperator(HITLOperator):
 
     def execute(self, context: Any) -> Any:
         from erpsync import audit, invoicing
+        from erpsync.invoicing.common import scalar
         from erpsync.invoicing.hashing import current_hash
         from erpsync.sync.spec import RunInfo
 
@@ -121,9 +122,9 @@ class BatchApprovalOperator(HITLOperator):
             prepared_by = row[1]
             shown_hash = current_hash(conn, batch_id)
             markdown = invoicing.approval_markdown(conn, batch_id)
-            invoices = conn.execute(
-                "SELECT count(*) FROM billing.invoices WHERE batch_id = %s", (batch_id,)
-            ).fetchone()[0]
+            invoices = scalar(
+                conn, "SELECT count(*) FROM billing.invoices WHERE batch_id = %s", (batch_id,)
+            )
             earlier = conn.execute(
                 """SELECT actor, action, detail FROM audit.audit_log
                     WHERE entity_type = 'invoice_batch' AND entity_id = %s
@@ -212,11 +213,16 @@ class BatchApprovalOperator(HITLOperator):
             payload["content_hash"] = shown_hash
             if chosen != APPROVE or by is None:
                 return payload
-            prepared_by, status, stored_hash = conn.execute(
+            stored = conn.execute(
                 """SELECT prepared_by, status, content_hash FROM billing.invoice_batches
                     WHERE batch_id = %s""",
                 (batch_id,),
             ).fetchone()
+            if stored is None:
+                raise AirflowFailException(
+                    f"invoice batch {batch_id} is missing: nothing to approve"
+                )
+            prepared_by, status, stored_hash = stored
             now_hash = current_hash(conn, batch_id)
             reason = message = None
             if _same_person(by, prepared_by):

@@ -306,10 +306,8 @@ def _refresh_page_summaries(url: str) -> dict[str, Any]:
     rebuild: the insights page's (migration 0029), as the reconciliation task does."""
     import psycopg
 
-    try:
-        from erpsync.console.insights import refresh_summaries
-    except ImportError:  # a branch without the insights page
-        return {}
+    from erpsync.console.insights import refresh_summaries
+
     with psycopg.connect(url) as conn:
         return refresh_summaries(conn)
 

@@ -168,7 +168,9 @@ class ConsoleSettings:
         if self.warehouse_url:
             conn = psycopg.connect(self.warehouse_url, application_name="erpsync-console")
         else:
-            conn = psycopg.connect(**_warehouse_conninfo(), application_name="erpsync-console")
+            conn = psycopg.connect(
+                **{**_warehouse_conninfo(), "application_name": "erpsync-console"}
+            )
         with conn:  # commits on a clean exit, rolls back on an exception, then closes
             yield conn
 
@@ -178,18 +180,9 @@ def _warehouse_conninfo() -> dict[str, Any]:
     connections (secrets backends, environment, then the metadata database)."""
     from airflow.models.connection import Connection
 
-    from erpsync.warehouse.connection import conn_id
+    from erpsync.warehouse.connection import conn_id, libpq_params
 
-    conn = Connection.get_connection_from_secrets(conn_id())
-    params = {
-        "host": conn.host,
-        "port": conn.port or 5432,
-        "user": conn.login,
-        "password": conn.password or None,
-        "dbname": conn.schema,
-        "connect_timeout": 10,
-    }
-    return {k: v for k, v in params.items() if v not in (None, "")}
+    return libpq_params(Connection.get_connection_from_secrets(conn_id()))
 
 
 @dataclass

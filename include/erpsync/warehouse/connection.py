@@ -8,6 +8,10 @@ the connection itself still comes from Airflow, so secrets backends and ``AIRFLO
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psycopg
 
 DEFAULT_CONN_ID = "erpsync_warehouse"
 
@@ -16,11 +20,8 @@ def conn_id() -> str:
     return os.environ.get("ERPSYNC_WAREHOUSE_CONN_ID", DEFAULT_CONN_ID)
 
 
-def conninfo(airflow_conn_id: str | None = None) -> dict:
-    """libpq keyword arguments for the warehouse connection (password included: never log)."""
-    from airflow.sdk import BaseHook
-
-    conn = BaseHook.get_connection(airflow_conn_id or conn_id())
+def libpq_params(conn: Any) -> dict[str, Any]:
+    """libpq keyword arguments from an Airflow connection (password included: never log)."""
     params = {
         "host": conn.host,
         "port": conn.port or 5432,
@@ -33,7 +34,15 @@ def conninfo(airflow_conn_id: str | None = None) -> dict:
     return {k: v for k, v in params.items() if v not in (None, "")}
 
 
-def connect(airflow_conn_id: str | None = None, **kwargs):
+def conninfo(airflow_conn_id: str | None = None) -> dict[str, Any]:
+    """libpq keyword arguments for the warehouse connection, resolved as a task resolves
+    connections (password included: never log)."""
+    from airflow.sdk import BaseHook
+
+    return libpq_params(BaseHook.get_connection(airflow_conn_id or conn_id()))
+
+
+def connect(airflow_conn_id: str | None = None, **kwargs: Any) -> psycopg.Connection[Any]:
     """A new psycopg connection to the warehouse (caller closes it; use as a context manager)."""
     import psycopg
 
