@@ -1,0 +1,49 @@
+"""Airflow connections to the sandbox vendors, and vendor clients on a fault-free sandbox: what
+the connector tests of the three systems share."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import httpx
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+_C = TypeVar("_C", bound=_Closable)
+
+
+def sandbox_conn(
+    url: str, *, password: str, extra: dict[str, Any], login: str | None = None
+) -> str:
+    """``AIRFLOW_CONN_*`` JSON of an http connection to the sandbox server at ``url``."""
+    host, port = url.removeprefix("http://").split(":")
+    conn: dict[str, Any] = {"conn_type": "http", "host": host, "port": int(port), "schema": "http"}
+    if login is not None:
+        conn["login"] = login
+    return json.dumps({**conn, "password": password, "extra": extra})
+
+
+def clear_faults(url: str) -> None:
+    """No fault injected any more on the sandbox server at ``url``."""
+    httpx.put(f"{url}/__admin/faults", json={}).raise_for_status()
+
+
+@contextmanager
+def fault_free_client(url: str, make: Callable[[], _C]) -> Iterator[_C]:
+    """A client made by ``make`` against the sandbox server at ``url``, with no faults injected
+    before or after its test; closed afterwards."""
+    clear_faults(url)
+    client = make()
+    try:
+        yield client
+    finally:
+        client.close()
+        clear_faults(url)
