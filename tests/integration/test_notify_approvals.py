@@ -39,14 +39,6 @@ SETTINGS = NotifySettings.from_mapping(
 
 
 @pytest.fixture
-def mail(monkeypatch):
-    server = MailServer().start()
-    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_SMTP", server.connection_json())
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def batch(warehouse_db):
     """A real batch awaiting approval (NL client in EUR with a rate off its contract, a JPY
     client), and the approval task's ``approval_requested`` audit row."""
