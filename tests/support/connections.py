@@ -47,3 +47,18 @@ def fault_free_client(url: str, make: Callable[[], _C]) -> Iterator[_C]:
     finally:
         client.close()
         clear_faults(url)
+
+
+def declared_connections(urls: dict[str, str]) -> dict[str, str]:
+    """``AIRFLOW_CONN_ERPSYNC_<SYSTEM>`` of the system connections airflow_settings.yaml declares
+    (their login, password and extras), pointed at the sandbox servers ``urls`` (system -> URL)."""
+    from erpsync import paths, settings
+
+    declared = {c.conn_id: c for c in settings.load(paths.settings_file()).airflow.connections}
+    env = {}
+    for name, url in urls.items():
+        conn = declared[f"erpsync_{name}"]
+        env[f"AIRFLOW_CONN_ERPSYNC_{name.upper()}"] = sandbox_conn(
+            url, login=conn.conn_login, password=conn.conn_password, extra=conn.conn_extra
+        )
+    return env
