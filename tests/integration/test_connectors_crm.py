@@ -19,7 +19,7 @@ from erpsync.connectors.cursors import BoundaryDedupe, Watermark, salesforce_inc
 from erpsync.connectors.errors import AuthError, ConnectorError, QuotaExhausted, VendorError
 from erpsync.connectors.http import RetryPolicy
 from erpsync.connectors.salesforce import SalesforceClient, UpdateNotApplied, check_my_domain
-from tests.support.connections import fault_free_client, sandbox_conn
+from tests.support.connections import crm_conn, fault_free_client
 
 FAST = RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.05, max_total_wait=20.0)
 QUERIES = {
@@ -39,9 +39,7 @@ def sandbox(tmp_path_factory):
     handle.stop()
 
 
-def _conn(url: str, *, login="erpsync-sandbox", password="sandbox-crm-secret", **extra) -> str:  # noqa: S107
-    token = {"api_version": "v60.0", "token_path": "/services/oauth2/token"}
-    return sandbox_conn(url, login=login, password=password, extra={**token, **extra})
+_conn = crm_conn
 
 
 @pytest.fixture

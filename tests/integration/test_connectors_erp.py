@@ -19,7 +19,7 @@ from erpsync.connectors.business_central import (
 from erpsync.connectors.cursors import BoundaryDedupe, Watermark, bc_incremental_filter
 from erpsync.connectors.errors import AuthError, VendorError, WriteOutcomeUnknown
 from erpsync.connectors.http import RetryPolicy
-from tests.support.connections import fault_free_client, sandbox_conn
+from tests.support.connections import erp_conn, fault_free_client
 
 FAST = RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.05, max_total_wait=20.0)
 CANARY_PW = "canary-erp-pw-0b7e55"
@@ -35,12 +35,7 @@ def sandbox(tmp_path_factory):
     handle.stop()
 
 
-def _conn(url: str, *, password: str = "sandbox-erp-secret", **extra) -> str:  # noqa: S107
-    tenant = {"tenant": "sandbox", "environment": "production"}
-    token = {"token_path": "/sandbox/oauth2/v2.0/token"}
-    return sandbox_conn(
-        url, login="erpsync-sandbox", password=password, extra={**tenant, **token, **extra}
-    )
+_conn = erp_conn
 
 
 @pytest.fixture

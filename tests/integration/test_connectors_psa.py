@@ -13,7 +13,7 @@ from erpsync.connectors.cursors import BoundaryDedupe, Watermark, harvest_increm
 from erpsync.connectors.errors import AuthError, ConnectorError, WriteOutcomeUnknown
 from erpsync.connectors.harvest import HarvestClient
 from erpsync.connectors.http import RetryPolicy
-from tests.support.connections import fault_free_client, sandbox_conn
+from tests.support.connections import fault_free_client, psa_conn
 
 FAST = RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.05, max_total_wait=30.0)
 CANARY_PW = "canary-psa-pw-91c2d7"
@@ -29,9 +29,7 @@ def sandbox(tmp_path_factory):
     handle.stop()
 
 
-def _conn(url: str, *, password: str = "sandbox-psa-token", **extra) -> str:  # noqa: S107
-    account = {"account_id": "100200", "user_agent": "erpsync tests (t@example.com)"}
-    return sandbox_conn(url, password=password, extra={**account, **extra})
+_conn = psa_conn
 
 
 @pytest.fixture

@@ -31,6 +31,33 @@ def sandbox_conn(
     return json.dumps({**conn, "password": password, "extra": extra})
 
 
+def psa_conn(url: str, *, password: str = "sandbox-psa-token", **extra: str) -> str:  # noqa: S107
+    """The Harvest connection to the sandbox PSA at ``url`` (its account and token)."""
+    account = {"account_id": "100200", "user_agent": "erpsync tests (t@example.com)"}
+    return sandbox_conn(url, password=password, extra={**account, **extra})
+
+
+def erp_conn(url: str, *, password: str = "sandbox-erp-secret", **extra: str) -> str:  # noqa: S107
+    """The Business Central connection to the sandbox ERP at ``url`` (its tenant and token path)."""
+    tenant = {"tenant": "sandbox", "environment": "production"}
+    token = {"token_path": "/sandbox/oauth2/v2.0/token"}
+    return sandbox_conn(
+        url, login="erpsync-sandbox", password=password, extra={**tenant, **token, **extra}
+    )
+
+
+def crm_conn(
+    url: str,
+    *,
+    login: str = "erpsync-sandbox",
+    password: str = "sandbox-crm-secret",  # noqa: S107
+    **extra: str,
+) -> str:
+    """The Salesforce connection to the sandbox CRM at ``url`` (API version and token path)."""
+    token = {"api_version": "v60.0", "token_path": "/services/oauth2/token"}
+    return sandbox_conn(url, login=login, password=password, extra={**token, **extra})
+
+
 def clear_faults(url: str) -> None:
     """No fault injected any more on the sandbox server at ``url``."""
     httpx.put(f"{url}/__admin/faults", json={}).raise_for_status()
