@@ -16,6 +16,7 @@ import pytest
 from erpsync_sandbox.common import SandboxContext
 from erpsync_sandbox.erp.app import create_app
 from tests.sandbox.test_erp_contract import COMPANY, Server, get_token, new_invoice, seed
+from tests.support.connections import erp_conn
 
 ROOT = "/v2.0/sandbox/production/api/v2.0"
 BATCH = f"{ROOT}/$batch"
@@ -168,26 +169,9 @@ def test_the_pack_client_sends_batches_and_reads_lines_with_the_header(
 ) -> None:
     """BusinessCentralClient.batch: one answer per operation in request order, at most 100
     operations (refused before sending); get(expand=...) returns the lines with the header."""
-    import json
-
     from erpsync.connectors.business_central import BusinessCentralClient
 
-    host, port = base.removeprefix("http://").split(":")
-    conn = {
-        "conn_type": "http",
-        "host": host,
-        "port": int(port),
-        "schema": "http",
-        "login": "erpsync-sandbox",
-        "password": "sandbox-erp-secret",
-        "extra": {
-            "tenant": "sandbox",
-            "environment": "production",
-            "token_path": "/sandbox/oauth2/v2.0/token",
-            "company_id": COMPANY,
-        },
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_ERP", json.dumps(conn))
+    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_ERP", erp_conn(base, company_id=COMPANY))
     ext = f"B-{uuid.uuid4().hex[:8]}"
     draft = new_invoice(client, ext=ext).json()
     erp = BusinessCentralClient()
