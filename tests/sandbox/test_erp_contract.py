@@ -210,20 +210,30 @@ def get_token(base: str, secret: str = "sandbox-erp-secret") -> httpx.Response: 
     )
 
 
-@pytest.fixture(scope="module")
-def client(base: str) -> Iterator[httpx.Client]:
+def bearer_client(base: str) -> Iterator[httpx.Client]:
+    """An HTTP client on the sandbox ERP at ``base`` with a fresh bearer token."""
     token = get_token(base).json()["access_token"]
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10) as c:
         yield c
 
 
-@pytest.fixture(autouse=True)
-def quiet(base: str) -> Iterator[None]:
-    """Every test starts without faults and with generous limits."""
+def quiet_sandbox(base: str) -> Iterator[None]:
+    """No faults and generous limits on the sandbox ERP at ``base`` during a test."""
     httpx.put(f"{base}/__admin/faults", json={})
     httpx.put(f"{base}/__admin/limits", json={"rate_per_min": 100000, "max_concurrent": 50})
     yield
     httpx.put(f"{base}/__admin/faults", json={})
+
+
+@pytest.fixture(scope="module")
+def client(base: str) -> Iterator[httpx.Client]:
+    yield from bearer_client(base)
+
+
+@pytest.fixture(autouse=True)
+def quiet(base: str) -> Iterator[None]:
+    """Every test starts without faults and with generous limits."""
+    yield from quiet_sandbox(base)
 
 
 def read_all(
