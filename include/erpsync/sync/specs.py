@@ -74,22 +74,10 @@ _crm = partial(
     deleted_flag="IsDeleted",
     raw_table=RAW_TABLE,
 )
-_psa = partial(
-    EntitySpec,
-    system="psa",
-    cursor=_HARVEST_CURSOR,
-    deletes=ID_SET_COMPARE,
-    record_key="id",
-    raw_table=RAW_TABLE,
-)
-_erp = partial(
-    EntitySpec,
-    system="erp",
-    cursor=_BC_CURSOR,
-    deletes=ID_SET_COMPARE,
-    record_key="id",
-    raw_table=RAW_TABLE,
-)
+#: Harvest and Business Central have no delete feed: deletes by comparing full id sets
+_by_id_set = partial(EntitySpec, raw_table=RAW_TABLE, deletes=ID_SET_COMPARE, record_key="id")
+_psa = partial(_by_id_set, system="psa", cursor=_HARVEST_CURSOR)
+_erp = partial(_by_id_set, system="erp", cursor=_BC_CURSOR)
 
 CLIENTS = _crm(
     name="clients",
