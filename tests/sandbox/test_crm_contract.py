@@ -25,6 +25,7 @@ from erpsync_sandbox.context import SandboxContext
 from erpsync_sandbox.crm.app import create_app
 from erpsync_sandbox.crm.schema import salesforce_id
 from erpsync_sandbox.store import format_stamp, to_iso
+from tests.support.servers import start_server
 
 V = "/services/data/v60.0"
 N_ACCOUNTS = 4500
@@ -174,14 +175,7 @@ def _serve(app: Any, **kw: Any) -> tuple[uvicorn.Server, threading.Thread, int]:
         **kw,
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    thread, port = start_server(server)
     return server, thread, port
 
 
