@@ -178,18 +178,9 @@ def _warehouse_conninfo() -> dict[str, Any]:
     connections (secrets backends, environment, then the metadata database)."""
     from airflow.models.connection import Connection
 
-    from erpsync.warehouse.connection import conn_id
+    from erpsync.warehouse.connection import conn_id, libpq_params
 
-    conn = Connection.get_connection_from_secrets(conn_id())
-    params = {
-        "host": conn.host,
-        "port": conn.port or 5432,
-        "user": conn.login,
-        "password": conn.password or None,
-        "dbname": conn.schema,
-        "connect_timeout": 10,
-    }
-    return {k: v for k, v in params.items() if v not in (None, "")}
+    return libpq_params(Connection.get_connection_from_secrets(conn_id()))
 
 
 @dataclass
