@@ -166,14 +166,18 @@ def settings_group() -> None:
     """airflow_settings.yaml: connections, pools and variables (Astro CLI schema)."""
 
 
-@settings_group.command("validate")
-@click.option(
+#: ``--file`` of the settings commands
+_SETTINGS_FILE = click.option(
     "--file",
     "file_",
     type=click.Path(dir_okay=False),
     default=None,
     help="Settings file (default: airflow_settings.yaml in the project).",
 )
+
+
+@settings_group.command("validate")
+@_SETTINGS_FILE
 def settings_validate(file_: str | None) -> None:
     """Check the settings file without touching Airflow."""
     from pathlib import Path
@@ -193,13 +197,7 @@ def settings_validate(file_: str | None) -> None:
 
 
 @settings_group.command("apply")
-@click.option(
-    "--file",
-    "file_",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Settings file (default: airflow_settings.yaml in the project).",
-)
+@_SETTINGS_FILE
 def settings_apply(file_: str | None) -> None:
     """Apply the settings file to the local Airflow in one transaction (twice = no change).
     A malformed file is rejected whole, naming the entry and field at fault."""

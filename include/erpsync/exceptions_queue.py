@@ -141,12 +141,11 @@ def raise_exception(
     ).fetchone()
     exception_id, inserted, status = int(row[0]), bool(row[1]), str(row[2])
     if inserted:
-        audit.record(
+        _audit(
             conn,
+            exception_id,
+            "raised",
             actor=actor,
-            action="exception.raised",
-            entity_type="exception",
-            entity_id=str(exception_id),
             before=None,
             after={
                 "status": "open",
@@ -189,12 +188,11 @@ def resolve_missing(
         (actor, run_id, reason_code, entity_type, failing, scope, scope),
     ).fetchall()
     for exception_id, entity_key, _owner in rows:
-        audit.record(
+        _audit(
             conn,
+            exception_id,
+            "resolved",
             actor=actor,
-            action="exception.resolved",
-            entity_type="exception",
-            entity_id=str(exception_id),
             before={"status": "open"},
             after={"status": "resolved", "reason": "cause no longer present"},
             source=source,
@@ -205,6 +203,19 @@ def resolve_missing(
             },
         )
     return [str(r[1]) for r in rows]
+
+
+def _audit(conn, exception_id: int, action: str, *, actor: str, **fields: Any) -> None:
+    """The audit row of one change to exception ``exception_id`` (``exception.<action>``);
+    ``fields`` are :func:`erpsync.audit.record`'s before/after/source/detail."""
+    audit.record(
+        conn,
+        actor=actor,
+        action=f"exception.{action}",
+        entity_type="exception",
+        entity_id=str(exception_id),
+        **fields,
+    )
 
 
 def resolve(conn, exception_id: int, *, by: str, comment: str, run: Any) -> bool:
@@ -218,12 +229,11 @@ def resolve(conn, exception_id: int, *, by: str, comment: str, run: Any) -> bool
     ).fetchone()
     if row is None:
         return False
-    audit.record(
+    _audit(
         conn,
+        exception_id,
+        "resolved",
         actor=by,
-        action="exception.resolved",
-        entity_type="exception",
-        entity_id=str(exception_id),
         before={"status": row[0]},
         after={"status": "resolved", "comment": comment},
         source=source,
@@ -251,12 +261,11 @@ def waive(conn, exception_id: int, *, by: str, comment: str, run: Any) -> bool:
     ).fetchone()
     if row is None:
         return False
-    audit.record(
+    _audit(
         conn,
+        exception_id,
+        "waived",
         actor=by,
-        action="exception.waived",
-        entity_type="exception",
-        entity_id=str(exception_id),
         before={"status": "open"},
         after={"status": "waived", "comment": comment},
         source=source,
@@ -351,12 +360,11 @@ def assign(
                 WHERE exception_id = %s""",
             (owner, by, exception_id),
         )
-        audit.record(
+        _audit(
             conn,
+            exception_id,
+            "assigned",
             actor=by,
-            action="exception.assigned",
-            entity_type="exception",
-            entity_id=str(exception_id),
             before={"owner": row["owner"]},
             after={"owner": owner},
             source=source,
@@ -377,12 +385,11 @@ def comment(
     source = _source(run)
 
     def act(exception_id: int, row: dict[str, Any]) -> ActionOutcome:
-        audit.record(
+        _audit(
             conn,
+            exception_id,
+            "commented",
             actor=by,
-            action="exception.commented",
-            entity_type="exception",
-            entity_id=str(exception_id),
             after={"comment": text},
             source=source,
             detail={**_cause(row), "status": row["status"]},
@@ -448,12 +455,11 @@ def reopen(
             before.update(waived_by=row["waived_by"], waive_comment=row["waive_comment"])
         else:
             before.update(resolved_by=row["resolved_by"])
-        audit.record(
+        _audit(
             conn,
+            exception_id,
+            "reopened",
             actor=by,
-            action="exception.reopened",
-            entity_type="exception",
-            entity_id=str(exception_id),
             before=before,
             after={"status": "open", "comment": note},
             source=source,

@@ -11,12 +11,17 @@ import io
 import psycopg
 import pytest
 
-from erpsync import audit
 from erpsync.console import billing
 from erpsync.reconcile import run_reconcile
 from erpsync.reconcile import sql as reconcile_sql
 from erpsync.sync.spec import RunInfo
-from tests.integration.test_billing_cockpit import AS_OF, _batch, _invoice, build_firm
+from tests.integration.test_billing_cockpit import (
+    AS_OF,
+    _approval_requested,
+    _batch,
+    _invoice,
+    build_firm,
+)
 
 
 @pytest.fixture
@@ -26,16 +31,7 @@ def firm(warehouse_db):
         run_reconcile(conn, RunInfo.local("page"), as_of=AS_OF)
         awaiting = _batch(conn, "awaiting_approval")
         _invoice(conn, awaiting, "INV-1", "001ACME", "EUR", "1000", "210")
-        audit.record(
-            conn,
-            actor="maker",
-            action="invoice_batch.approval_requested",
-            entity_type="invoice_batch",
-            entity_id=str(awaiting),
-            source=audit.Source(
-                dag_id="erpsync_invoice_batches", run_id="scheduled__2026-04-01", task_id="approve"
-            ),
-        )
+        _approval_requested(conn, awaiting, "scheduled__2026-04-01", "approve")
         posted = _batch(conn, "released", decided="checker")
         _invoice(conn, posted, "INV-2", "001GLOB", "USD", "70", "0", status="posted")
         conn.execute(

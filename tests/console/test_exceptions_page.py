@@ -8,14 +8,13 @@ from __future__ import annotations
 import csv
 import io
 import re
-from datetime import timedelta
-from decimal import Decimal
 
 import psycopg
 import pytest
 
 from erpsync import exceptions_queue as eq
 from erpsync.sync.spec import RunInfo
+from tests.support.exception_rows import raise_aged
 
 ACTIONS = "/erpsync/exceptions/actions"
 
@@ -30,7 +29,6 @@ SCENARIO = [
 @pytest.fixture
 def queue(warehouse_db):
     run = RunInfo.local("checks")
-    ids = []
     with psycopg.connect(warehouse_db) as conn:
         for crm_id, name, erp_no in (("001A", "Alpha GmbH", "C-1001"), ("001B", "Beta AG", None)):
             canonical = conn.execute(
@@ -45,24 +43,7 @@ def queue(warehouse_db):
                    VALUES (%s, %s, %s, 'DE', 'EUR', %s, %s, 'h', 'r', 'r')""",
                 (crm_id, canonical, name, erp_no, crm_id),
             )
-        for reason, etype, key, owner, amount, currency, account, age in SCENARIO:
-            out = eq.raise_exception(
-                conn,
-                reason,
-                etype,
-                key,
-                owner,
-                {"secret": "hunter2", "hint": "check the rate card"},
-                run,
-                amount_at_stake=None if amount is None else Decimal(amount),
-                currency=currency,
-                account_id=account,
-            )
-            conn.execute(
-                "UPDATE ops.exceptions SET first_seen_at = now() - %s WHERE exception_id = %s",
-                (timedelta(days=age), out.exception_id),
-            )
-            ids.append(out.exception_id)
+        ids = raise_aged(conn, SCENARIO, {"secret": "hunter2", "hint": "check the rate card"}, run)
     return warehouse_db, ids
 
 

@@ -318,6 +318,20 @@ def _batch(conn, status, *, prepared="maker", decided=None) -> int:
     ).fetchone()[0]
 
 
+def _approval_requested(conn, batch_id: int, run_id: str, task_id: str) -> None:
+    """The audit row the approval task writes when it asks for batch ``batch_id``'s approval."""
+    from erpsync import audit
+
+    audit.record(
+        conn,
+        actor="maker",
+        action="invoice_batch.approval_requested",
+        entity_type="invoice_batch",
+        entity_id=str(batch_id),
+        source=audit.Source(dag_id="erpsync_invoice_batches", run_id=run_id, task_id=task_id),
+    )
+
+
 def _invoice(conn, batch_id, number, account, currency, net, tax, status="draft") -> None:
     conn.execute(
         """INSERT INTO billing.invoices (batch_id, document_number, invoice_scope, account_id,
@@ -338,7 +352,7 @@ def _invoice(conn, batch_id, number, account, currency, net, tax, status="draft"
 
 
 def test_batches_states_totals_and_the_required_actions_link(conn):
-    from erpsync import audit, exceptions_queue
+    from erpsync import exceptions_queue
     from erpsync.invoicing.push import ERP_TOTALS_DIFFER
 
     assert billing.HELD_REASON == ERP_TOTALS_DIFFER
@@ -370,16 +384,7 @@ def test_batches_states_totals_and_the_required_actions_link(conn):
     )
     approved = _batch(conn, "approved", decided="checker")
     _invoice(conn, approved, "INV-10", "001ACME", "EUR", "5", "1.05", status="approved")
-    audit.record(
-        conn,
-        actor="maker",
-        action="invoice_batch.approval_requested",
-        entity_type="invoice_batch",
-        entity_id=str(awaiting),
-        source=audit.Source(
-            dag_id="erpsync_invoice_batches", run_id="manual__2026-04-01", task_id="approve_batch"
-        ),
-    )
+    _approval_requested(conn, awaiting, "manual__2026-04-01", "approve_batch")
     conn.commit()
 
     page = billing.batches(conn, Filters(), airflow_base="/af")

@@ -16,10 +16,11 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from erpsync import paths, settings, tenant_check
+from erpsync import paths, tenant_check
 from erpsync.connectors.business_central import BusinessCentralClient
 from erpsync.connectors.salesforce import SalesforceClient
 from tests import contract_log
+from tests.support.connections import declared_connections
 
 
 @pytest.fixture(scope="module")
@@ -31,30 +32,9 @@ def sandbox(tmp_path_factory):
     handle.stop()
 
 
-def _connections(urls: dict[str, str]) -> dict[str, str]:
-    """The connections of airflow_settings.yaml, pointed at the sandbox at ``urls``."""
-    declared = {c.conn_id: c for c in settings.load(paths.settings_file()).airflow.connections}
-    env = {}
-    for name, url in urls.items():
-        host, port = url.removeprefix("http://").split(":")
-        conn = declared[f"erpsync_{name}"]
-        env[f"AIRFLOW_CONN_ERPSYNC_{name.upper()}"] = json.dumps(
-            {
-                "conn_type": "http",
-                "host": host,
-                "port": int(port),
-                "schema": "http",
-                "login": conn.conn_login,
-                "password": conn.conn_password,
-                "extra": conn.conn_extra,
-            }
-        )
-    return env
-
-
 @pytest.fixture
 def connections(sandbox, monkeypatch):
-    env = _connections(sandbox.urls)
+    env = declared_connections(sandbox.urls)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
@@ -100,7 +80,7 @@ def test_a_crm_field_missing_from_the_schema_is_named(tmp_path, monkeypatch, pri
         schema.SObjectSchema, "with_discovered", lambda self, body: self, raising=False
     )
     with start_sandbox(tmp_path / "crm", size="small", seed=11, services=("crm",)) as crm:
-        for key, value in _connections(crm.urls).items():
+        for key, value in declared_connections(crm.urls).items():
             monkeypatch.setenv(key, value)
         lines = _lines(("salesforce",))
     failed = [line for line in lines if not line.startswith("OK ")]
@@ -190,7 +170,7 @@ def test_the_cli_prints_one_line_per_requirement_and_exits_by_outcome(
     sandbox, tmp_path, pg_server_url
 ):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(_connections(sandbox.urls))
+    env.update(declared_connections(sandbox.urls))
     env.update(
         {
             "ERPSYNC_DATABASE_URL": pg_server_url,
@@ -328,8 +308,6 @@ def test_the_cli_finds_connections_saved_in_the_airflow_metadata_database(
     sets no AIRFLOW_CONN_* variable gets the same check: outside a task the Task SDK sees only
     variables and secrets backends, so the command reads the metadata database itself."""
     import yaml
-
-    from erpsync import paths
 
     data = yaml.safe_load(paths.settings_file().read_text())
     ports = {"erpsync_crm": "crm", "erpsync_psa": "psa", "erpsync_erp": "erp"}

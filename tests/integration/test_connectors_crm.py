@@ -19,6 +19,7 @@ from erpsync.connectors.cursors import BoundaryDedupe, Watermark, salesforce_inc
 from erpsync.connectors.errors import AuthError, ConnectorError, QuotaExhausted, VendorError
 from erpsync.connectors.http import RetryPolicy
 from erpsync.connectors.salesforce import SalesforceClient, UpdateNotApplied, check_my_domain
+from tests.support.connections import crm_conn, fault_free_client
 
 FAST = RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.05, max_total_wait=20.0)
 QUERIES = {
@@ -38,29 +39,14 @@ def sandbox(tmp_path_factory):
     handle.stop()
 
 
-def _conn(url: str, *, login="erpsync-sandbox", password="sandbox-crm-secret", **extra) -> str:  # noqa: S107
-    host, port = url.removeprefix("http://").split(":")
-    return json.dumps(
-        {
-            "conn_type": "http",
-            "host": host,
-            "port": int(port),
-            "schema": "http",
-            "login": login,
-            "password": password,
-            "extra": {"api_version": "v60.0", "token_path": "/services/oauth2/token", **extra},
-        }
-    )
+_conn = crm_conn
 
 
 @pytest.fixture
 def crm(sandbox, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_CRM", _conn(sandbox.urls["crm"]))
-    httpx.put(f"{sandbox.urls['crm']}/__admin/faults", json={}).raise_for_status()
-    client = SalesforceClient(policy=FAST)
-    yield client
-    client.close()
-    httpx.put(f"{sandbox.urls['crm']}/__admin/faults", json={}).raise_for_status()
+    with fault_free_client(sandbox.urls["crm"], lambda: SalesforceClient(policy=FAST)) as c:
+        yield c
 
 
 def _ids(pages) -> list[str]:

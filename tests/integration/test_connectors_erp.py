@@ -19,6 +19,7 @@ from erpsync.connectors.business_central import (
 from erpsync.connectors.cursors import BoundaryDedupe, Watermark, bc_incremental_filter
 from erpsync.connectors.errors import AuthError, VendorError, WriteOutcomeUnknown
 from erpsync.connectors.http import RetryPolicy
+from tests.support.connections import erp_conn, fault_free_client
 
 FAST = RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.05, max_total_wait=20.0)
 CANARY_PW = "canary-erp-pw-0b7e55"
@@ -34,34 +35,14 @@ def sandbox(tmp_path_factory):
     handle.stop()
 
 
-def _conn(url: str, *, password: str = "sandbox-erp-secret", **extra) -> str:  # noqa: S107
-    host, port = url.removeprefix("http://").split(":")
-    return json.dumps(
-        {
-            "conn_type": "http",
-            "host": host,
-            "port": int(port),
-            "schema": "http",
-            "login": "erpsync-sandbox",
-            "password": password,
-            "extra": {
-                "tenant": "sandbox",
-                "environment": "production",
-                "token_path": "/sandbox/oauth2/v2.0/token",
-                **extra,
-            },
-        }
-    )
+_conn = erp_conn
 
 
 @pytest.fixture
 def erp(sandbox, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_ERP", _conn(sandbox.urls["erp"]))
-    httpx.put(f"{sandbox.urls['erp']}/__admin/faults", json={}).raise_for_status()
-    client = BusinessCentralClient(policy=FAST)
-    yield client
-    client.close()
-    httpx.put(f"{sandbox.urls['erp']}/__admin/faults", json={}).raise_for_status()
+    with fault_free_client(sandbox.urls["erp"], lambda: BusinessCentralClient(policy=FAST)) as c:
+        yield c
 
 
 def _ids(pages) -> list[str]:

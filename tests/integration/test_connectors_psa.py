@@ -4,7 +4,6 @@ kept out of errors and logs. Connections are ``AIRFLOW_CONN_ERPSYNC_PSA`` JSON (
 
 from __future__ import annotations
 
-import json
 import logging
 
 import httpx
@@ -14,6 +13,7 @@ from erpsync.connectors.cursors import BoundaryDedupe, Watermark, harvest_increm
 from erpsync.connectors.errors import AuthError, ConnectorError, WriteOutcomeUnknown
 from erpsync.connectors.harvest import HarvestClient
 from erpsync.connectors.http import RetryPolicy
+from tests.support.connections import fault_free_client, psa_conn
 
 FAST = RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.05, max_total_wait=30.0)
 CANARY_PW = "canary-psa-pw-91c2d7"
@@ -29,34 +29,16 @@ def sandbox(tmp_path_factory):
     handle.stop()
 
 
-def _conn(url: str, *, password: str = "sandbox-psa-token", **extra) -> str:  # noqa: S107
-    host, port = url.removeprefix("http://").split(":")
-    return json.dumps(
-        {
-            "conn_type": "http",
-            "host": host,
-            "port": int(port),
-            "schema": "http",
-            "password": password,
-            "extra": {
-                "account_id": "100200",
-                "user_agent": "erpsync tests (t@example.com)",
-                **extra,
-            },
-        }
-    )
+_conn = psa_conn
 
 
 @pytest.fixture
 def psa(sandbox, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_PSA", _conn(sandbox.urls["psa"]))
     admin = sandbox.urls["psa"]
-    httpx.put(f"{admin}/__admin/faults", json={}).raise_for_status()
     httpx.put(f"{admin}/__admin/psa/rate_limit", json={"spec": "off"}).raise_for_status()
-    client = HarvestClient(policy=FAST)
-    yield client
-    client.close()
-    httpx.put(f"{admin}/__admin/faults", json={}).raise_for_status()
+    with fault_free_client(admin, lambda: HarvestClient(policy=FAST)) as client:
+        yield client
     httpx.put(f"{admin}/__admin/psa/rate_limit", json={"spec": "100/15"}).raise_for_status()
 
 

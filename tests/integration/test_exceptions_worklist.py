@@ -7,7 +7,6 @@ large queue every sort of every tab reads the queue in index order, never a sequ
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from decimal import Decimal
 
 import psycopg
@@ -16,6 +15,7 @@ import pytest
 from erpsync import exceptions_queue as eq
 from erpsync.console import exceptions as cx
 from erpsync.sync.spec import RunInfo
+from tests.support.exception_rows import raise_aged
 
 
 def _client(conn, crm_id: str, name: str, vat: str = "DE136695977") -> None:
@@ -54,28 +54,10 @@ SCENARIO = [
 def queue(warehouse_db):
     """The scenario's exceptions (ids in SCENARIO order), first seen ``age`` days ago."""
     run = RunInfo.local("checks")
-    ids = []
     with psycopg.connect(warehouse_db) as conn:
         _client(conn, "001A", "Alpha Consulting GmbH")
         _client(conn, "001B", "Beta Partners AG")
-        for reason, etype, key, owner, amount, currency, account, age in SCENARIO:
-            out = eq.raise_exception(
-                conn,
-                reason,
-                etype,
-                key,
-                owner,
-                {"api_token": "s3cr3t", "note": "x"},
-                run,
-                amount_at_stake=None if amount is None else Decimal(amount),
-                currency=currency,
-                account_id=account,
-            )
-            conn.execute(
-                "UPDATE ops.exceptions SET first_seen_at = now() - %s WHERE exception_id = %s",
-                (timedelta(days=age), out.exception_id),
-            )
-            ids.append(out.exception_id)
+        ids = raise_aged(conn, SCENARIO, {"api_token": "s3cr3t", "note": "x"}, run)
     return warehouse_db, ids
 
 

@@ -77,29 +77,20 @@ def test_sql_builder_matches_reference(conn, items, rate_pct):
             for n, (acc, (kind, role, hours, value)) in enumerate(items):
                 cur = CLIENTS[acc]
                 key = f"{kind}:p{n}"
+                time = {"hours": hours, "rate": value, "role": role}
+                own = time if kind == "time" else {"amount": value}
+                dd.add_item(
+                    conn,
+                    key,
+                    account_id=acc,
+                    opportunity_id=f"opp-{acc}",
+                    currency=cur,
+                    item_date="2026-10-10",
+                    **own,
+                )
                 if kind == "time":
-                    dd.add_item(
-                        conn,
-                        key,
-                        account_id=acc,
-                        opportunity_id=f"opp-{acc}",
-                        currency=cur,
-                        item_date="2026-10-10",
-                        hours=hours,
-                        rate=value,
-                        role=role,
-                    )
                     expected_lines[acc][(role, value)].append(hours)
                 else:
-                    dd.add_item(
-                        conn,
-                        key,
-                        account_id=acc,
-                        opportunity_id=f"opp-{acc}",
-                        currency=cur,
-                        item_date="2026-10-10",
-                        amount=value,
-                    )
                     amounts[acc].append(amount_line_net(value, cur))
             result = build_batch(
                 conn,

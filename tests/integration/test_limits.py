@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ from erpsync.connectors.errors import QuotaReserveReached
 from erpsync.connectors.harvest import HarvestClient
 from erpsync.connectors.http import RetryPolicy
 from erpsync.connectors.salesforce import SalesforceClient
+from tests.support.connections import crm_conn, erp_conn, psa_conn
 
 FAST = RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.05, max_total_wait=30.0)
 
@@ -48,67 +48,13 @@ def fresh_throttles(sandbox):
         httpx.put(f"{sandbox.urls[service]}/__admin/faults", json={}).raise_for_status()
 
 
-def _hostport(url: str) -> tuple[str, int]:
-    host, port = url.removeprefix("http://").split(":")
-    return host, int(port)
-
-
-def _psa_conn(url: str) -> str:
-    host, port = _hostport(url)
-    return json.dumps(
-        {
-            "conn_type": "http",
-            "host": host,
-            "port": port,
-            "schema": "http",
-            "password": "sandbox-psa-token",
-            "extra": {"account_id": "100200", "user_agent": "erpsync tests (t@example.com)"},
-        }
-    )
-
-
-def _erp_conn(url: str, **extra: str) -> str:
-    host, port = _hostport(url)
-    return json.dumps(
-        {
-            "conn_type": "http",
-            "host": host,
-            "port": port,
-            "schema": "http",
-            "login": "erpsync-sandbox",
-            "password": "sandbox-erp-secret",
-            "extra": {
-                "tenant": "sandbox",
-                "environment": "production",
-                "token_path": "/sandbox/oauth2/v2.0/token",
-                **extra,
-            },
-        }
-    )
-
-
-def _crm_conn(url: str, **extra: str) -> str:
-    host, port = _hostport(url)
-    return json.dumps(
-        {
-            "conn_type": "http",
-            "host": host,
-            "port": port,
-            "schema": "http",
-            "login": "erpsync-sandbox",
-            "password": "sandbox-crm-secret",
-            "extra": {"api_version": "v60.0", "token_path": "/services/oauth2/token", **extra},
-        }
-    )
-
-
 def test_harvest_reads_from_8_threads_stay_under_the_token_limit(sandbox, monkeypatch):
     admin = sandbox.urls["psa"]
     # the sandbox enforces 20 per 3 s per token; the client follows the sandbox's setting
     monkeypatch.setenv("ERPSYNC_SANDBOX_PSA_RATE_LIMIT", "20/3")
     monkeypatch.delenv("ERPSYNC_PSA_RATE_LIMIT", raising=False)
     httpx.put(f"{admin}/__admin/psa/rate_limit", json={"spec": "20/3"}).raise_for_status()
-    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_PSA", _psa_conn(admin))
+    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_PSA", psa_conn(admin))
     buckets = sandbox.ctx.extras["psa_rate_limiter"]
     buckets.reset()
     client = HarvestClient(policy=FAST)
@@ -143,7 +89,7 @@ def test_business_central_reads_from_8_threads_stay_under_the_user_limits(sandbo
     ).raise_for_status()
     httpx.put(f"{admin}/__admin/faults", json={"latency_ms": 30}).raise_for_status()
     monkeypatch.setenv(
-        "AIRFLOW_CONN_ERPSYNC_ERP", _erp_conn(admin, rate_limit="30/3", max_concurrent="5")
+        "AIRFLOW_CONN_ERPSYNC_ERP", erp_conn(admin, rate_limit="30/3", max_concurrent="5")
     )
     # one client per thread (as the connectors are meant to be used): the limiter is shared
     clients = [BusinessCentralClient(policy=FAST) for _ in range(8)]
@@ -173,7 +119,7 @@ def test_business_central_reads_from_8_threads_stay_under_the_user_limits(sandbo
 
 def test_a_429_burst_is_waited_out_and_the_create_happens_once(sandbox, monkeypatch):
     admin = sandbox.urls["psa"]
-    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_PSA", _psa_conn(admin))
+    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_PSA", psa_conn(admin))
     httpx.put(
         f"{admin}/__admin/faults",
         json={"burst_429": {"count": 2, "retry_after": 1, "start_after": 0}},
@@ -204,7 +150,7 @@ def test_business_central_rate_429s_without_retry_after_are_backed_off_and_creat
     the client backs off, and the create that was refused goes through exactly once."""
     admin = sandbox.urls["erp"]
     monkeypatch.setenv(
-        "AIRFLOW_CONN_ERPSYNC_ERP", _erp_conn(admin, rate_limit="off", max_concurrent="0")
+        "AIRFLOW_CONN_ERPSYNC_ERP", erp_conn(admin, rate_limit="off", max_concurrent="0")
     )
     client = BusinessCentralClient(
         policy=RetryPolicy(max_attempts=20, base_delay=0.5, max_delay=1.0, max_total_wait=30.0)
@@ -231,7 +177,7 @@ def test_business_central_rate_429s_without_retry_after_are_backed_off_and_creat
 def test_salesforce_stops_before_the_quota_reserve(sandbox, monkeypatch):
     admin = f"{sandbox.urls['crm']}/__admin/crm"
     monkeypatch.setenv(
-        "AIRFLOW_CONN_ERPSYNC_CRM", _crm_conn(sandbox.urls["crm"], quota_reserve="10")
+        "AIRFLOW_CONN_ERPSYNC_CRM", crm_conn(sandbox.urls["crm"], quota_reserve="10")
     )
     httpx.put(admin, json={"daily_limit": 1000, "api_usage": 985}).raise_for_status()
     client = SalesforceClient(policy=FAST)
@@ -262,8 +208,8 @@ def test_request_counts_land_in_the_table_and_the_log(sandbox, monkeypatch, ware
     monkeypatch.setenv(
         "AIRFLOW_CONN_ERPSYNC_WAREHOUSE", project_env.warehouse_connection_json(urls)
     )
-    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_PSA", _psa_conn(sandbox.urls["psa"]))
-    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_ERP", _erp_conn(sandbox.urls["erp"]))
+    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_PSA", psa_conn(sandbox.urls["psa"]))
+    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_ERP", erp_conn(sandbox.urls["erp"]))
     httpx.put(f"{sandbox.urls['psa']}/__admin/psa/rate_limit", json={"spec": "off"})
     key = TaskKey("month_end", "manual__1", "push_to_erp")
     lines: list[str] = []

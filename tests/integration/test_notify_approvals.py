@@ -39,14 +39,6 @@ SETTINGS = NotifySettings.from_mapping(
 
 
 @pytest.fixture
-def mail(monkeypatch):
-    server = MailServer().start()
-    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_SMTP", server.connection_json())
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def batch(warehouse_db):
     """A real batch awaiting approval (NL client in EUR with a rate off its contract, a JPY
     client), and the approval task's ``approval_requested`` audit row."""
@@ -96,16 +88,21 @@ def _connect(url):
     return lambda: psycopg.connect(url)
 
 
-def test_approvers_told_at_once_reminded_then_escalation(warehouse_db, batch, mail):
-    outcome = approvals.notify_approval_requested(
+def _notify(batch: int, connect) -> str:
+    """The approval task's call for ``batch`` of this module's DAG run."""
+    return approvals.notify_approval_requested(
         batch_id=batch,
         dag_id=DAG,
         run_id=RUN_ID,
         task_id=TASK,
         timeout=TIMEOUT,
         settings=SETTINGS,
-        connect=_connect(warehouse_db),
+        connect=connect,
     )
+
+
+def test_approvers_told_at_once_reminded_then_escalation(warehouse_db, batch, mail):
+    outcome = _notify(batch, _connect(warehouse_db))
     assert outcome == "sent"
     (request,) = mail.wait_for(1)
     assert request.to == ["controller@firm.example", "finance-lead@firm.example"]
@@ -128,18 +125,7 @@ def test_approvers_told_at_once_reminded_then_escalation(warehouse_db, batch, ma
     assert "prepared by scheduler" in request.html
 
     # the task is retried or asks again in the same run: not sent twice
-    assert (
-        approvals.notify_approval_requested(
-            batch_id=batch,
-            dag_id=DAG,
-            run_id=RUN_ID,
-            task_id=TASK,
-            timeout=TIMEOUT,
-            settings=SETTINGS,
-            connect=_connect(warehouse_db),
-        )
-        == "skipped"
-    )
+    assert _notify(batch, _connect(warehouse_db)) == "skipped"
 
     with psycopg.connect(warehouse_db) as c:
         asked = approvals.pending_approvals(c)[0].asked_at
@@ -202,15 +188,7 @@ def test_approvers_told_at_once_reminded_then_escalation(warehouse_db, batch, ma
 
 def test_mail_server_or_warehouse_down_never_raises(warehouse_db, batch, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_SMTP", smtp_connection_json(free_port()))
-    outcome = approvals.notify_approval_requested(
-        batch_id=batch,
-        dag_id=DAG,
-        run_id=RUN_ID,
-        task_id=TASK,
-        timeout=TIMEOUT,
-        settings=SETTINGS,
-        connect=_connect(warehouse_db),
-    )
+    outcome = _notify(batch, _connect(warehouse_db))
     assert outcome == "failed"
     with psycopg.connect(warehouse_db) as c:
         status, attempts, error = c.execute(
@@ -243,15 +221,4 @@ def test_mail_server_or_warehouse_down_never_raises(warehouse_db, batch, monkeyp
     def broken():
         raise psycopg.OperationalError("warehouse unreachable")
 
-    assert (
-        approvals.notify_approval_requested(
-            batch_id=batch,
-            dag_id=DAG,
-            run_id=RUN_ID,
-            task_id=TASK,
-            timeout=TIMEOUT,
-            settings=SETTINGS,
-            connect=broken,
-        )
-        == "failed"
-    )
+    assert _notify(batch, broken) == "failed"

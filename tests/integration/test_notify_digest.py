@@ -37,14 +37,6 @@ SETTINGS = NotifySettings.from_mapping(
 
 
 @pytest.fixture
-def mail(monkeypatch):
-    server = MailServer().start()
-    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_SMTP", server.connection_json())
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def conn(warehouse_db):
     with psycopg.connect(warehouse_db, autocommit=False) as c:
         dd.add_person(c, "jane", "jane.doe@firm.example", "Project Manager")

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from tests.conftest import make_database
+from tests.support.connections import declared_connections
 
 
 @pytest.fixture(scope="module")
@@ -20,29 +21,6 @@ def sandbox(tmp_path_factory):
     handle = start_sandbox(tmp_path_factory.mktemp("sandbox"), size="small", seed=7)
     yield handle
     handle.stop()
-
-
-def _system_connections(sandbox) -> dict[str, str]:
-    """The three system connections of airflow_settings.yaml, pointed at this sandbox."""
-    from erpsync import paths, settings
-
-    declared = {c.conn_id: c for c in settings.load(paths.settings_file()).airflow.connections}
-    env = {}
-    for name, url in sandbox.urls.items():
-        host, port = url.removeprefix("http://").split(":")
-        conn = declared[f"erpsync_{name}"]
-        env[f"AIRFLOW_CONN_ERPSYNC_{name.upper()}"] = json.dumps(
-            {
-                "conn_type": "http",
-                "host": host,
-                "port": int(port),
-                "schema": "http",
-                "login": conn.conn_login,
-                "password": conn.conn_password,
-                "extra": conn.conn_extra,
-            }
-        )
-    return env
 
 
 def _task_states(airflow_url: str, dag_id: str) -> dict[str, tuple[str, int]]:
@@ -58,11 +36,22 @@ def _task_states(airflow_url: str, dag_id: str) -> dict[str, tuple[str, int]]:
     return {"__run_id__": (run_id, 0), **{t: (s, n) for t, s, n in rows}}
 
 
-def test_preflight_passes_against_the_sandbox_and_is_audited(airflow_runtime, sandbox):
+def _preflight(airflow_runtime, sandbox, *, check: bool = True, **env: str):
+    """Apply airflow_settings.yaml, then run the preflight DAG (``airflow dags test``) with the
+    system connections pointed at the sandbox (and ``env`` on top)."""
     airflow_runtime.run("settings", "apply")
-    airflow_runtime.run(
-        "airflow", "dags", "test", "erpsync_preflight", extra_env=_system_connections(sandbox)
+    return airflow_runtime.run(
+        "airflow",
+        "dags",
+        "test",
+        "erpsync_preflight",
+        check=check,
+        extra_env={**declared_connections(sandbox.urls), **env},
     )
+
+
+def test_preflight_passes_against_the_sandbox_and_is_audited(airflow_runtime, sandbox):
+    _preflight(airflow_runtime, sandbox)
     states = _task_states(airflow_runtime.airflow_url, "erpsync_preflight")
     run_id = states.pop("__run_id__")[0]
     assert {t: s for t, (s, _n) in states.items()} == {
@@ -113,14 +102,8 @@ def test_a_warehouse_behind_the_schema_fails_at_once_with_what_to_fix(
                 "schema": parts["schema"],
             }
         )
-        airflow_runtime.run("settings", "apply")
-        result = airflow_runtime.run(
-            "airflow",
-            "dags",
-            "test",
-            "erpsync_preflight",
-            check=False,
-            extra_env={**_system_connections(sandbox), "AIRFLOW_CONN_ERPSYNC_WAREHOUSE": warehouse},
+        result = _preflight(
+            airflow_runtime, sandbox, check=False, AIRFLOW_CONN_ERPSYNC_WAREHOUSE=warehouse
         )
         states = _task_states(airflow_runtime.airflow_url, "erpsync_preflight")
         run_id = states.pop("__run_id__")[0]
@@ -154,15 +137,7 @@ def test_a_missing_tenant_requirement_fails_without_retry_naming_it(airflow_runt
         f"{psa}/v2/tasks/{task['id']}", json={"is_active": False}, headers=headers
     ).raise_for_status()
     try:
-        airflow_runtime.run("settings", "apply")
-        result = airflow_runtime.run(
-            "airflow",
-            "dags",
-            "test",
-            "erpsync_preflight",
-            check=False,
-            extra_env=_system_connections(sandbox),
-        )
+        result = _preflight(airflow_runtime, sandbox, check=False)
     finally:
         httpx.patch(
             f"{psa}/v2/tasks/{task['id']}", json={"is_active": True}, headers=headers

@@ -9,32 +9,13 @@ Audit rows name the user who asked and the run that served it."""
 from __future__ import annotations
 
 import psycopg
-import pytest
 
 from erpsync.connectors.harvest import HarvestClient
 from erpsync.sync import requeue, specs
 from erpsync.sync.spec import RunInfo
 from erpsync.sync.specs_time import TIME_ENTRIES
 from tests import sync_calls
-from tests.integration.test_sync_engine import connection_env, lift_psa_rate_limit
 from tests.sync_calls import run_sync
-
-
-@pytest.fixture
-def sandbox(tmp_path):
-    from erpsync_sandbox.serve import start_sandbox
-
-    handle = start_sandbox(tmp_path / "sandbox", size="small", seed=0)
-    yield handle
-    handle.stop()
-
-
-@pytest.fixture
-def systems(sandbox, warehouse_db, monkeypatch):
-    for key, value in connection_env(sandbox, warehouse_db).items():
-        monkeypatch.setenv(key, value)
-    lift_psa_rate_limit(sandbox)
-    return sandbox
 
 
 def rows(url: str, query: str, params=()) -> list[tuple]:

@@ -29,15 +29,6 @@ from tests.sync_calls import run_sync
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def sandbox(tmp_path):
-    from erpsync_sandbox.serve import start_sandbox
-
-    handle = start_sandbox(tmp_path / "sandbox", size="small", seed=0)
-    yield handle
-    handle.stop()
-
-
 def connection_env(sandbox, warehouse_url: str) -> dict[str, str]:
     """AIRFLOW_CONN_* for the sandbox systems (sandbox credentials) and the warehouse."""
 

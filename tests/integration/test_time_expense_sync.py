@@ -12,36 +12,18 @@ from decimal import Decimal
 
 import httpx
 import psycopg
-import pytest
 
 from erpsync.connectors.harvest import HarvestClient
 from erpsync.sync import specs
 from erpsync.sync.spec import RunInfo
 from erpsync.sync.specs_time import EXPENSES, TIME_ENTRIES, TIME_EXPENSE
 from erpsync.sync.time_expense import DeleteCheck
-from tests.integration.test_sync_engine import connection_env, lift_psa_rate_limit
+from tests.integration.test_sync_engine import connection_env
 from tests.sync_calls import sync_time
 
 #: small windows and pages so the small firm (~3,000 entries) behaves like a large one
 #: (a full re-read at this page size is ~120 requests; the DAG uses 2,000 / 2,000)
 LEAF, PAGE = 25, 25
-
-
-@pytest.fixture
-def sandbox(tmp_path):
-    from erpsync_sandbox.serve import start_sandbox
-
-    handle = start_sandbox(tmp_path / "sandbox", size="small", seed=0)
-    yield handle
-    handle.stop()
-
-
-@pytest.fixture
-def systems(sandbox, warehouse_db, monkeypatch):
-    for key, value in connection_env(sandbox, warehouse_db).items():
-        monkeypatch.setenv(key, value)
-    lift_psa_rate_limit(sandbox)
-    return sandbox
 
 
 def sync(warehouse_db: str, label: str, **kwargs) -> dict:

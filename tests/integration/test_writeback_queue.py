@@ -13,6 +13,7 @@ from erpsync import exceptions_queue as eq
 from erpsync.sync import specs
 from erpsync.sync.spec import RunInfo
 from erpsync.writeback import outbox
+from tests.support.clients import seed_client as _client
 
 VALID_DE = "DE136695976"
 INVALID_DE = "DE136695977"
@@ -133,30 +134,6 @@ def test_the_database_refuses_a_second_live_row_for_one_cause(warehouse_db):
 
 
 # ------------------------------------------------------------------ enqueue
-
-
-def _client(conn, crm_id: str, name: str, vat: str | None, country: str = "DE") -> None:
-    canonical = conn.execute(
-        "INSERT INTO core.id_map (entity_type, crm_id) VALUES ('client', %s) "
-        "ON CONFLICT (entity_type, crm_id) WHERE crm_id IS NOT NULL DO UPDATE "
-        "SET updated_at = now() RETURNING canonical_id",
-        (crm_id,),
-    ).fetchone()[0]
-    conn.execute(
-        """INSERT INTO core.clients (crm_id, canonical_id, legal_name, billing_city,
-               billing_country, currency, payment_terms_days, source_record_id, row_hash,
-               first_run_id, last_run_id)
-           VALUES (%s, %s, %s, 'Berlin', %s, 'EUR', 30, %s, 'h', 'r', 'r')
-           ON CONFLICT (crm_id) DO UPDATE SET legal_name = EXCLUDED.legal_name""",
-        (crm_id, canonical, name, country, crm_id),
-    )
-    conn.execute(
-        """INSERT INTO core.tax_profiles (crm_account_id, country, vat_id, source_record_id,
-               row_hash, first_run_id, last_run_id)
-           VALUES (%s, %s, %s, %s, 'h', 'r', 'r')
-           ON CONFLICT (crm_account_id) DO UPDATE SET vat_id = EXCLUDED.vat_id""",
-        (crm_id, country, vat, crm_id),
-    )
 
 
 def _outbox(conn) -> list[tuple]:

@@ -9,7 +9,6 @@ spread-out SystemModstamps) and a uvicorn server on an ephemeral loopback port.
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,13 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from erpsync_sandbox import lifecycle
 from erpsync_sandbox.context import SandboxContext
 from erpsync_sandbox.crm.app import create_app
 from erpsync_sandbox.crm.schema import salesforce_id
 from erpsync_sandbox.store import format_stamp, to_iso
+from tests.support.servers import serve
 
 V = "/services/data/v60.0"
 N_ACCOUNTS = 4500
@@ -163,26 +162,7 @@ class Crm:
         return r.json()
 
 
-def _serve(app: Any, **kw: Any) -> tuple[uvicorn.Server, threading.Thread, int]:
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        lifespan="off",
-        timeout_graceful_shutdown=1,
-        **kw,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    return server, thread, port
+_serve = serve
 
 
 @pytest.fixture

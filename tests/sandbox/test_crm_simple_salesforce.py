@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from erpsync_sandbox.crm.app import create_app
 from erpsync_sandbox.crm.schema import salesforce_id
 from erpsync_sandbox.store import format_stamp, to_iso
 from tests.sandbox.tls import self_signed
+from tests.support.servers import start_server
 
 N_ACCOUNTS = 2300  # more than one 2000-record batch, so query_all has to follow the cursor
 BASE = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
@@ -117,13 +116,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
         timeout_graceful_shutdown=1,
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    thread, port = start_server(server)
     served = Served(ctx, f"https://127.0.0.1:{port}", cert)
     try:
         yield served

@@ -15,7 +15,15 @@ import pytest
 
 from erpsync_sandbox.common import SandboxContext
 from erpsync_sandbox.erp.app import create_app
-from tests.sandbox.test_erp_contract import COMPANY, Server, get_token, new_invoice, seed
+from tests.sandbox.test_erp_contract import (
+    COMPANY,
+    Server,
+    bearer_client,
+    new_invoice,
+    quiet_sandbox,
+    seed,
+)
+from tests.support.connections import erp_conn
 
 ROOT = "/v2.0/sandbox/production/api/v2.0"
 BATCH = f"{ROOT}/$batch"
@@ -33,17 +41,12 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def client(base: str) -> Iterator[httpx.Client]:
-    token = get_token(base).json()["access_token"]
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10) as c:
-        yield c
+    yield from bearer_client(base)
 
 
 @pytest.fixture(autouse=True)
 def quiet(base: str) -> Iterator[None]:
-    httpx.put(f"{base}/__admin/faults", json={})
-    httpx.put(f"{base}/__admin/limits", json={"rate_per_min": 100000, "max_concurrent": 50})
-    yield
-    httpx.put(f"{base}/__admin/faults", json={})
+    yield from quiet_sandbox(base)
 
 
 def lookup(ext: str, op_id: str) -> dict:
@@ -168,26 +171,9 @@ def test_the_pack_client_sends_batches_and_reads_lines_with_the_header(
 ) -> None:
     """BusinessCentralClient.batch: one answer per operation in request order, at most 100
     operations (refused before sending); get(expand=...) returns the lines with the header."""
-    import json
-
     from erpsync.connectors.business_central import BusinessCentralClient
 
-    host, port = base.removeprefix("http://").split(":")
-    conn = {
-        "conn_type": "http",
-        "host": host,
-        "port": int(port),
-        "schema": "http",
-        "login": "erpsync-sandbox",
-        "password": "sandbox-erp-secret",
-        "extra": {
-            "tenant": "sandbox",
-            "environment": "production",
-            "token_path": "/sandbox/oauth2/v2.0/token",
-            "company_id": COMPANY,
-        },
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_ERP", json.dumps(conn))
+    monkeypatch.setenv("AIRFLOW_CONN_ERPSYNC_ERP", erp_conn(base, company_id=COMPANY))
     ext = f"B-{uuid.uuid4().hex[:8]}"
     draft = new_invoice(client, ext=ext).json()
     erp = BusinessCentralClient()

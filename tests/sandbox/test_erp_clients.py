@@ -14,8 +14,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +32,7 @@ from pybusinesscentral.models import PostSalesInvoiceRequest, SalesInvoiceLine
 from erpsync_sandbox.context import SandboxContext
 from erpsync_sandbox.erp.app import create_app
 from tests.sandbox.tls import self_signed
+from tests.support.servers import start_server
 
 COMPANY = "5d115c9c-44e3-ea11-bb43-000d3a2feca1"
 SCOPE = "https://api.businesscentral.dynamics.com/.default"
@@ -104,13 +103,7 @@ def tls_erp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
             ssl_keyfile=str(key),
         )
     )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    thread, port = start_server(server)
     yield f"https://127.0.0.1:{port}", str(cert)
     server.should_exit = True
     server.force_exit = True

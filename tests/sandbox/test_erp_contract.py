@@ -8,7 +8,6 @@ draft-then-post invoices, faults and limits. Vendor shapes: docs/reference/vendo
 from __future__ import annotations
 
 import concurrent.futures
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,10 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from erpsync_sandbox.context import SandboxContext
 from erpsync_sandbox.erp.app import create_app
+from tests.support.servers import serve
 
 COMPANY = "5d115c9c-44e3-ea11-bb43-000d3a2feca1"
 SCOPE = "https://api.businesscentral.dynamics.com/.default"
@@ -156,25 +155,10 @@ class Server:
     """A uvicorn server for one app in a background thread."""
 
     def __init__(self, app: Any) -> None:
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host="127.0.0.1",
-                port=0,
-                log_level="warning",
-                lifespan="off",
-                timeout_graceful_shutdown=1,
-            )
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.app = app
 
     def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.server, self.thread, port = serve(self.app)
         return f"http://127.0.0.1:{port}"
 
     def __exit__(self, *exc: object) -> None:
@@ -210,20 +194,30 @@ def get_token(base: str, secret: str = "sandbox-erp-secret") -> httpx.Response: 
     )
 
 
-@pytest.fixture(scope="module")
-def client(base: str) -> Iterator[httpx.Client]:
+def bearer_client(base: str) -> Iterator[httpx.Client]:
+    """An HTTP client on the sandbox ERP at ``base`` with a fresh bearer token."""
     token = get_token(base).json()["access_token"]
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10) as c:
         yield c
 
 
-@pytest.fixture(autouse=True)
-def quiet(base: str) -> Iterator[None]:
-    """Every test starts without faults and with generous limits."""
+def quiet_sandbox(base: str) -> Iterator[None]:
+    """No faults and generous limits on the sandbox ERP at ``base`` during a test."""
     httpx.put(f"{base}/__admin/faults", json={})
     httpx.put(f"{base}/__admin/limits", json={"rate_per_min": 100000, "max_concurrent": 50})
     yield
     httpx.put(f"{base}/__admin/faults", json={})
+
+
+@pytest.fixture(scope="module")
+def client(base: str) -> Iterator[httpx.Client]:
+    yield from bearer_client(base)
+
+
+@pytest.fixture(autouse=True)
+def quiet(base: str) -> Iterator[None]:
+    """Every test starts without faults and with generous limits."""
+    yield from quiet_sandbox(base)
 
 
 def read_all(

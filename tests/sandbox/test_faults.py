@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,18 +16,13 @@ from fastapi import FastAPI
 from erpsync_sandbox.common import make_base_app
 from erpsync_sandbox.context import SandboxContext
 from erpsync_sandbox.faults import FaultConfig, Faults, error_body, faults_from_env
+from tests.support.servers import start_server
 
 
 @contextmanager
 def running(app: FastAPI) -> Iterator[httpx.Client]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="critical"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    thread, port = start_server(server)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             yield client

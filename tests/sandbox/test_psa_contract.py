@@ -16,7 +16,6 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from erpsync_sandbox.contract import CONTRACT_LOG_ENV, read_log
 from erpsync_sandbox.psa.app import create_app
 from erpsync_sandbox.psa.ratelimit import RATE_LIMIT_ENV, TokenBuckets, parse_rate_limit
 from erpsync_sandbox.store import Store
+from tests.support.servers import start_server
 
 TOKEN = "sandbox-psa-token"
 ACCOUNT = "100200"
@@ -440,13 +440,7 @@ def psa(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Psa]:
     seed(ctx.stores["psa"])
     app = create_app(ctx)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    thread, port = start_server(server)
     base = f"http://127.0.0.1:{port}"
     with httpx.Client(base_url=base, headers=HEADERS, timeout=10.0) as client:
         yield Psa(base, ctx, client)
@@ -1377,13 +1371,8 @@ def small_firm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Psa]
     lifecycle.generate(ctx, size="small", seed=1)
     app = create_app(ctx)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    base = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    thread, port = start_server(server)
+    base = f"http://127.0.0.1:{port}"
     with httpx.Client(base_url=base, headers=HEADERS, timeout=30.0) as client:
         yield Psa(base, ctx, client)
     server.should_exit = True

@@ -17,9 +17,8 @@ from erpsync import money
 from erpsync.onboarding.contracts import CONTRACT_MISSING_FIELD, ClientFacts, check, parse
 from erpsync.reconcile import run_reconcile
 from erpsync.reconcile.rows import Rows
-from erpsync.runtime import database
 from erpsync.sync.spec import RunInfo
-from tests.conftest import make_database
+from tests.support.databases import migrated_database
 from tests.unit.test_reconcile_golden import reset
 
 D = dt.date
@@ -28,12 +27,8 @@ AS_OF = D(2026, 4, 1)
 
 @pytest.fixture(scope="module")
 def db(pg_server_url):
-    from erpsync.warehouse import migrate
-
-    url = make_database(pg_server_url, "erpsync_test_recon_effective")
-    migrate.migrate(url)
-    yield url
-    database.drop_database(url)
+    with migrated_database(pg_server_url, "erpsync_test_recon_effective") as url:
+        yield url
 
 
 @pytest.fixture

@@ -14,9 +14,8 @@ from erpsync.reconcile import run_reconcile
 from erpsync.reconcile.policy import update_settings
 from erpsync.reconcile.report import finance_rows, finance_table
 from erpsync.reconcile.rows import Rows
-from erpsync.runtime import database
 from erpsync.sync.spec import RunInfo
-from tests.conftest import make_database
+from tests.support.databases import migrated_database
 
 D = dt.date
 AS_OF = D(2026, 4, 1)
@@ -43,12 +42,8 @@ TABLES = (
 
 @pytest.fixture(scope="module")
 def db(pg_server_url):
-    from erpsync.warehouse import migrate
-
-    url = make_database(pg_server_url, "erpsync_test_recon_golden")
-    migrate.migrate(url)
-    yield url
-    database.drop_database(url)
+    with migrated_database(pg_server_url, "erpsync_test_recon_golden") as url:
+        yield url
 
 
 def reset(conn) -> None:

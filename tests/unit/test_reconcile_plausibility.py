@@ -14,9 +14,8 @@ import pytest
 from erpsync.reconcile import run_reconcile
 from erpsync.reconcile.policy import get_settings, update_settings
 from erpsync.reconcile.rows import Rows
-from erpsync.runtime import database
 from erpsync.sync.spec import RunInfo
-from tests.conftest import make_database
+from tests.support.databases import migrated_database
 from tests.unit.test_reconcile_golden import TABLES, item
 
 D = dt.date
@@ -33,12 +32,8 @@ DEFAULTS = {
 
 @pytest.fixture(scope="module")
 def db(pg_server_url):
-    from erpsync.warehouse import migrate
-
-    url = make_database(pg_server_url, "erpsync_test_recon_plausibility")
-    migrate.migrate(url)
-    yield url
-    database.drop_database(url)
+    with migrated_database(pg_server_url, "erpsync_test_recon_plausibility") as url:
+        yield url
 
 
 @pytest.fixture

@@ -22,9 +22,8 @@ from hypothesis import strategies as st
 
 from erpsync.reconcile import run_reconcile
 from erpsync.reconcile.rows import Rows
-from erpsync.runtime import database
 from erpsync.sync.spec import RunInfo
-from tests.conftest import make_database
+from tests.support.databases import migrated_database
 from tests.unit.test_reconcile_golden import reset
 
 PEOPLE = ("u1", "u2", "u3")
@@ -64,12 +63,8 @@ expense = st.fixed_dictionaries(
 
 @pytest.fixture(scope="module")
 def db(pg_server_url):
-    from erpsync.warehouse import migrate
-
-    url = make_database(pg_server_url, "erpsync_test_recon_props")
-    migrate.migrate(url)
-    yield url
-    database.drop_database(url)
+    with migrated_database(pg_server_url, "erpsync_test_recon_props") as url:
+        yield url
 
 
 def build(conn, entries, expenses) -> dict[str, Decimal]:

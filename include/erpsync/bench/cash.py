@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import time
 import uuid
 from typing import Any
 
-from erpsync import paths
+from erpsync.bench import scratch
 
 AS_OF = dt.date(2026, 12, 6)
 
@@ -134,46 +133,22 @@ def time_cash(conn, *, as_of: dt.date = AS_OF, repeat: int = 3) -> dict[str, flo
         "payment_status_summary": lambda: cash.payment_status_summary(conn, as_of=as_of),
         "cash_context": lambda: cash.cash_context(conn, as_of=as_of),
     }
-    out = {}
-    for name, call in calls.items():
-        call()
-        best = float("inf")
-        for _ in range(repeat):
-            started = time.perf_counter()
-            call()
-            best = min(best, time.perf_counter() - started)
-        out[name] = round(best * 1000, 1)
-    return out
+    return scratch.best_milliseconds(calls, repeat)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:  # pragma: no cover - CLI
-    import os
-
     import psycopg
-
-    from erpsync.runtime import database
-    from erpsync.warehouse import migrate
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=3000)
     parser.add_argument("--months", type=int, default=24)
     args = parser.parse_args(argv)
-    admin = os.environ.get("ERPSYNC_DATABASE_URL") or database._embedded_server_url(start=True)
-    assert admin is not None, "no PostgreSQL server"
-    url = database.with_database(admin, f"erpsync_bench_cash_{uuid.uuid4().hex[:8]}")
-    database.ensure_database(url)
-    try:
-        migrate.migrate(url)
+    with scratch.scratch_warehouse("cash") as url:
         with psycopg.connect(url) as conn:
             result = seed_cash_history(conn, clients=args.clients, months=args.months)
         with psycopg.connect(url) as conn:
             result["milliseconds"] = time_cash(conn)
-    finally:
-        database.drop_database(url)
-    out = paths.project_dir() / "benchmarks" / "results" / "cash.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    scratch.write_result("cash.json", result)
     return result
 
 

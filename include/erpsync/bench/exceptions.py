@@ -21,12 +21,10 @@ the index alone); the slowest page 210 ms, the detail 3 ms, the filter values 4 
 from __future__ import annotations
 
 import argparse
-import json
 import time
-import uuid
 from typing import Any
 
-from erpsync import paths
+from erpsync.bench import scratch
 
 _CLIENTS = """
 WITH ids AS (
@@ -160,15 +158,7 @@ def _calls(conn) -> dict[str, Any]:
 def time_worklist(conn, *, repeat: int = 3) -> dict[str, float]:
     """Milliseconds per call (best of ``repeat``, after one warm-up) of each call the worklist
     and detail pages make, plus ``worst_page``: the slowest of them."""
-    out: dict[str, float] = {}
-    for name, call in _calls(conn).items():
-        call()
-        best = float("inf")
-        for _ in range(repeat):
-            started = time.perf_counter()
-            call()
-            best = min(best, time.perf_counter() - started)
-        out[name] = round(best * 1000, 1)
+    out = scratch.best_milliseconds(_calls(conn), repeat)
     out["worst_page"] = max(out.values())
     return out
 
@@ -178,30 +168,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:  # pragma: no cover -
 
     import psycopg
 
-    from erpsync.runtime import database
-    from erpsync.warehouse import migrate
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--clients", type=int, default=3000)
     args = parser.parse_args(argv)
-    admin = os.environ.get("ERPSYNC_DATABASE_URL") or database._embedded_server_url(start=True)
-    assert admin is not None, "no PostgreSQL server"
-    url = database.with_database(admin, f"erpsync_bench_exceptions_{uuid.uuid4().hex[:8]}")
-    database.ensure_database(url)
-    try:
-        migrate.migrate(url)
+    with scratch.scratch_warehouse("exceptions") as url:
         with psycopg.connect(url, autocommit=True) as conn:
             result = seed_exceptions(conn, rows=args.rows, clients=args.clients)
         with psycopg.connect(url) as conn:
             result["milliseconds"] = time_worklist(conn)
         result["load_average"] = os.getloadavg()[0]
-    finally:
-        database.drop_database(url)
-    out = paths.project_dir() / "benchmarks" / "results" / "exceptions.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    scratch.write_result("exceptions.json", result)
     return result
 
 

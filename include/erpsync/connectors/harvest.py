@@ -148,22 +148,9 @@ class HarvestClient(VendorClient):
             records = _RECORDS.decode(envelope[key]) if key in envelope else None
             links = msgspec.json.decode(envelope["links"]) if "links" in envelope else None
         except (msgspec.DecodeError, msgspec.ValidationError):
-            payload = self._json_of(response)
+            payload = self._json_of(response, "GET")
             return payload.get(key) or [], (payload.get("links") or {}).get("next")
         return records or [], (links or {}).get("next")
-
-    def _json_of(self, response) -> Any:
-        """``request_json``'s decoding of an answer already received."""
-        if not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError:
-            raise ConnectorError(
-                f"{self.label} GET {self._display_path(response.url)}: the answer"
-                f" (HTTP {response.status_code}) is not JSON",
-                system=self.system,
-            ) from None
 
     def get(self, path: str) -> dict[str, Any] | None:
         """One resource (``projects/12``), or None on 404."""

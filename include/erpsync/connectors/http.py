@@ -648,7 +648,11 @@ class VendorClient:
 
     def request_json(self, method: str, path_or_url: str, **kwargs: Any) -> Any:
         """:meth:`request` and decode the JSON body (None for an empty body)."""
-        response = self.request(method, path_or_url, **kwargs)
+        return self._json_of(self.request(method, path_or_url, **kwargs), method)
+
+    def _json_of(self, response: requests.Response, method: str) -> Any:
+        """The JSON body of an answer already received (None for an empty body); an answer that
+        is not JSON is a :class:`ConnectorError` naming the request."""
         if not response.content:
             return None
         try:

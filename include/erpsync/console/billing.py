@@ -387,6 +387,28 @@ def on_hold_by_reason(conn: Connection[TupleRow], f: Filters) -> list[dict[str, 
     ]
 
 
+def _client_page(
+    conn: Connection[TupleRow],
+    query: sql.Composed,
+    params: list[Any],
+    f: Filters,
+    limit: int | None,
+) -> Paged:
+    """One page of per-client money rows (``query`` ends in ``LIMIT %s OFFSET %s`` when
+    ``limit`` is set and counts its rows in ``total_rows``): amounts rounded to their currency,
+    clients named."""
+    if limit is not None:
+        params = [*params, limit, f.offset]
+    rows = dicts(conn.execute(query, params))
+    total = rows[0]["total_rows"] if rows else 0
+    for r in rows:
+        r.pop("total_rows")
+        r["currency"] = _cur(r["currency"])
+        r["amount"] = _round(r["amount"], r["currency"])
+    _name_rows(conn, rows)
+    return Paged(rows=rows, total=total if limit is not None else len(rows), page=f.page)
+
+
 def on_hold(conn: Connection[TupleRow], f: Filters, *, limit: int | None = PAGE_SIZE) -> Paged:
     """On hold per period, client, currency and reason (the detail of ``on_hold_by_reason``)."""
     where, params = _totals_where(f)
@@ -400,16 +422,7 @@ def on_hold(conn: Connection[TupleRow], f: Filters, *, limit: int | None = PAGE_
             GROUP BY 1, 2, 3, 4, 5
             ORDER BY 1 DESC, 2 NULLS LAST, 3, 4, 5{page}"""
     ).format(where=where, page=page)
-    if limit is not None:
-        params = [*params, limit, f.offset]
-    rows = dicts(conn.execute(query, params))
-    total = rows[0]["total_rows"] if rows else 0
-    for r in rows:
-        r.pop("total_rows")
-        r["currency"] = _cur(r["currency"])
-        r["amount"] = _round(r["amount"], r["currency"])
-    _name_rows(conn, rows)
-    return Paged(rows=rows, total=total if limit is not None else len(rows), page=f.page)
+    return _client_page(conn, query, params, f, limit)
 
 
 def wip_ageing(conn: Connection[TupleRow], f: Filters) -> list[dict[str, Any]]:
@@ -457,16 +470,7 @@ def leakage(conn: Connection[TupleRow], f: Filters, *, limit: int | None = PAGE_
             WHERE t.leakage_items > 0 AND {where}
             ORDER BY 1, 7 DESC NULLS LAST, 2, 3, 4{page}"""
     ).format(where=where, page=page)
-    if limit is not None:
-        params = [*params, limit, f.offset]
-    rows = dicts(conn.execute(query, params))
-    total = rows[0]["total_rows"] if rows else 0
-    for r in rows:
-        r.pop("total_rows")
-        r["currency"] = _cur(r["currency"])
-        r["amount"] = _round(r["amount"], r["currency"])
-    _name_rows(conn, rows)
-    return Paged(rows=rows, total=total if limit is not None else len(rows), page=f.page)
+    return _client_page(conn, query, params, f, limit)
 
 
 # ------------------------------------------------------------------ invoice batches

@@ -168,9 +168,7 @@ class ConsoleSettings:
         if self.warehouse_url:
             conn = psycopg.connect(self.warehouse_url, application_name="erpsync-console")
         else:
-            conn = psycopg.connect(
-                **{**_warehouse_conninfo(), "application_name": "erpsync-console"}
-            )
+            conn = psycopg.connect(**_warehouse_conninfo())
         with conn:  # commits on a clean exit, rolls back on an exception, then closes
             yield conn
 
@@ -182,7 +180,9 @@ def _warehouse_conninfo() -> dict[str, Any]:
 
     from erpsync.warehouse.connection import conn_id, libpq_params
 
-    return libpq_params(Connection.get_connection_from_secrets(conn_id()))
+    return libpq_params(
+        Connection.get_connection_from_secrets(conn_id()), application_name="erpsync-console"
+    )
 
 
 @dataclass

@@ -121,41 +121,49 @@ def _ref(value: dict | None, key: str = "id") -> str | None:
     return None if got is None or got == "" else str(got)
 
 
-def harvest_time_entry(rec: dict) -> list[dict]:
-    """A ``/v2/time_entries`` record -> one ``core.time_entries`` row."""
+def _harvest_common(rec: dict) -> dict:
+    """The fields a time entry and an expense share: id, date, notes, billing state, and the
+    user/assignment/client/project/invoice references (currency is the client's)."""
     client = rec.get("client") or _EMPTY
     project = rec.get("project") or _EMPTY
-    ext = rec.get("external_reference") or _EMPTY
     rid = rec.get("id")
+    return {
+        "psa_id": None if rid is None else str(rid),
+        "spent_date": rec.get("spent_date"),
+        "notes": rec.get("notes"),
+        "billable": rec.get("billable"),
+        "approval_status": approval_of(rec.get("is_closed")),
+        "is_locked": rec.get("is_locked"),
+        "locked_reason": rec.get("locked_reason"),
+        "is_closed": bool(rec.get("is_closed")),
+        "is_billed": rec.get("is_billed"),
+        "currency": client.get("currency"),
+        "user_psa_id": _ref(rec.get("user")),
+        "user_assignment_psa_id": _ref(rec.get("user_assignment")),
+        "client_psa_id": _ref(client),
+        "project_psa_id": _ref(project),
+        "project_code": project.get("code"),
+        "invoice_psa_id": _ref(rec.get("invoice")),
+        "created_at": rec.get("created_at"),
+    }
+
+
+def harvest_time_entry(rec: dict) -> list[dict]:
+    """A ``/v2/time_entries`` record -> one ``core.time_entries`` row."""
+    ext = rec.get("external_reference") or _EMPTY
     return [
         {
-            "psa_id": None if rid is None else str(rid),
-            "spent_date": rec.get("spent_date"),
+            **_harvest_common(rec),
             "hours": rec.get("hours"),
             "rounded_hours": rec.get("rounded_hours"),
-            "notes": rec.get("notes"),
-            "billable": rec.get("billable"),
-            "approval_status": approval_of(rec.get("is_closed")),
-            "is_locked": rec.get("is_locked"),
-            "locked_reason": rec.get("locked_reason"),
-            "is_closed": bool(rec.get("is_closed")),
-            "is_billed": rec.get("is_billed"),
             "is_running": bool(rec.get("is_running")),
             "billable_rate": rec.get("billable_rate"),
             "cost_rate": rec.get("cost_rate"),
-            "currency": client.get("currency"),
-            "user_psa_id": _ref(rec.get("user")),
-            "client_psa_id": _ref(client),
-            "project_psa_id": _ref(project),
-            "project_code": project.get("code"),
             "task_psa_id": _ref(rec.get("task")),
-            "user_assignment_psa_id": _ref(rec.get("user_assignment")),
             "task_assignment_psa_id": _ref(rec.get("task_assignment")),
-            "invoice_psa_id": _ref(rec.get("invoice")),
             "external_reference_id": _ref(ext),
             "external_reference_group_id": _ref(ext, "group_id"),
             "external_reference_permalink": ext.get("permalink"),
-            "created_at": rec.get("created_at"),
         }
     ]
 
@@ -163,36 +171,17 @@ def harvest_time_entry(rec: dict) -> list[dict]:
 def harvest_expense(rec: dict) -> list[dict]:
     """A ``/v2/expenses`` record -> one ``core.expenses`` row (``has_receipt``: a receipt is
     attached, ``receipt: null`` otherwise)."""
-    client = rec.get("client") or _EMPTY
-    project = rec.get("project") or _EMPTY
     receipt = rec.get("receipt") or _EMPTY
     category = rec.get("expense_category") or _EMPTY
-    rid = rec.get("id")
     return [
         {
-            "psa_id": None if rid is None else str(rid),
-            "spent_date": rec.get("spent_date"),
-            "notes": rec.get("notes"),
+            **_harvest_common(rec),
             "total_cost": rec.get("total_cost"),
             "units": rec.get("units"),
-            "currency": client.get("currency"),
-            "billable": rec.get("billable"),
-            "approval_status": approval_of(rec.get("is_closed")),
-            "is_locked": rec.get("is_locked"),
-            "locked_reason": rec.get("locked_reason"),
-            "is_closed": bool(rec.get("is_closed")),
-            "is_billed": rec.get("is_billed"),
             "has_receipt": bool(receipt),
             "receipt_file_name": receipt.get("file_name"),
-            "user_psa_id": _ref(rec.get("user")),
-            "user_assignment_psa_id": _ref(rec.get("user_assignment")),
-            "client_psa_id": _ref(client),
-            "project_psa_id": _ref(project),
-            "project_code": project.get("code"),
             "expense_category_psa_id": _ref(category),
             "expense_category_name": category.get("name"),
-            "invoice_psa_id": _ref(rec.get("invoice")),
-            "created_at": rec.get("created_at"),
         }
     ]
 

@@ -1037,6 +1037,27 @@ def _ensure_id_map(conn: Conn, spec: EntitySpec) -> None:
     )
 
 
+def _merge_columns(spec: EntitySpec) -> tuple[list[str], list[sql.Composable], sql.Composable]:
+    """What both merge paths write: the core columns, the staged values selected for them
+    (``s.<col>``, and ``m.canonical_id`` from core.id_map for specs with an ``id_map``), and the
+    id_map join that supplies it (empty without one)."""
+    insert_cols = [*_model_columns(spec), *BOOKKEEPING]
+    select_cols: list[sql.Composable] = [
+        sql.SQL("s.{}").format(sql.Identifier(c)) for c in insert_cols
+    ]
+    join: sql.Composable = sql.SQL("")
+    if spec.id_map is not None:
+        entity_type, map_column, core_column = spec.id_map
+        insert_cols.append("canonical_id")
+        select_cols.append(sql.SQL("m.canonical_id"))
+        join = sql.SQL(" JOIN core.id_map m ON m.entity_type = {et} AND m.{mc} = s.{cc}").format(
+            et=sql.Literal(entity_type),
+            mc=sql.Identifier(map_column),
+            cc=sql.Identifier(core_column),
+        )
+    return insert_cols, select_cols, join
+
+
 def _merge(conn: Conn, spec: EntitySpec, run: RunInfo) -> tuple[list[str], list[str], int]:
     """Upsert the staged rows: (inserted keys, updated keys, distinct staged keys).
 
@@ -1049,7 +1070,6 @@ def _merge(conn: Conn, spec: EntitySpec, run: RunInfo) -> tuple[list[str], list[
     more per row; the same result, because the entity lock (``_run``) makes this run the only
     writer of its core rows. Without duplicate keys in the stage (counted with a hash
     aggregate) the bulk path uses the stage as it is, without sorting it for ``DISTINCT ON``."""
-    columns = _model_columns(spec)
     key_text = _key_text(spec.natural_key)
     counted = conn.execute(
         sql.SQL(
@@ -1074,20 +1094,7 @@ def _merge(conn: Conn, spec: EntitySpec, run: RunInfo) -> tuple[list[str], list[
             ).format(nk_s=nk_s)
         )
         source = sql.Identifier("_sync_win")
-    insert_cols = [*columns, *BOOKKEEPING]
-    select_cols: list[sql.Composable] = [
-        sql.SQL("s.{}").format(sql.Identifier(c)) for c in insert_cols
-    ]
-    join: sql.Composable = sql.SQL("")
-    if spec.id_map is not None:
-        entity_type, map_column, core_column = spec.id_map
-        insert_cols.append("canonical_id")
-        select_cols.append(sql.SQL("m.canonical_id"))
-        join = sql.SQL(" JOIN core.id_map m ON m.entity_type = {et} AND m.{mc} = s.{cc}").format(
-            et=sql.Literal(entity_type),
-            mc=sql.Identifier(map_column),
-            cc=sql.Identifier(core_column),
-        )
+    insert_cols, select_cols, join = _merge_columns(spec)
     updatable = [c for c in insert_cols if c not in spec.natural_key]
     match = sql.SQL(" AND ").join(sql.SQL("t.{c} = s.{c}").format(c=c) for c in nk)
     if spec.history == "effective_dated":
@@ -1135,21 +1142,7 @@ def _merge(conn: Conn, spec: EntitySpec, run: RunInfo) -> tuple[list[str], list[
 
 def _merge_upsert(conn: Conn, spec: EntitySpec, run: RunInfo) -> tuple[list[str], list[str]]:
     """One ``INSERT ... ON CONFLICT`` of the staged rows; returns (inserted, updated) keys."""
-    columns = _model_columns(spec)
-    insert_cols = [*columns, *BOOKKEEPING]
-    select_cols: list[sql.Composable] = [
-        sql.SQL("s.{}").format(sql.Identifier(c)) for c in insert_cols
-    ]
-    join: sql.Composable = sql.SQL("")
-    if spec.id_map is not None:
-        entity_type, map_column, core_column = spec.id_map
-        insert_cols.append("canonical_id")
-        select_cols.append(sql.SQL("m.canonical_id"))
-        join = sql.SQL(" JOIN core.id_map m ON m.entity_type = {et} AND m.{mc} = s.{cc}").format(
-            et=sql.Literal(entity_type),
-            mc=sql.Identifier(map_column),
-            cc=sql.Identifier(core_column),
-        )
+    insert_cols, select_cols, join = _merge_columns(spec)
     nk = sql.SQL(", ").join(sql.Identifier(c) for c in spec.natural_key)
     nk_s = sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in spec.natural_key)
     updatable = [c for c in insert_cols if c not in spec.natural_key]

@@ -67,6 +67,37 @@ def _one_by_one(keys: Sequence[str], one: Callable[[str], Record | None]) -> Ite
         yield page
 
 
+class _HarvestSource:
+    """What the Harvest listings share: the client they read through (PSA connection)."""
+
+    def client(self) -> HarvestClient:
+        from erpsync.connectors.harvest import HarvestClient
+
+        return HarvestClient()
+
+    @staticmethod
+    def _psa(client: VendorClient) -> HarvestClient:
+        from erpsync.connectors.harvest import HarvestClient
+
+        return _narrow(client, HarvestClient)
+
+
+class _BusinessCentralSource:
+    """What the Business Central listings share: the client they read through (ERP
+    connection)."""
+
+    def client(self) -> BusinessCentralClient:
+        from erpsync.connectors.business_central import BusinessCentralClient
+
+        return BusinessCentralClient()
+
+    @staticmethod
+    def _erp(client: VendorClient) -> BusinessCentralClient:
+        from erpsync.connectors.business_central import BusinessCentralClient
+
+        return _narrow(client, BusinessCentralClient)
+
+
 @dataclass(frozen=True)
 class SalesforceQuery:
     """``SELECT fields FROM sobject [WHERE SystemModstamp >= since] ORDER BY SystemModstamp, Id``.
@@ -110,7 +141,7 @@ class SalesforceQuery:
 
 
 @dataclass(frozen=True)
-class HarvestList:
+class HarvestList(_HarvestSource):
     """``GET /v2/<resource>`` (``updated_since`` for incremental reads), read ahead in a helper
     thread (:func:`prefetch`). A requeue re-reads with ``GET /v2/{resource}/{id}``, e.g.
     "Retrieve a time entry" (https://help.getharvest.com/api-v2/timesheets-api/timesheets/time-entries/),
@@ -118,17 +149,10 @@ class HarvestList:
 
     resource: str
 
-    def client(self) -> HarvestClient:
-        from erpsync.connectors.harvest import HarvestClient
-
-        return HarvestClient()
-
     def pages(
         self, client: VendorClient, read: Read, *, raw: bool = False
     ) -> Iterator[Sequence[Record]]:
-        from erpsync.connectors.harvest import HarvestClient
-
-        psa = _narrow(client, HarvestClient)
+        psa = self._psa(client)
         params = {} if read.since is None else {"updated_since": iso_seconds(read.since)}
         if not raw:
             yield from prefetch(psa.iter_pages(self.resource, params or None))
@@ -141,14 +165,12 @@ class HarvestList:
             yield RawPage(records) if as_raw else records
 
     def records(self, client: VendorClient, keys: Sequence[str]) -> Iterator[list[Record]]:
-        from erpsync.connectors.harvest import HarvestClient
-
-        psa = _narrow(client, HarvestClient)
+        psa = self._psa(client)
         return _one_by_one(keys, lambda key: psa.get(f"{self.resource}/{quote(str(key), safe='')}"))
 
 
 @dataclass(frozen=True)
-class HarvestNested:
+class HarvestNested(_HarvestSource):
     """``GET /v2/<parent>/{id}/<child>`` for every record of ``/v2/<parent>``; each child record
     gets ``parent_key`` (e.g. ``user_id``) added, since the vendor leaves it implicit.
 
@@ -162,17 +184,10 @@ class HarvestNested:
     child: str
     parent_key: str
 
-    def client(self) -> HarvestClient:
-        from erpsync.connectors.harvest import HarvestClient
-
-        return HarvestClient()
-
     def pages(
         self, client: VendorClient, read: Read, *, raw: bool = False
     ) -> Iterator[list[Record]]:
-        from erpsync.connectors.harvest import HarvestClient
-
-        psa = _narrow(client, HarvestClient)
+        psa = self._psa(client)
         parent_ids = [rec["id"] for page in psa.iter_pages(self.parent) for rec in page]
         for parent_id in parent_ids:
             path = f"{self.parent}/{parent_id}/{self.child}"
@@ -184,7 +199,7 @@ class HarvestNested:
 
 
 @dataclass(frozen=True)
-class BusinessCentralList:
+class BusinessCentralList(_BusinessCentralSource):
     """An entity of the BC API v2.0, filtered on its modstamp for incremental reads. A requeue
     re-reads with ``GET .../companies({id})/{entity}({id})`` (MicrosoftDocs/
     dynamics365smb-devitpro-pb dev-itpro/api-reference/v2.0/api/dynamics_customer_get.md and
@@ -194,31 +209,22 @@ class BusinessCentralList:
     api: str = "v2.0"
     modstamp_field: str = "lastModifiedDateTime"
 
-    def client(self) -> BusinessCentralClient:
-        from erpsync.connectors.business_central import BusinessCentralClient
-
-        return BusinessCentralClient()
-
     def pages(
         self, client: VendorClient, read: Read, *, raw: bool = False
     ) -> Iterator[list[Record]]:
-        from erpsync.connectors.business_central import BusinessCentralClient
-
-        erp = _narrow(client, BusinessCentralClient)
+        erp = self._erp(client)
         odata = None
         if read.since is not None:
             odata = f"{self.modstamp_field} ge {iso_seconds(read.since)}"
         yield from erp.iter_pages(self.entity, filter=odata, api=self.api)
 
     def records(self, client: VendorClient, keys: Sequence[str]) -> Iterator[list[Record]]:
-        from erpsync.connectors.business_central import BusinessCentralClient
-
-        erp = _narrow(client, BusinessCentralClient)
+        erp = self._erp(client)
         return _one_by_one(keys, lambda key: erp.get(self.entity, key, api=self.api))
 
 
 @dataclass(frozen=True)
-class BusinessCentralWebService:
+class BusinessCentralWebService(_BusinessCentralSource):
     """A page an admin published as an OData V4 web service (``/ODataV4/Company('..')/<service>``),
     always read in full (such pages carry no modification stamp). Each record gets ``key_field``
     added: its key fields joined with ``|`` (the pages have no single id). No single-record
@@ -228,17 +234,10 @@ class BusinessCentralWebService:
     key_fields: tuple[str, ...]
     key_field: str = "key"
 
-    def client(self) -> BusinessCentralClient:
-        from erpsync.connectors.business_central import BusinessCentralClient
-
-        return BusinessCentralClient()
-
     def pages(
         self, client: VendorClient, read: Read, *, raw: bool = False
     ) -> Iterator[list[Record]]:
-        from erpsync.connectors.business_central import BusinessCentralClient
-
-        erp = _narrow(client, BusinessCentralClient)
+        erp = self._erp(client)
         for page in erp.iter_web_service(self.service):
             yield [
                 {**rec, self.key_field: "|".join(str(rec.get(k) or "") for k in self.key_fields)}

@@ -6,6 +6,8 @@ table, write-back rule), a core table in a migration, and its tests (README, "Ad
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from erpsync.models import mappings, milestones
@@ -27,7 +29,7 @@ from erpsync.sync.sources import (
     HarvestNested,
     SalesforceQuery,
 )
-from erpsync.sync.spec import CursorSpec, EntitySpec, RunInfo
+from erpsync.sync.spec import CursorSpec, EntitySpec, Record, RunInfo
 
 if TYPE_CHECKING:
     import psycopg
@@ -62,50 +64,50 @@ _SF_CURSOR = CursorSpec(field="SystemModstamp", id_field="Id", overlap_seconds=1
 _HARVEST_CURSOR = CursorSpec(field="updated_at", id_field="id", overlap_seconds=1)
 _BC_CURSOR = CursorSpec(field="lastModifiedDateTime", id_field="id", overlap_seconds=1)
 
-CLIENTS = EntitySpec(
-    name="clients",
+# What every spec of one vendor listing shares (system, cursor, delete strategy, record key):
+# each spec below names only what is its own.
+_crm = partial(
+    EntitySpec,
     system="crm",
-    source=_ACCOUNT,
-    model=Client,
-    mapper=mappings.salesforce_account_to_client,
-    natural_key=("crm_id",),
     cursor=_SF_CURSOR,
     deletes=SALESFORCE_DELETED_FEED,
     deleted_flag="IsDeleted",
     raw_table=RAW_TABLE,
+)
+#: Harvest and Business Central have no delete feed: deletes by comparing full id sets
+_by_id_set = partial(EntitySpec, raw_table=RAW_TABLE, deletes=ID_SET_COMPARE, record_key="id")
+_psa = partial(_by_id_set, system="psa", cursor=_HARVEST_CURSOR)
+_erp = partial(_by_id_set, system="erp", cursor=_BC_CURSOR)
+
+CLIENTS = _crm(
+    name="clients",
+    source=_ACCOUNT,
+    model=Client,
+    mapper=mappings.salesforce_account_to_client,
+    natural_key=("crm_id",),
     core_table="core.clients",
     id_map=("client", "crm_id", "crm_id"),
     write_back=("erp.customer", "psa.client"),
     description="CRM Accounts: legal name, billing address, currency, payment terms, PO rule.",
 )
 
-TAX_PROFILES = EntitySpec(
+TAX_PROFILES = _crm(
     name="tax_profiles",
-    system="crm",
     source=_ACCOUNT,
     model=TaxProfile,
     mapper=mappings.salesforce_account_to_tax_profile,
     natural_key=("crm_account_id",),
-    cursor=_SF_CURSOR,
-    deletes=SALESFORCE_DELETED_FEED,
-    deleted_flag="IsDeleted",
-    raw_table=RAW_TABLE,
     core_table="core.tax_profiles",
     write_back=("erp.customer",),
     description="CRM Account tax fields: VAT id (validated), exemption, reverse charge.",
 )
 
-TAX_CODES = EntitySpec(
+TAX_CODES = _erp(
     name="tax_codes",
-    system="erp",
     source=BusinessCentralList("taxGroups"),
     model=TaxCode,
     mapper=mappings.bc_tax_group_to_tax_code,
     natural_key=("code",),
-    cursor=_BC_CURSOR,
-    deletes=ID_SET_COMPARE,
-    record_key="id",
-    raw_table=RAW_TABLE,
     core_table="core.tax_codes",
     description="ERP tax groups (VAT codes).",
 )
@@ -117,9 +119,8 @@ def _date_vat_rates(conn: psycopg.Connection[Any], run: RunInfo) -> None:
     vat_rates.date_vat_rates(conn, run)
 
 
-TAX_RATES = EntitySpec(
+TAX_RATES = _erp(
     name="tax_rates",
-    system="erp",
     # page 472 "VAT Posting Setup", published by the BC admin as OData V4 web service
     # VATPostingSetup (vendor/business_central/README.md); no dates, no modstamp: full reads
     source=BusinessCentralWebService(
@@ -129,83 +130,54 @@ TAX_RATES = EntitySpec(
     mapper=mappings.bc_vat_posting_setup_to_tax_rate,
     natural_key=("vat_bus_posting_group", "tax_code"),
     cursor=None,
-    deletes=ID_SET_COMPARE,
     record_key="key",
-    raw_table=RAW_TABLE,
     core_table="core.vat_posting_setup",
     after_merge=_date_vat_rates,
     description="ERP VAT Posting Setup (VAT % per tax area and tax code); erpsync dates each "
     "rate in core.tax_rates (a changed percentage closes the old period).",
 )
 
-PEOPLE = EntitySpec(
+PEOPLE = _psa(
     name="people",
-    system="psa",
     source=HarvestList("users"),
     model=Person,
     mapper=mappings.harvest_user_to_person,
     natural_key=("psa_id",),
-    cursor=_HARVEST_CURSOR,
-    deletes=ID_SET_COMPARE,
-    record_key="id",
-    raw_table=RAW_TABLE,
     core_table="core.people",
     id_map=("person", "psa_id", "psa_id"),
     write_back=("erp.employee",),
     description="PSA users: name, e-mail, employee number, role.",
 )
 
-BILLABLE_RATES = EntitySpec(
-    name="billable_rates",
-    system="psa",
-    source=HarvestNested("users", "billable_rates", "user_id"),
-    model=RateCard,
-    mapper=mappings.harvest_billable_rate_to_rate_card,
-    natural_key=("kind", "psa_rate_id"),
-    cursor=_HARVEST_CURSOR,
-    deletes=ID_SET_COMPARE,
-    record_key="id",
-    raw_table=RAW_TABLE,
-    core_table="core.rate_cards",
-    history="effective_dated",
-    scope={"kind": "billable"},
-    description=(
-        "PSA billable rates per person, effective-dated; no currency (the client's applies) and"
-        " read in full every run (the rate lists take no updated_since)."
-    ),
-)
 
-COST_RATES = EntitySpec(
-    name="cost_rates",
-    system="psa",
-    source=HarvestNested("users", "cost_rates", "user_id"),
-    model=RateCard,
-    mapper=mappings.harvest_cost_rate_to_rate_card,
-    natural_key=("kind", "psa_rate_id"),
-    cursor=_HARVEST_CURSOR,
-    deletes=ID_SET_COMPARE,
-    record_key="id",
-    raw_table=RAW_TABLE,
-    core_table="core.rate_cards",
-    history="effective_dated",
-    scope={"kind": "cost"},
-    description=(
-        "PSA cost rates per person, effective-dated; no currency (the client's applies) and"
-        " read in full every run (the rate lists take no updated_since)."
-    ),
-)
+def _rate_card(kind: str, mapper: Callable[[Record], list[Record]]) -> EntitySpec:
+    """One Harvest rate list per person (``/v2/users/{id}/<kind>_rates``) as rate-card rows of
+    ``kind``, sharing core.rate_cards with the other kind."""
+    return _psa(
+        name=f"{kind}_rates",
+        source=HarvestNested("users", f"{kind}_rates", "user_id"),
+        model=RateCard,
+        mapper=mapper,
+        natural_key=("kind", "psa_rate_id"),
+        core_table="core.rate_cards",
+        history="effective_dated",
+        scope={"kind": kind},
+        description=(
+            f"PSA {kind} rates per person, effective-dated; no currency (the client's applies) and"
+            " read in full every run (the rate lists take no updated_since)."
+        ),
+    )
 
-PSA_CLIENTS = EntitySpec(
+
+BILLABLE_RATES = _rate_card("billable", mappings.harvest_billable_rate_to_rate_card)
+COST_RATES = _rate_card("cost", mappings.harvest_cost_rate_to_rate_card)
+
+PSA_CLIENTS = _psa(
     name="psa_clients",
-    system="psa",
     source=HarvestList("clients"),
     model=PsaClient,
     mapper=mappings.harvest_client_to_psa_client,
     natural_key=("psa_id",),
-    cursor=_HARVEST_CURSOR,
-    deletes=ID_SET_COMPARE,
-    record_key="id",
-    raw_table=RAW_TABLE,
     core_table="core.psa_clients",
     description=(
         "PSA clients and the currency Harvest prices their time in (Harvest's time entries and"
@@ -213,9 +185,8 @@ PSA_CLIENTS = EntitySpec(
     ),
 )
 
-CONTRACT_RATE_OVERRIDES = EntitySpec(
+CONTRACT_RATE_OVERRIDES = _crm(
     name="contract_rate_overrides",
-    system="crm",
     source=SalesforceQuery(
         "Opportunity",
         (
@@ -231,26 +202,17 @@ CONTRACT_RATE_OVERRIDES = EntitySpec(
     model=ContractRateOverride,
     mapper=mappings.salesforce_opportunity_to_rate_overrides,
     natural_key=("opportunity_id", "user_email"),
-    cursor=_SF_CURSOR,
-    deletes=SALESFORCE_DELETED_FEED,
-    deleted_flag="IsDeleted",
-    raw_table=RAW_TABLE,
     core_table="core.contract_rate_overrides",
     write_back=("psa.assignment_rate",),
     description="Contracted rate overrides of closed-won CRM opportunities.",
 )
 
-CONTRACT_MILESTONES = EntitySpec(
+CONTRACT_MILESTONES = _crm(
     name="contract_milestones",
-    system="crm",
     source=SalesforceQuery(milestones.MILESTONE_SOBJECT, milestones.MILESTONE_FIELDS),
     model=milestones.CrmMilestone,
     mapper=milestones.salesforce_contract_milestone,
     natural_key=("crm_milestone_id",),
-    cursor=_SF_CURSOR,
-    deletes=SALESFORCE_DELETED_FEED,
-    deleted_flag="IsDeleted",
-    raw_table=RAW_TABLE,
     core_table="core.crm_milestones",
     description=(
         "CRM Contract_Milestone__c (child of Opportunity): fixed-fee milestones and their "

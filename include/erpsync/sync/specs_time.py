@@ -14,6 +14,8 @@ finds these through :data:`BY_NAME`.
 
 from __future__ import annotations
 
+from functools import partial
+
 from erpsync.models import time_expense as te
 from erpsync.sync.sources import HarvestList
 from erpsync.sync.spec import CursorSpec, EntitySpec
@@ -29,18 +31,23 @@ _CURSOR = CursorSpec(field="updated_at", id_field="id", overlap_seconds=LOOKBACK
 #: windows cut on core's (and Harvest's) spent_date
 _DELETES = WindowedCount(window_column="spent_date")
 
-TIME_ENTRIES = EntitySpec(
-    name="time_entries",
+# what both listings share: each spec below names only what is its own
+_harvest = partial(
+    EntitySpec,
     system="psa",
-    source=HarvestList("time_entries"),
-    model=te.TimeEntry,
-    mapper=te.harvest_time_entry,
     natural_key=("psa_id",),
     cursor=_CURSOR,
     deletes=_DELETES,
     deleted_flag=TOMBSTONE_FLAG,
     record_key="id",
     raw_table="raw.vendor_records",
+)
+
+TIME_ENTRIES = _harvest(
+    name="time_entries",
+    source=HarvestList("time_entries"),
+    model=te.TimeEntry,
+    mapper=te.harvest_time_entry,
     core_table="core.time_entries",
     # pages read as JSON bytes, encoded per record by the codec; what it declines (and the
     # tombstones of deleted entries) goes through mapper and model
@@ -51,18 +58,11 @@ TIME_ENTRIES = EntitySpec(
     ),
 )
 
-EXPENSES = EntitySpec(
+EXPENSES = _harvest(
     name="expenses",
-    system="psa",
     source=HarvestList("expenses"),
     model=te.Expense,
     mapper=te.harvest_expense,
-    natural_key=("psa_id",),
-    cursor=_CURSOR,
-    deletes=_DELETES,
-    deleted_flag=TOMBSTONE_FLAG,
-    record_key="id",
-    raw_table="raw.vendor_records",
     core_table="core.expenses",
     description=(
         "PSA expenses: amount and currency, approval state, locked and billed flags, receipt "

@@ -94,14 +94,19 @@ class TokenBuckets:
             self._buckets.clear()
             self.accepted = self.rejected = 0
 
+    def _tokens(self, limit: RateLimit, key: str, now: float) -> float:
+        """Tokens in ``key``'s bucket at ``now``: refilled since its last use, capped at the
+        limit (a new bucket is full). Call with the lock held."""
+        tokens, last = self._buckets.get(key, (float(limit.requests), now))
+        return min(float(limit.requests), tokens + (now - last) * limit.refill_per_second)
+
     def acquire(self, key: str) -> int | None:
         limit = self._limit
         if limit is None:
             return None
         now = self._clock()
         with self._lock:
-            tokens, last = self._buckets.get(key, (float(limit.requests), now))
-            tokens = min(float(limit.requests), tokens + (now - last) * limit.refill_per_second)
+            tokens = self._tokens(limit, key, now)
             if tokens >= 1.0:
                 self._buckets[key] = (tokens - 1.0, now)
                 self.accepted += 1
@@ -117,5 +122,4 @@ class TokenBuckets:
             return None
         now = self._clock()
         with self._lock:
-            tokens, last = self._buckets.get(key, (float(limit.requests), now))
-            return int(min(float(limit.requests), tokens + (now - last) * limit.refill_per_second))
+            return int(self._tokens(limit, key, now))
