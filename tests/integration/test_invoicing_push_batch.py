@@ -249,3 +249,21 @@ def test_a_harvest_invoice_created_after_the_read_ahead_is_found_not_created_twi
     assert requests.count("GET", HARVEST_INVOICE, "psa") == 1  # found through its items
     assert billed_states(env, batch)[second_doc][1] == str(made[0]["id"])
     assert_exactly_once(env, batch, before)
+
+
+def test_a_read_ahead_refused_by_429s_looks_each_harvest_invoice_up_alone(env, requests):
+    """The read-ahead (the push's first Harvest request) is answered 429 past the client's
+    retries: the push goes on, each invoice's Harvest invoice is looked up alone, as before."""
+    batch = make_batch(env, 1, items=exact_items(env))
+    before = len(env.erp_docs())
+    env.faults("psa", burst_429={"count": 3, "start_after": 0, "retry_after": 0})
+    try:
+        result = push(env, batch.batch_id)
+        injected = env.sandbox.ctx.faults_for("psa").snapshot()["stats"]["injected"]
+    finally:
+        env.quiet()
+    assert injected == {"429": 3}
+    assert result.complete and result.harvest_invoiced == 1 and result.psa_writes == 1
+    assert requests.count("GET", HARVEST_INVOICES, "psa") == 3 + 1  # refused, then the lookup
+    assert _state_requests(env, batch) == dict.fromkeys(batch.invoices, 6)
+    assert_exactly_once(env, batch, before)
