@@ -57,7 +57,8 @@ number reads that list. Exactly-once still holds because the read-ahead only eve
   after the read-ahead by definition: it is looked up with the per-invoice list, as before.
 
 The read-ahead counts in the push's ``psa_requests``, not in an invoice's state row. If it fails
-(Harvest unreachable after the client's retries) each invoice is looked up alone, as before.
+(Harvest unreachable after the client's retries) each invoice is looked up alone, as before (the
+failed attempts are then counted only in the connectors' request ledger and the warning).
 
 The Harvest invoice stays a draft: the ERP is the receivables system, and a Harvest draft is not
 an outstanding amount in Harvest's reports. Nothing else is ever written to a time entry or
