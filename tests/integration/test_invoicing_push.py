@@ -250,12 +250,16 @@ def make_batch(
     *,
     approve: bool = True,
     milestone: str | None = None,
-    items: tuple[list[dict], dict] | None = None,
+    items: tuple[list[dict], dict] | list[tuple[list[dict], dict]] | None = None,
 ) -> Batch:
     """An approved batch of ``n_invoices`` invoices (2 time entries + 1 expense each, from
-    anywhere in the firm, or ``items`` = (entries, expense) for a one-invoice batch; plus a
-    fixed-fee line for the item key ``milestone`` on the first invoice)."""
+    anywhere in the firm, or ``items`` = (entries, expense) for a one-invoice batch, or a list
+    of them: one invoice each; plus a fixed-fee line for the item key ``milestone`` on the
+    first invoice)."""
     tag = next(env.tags)
+    per_invoice = items if isinstance(items, list) else None
+    if per_invoice is not None:
+        n_invoices = len(per_invoice)
     invoices: dict[str, dict] = {}
     with psycopg.connect(env.db) as conn:
         batch_id = conn.execute(
@@ -269,7 +273,9 @@ def make_batch(
         for i in range(n_invoices):
             number, currency, code, rate, hourly = PROFILES[(tag + i) % len(PROFILES)]
             customer = env.customers[number]
-            if items is not None:
+            if per_invoice is not None:
+                entries, expense = per_invoice[i]
+            elif isinstance(items, tuple):
                 entries, expense = items
             else:
                 entries = [next(env.time_entries), next(env.time_entries)]

@@ -34,3 +34,7 @@ def test_month_end_bench_small_firm(tmp_path, pg_server_url, monkeypatch):
     month = report["month_end"]
     assert month["limiting_system"] in ("psa", "erp")
     assert month["floor_seconds"]["erp"] == round(month["requests"]["erp"] / 20, 2)
+    # the batch's Harvest invoices are read ahead in one list per push, not looked up per invoice
+    assert routes.get("psa GET /v2/invoices") == 1
+    # the client-side limiter keeps the month-end run under every limit: no 429 received
+    assert month["responses_429"] == {}

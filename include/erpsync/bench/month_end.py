@@ -410,6 +410,16 @@ def _batch_facts(conn: Any, batch_id: int) -> dict[str, Any]:
     }
 
 
+def _client_limits() -> dict[str, dict[str, Any]]:
+    """The pack's client-side limit settings per system, as its clients would resolve them
+    against a loopback sandbox (``rate_limit: off`` = no client-side rate limiting)."""
+    from erpsync.connectors.throttle import limit_settings
+
+    return {
+        system: limit_settings(system, {}, "http://127.0.0.1") for system in ("psa", "erp", "crm")
+    }
+
+
 def _report(
     size: str, seed: int, steps: list[dict[str, Any]], facts: dict[str, Any], keep_db: bool, db: str
 ) -> dict[str, Any]:
@@ -445,7 +455,9 @@ def _report(
             "erp": "6,000 requests / 5 min per user (sandbox: 1,200 per sliding minute),"
             " 5 concurrent, 95 queued",
             "crm": f"{CRM_DAILY_QUOTA:,} requests per day (quota)",
-            "client_side_rate_limiter": False,
+            # connectors/throttle.py: on by default at the documented limits (the sandbox's
+            # own limits for a loopback sandbox), unless switched off by extras or environment
+            "client_side_rate_limiter": _client_limits(),
         },
         **{k: v for k, v in facts.items() if k != "push"},
         "push_result": facts.get("push"),

@@ -46,7 +46,10 @@ step and each invoice ends in the ERP exactly once:
   compared before, read back after, deleted again on a mismatch); otherwise Harvest is left
   alone (``ledger_only``, with the reason). The outcome goes to ``billing.psa_billed_state``
   in the transaction that moves the invoice to ``billed_back``; a Harvest invoice a killed run
-  created is found again by its number, never created twice.
+  created is found again by its number, never created twice. The lookups by number read one
+  list of the batch's Harvest invoices made at the push's first bill-back; such a list only
+  ever answers "found", a Harvest invoice created after it is found through the items it
+  imported (:mod:`erpsync.invoicing.push_psa`, "The read-ahead").
 * **Fixed-fee milestones** live in the CRM: each billed milestone's ``Contract_Milestone__c``
   record is set to Invoiced with the ERP number and read back (:mod:`erpsync.invoicing.push_crm`,
   ``billing.push_crm_marks``).
@@ -255,6 +258,9 @@ class _Ctx:
     crm: SalesforceClient | None = None  # built on first use by push_crm when not given
     #: check-then-create lookups read ahead in $batch requests (push_erp_batch)
     lookups: push_erp_batch.Lookups = field(default_factory=dict)
+    #: the batch's Harvest invoices, listed once at the first bill-back (push_psa)
+    harvest_read_ahead: push_psa.InvoiceReadAhead | None = None
+    harvest_read_ahead_tried: bool = False
 
     def step(self, name: str, invoice_id: int) -> None:
         if self.on_step is not None:
@@ -1150,6 +1156,12 @@ def _bill_back_step(ctx: _Ctx, invoice: dict[str, Any], state: dict[str, Any]) -
         keys = _item_keys(ctx, invoice_id)
         # fixed-fee milestones live in the CRM: Status__c Invoiced + the ERP number, read back
         push_crm.bill_back_milestones(ctx, invoice, str(state["erp_number"]), keys)
+        if ctx.harvest_invoices and not ctx.harvest_read_ahead_tried:
+            ctx.harvest_read_ahead_tried = True
+            dates = push_psa.pending_issue_dates(ctx.conn, int(invoice["batch_id"]))
+            ctx.harvest_read_ahead = push_psa.read_ahead_invoices(ctx.psa, dates)
+            if ctx.harvest_read_ahead is not None:
+                ctx.result.psa_requests += ctx.harvest_read_ahead.requests
         billed = push_psa.settle(
             ctx.conn,
             ctx.psa,
@@ -1160,6 +1172,7 @@ def _bill_back_step(ctx: _Ctx, invoice: dict[str, Any], state: dict[str, Any]) -
             document_number=document,
             mirror=ctx.harvest_invoices,
             on_step=lambda step: ctx.step(step, invoice_id),
+            read_ahead=ctx.harvest_read_ahead,
         )
     ctx.result.psa_writes += billed.psa_writes
     ctx.result.psa_requests += billed.psa_requests

@@ -18,9 +18,10 @@ truth, and Harvest is made to show the same only when that is exact. Per posted 
    for time and one for expenses (the first to the last spent_date billed).
 2. Harvest is listed with its documented filters (``project_id``, ``from``, ``to``; one request
    per project and kind unless a page overflows, never a GET per entry). A Harvest invoice whose
-   ``number`` is the ERP's posted number is looked up first (``GET /v2/invoices?client_id&from&to``
-   on the issue date, and the ``invoice`` of the listed items): found = a previous run created
-   it, go to the read-back (check-then-create: retries and kills never make a second one).
+   ``number`` is the ERP's posted number is looked up first, in the push's read-ahead of the
+   batch's Harvest invoices (below; without one, ``GET /v2/invoices?client_id&from&to`` on the
+   issue date) and in the ``invoice`` of the listed items: found = a previous run created it,
+   go to the read-back (check-then-create: retries and kills never make a second one).
 3. The uninvoiced billable items Harvest would import are compared with the set erpsync billed.
    Equal: the Harvest invoice is created (``number`` = ERP posted number, the ERP's issue date
    and currency). Different (other uninvoiced items in the window, an item billed by another
@@ -30,6 +31,34 @@ truth, and Harvest is made to show the same only when that is exact. Per posted 
    and no other item in the window may have changed. Otherwise the Harvest invoice is deleted,
    the delete is checked (the invoice answers 404), and the state is ``failed`` with both sets
    (exception ``harvest_invoice_mismatch``).
+
+**The read-ahead of the batch's Harvest invoices** (:func:`read_ahead_invoices`): instead of one
+``GET /v2/invoices?client_id&from&to`` per invoice, a push lists Harvest's invoices once, with
+``from``/``to`` on the issue dates of the batch's invoices still to bill back (no ``client_id``,
+``per_page`` 2000, paged by ``links.next``: "List all invoices"), and each invoice's lookup by
+number reads that list. Exactly-once still holds because the read-ahead only ever answers
+"found"; "not found" is never trusted alone:
+
+* a Harvest invoice that existed when the read-ahead was made (a previous push killed after the
+  create, before recording) is in it and is found by number, client and issue date;
+* a Harvest invoice created *after* the read-ahead can only be a create by another push that
+  held the invoice's advisory lock and died before recording ``billed_back`` (this push settles
+  the invoice only under that lock, and reads its state after taking it). :func:`settle` creates
+  a Harvest invoice only when Harvest's uninvoiced billable items of the plan's projects and
+  windows are exactly erpsync's items (all of them present, billable and uninvoiced, nothing
+  else), with ``line_items_import`` over exactly those projects and windows, and Harvest's import
+  takes every uninvoiced billable item there. So such an invoice imported erpsync's items, and
+  the snapshot lists, read fresh after the lock is taken, show them with ``invoice {id,
+  number}`` = that invoice: :func:`_find_invoice` finds it by the items (``by_items``). If
+  the items had changed between that push's comparison and its create so that the import took
+  none of them, they were billed elsewhere or gone, and this push's fresh comparison refuses to
+  create too (``ledger_only``);
+* a create whose answer was lost (:class:`~erpsync.connectors.errors.WriteOutcomeUnknown`) is
+  after the read-ahead by definition: it is looked up with the per-invoice list, as before.
+
+The read-ahead counts in the push's ``psa_requests``, not in an invoice's state row. If it fails
+(Harvest unreachable after the client's retries) each invoice is looked up alone, as before (the
+failed attempts are then counted only in the connectors' request ledger and the warning).
 
 The Harvest invoice stays a draft: the ERP is the receivables system, and a Harvest draft is not
 an outstanding amount in Harvest's reports. Nothing else is ever written to a time entry or
@@ -48,18 +77,25 @@ https://help.getharvest.com/api-v2/expenses-api/expenses/expenses/#list-all-expe
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from erpsync.connectors import errors
+from erpsync.invoicing.common import Connection
 
 __all__ = [
     "CREDIT_NOTE_REASON",
     "HARVEST_KINDS",
     "BilledState",
+    "InvoiceReadAhead",
+    "pending_issue_dates",
+    "read_ahead_invoices",
     "settle",
 ]
+
+log = logging.getLogger(__name__)
 
 #: item key prefix -> Harvest list resource
 HARVEST_KINDS = {"time": "time_entries", "expense": "expenses"}
@@ -93,6 +129,83 @@ class BilledState:
 
 
 @dataclass
+class InvoiceReadAhead:
+    """The Harvest invoices issued from ``start`` to ``end``, listed once for a push
+    (:func:`read_ahead_invoices`; why a "not found" here is never trusted alone: module doc)."""
+
+    start: dt.date
+    end: dt.date
+    by_number: dict[str, list[dict[str, Any]]]
+    requests: int = 0
+
+    def covers(self, issue: dt.date) -> bool:
+        """Whether invoices issued on ``issue`` were listed."""
+        return self.start <= issue <= self.end
+
+    def find(self, number: str, client_id: str, issue: dt.date) -> dict[str, Any] | None:
+        """The listed invoice numbered ``number`` of the client, issued on ``issue`` (what the
+        per-invoice ``GET /v2/invoices?client_id&from&to`` on the issue day would answer)."""
+        day = issue.isoformat()
+        for invoice in self.by_number.get(number, []):
+            client = _str((invoice.get("client") or {}).get("id"))
+            if client == client_id and str(invoice.get("issue_date") or "") == day:
+                return invoice
+        return None
+
+
+def read_ahead_invoices(psa: Any, issue_dates: Iterable[dt.date]) -> InvoiceReadAhead | None:
+    """List Harvest's invoices issued on the ``issue_dates`` (first to last) in one paged list:
+    ``GET /v2/invoices?from&to&per_page=2000`` ("List all invoices": ``client_id`` is optional,
+    ``from``/``to`` filter on ``issue_date``,
+    https://help.getharvest.com/api-v2/invoices-api/invoices/invoices/#list-all-invoices).
+
+    None when there is no date, or when Harvest cannot be listed (after the client's retries):
+    each invoice is then looked up alone, as without the read-ahead."""
+    dates = sorted(set(issue_dates))
+    if not dates:
+        return None
+    h = _Counted(psa)
+    params = {"from": dates[0].isoformat(), "to": dates[-1].isoformat()}
+    try:
+        listed = h.list("invoices", params)
+    except errors.ConnectorError as exc:
+        log.warning(
+            "reading the Harvest invoices issued %s..%s ahead failed (%s); each invoice's"
+            " Harvest invoice is looked up alone",
+            params["from"],
+            params["to"],
+            exc,
+        )
+        return None
+    by_number: dict[str, list[dict[str, Any]]] = {}
+    for invoice in listed:
+        by_number.setdefault(str(invoice.get("number") or ""), []).append(invoice)
+    log.info(
+        "Harvest invoices issued %s..%s read ahead: %d in %d request(s)",
+        params["from"],
+        params["to"],
+        len(listed),
+        h.requests,
+    )
+    return InvoiceReadAhead(dates[0], dates[-1], by_number, h.requests)
+
+
+def pending_issue_dates(conn: Connection, batch_id: int) -> list[dt.date]:
+    """The issue dates of the batch's invoices (not credit notes) not billed back yet: the
+    dates the Harvest invoice read-ahead of a push covers."""
+    rows = conn.execute(
+        """SELECT DISTINCT i.invoice_date FROM billing.invoices i
+             LEFT JOIN billing.invoice_push p ON p.invoice_id = i.invoice_id
+            WHERE i.batch_id = %s AND i.status <> 'rejected'
+              AND i.kind = 'invoice'
+              AND coalesce(p.step, 'pending') <> 'billed_back'
+              AND i.invoice_date IS NOT NULL""",
+        (batch_id,),
+    ).fetchall()
+    return sorted(r[0] for r in rows)
+
+
+@dataclass
 class _Plan:
     keys: list[str]
     projects: list[str]
@@ -121,10 +234,11 @@ class _Counted:
         return out
 
     def get(self, path: str) -> dict[str, Any] | None:
-        return self.psa.get(path)
+        found: dict[str, Any] | None = self.psa.get(path)
+        return found
 
     def create_invoice(self, body: dict[str, Any]) -> dict[str, Any]:
-        answer = self.psa.create("invoices", body)
+        answer: dict[str, Any] = self.psa.create("invoices", body)
         self.writes += 1
         return answer
 
@@ -135,7 +249,7 @@ class _Counted:
         return self.psa.get(f"invoices/{invoice_id}") is None
 
 
-def _plan(conn, keys: list[str]) -> tuple[_Plan | None, str | None]:
+def _plan(conn: Connection, keys: list[str]) -> tuple[_Plan | None, str | None]:
     """Where the invoice's Harvest items are (projects, client, windows), from the warehouse."""
     harvest = sorted(k for k in keys if k.partition(":")[0] in HARVEST_KINDS)
     if not harvest:
@@ -191,19 +305,32 @@ def _str(value: Any) -> str | None:
 
 
 def _find_invoice(
-    h: _Counted, client_id: str | None, number: str, issue: dt.date, listed: dict[str, dict]
+    h: _Counted,
+    client_id: str | None,
+    number: str,
+    issue: dt.date,
+    listed: dict[str, dict[str, Any]],
+    read_ahead: InvoiceReadAhead | None = None,
 ) -> dict[str, Any] | None:
-    """The Harvest invoice numbered ``number`` (a previous run's), if any."""
+    """The Harvest invoice numbered ``number`` (a previous run's), if any: in the push's
+    ``read_ahead`` when it covers the issue date (else one list of the client's invoices of
+    that day), then through the ``invoice`` of the ``listed`` items (a Harvest invoice created
+    after the read-ahead imported them: module doc)."""
     by_items = {
         _str(_invoice_of(r).get("id"))
         for r in listed.values()
         if str(_invoice_of(r).get("number") or "") == number
     }
     if client_id:
-        day = issue.isoformat()
-        for invoice in h.list("invoices", {"client_id": client_id, "from": day, "to": day}):
-            if str(invoice.get("number") or "") == number:
-                return invoice
+        if read_ahead is not None and read_ahead.covers(issue):
+            found = read_ahead.find(number, client_id, issue)
+            if found is not None:
+                return found
+        else:
+            day = issue.isoformat()
+            for invoice in h.list("invoices", {"client_id": client_id, "from": day, "to": day}):
+                if str(invoice.get("number") or "") == number:
+                    return invoice
     for invoice_id in sorted(i for i in by_items if i):
         invoice = h.get(f"invoices/{invoice_id}")
         if invoice is not None:
@@ -212,7 +339,7 @@ def _find_invoice(
 
 
 def settle(
-    conn,
+    conn: Connection,
     psa: Any,
     keys: list[str],
     *,
@@ -222,8 +349,12 @@ def settle(
     document_number: str,
     mirror: bool,
     on_step: Callable[[str], None] | None = None,
+    read_ahead: InvoiceReadAhead | None = None,
 ) -> BilledState:
     """Decide and apply the Harvest billed state of one posted invoice (see the module doc).
+
+    ``read_ahead``: the push's list of the batch's Harvest invoices
+    (:func:`read_ahead_invoices`); None = look the invoice's Harvest invoice up alone.
 
     Raises a :class:`~erpsync.connectors.errors.ConnectorError` when Harvest cannot be reached
     (the caller leaves the invoice at its step; the next push resumes, and finds a Harvest
@@ -252,7 +383,9 @@ def settle(
         if state.harvest_client_id is None:
             clients = {_str((r.get("client") or {}).get("id")) for r in before.values()}
             state.harvest_client_id = next(iter(sorted(c for c in clients if c)), None)
-        existing = _find_invoice(h, state.harvest_client_id, erp_number, issue_date, before)
+        existing = _find_invoice(
+            h, state.harvest_client_id, erp_number, issue_date, before, read_ahead
+        )
         if existing is not None:
             return _read_back(h, plan, state, existing, None, erp_number, on_step)
         wanted = set(plan.keys)
@@ -306,6 +439,7 @@ def settle(
             state.reason = f"Harvest refused the invoice import: {exc}"
             return state
         except errors.WriteOutcomeUnknown:
+            # sent after the read-ahead: looked up alone (the per-invoice list)
             found = _find_invoice(h, state.harvest_client_id, erp_number, issue_date, {})
             if found is None:
                 raise
