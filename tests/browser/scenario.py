@@ -19,7 +19,7 @@ from decimal import Decimal
 
 import psycopg
 
-from erpsync import exceptions_queue
+from erpsync import audit, exceptions_queue
 from erpsync.console import insights
 from erpsync.reconcile import run_reconcile
 from erpsync.reconcile.rows import Rows
@@ -40,6 +40,9 @@ SYNC_ENTITIES = ("clients", "time_entries")
 class _Run:
     run_id: str
     actor: str = "airflow:scheduled"
+
+    def audit_source(self) -> audit.Source:
+        return audit.Source(run_id=self.run_id)
 
 
 @dataclass

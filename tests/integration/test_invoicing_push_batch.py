@@ -23,14 +23,15 @@ and PSA, real PostgreSQL, SIGKILLed child pushes).
 from __future__ import annotations
 
 import json
-import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from erpsync_sandbox import contract
+from tests import contract_log
 from tests.integration.test_invoicing_push import (
     _push_in_child,
     assert_exactly_once,
@@ -77,12 +78,14 @@ class Requests:
 
 
 @pytest.fixture
-def requests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Requests:
-    path = os.environ.get(contract.CONTRACT_LOG_ENV)
-    if not path:
-        path = str(tmp_path / "contract.jsonl")
-        monkeypatch.setenv(contract.CONTRACT_LOG_ENV, path)
-    return Requests(Path(path))
+def requests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Requests]:
+    """This test's requests in a log of its own (the session's log is shared by the other
+    xdist worker, whose pushes would be counted too), checked for undocumented uses here."""
+    path = tmp_path / "contract.jsonl"
+    monkeypatch.setenv(contract.CONTRACT_LOG_ENV, str(path))
+    yield Requests(path)
+    report = contract_log.check(path)
+    assert report.ok, contract_log.format_report(report)
 
 
 def test_the_lookups_go_in_one_batch_and_the_lines_come_with_the_draft(env, requests):
