@@ -369,6 +369,16 @@ class Store:
             )
             self._tables.add(resource)
 
+    def ensure_index(self, resource: str, paths: tuple[str, ...]) -> None:
+        """An index on the JSON fields ``paths`` of ``resource`` (the same ``json_extract``
+        expressions :meth:`scan_rows` filters with, so SQLite uses it): a filtered list of a
+        large store then reads the matching rows instead of scanning every record."""
+        self._ensure(resource)
+        columns = ", ".join(self._col(path) for path in paths)
+        name = "ix_" + resource + "_" + "_".join(p.replace(".", "_") for p in paths)
+        with self._wlock:
+            self._conn().execute(f'CREATE INDEX IF NOT EXISTS "{name}" ON "{resource}" ({columns})')
+
     def _exists(self, resource: str) -> bool:
         if resource in self._tables:
             return True

@@ -125,11 +125,19 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
 
+#: Lists read by project and date range (``project_id`` + ``from``/``to``: the billed-state step
+#: and the delete check read a project's month): indexed, so a large firm's store answers them
+#: without scanning every time entry.
+INDEXED_BY_PROJECT_AND_DATE = ("time_entries", "expenses")
+
+
 def create_app(ctx: SandboxContext) -> FastAPI:
     """The PSA service: the base app (admin routes, faults) plus the Harvest v2 routes."""
     app = make_base_app("psa", ctx)
     app.description = __doc__ or ""
     store = ctx.stores["psa"]
+    for resource in INDEXED_BY_PROJECT_AND_DATE:
+        store.ensure_index(resource, ("project.id", "spent_date"))
     limiter = ctx.extras.get("psa_rate_limiter")
     if not isinstance(limiter, TokenBuckets):
         limiter = TokenBuckets(rate_limit_from_env())
