@@ -30,9 +30,11 @@ needs for the requests the step made: requests / allowed rate.
   report gives the share of the quota used.
 
 The limiting system of a step is the one with the largest floor; the target is a wall time
-within 1.25x of that floor. The client-side rate limiter (connectors/http.py) is not required:
-over a limit the pack relies on 429 handling (``Retry-After`` where sent, jittered backoff
-otherwise), and the report counts the 429s received.
+within 1.25x of that floor. The pack's clients pace themselves with the client-side limiter
+(:mod:`erpsync.connectors.throttle`, on by default at the documented limits; the report's
+``limits.client_side_rate_limiter`` lists the settings used); a 429 that comes anyway is waited
+out (``Retry-After`` where sent, jittered backoff otherwise), and the report counts the 429s
+received.
 
 Results: ``benchmarks/results/month_end.json`` (``--out``).
 
