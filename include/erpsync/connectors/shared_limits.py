@@ -73,21 +73,30 @@ WHERE budget_key = %(key)s AND ticket = %(ticket)s
 """
 
 
-def warehouse_connection() -> psycopg.Connection[Any]:
-    """An autocommit connection to the warehouse (Airflow connection ``erpsync_warehouse``)."""
-    import psycopg
-
+def warehouse_connection() -> Connect:
+    """A function opening autocommit connections to the warehouse (Airflow connection
+    ``erpsync_warehouse``), resolved now: a reconnect from a worker thread asks Airflow nothing.
+    A statement that waits more than 10 s (a stuck lock, a lost network) fails, and the caller
+    falls back to its own limiter instead of hanging."""
     from erpsync.warehouse.connection import conninfo
 
     params = conninfo()
     params["application_name"] = "erpsync limits"
-    return psycopg.connect(**params, autocommit=True)
+    params["options"] = "-c statement_timeout=10000"
+
+    def connect() -> psycopg.Connection[Any]:
+        import psycopg
+
+        return psycopg.connect(**params, autocommit=True)
+
+    return connect
 
 
 class SharedWindow:
     """At most ``limit`` requests of ``budget_key`` in flight or answered within the last
     ``window`` seconds, and at most ``max_concurrent`` in flight (0 = no cap), counted over
-    every process that uses the same warehouse. ``limit=None``: the cap only.
+    every process that uses the same warehouse (``connect``: e.g. :func:`warehouse_connection`).
+    ``limit=None``: the cap only.
 
     Thread-safe; the connection is opened on first use (or by :meth:`open`) and reopened in a
     forked child. A database error is raised to the caller (:class:`psycopg.Error`), which
@@ -101,7 +110,7 @@ class SharedWindow:
         limit: int | None,
         window: float,
         max_concurrent: int = 0,
-        connect: Connect = warehouse_connection,
+        connect: Connect,
         poll: float = 0.05,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:

@@ -435,16 +435,17 @@ def _shared_window(
 ) -> SharedWindow | None:
     """The cross-process window of this budget, connected; None (after one warning per system
     and process) when the warehouse cannot be resolved or reached."""
-    from erpsync.connectors.shared_limits import SharedWindow
+    from erpsync.connectors.shared_limits import SharedWindow, warehouse_connection
     from erpsync.warehouse.connection import conn_id
 
-    shared = SharedWindow(
-        budget_key(system, key, base_url),
-        limit=rate.limit if rate else None,
-        window=rate.window if rate else 0.0,
-        max_concurrent=max_concurrent,
-    )
     try:
+        shared = SharedWindow(
+            budget_key(system, key, base_url),
+            limit=rate.limit if rate else None,
+            window=rate.window if rate else 0.0,
+            max_concurrent=max_concurrent,
+            connect=warehouse_connection(),
+        )
         shared.open()
     except Exception as exc:  # noqa: BLE001 - any failure means "not shared", never a failed task
         if system not in _WARNED:
