@@ -222,7 +222,8 @@ def test_three_processes_share_one_budget_and_get_no_429(sandbox, warehouse_db, 
     assert sum(r["throttled_429"] for r in reports) == 0
     assert snap["rejected"] == {"rate": 0, "concurrency": 0}, "the sandbox refused nothing"
     (user,) = snap["users"].values()  # one service principal for all three processes
-    assert user["peak_window"] == 20 and user["peak_active"] == 2, "the whole budget, no more"
+    assert user["peak_window"] <= 20 and user["peak_active"] <= 2, "never over the limits"
+    assert user["peak_window"] >= 15 and user["peak_active"] == 2, "but the budget was used"
     tokens = PROCESSES * THREADS  # token requests go to the token endpoint, not the API
     assert snap["accepted"] == sum(r["requests"] for r in reports) - tokens
     assert snap["accepted"] >= PROCESSES * THREADS * READS, "every read reached the API"
