@@ -10,14 +10,15 @@ in a process, i.e. while in flight and for ``window`` seconds after its answer c
 
 :meth:`SharedWindow.acquire`, one short autocommit transaction per try:
 
-1. ``pg_advisory_xact_lock(hashtext('erpsync.limits:' || budget_key))`` serialises the tries of
-   one budget (a transaction-level advisory lock is released at commit; PostgreSQL docs,
-   "Advisory Lock Functions");
+1. ``pg_advisory_xact_lock(hashtextextended('erpsync.limits:' || budget_key, 0))`` serialises
+   the tries of one budget (a transaction-level advisory lock is released at commit; PostgreSQL
+   docs, "Advisory Lock Functions"); the statements after it see every ticket committed before
+   it was granted (READ COMMITTED takes a snapshot per statement);
 2. tickets answered ``window`` or more seconds ago are deleted;
 3. in-flight tickets whose PostgreSQL backend is gone (no longer in ``pg_stat_activity``, whose
-   rows every role may see: PostgreSQL docs, "The Cumulative Statistics System") are stamped
-   answered now, so a killed task frees its slots at once: when its process dies, its
-   connection's backend exits;
+   rows every role may see, read afresh in each transaction: PostgreSQL docs, "The Cumulative
+   Statistics System") are stamped answered now, so a killed task frees its slots at once:
+   when its process dies, its connection's backend exits;
 4. with fewer than ``limit`` tickets in the window and fewer than ``max_concurrent`` in flight
    a ticket is inserted with ``pg_backend_pid()``; otherwise the transaction ends and the caller
    sleeps, outside it, until the oldest answer leaves the window (or a short poll when only
@@ -46,7 +47,7 @@ __all__ = ["SharedWindow", "warehouse_connection"]
 
 Connect = Callable[[], "psycopg.Connection[Any]"]
 
-_LOCK = "SELECT pg_advisory_xact_lock(hashtext('erpsync.limits:' || %(key)s))"
+_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('erpsync.limits:' || %(key)s, 0))"
 _FORGET = """
 DELETE FROM ops.api_limit_tickets
 WHERE budget_key = %(key)s AND answered_at <= clock_timestamp() - make_interval(secs => %(window)s)
