@@ -145,10 +145,10 @@ _OFF = {"off", "false", "no", "0", ""}
 
 def parse_switch(spec: Any) -> bool:
     """``"on"``/``"true"``/``"1"`` -> True, ``"off"``/``"false"``/``"0"`` -> False."""
-    text = str(spec if spec is not None else "").strip().lower()
-    if text in _ON or spec is True:
+    text = str(spec if spec is not None else "").strip().lower()  # True -> "true"
+    if text in _ON:
         return True
-    if text in _OFF or spec is False:
+    if text in _OFF:
         return False
     raise ValueError(f"shared_limits must be 'on' or 'off', got {spec!r}")
 
