@@ -80,6 +80,7 @@ def test_settings_extras_then_env_then_local_sandbox_then_documented() -> None:
     assert limit_settings("erp", {}, remote, env={}) == {
         "rate_limit": "6000/300",
         "max_concurrent": "5",
+        "shared_limits": "on",
     }
     assert limit_settings("crm", {}, remote, env={})["quota_reserve"] == "5%"
     sandbox_env = {"ERPSYNC_SANDBOX_PSA_RATE_LIMIT": "off"}

@@ -34,10 +34,11 @@ Retry rules (:class:`RetryPolicy`):
 * Every request has a connect and a read timeout (extras ``connect_timeout``/``read_timeout``).
 
 Limits and budgets: before each authenticated request the client waits for its turn at the
-process-wide :class:`~erpsync.connectors.throttle.Throttle` of its account (documented vendor
-limits, configurable per connection: ``rate_limit``, ``max_concurrent``, ``quota_reserve``), so
-the pack stays just under each limit instead of collecting 429s; a 429 that comes anyway is
-still waited out (``Retry-After``). Every request sent is counted in
+:class:`~erpsync.connectors.throttle.Throttle` of its account (documented vendor limits,
+configurable per connection: ``rate_limit``, ``max_concurrent``, ``quota_reserve``,
+``shared_limits``; shared by the process's clients and, through the warehouse, by every process
+using the account), so the pack stays just under each limit instead of collecting 429s; a 429
+that comes anyway is still waited out (``Retry-After``). Every request sent is counted in
 :data:`erpsync.connectors.budget.LEDGER` by system and purpose (``request(..., purpose=...)``
 or derived from method and resource by :func:`~erpsync.connectors.budget.purpose_of`).
 
@@ -375,7 +376,7 @@ class VendorClient:
             )
             settings = limit_settings(self.system, self.extras, self.base_url)
             try:
-                self._throttle = throttle_for(self.system, key, settings)
+                self._throttle = throttle_for(self.system, key, settings, base_url=self.base_url)
             except ValueError as exc:
                 raise ConnectorError(
                     f"{self.label}: connection {self.conn_id}: {exc}", system=self.system

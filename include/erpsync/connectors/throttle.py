@@ -26,9 +26,18 @@ refill (Harvest's ``limit`` per ``window``, which refills ``limit`` tokens per `
 
 The limiters are shared by every client of the process that talks to the same account with the
 same credentials (a registry keyed by system and a non-secret fingerprint of the key), and they
-are thread-safe: the sync's prefetch threads and the push's workers take turns. Limits are per
-process: Airflow pools (``psa_api`` 1 slot, ``erp_api`` 5 slots) keep tasks of other processes
-from spending the same budget at the same time.
+are thread-safe: the sync's prefetch threads and the push's workers take turns. Airflow runs
+every task in a process of its own, and the pools do not keep those processes apart: ``erp_api``
+has 5 slots, so five Business Central tasks can run at once, each with a limiter of its own
+that believes it has the user's whole 6,000 per 5 minutes and 5 at once. So, by default, the
+rate window and the concurrency cap of a real vendor host are **shared across processes**
+through the warehouse PostgreSQL (:mod:`erpsync.connectors.shared_limits`, table
+``ops.api_limit_tickets``): every task of every worker that uses the same account counts against
+the one budget. The budget key is the system, the vendor's host and port and the credential
+fingerprint (no secret). When the warehouse connection cannot be resolved or reached, the client
+logs one warning and keeps the per-process limiter (a task never fails for this); then only the
+pools limit how many processes share a budget (``psa_api`` 1 slot: one task spends Harvest's
+token budget at a time).
 
 Settings, first found wins: the connection extras (tenants differ; see README "Pointing at
 real systems"), then the environment (``ERPSYNC_PSA_RATE_LIMIT``, ``ERPSYNC_ERP_RATE_LIMIT``,
@@ -44,21 +53,31 @@ documented default:
   ``0`` = no cap).
 * ``quota_reserve`` (Salesforce): requests of the daily quota to leave unused, a number or a
   percentage (default ``5%``); ``0`` uses the quota to the end.
+* ``shared_limits``: ``on``/``off`` (env ``ERPSYNC_<SYSTEM>_SHARED_LIMITS``): share the rate
+  window and the cap across processes through the warehouse. Default ``on``, except for a
+  loopback (local sandbox) connection, where it is ``off`` unless set: a test or benchmark that
+  wants processes to share the sandbox's budget switches it on.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from erpsync.connectors.errors import QuotaReserveReached
+
+if TYPE_CHECKING:
+    from erpsync.connectors.shared_limits import SharedWindow
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -66,10 +85,13 @@ __all__ = [
     "RateSpec",
     "SlidingWindow",
     "Throttle",
+    "Ticket",
+    "budget_key",
     "fingerprint",
     "limit_settings",
     "parse_rate",
     "parse_reserve",
+    "parse_switch",
     "reset_registry",
     "throttle_for",
 ]
@@ -117,6 +139,20 @@ def parse_reserve(spec: Any, limit: int) -> int:
     return int(text)
 
 
+_ON = {"on", "true", "yes", "1"}
+_OFF = {"off", "false", "no", "0", ""}
+
+
+def parse_switch(spec: Any) -> bool:
+    """``"on"``/``"true"``/``"1"`` -> True, ``"off"``/``"false"``/``"0"`` -> False."""
+    text = str(spec if spec is not None else "").strip().lower()  # True -> "true"
+    if text in _ON:
+        return True
+    if text in _OFF:
+        return False
+    raise ValueError(f"shared_limits must be 'on' or 'off', got {spec!r}")
+
+
 #: Documented defaults per system (see the module docstring for the sources).
 DEFAULT_LIMITS: Mapping[str, Mapping[str, str]] = {
     "psa": {"rate_limit": "100/15", "max_concurrent": "0"},
@@ -125,7 +161,7 @@ DEFAULT_LIMITS: Mapping[str, Mapping[str, str]] = {
 }
 
 
-SETTING_NAMES = ("rate_limit", "max_concurrent", "quota_reserve")
+SETTING_NAMES = ("rate_limit", "max_concurrent", "quota_reserve", "shared_limits")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 #: The sandbox's own limit settings a client on a loopback connection follows.
 _SANDBOX_ENV: Mapping[tuple[str, str], str] = {
@@ -157,6 +193,8 @@ def limit_settings(
                 value = f"{per_min}/60" if per_min and per_min != "0" else (per_min or None)
         if value is None:
             value = DEFAULT_LIMITS.get(system, {}).get(name)
+        if value is None and name == "shared_limits":
+            value = "off" if local else "on"
         if value is not None:
             out[name] = value
     return out
@@ -166,6 +204,14 @@ def fingerprint(*parts: Any) -> str:
     """A short non-secret key for a credential (a token is never kept as a dict key)."""
     digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
     return digest[:16]
+
+
+def budget_key(system: str, key: str, base_url: str) -> str:
+    """The name of a budget shared across processes: system, vendor host and port, credential
+    fingerprint (two sandboxes on different ports never share one; no secret in it)."""
+    parts = urlsplit(base_url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{system}@{parts.hostname or ''}:{port}/{key}"
 
 
 class SlidingWindow:
@@ -268,11 +314,27 @@ class QuotaGuard:
             self._pending += 1
 
 
+@dataclass(frozen=True)
+class Ticket:
+    """A turn taken at a :class:`Throttle`: the window's ticket, and whether the shared
+    (cross-process) window gave it."""
+
+    number: int
+    shared: bool = False
+
+
 class Throttle:
     """What a client waits for before each request: a rate window and a concurrency cap (each
-    optional), shared by the clients of one account in this process. (A
-    :class:`QuotaGuard` is per client: it knows only what that client's answers reported, so a
-    new client, e.g. the next task, sends one request to learn the current usage.)"""
+    optional), shared by the clients of one account in this process and, with ``shared``, by
+    every process through the warehouse. (A :class:`QuotaGuard` is per client: it knows only
+    what that client's answers reported, so a new client, e.g. the next task, sends one request
+    to learn the current usage.)
+
+    With ``shared``, the shared window counts both the rate and the cap across processes; the
+    process's own semaphore still caps its threads (so they do not poll the database for a slot
+    this process already fills). When the warehouse fails, the throttle logs one warning and
+    keeps to the per-process window from then on.
+    """
 
     def __init__(
         self,
@@ -281,6 +343,7 @@ class Throttle:
         rate: RateSpec | None = None,
         max_concurrent: int = 0,
         clock: Clock = time.monotonic,
+        shared: SharedWindow | None = None,
     ) -> None:
         self.system = system
         self.window = SlidingWindow(rate, clock=clock) if rate else None
@@ -288,6 +351,7 @@ class Throttle:
         self._slots = threading.BoundedSemaphore(max_concurrent) if max_concurrent > 0 else None
         self._clock = clock
         self._lock = threading.Lock()
+        self.shared = shared
         self.in_flight = 0
         self.peak_in_flight = 0
 
@@ -297,17 +361,41 @@ class Throttle:
             parts.append(f"rate {self.window.spec}")
         if self._slots:
             parts.append(f"{self.max_concurrent} at once")
+        if parts and self.shared is not None:
+            parts.append("shared across processes")
         return ", ".join(parts) or "no limit"
 
-    def acquire(self) -> tuple[int | None, float]:
+    def _stop_sharing(self, shared: SharedWindow, exc: BaseException) -> None:
+        with self._lock:
+            if self.shared is not shared:
+                return  # another thread already fell back
+            self.shared = None
+        log.warning(
+            "%s: the limits shared across processes are unavailable (%s: the warehouse could"
+            " not be used); this process keeps to its own limiter from now on",
+            self.system,
+            type(exc).__name__,
+        )
+        shared.close()
+
+    def _take_turn(self) -> Ticket | None:
+        shared = self.shared
+        if shared is not None:
+            try:
+                return Ticket(shared.acquire(), shared=True)
+            except Exception as exc:  # noqa: BLE001 - the warehouse failing never fails a task
+                self._stop_sharing(shared, exc)
+        if self.window is not None:
+            return Ticket(self.window.acquire())
+        return None
+
+    def acquire(self) -> tuple[Ticket | None, float]:
         """Wait for a turn; returns ``(ticket, seconds waited)``. Pair with :meth:`release`."""
         started = self._clock()
         if self._slots is not None:
             self._slots.acquire()
-        ticket: int | None = None
         try:
-            if self.window is not None:
-                ticket = self.window.acquire()
+            ticket = self._take_turn()
         except BaseException:
             if self._slots is not None:
                 self._slots.release()
@@ -317,34 +405,92 @@ class Throttle:
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         return ticket, max(0.0, self._clock() - started)
 
-    def release(self, ticket: int | None) -> None:
+    def release(self, ticket: Ticket | None) -> None:
         with self._lock:
             self.in_flight -= 1
-        if self.window is not None and ticket is not None:
-            self.window.release(ticket)
-        if self._slots is not None:
-            self._slots.release()
+        try:
+            if ticket is not None and ticket.shared:
+                shared = self.shared
+                if shared is not None:
+                    try:
+                        shared.release(ticket.number)
+                    except Exception as exc:  # noqa: BLE001 - as in _take_turn
+                        # the ticket stays in flight until this connection's backend is gone,
+                        # which the failed connection already is
+                        self._stop_sharing(shared, exc)
+            elif ticket is not None and self.window is not None:
+                self.window.release(ticket.number)
+        finally:
+            if self._slots is not None:
+                self._slots.release()
 
 
 _REGISTRY: dict[tuple[str, str, str], Throttle] = {}
 _REGISTRY_LOCK = threading.Lock()
+_WARNED: set[str] = set()
 
 
-def throttle_for(system: str, key: str, settings: Mapping[str, Any]) -> Throttle:
-    """The process-wide throttle of ``system`` for the account/user ``key`` (a fingerprint),
-    configured from ``settings`` (:func:`limit_settings`)."""
+def _shared_window(
+    system: str, key: str, base_url: str, rate: RateSpec | None, max_concurrent: int
+) -> SharedWindow | None:
+    """The cross-process window of this budget, connected; None (after one warning per system
+    and process) when the warehouse cannot be resolved or reached."""
+    from erpsync.connectors.shared_limits import SharedWindow, warehouse_connection
+    from erpsync.warehouse.connection import conn_id
+
+    try:
+        shared = SharedWindow(
+            budget_key(system, key, base_url),
+            limit=rate.limit if rate else None,
+            window=rate.window if rate else 0.0,
+            max_concurrent=max_concurrent,
+            connect=warehouse_connection(),
+        )
+        shared.open()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not shared", never a failed task
+        if system not in _WARNED:
+            _WARNED.add(system)
+            # the type only: a driver message may name hosts and users
+            log.warning(
+                "%s: limits are not shared across processes (%s: is the Airflow connection"
+                " %s defined and the warehouse migrated?); this process keeps to its own"
+                " limiter, so tasks running at the same time can together exceed the vendor's"
+                " limit",
+                system,
+                type(exc).__name__,
+                conn_id(),
+            )
+        return None
+    return shared
+
+
+def throttle_for(
+    system: str, key: str, settings: Mapping[str, Any], *, base_url: str = ""
+) -> Throttle:
+    """The throttle of ``system`` for the account/user ``key`` (a fingerprint), configured
+    from ``settings`` (:func:`limit_settings`): one per process, and its window shared across
+    processes when ``shared_limits`` is on (``base_url`` names the vendor host in the budget)."""
     rate = parse_rate(settings.get("rate_limit"))
     max_concurrent = int(settings.get("max_concurrent") or 0)
-    config = f"{rate}|{max_concurrent}"
+    share = parse_switch(settings.get("shared_limits")) and (rate is not None or max_concurrent > 0)
+    config = f"{rate}|{max_concurrent}|{'shared' if share else 'local'}|{base_url}"
     with _REGISTRY_LOCK:
         throttle = _REGISTRY.get((system, key, config))
         if throttle is None:
-            throttle = Throttle(system, rate=rate, max_concurrent=max_concurrent)
+            shared = None
+            if share:
+                shared = _shared_window(system, key, base_url, rate, max_concurrent)
+            throttle = Throttle(system, rate=rate, max_concurrent=max_concurrent, shared=shared)
             _REGISTRY[(system, key, config)] = throttle
         return throttle
 
 
 def reset_registry() -> None:
-    """Forget every shared throttle (tests that restart sandboxes)."""
+    """Forget every shared throttle (tests that restart sandboxes) and close the connections
+    of their shared windows."""
     with _REGISTRY_LOCK:
+        for throttle in _REGISTRY.values():
+            if throttle.shared is not None:
+                throttle.shared.close()
         _REGISTRY.clear()
+        _WARNED.clear()
