@@ -150,6 +150,17 @@ async def entra_error(_request: Request, exc: Exception) -> Response:
     )
 
 
+#: Fields the pack's reads and the service's own checks look documents up by: the
+#: check-then-create lookup ``$filter=externalDocumentNumber eq '...'`` (batched or alone), a
+#: credit memo's ``invoiceId``, and the number a post or a create is checked against. Indexed, so
+#: a large firm's company (a hundred thousand posted invoices) answers each from the index
+#: instead of scanning every document's JSON body.
+INDEXED_FIELDS: dict[str, tuple[str, ...]] = {
+    "salesInvoices": ("externalDocumentNumber", "number"),
+    "salesCreditMemos": ("invoiceId", "number"),
+}
+
+
 def create_app(ctx: Any) -> FastAPI:
     """The Business Central sandbox app on top of the shared base app (admin + faults).
 
@@ -163,6 +174,10 @@ def create_app(ctx: Any) -> FastAPI:
         " concurrency limits."
     )
     app.state.erp = ErpService(ctx)
+    store = ctx.stores["erp"]
+    for resource, fields in INDEXED_FIELDS.items():
+        for field in fields:
+            store.ensure_index(resource, (field,))
     cfg = ctx.config
     issuer = TokenIssuer(cfg.erp_tenant, cfg.erp_client_id, cfg.erp_client_secret)
     limiter = Limiter(LimitSettings.from_env())
