@@ -26,7 +26,9 @@ from erpsync.airflow.dag_defaults import default_args
 from erpsync.request_budget import counted_requests
 from erpsync.sync.spec import EntitySpec
 
-#: Airflow pool per system (airflow_settings.yaml): caps concurrent calls to each vendor API.
+#: Airflow pool per system (airflow_settings.yaml): caps how many tasks wait on each vendor's
+#: budget at once; the requests themselves are paced by the client-side limiter, shared
+#: across processes through the warehouse (erpsync.connectors.throttle).
 POOLS = {"crm": "crm_api", "psa": "psa_api", "erp": "erp_api"}
 
 ID_MAP_ASSET = Asset(name="erpsync_core_id_map", uri="erpsync://warehouse/core/id_map")
