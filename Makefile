@@ -103,7 +103,7 @@ bench: install
 	-$(RUN)/python -m erpsync.bench.console
 	-$(RUN)/python -m erpsync.bench.exceptions
 	-$(RUN)/python -m erpsync.bench.cash
-	-$(RUN)/python -m erpsync.bench.month_end --size medium
+	-$(RUN)/python -m erpsync.bench.month_end --size large
 
 clean:
 	-$(RUN)/erpsync db stop
