@@ -26,8 +26,9 @@ refill (Harvest's ``limit`` per ``window``, which refills ``limit`` tokens per `
 
 The limiters are shared by every client of the process that talks to the same account with the
 same credentials (a registry keyed by system and a non-secret fingerprint of the key), and they
-are thread-safe: the sync's prefetch threads and the push's workers take turns. Airflow runs
-every task in a process of its own, and the pools do not keep those processes apart: ``erp_api``
+are thread-safe (a sync's prefetch thread reads while its task's other clients wait their
+turn). Airflow runs every task in a process of its own, and the pools do not keep those
+processes apart: ``erp_api``
 has 5 slots, so five Business Central tasks can run at once, each with a limiter of its own
 that believes it has the user's whole 6,000 per 5 minutes and 5 at once. So, by default, the
 rate window and the concurrency cap of a real vendor host are **shared across processes**
