@@ -5,12 +5,13 @@ and connectors, relay passes, and normalized snapshots of what the three systems
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+
+from erpsync.runtime import sandbox_connections
 
 SANDBOX_CREDENTIALS: dict[str, dict[str, Any]] = {
     "crm": {
@@ -52,34 +53,15 @@ def fast_retry_credentials() -> dict[str, dict[str, Any]]:
 
 def connection_env(sandbox, warehouse_url: str, credentials: dict | None = None) -> dict[str, str]:
     """``AIRFLOW_CONN_ERPSYNC_{CRM,PSA,ERP,WAREHOUSE}`` for a running sandbox and a warehouse."""
-    from erpsync.runtime.database import connection_parts
-
-    creds = credentials or SANDBOX_CREDENTIALS
-    env = {}
-    for name, url in sandbox.urls.items():
-        host, port = url.removeprefix("http://").split(":")
-        conn = {"conn_type": "http", "host": host, "port": int(port), "schema": "http"}
-        env[f"AIRFLOW_CONN_ERPSYNC_{name.upper()}"] = json.dumps({**conn, **creds[name]})
-    parts = connection_parts(warehouse_url)
-    env["AIRFLOW_CONN_ERPSYNC_WAREHOUSE"] = json.dumps(
-        {"conn_type": "postgres", **{k: v for k, v in parts.items() if v is not None}}
+    return sandbox_connections.connection_env(
+        sandbox.urls, credentials or SANDBOX_CREDENTIALS, warehouse_url
     )
-    return env
 
 
 @contextmanager
 def connections(sandbox, warehouse_url: str, credentials: dict | None = None) -> Iterator[None]:
-    env = connection_env(sandbox, warehouse_url, credentials)
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with sandbox_connections.environ(connection_env(sandbox, warehouse_url, credentials)):
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def all_specs():

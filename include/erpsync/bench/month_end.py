@@ -52,8 +52,8 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable
+from contextlib import closing
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,7 @@ from typing import Any
 import psycopg
 
 from erpsync import paths
+from erpsync.runtime.sandbox_connections import connection_env, environ, sandbox_credentials
 
 __all__ = ["LIMITS", "RATES", "main", "run_month_end_bench"]
 
@@ -80,6 +81,7 @@ LIMITS: dict[str, str] = {
 #: Allowed requests per second per system (0: a quota, not a rate).
 RATES: dict[str, float] = {"psa": 100 / 15, "erp": 6000 / 300, "crm": 0.0}
 CRM_DAILY_QUOTA = 100_000
+USER_AGENT = "erpsync month-end bench (finance-ops@example.com)"
 MONTH_END_STEPS = ("incremental_sync", "reconcile", "build", "approve", "push")
 
 
@@ -135,64 +137,6 @@ def _step_report(name: str, seconds: float, records: list[dict[str, Any]]) -> di
         "wall_over_floor": round(seconds / floor, 2) if floor > 0 else None,
         "routes": dict(routes.most_common()),
     }
-
-
-@contextmanager
-def _env(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _connection_env(urls: dict[str, str], cfg: Any, warehouse_url: str) -> dict[str, str]:
-    """``AIRFLOW_CONN_ERPSYNC_*`` for the in-process sandbox (its public sandbox credentials)."""
-    from erpsync.runtime.database import connection_parts
-
-    creds: dict[str, dict[str, Any]] = {
-        "crm": {
-            "login": cfg.crm_client_id,
-            "password": cfg.crm_client_secret,
-            "extra": {
-                "api_version": "v60.0",
-                "token_path": "/services/oauth2/token",
-                "grant_type": "client_credentials",
-            },
-        },
-        "psa": {
-            "password": cfg.psa_token,
-            "extra": {
-                "account_id": cfg.psa_account_id,
-                "user_agent": "erpsync month-end bench (finance-ops@example.com)",
-            },
-        },
-        "erp": {
-            "login": cfg.erp_client_id,
-            "password": cfg.erp_client_secret,
-            "extra": {
-                "tenant": cfg.erp_tenant,
-                "environment": cfg.erp_environment,
-                "token_path": f"/{cfg.erp_tenant}/oauth2/v2.0/token",
-                "scope": "https://api.businesscentral.dynamics.com/.default",
-            },
-        },
-    }
-    env: dict[str, str] = {}
-    for name, url in urls.items():
-        host, port = url.removeprefix("http://").split(":")
-        conn = {"conn_type": "http", "host": host, "port": int(port), "schema": "http"}
-        env[f"AIRFLOW_CONN_ERPSYNC_{name.upper()}"] = json.dumps({**conn, **creds[name]})
-    parts = connection_parts(warehouse_url)
-    env["AIRFLOW_CONN_ERPSYNC_WAREHOUSE"] = json.dumps(
-        {"conn_type": "postgres", **{k: v for k, v in parts.items() if v is not None}}
-    )
-    return env
 
 
 def _sync_time_expense(db: str, label: str) -> None:
@@ -287,11 +231,12 @@ def run_month_end_bench(
     # every run bills the same untouched firm: the push writes to the sandbox's stores
     shutil.copytree(state_dir, work_dir)
     facts["sandbox_prepare_seconds"] = round(time.perf_counter() - t0, 1)
-    with _env({**LIMITS, contract.CONTRACT_LOG_ENV: str(log_path)}):
+    with environ({**LIMITS, contract.CONTRACT_LOG_ENV: str(log_path)}):
         sandbox = start_sandbox(work_dir, size, seed=seed, reset=False)
         try:
             migrate.migrate(db)
-            with _env(_connection_env(dict(sandbox.urls), sandbox.ctx.config, db)):
+            credentials = sandbox_credentials(sandbox.ctx.config, user_agent=USER_AGENT)
+            with environ(connection_env(sandbox.urls, credentials, db)):
 
                 def step(name: str, fn: Callable[[], Any]) -> Any:
                     _log(f"month-end bench: {name} ...")
