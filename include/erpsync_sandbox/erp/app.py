@@ -153,8 +153,12 @@ async def entra_error(_request: Request, exc: Exception) -> Response:
 #: Fields the pack's reads and the service's own checks look documents up by: the
 #: check-then-create lookup ``$filter=externalDocumentNumber eq '...'`` (batched or alone), a
 #: credit memo's ``invoiceId``, and the number a post or a create is checked against. Indexed, so
-#: a large firm's company (a hundred thousand posted invoices) answers each from the index
-#: instead of scanning every document's JSON body.
+#: a large firm's company (thousands of posted invoices) answers each from the index instead
+#: of scanning every document's JSON body. Storage only: no field or parameter is added; the
+#: fields are Business Central's API v2.0 ``salesInvoice`` (``externalDocumentNumber``,
+#: ``number``: .../api-reference/v2.0/resources/dynamics_salesinvoice) and ``salesCreditMemo``
+#: (``invoiceId``, ``number``: .../api-reference/v2.0/resources/dynamics_salescreditmemo), under
+#: https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro.
 INDEXED_FIELDS: dict[str, tuple[str, ...]] = {
     "salesInvoices": ("externalDocumentNumber", "number"),
     "salesCreditMemos": ("invoiceId", "number"),

@@ -127,7 +127,11 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 #: Lists read by project and date range (``project_id`` + ``from``/``to``: the billed-state step
 #: and the delete check read a project's month): indexed, so a large firm's store answers them
-#: without scanning every time entry.
+#: without scanning every time entry. Storage only: no field or parameter is added. Harvest
+#: documents those filters on "List all time entries"
+#: (https://help.getharvest.com/api-v2/timesheets-api/timesheets/time-entries/#list-all-time-entries)
+#: and "List all expenses"
+#: (https://help.getharvest.com/api-v2/expenses-api/expenses/expenses/#list-all-expenses).
 INDEXED_BY_PROJECT_AND_DATE = ("time_entries", "expenses")
 
 
